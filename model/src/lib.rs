@@ -1,0 +1,23 @@
+//! The resource model shared by every binary: APISIX-compatible types, their validation,
+//! and the etcd key layout. No IO lives here, so every rule is unit-testable.
+#![forbid(unsafe_code)]
+
+pub mod codec;
+pub mod error;
+pub mod host;
+pub mod id;
+pub mod key;
+pub mod path;
+pub mod route;
+pub mod service;
+pub mod timeout;
+pub mod upstream;
+pub mod vars;
+
+pub use codec::{decode, Resource};
+pub use error::ValidationError;
+pub use id::Id;
+pub use key::Kind;
+pub use route::Route;
+pub use service::Service;
+pub use upstream::Upstream;

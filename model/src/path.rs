@@ -1,0 +1,123 @@
+//! Route path patterns: exact, `*` prefix, and `:param` / `*name` segment patterns.
+use serde::Deserialize;
+
+/// One segment of a parameter pattern.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Segment {
+    Static(String),
+    /// `:name` — one whole non-empty segment.
+    Param(String),
+    /// `*name` or a bare `*` at the end — the rest of the path, possibly empty.
+    CatchAll(Option<String>),
+}
+
+/// A validated `uri` of a route.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum PathPattern {
+    /// `/a/b`: this path only.
+    Exact(String),
+    /// `/a*`: any path starting with `/a`, byte-wise (`/a`, `/ab`, `/a/b`).
+    Prefix(String),
+    /// `/users/:id/*rest`: matched segment by segment.
+    Params(Vec<Segment>),
+}
+
+const MAX_LEN: usize = 4096;
+
+impl PathPattern {
+    pub fn parse(raw: &str) -> Result<Self, String> {
+        if !raw.starts_with('/') {
+            return Err(format!("uri {raw:?} must start with \"/\""));
+        }
+        if raw.len() > MAX_LEN {
+            return Err(format!("uri is longer than {MAX_LEN} bytes"));
+        }
+        if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!("uri {raw:?} contains whitespace or control characters"));
+        }
+        let parts: Vec<&str> = raw[1..].split('/').collect();
+        let has_params = parts
+            .iter()
+            .any(|p| p.starts_with(':') || (p.starts_with('*') && p.len() > 1));
+        if !has_params {
+            return match raw.find('*') {
+                None => Ok(PathPattern::Exact(raw.to_string())),
+                Some(i) if i == raw.len() - 1 => Ok(PathPattern::Prefix(raw[..i].to_string())),
+                Some(_) => Err(format!("uri {raw:?}: \"*\" is only allowed at the end")),
+            };
+        }
+        let mut segments = Vec::with_capacity(parts.len());
+        for (i, part) in parts.iter().enumerate() {
+            let last = i == parts.len() - 1;
+            if let Some(name) = part.strip_prefix(':') {
+                check_param(raw, name)?;
+                segments.push(Segment::Param(name.to_string()));
+            } else if let Some(name) = part.strip_prefix('*') {
+                if !last {
+                    return Err(format!(
+                        "uri {raw:?}: a catch-all \"*{name}\" must be the last segment"
+                    ));
+                }
+                if name.is_empty() {
+                    segments.push(Segment::CatchAll(None));
+                } else {
+                    check_param(raw, name)?;
+                    segments.push(Segment::CatchAll(Some(name.to_string())));
+                }
+            } else if part.contains('*') {
+                return Err(format!("uri {raw:?}: \"*\" may only start the last segment"));
+            } else {
+                segments.push(Segment::Static(part.to_string()));
+            }
+        }
+        Ok(PathPattern::Params(segments))
+    }
+}
+
+fn check_param(raw: &str, name: &str) -> Result<(), String> {
+    if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(format!(
+            "uri {raw:?}: parameter name {name:?} must be letters, digits or '_'"
+        ));
+    }
+    Ok(())
+}
+
+impl<'de> Deserialize<'de> for PathPattern {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        PathPattern::parse(&s).map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use PathPattern::*;
+    use Segment::*;
+
+    #[test]
+    fn parse_table() {
+        let s = |x: &str| Static(x.to_string());
+        let table: Vec<(&str, Result<PathPattern, ()>)> = vec![
+            ("/", Ok(Exact("/".into()))),
+            ("/a/b", Ok(Exact("/a/b".into()))),
+            ("/a*", Ok(Prefix("/a".into()))),
+            ("/*", Ok(Prefix("/".into()))),
+            ("/a/*", Ok(Prefix("/a/".into()))),
+            ("/u/:id", Ok(Params(vec![s("u"), Param("id".into())]))),
+            ("/u/:id/x", Ok(Params(vec![s("u"), Param("id".into()), s("x")]))),
+            ("/f/*rest", Ok(Params(vec![s("f"), CatchAll(Some("rest".into()))]))),
+            ("/u/:id/*", Ok(Params(vec![s("u"), Param("id".into()), CatchAll(None)]))),
+            ("a", Err(())),
+            ("/a*b", Err(())),
+            ("/f/*rest/x", Err(())),
+            ("/u/:", Err(())),
+            ("/u/:i-d", Err(())),
+            ("/a b", Err(())),
+        ];
+        for (input, want) in table {
+            assert_eq!(PathPattern::parse(input).map_err(|_| ()), want, "{input}");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Upstreams: where a route sends its traffic, and how.
+use crate::codec::check_meta;
+use std::collections::BTreeMap;
+use crate::timeout::Timeout;
+use crate::{Id, Kind, Resource, ValidationError};
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Upstream {
+    pub id: Option<Id>,
+    #[serde(rename = "type", default)]
+    pub lb: LbType,
+    pub nodes: Nodes,
+    pub retries: Option<u32>,
+    pub retry_timeout: Option<f64>,
+    pub timeout: Option<Timeout>,
+    #[serde(default)]
+    pub pass_host: PassHost,
+    pub upstream_host: Option<String>,
+    #[serde(default)]
+    pub scheme: Scheme,
+    pub keepalive_pool: Option<KeepalivePool>,
+    /// Only meaningful for `chash`; APISIX writes `"vars"` into every stored upstream,
+    /// so it is accepted (and checked) for the other types too.
+    pub hash_on: Option<HashOn>,
+    pub name: Option<String>,
+    pub desc: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub create_time: Option<u64>,
+    pub update_time: Option<u64>,
+}
+
+/// `type`: the balancing method.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LbType {
+    #[default]
+    RoundRobin,
+}
+
+impl<'de> Deserialize<'de> for LbType {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "roundrobin" => Ok(LbType::RoundRobin),
+            "chash" | "ewma" | "least_conn" => Err(serde::de::Error::custom(format!(
+                "upstream type {s:?} is not supported yet; supported: \"roundrobin\""
+            ))),
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown upstream type {s:?}; expected \"roundrobin\""
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HashOn {
+    Vars,
+    Header,
+    Cookie,
+    Consumer,
+    VarsCombinations,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PassHost {
+    /// Send the client's `Host`.
+    #[default]
+    Pass,
+    /// Send the chosen node's host (and port when not the scheme's default).
+    Node,
+    /// Send `upstream_host`.
+    Rewrite,
+}
+
+impl<'de> Deserialize<'de> for PassHost {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "pass" => Ok(PassHost::Pass),
+            "node" => Ok(PassHost::Node),
+            "rewrite" => Ok(PassHost::Rewrite),
+            _ => Err(serde::de::Error::custom(format!(
+                "unknown pass_host {s:?}; expected \"pass\", \"node\" or \"rewrite\""
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Scheme {
+    #[default]
+    Http,
+}
+
+impl Scheme {
+    pub fn default_port(self) -> u16 {
+        80
+    }
+}
+
+impl<'de> Deserialize<'de> for Scheme {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.as_str() {
+            "http" => Ok(Scheme::Http),
+            "https" | "grpc" | "grpcs" | "tcp" | "tls" | "udp" | "kafka" => {
+                Err(serde::de::Error::custom(format!(
+                    "scheme {s:?} is not supported yet; supported: \"http\""
+                )))
+            }
+            _ => Err(serde::de::Error::custom(format!("unknown scheme {s:?}"))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepalivePool {
+    #[serde(default = "default_pool_size")]
+    pub size: u32,
+    #[serde(default = "default_pool_idle")]
+    pub idle_timeout: f64,
+    #[serde(default = "default_pool_requests")]
+    pub requests: u32,
+}
+
+fn default_pool_size() -> u32 {
+    320
+}
+fn default_pool_idle() -> f64 {
+    60.0
+}
+fn default_pool_requests() -> u32 {
+    1000
+}
+
+impl Default for KeepalivePool {
+    fn default() -> Self {
+        KeepalivePool {
+            size: default_pool_size(),
+            idle_timeout: default_pool_idle(),
+            requests: default_pool_requests(),
+        }
+    }
+}
+
+/// One upstream node. `port` is `None` when the map form gave only a host.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Node {
+    pub host: String,
+    pub port: Option<u16>,
+    pub weight: u32,
+    pub priority: i32,
+}
+
+impl Node {
+    /// `host:port` for connecting (IPv6 in brackets).
+    pub fn address(&self, scheme: Scheme) -> String {
+        let port = self.port.unwrap_or(scheme.default_port());
+        if self.host.contains(':') && !self.host.starts_with('[') {
+            format!("[{}]:{port}", self.host)
+        } else {
+            format!("{}:{port}", self.host)
+        }
+    }
+}
+
+/// `nodes`, given as a map `{"host:port": weight}` or an array of objects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Nodes(pub Vec<Node>);
+
+pub const MAX_WEIGHT: u32 = 100_000;
+
+impl<'de> Deserialize<'de> for Nodes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = Value::deserialize(d)?;
+        parse_nodes(&v).map(Nodes).map_err(serde::de::Error::custom)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NodeObject {
+    host: String,
+    port: Option<u16>,
+    #[serde(default = "default_weight")]
+    weight: u32,
+    #[serde(default)]
+    priority: i32,
+}
+
+fn default_weight() -> u32 {
+    1
+}
+
+fn parse_nodes(v: &Value) -> Result<Vec<Node>, String> {
+    let mut nodes = Vec::new();
+    match v {
+        Value::Object(map) => {
+            for (addr, w) in map {
+                let (host, port) = split_host_port(addr).map_err(|e| format!("node {addr:?}: {e}"))?;
+                let weight = w
+                    .as_u64()
+                    .filter(|w| *w <= MAX_WEIGHT as u64)
+                    .ok_or_else(|| format!("node {addr:?}: weight must be an integer from 0 to {MAX_WEIGHT}"))?;
+                nodes.push(Node { host, port, weight: weight as u32, priority: 0 });
+            }
+        }
+        Value::Array(list) => {
+            for (i, item) in list.iter().enumerate() {
+                let n: NodeObject = serde_json::from_value(item.clone())
+                    .map_err(|e| format!("node [{i}]: {e}"))?;
+                check_node_host(&n.host).map_err(|e| format!("node [{i}]: {e}"))?;
+                if n.port == Some(0) {
+                    return Err(format!("node [{i}]: port must be from 1 to 65535"));
+                }
+                if n.weight > MAX_WEIGHT {
+                    return Err(format!("node [{i}]: weight must be from 0 to {MAX_WEIGHT}"));
+                }
+                let host = n.host.trim_start_matches('[').trim_end_matches(']').to_string();
+                nodes.push(Node { host, port: n.port, weight: n.weight, priority: n.priority });
+            }
+        }
+        _ => return Err("must be a map {\"host:port\": weight} or an array of {host, port, weight}".into()),
+    }
+    Ok(nodes)
+}
+
+/// Splits `host:port`, `[v6]:port` or a bare host.
+fn split_host_port(addr: &str) -> Result<(String, Option<u16>), String> {
+    let parse_port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("port {p:?} must be from 1 to 65535"))
+    };
+    let (host, port) = if let Some(rest) = addr.strip_prefix('[') {
+        let (h, tail) = rest.split_once(']').ok_or("unclosed '[' in IPv6 address")?;
+        match tail.strip_prefix(':') {
+            Some(p) => (h.to_string(), Some(parse_port(p)?)),
+            None if tail.is_empty() => (h.to_string(), None),
+            None => return Err("expected \":port\" after \"]\"".into()),
+        }
+    } else {
+        match addr.rsplit_once(':') {
+            Some((h, p)) => (h.to_string(), Some(parse_port(p)?)),
+            None => (addr.to_string(), None),
+        }
+    };
+    check_node_host(&host)?;
+    Ok((host, port))
+}
+
+fn check_node_host(host: &str) -> Result<(), String> {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.parse::<std::net::IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let ok = !bare.is_empty()
+        && bare.len() <= 253
+        && bare.split('.').all(|l| {
+            !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        });
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("host {host:?} is neither an IP address nor a valid host name"))
+    }
+}
+
+impl Upstream {
+    pub fn timeout(&self) -> Timeout {
+        self.timeout.unwrap_or_default()
+    }
+
+    /// How many other nodes to try after a failed connection: `retries`, else one per extra node.
+    pub fn effective_retries(&self) -> u32 {
+        self.retries
+            .unwrap_or_else(|| self.nodes.0.len().saturating_sub(1) as u32)
+    }
+}
+
+impl Resource for Upstream {
+    const KIND: Kind = Kind::Upstreams;
+
+    fn id(&self) -> Option<&Id> {
+        self.id.as_ref()
+    }
+
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_meta(self.name.as_deref(), self.desc.as_deref(), self.labels.as_ref())?;
+        if let Some(t) = &self.timeout {
+            t.validate()?;
+        }
+        if let Some(rt) = self.retry_timeout {
+            if !(rt.is_finite() && rt >= 0.0) {
+                return Err(ValidationError::new("retry_timeout", "must be a number of seconds >= 0"));
+            }
+        }
+        if let Some(r) = self.retries {
+            if r > 100 {
+                return Err(ValidationError::new("retries", "must be at most 100"));
+            }
+        }
+        match (self.pass_host, &self.upstream_host) {
+            (PassHost::Rewrite, None) => {
+                return Err(ValidationError::new(
+                    "upstream_host",
+                    "is required when pass_host is \"rewrite\"",
+                ))
+            }
+            (_, Some(h)) if h.is_empty() || h.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') => {
+                return Err(ValidationError::new("upstream_host", "must be a host name, optionally with :port"))
+            }
+            _ => {}
+        }
+        if let Some(p) = &self.keepalive_pool {
+            if p.size == 0 {
+                return Err(ValidationError::new("keepalive_pool.size", "must be at least 1"));
+            }
+            if p.requests == 0 {
+                return Err(ValidationError::new("keepalive_pool.requests", "must be at least 1"));
+            }
+            if !(p.idle_timeout.is_finite() && p.idle_timeout >= 0.0) {
+                return Err(ValidationError::new("keepalive_pool.idle_timeout", "must be a number of seconds >= 0"));
+            }
+        }
+        Ok(())
+    }
+}
