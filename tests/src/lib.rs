@@ -1,1 +1,365 @@
-//! placeholder
+//! Test harness shared by every end-to-end test: a real etcd process on free loopback
+//! ports, the real `gateway` and `admin-api` binaries, and real HTTP backends.
+//!
+//! Binaries are taken from the same target directory as the test executable, so run
+//! `cargo build --workspace --bins` before `cargo test` (the README's test command does).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod backend;
+
+use std::io::Read;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use backend::Backend;
+
+/// A free loopback port (bound and released; a race with other processes is possible but rare).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The path of one of the workspace's binaries, built beside this test executable.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` before the tests",
+        path.display()
+    );
+    path
+}
+
+/// A child process that is killed when dropped; its output goes to a log file that is
+/// printed when the test panics, so a failure shows what the process said.
+pub struct Proc {
+    pub name: String,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl Proc {
+    pub fn spawn(name: &str, cmd: &mut Command, log_dir: &Path) -> Proc {
+        let log = log_dir.join(format!("{name}-{}.log", free_port()));
+        let out = std::fs::File::create(&log).unwrap();
+        let err = out.try_clone().unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(out))
+            .stderr(Stdio::from(err))
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        Proc {
+            name: name.to_string(),
+            child: Some(child),
+            log,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status();
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Waits for the process to exit by itself; `None` if it is still running at the deadline.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(c) = self.child.as_mut() {
+                if let Ok(Some(status)) = c.try_wait() {
+                    self.child = None;
+                    return Some(status);
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
+    pub fn log(&self) -> String {
+        let mut s = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut s);
+        }
+        s
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: String = log
+                .lines()
+                .rev()
+                .take(40)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n");
+            eprintln!("----- last lines of {} -----\n{tail}", self.name);
+        }
+    }
+}
+
+/// A single-member etcd with its data in a temporary directory.
+pub struct Etcd {
+    pub url: String,
+    client_port: u16,
+    peer_port: u16,
+    pub dir: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl Etcd {
+    pub fn start() -> Etcd {
+        let dir = tempfile::tempdir().unwrap();
+        let client_port = free_port();
+        let peer_port = free_port();
+        let mut etcd = Etcd {
+            url: format!("http://127.0.0.1:{client_port}"),
+            client_port,
+            peer_port,
+            dir,
+            proc: None,
+        };
+        etcd.spawn();
+        etcd
+    }
+
+    fn spawn(&mut self) {
+        let peer = format!("http://127.0.0.1:{}", self.peer_port);
+        let mut cmd = Command::new("etcd");
+        cmd.arg("--name=test")
+            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!("--listen-client-urls={}", self.url))
+            .arg(format!("--advertise-client-urls={}", self.url))
+            .arg(format!("--listen-peer-urls={peer}"))
+            .arg(format!("--initial-advertise-peer-urls={peer}"))
+            .arg(format!("--initial-cluster=test={peer}"))
+            .arg("--log-level=warn");
+        self.proc = Some(Proc::spawn("etcd", &mut cmd, self.dir.path()));
+        wait_for_tcp(
+            SocketAddr::from(([127, 0, 0, 1], self.client_port)),
+            Duration::from_secs(20),
+        );
+        // A listening socket is not a serving member: wait until a write would succeed.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            let out = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", self.url))
+                .args(["endpoint", "health"])
+                .output();
+            if matches!(out, Ok(o) if o.status.success()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("etcd did not become healthy");
+    }
+
+    /// Stops the process, keeping its data, so the test can simulate an outage.
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+
+    /// Runs `etcdctl` against this member and returns stdout.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let out = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints={}", self.url))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+}
+
+/// Blocks until something accepts TCP connections at `addr`.
+pub fn wait_for_tcp(addr: SocketAddr, within: Duration) {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    panic!("nothing listens on {addr} after {within:?}");
+}
+
+/// Polls `check` until it returns true; panics with `what` at the deadline.
+pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {within:?} waiting for: {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A running `gateway` binary.
+pub struct Gateway {
+    pub proc: Proc,
+    pub http: SocketAddr,
+    pub status: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl Gateway {
+    /// Starts a gateway and waits until its status listener answers (not until it is ready).
+    pub fn start(etcd_endpoints: &str, prefix: &str, extra: &[&str]) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
+        let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let status = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(bin("gateway"));
+        cmd.arg(format!("--etcd-endpoints={etcd_endpoints}"))
+            .arg(format!("--etcd-prefix={prefix}"))
+            .arg(format!("--listen={http}"))
+            .arg(format!("--tls-listen={tls}"))
+            .arg(format!("--status-listen={status}"))
+            .args(extra)
+            .env("RUST_LOG", "info");
+        let proc = Proc::spawn("gateway", &mut cmd, dir.path());
+        wait_for_tcp(status, Duration::from_secs(20));
+        Gateway {
+            proc,
+            http,
+            status,
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.http)
+    }
+
+    pub fn status_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.status)
+    }
+
+    /// `GET /status` as JSON.
+    pub async fn status_json(&self) -> serde_json::Value {
+        reqwest::get(self.status_url("/status"))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    pub async fn is_ready(&self) -> bool {
+        matches!(reqwest::get(self.status_url("/readyz")).await, Ok(r) if r.status() == 200)
+    }
+
+    pub async fn wait_ready(&self) {
+        eventually(Duration::from_secs(20), "gateway ready", || self.is_ready()).await;
+    }
+}
+
+/// A running `admin-api` binary.
+pub struct AdminApi {
+    pub proc: Proc,
+    pub addr: SocketAddr,
+    pub key: String,
+    _dir: tempfile::TempDir,
+}
+
+impl AdminApi {
+    pub fn start(etcd_endpoints: &str, prefix: &str, key: &str) -> AdminApi {
+        let dir = tempfile::tempdir().unwrap();
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut cmd = Command::new(bin("admin-api"));
+        cmd.arg(format!("--etcd-endpoints={etcd_endpoints}"))
+            .arg(format!("--etcd-prefix={prefix}"))
+            .arg(format!("--listen={addr}"))
+            .arg(format!("--admin-key={key}"))
+            .env("RUST_LOG", "info");
+        let proc = Proc::spawn("admin-api", &mut cmd, dir.path());
+        wait_for_tcp(addr, Duration::from_secs(20));
+        AdminApi {
+            proc,
+            addr,
+            key: key.to_string(),
+            _dir: dir,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}/apisix/admin{path}", self.addr)
+    }
+
+    /// Sends `method` to `/apisix/admin{path}` with the key and an optional JSON body;
+    /// returns the status and the JSON body (`Null` if the body is not JSON).
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let client = reqwest::Client::new();
+        let mut req = client
+            .request(method.parse().unwrap(), self.url(path))
+            .header("X-API-KEY", &self.key);
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status().as_u16();
+        let text = resp.text().await.unwrap();
+        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Like `call`, but panics unless the status is 2xx.
+    pub async fn ok(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+        let (status, json) = self.call(method, path, body).await;
+        assert!((200..300).contains(&status), "{method} {path}: {status} {json}");
+        json
+    }
+}

@@ -1,0 +1,113 @@
+//! A real HTTP/1.1 upstream for tests: answers every request with a JSON echo of what it
+//! received and its own name, and counts requests.
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::{Request, Response};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    hits: Arc<AtomicU64>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+#[derive(Clone, Default)]
+pub struct BackendOptions {
+    /// Delay before answering (to provoke read timeouts).
+    pub delay: Option<Duration>,
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        Self::start_with(name, BackendOptions::default()).await
+    }
+
+    pub async fn start_with(name: &str, opts: BackendOptions) -> Backend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(AtomicU64::new(0));
+        let (n, h) = (name.to_string(), hits.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, peer)) = listener.accept().await else {
+                    continue;
+                };
+                let (n, h, opts) = (n.clone(), h.clone(), opts.clone());
+                tokio::spawn(async move {
+                    let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (n, h, opts) = (n.clone(), h.clone(), opts.clone());
+                        async move {
+                            h.fetch_add(1, Ordering::Relaxed);
+                            if let Some(d) = opts.delay {
+                                tokio::time::sleep(d).await;
+                            }
+                            Ok::<_, hyper::Error>(echo(&n, peer, req).await)
+                        }
+                    });
+                    let io = hyper_util::rt::TokioIo::new(stream);
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(io, svc)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            name: name.to_string(),
+            addr,
+            hits,
+            task,
+        }
+    }
+
+    pub fn hits(&self) -> u64 {
+        self.hits.load(Ordering::Relaxed)
+    }
+
+    /// `"127.0.0.1:port"`, as an upstream node key.
+    pub fn node(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn echo(name: &str, peer: SocketAddr, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let headers: serde_json::Map<String, serde_json::Value> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                serde_json::Value::String(String::from_utf8_lossy(v.as_bytes()).to_string()),
+            )
+        })
+        .collect();
+    let json = serde_json::json!({
+        "backend": name,
+        "method": parts.method.as_str(),
+        "uri": parts.uri.to_string(),
+        "headers": headers,
+        "peer": peer.to_string(),
+        "body": String::from_utf8_lossy(&body),
+    });
+    Response::builder()
+        .header("content-type", "application/json")
+        .header("x-backend", name)
+        .body(Full::new(Bytes::from(json.to_string())))
+        .unwrap()
+}
