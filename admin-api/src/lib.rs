@@ -1,1 +1,140 @@
-//! admin
+//! The control plane: an APISIX-compatible Admin API that validates resources with the
+//! shared `model` crate and stores them in etcd. It keeps no state of its own, so any
+//! number of replicas behave as one.
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod handlers;
+pub mod ids;
+pub mod openapi;
+pub mod paging;
+pub mod patch;
+pub mod resource;
+pub mod store;
+
+use anyhow::Context;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, patch as patch_route};
+use axum::Router;
+use config::{Auth, Config};
+use model::key::{normalize_prefix, resource_key};
+use model::{Id, Kind};
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Instant;
+use store::Store;
+use tokio::net::TcpListener;
+use tracing::Instrument;
+
+/// What every handler shares: the etcd store and how requests authenticate.
+pub struct App {
+    pub store: Store,
+    pub auth: Auth,
+}
+
+impl App {
+    pub fn new(store: Store, auth: Auth) -> App {
+        App { store, auth }
+    }
+
+    /// `{prefix}/{kind}/{id}`.
+    pub fn key(&self, kind: Kind, id: &Id) -> String {
+        resource_key(self.store.prefix(), kind, id)
+    }
+}
+
+/// The Admin API's routes, errors as JSON everywhere (unknown paths and methods too).
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route(openapi::OPENAPI_PATH, get(openapi::serve))
+        .route(
+            "/apisix/admin/{kind}",
+            get(handlers::list)
+                .put(handlers::put_without_id)
+                .post(handlers::create),
+        )
+        .route(
+            "/apisix/admin/{kind}/{id}",
+            get(handlers::get_one)
+                .put(handlers::put_with_id)
+                .patch(handlers::patch_merge)
+                .delete(handlers::delete),
+        )
+        .route(
+            "/apisix/admin/{kind}/{id}/{*path}",
+            patch_route(handlers::patch_path),
+        )
+        .fallback(handlers::fallback)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(DefaultBodyLimit::max(error::BODY_LIMIT))
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            auth::require_key,
+        ))
+        .layer(middleware::from_fn(log_request))
+        .with_state(app)
+}
+
+/// One span per request; the query is left out because it may carry the admin key.
+async fn log_request(req: Request, next: Next) -> Response {
+    let span = tracing::info_span!("request", method = %req.method(), path = %req.uri().path());
+    async move {
+        let started = Instant::now();
+        let resp = next.run(req).await;
+        tracing::info!(
+            status = resp.status().as_u16(),
+            ms = started.elapsed().as_millis() as u64,
+            "handled"
+        );
+        resp
+    }
+    .instrument(span)
+    .await
+}
+
+/// Serves the Admin API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: TcpListener,
+    app: Arc<App>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("serving the Admin API")
+}
+
+/// Checks the configuration, binds the listener and serves until `shutdown` completes.
+/// etcd is not contacted here: the first request connects, so etcd may still be down.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let auth = config.auth().map_err(anyhow::Error::msg)?;
+    let endpoints = config.endpoints().map_err(anyhow::Error::msg)?;
+    let keys = config.encryption_keys().map_err(anyhow::Error::msg)?;
+    if keys.is_empty() {
+        tracing::warn!(
+            "no --data-encryption-keys (DATA_ENCRYPTION_KEYS): secrets such as SSL private keys \
+             would be stored in etcd in plaintext"
+        );
+    }
+    if auth == Auth::Disabled {
+        tracing::warn!("--insecure-no-auth: the Admin API accepts every request without a key");
+    }
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    tracing::info!(
+        listen = %config.listen,
+        etcd_endpoints = ?endpoints,
+        etcd_prefix = %normalize_prefix(&config.etcd_prefix),
+        "admin-api listening"
+    );
+    let app = Arc::new(App::new(Store::new(endpoints, &config.etcd_prefix), auth));
+    serve(listener, app, shutdown).await
+}

@@ -1,0 +1,197 @@
+//! Command-line flags and their environment variables, as fixed by design.md, and the
+//! checks that make the admin-api refuse to start with an unsafe or unusable configuration.
+use clap::{Parser, ValueEnum};
+use std::fmt;
+use std::net::SocketAddr;
+
+#[derive(Parser, Clone)]
+#[command(
+    version,
+    about = "APISIX-compatible Admin API: validates resources and stores them in etcd"
+)]
+pub struct Config {
+    /// etcd endpoints, comma-separated; all of them are used.
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINTS",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ','
+    )]
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix the resources live under (`/apisix` shares APISIX's data).
+    #[arg(long, env = "ETCD_PREFIX", default_value = "/gateway")]
+    pub etcd_prefix: String,
+    /// Log line format; levels come from RUST_LOG.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Address the Admin API listens on.
+    #[arg(long, env = "ADMIN_LISTEN", default_value = "127.0.0.1:9180")]
+    pub listen: SocketAddr,
+    /// The key every request must carry in `X-API-KEY` (or `?api_key=`).
+    #[arg(long, env = "ADMIN_KEY", hide_env_values = true)]
+    pub admin_key: Option<String>,
+    /// Serve without any authentication (local experiments only).
+    #[arg(long, env = "ADMIN_INSECURE_NO_AUTH")]
+    pub insecure_no_auth: bool,
+    /// AES keys (16 or 32 characters), comma-separated: the first encrypts, any decrypts.
+    #[arg(
+        long,
+        env = "DATA_ENCRYPTION_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub data_encryption_keys: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+/// How requests are authenticated, once the flags have been checked.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    Key(String),
+    Disabled,
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Auth::Key(_) => f.write_str("Key(<redacted>)"),
+            Auth::Disabled => f.write_str("Disabled"),
+        }
+    }
+}
+
+/// Keys and secrets never reach the logs, so `Debug` is written by hand.
+impl fmt::Debug for Config {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Config")
+            .field("etcd_endpoints", &self.etcd_endpoints)
+            .field("etcd_prefix", &self.etcd_prefix)
+            .field("log_format", &self.log_format)
+            .field("listen", &self.listen)
+            .field("admin_key", &self.admin_key.as_ref().map(|_| "<redacted>"))
+            .field("insecure_no_auth", &self.insecure_no_auth)
+            .field("data_encryption_keys", &self.data_encryption_keys.len())
+            .finish()
+    }
+}
+
+impl Config {
+    /// A configuration for tests and embedding: one endpoint, the given key.
+    pub fn new(etcd_endpoints: Vec<String>, etcd_prefix: &str, admin_key: Option<String>) -> Self {
+        Config {
+            etcd_endpoints,
+            etcd_prefix: etcd_prefix.to_string(),
+            log_format: LogFormat::Text,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
+            insecure_no_auth: admin_key.is_none(),
+            admin_key,
+            data_encryption_keys: Vec::new(),
+        }
+    }
+
+    /// Checks the flags that clap cannot check alone; the error says what to change.
+    pub fn auth(&self) -> Result<Auth, String> {
+        let key = self
+            .admin_key
+            .as_deref()
+            .map(str::trim)
+            .filter(|k| !k.is_empty());
+        match (key, self.insecure_no_auth) {
+            (Some(_), true) => Err(
+                "--admin-key (ADMIN_KEY) and --insecure-no-auth contradict each other; give one"
+                    .into(),
+            ),
+            (Some(k), false) => Ok(Auth::Key(k.to_string())),
+            (None, true) => Ok(Auth::Disabled),
+            (None, false) => Err("no admin key: set --admin-key (ADMIN_KEY), or pass \
+                 --insecure-no-auth to serve the Admin API without authentication"
+                .into()),
+        }
+    }
+
+    /// The endpoints with blanks removed; at least one is required.
+    pub fn endpoints(&self) -> Result<Vec<String>, String> {
+        let eps: Vec<String> = self
+            .etcd_endpoints
+            .iter()
+            .map(|e| e.trim().to_string())
+            .filter(|e| !e.is_empty())
+            .collect();
+        if eps.is_empty() {
+            return Err("--etcd-endpoints (ETCD_ENDPOINTS) is empty".into());
+        }
+        Ok(eps)
+    }
+
+    /// Validates `--data-encryption-keys`: AES-128 or AES-256 keys of 16 or 32 characters.
+    pub fn encryption_keys(&self) -> Result<Vec<String>, String> {
+        check_encryption_keys(&self.data_encryption_keys)
+    }
+}
+
+pub fn check_encryption_keys(keys: &[String]) -> Result<Vec<String>, String> {
+    let keys: Vec<String> = keys.iter().filter(|k| !k.is_empty()).cloned().collect();
+    for (i, k) in keys.iter().enumerate() {
+        let n = k.chars().count();
+        if n != 16 && n != 32 {
+            return Err(format!(
+                "--data-encryption-keys: key {} has {n} characters; AES keys must have 16 or 32",
+                i + 1
+            ));
+        }
+    }
+    Ok(keys)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        Config::try_parse_from(std::iter::once("admin-api").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn flags() {
+        let c = parse(&["--etcd-endpoints=http://a:1,http://b:2", "--admin-key=k"]).unwrap();
+        assert_eq!(c.endpoints().unwrap(), ["http://a:1", "http://b:2"]);
+        assert_eq!(c.auth().unwrap(), Auth::Key("k".into()));
+        assert_eq!(c.etcd_prefix, "/gateway");
+        assert_eq!(c.listen.to_string(), "127.0.0.1:9180");
+        assert!(!format!("{c:?}").contains("\"k\""));
+
+        let c = parse(&["--insecure-no-auth"]).unwrap();
+        assert_eq!(c.auth().unwrap(), Auth::Disabled);
+        assert!(parse(&[])
+            .unwrap()
+            .auth()
+            .unwrap_err()
+            .contains("no admin key"));
+        let both = parse(&["--insecure-no-auth", "--admin-key=k"]).unwrap();
+        assert!(both.auth().unwrap_err().contains("contradict"));
+        assert!(parse(&["--log-format=xml"]).is_err());
+        assert_eq!(
+            parse(&["--log-format=json"]).unwrap().log_format,
+            LogFormat::Json
+        );
+    }
+
+    #[test]
+    fn encryption_keys() {
+        let check = |keys: &[&str], ok: bool| {
+            let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+            assert_eq!(check_encryption_keys(&keys).is_ok(), ok, "{keys:?}");
+        };
+        check(&[], true);
+        check(&["a".repeat(16).as_str()], true);
+        check(&["a".repeat(32).as_str(), "b".repeat(16).as_str()], true);
+        check(&["short"], false);
+        check(&["a".repeat(16).as_str(), "a".repeat(24).as_str()], false);
+    }
+}

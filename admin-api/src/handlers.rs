@@ -1,0 +1,502 @@
+//! The Admin API's HTTP handlers: they turn requests into validated values and
+//! conditional etcd writes, retrying when a concurrent writer got there first.
+use crate::error::ApiError;
+use crate::paging;
+use crate::patch;
+use crate::resource::{self, reference_field};
+use crate::store::{DeleteOutcome, Entry, Expect, WriteOutcome};
+use crate::{ids, App};
+use axum::body::Bytes;
+use axum::extract::rejection::{BytesRejection, PathRejection};
+use axum::extract::{Path, Query, State};
+use axum::http::{Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use model::key::parse_key;
+use model::{Id, Kind, ValidationError};
+use rand::Rng;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+type Result<T, E = ApiError> = std::result::Result<T, E>;
+type Body = Result<Bytes, BytesRejection>;
+
+/// How often a conditional write is retried after a concurrent change before giving up
+/// with 409. Each retry re-reads, so no update is ever lost.
+const ATTEMPTS: u32 = 10;
+/// Users named in an "in use" error before "and N more".
+const MAX_USERS_SHOWN: usize = 10;
+
+pub async fn list(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+) -> Result<Json<Value>> {
+    let kind = kind_of(&path?.0)?;
+    let params = query(&uri, &["page", "page_size"])?;
+    let page = paging::parse(
+        params.get("page").map(String::as_str),
+        params.get("page_size").map(String::as_str),
+    )?;
+    let listing = app.store.list(kind, page).await?;
+    let list: Vec<Value> = listing.entries.iter().map(item).collect();
+    Ok(Json(json!({ "list": list, "total": listing.total })))
+}
+
+pub async fn get_one(
+    State(app): State<Arc<App>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
+) -> Result<Json<Value>> {
+    let (kind, id) = kind_and_id(path?.0)?;
+    query(&uri, &[])?;
+    match app.store.get(&app.key(kind, &id)).await? {
+        Some(entry) => Ok(Json(item(&entry))),
+        None => Err(not_found(kind, &id)),
+    }
+}
+
+/// `PUT /{kind}/{id}`: create (201) or replace (200).
+pub async fn put_with_id(
+    State(app): State<Arc<App>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
+    body: Body,
+) -> Result<Response> {
+    let (kind, id) = kind_and_id(path?.0)?;
+    query(&uri, &[])?;
+    let doc = object_body(&body?)?;
+    resource::check_body_id(&doc, &id)?;
+    put(&app, kind, id, doc).await
+}
+
+/// `PUT /{kind}` with the id in the body, as APISIX allows.
+pub async fn put_without_id(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    body: Body,
+) -> Result<Response> {
+    let kind = kind_of(&path?.0)?;
+    query(&uri, &[])?;
+    let doc = object_body(&body?)?;
+    let id = resource::body_id(&doc)?.ok_or_else(|| {
+        ValidationError::new(
+            "id",
+            format!(
+                "is required with PUT /apisix/admin/{0}; or use PUT /apisix/admin/{0}/{{id}}, \
+                 or POST to have one assigned",
+                kind.as_str()
+            ),
+        )
+    })?;
+    put(&app, kind, id, doc).await
+}
+
+async fn put(app: &App, kind: Kind, id: Id, doc: Map<String, Value>) -> Result<Response> {
+    // Validate before touching etcd: an invalid body is a 400 even while etcd is down.
+    prepare(kind, &id, doc.clone(), None, now(), false)?;
+    let key = app.key(kind, &id);
+    for attempt in 0..ATTEMPTS {
+        let previous = app.store.get(&key).await?;
+        let previous_value = previous.as_ref().map(|e| stored_json(&e.value));
+        let (value, refs) = prepare(
+            kind,
+            &id,
+            doc.clone(),
+            previous_value.as_ref(),
+            now(),
+            false,
+        )?;
+        let expect = previous
+            .as_ref()
+            .map_or(Expect::Absent, |e| Expect::ModRevision(e.mod_revision));
+        if write(app, &key, &value, expect, &refs).await? {
+            let status = match expect {
+                Expect::Absent => StatusCode::CREATED,
+                Expect::ModRevision(_) => StatusCode::OK,
+            };
+            return Ok((status, Json(json!({ "key": key, "value": value }))).into_response());
+        }
+        backoff(attempt).await;
+    }
+    Err(conflict(kind, &id))
+}
+
+/// `POST /{kind}`: the server picks a unique id.
+pub async fn create(
+    State(app): State<Arc<App>>,
+    path: Result<Path<String>, PathRejection>,
+    uri: Uri,
+    body: Body,
+) -> Result<Response> {
+    let kind = kind_of(&path?.0)?;
+    query(&uri, &[])?;
+    let doc = object_body(&body?)?;
+    if doc.contains_key("id") {
+        return Err(ValidationError::new(
+            "id",
+            format!(
+                "POST assigns the id; to choose one, use PUT /apisix/admin/{}/{{id}}",
+                kind.as_str()
+            ),
+        )
+        .into());
+    }
+    for attempt in 0..ATTEMPTS {
+        let id = Id::parse(&ids::generate())
+            .map_err(|e| ApiError::BadRequest(format!("cannot generate an id: {e}")))?;
+        let key = app.key(kind, &id);
+        let (value, refs) = prepare(kind, &id, doc.clone(), None, now(), false)?;
+        // Create-only: two replicas that drew the same id cannot overwrite each other.
+        if write(&app, &key, &value, Expect::Absent, &refs).await? {
+            let body = Json(json!({ "key": key, "value": value }));
+            return Ok((StatusCode::CREATED, body).into_response());
+        }
+        tracing::warn!(%key, "generated id already taken, drawing another");
+        backoff(attempt).await;
+    }
+    Err(ApiError::Conflict(
+        "could not find a free id; try again".into(),
+    ))
+}
+
+/// How a PATCH changes the stored document.
+enum Change {
+    /// RFC 7386 merge of the body into the document.
+    Merge(Value),
+    /// APISIX sub-path: the body replaces the value at this path.
+    Replace(String, Value),
+}
+
+/// `PATCH /{kind}/{id}`: JSON merge patch.
+pub async fn patch_merge(
+    State(app): State<Arc<App>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
+    body: Body,
+) -> Result<Response> {
+    let (kind, id) = kind_and_id(path?.0)?;
+    query(&uri, &[])?;
+    let body = json_body(&body?)?;
+    if !body.is_object() {
+        return Err(ValidationError::new(
+            "",
+            "a PATCH body must be a JSON object (RFC 7386 merge patch); \
+             to replace one field, PATCH /apisix/admin/{kind}/{id}/{field}",
+        )
+        .into());
+    }
+    patch(&app, kind, id, Change::Merge(body)).await
+}
+
+/// `PATCH /{kind}/{id}/{*path}`: replace the value at a path.
+pub async fn patch_path(
+    State(app): State<Arc<App>>,
+    path: Result<Path<(String, String, String)>, PathRejection>,
+    uri: Uri,
+    body: Body,
+) -> Result<Response> {
+    let (kind, id, sub_path) = path?.0;
+    let (kind, id) = kind_and_id((kind, id))?;
+    query(&uri, &[])?;
+    let value = json_body(&body?)?;
+    patch(&app, kind, id, Change::Replace(sub_path, value)).await
+}
+
+async fn patch(app: &App, kind: Kind, id: Id, change: Change) -> Result<Response> {
+    let key = app.key(kind, &id);
+    for attempt in 0..ATTEMPTS {
+        let Some(current) = app.store.get(&key).await? else {
+            return Err(not_found(kind, &id));
+        };
+        let previous = stored_json(&current.value);
+        if !previous.is_object() {
+            return Err(ApiError::BadRequest(format!(
+                "the stored {} {id} is not a JSON object and cannot be patched; replace it with PUT",
+                kind.singular()
+            )));
+        }
+        let mut doc = previous.clone();
+        let reset_update_time = match &change {
+            Change::Merge(body) => {
+                patch::merge(&mut doc, body);
+                body.get("update_time").is_none()
+            }
+            Change::Replace(path, value) => {
+                patch::set_path(&mut doc, path, value.clone()).map_err(ApiError::BadRequest)?;
+                true
+            }
+        };
+        let Value::Object(doc) = doc else {
+            return Err(ValidationError::new("", "the body must be a JSON object").into());
+        };
+        resource::check_body_id(&doc, &id)?;
+        let (value, refs) = prepare(kind, &id, doc, Some(&previous), now(), reset_update_time)?;
+        // Compare-and-swap on the revision we merged into: a concurrent change is re-read.
+        if write(
+            app,
+            &key,
+            &value,
+            Expect::ModRevision(current.mod_revision),
+            &refs,
+        )
+        .await?
+        {
+            return Ok(
+                (StatusCode::OK, Json(json!({ "key": key, "value": value }))).into_response(),
+            );
+        }
+        tracing::debug!(%key, attempt, "concurrent change, patching again");
+        backoff(attempt).await;
+    }
+    Err(conflict(kind, &id))
+}
+
+pub async fn delete(
+    State(app): State<Arc<App>>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    uri: Uri,
+) -> Result<Json<Value>> {
+    let (kind, id) = kind_and_id(path?.0)?;
+    let params = query(&uri, &["force"])?;
+    let force = match params.get("force").map(String::as_str) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            return Err(ValidationError::new(
+                "force",
+                format!("must be true or false, got {other:?}"),
+            )
+            .into())
+        }
+    };
+    let key = app.key(kind, &id);
+    let referrers = resource::referrers(kind);
+    for attempt in 0..ATTEMPTS {
+        let guard = if force || referrers.is_empty() {
+            None
+        } else {
+            if app.store.get(&key).await?.is_none() {
+                return Err(not_found(kind, &id));
+            }
+            let (revision, entries) = app.store.scan(referrers).await?;
+            let users = users_of(&app, &entries, kind, &id);
+            if !users.is_empty() {
+                return Err(ApiError::BadRequest(format!(
+                    "can not delete {} {id}: still used by {}; delete or change those first, \
+                     or add ?force=true",
+                    kind.singular(),
+                    name_list(&users)
+                )));
+            }
+            Some((revision, referrers))
+        };
+        // The delete fails if any possible user changed after the scan's revision.
+        match app.store.delete_if(&key, guard).await? {
+            DeleteOutcome::Deleted => return Ok(Json(json!({ "deleted": "1", "key": key }))),
+            DeleteOutcome::NotFound => return Err(not_found(kind, &id)),
+            DeleteOutcome::Changed => backoff(attempt).await,
+        }
+    }
+    Err(conflict(kind, &id))
+}
+
+pub async fn fallback(method: Method, uri: Uri) -> ApiError {
+    ApiError::NotFound(format!(
+        "no such endpoint: {method} {}; see GET /apisix/admin/openapi.json",
+        uri.path()
+    ))
+}
+
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{method} is not allowed on {}; see GET /apisix/admin/openapi.json",
+        uri.path()
+    ))
+}
+
+fn kind_of(raw: &str) -> Result<Kind> {
+    match Kind::parse(raw) {
+        Some(kind) if resource::supported(kind) => Ok(kind),
+        Some(kind) => Err(ApiError::BadRequest(format!(
+            "{} are not supported yet; this Admin API serves {}",
+            kind.as_str(),
+            supported_list()
+        ))),
+        None => Err(ApiError::NotFound(format!(
+            "unknown resource kind {raw:?}; this Admin API serves {}",
+            supported_list()
+        ))),
+    }
+}
+
+fn supported_list() -> String {
+    resource::SUPPORTED
+        .iter()
+        .map(|k| k.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn kind_and_id((kind, id): (String, String)) -> Result<(Kind, Id)> {
+    let kind = kind_of(&kind)?;
+    let id = Id::parse(&id).map_err(|e| ValidationError::new("id", e))?;
+    Ok((kind, id))
+}
+
+/// The query parameters, refusing unknown ones rather than ignoring them.
+fn query(uri: &Uri, allowed: &[&str]) -> Result<BTreeMap<String, String>> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)?;
+    let mut params = BTreeMap::new();
+    for (name, value) in pairs {
+        if name == crate::auth::QUERY {
+            continue;
+        }
+        if !allowed.contains(&name.as_str()) {
+            let accepted = if allowed.is_empty() {
+                "none".to_string()
+            } else {
+                allowed.join(", ")
+            };
+            return Err(ApiError::BadRequest(format!(
+                "unknown query parameter {name:?}; this endpoint accepts: {accepted}"
+            )));
+        }
+        if params.insert(name.clone(), value).is_some() {
+            return Err(ApiError::BadRequest(format!(
+                "query parameter {name:?} is given more than once"
+            )));
+        }
+    }
+    Ok(params)
+}
+
+fn json_body(bytes: &[u8]) -> Result<Value> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::BadRequest(
+            "the request body is empty; send a JSON document".into(),
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON in the request body: {e}")))
+}
+
+fn object_body(bytes: &[u8]) -> Result<Map<String, Value>> {
+    match json_body(bytes)? {
+        Value::Object(map) => Ok(map),
+        _ => Err(ValidationError::new("", "the body must be a JSON object").into()),
+    }
+}
+
+/// A stored value as JSON; something else than JSON (written by another tool) as a string.
+fn stored_json(bytes: &[u8]) -> Value {
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
+}
+
+/// One resource as APISIX answers it.
+fn item(entry: &Entry) -> Value {
+    json!({
+        "key": entry.key,
+        "value": stored_json(&entry.value),
+        "createdIndex": entry.create_revision,
+        "modifiedIndex": entry.mod_revision,
+    })
+}
+
+/// Stamps and validates: the value to store and the resources it references.
+fn prepare(
+    kind: Kind,
+    id: &Id,
+    mut doc: Map<String, Value>,
+    previous: Option<&Value>,
+    now: u64,
+    reset_update_time: bool,
+) -> Result<(Value, Vec<(Kind, Id)>)> {
+    resource::stamp(&mut doc, id, previous, now, reset_update_time);
+    let value = Value::Object(doc);
+    let refs = resource::validate(kind, &value)?;
+    Ok((value, refs))
+}
+
+/// A conditional write: `Ok(true)` when written, `Ok(false)` when the key changed since it
+/// was read (the caller reads again), a 400 when a reference does not exist.
+async fn write(
+    app: &App,
+    key: &str,
+    value: &Value,
+    expect: Expect,
+    refs: &[(Kind, Id)],
+) -> Result<bool> {
+    let ref_keys: Vec<String> = refs.iter().map(|(k, id)| app.key(*k, id)).collect();
+    let bytes = value.to_string().into_bytes();
+    match app.store.put_if(key, bytes, expect, &ref_keys).await? {
+        WriteOutcome::Written { .. } => Ok(true),
+        WriteOutcome::Changed => Ok(false),
+        WriteOutcome::MissingReference(missing) => {
+            let (kind, id) = refs
+                .iter()
+                .zip(&ref_keys)
+                .find(|(_, k)| **k == missing)
+                .map(|(r, _)| r)
+                .ok_or_else(|| ApiError::BadRequest(format!("{missing} does not exist")))?;
+            Err(ApiError::BadRequest(format!(
+                "{} {id} referenced by {} does not exist",
+                kind.singular(),
+                reference_field(*kind)
+            )))
+        }
+    }
+}
+
+/// `route 3`, … for every stored resource that references `kind`/`id`.
+fn users_of(app: &App, entries: &[Entry], kind: Kind, id: &Id) -> Vec<String> {
+    entries
+        .iter()
+        .filter(|e| resource::references_to(&stored_json(&e.value), kind, id))
+        .map(|e| match parse_key(app.store.prefix(), &e.key) {
+            Some((user_kind, user_id)) => format!("{} {user_id}", user_kind.singular()),
+            None => e.key.clone(),
+        })
+        .collect()
+}
+
+fn name_list(names: &[String]) -> String {
+    let mut text = names
+        .iter()
+        .take(MAX_USERS_SHOWN)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join(", ");
+    if names.len() > MAX_USERS_SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - MAX_USERS_SHOWN));
+    }
+    text
+}
+
+fn not_found(kind: Kind, id: &Id) -> ApiError {
+    ApiError::NotFound(format!("{} {id} not found", kind.singular()))
+}
+
+fn conflict(kind: Kind, id: &Id) -> ApiError {
+    ApiError::Conflict(format!(
+        "{} {id} kept changing concurrently ({ATTEMPTS} attempts); try again",
+        kind.singular()
+    ))
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A short random pause, growing with the attempt, so contending writers spread out.
+async fn backoff(attempt: u32) {
+    let max = 5 + 10 * u64::from(attempt);
+    let ms = rand::rng().random_range(1..=max);
+    tokio::time::sleep(Duration::from_millis(ms)).await;
+}

@@ -1,0 +1,314 @@
+//! The OpenAPI 3.0 document of the Admin API, written by hand so that it says exactly what
+//! the handlers do. Served without authentication so that tools can discover the API.
+use crate::resource::SUPPORTED;
+use axum::Json;
+use model::Kind;
+use serde_json::{json, Map, Value};
+
+pub const OPENAPI_PATH: &str = "/apisix/admin/openapi.json";
+
+pub async fn serve() -> Json<Value> {
+    Json(document())
+}
+
+pub fn document() -> Value {
+    let mut paths = Map::new();
+    for kind in SUPPORTED {
+        let (collection, one, sub) = kind_paths(kind);
+        paths.insert(format!("/apisix/admin/{}", kind.as_str()), collection);
+        paths.insert(format!("/apisix/admin/{}/{{id}}", kind.as_str()), one);
+        paths.insert(
+            format!("/apisix/admin/{}/{{id}}/{{path}}", kind.as_str()),
+            sub,
+        );
+    }
+    paths.insert(
+        OPENAPI_PATH.into(),
+        json!({"get": {
+            "summary": "This document",
+            "operationId": "getOpenApi",
+            "security": [],
+            "responses": {"200": {"description": "The OpenAPI document",
+                "content": {"application/json": {"schema": {"type": "object"}}}}}
+        }}),
+    );
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "Gateway Admin API",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "APISIX-compatible Admin API. Resources are validated and stored in \
+                etcd under `{prefix}/{kind}/{id}`; every gateway replica applies them. \
+                Errors are `{\"error_msg\": \"...\"}`."
+        },
+        "servers": [{"url": "http://127.0.0.1:9180"}],
+        "security": [{"ApiKeyHeader": []}, {"ApiKeyQuery": []}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {
+                "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-KEY"},
+                "ApiKeyQuery": {"type": "apiKey", "in": "query", "name": "api_key"}
+            },
+            "parameters": {
+                "id": {"name": "id", "in": "path", "required": true,
+                    "description": "1 to 64 characters of letters, digits, '-', '_' and '.'",
+                    "schema": {"type": "string", "pattern": "^[a-zA-Z0-9_.-]{1,64}$"}},
+                "path": {"name": "path", "in": "path", "required": true,
+                    "description": "Slash-separated field path inside the resource, e.g. `upstream/nodes`",
+                    "schema": {"type": "string"}},
+                "page": {"name": "page", "in": "query", "required": false,
+                    "description": "1-based page number; needs page_size",
+                    "schema": {"type": "integer", "minimum": 1, "default": 1}},
+                "page_size": {"name": "page_size", "in": "query", "required": false,
+                    "description": "Resources per page; without it the whole list is returned",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                "force": {"name": "force", "in": "query", "required": false,
+                    "description": "Delete even if other resources still reference this one",
+                    "schema": {"type": "boolean", "default": false}}
+            },
+            "responses": {
+                "BadRequest": error_response("Invalid body, field, reference or parameter"),
+                "Unauthorized": error_response("Missing or wrong admin key"),
+                "NotFound": error_response("No such resource"),
+                "Conflict": error_response("The resource kept changing concurrently; retry"),
+                "TooLarge": error_response("The body is larger than 1.5 MiB"),
+                "Unavailable": error_response("etcd is unavailable")
+            },
+            "schemas": schemas()
+        }
+    })
+}
+
+fn error_response(description: &str) -> Value {
+    json!({"description": description,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}})
+}
+
+fn json_content(schema: &str) -> Value {
+    json!({"application/json": {"schema": {"$ref": format!("#/components/schemas/{schema}")}}})
+}
+
+fn errors(codes: &[(&str, &str)]) -> Map<String, Value> {
+    let mut map = Map::new();
+    for (code, name) in [("401", "Unauthorized"), ("503", "Unavailable")]
+        .iter()
+        .chain(codes)
+    {
+        map.insert(
+            code.to_string(),
+            json!({"$ref": format!("#/components/responses/{name}")}),
+        );
+    }
+    map
+}
+
+fn responses(ok: &[(&str, &str, &str)], errs: &[(&str, &str)]) -> Value {
+    let mut map = errors(errs);
+    for (code, description, schema) in ok {
+        map.insert(
+            code.to_string(),
+            json!({"description": description, "content": json_content(schema)}),
+        );
+    }
+    Value::Object(map)
+}
+
+fn kind_paths(kind: Kind) -> (Value, Value, Value) {
+    let name = kind.singular();
+    let plural = kind.as_str();
+    let schema = schema_name(kind);
+    let body = |required: bool| {
+        json!({"required": required, "content": json_content(schema),
+            "description": format!("The {name} as JSON")})
+    };
+    let bad = [("400", "BadRequest"), ("413", "TooLarge")];
+    let collection = json!({
+        "get": {
+            "summary": format!("List {plural}"),
+            "operationId": format!("list_{plural}"),
+            "parameters": [{"$ref": "#/components/parameters/page"},
+                           {"$ref": "#/components/parameters/page_size"}],
+            "responses": responses(&[("200", "The list, in key order", "List")], &[("400", "BadRequest")])
+        },
+        "post": {
+            "summary": format!("Create a {name} with a server-assigned id"),
+            "operationId": format!("create_{name}"),
+            "requestBody": body(true),
+            "responses": responses(&[("201", "Created", "Written")], &bad)
+        },
+        "put": {
+            "summary": format!("Create or replace the {name} whose id is in the body"),
+            "operationId": format!("put_{name}_with_body_id"),
+            "requestBody": body(true),
+            "responses": responses(&[("201", "Created", "Written"), ("200", "Replaced", "Written")], &bad)
+        }
+    });
+    let one = json!({
+        "parameters": [{"$ref": "#/components/parameters/id"}],
+        "get": {
+            "summary": format!("Get one {name}"),
+            "operationId": format!("get_{name}"),
+            "responses": responses(&[("200", "The resource", "Item")], &[("404", "NotFound")])
+        },
+        "put": {
+            "summary": format!("Create or replace a {name}"),
+            "operationId": format!("put_{name}"),
+            "requestBody": body(true),
+            "responses": responses(&[("201", "Created", "Written"), ("200", "Replaced", "Written")], &bad)
+        },
+        "patch": {
+            "summary": format!("Change a {name} with an RFC 7386 JSON merge patch (null removes a field)"),
+            "operationId": format!("patch_{name}"),
+            "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": {"type": "object"}},
+                                                          "application/json": {"schema": {"type": "object"}}}},
+            "responses": responses(&[("200", "Patched", "Written")],
+                &[("400", "BadRequest"), ("404", "NotFound"), ("409", "Conflict"), ("413", "TooLarge")])
+        },
+        "delete": {
+            "summary": format!("Delete a {name}"),
+            "operationId": format!("delete_{name}"),
+            "parameters": [{"$ref": "#/components/parameters/force"}],
+            "responses": responses(&[("200", "Deleted", "Deleted")],
+                &[("400", "BadRequest"), ("404", "NotFound"), ("409", "Conflict")])
+        }
+    });
+    let sub = json!({
+        "parameters": [{"$ref": "#/components/parameters/id"}, {"$ref": "#/components/parameters/path"}],
+        "patch": {
+            "summary": format!("Replace one field of a {name} (APISIX sub-path patch); null removes it"),
+            "operationId": format!("patch_{name}_path"),
+            "requestBody": {"required": true, "content": {"application/json": {"schema": {}}}},
+            "responses": responses(&[("200", "Patched", "Written")],
+                &[("400", "BadRequest"), ("404", "NotFound"), ("409", "Conflict"), ("413", "TooLarge")])
+        }
+    });
+    (collection, one, sub)
+}
+
+fn schema_name(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Routes => "Route",
+        Kind::Services => "Service",
+        _ => "Upstream",
+    }
+}
+
+fn schemas() -> Value {
+    let id = json!({"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]});
+    let meta = |mut props: Map<String, Value>| {
+        props.insert("id".into(), id.clone());
+        props.insert("name".into(), json!({"type": "string", "maxLength": 100}));
+        props.insert("desc".into(), json!({"type": "string", "maxLength": 256}));
+        props.insert(
+            "labels".into(),
+            json!({"type": "object", "additionalProperties": {"type": "string"}}),
+        );
+        props.insert("create_time".into(), json!({"type": "integer"}));
+        props.insert("update_time".into(), json!({"type": "integer"}));
+        props
+    };
+    let timeout = json!({"type": "object", "required": ["connect", "send", "read"],
+        "properties": {"connect": {"type": "number"}, "send": {"type": "number"}, "read": {"type": "number"}}});
+    let strings = json!({"type": "array", "items": {"type": "string"}, "minItems": 1});
+    let upstream = meta(obj(json!({
+        "type": {"type": "string", "enum": ["roundrobin"], "default": "roundrobin"},
+        "nodes": {"oneOf": [
+            {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
+            {"type": "array", "items": {"type": "object", "required": ["host"], "properties": {
+                "host": {"type": "string"}, "port": {"type": "integer"},
+                "weight": {"type": "integer"}, "priority": {"type": "integer"}}}}]},
+        "retries": {"type": "integer", "minimum": 0, "maximum": 100},
+        "retry_timeout": {"type": "number", "minimum": 0},
+        "timeout": timeout,
+        "pass_host": {"type": "string", "enum": ["pass", "node", "rewrite"]},
+        "upstream_host": {"type": "string"},
+        "scheme": {"type": "string", "enum": ["http"]},
+        "hash_on": {"type": "string"},
+        "keepalive_pool": {"type": "object", "properties": {"size": {"type": "integer"},
+            "idle_timeout": {"type": "number"}, "requests": {"type": "integer"}}}
+    })));
+    let route = meta(obj(json!({
+        "uri": {"type": "string"}, "uris": strings,
+        "host": {"type": "string"}, "hosts": strings,
+        "methods": {"type": "array", "items": {"type": "string", "enum": model::route::METHODS}},
+        "remote_addr": {"type": "string"}, "remote_addrs": strings,
+        "vars": {"type": "array"},
+        "priority": {"type": "integer", "default": 0},
+        "upstream": {"$ref": "#/components/schemas/Upstream"},
+        "upstream_id": id, "service_id": id,
+        "plugins": {"type": "object", "description": "No plugin is supported yet; must be empty"},
+        "status": {"type": "integer", "enum": [0, 1], "default": 1},
+        "timeout": timeout,
+        "enable_websocket": {"type": "boolean", "enum": [false]}
+    })));
+    let service = meta(obj(json!({
+        "upstream": {"$ref": "#/components/schemas/Upstream"},
+        "upstream_id": id,
+        "hosts": strings,
+        "plugins": {"type": "object", "description": "No plugin is supported yet; must be empty"},
+        "enable_websocket": {"type": "boolean", "enum": [false]}
+    })));
+    let any = json!({"oneOf": [{"$ref": "#/components/schemas/Route"},
+        {"$ref": "#/components/schemas/Service"}, {"$ref": "#/components/schemas/Upstream"}]});
+    let item = json!({"type": "object", "required": ["key", "value", "createdIndex", "modifiedIndex"],
+        "properties": {"key": {"type": "string", "example": "/gateway/routes/1"}, "value": any,
+            "createdIndex": {"type": "integer"}, "modifiedIndex": {"type": "integer"}}});
+    json!({
+        "Route": {"type": "object", "additionalProperties": false, "properties": route,
+            "description": "Needs uri or uris, and upstream, upstream_id or service_id"},
+        "Service": {"type": "object", "additionalProperties": false, "properties": service},
+        "Upstream": {"type": "object", "additionalProperties": false, "required": ["nodes"], "properties": upstream},
+        "Item": item,
+        "List": {"type": "object", "required": ["list", "total"], "properties": {
+            "list": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
+            "total": {"type": "integer", "description": "How many resources of the kind exist"}}},
+        "Written": {"type": "object", "required": ["key", "value"], "properties": {
+            "key": {"type": "string"}, "value": any}},
+        "Deleted": {"type": "object", "required": ["deleted", "key"], "properties": {
+            "deleted": {"type": "string", "example": "1"}, "key": {"type": "string"}}},
+        "Error": {"type": "object", "required": ["error_msg"], "properties": {
+            "error_msg": {"type": "string", "example": "invalid field \"uri\": a route needs uri or uris"}}}
+    })
+}
+
+fn obj(v: Value) -> Map<String, Value> {
+    match v {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_and_method_is_documented() {
+        let doc = document();
+        for kind in SUPPORTED {
+            let base = format!("/apisix/admin/{}", kind.as_str());
+            for (path, methods) in [
+                (base.clone(), &["get", "put", "post"][..]),
+                (
+                    format!("{base}/{{id}}"),
+                    &["get", "put", "patch", "delete"][..],
+                ),
+                (format!("{base}/{{id}}/{{path}}"), &["patch"][..]),
+            ] {
+                for m in methods {
+                    assert!(doc["paths"][&path][m].is_object(), "{m} {path}");
+                }
+            }
+        }
+        // Every $ref points at something that exists.
+        let text = doc.to_string();
+        for part in text.split("\"$ref\":\"#/").skip(1) {
+            let target = &part[..part.find('"').unwrap_or(0)];
+            let mut node = &doc;
+            for seg in target.split('/') {
+                node = &node[seg];
+            }
+            assert!(!node.is_null(), "dangling $ref {target}");
+        }
+    }
+}

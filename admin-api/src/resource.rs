@@ -1,0 +1,236 @@
+//! What the admin-api knows about each kind, without IO: which kinds it serves, how a
+//! submitted document becomes the stored value (string `id`, `create_time`, `update_time`),
+//! model validation, and who may reference whom.
+use model::codec::decode_value;
+use model::{Id, Kind, Resource, Route, Service, Upstream, ValidationError};
+use serde_json::{Map, Value};
+
+/// The kinds this admin-api serves; the others of design.md answer "not supported yet".
+pub const SUPPORTED: [Kind; 3] = [Kind::Routes, Kind::Services, Kind::Upstreams];
+
+pub fn supported(kind: Kind) -> bool {
+    SUPPORTED.contains(&kind)
+}
+
+/// Validates `value` as a `kind` with the model, returning the resources it references.
+pub fn validate(kind: Kind, value: &Value) -> Result<Vec<(Kind, Id)>, ValidationError> {
+    fn refs<T: Resource>(value: &Value) -> Result<Vec<(Kind, Id)>, ValidationError> {
+        let resource: T = decode_value(value)?;
+        Ok(resource
+            .references()
+            .into_iter()
+            .map(|(kind, id)| (kind, id.clone()))
+            .collect())
+    }
+    match kind {
+        Kind::Routes => refs::<Route>(value),
+        Kind::Services => refs::<Service>(value),
+        Kind::Upstreams => refs::<Upstream>(value),
+        other => Err(ValidationError::new(
+            "",
+            format!("{} are not supported yet", other.as_str()),
+        )),
+    }
+}
+
+/// The field through which a resource references one of `kind`.
+pub fn reference_field(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Upstreams => "upstream_id",
+        Kind::Services => "service_id",
+        Kind::PluginConfigs => "plugin_config_id",
+        Kind::Consumers => "consumer_id",
+        Kind::Ssls => "ssl_id",
+        Kind::Routes => "route_id",
+        Kind::GlobalRules => "global_rule_id",
+    }
+}
+
+/// The kinds whose resources may reference one of `kind` (checked before a delete).
+pub fn referrers(kind: Kind) -> &'static [Kind] {
+    match kind {
+        Kind::Upstreams => &[Kind::Routes, Kind::Services],
+        Kind::Services => &[Kind::Routes],
+        _ => &[],
+    }
+}
+
+/// Whether a stored value references `kind`/`id`. Reads the raw JSON so that a stored
+/// value that no longer validates still counts as a user.
+pub fn references_to(value: &Value, kind: Kind, id: &Id) -> bool {
+    value
+        .get(reference_field(kind))
+        .and_then(id_text)
+        .is_some_and(|v| v == id.as_str())
+}
+
+/// An id as APISIX accepts it: a string or a non-negative integer.
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => n.as_u64().map(|n| n.to_string()),
+        _ => None,
+    }
+}
+
+/// The `id` a body carries, if any, validated.
+pub fn body_id(doc: &Map<String, Value>) -> Result<Option<Id>, ValidationError> {
+    let Some(raw) = doc.get("id") else {
+        return Ok(None);
+    };
+    let text = id_text(raw)
+        .ok_or_else(|| ValidationError::new("id", "must be a string or a non-negative integer"))?;
+    Id::parse(&text)
+        .map(Some)
+        .map_err(|e| ValidationError::new("id", e))
+}
+
+/// Refuses a body whose `id` differs from the one in the URL.
+pub fn check_body_id(doc: &Map<String, Value>, id: &Id) -> Result<(), ValidationError> {
+    match body_id(doc)? {
+        Some(body) if body != *id => Err(ValidationError::new(
+            "id",
+            format!(
+                "{:?} in the body does not match {:?} in the URL",
+                body.as_str(),
+                id.as_str()
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Turns a submitted document into the value to store, as APISIX does: `id` as a string;
+/// `create_time` as given, else the previous value's, else `now`; `update_time` as given
+/// unless `reset_update_time` (PATCH without one), else `now`.
+pub fn stamp(
+    doc: &mut Map<String, Value>,
+    id: &Id,
+    previous: Option<&Value>,
+    now: u64,
+    reset_update_time: bool,
+) {
+    doc.insert("id".into(), Value::String(id.as_str().to_string()));
+    if !doc.contains_key("create_time") {
+        let created = previous
+            .and_then(|p| p.get("create_time"))
+            .filter(|t| t.is_u64())
+            .cloned()
+            .unwrap_or_else(|| Value::from(now));
+        doc.insert("create_time".into(), created);
+    }
+    if reset_update_time || !doc.contains_key("update_time") {
+        doc.insert("update_time".into(), Value::from(now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn id(s: &str) -> Id {
+        Id::parse(s).expect("valid id")
+    }
+
+    fn check_stamp(doc: Value, previous: Option<Value>, reset: bool, expected: Value) {
+        let Value::Object(mut map) = doc else {
+            panic!("not an object")
+        };
+        stamp(&mut map, &id("7"), previous.as_ref(), 100, reset);
+        assert_eq!(Value::Object(map), expected);
+    }
+
+    #[test]
+    fn stamps() {
+        check_stamp(
+            json!({"uri": "/a"}),
+            None,
+            false,
+            json!({"id": "7", "uri": "/a", "create_time": 100, "update_time": 100}),
+        );
+        // Replace: create_time survives, update_time moves.
+        check_stamp(
+            json!({"id": 7, "uri": "/b"}),
+            Some(json!({"id": "7", "create_time": 5, "update_time": 6})),
+            false,
+            json!({"id": "7", "uri": "/b", "create_time": 5, "update_time": 100}),
+        );
+        // Given times are kept (imports); PATCH resets update_time.
+        check_stamp(
+            json!({"create_time": 1, "update_time": 2}),
+            None,
+            false,
+            json!({"id": "7", "create_time": 1, "update_time": 2}),
+        );
+        check_stamp(
+            json!({"create_time": 1, "update_time": 2}),
+            None,
+            true,
+            json!({"id": "7", "create_time": 1, "update_time": 100}),
+        );
+    }
+
+    #[test]
+    fn body_ids() {
+        let check = |doc: Value, expected: Result<(), &str>| {
+            let Value::Object(map) = doc.clone() else {
+                panic!("not an object")
+            };
+            let got = check_body_id(&map, &id("1")).map_err(|e| e.to_string());
+            match expected {
+                Ok(()) => assert_eq!(got, Ok(()), "{doc}"),
+                Err(needle) => {
+                    let err = got.expect_err("should fail");
+                    assert!(err.contains(needle), "{doc}: {err}");
+                }
+            }
+        };
+        check(json!({}), Ok(()));
+        check(json!({"id": "1"}), Ok(()));
+        check(json!({"id": 1}), Ok(()));
+        check(
+            json!({"id": "2"}),
+            Err("invalid field \"id\": \"2\" in the body does not match"),
+        );
+        check(
+            json!({"id": -1}),
+            Err("invalid field \"id\": must be a string"),
+        );
+        check(json!({"id": "a/b"}), Err("invalid field \"id\""));
+    }
+
+    #[test]
+    fn references() {
+        let upstream = id("1");
+        assert!(references_to(
+            &json!({"upstream_id": "1"}),
+            Kind::Upstreams,
+            &upstream
+        ));
+        assert!(references_to(
+            &json!({"upstream_id": 1}),
+            Kind::Upstreams,
+            &upstream
+        ));
+        assert!(!references_to(
+            &json!({"upstream_id": "10"}),
+            Kind::Upstreams,
+            &upstream
+        ));
+        assert!(!references_to(
+            &json!({"service_id": "1"}),
+            Kind::Upstreams,
+            &upstream
+        ));
+        let refs = validate(
+            Kind::Routes,
+            &json!({"uri": "/", "upstream_id": 3, "service_id": "s"}),
+        )
+        .expect("valid route");
+        assert_eq!(
+            refs,
+            vec![(Kind::Upstreams, id("3")), (Kind::Services, id("s"))]
+        );
+    }
+}
