@@ -312,6 +312,16 @@ pub async fn fallback(method: Method, uri: Uri) -> ApiError {
 }
 
 pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    // `/apisix/admin/{kind}/{id}/{*path}` matches any deep path: an unknown kind is a 404.
+    let kind = uri
+        .path()
+        .strip_prefix("/apisix/admin/")
+        .and_then(|rest| rest.split('/').next());
+    if let Some(kind) = kind.filter(|_| uri.path() != crate::openapi::OPENAPI_PATH) {
+        if let Err(e) = kind_of(kind) {
+            return e;
+        }
+    }
     ApiError::MethodNotAllowed(format!(
         "{method} is not allowed on {}; see GET /apisix/admin/openapi.json",
         uri.path()

@@ -1,0 +1,894 @@
+//! End-to-end tests of the `admin-api` binary against a real etcd: the APISIX-compatible
+//! shapes, every error path, and the concurrency guarantees (no lost update, unique ids).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use e2e::{bin, eventually, free_port, wait_for_tcp, AdminApi, Etcd, Proc};
+use serde_json::{json, Value};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+const KEY: &str = "test-admin-key";
+const PREFIX: &str = "/gateway";
+
+fn start() -> (Etcd, AdminApi) {
+    let etcd = Etcd::start();
+    let admin = AdminApi::start(&etcd.url, PREFIX, KEY);
+    (etcd, admin)
+}
+
+async fn upstream(admin: &AdminApi, id: &str) {
+    admin
+        .ok(
+            "PUT",
+            &format!("/upstreams/{id}"),
+            Some(json!({"nodes": {"127.0.0.1:1980": 1}})),
+        )
+        .await;
+}
+
+async fn route(admin: &AdminApi, id: &str, body: Value) -> (u16, Value) {
+    admin
+        .call("PUT", &format!("/routes/{id}"), Some(body))
+        .await
+}
+
+/// A raw request, for what `AdminApi::call` does not cover (other keys, raw bodies).
+async fn raw(
+    admin: &AdminApi,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Option<Vec<u8>>,
+) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(
+        method.parse().unwrap(),
+        format!("http://{}{path}", admin.addr),
+    );
+    if let Some(k) = key {
+        req = req.header("X-API-KEY", k);
+    }
+    if let Some(b) = body {
+        req = req.body(b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let json = serde_json::from_str(&text)
+        .unwrap_or_else(|_| panic!("{method} {path}: body is not JSON: {text:?}"));
+    (status, json)
+}
+
+fn error_msg(body: &Value) -> &str {
+    body["error_msg"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error_msg in {body}"))
+}
+
+#[track_caller]
+fn assert_error(got: (u16, Value), status: u16, needle: &str) {
+    assert_eq!(got.0, status, "{}", got.1);
+    let msg = error_msg(&got.1);
+    assert!(msg.contains(needle), "{msg:?} lacks {needle:?}");
+}
+
+#[tokio::test]
+async fn auth_by_header_or_query() {
+    let (_etcd, admin) = start();
+    upstream(&admin, "1").await;
+    let path = "/apisix/admin/upstreams/1";
+
+    let (status, body) = raw(&admin, "GET", path, Some(KEY), None).await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = raw(&admin, "GET", &format!("{path}?api_key={KEY}"), None, None).await;
+    assert_eq!(status, 200, "{body}");
+
+    let missing = raw(&admin, "GET", path, None, None).await;
+    assert_error(missing, 401, "failed to check token: missing admin key");
+    let wrong = raw(&admin, "GET", path, Some("nope"), None).await;
+    assert_error(wrong, 401, "failed to check token: wrong admin key");
+    let wrong_query = raw(&admin, "GET", &format!("{path}?api_key=nope"), None, None).await;
+    assert_error(wrong_query, 401, "failed to check token");
+    // Writes are refused before their body is looked at.
+    let write = raw(&admin, "DELETE", path, None, None).await;
+    assert_error(write, 401, "failed to check token");
+    assert_eq!(admin.call("GET", "/upstreams/1", None).await.0, 200);
+}
+
+#[tokio::test]
+async fn openapi_is_public_and_lists_every_path() {
+    let (_etcd, admin) = start();
+    let (status, doc) = raw(&admin, "GET", "/apisix/admin/openapi.json", None, None).await;
+    assert_eq!(status, 200);
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.0"));
+    let paths = doc["paths"].as_object().unwrap();
+    for kind in ["routes", "services", "upstreams"] {
+        let base = format!("/apisix/admin/{kind}");
+        for m in ["get", "put", "post"] {
+            assert!(paths[&base][m].is_object(), "{m} {base}");
+        }
+        for m in ["get", "put", "patch", "delete"] {
+            assert!(
+                paths[&format!("{base}/{{id}}")][m].is_object(),
+                "{m} {base}/{{id}}"
+            );
+        }
+        assert!(paths[&format!("{base}/{{id}}/{{path}}")]["patch"].is_object());
+    }
+    assert_eq!(
+        doc["components"]["securitySchemes"]["ApiKeyHeader"]["name"],
+        "X-API-KEY"
+    );
+}
+
+#[tokio::test]
+async fn unknown_paths_kinds_and_methods_answer_json() {
+    let (_etcd, admin) = start();
+    assert_error(
+        admin.call("GET", "/nothing/here/at/all", None).await,
+        404,
+        "unknown resource kind",
+    );
+    assert_error(
+        raw(&admin, "GET", "/elsewhere", Some(KEY), None).await,
+        404,
+        "no such endpoint",
+    );
+    assert_error(
+        admin.call("DELETE", "/openapi.json", None).await,
+        405,
+        "DELETE is not allowed",
+    );
+    assert_error(
+        admin.call("GET", "/widgets", None).await,
+        404,
+        "unknown resource kind \"widgets\"",
+    );
+    for kind in ["ssls", "consumers", "global_rules", "plugin_configs"] {
+        assert_error(
+            admin.call("GET", &format!("/{kind}"), None).await,
+            400,
+            "not supported yet",
+        );
+        let put = admin
+            .call("PUT", &format!("/{kind}/1"), Some(json!({"id": "1"})))
+            .await;
+        assert_error(put, 400, &format!("{kind} are not supported yet"));
+    }
+    assert_error(
+        admin.call("POST", "/routes/1", Some(json!({}))).await,
+        405,
+        "POST is not allowed",
+    );
+    assert_error(
+        admin.call("GET", "/routes/1/uri", None).await,
+        405,
+        "not allowed",
+    );
+    assert_error(
+        admin.call("GET", "/routes?color=red", None).await,
+        400,
+        "unknown query parameter \"color\"",
+    );
+}
+
+#[tokio::test]
+async fn invalid_bodies_name_the_field() {
+    let (_etcd, admin) = start();
+    upstream(&admin, "1").await;
+    let table = [
+        (
+            json!({"uri": "a", "upstream_id": "1"}),
+            "invalid field \"uri\"",
+        ),
+        (
+            json!({"upstream_id": "1"}),
+            "invalid field \"uri\": a route needs uri or uris",
+        ),
+        (json!({"uri": "/a"}), "invalid field \"upstream\""),
+        (
+            json!({"uri": "/a", "methods": ["FETCH"], "upstream_id": "1"}),
+            "invalid field \"methods[0]\"",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "1", "filter_func": "x"}),
+            "invalid field \"filter_func\"",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "1", "plugins": {"limit-count": {}}}),
+            "invalid field \"plugins.limit-count\"",
+        ),
+        (
+            json!({"uri": "/a", "upstream": {"nodes": {"127.0.0.1:0": 1}}}),
+            "invalid field \"upstream.nodes\"",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "1", "priority": "high"}),
+            "invalid field \"priority\"",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "1", "create_time": "yesterday"}),
+            "invalid field \"create_time\"",
+        ),
+        (
+            json!({"id": "2", "uri": "/a", "upstream_id": "1"}),
+            "invalid field \"id\": \"2\" in the body does not match \"1\"",
+        ),
+        (json!(["/a"]), "the body must be a JSON object"),
+    ];
+    for (body, needle) in table {
+        assert_error(route(&admin, "1", body).await, 400, needle);
+    }
+    let upstreams = [
+        (
+            json!({"nodes": {"127.0.0.1:80": 1}, "type": "chash"}),
+            "invalid field \"type\"",
+        ),
+        (
+            json!({"nodes": {"127.0.0.1:80": 1}, "retries": 1000}),
+            "invalid field \"retries\"",
+        ),
+        (json!({}), "invalid field \"nodes\": is required"),
+    ];
+    for (body, needle) in upstreams {
+        assert_error(
+            admin.call("PUT", "/upstreams/2", Some(body)).await,
+            400,
+            needle,
+        );
+    }
+    let services = admin
+        .call("PUT", "/services/1", Some(json!({"hosts": []})))
+        .await;
+    assert_error(services, 400, "invalid field \"hosts\"");
+
+    // Not JSON, empty, invalid id in the URL, missing id, id given to POST.
+    let bad_json = raw(
+        &admin,
+        "PUT",
+        "/apisix/admin/routes/1",
+        Some(KEY),
+        Some(b"{\"uri\":".to_vec()),
+    )
+    .await;
+    assert_error(bad_json, 400, "invalid JSON in the request body");
+    let empty = raw(
+        &admin,
+        "PUT",
+        "/apisix/admin/routes/1",
+        Some(KEY),
+        Some(Vec::new()),
+    )
+    .await;
+    assert_error(empty, 400, "the request body is empty");
+    let bad_id = route(&admin, "a%20b", json!({"uri": "/a", "upstream_id": "1"})).await;
+    assert_error(bad_id, 400, "invalid field \"id\"");
+    let no_id = admin
+        .call(
+            "PUT",
+            "/routes",
+            Some(json!({"uri": "/a", "upstream_id": "1"})),
+        )
+        .await;
+    assert_error(no_id, 400, "invalid field \"id\": is required");
+    let post_id = admin
+        .call(
+            "POST",
+            "/routes",
+            Some(json!({"id": "5", "uri": "/a", "upstream_id": "1"})),
+        )
+        .await;
+    assert_error(post_id, 400, "invalid field \"id\": POST assigns the id");
+
+    // Nothing was stored by any of them.
+    assert_eq!(admin.ok("GET", "/routes", None).await["total"], 0);
+    assert_eq!(admin.ok("GET", "/services", None).await["total"], 0);
+    assert_eq!(admin.ok("GET", "/upstreams", None).await["total"], 1);
+}
+
+#[tokio::test]
+async fn unknown_ids_are_404() {
+    let (_etcd, admin) = start();
+    assert_error(
+        admin.call("GET", "/routes/7", None).await,
+        404,
+        "route 7 not found",
+    );
+    assert_error(
+        admin.call("DELETE", "/routes/7", None).await,
+        404,
+        "route 7 not found",
+    );
+    assert_error(
+        admin.call("DELETE", "/upstreams/7", None).await,
+        404,
+        "upstream 7 not found",
+    );
+    assert_error(
+        admin
+            .call("PATCH", "/services/7", Some(json!({"desc": "x"})))
+            .await,
+        404,
+        "service 7 not found",
+    );
+    assert_error(
+        admin
+            .call("PATCH", "/routes/7/desc", Some(json!("x")))
+            .await,
+        404,
+        "route 7 not found",
+    );
+}
+
+#[tokio::test]
+async fn references_must_exist() {
+    let (_etcd, admin) = start();
+    assert_error(
+        route(&admin, "1", json!({"uri": "/a", "upstream_id": "9"})).await,
+        400,
+        "upstream 9 referenced by upstream_id does not exist",
+    );
+    assert_error(
+        route(&admin, "1", json!({"uri": "/a", "service_id": 5})).await,
+        400,
+        "service 5 referenced by service_id does not exist",
+    );
+    assert_error(
+        admin
+            .call("PUT", "/services/1", Some(json!({"upstream_id": "9"})))
+            .await,
+        400,
+        "upstream 9 referenced by upstream_id does not exist",
+    );
+    assert_error(
+        admin
+            .call(
+                "POST",
+                "/routes",
+                Some(json!({"uri": "/a", "upstream_id": "9"})),
+            )
+            .await,
+        400,
+        "upstream 9 referenced by upstream_id does not exist",
+    );
+
+    upstream(&admin, "9").await;
+    admin
+        .ok("PUT", "/services/5", Some(json!({"upstream_id": 9})))
+        .await;
+    let (status, body) = route(&admin, "1", json!({"uri": "/a", "service_id": 5})).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["value"]["service_id"], 5,
+        "the user's value is stored as given"
+    );
+    // A PATCH that points at a missing resource is refused too.
+    assert_error(
+        admin
+            .call("PATCH", "/routes/1", Some(json!({"upstream_id": "404"})))
+            .await,
+        400,
+        "upstream 404 referenced by upstream_id does not exist",
+    );
+}
+
+#[tokio::test]
+async fn delete_in_use_names_the_users_unless_forced() {
+    let (_etcd, admin) = start();
+    upstream(&admin, "1").await;
+    upstream(&admin, "2").await;
+    route(&admin, "3", json!({"uri": "/a", "upstream_id": "1"})).await;
+    admin
+        .ok("PUT", "/services/s", Some(json!({"upstream_id": "2"})))
+        .await;
+    route(&admin, "4", json!({"uri": "/b", "service_id": "s"})).await;
+
+    assert_error(
+        admin.call("DELETE", "/upstreams/1", None).await,
+        400,
+        "can not delete upstream 1: still used by route 3",
+    );
+    assert_error(
+        admin.call("DELETE", "/upstreams/2", None).await,
+        400,
+        "can not delete upstream 2: still used by service s",
+    );
+    assert_error(
+        admin.call("DELETE", "/services/s", None).await,
+        400,
+        "can not delete service s: still used by route 4",
+    );
+    assert_error(
+        admin.call("DELETE", "/upstreams/1?force=yes", None).await,
+        400,
+        "invalid field \"force\"",
+    );
+    // Nothing was deleted.
+    assert_eq!(admin.ok("GET", "/upstreams", None).await["total"], 2);
+
+    // Once the user is gone the delete goes through; force skips the check.
+    admin.ok("DELETE", "/routes/3", None).await;
+    let deleted = admin.ok("DELETE", "/upstreams/1", None).await;
+    assert_eq!(
+        deleted,
+        json!({"deleted": "1", "key": "/gateway/upstreams/1"})
+    );
+    let forced = admin.ok("DELETE", "/services/s?force=true", None).await;
+    assert_eq!(forced["key"], "/gateway/services/s");
+    assert_error(
+        admin.call("GET", "/services/s", None).await,
+        404,
+        "service s not found",
+    );
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413() {
+    let (_etcd, admin) = start();
+    let big = format!("{{\"desc\": \"{}\"}}", "x".repeat(1_600_000)).into_bytes();
+    let (status, body) = raw(
+        &admin,
+        "PUT",
+        "/apisix/admin/upstreams/1",
+        Some(KEY),
+        Some(big),
+    )
+    .await;
+    assert_eq!(status, 413, "{body}");
+    assert!(error_msg(&body).contains("larger than"), "{body}");
+    // Just under the limit, the body is read and judged on its content.
+    let near = format!(
+        "{{\"nodes\": {{\"127.0.0.1:1\": 1}}, \"desc\": \"{}\"}}",
+        "x".repeat(1_500_000)
+    )
+    .into_bytes();
+    let under = raw(
+        &admin,
+        "PUT",
+        "/apisix/admin/upstreams/1",
+        Some(KEY),
+        Some(near),
+    )
+    .await;
+    assert_error(under, 400, "invalid field \"desc\"");
+}
+
+#[tokio::test]
+async fn put_creates_then_replaces_keeping_create_time() {
+    let (_etcd, admin) = start();
+    upstream(&admin, "1").await;
+    let (status, created) =
+        route(&admin, "1", json!({"id": 1, "uri": "/a", "upstream_id": 1})).await;
+    assert_eq!(status, 201, "{created}");
+    assert_eq!(created["key"], "/gateway/routes/1");
+    assert_eq!(created["value"]["id"], "1", "the id is stored as a string");
+    let create_time = created["value"]["create_time"].as_u64().unwrap();
+    assert_eq!(
+        created["value"]["update_time"].as_u64().unwrap(),
+        create_time
+    );
+    let first = admin.ok("GET", "/routes/1", None).await;
+
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (status, replaced) = route(&admin, "1", json!({"uri": "/b", "upstream_id": "1"})).await;
+    assert_eq!(status, 200, "{replaced}");
+    assert_eq!(
+        replaced["value"]["create_time"].as_u64().unwrap(),
+        create_time
+    );
+    assert!(replaced["value"]["update_time"].as_u64().unwrap() > create_time);
+
+    let got = admin.ok("GET", "/routes/1", None).await;
+    assert_eq!(got["key"], "/gateway/routes/1");
+    assert_eq!(got["value"], replaced["value"]);
+    assert_eq!(got["createdIndex"], first["createdIndex"]);
+    assert!(got["modifiedIndex"].as_i64().unwrap() > first["modifiedIndex"].as_i64().unwrap());
+
+    // PUT on the collection takes the id from the body.
+    let (status, body) = admin
+        .call(
+            "PUT",
+            "/routes",
+            Some(json!({"id": "r2", "uri": "/c", "upstream_id": "1"})),
+        )
+        .await;
+    assert_eq!(
+        (status, body["key"].as_str()),
+        (201, Some("/gateway/routes/r2")),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_posts_get_distinct_ids() {
+    let (_etcd, admin) = start();
+    upstream(&admin, "1").await;
+    let admin = std::sync::Arc::new(admin);
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let admin = admin.clone();
+        tasks.spawn(async move {
+            let body = json!({"uri": format!("/p{i}"), "upstream_id": "1"});
+            admin.call("POST", "/routes", Some(body)).await
+        });
+    }
+    let mut ids = BTreeSet::new();
+    while let Some(res) = tasks.join_next().await {
+        let (status, body) = res.unwrap();
+        assert_eq!(status, 201, "{body}");
+        let id = body["value"]["id"].as_str().unwrap().to_string();
+        assert_eq!(id.len(), 20, "{id}");
+        assert!(id.bytes().all(|b| b.is_ascii_digit()), "{id}");
+        assert_eq!(body["key"], format!("/gateway/routes/{id}"));
+        ids.insert(id);
+    }
+    assert_eq!(ids.len(), 20);
+    let list = admin.ok("GET", "/routes", None).await;
+    assert_eq!(list["total"], 20);
+    let listed: BTreeSet<String> = list["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["value"]["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(listed, ids);
+}
+
+#[tokio::test]
+async fn list_pages_and_total() {
+    let (_etcd, admin) = start();
+    for i in 0..25 {
+        upstream(&admin, &format!("u{i:02}")).await;
+    }
+    let all = admin.ok("GET", "/upstreams", None).await;
+    assert_eq!(all["total"], 25);
+    let all_keys: Vec<String> = keys(&all);
+    assert_eq!(all_keys.len(), 25);
+    let item = &all["list"][0];
+    assert_eq!(item["key"], "/gateway/upstreams/u00");
+    assert!(
+        item["createdIndex"].is_i64() && item["modifiedIndex"].is_i64(),
+        "{item}"
+    );
+
+    let mut paged = Vec::new();
+    for (page, want) in [(1, 10), (2, 10), (3, 5), (4, 0)] {
+        let body = admin
+            .ok("GET", &format!("/upstreams?page={page}&page_size=10"), None)
+            .await;
+        assert_eq!(body["total"], 25, "page {page}");
+        assert_eq!(body["list"].as_array().unwrap().len(), want, "page {page}");
+        paged.extend(keys(&body));
+    }
+    assert_eq!(
+        paged, all_keys,
+        "the pages together are the whole list, in order"
+    );
+    let first = admin.ok("GET", "/upstreams?page_size=3", None).await;
+    assert_eq!(keys(&first), all_keys[..3]);
+    let seventh = admin.ok("GET", "/upstreams?page=7&page_size=4", None).await;
+    assert_eq!(keys(&seventh), all_keys[24..]);
+
+    for bad in [
+        "page_size=0",
+        "page_size=501",
+        "page_size=x",
+        "page=0&page_size=10",
+        "page=2",
+    ] {
+        let (status, body) = admin.call("GET", &format!("/upstreams?{bad}"), None).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert!(error_msg(&body).contains("page"), "{bad}: {body}");
+    }
+    // Empty kinds list as empty.
+    assert_eq!(
+        admin.ok("GET", "/routes", None).await,
+        json!({"list": [], "total": 0})
+    );
+}
+
+fn keys(list: &Value) -> Vec<String> {
+    list["list"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["key"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn patch_merges_and_replaces_sub_paths() {
+    let (_etcd, admin) = start();
+    upstream(&admin, "1").await;
+    let (_, created) = route(
+        &admin,
+        "1",
+        json!({"uri": "/a", "upstream_id": "1", "desc": "old", "methods": ["GET", "POST"],
+               "labels": {"team": "a", "env": "dev"}}),
+    )
+    .await;
+    let create_time = created["value"]["create_time"].clone();
+
+    let patched = admin
+        .ok(
+            "PATCH",
+            "/routes/1",
+            Some(json!({"desc": null, "labels": {"env": null, "tier": "1"}, "priority": 5})),
+        )
+        .await;
+    let v = &patched["value"];
+    assert_eq!(v["labels"], json!({"team": "a", "tier": "1"}));
+    assert!(v.get("desc").is_none(), "null removes: {v}");
+    assert_eq!(v["priority"], 5);
+    assert_eq!(v["uri"], "/a");
+    assert_eq!(v["create_time"], create_time);
+    assert_eq!(admin.ok("GET", "/routes/1", None).await["value"], *v);
+
+    // APISIX sub-path patch replaces the value at the path.
+    let sub = admin
+        .ok("PATCH", "/routes/1/methods", Some(json!(["PUT"])))
+        .await;
+    assert_eq!(sub["value"]["methods"], json!(["PUT"]));
+    let sub = admin
+        .ok("PATCH", "/routes/1/labels/team", Some(json!("b")))
+        .await;
+    assert_eq!(sub["value"]["labels"], json!({"team": "b", "tier": "1"}));
+    assert_eq!(sub["value"]["priority"], 5);
+    let nested = admin
+        .ok(
+            "PATCH",
+            "/routes/1",
+            Some(json!({"upstream_id": null, "upstream": {"nodes": {"127.0.0.1:1": 1}}})),
+        )
+        .await;
+    assert_eq!(
+        nested["value"]["upstream"]["nodes"],
+        json!({"127.0.0.1:1": 1})
+    );
+    let nodes = admin
+        .ok(
+            "PATCH",
+            "/routes/1/upstream/nodes",
+            Some(json!({"127.0.0.1:2": 3})),
+        )
+        .await;
+    assert_eq!(
+        nodes["value"]["upstream"]["nodes"],
+        json!({"127.0.0.1:2": 3})
+    );
+    assert_error(
+        admin.call("PATCH", "/routes/1/uri/x", Some(json!(1))).await,
+        400,
+        "invalid sub-path",
+    );
+}
+
+#[tokio::test]
+async fn patch_that_breaks_the_resource_changes_nothing() {
+    let (_etcd, admin) = start();
+    upstream(&admin, "1").await;
+    route(&admin, "1", json!({"uri": "/a", "upstream_id": "1"})).await;
+    let before = admin.ok("GET", "/routes/1", None).await;
+
+    let cases = [
+        ("/routes/1", json!({"uri": null}), "invalid field \"uri\""),
+        (
+            "/routes/1",
+            json!({"methods": ["FETCH"]}),
+            "invalid field \"methods[0]\"",
+        ),
+        (
+            "/routes/1",
+            json!({"upstream": {"nodes": {}}}),
+            "invalid field \"upstream_id\"",
+        ),
+        ("/routes/1", json!({"id": "2"}), "invalid field \"id\""),
+        (
+            "/routes/1",
+            json!(["not", "an", "object"]),
+            "must be a JSON object",
+        ),
+        ("/routes/1/uri", json!("relative"), "invalid field \"uri\""),
+        ("/routes/1/status", json!(7), "invalid field \"status\""),
+        ("/routes/1/id", json!("other"), "invalid field \"id\""),
+    ];
+    for (path, body, needle) in cases {
+        assert_error(admin.call("PATCH", path, Some(body)).await, 400, needle);
+    }
+    let after = admin.ok("GET", "/routes/1", None).await;
+    assert_eq!(
+        after, before,
+        "the stored value and its revision are unchanged"
+    );
+}
+
+#[tokio::test]
+async fn concurrent_patches_from_two_replicas_all_survive() {
+    let etcd = Etcd::start();
+    let a = std::sync::Arc::new(AdminApi::start(&etcd.url, PREFIX, KEY));
+    let b = std::sync::Arc::new(AdminApi::start(&etcd.url, PREFIX, KEY));
+    a.ok(
+        "PUT",
+        "/upstreams/1",
+        Some(json!({"nodes": {"127.0.0.1:1": 1}})),
+    )
+    .await;
+    // Each replica sees what the other wrote: all state is in etcd.
+    assert_eq!(b.ok("GET", "/upstreams/1", None).await["value"]["id"], "1");
+
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..12 {
+        for (name, admin) in [("a", a.clone()), ("b", b.clone())] {
+            tasks.spawn(async move {
+                let label = format!("{name}{i}");
+                let body = json!({"labels": {label.clone(): "set"}});
+                // A 409 means "still conflicting after retries": never a lost update,
+                // so the client may simply send it again.
+                for _ in 0..20 {
+                    let (status, resp) = admin
+                        .call("PATCH", "/upstreams/1", Some(body.clone()))
+                        .await;
+                    match status {
+                        200 => return label,
+                        409 => continue,
+                        other => panic!("{label}: {other} {resp}"),
+                    }
+                }
+                panic!("{label}: still conflicting after 20 tries");
+            });
+        }
+    }
+    let mut expected = serde_json::Map::new();
+    while let Some(label) = tasks.join_next().await {
+        expected.insert(label.unwrap(), json!("set"));
+    }
+    let stored = b.ok("GET", "/upstreams/1", None).await;
+    assert_eq!(stored["value"]["labels"], Value::Object(expected));
+    assert_eq!(stored["value"]["nodes"], json!({"127.0.0.1:1": 1}));
+}
+
+#[tokio::test]
+async fn etcd_down_is_503_and_recovers() {
+    let (mut etcd, admin) = start();
+    upstream(&admin, "1").await;
+    etcd.stop();
+    for (method, path, body) in [
+        ("GET", "/upstreams/1", None),
+        ("GET", "/upstreams", None),
+        (
+            "PUT",
+            "/upstreams/2",
+            Some(json!({"nodes": {"127.0.0.1:1": 1}})),
+        ),
+        ("DELETE", "/upstreams/1", None),
+    ] {
+        let started = std::time::Instant::now();
+        let got = admin.call(method, path, body).await;
+        assert_error(got, 503, "etcd is unavailable: ");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "{method} {path} took too long"
+        );
+    }
+    // Validation does not need etcd.
+    let invalid = admin
+        .call("PUT", "/upstreams/2", Some(json!({"nodes": 1})))
+        .await;
+    assert_error(invalid, 400, "invalid field \"nodes\"");
+
+    etcd.restart();
+    eventually(
+        Duration::from_secs(20),
+        "admin-api reaches etcd again",
+        || async { admin.call("GET", "/upstreams/1", None).await.0 == 200 },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn starts_while_etcd_is_down_and_uses_every_endpoint() {
+    let nothing = format!("http://127.0.0.1:{}", free_port());
+    let down = AdminApi::start(&nothing, PREFIX, KEY);
+    assert_error(
+        down.call("GET", "/routes", None).await,
+        503,
+        "etcd is unavailable",
+    );
+
+    // One live and one dead endpoint: calls that hit the dead one are retried on the other.
+    let etcd = Etcd::start();
+    let admin = AdminApi::start(&format!("{nothing},{}", etcd.url), PREFIX, KEY);
+    for i in 0..10 {
+        let path = format!("/upstreams/{i}");
+        admin
+            .ok("PUT", &path, Some(json!({"nodes": {"127.0.0.1:1": 1}})))
+            .await;
+        admin.ok("GET", &path, None).await;
+    }
+    assert_eq!(admin.ok("GET", "/upstreams", None).await["total"], 10);
+}
+
+/// Starts the binary with exactly `args`, the admin key variables cleared.
+fn spawn_admin(args: &[String], dir: &std::path::Path) -> Proc {
+    let mut cmd = Command::new(bin("admin-api"));
+    cmd.args(args)
+        .env_remove("ADMIN_KEY")
+        .env_remove("ADMIN_INSECURE_NO_AUTH")
+        .env_remove("DATA_ENCRYPTION_KEYS")
+        .env("RUST_LOG", "info");
+    Proc::spawn("admin-api", &mut cmd, dir)
+}
+
+#[tokio::test]
+async fn refuses_unsafe_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let listen = format!("--listen=127.0.0.1:{}", free_port());
+    for (args, needle) in [
+        (vec![listen.clone()], "no admin key"),
+        (
+            vec![
+                listen.clone(),
+                "--admin-key=k".into(),
+                "--insecure-no-auth".into(),
+            ],
+            "contradict",
+        ),
+        (
+            vec![
+                listen.clone(),
+                "--admin-key=k".into(),
+                "--data-encryption-keys=tooshort".into(),
+            ],
+            "16 or 32",
+        ),
+    ] {
+        let mut proc = spawn_admin(&args, dir.path());
+        let status = proc
+            .wait_exit(Duration::from_secs(10))
+            .expect("it should exit");
+        assert!(!status.success(), "{args:?}");
+        assert!(proc.log().contains(needle), "{args:?}: {}", proc.log());
+    }
+}
+
+#[tokio::test]
+async fn insecure_no_auth_serves_without_key_and_warns() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let args = vec![
+        format!("--etcd-endpoints={}", etcd.url),
+        format!("--listen={addr}"),
+        "--insecure-no-auth".to_string(),
+        format!(
+            "--data-encryption-keys={},{}",
+            "a".repeat(16),
+            "b".repeat(32)
+        ),
+    ];
+    let proc = spawn_admin(&args, dir.path());
+    wait_for_tcp(addr, Duration::from_secs(20));
+    let resp = reqwest::get(format!("http://{addr}/apisix/admin/routes"))
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(proc.log().contains("without a key"), "{}", proc.log());
+    assert!(
+        !proc.log().contains("plaintext"),
+        "keys were given: {}",
+        proc.log()
+    );
+
+    // Without encryption keys it warns that secrets would be stored in plaintext.
+    let addr2 = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let args = vec![
+        format!("--etcd-endpoints={}", etcd.url),
+        format!("--listen={addr2}"),
+        "--insecure-no-auth".to_string(),
+    ];
+    let proc2 = spawn_admin(&args, dir.path());
+    wait_for_tcp(addr2, Duration::from_secs(20));
+    assert!(proc2.log().contains("plaintext"), "{}", proc2.log());
+}
