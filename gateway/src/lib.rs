@@ -1,1 +1,135 @@
-//! gateway
+//! The gateway's data plane: one listener dispatching every request through a radix router
+//! held in an `arc-swap` snapshot, fed by an etcd watch. See docs/architecture.md.
+#![forbid(unsafe_code)]
+
+pub mod balancer;
+pub mod config;
+pub mod headers;
+pub mod metrics;
+pub mod pool;
+pub mod proxy;
+pub mod request_vars;
+pub mod router;
+pub mod server;
+pub mod snapshot;
+pub mod state;
+pub mod status;
+pub mod upstream_body;
+pub mod watch;
+
+use arc_swap::ArcSwap;
+use std::future::Future;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::Config;
+
+/// What outlives snapshots: the current snapshot itself, the upstream connection pool and
+/// the counters. Requests read it; only the watch task writes the snapshot.
+pub struct Shared {
+    pub snapshot: ArcSwap<snapshot::Snapshot>,
+    pub pool: Arc<pool::Pool>,
+    pub metrics: metrics::Metrics,
+    /// True once the first full list from etcd has been applied.
+    pub ready: AtomicBool,
+    pub etcd_connected: AtomicBool,
+}
+
+impl Shared {
+    pub fn new() -> Arc<Shared> {
+        Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(snapshot::Snapshot::empty()),
+            pool: Arc::new(pool::Pool::default()),
+            metrics: metrics::Metrics::new(),
+            ready: AtomicBool::new(false),
+            etcd_connected: AtomicBool::new(false),
+        })
+    }
+}
+
+/// Runs the gateway until `shutdown` resolves, then drains within the grace period.
+pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let shared = Shared::new();
+    let http = server::bind(config.listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
+    let status = server::bind(config.status_listen)
+        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--status-listen): {e}", config.status_listen))?;
+    tracing::info!(listen = %config.listen, status = %config.status_listen, prefix = %config.etcd_prefix, "gateway starting");
+    tracing::warn!(tls_listen = %config.tls_listen, "HTTPS is not served yet: --tls-listen is reserved for the ssls resource");
+    if let Some(zone) = &config.zone {
+        tracing::warn!(zone = %zone, "topology-aware routing is not implemented yet: --zone has no effect");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let watcher = tokio::spawn(watch::run(
+        config.etcd_endpoints.clone(),
+        config.etcd_prefix.clone(),
+        shared.clone(),
+        stop_rx.clone(),
+    ));
+    let status_task = tokio::spawn(status::serve(status, shared.clone(), stop_rx.clone()));
+    let sweeper = {
+        let pool = shared.pool.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                pool.sweep(Duration::from_secs(300));
+            }
+        })
+    };
+    let server = tokio::spawn(server::serve(http, shared.clone(), stop_rx, config.grace_period));
+    shutdown.await;
+    tracing::info!("shutting down");
+    let _ = stop_tx.send(true);
+    let _ = server.await;
+    sweeper.abort();
+    let _ = watcher.await;
+    let _ = status_task.await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Sets up `tracing` from `RUST_LOG` (default `info`) in text or JSON.
+pub fn init_tracing(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Resolves once `rx` turns true (or its sender is gone).
+pub async fn stopped(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    while !*rx.borrow_and_update() {
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Resolves on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

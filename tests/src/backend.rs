@@ -28,7 +28,13 @@ impl Backend {
     }
 
     pub async fn start_with(name: &str, opts: BackendOptions) -> Backend {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::start_on("127.0.0.1:0".parse().unwrap(), name, opts).await
+    }
+
+    pub async fn start_on(addr: SocketAddr, name: &str, opts: BackendOptions) -> Backend {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
         let (n, h) = (name.to_string(), hits.clone());

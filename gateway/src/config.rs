@@ -1,0 +1,78 @@
+//! Command-line flags and their environment variables, as fixed by design.md.
+use clap::Parser;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Parser, Debug, Clone)]
+#[command(version, about = "Dynamic API gateway: routes from etcd, applied without reloads")]
+pub struct Config {
+    /// etcd endpoints, comma-separated; all are used.
+    #[arg(long, env = "ETCD_ENDPOINTS", default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    pub etcd_endpoints: Vec<String>,
+    /// Key prefix that holds the resources (`/apisix` reads APISIX's data).
+    #[arg(long, env = "ETCD_PREFIX", default_value = "/gateway")]
+    pub etcd_prefix: String,
+    /// `text` or `json`; levels come from RUST_LOG.
+    #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    pub log_format: String,
+    /// HTTP listener (HTTP/1.1 and HTTP/2 with prior knowledge).
+    #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:9080")]
+    pub listen: SocketAddr,
+    /// HTTPS listener (not served yet: TLS arrives with the ssls resource).
+    #[arg(long, env = "GATEWAY_TLS_LISTEN", default_value = "0.0.0.0:9443")]
+    pub tls_listen: SocketAddr,
+    /// Health, readiness, status and metrics.
+    #[arg(long, env = "GATEWAY_STATUS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub status_listen: SocketAddr,
+    /// This replica's zone, for topology-aware routing (not used yet).
+    #[arg(long, env = "GATEWAY_ZONE")]
+    pub zone: Option<String>,
+    /// How long SIGTERM waits for in-flight requests, e.g. `15s`, `500ms`.
+    #[arg(long, env = "GATEWAY_GRACE_PERIOD", default_value = "15s", value_parser = parse_duration)]
+    pub grace_period: Duration,
+    /// AES keys (16 or 32 characters), comma-separated, to decrypt stored private keys.
+    #[arg(long, env = "DATA_ENCRYPTION_KEYS", value_delimiter = ',')]
+    pub data_encryption_keys: Vec<String>,
+}
+
+/// Parses `250ms`, `15s`, `2m` or a bare number of seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
+        Some(i) => (&s[..i], &s[i..]),
+        None => (s, "s"),
+    };
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 15s or 500ms"))?;
+    let secs = match unit {
+        "ms" => n / 1000.0,
+        "s" => n,
+        "m" => n * 60.0,
+        _ => return Err(format!("{s:?}: unknown unit {unit:?}, use ms, s or m")),
+    };
+    if !secs.is_finite() || secs < 0.0 {
+        return Err(format!("{s:?} is not a valid duration"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (input, want) in [
+            ("15s", Some(15_000)),
+            ("500ms", Some(500)),
+            ("2m", Some(120_000)),
+            ("3", Some(3_000)),
+            ("1.5s", Some(1_500)),
+            ("x", None),
+            ("5h", None),
+        ] {
+            assert_eq!(parse_duration(input).ok().map(|d| d.as_millis() as u64), want, "{input}");
+        }
+    }
+}

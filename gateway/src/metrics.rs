@@ -1,0 +1,93 @@
+//! Counters for `/metrics`, kept as atomics so the request path never takes a lock.
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+#[derive(Default)]
+pub struct Metrics {
+    /// Responses by status code 100..=599, indexed by `code - 100`.
+    responses: Vec<AtomicU64>,
+    pub upstream_connect_errors: AtomicU64,
+    pub upstream_timeouts: AtomicU64,
+    pub snapshot_builds: AtomicU64,
+    pub snapshot_build_micros: AtomicU64,
+    pub watch_restarts: AtomicU64,
+    pub relists: AtomicU64,
+    pub revision: AtomicU64,
+    pub ready: AtomicU64,
+}
+
+/// Per-kind gauges published with each snapshot.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct ConfigCounts {
+    pub routes: usize,
+    pub services: usize,
+    pub upstreams: usize,
+    pub invalid_routes: usize,
+    pub invalid_services: usize,
+    pub invalid_upstreams: usize,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            responses: (100..600).map(|_| AtomicU64::new(0)).collect(),
+            ..Default::default()
+        }
+    }
+
+    pub fn response(&self, code: u16) {
+        if let Some(c) = self.responses.get(usize::from(code).wrapping_sub(100)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+
+    pub fn render(&self, counts: &ConfigCounts) -> String {
+        let mut out = String::new();
+        let one = |v: u64| vec![(String::new(), v.to_string())];
+        let kinds = |r: usize, s: usize, u: usize| {
+            [("routes", r), ("services", s), ("upstreams", u)]
+                .into_iter()
+                .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), v.to_string()))
+                .collect()
+        };
+        let codes = self
+            .responses
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| {
+                let v = c.load(Relaxed);
+                (v > 0).then(|| (format!("{{code=\"{}\"}}", i + 100), v.to_string()))
+            })
+            .collect();
+        let rows: [(&str, &str, &str, Vec<(String, String)>); 11] = [
+            ("gateway_http_responses_total", "counter", "Responses sent to clients by status code.", codes),
+            ("gateway_upstream_connect_errors_total", "counter", "Failed attempts to connect to an upstream node.", one(self.upstream_connect_errors.load(Relaxed))),
+            ("gateway_upstream_timeouts_total", "counter", "Upstream requests that timed out.", one(self.upstream_timeouts.load(Relaxed))),
+            ("gateway_config_revision", "gauge", "etcd revision of the applied configuration.", one(self.revision.load(Relaxed))),
+            ("gateway_ready", "gauge", "1 once the first full list from etcd is applied.", one(self.ready.load(Relaxed))),
+            ("gateway_snapshot_builds_total", "counter", "Routing snapshots compiled and swapped in.", one(self.snapshot_builds.load(Relaxed))),
+            (
+                "gateway_snapshot_build_seconds_total",
+                "counter",
+                "Time spent compiling snapshots.",
+                vec![(String::new(), format!("{:.6}", self.snapshot_build_micros.load(Relaxed) as f64 / 1e6))],
+            ),
+            ("gateway_etcd_watch_restarts_total", "counter", "Times the etcd watch was re-established after an error.", one(self.watch_restarts.load(Relaxed))),
+            ("gateway_etcd_relists_total", "counter", "Full lists of the prefix (start-up, after compaction).", one(self.relists.load(Relaxed))),
+            ("gateway_config_resources", "gauge", "Valid resources in the applied configuration.", kinds(counts.routes, counts.services, counts.upstreams)),
+            (
+                "gateway_config_invalid_resources",
+                "gauge",
+                "Resources in etcd that failed to parse or validate and are disabled.",
+                kinds(counts.invalid_routes, counts.invalid_services, counts.invalid_upstreams),
+            ),
+        ];
+        for (name, kind, help, values) in rows {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+            for (labels, v) in values {
+                let _ = writeln!(out, "{name}{labels} {v}");
+            }
+        }
+        out
+    }
+}

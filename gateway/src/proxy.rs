@@ -1,0 +1,290 @@
+//! The request path: load the current snapshot once, match a route, forward to a node.
+//! No lock on configuration, no etcd, no await on the control plane in here.
+use crate::headers::{set_forwarded, strip_hop_by_hop, Forwarded};
+use crate::pool::{connect, BoxError, Conn, ConnectError, UpBody};
+use crate::request_vars::RequestVars;
+use crate::router;
+use crate::snapshot::{RouteTarget, UpstreamRt};
+use crate::upstream_body::UpstreamBody;
+use crate::Shared;
+use bytes::Bytes;
+use http::header::HOST;
+use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use model::host::normalize_request_host;
+use model::upstream::PassHost;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::Instant;
+
+pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// The client side of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub scheme: &'static str,
+}
+
+/// How many stale pooled connections one request may discard before connecting anew.
+const MAX_STALE_RETRIES: usize = 3;
+
+pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Response<RespBody> {
+    let resp = match route_and_forward(&shared, conn, req).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    };
+    shared.metrics.response(resp.status().as_u16());
+    resp
+}
+
+/// Every way a request can fail before an upstream answers; `into_response` is the one
+/// place that turns them into HTTP, without leaking internals.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    #[error("400 Bad Request: {0}")]
+    BadRequest(&'static str),
+    #[error("404 Route Not Found")]
+    NoRoute,
+    #[error("503 Service Unavailable: {0}")]
+    Unavailable(String),
+    #[error("502 Bad Gateway: {0}")]
+    BadGateway(String),
+    #[error("504 Gateway Timeout: {0}")]
+    Timeout(String),
+}
+
+impl ProxyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ProxyError::BadGateway(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    pub fn into_response(self) -> Response<RespBody> {
+        json_response(self.status(), &self.to_string())
+    }
+}
+
+pub fn json_response(status: StatusCode, msg: &str) -> Response<RespBody> {
+    let body = serde_json::json!({ "error_msg": msg }).to_string();
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp
+}
+
+pub fn full(s: impl Into<Bytes>) -> RespBody {
+    Full::new(s.into()).map_err(|e| match e {}).boxed_unsync()
+}
+
+async fn route_and_forward(shared: &Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Result<Response<RespBody>, ProxyError> {
+    let snapshot = shared.snapshot.load_full();
+    let (parts, body) = req.into_parts();
+    let raw_host = match parts.headers.get(HOST) {
+        Some(h) => Some(h.to_str().map_err(|_| ProxyError::BadRequest("invalid Host header"))?.to_string()),
+        None => parts.uri.authority().map(|a| a.to_string()),
+    };
+    if raw_host.is_none() && parts.version == Version::HTTP_11 {
+        return Err(ProxyError::BadRequest("missing Host header"));
+    }
+    let host = normalize_request_host(raw_host.as_deref().unwrap_or(""));
+    let target: Arc<RouteTarget> = {
+        let vars = RequestVars {
+            parts: &parts,
+            host: &host,
+            remote: conn.remote,
+            local: conn.local,
+            scheme: conn.scheme,
+        };
+        let found = snapshot.router.find(&router::Request {
+            host: &host,
+            path: parts.uri.path(),
+            method: parts.method.as_str(),
+            remote_addr: conn.remote.ip(),
+            vars: &vars,
+        });
+        found.ok_or(ProxyError::NoRoute)?.value.clone()
+    };
+    let upstream = target
+        .upstream
+        .as_ref()
+        .map_err(|why| ProxyError::Unavailable(why.clone()))?
+        .clone();
+    let mut parts = parts;
+    strip_hop_by_hop(&mut parts.headers);
+    set_forwarded(
+        &mut parts.headers,
+        &Forwarded {
+            client_ip: conn.remote.ip(),
+            proto: conn.scheme,
+            host: raw_host.as_deref(),
+            port: conn.local.port(),
+        },
+    );
+    if let Some(h) = raw_host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+        parts.headers.insert(HOST, h);
+    }
+    parts.uri = parts
+        .uri
+        .path_and_query()
+        .map(|pq| Uri::from(pq.clone()))
+        .unwrap_or_else(|| Uri::from_static("/"));
+    parts.version = Version::HTTP_11;
+    let req = Request::from_parts(parts, body.boxed_unsync());
+    let timeout = target.timeout.unwrap_or(upstream.timeout);
+    forward(shared, &upstream, req, timeout).await
+}
+
+/// Sends `req` to a node of `upstream`, moving to the next node when a connection cannot
+/// be made (`retries`), and streams the answer back.
+async fn forward(
+    shared: &Arc<Shared>,
+    upstream: &Arc<UpstreamRt>,
+    mut req: Request<UpBody>,
+    timeout: model::timeout::Timeout,
+) -> Result<Response<RespBody>, ProxyError> {
+    if upstream.nodes.is_empty() {
+        return Err(ProxyError::Unavailable("no valid upstream node".into()));
+    }
+    let deadline = upstream.retry_timeout.map(|t| Instant::now() + t);
+    let mut tried: Vec<usize> = Vec::new();
+    let mut last_err: Option<ConnectError> = None;
+    for attempt in 0..=upstream.retries {
+        if attempt > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+        let idx = match upstream.balancer.pick(&tried) {
+            Some(i) => i,
+            // Every node failed once already: retry them in turn rather than give up early.
+            None => match upstream.balancer.pick(&[]) {
+                Some(i) => {
+                    tried.clear();
+                    i
+                }
+                None => return Err(ProxyError::Unavailable("every upstream node has weight 0".into())),
+            },
+        };
+        let node = &upstream.nodes[idx];
+        match upstream.pass_host {
+            PassHost::Pass => {}
+            PassHost::Node => {
+                if let Some(h) = &node.host_header {
+                    req.headers_mut().insert(HOST, h.clone());
+                }
+            }
+            PassHost::Rewrite => {
+                if let Some(h) = &upstream.upstream_host {
+                    req.headers_mut().insert(HOST, h.clone());
+                }
+            }
+        }
+        match send_to_node(shared, upstream, &node.addr, req, timeout).await {
+            Ok(resp) => return Ok(resp),
+            Err(SendError::Connect(e, back)) => {
+                shared.metrics.upstream_connect_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                tracing::warn!(upstream = %upstream.key, node = %node.addr, error = %e, "upstream connect failed");
+                last_err = Some(e);
+                tried.push(idx);
+                req = *back;
+            }
+            Err(SendError::Failed(e)) => return Err(e),
+        }
+    }
+    Err(match last_err {
+        Some(ConnectError::Timeout(a)) => {
+            shared.metrics.upstream_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            ProxyError::Timeout(format!("connecting to upstream {a} timed out"))
+        }
+        Some(e) => ProxyError::BadGateway(format!("no upstream node could be reached ({e})")),
+        None => ProxyError::BadGateway("retry timeout exceeded".into()),
+    })
+}
+
+enum SendError {
+    /// Nothing was sent: the request comes back for the next node.
+    Connect(ConnectError, Box<Request<UpBody>>),
+    Failed(ProxyError),
+}
+
+async fn send_to_node(
+    shared: &Arc<Shared>,
+    upstream: &Arc<UpstreamRt>,
+    addr: &str,
+    mut req: Request<UpBody>,
+    timeout: model::timeout::Timeout,
+) -> Result<Response<RespBody>, SendError> {
+    let mut stale = 0;
+    loop {
+        let mut conn: Conn = match shared.pool.checkout(addr, &upstream.pool) {
+            Some(c) if stale < MAX_STALE_RETRIES => c,
+            _ => match connect(addr, timeout.connect()).await {
+                Ok(c) => c,
+                Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+            },
+        };
+        match tokio::time::timeout(timeout.send(), conn.tx.ready()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) if conn.reused => {
+                stale += 1;
+                continue;
+            }
+            Ok(Err(e)) => {
+                let err = ConnectError::Handshake(addr.to_string(), e);
+                return Err(SendError::Connect(err, Box::new(req)));
+            }
+            Err(_) => return Err(SendError::Failed(timeout_err(shared, addr, "sending the request"))),
+        }
+        conn.uses += 1;
+        let sent = tokio::time::timeout(timeout.read(), conn.tx.try_send_request(req)).await;
+        match sent {
+            Ok(Ok(resp)) => return Ok(into_client_response(shared, resp, conn, upstream, timeout.read())),
+            Ok(Err(mut e)) => match e.take_message() {
+                // The node closed an idle connection just as we used it; the request
+                // never left, so it is safe to send again on a fresh connection.
+                Some(back) if conn.reused => {
+                    stale += 1;
+                    req = back;
+                }
+                Some(back) => {
+                    let err = ConnectError::Handshake(addr.to_string(), e.into_error());
+                    return Err(SendError::Connect(err, Box::new(back)));
+                }
+                None => {
+                    return Err(SendError::Failed(ProxyError::BadGateway(format!(
+                        "upstream {addr} failed: {}",
+                        e.error()
+                    ))))
+                }
+            },
+            Err(_) => return Err(SendError::Failed(timeout_err(shared, addr, "waiting for the response"))),
+        }
+    }
+}
+
+fn timeout_err(shared: &Shared, addr: &str, what: &str) -> ProxyError {
+    shared.metrics.upstream_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    ProxyError::Timeout(format!("upstream {addr} timed out {what}"))
+}
+
+fn into_client_response(
+    shared: &Arc<Shared>,
+    resp: Response<Incoming>,
+    conn: Conn,
+    upstream: &UpstreamRt,
+    read_timeout: Duration,
+) -> Response<RespBody> {
+    let (mut parts, body) = resp.into_parts();
+    strip_hop_by_hop(&mut parts.headers);
+    let body = UpstreamBody::new(body, conn, shared.pool.clone(), upstream.pool, read_timeout);
+    Response::from_parts(parts, body.boxed_unsync())
+}

@@ -1,0 +1,143 @@
+//! Request variables for `vars` expressions, named as nginx/APISIX name them
+//! (`arg_x`, `http_x_y`, `cookie_x`, `uri`, `host`, `remote_addr`, …).
+use http::request::Parts;
+use model::vars::VarSource;
+use std::borrow::Cow;
+use std::net::SocketAddr;
+
+pub struct RequestVars<'a> {
+    pub parts: &'a Parts,
+    /// Normalised host (lower case, no port).
+    pub host: &'a str,
+    pub remote: SocketAddr,
+    pub local: SocketAddr,
+    pub scheme: &'a str,
+}
+
+impl RequestVars<'_> {
+    fn query_values(&self, name: &str) -> Vec<Cow<'_, str>> {
+        let Some(q) = self.parts.uri.query() else {
+            return Vec::new();
+        };
+        q.split('&')
+            .filter_map(|pair| {
+                let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+                (k == name).then_some(Cow::Borrowed(v))
+            })
+            .collect()
+    }
+
+    fn header_values(&self, var: &str) -> Vec<Cow<'_, str>> {
+        let name = var.replace('_', "-");
+        self.parts
+            .headers
+            .get_all(name.as_str())
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(Cow::Borrowed)
+            .collect()
+    }
+
+    fn cookie(&self, name: &str) -> Option<Cow<'_, str>> {
+        self.parts
+            .headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .find_map(|c| {
+                let (k, v) = c.trim().split_once('=')?;
+                (k == name).then_some(Cow::Borrowed(v))
+            })
+    }
+}
+
+impl VarSource for RequestVars<'_> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        if let Some(arg) = name.strip_prefix("arg_") {
+            return self.query_values(arg).into_iter().next();
+        }
+        if let Some(h) = name.strip_prefix("http_") {
+            return self.header_values(h).into_iter().next();
+        }
+        if let Some(c) = name.strip_prefix("cookie_") {
+            return self.cookie(c);
+        }
+        let owned = |s: String| Some(Cow::Owned(s));
+        match name {
+            "uri" => Some(Cow::Borrowed(self.parts.uri.path())),
+            "request_uri" => self.parts.uri.path_and_query().map(|p| Cow::Borrowed(p.as_str())),
+            "args" | "query_string" => self.parts.uri.query().map(Cow::Borrowed),
+            "host" => Some(Cow::Borrowed(self.host)),
+            "request_method" => Some(Cow::Borrowed(self.parts.method.as_str())),
+            "scheme" => Some(Cow::Borrowed(self.scheme)),
+            "remote_addr" => owned(self.remote.ip().to_string()),
+            "remote_port" => owned(self.remote.port().to_string()),
+            "server_addr" => owned(self.local.ip().to_string()),
+            "server_port" => owned(self.local.port().to_string()),
+            "server_protocol" => owned(format!("{:?}", self.parts.version)),
+            _ => None,
+        }
+    }
+
+    fn get_all(&self, name: &str) -> Vec<Cow<'_, str>> {
+        if let Some(arg) = name.strip_prefix("arg_") {
+            return self.query_values(arg);
+        }
+        if let Some(h) = name.strip_prefix("http_") {
+            return self.header_values(h);
+        }
+        self.get(name).into_iter().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn variables_table() {
+        let req = http::Request::builder()
+            .method("POST")
+            .uri("/p/q?a=1&b=2&a=3&flag")
+            .header("x-user-id", "42")
+            .header("accept", "a")
+            .header("accept", "b")
+            .header("cookie", "sid=abc; theme=dark")
+            .body(())
+            .unwrap();
+        let (parts, _) = req.into_parts();
+        let vars = RequestVars {
+            parts: &parts,
+            host: "example.com",
+            remote: "10.1.1.1:5555".parse().unwrap(),
+            local: "127.0.0.1:9080".parse().unwrap(),
+            scheme: "http",
+        };
+        for (name, want) in [
+            ("arg_a", Some("1")),
+            ("arg_b", Some("2")),
+            ("arg_flag", Some("")),
+            ("arg_zz", None),
+            ("http_x_user_id", Some("42")),
+            ("http_accept", Some("a")),
+            ("cookie_theme", Some("dark")),
+            ("cookie_sid", Some("abc")),
+            ("cookie_none", None),
+            ("uri", Some("/p/q")),
+            ("request_uri", Some("/p/q?a=1&b=2&a=3&flag")),
+            ("args", Some("a=1&b=2&a=3&flag")),
+            ("host", Some("example.com")),
+            ("request_method", Some("POST")),
+            ("remote_addr", Some("10.1.1.1")),
+            ("remote_port", Some("5555")),
+            ("server_port", Some("9080")),
+            ("scheme", Some("http")),
+            ("unknown", None),
+        ] {
+            assert_eq!(vars.get(name).as_deref(), want, "{name}");
+        }
+        assert_eq!(vars.get_all("arg_a"), vec!["1", "3"]);
+        assert_eq!(vars.get_all("http_accept"), vec!["a", "b"]);
+    }
+}

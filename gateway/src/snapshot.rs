@@ -1,0 +1,251 @@
+//! The immutable routing snapshot: compiled from `State` away from requests, swapped in
+//! whole. A request loads one snapshot and uses only it.
+use crate::balancer::Balancer;
+use crate::metrics::ConfigCounts;
+use crate::router::{RouteSpec, Router};
+use crate::state::State;
+use http::HeaderValue;
+use model::timeout::Timeout;
+use model::upstream::PassHost;
+use model::{Id, Route, Service, Upstream};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub struct Snapshot {
+    pub revision: i64,
+    pub router: Router<Arc<RouteTarget>>,
+    /// Every upstream in use, by key (`upstreams/1`, or the owner's key for inline ones),
+    /// so the next compile can carry their balancer state over.
+    pub upstreams: HashMap<String, Arc<UpstreamRt>>,
+    pub counts: ConfigCounts,
+}
+
+/// What a matched route sends its request to.
+pub struct RouteTarget {
+    pub route_id: Id,
+    /// `Err` holds the reason the route cannot be served (a dangling reference): 503.
+    pub upstream: Result<Arc<UpstreamRt>, String>,
+    /// The route's own `timeout`, which overrides the upstream's.
+    pub timeout: Option<Timeout>,
+}
+
+/// An upstream ready for requests.
+pub struct UpstreamRt {
+    pub key: String,
+    pub nodes: Vec<NodeRt>,
+    /// Shared with the previous snapshot's upstream when the nodes are the same.
+    pub balancer: Arc<Balancer>,
+    pub pass_host: PassHost,
+    pub upstream_host: Option<HeaderValue>,
+    pub retries: u32,
+    pub retry_timeout: Option<Duration>,
+    pub timeout: Timeout,
+    pub pool: PoolSettings,
+}
+
+pub struct NodeRt {
+    /// `host:port`, what we connect to and the pool key.
+    pub addr: String,
+    /// The `Host` sent with `pass_host: node` (port omitted when it is the scheme's default).
+    pub host_header: Option<HeaderValue>,
+    pub weight: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PoolSettings {
+    pub size: usize,
+    pub idle_timeout: Duration,
+    pub requests: u32,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        let d = model::upstream::KeepalivePool::default();
+        PoolSettings {
+            size: d.size as usize,
+            idle_timeout: Duration::from_secs_f64(d.idle_timeout),
+            requests: d.requests,
+        }
+    }
+}
+
+impl Snapshot {
+    pub fn empty() -> Snapshot {
+        Snapshot {
+            revision: 0,
+            router: Router::build(Vec::new()),
+            upstreams: HashMap::new(),
+            counts: ConfigCounts::default(),
+        }
+    }
+
+    /// Compiles `state` into a snapshot. Balancer state of upstreams whose nodes did not
+    /// change is carried over from `prev`, so a route change does not reset the rotation.
+    pub fn compile(state: &State, revision: i64, prev: &Snapshot) -> Snapshot {
+        let mut upstreams: HashMap<String, Arc<UpstreamRt>> = HashMap::new();
+        let mut resolve = |key: String, def: &Upstream| -> Arc<UpstreamRt> {
+            if let Some(u) = upstreams.get(&key) {
+                return u.clone();
+            }
+            let rt = Arc::new(UpstreamRt::new(key.clone(), def, prev.upstreams.get(&key)));
+            upstreams.insert(key, rt.clone());
+            rt
+        };
+        let valid = |id: &Id, m: &std::collections::BTreeMap<Id, crate::state::Entry<Service>>| {
+            m.get(id).and_then(|e| e.parsed.as_ref().ok()).cloned()
+        };
+        let mut specs = Vec::with_capacity(state.routes.len());
+        for (id, entry) in &state.routes {
+            let Ok(route) = &entry.parsed else { continue };
+            if !route.enabled() {
+                continue;
+            }
+            let service = route.service_id.as_ref().map(|sid| (sid, valid(sid, &state.services)));
+            let upstream = target_upstream(id, route, service.as_ref(), state, &mut resolve);
+            let hosts = match (route.own_hosts().is_empty(), &service) {
+                (true, Some((_, Some(svc)))) => svc.hosts.clone().unwrap_or_default(),
+                _ => route.own_hosts().into_iter().cloned().collect(),
+            };
+            let target = Arc::new(RouteTarget {
+                route_id: id.clone(),
+                upstream,
+                timeout: route.timeout,
+            });
+            specs.push(RouteSpec {
+                id: id.clone(),
+                hosts,
+                paths: route.paths().into_iter().cloned().collect(),
+                methods: route
+                    .methods
+                    .as_ref()
+                    .map(|ms| ms.iter().map(|m| m.0.clone()).collect()),
+                remote_addrs: route.remote_ranges(),
+                vars: route.vars.as_ref().map(|v| v.0.clone()),
+                priority: route.priority,
+                create_time: route.create_time.unwrap_or(0),
+                value: target,
+            });
+        }
+        let count = |ok: bool, n: Vec<bool>| n.into_iter().filter(|v| *v == ok).count();
+        let flags = |m: Vec<bool>| (count(true, m.clone()), count(false, m));
+        let (routes, invalid_routes) = flags(state.routes.values().map(|e| e.parsed.is_ok()).collect());
+        let (services, invalid_services) = flags(state.services.values().map(|e| e.parsed.is_ok()).collect());
+        let (ups, invalid_upstreams) = flags(state.upstreams.values().map(|e| e.parsed.is_ok()).collect());
+        Snapshot {
+            revision,
+            router: Router::build(specs),
+            upstreams,
+            counts: ConfigCounts {
+                routes,
+                services,
+                upstreams: ups,
+                invalid_routes,
+                invalid_services,
+                invalid_upstreams,
+            },
+        }
+    }
+}
+
+/// Route's inline upstream, else its `upstream_id`, else its service's (inline, then id).
+fn target_upstream(
+    route_id: &Id,
+    route: &Route,
+    service: Option<&(&Id, Option<Arc<Service>>)>,
+    state: &State,
+    resolve: &mut impl FnMut(String, &Upstream) -> Arc<UpstreamRt>,
+) -> Result<Arc<UpstreamRt>, String> {
+    let by_id = |uid: &Id, resolve: &mut dyn FnMut(String, &Upstream) -> Arc<UpstreamRt>| {
+        match state.upstreams.get(uid).map(|e| &e.parsed) {
+            Some(Ok(u)) => Ok(resolve(format!("upstreams/{uid}"), u)),
+            Some(Err(_)) => Err(format!("upstream {uid} is invalid")),
+            None => Err(format!("upstream {uid} does not exist")),
+        }
+    };
+    if let Some(u) = &route.upstream {
+        return Ok(resolve(format!("routes/{route_id}"), u));
+    }
+    if let Some(uid) = &route.upstream_id {
+        return by_id(uid, resolve);
+    }
+    match service {
+        Some((sid, Some(svc))) => {
+            if let Some(u) = &svc.upstream {
+                Ok(resolve(format!("services/{sid}"), u))
+            } else if let Some(uid) = &svc.upstream_id {
+                by_id(uid, resolve)
+            } else {
+                Err(format!("service {sid} has no upstream"))
+            }
+        }
+        Some((sid, None)) => Err(format!("service {sid} does not exist or is invalid")),
+        None => Err("missing upstream configuration".into()),
+    }
+}
+
+impl UpstreamRt {
+    fn new(key: String, def: &Upstream, prev: Option<&Arc<UpstreamRt>>) -> UpstreamRt {
+        let scheme = def.scheme;
+        let nodes: Vec<NodeRt> = def
+            .nodes
+            .0
+            .iter()
+            .map(|n| {
+                let addr = n.address(scheme);
+                let host = match n.port {
+                    Some(p) if p != scheme.default_port() => addr.clone(),
+                    _ => addr
+                        .rsplit_once(':')
+                        .map(|(h, _)| h.to_string())
+                        .unwrap_or_else(|| addr.clone()),
+                };
+                NodeRt {
+                    host_header: HeaderValue::from_str(&host).ok(),
+                    addr,
+                    weight: n.weight,
+                }
+            })
+            .collect();
+        let weights: Vec<u32> = nodes.iter().map(|n| n.weight).collect();
+        // Same nodes, same weights: keep the rotation where it was.
+        let balancer = match prev {
+            Some(p) if p.same_nodes(&nodes) => p.balancer.clone(),
+            _ => Arc::new(Balancer::new(&weights)),
+        };
+        let pool = def
+            .keepalive_pool
+            .map(|k| PoolSettings {
+                size: k.size as usize,
+                idle_timeout: Duration::from_secs_f64(k.idle_timeout),
+                requests: k.requests,
+            })
+            .unwrap_or_default();
+        UpstreamRt {
+            key,
+            nodes,
+            balancer,
+            pass_host: def.pass_host,
+            upstream_host: def
+                .upstream_host
+                .as_deref()
+                .and_then(|h| HeaderValue::from_str(h).ok()),
+            retries: def.effective_retries(),
+            retry_timeout: def
+                .retry_timeout
+                .filter(|t| *t > 0.0)
+                .map(Duration::from_secs_f64),
+            timeout: def.timeout(),
+            pool,
+        }
+    }
+
+    fn same_nodes(&self, nodes: &[NodeRt]) -> bool {
+        self.nodes.len() == nodes.len()
+            && self
+                .nodes
+                .iter()
+                .zip(nodes)
+                .all(|(a, b)| a.addr == b.addr && a.weight == b.weight)
+    }
+}

@@ -1,0 +1,134 @@
+//! The configuration as read from etcd, one entry per key, each parsed or marked invalid.
+//! Pure: the watch feeds it changes, the snapshot compiler reads it.
+use model::key::parse_key;
+use model::{decode, Id, Kind, Resource, Route, Service, Upstream};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One key's value: kept raw so an identical re-write is recognised and skipped.
+#[derive(Debug, Clone)]
+pub struct Entry<T> {
+    pub raw: Vec<u8>,
+    pub parsed: Result<Arc<T>, String>,
+}
+
+/// A change read from etcd.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Put { key: String, value: Vec<u8> },
+    Delete { key: String },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The configuration changed: a new snapshot is due.
+    Changed,
+    /// The same value was written again, or a missing key deleted.
+    Unchanged,
+    /// Not a key of a kind the gateway serves.
+    Ignored,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct State {
+    pub routes: BTreeMap<Id, Entry<Route>>,
+    pub services: BTreeMap<Id, Entry<Service>>,
+    pub upstreams: BTreeMap<Id, Entry<Upstream>>,
+}
+
+impl State {
+    pub fn apply(&mut self, prefix: &str, change: Change) -> Applied {
+        let key = match &change {
+            Change::Put { key, .. } | Change::Delete { key } => key,
+        };
+        let Some((kind, id)) = parse_key(prefix, key) else {
+            return Applied::Ignored;
+        };
+        let value = match change {
+            Change::Put { value, .. } => Some(value),
+            Change::Delete { .. } => None,
+        };
+        match kind {
+            Kind::Routes => upsert(&mut self.routes, id, value),
+            Kind::Services => upsert(&mut self.services, id, value),
+            Kind::Upstreams => upsert(&mut self.upstreams, id, value),
+            _ => Applied::Ignored,
+        }
+    }
+
+    /// Invalid entries with their errors, for logs and `/status`.
+    pub fn invalid(&self) -> Vec<(Kind, &Id, &str)> {
+        fn errs<'a, T>(kind: Kind, m: &'a BTreeMap<Id, Entry<T>>) -> impl Iterator<Item = (Kind, &'a Id, &'a str)> {
+            m.iter()
+                .filter_map(move |(id, e)| e.parsed.as_ref().err().map(|err| (kind, id, err.as_str())))
+        }
+        errs(Kind::Routes, &self.routes)
+            .chain(errs(Kind::Services, &self.services))
+            .chain(errs(Kind::Upstreams, &self.upstreams))
+            .collect()
+    }
+}
+
+fn upsert<T: Resource>(map: &mut BTreeMap<Id, Entry<T>>, id: Id, value: Option<Vec<u8>>) -> Applied {
+    let Some(raw) = value else {
+        return match map.remove(&id) {
+            Some(_) => Applied::Changed,
+            None => Applied::Unchanged,
+        };
+    };
+    if map.get(&id).is_some_and(|e| e.raw == raw) {
+        return Applied::Unchanged;
+    }
+    let parsed = parse::<T>(&id, &raw);
+    if let Err(e) = &parsed {
+        tracing::warn!(kind = T::KIND.as_str(), id = %id, error = %e, "invalid resource in etcd: disabled");
+    }
+    map.insert(id, Entry { raw, parsed });
+    Applied::Changed
+}
+
+fn parse<T: Resource>(id: &Id, raw: &[u8]) -> Result<Arc<T>, String> {
+    let value = decode::<T>(raw).map_err(|e| e.to_string())?;
+    match value.id() {
+        Some(inner) if inner != id => Err(format!("id {inner} in the value differs from the key's id {id}")),
+        _ => Ok(Arc::new(value)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(key: &str, value: &str) -> Change {
+        Change::Put { key: key.into(), value: value.as_bytes().to_vec() }
+    }
+    fn del(key: &str) -> Change {
+        Change::Delete { key: key.into() }
+    }
+
+    #[test]
+    fn apply_table() {
+        let route = r#"{"uri":"/a","upstream_id":"1"}"#;
+        let steps: Vec<(Change, Applied, usize, usize)> = vec![
+            // (change, result, valid routes, invalid entries)
+            (put("/gw/routes/1", route), Applied::Changed, 1, 0),
+            (put("/gw/routes/1", route), Applied::Unchanged, 1, 0),
+            (put("/gw/routes/2", r#"{"uri":"x"}"#), Applied::Changed, 1, 1),
+            (put("/gw/routes/3", r#"{"id":"4","uri":"/a","upstream_id":"1"}"#), Applied::Changed, 1, 2),
+            (put("/gw/routes/2", route), Applied::Changed, 2, 1),
+            (put("/gw/ssls/1", "{}"), Applied::Ignored, 2, 1),
+            (put("/other/routes/9", route), Applied::Ignored, 2, 1),
+            (put("/gw/routes/", route), Applied::Ignored, 2, 1),
+            (del("/gw/routes/1"), Applied::Changed, 1, 1),
+            (del("/gw/routes/1"), Applied::Unchanged, 1, 1),
+            (put("/gw/upstreams/1", r#"{"nodes":{"127.0.0.1:1":1}}"#), Applied::Changed, 1, 1),
+            (put("/gw/upstreams/2", "not json"), Applied::Changed, 1, 2),
+        ];
+        let mut state = State::default();
+        for (i, (change, want, valid, invalid)) in steps.into_iter().enumerate() {
+            assert_eq!(state.apply("/gw", change.clone()), want, "step {i}: {change:?}");
+            let n_valid = state.routes.values().filter(|e| e.parsed.is_ok()).count();
+            assert_eq!((n_valid, state.invalid().len()), (valid, invalid), "step {i}");
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The status listener: liveness, readiness, a JSON summary and Prometheus metrics.
+use crate::proxy::{full, RespBody};
+use crate::Shared;
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let (stream, _) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(_) => continue,
+            },
+            _ = crate::stopped(&mut shutdown) => return,
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| {
+                let shared = shared.clone();
+                async move { Ok::<_, std::convert::Infallible>(answer(&shared, &req)) }
+            });
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), svc)
+                .await;
+        });
+    }
+}
+
+fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
+    let snap = shared.snapshot.load();
+    let ready = shared.ready.load(Ordering::Relaxed);
+    let (status, ctype, body) = match req.uri().path() {
+        "/healthz" => (StatusCode::OK, "text/plain", "ok\n".to_string()),
+        "/readyz" if ready => (StatusCode::OK, "text/plain", "ready\n".to_string()),
+        "/readyz" => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not ready: the first full list from etcd is not applied yet\n".to_string(),
+        ),
+        "/status" => {
+            let c = snap.counts;
+            let body = serde_json::json!({
+                "ready": ready,
+                "revision": shared.metrics.revision.load(Ordering::Relaxed),
+                "snapshot_revision": snap.revision,
+                "routes": c.routes,
+                "services": c.services,
+                "upstreams": c.upstreams,
+                "ssls": 0,
+                "invalid": {
+                    "routes": c.invalid_routes,
+                    "services": c.invalid_services,
+                    "upstreams": c.invalid_upstreams,
+                },
+                "etcd_connected": shared.etcd_connected.load(Ordering::Relaxed),
+                "idle_upstream_connections": shared.pool.idle_count(),
+            });
+            (StatusCode::OK, "application/json", body.to_string())
+        }
+        "/metrics" => (
+            StatusCode::OK,
+            "text/plain; version=0.0.4",
+            shared.metrics.render(&snap.counts),
+        ),
+        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_string()),
+    };
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    if let Ok(v) = ctype.parse() {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    resp
+}

@@ -1,0 +1,89 @@
+//! The upstream response body, streamed to the client: each gap between chunks is bounded
+//! by the read timeout, and the connection goes back to the pool once the body has ended.
+use crate::pool::{BoxError, Conn, Pool};
+use crate::snapshot::PoolSettings;
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+use tokio::time::{Instant, Sleep};
+
+pub struct UpstreamBody {
+    inner: Incoming,
+    /// The connection, until the body ends (then pooled) or fails (then dropped).
+    conn: Option<(Conn, Arc<Pool>, PoolSettings)>,
+    read_timeout: Duration,
+    deadline: Pin<Box<Sleep>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("upstream sent no data for {0:?}")]
+pub struct ReadTimeout(Duration);
+
+impl UpstreamBody {
+    pub fn new(inner: Incoming, conn: Conn, pool: Arc<Pool>, settings: PoolSettings, read_timeout: Duration) -> Self {
+        let mut body = UpstreamBody {
+            inner,
+            conn: Some((conn, pool, settings)),
+            read_timeout,
+            deadline: Box::pin(tokio::time::sleep(read_timeout)),
+        };
+        // A server never polls a body that is already at its end (204, HEAD, empty).
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        if let Some((conn, pool, settings)) = self.conn.take() {
+            pool.checkin(conn, &settings);
+        }
+    }
+}
+
+impl Body for UpstreamBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                let t = this.read_timeout;
+                this.deadline.as_mut().reset(Instant::now() + t);
+                if this.inner.is_end_stream() {
+                    this.release();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.conn = None;
+                Poll::Ready(Some(Err(e.into())))
+            }
+            Poll::Ready(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
+            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+                Poll::Ready(()) => {
+                    this.conn = None;
+                    Poll::Ready(Some(Err(Box::new(ReadTimeout(this.read_timeout)))))
+                }
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

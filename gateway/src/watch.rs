@@ -1,0 +1,259 @@
+//! Feeds the snapshot from etcd: list the prefix once, then watch from revision + 1.
+//! On errors it keeps the last snapshot serving, retries with backoff and resumes from its
+//! revision; after a compaction it lists again and swaps the whole state atomically.
+use crate::snapshot::Snapshot;
+use crate::state::{Applied, Change, State};
+use crate::Shared;
+use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
+use futures_util::FutureExt;
+use model::key::{range_end, root_prefix};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum WatchError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("watch on {0} was canceled by etcd: {1}")]
+    Canceled(String, String),
+    #[error("watch stream ended")]
+    Ended,
+}
+
+/// Why a watch stopped without an error of its own.
+enum WatchEnd {
+    /// Our revision was compacted away: list again.
+    Compacted(i64),
+}
+
+/// Page size of the initial list; etcd 3.4 has no RangeStream.
+const PAGE: i64 = 1000;
+/// How many already-arrived watch messages are folded into one snapshot build.
+const MAX_BATCH: usize = 1024;
+
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    const MIN: Duration = Duration::from_millis(100);
+    const MAX: Duration = Duration::from_secs(5);
+
+    fn new() -> Backoff {
+        Backoff { next: Self::MIN }
+    }
+    fn reset(&mut self) {
+        self.next = Self::MIN;
+    }
+    fn step(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        d
+    }
+}
+
+pub fn connect_options() -> ConnectOptions {
+    ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(5))
+        // Below 5 s idle watches were seen to die (dependency-notes.md).
+        .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
+        .with_keep_alive_while_idle(true)
+        // A member cut off from the quorum must not keep us on stale data.
+        .with_require_leader(true)
+}
+
+pub async fn run(endpoints: Vec<String>, prefix: String, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+    let mut backoff = Backoff::new();
+    let mut state = State::default();
+    let mut revision: Option<i64> = None;
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let client = tokio::select! {
+            c = Client::connect(&endpoints, Some(connect_options())) => c,
+            _ = crate::stopped(&mut shutdown) => return,
+        };
+        let mut client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect to etcd; serving the last configuration");
+                sleep_or_shutdown(backoff.step(), &mut shutdown).await;
+                continue;
+            }
+        };
+        loop {
+            let rev = match revision {
+                Some(r) => r,
+                None => match list(&mut client, &prefix).await {
+                    Ok((s, r)) => {
+                        state = s;
+                        shared.metrics.relists.fetch_add(1, Ordering::Relaxed);
+                        publish(&shared, &state, r);
+                        shared.ready.store(true, Ordering::Relaxed);
+                        shared.metrics.ready.store(1, Ordering::Relaxed);
+                        tracing::info!(revision = r, routes = state.routes.len(), "listed configuration from etcd");
+                        r
+                    }
+                    Err(e) => {
+                        shared.etcd_connected.store(false, Ordering::Relaxed);
+                        tracing::warn!(error = %e, "listing etcd failed; serving the last configuration");
+                        sleep_or_shutdown(backoff.step(), &mut shutdown).await;
+                        break;
+                    }
+                },
+            };
+            shared.etcd_connected.store(true, Ordering::Relaxed);
+            let result = tokio::select! {
+                r = watch_from(&mut client, &prefix, rev, &mut state, &shared, &mut backoff) => r,
+                _ = crate::stopped(&mut shutdown) => return,
+            };
+            shared.etcd_connected.store(false, Ordering::Relaxed);
+            match result {
+                (r, Ok(WatchEnd::Compacted(compact))) => {
+                    tracing::warn!(revision = r, compact_revision = compact, "watch revision was compacted; listing again");
+                    revision = None;
+                }
+                (r, Err(e)) => {
+                    shared.metrics.watch_restarts.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(revision = r, error = %e, "etcd watch failed; serving the last configuration and retrying");
+                    revision = Some(r);
+                    sleep_or_shutdown(backoff.step(), &mut shutdown).await;
+                    if *shutdown.borrow() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => {},
+        _ = crate::stopped(shutdown) => {},
+    }
+}
+
+/// Reads every key under the prefix at one revision, page by page.
+async fn list(client: &mut Client, prefix: &str) -> Result<(State, i64), WatchError> {
+    let root = root_prefix(prefix);
+    let end = range_end(&root);
+    let mut state = State::default();
+    let mut from = root.clone().into_bytes();
+    let mut revision = 0;
+    loop {
+        let mut opts = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+        if revision > 0 {
+            opts = opts.with_revision(revision);
+        }
+        let resp = client.get(from.clone(), Some(opts)).await?;
+        if revision == 0 {
+            revision = resp.header().map(|h| h.revision()).unwrap_or(0);
+        }
+        for kv in resp.kvs() {
+            let key = String::from_utf8_lossy(kv.key()).to_string();
+            state.apply(prefix, Change::Put { key, value: kv.value().to_vec() });
+        }
+        match resp.kvs().last() {
+            Some(last) if resp.more() => {
+                from = last.key().to_vec();
+                from.push(0);
+            }
+            _ => break,
+        }
+    }
+    Ok((state, revision))
+}
+
+/// Applies watch events until the stream fails. Returns the last applied revision with
+/// the reason it stopped.
+async fn watch_from(
+    client: &mut Client,
+    prefix: &str,
+    revision: i64,
+    state: &mut State,
+    shared: &Arc<Shared>,
+    backoff: &mut Backoff,
+) -> (i64, Result<WatchEnd, WatchError>) {
+    let root = root_prefix(prefix);
+    let opts = WatchOptions::new()
+        .with_range(range_end(&root))
+        .with_start_revision(revision + 1);
+    let mut stream = match client.watch(root.clone(), Some(opts)).await {
+        Ok(s) => s,
+        Err(e) => return (revision, Err(e.into())),
+    };
+    let mut revision = revision;
+    loop {
+        let first = match stream.message().await {
+            Ok(Some(m)) => m,
+            Ok(None) => return (revision, Err(WatchError::Ended)),
+            Err(e) => return (revision, Err(e.into())),
+        };
+        backoff.reset();
+        let mut batch = vec![first];
+        // Fold whatever else has already arrived into the same build.
+        while batch.len() < MAX_BATCH {
+            match stream.message().now_or_never() {
+                Some(Ok(Some(m))) => batch.push(m),
+                _ => break,
+            }
+        }
+        let mut changed = false;
+        let mut new_rev = revision;
+        for msg in &batch {
+            if msg.canceled() {
+                if msg.compact_revision() > 0 {
+                    if changed {
+                        publish(shared, state, new_rev);
+                    }
+                    return (new_rev, Ok(WatchEnd::Compacted(msg.compact_revision())));
+                }
+                if changed {
+                    publish(shared, state, new_rev);
+                }
+                return (new_rev, Err(WatchError::Canceled(root.clone(), msg.cancel_reason().to_string())));
+            }
+            for ev in msg.events() {
+                let Some(kv) = ev.kv() else { continue };
+                let key = String::from_utf8_lossy(kv.key()).to_string();
+                let change = match ev.event_type() {
+                    EventType::Put => Change::Put { key, value: kv.value().to_vec() },
+                    EventType::Delete => Change::Delete { key },
+                };
+                new_rev = new_rev.max(kv.mod_revision());
+                changed |= state.apply(prefix, change) == Applied::Changed;
+            }
+            if let Some(h) = msg.header() {
+                if !msg.events().is_empty() {
+                    new_rev = new_rev.max(h.revision());
+                }
+            }
+        }
+        if changed {
+            publish(shared, state, new_rev);
+        } else if new_rev != revision {
+            // Nothing to rebuild, but the revision we have caught up to still moves.
+            shared.metrics.revision.store(new_rev.max(0) as u64, Ordering::Relaxed);
+        }
+        revision = new_rev;
+    }
+}
+
+/// Compiles and swaps in a new snapshot. Compilation runs off the async workers' hot
+/// loop (`block_in_place`) since large configurations take milliseconds to build.
+fn publish(shared: &Shared, state: &State, revision: i64) {
+    let started = Instant::now();
+    let prev = shared.snapshot.load_full();
+    let next = tokio::task::block_in_place(|| Snapshot::compile(state, revision, &prev));
+    shared.snapshot.store(Arc::new(next));
+    let took = started.elapsed();
+    shared.metrics.snapshot_builds.fetch_add(1, Ordering::Relaxed);
+    shared.metrics.snapshot_build_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    shared.metrics.revision.store(revision.max(0) as u64, Ordering::Relaxed);
+    tracing::debug!(revision, took_us = took.as_micros() as u64, "snapshot swapped in");
+}
