@@ -20,7 +20,10 @@ const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Attempts for a call that failed because one member was unreachable.
 const ATTEMPTS: usize = 4;
 /// Values fetched per `get` when a whole kind is read.
-const BATCH: i64 = 500;
+const BATCH: i64 = 100;
+/// A stored value can be up to the 1.5 MiB body limit, so a batch can exceed gRPC's
+/// default 4 MiB response limit; allow what `BATCH` values of that size need.
+const MAX_RESPONSE_BYTES: usize = 256 * 1024 * 1024;
 /// Keys skipped per keys-only `get` when paging.
 const SKIP_BATCH: i64 = 1000;
 
@@ -211,10 +214,11 @@ impl Store {
     }
 
     async fn get_raw(&self, key: Vec<u8>, options: GetOptions) -> Result<GetResponse, StoreError> {
-        self.call(true, |mut c| {
+        self.call(true, |c| {
             let key = key.clone();
             let options = options.clone();
-            async move { c.get(key, Some(options)).await }
+            let mut kv = c.kv_client().max_decoding_message_size(MAX_RESPONSE_BYTES);
+            async move { kv.get(key, Some(options)).await }
         })
         .await
     }

@@ -892,3 +892,44 @@ async fn insecure_no_auth_serves_without_key_and_warns() {
     wait_for_tcp(addr2, Duration::from_secs(20));
     assert!(proc2.log().contains("plaintext"), "{}", proc2.log());
 }
+
+/// A route that references an upstream and a delete of that upstream race on two
+/// replicas: exactly one wins, and a route never points at a missing upstream.
+#[tokio::test]
+async fn racing_reference_and_delete_never_dangle() {
+    let etcd = Etcd::start();
+    let a = AdminApi::start(&etcd.url, PREFIX, KEY);
+    let b = AdminApi::start(&etcd.url, PREFIX, KEY);
+    let mut wins = (0, 0);
+    for i in 0..24 {
+        let up = format!("u{i}");
+        upstream(&a, &up).await;
+        let route_path = format!("/routes/{i}");
+        let up_path = format!("/upstreams/{up}");
+        let (put, del) = tokio::join!(
+            async {
+                // Stagger the start so that either side may win.
+                tokio::time::sleep(Duration::from_millis(i % 8)).await;
+                a.call(
+                    "PUT",
+                    &route_path,
+                    Some(json!({"uri": "/x", "upstream_id": up})),
+                )
+                .await
+            },
+            b.call("DELETE", &up_path, None),
+        );
+        let route_exists = a.call("GET", &route_path, None).await.0 == 200;
+        let upstream_exists = a.call("GET", &up_path, None).await.0 == 200;
+        assert!(
+            !route_exists || upstream_exists,
+            "dangling reference: put {put:?}, delete {del:?}"
+        );
+        match (put.0, del.0) {
+            (201, 400) => wins.0 += 1,
+            (400, 200) => wins.1 += 1,
+            other => panic!("exactly one should win: {other:?} {put:?} {del:?}"),
+        }
+    }
+    eprintln!("route won {} times, delete won {} times", wins.0, wins.1);
+}
