@@ -170,14 +170,13 @@ fn report_build() {
 /// round, so the printed ratio compares like with like.
 fn report_scaling() {
     let (small, large) = (SIZES[0], SIZES[SIZES.len() - 1]);
-    let routers = [Router::build(specs(small)), Router::build(specs(large))];
-    let reqs = [requests(small), requests(large)];
+    let (small_router, large_router) = (Router::build(specs(small)), Router::build(specs(large)));
     println!("interleaved best-of-15, ns/lookup: kind, {small} routes, {large} routes, ratio");
-    for kind in 0..reqs[0].len() {
+    for (at_small, at_large) in requests(small).iter().zip(&requests(large)) {
+        let pairs = [(&small_router, at_small), (&large_router, at_large)];
         let mut best = [f64::MAX; 2];
         for _ in 0..15 {
-            for (i, router) in routers.iter().enumerate() {
-                let (_, host, path) = &reqs[i][kind];
+            for (slot, (router, (_, host, path))) in best.iter_mut().zip(pairs) {
                 let req = Request {
                     host,
                     path,
@@ -190,17 +189,11 @@ fn report_scaling() {
                 for _ in 0..rounds {
                     black_box(router.find(black_box(&req)).map(|m| *m.value));
                 }
-                let ns = start.elapsed().as_nanos() as f64 / rounds as f64;
-                best[i] = best[i].min(ns);
+                *slot = slot.min(start.elapsed().as_nanos() as f64 / rounds as f64);
             }
         }
-        println!(
-            "  {:8} {:7.1} {:7.1} {:5.2}x",
-            reqs[0][kind].0,
-            best[0],
-            best[1],
-            best[1] / best[0]
-        );
+        let [s, l] = best;
+        println!("  {:8} {s:7.1} {l:7.1} {:5.2}x", at_small.0, l / s);
     }
 }
 
