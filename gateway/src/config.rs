@@ -4,10 +4,18 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 #[derive(Parser, Debug, Clone)]
-#[command(version, about = "Dynamic API gateway: routes from etcd, applied without reloads")]
+#[command(
+    version,
+    about = "Dynamic API gateway: routes from etcd, applied without reloads"
+)]
 pub struct Config {
     /// etcd endpoints, comma-separated; all are used.
-    #[arg(long, env = "ETCD_ENDPOINTS", default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINTS",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ','
+    )]
     pub etcd_endpoints: Vec<String>,
     /// Key prefix that holds the resources (`/apisix` reads APISIX's data).
     #[arg(long, env = "ETCD_PREFIX", default_value = "/gateway")]
@@ -72,7 +80,11 @@ mod tests {
             ("x", None),
             ("5h", None),
         ] {
-            assert_eq!(parse_duration(input).ok().map(|d| d.as_millis() as u64), want, "{input}");
+            assert_eq!(
+                parse_duration(input).ok().map(|d| d.as_millis() as u64),
+                want,
+                "{input}"
+            );
         }
     }
 }

@@ -1,21 +1,34 @@
 //! Header rewriting between client and upstream: hop-by-hop removal and forwarding headers.
-use http::header::{HeaderMap, HeaderName, HeaderValue, CONNECTION};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHORIZATION, TE, TRAILER,
+    TRANSFER_ENCODING, UPGRADE,
+};
 use std::net::IpAddr;
 
 /// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authorization",
+static HOP_BY_HOP: [HeaderName; 8] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    TE,
+    TRAILER,
+    TRANSFER_ENCODING,
+    UPGRADE,
+    PROXY_AUTHORIZATION,
 ];
 
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
+
 /// Removes hop-by-hop headers, including any the `Connection` header names.
+/// Most messages carry none, so one scan of the names decides whether to touch the map.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(CONNECTION)
         .iter()
@@ -26,7 +39,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
 }
@@ -34,31 +47,30 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// What the gateway knows about the client side of a request.
 pub struct Forwarded<'a> {
     pub client_ip: IpAddr,
-    pub proto: &'a str,
+    pub proto: &'static str,
     /// The `Host` the client sent (with its port, if any).
-    pub host: Option<&'a str>,
+    pub host: Option<&'a HeaderValue>,
     pub port: u16,
 }
 
 /// Sets `X-Forwarded-For` (appended), `X-Real-IP`, `X-Forwarded-Proto`, `-Host` and `-Port`.
 pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     let ip = f.client_ip.to_string();
-    let xff = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => format!("{prev}, {ip}"),
-        _ => ip.clone(),
+    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}")),
+        _ => HeaderValue::from_str(&ip),
     };
-    let set = |headers: &mut HeaderMap, name: &'static str, value: &str| {
-        if let Ok(v) = HeaderValue::from_str(value) {
-            headers.insert(name, v);
-        }
-    };
-    set(headers, "x-forwarded-for", &xff);
-    set(headers, "x-real-ip", &ip);
-    set(headers, "x-forwarded-proto", f.proto);
-    if let Some(h) = f.host {
-        set(headers, "x-forwarded-host", h);
+    if let Ok(v) = xff {
+        headers.insert(X_FORWARDED_FOR.clone(), v);
     }
-    set(headers, "x-forwarded-port", &f.port.to_string());
+    if let Ok(v) = HeaderValue::from_str(&ip) {
+        headers.insert(X_REAL_IP.clone(), v);
+    }
+    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
+    if let Some(h) = f.host {
+        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+    }
+    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
 }
 
 #[cfg(test)]
@@ -68,7 +80,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
         for (k, v) in pairs {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            h.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         h
     }
@@ -81,16 +96,45 @@ mod tests {
 
     #[test]
     fn hop_by_hop_table() {
-        let table: &[(&[(&str, &str)], &[&str])] = &[
-            (&[("connection", "keep-alive"), ("keep-alive", "timeout=5"), ("x-a", "1")], &["x-a"]),
-            (&[("connection", "close, x-secret"), ("x-secret", "s"), ("x-b", "2")], &["x-b"]),
-            (&[("te", "trailers"), ("transfer-encoding", "chunked"), ("upgrade", "h2c")], &[]),
-            (&[("proxy-connection", "x"), ("content-type", "text/plain")], &["content-type"]),
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [&'a str]);
+        let table: &[Case] = &[
+            (
+                &[
+                    ("connection", "keep-alive"),
+                    ("keep-alive", "timeout=5"),
+                    ("x-a", "1"),
+                ],
+                &["x-a"],
+            ),
+            (
+                &[
+                    ("connection", "close, x-secret"),
+                    ("x-secret", "s"),
+                    ("x-b", "2"),
+                ],
+                &["x-b"],
+            ),
+            (
+                &[
+                    ("te", "trailers"),
+                    ("transfer-encoding", "chunked"),
+                    ("upgrade", "h2c"),
+                ],
+                &[],
+            ),
+            (
+                &[("proxy-connection", "x"), ("content-type", "text/plain")],
+                &["content-type"],
+            ),
         ];
         for (input, want) in table {
             let mut h = map(input);
             strip_hop_by_hop(&mut h);
-            assert_eq!(names(&h), want.iter().map(|s| s.to_string()).collect::<Vec<_>>(), "{input:?}");
+            assert_eq!(
+                names(&h),
+                want.iter().map(|s| s.to_string()).collect::<Vec<_>>(),
+                "{input:?}"
+            );
         }
     }
 
@@ -102,7 +146,15 @@ mod tests {
             if let Some(p) = prev {
                 h.insert("x-forwarded-for", HeaderValue::from_static(p));
             }
-            set_forwarded(&mut h, &Forwarded { client_ip: ip, proto: "http", host: Some("a.com:9080"), port: 9080 });
+            set_forwarded(
+                &mut h,
+                &Forwarded {
+                    client_ip: ip,
+                    proto: "http",
+                    host: Some(&HeaderValue::from_static("a.com:9080")),
+                    port: 9080,
+                },
+            );
             assert_eq!(h["x-forwarded-for"], want_xff);
             assert_eq!(h["x-real-ip"], "10.0.0.9");
             assert_eq!(h["x-forwarded-proto"], "http");

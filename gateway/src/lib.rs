@@ -53,8 +53,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let shared = Shared::new();
     let http = server::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
-    let status = server::bind(config.status_listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--status-listen): {e}", config.status_listen))?;
+    let status = server::bind(config.status_listen).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot listen on {} (--status-listen): {e}",
+            config.status_listen
+        )
+    })?;
     tracing::info!(listen = %config.listen, status = %config.status_listen, prefix = %config.etcd_prefix, "gateway starting");
     tracing::warn!(tls_listen = %config.tls_listen, "HTTPS is not served yet: --tls-listen is reserved for the ssls resource");
     if let Some(zone) = &config.zone {
@@ -78,7 +82,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             }
         })
     };
-    let server = tokio::spawn(server::serve(http, shared.clone(), stop_rx, config.grace_period));
+    let server = tokio::spawn(server::serve(
+        http,
+        shared.clone(),
+        stop_rx,
+        config.grace_period,
+    ));
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_tx.send(true);

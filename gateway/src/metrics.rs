@@ -2,6 +2,14 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+/// One metric family: name, type, help, and its `(labels, value)` rows.
+type Family = (
+    &'static str,
+    &'static str,
+    &'static str,
+    Vec<(String, String)>,
+);
+
 #[derive(Default)]
 pub struct Metrics {
     /// Responses by status code 100..=599, indexed by `code - 100`.
@@ -59,27 +67,82 @@ impl Metrics {
                 (v > 0).then(|| (format!("{{code=\"{}\"}}", i + 100), v.to_string()))
             })
             .collect();
-        let rows: [(&str, &str, &str, Vec<(String, String)>); 11] = [
-            ("gateway_http_responses_total", "counter", "Responses sent to clients by status code.", codes),
-            ("gateway_upstream_connect_errors_total", "counter", "Failed attempts to connect to an upstream node.", one(self.upstream_connect_errors.load(Relaxed))),
-            ("gateway_upstream_timeouts_total", "counter", "Upstream requests that timed out.", one(self.upstream_timeouts.load(Relaxed))),
-            ("gateway_config_revision", "gauge", "etcd revision of the applied configuration.", one(self.revision.load(Relaxed))),
-            ("gateway_ready", "gauge", "1 once the first full list from etcd is applied.", one(self.ready.load(Relaxed))),
-            ("gateway_snapshot_builds_total", "counter", "Routing snapshots compiled and swapped in.", one(self.snapshot_builds.load(Relaxed))),
+        let rows: [Family; 11] = [
+            (
+                "gateway_http_responses_total",
+                "counter",
+                "Responses sent to clients by status code.",
+                codes,
+            ),
+            (
+                "gateway_upstream_connect_errors_total",
+                "counter",
+                "Failed attempts to connect to an upstream node.",
+                one(self.upstream_connect_errors.load(Relaxed)),
+            ),
+            (
+                "gateway_upstream_timeouts_total",
+                "counter",
+                "Upstream requests that timed out.",
+                one(self.upstream_timeouts.load(Relaxed)),
+            ),
+            (
+                "gateway_config_revision",
+                "gauge",
+                "etcd revision of the applied configuration.",
+                one(self.revision.load(Relaxed)),
+            ),
+            (
+                "gateway_ready",
+                "gauge",
+                "1 once the first full list from etcd is applied.",
+                one(self.ready.load(Relaxed)),
+            ),
+            (
+                "gateway_snapshot_builds_total",
+                "counter",
+                "Routing snapshots compiled and swapped in.",
+                one(self.snapshot_builds.load(Relaxed)),
+            ),
             (
                 "gateway_snapshot_build_seconds_total",
                 "counter",
                 "Time spent compiling snapshots.",
-                vec![(String::new(), format!("{:.6}", self.snapshot_build_micros.load(Relaxed) as f64 / 1e6))],
+                vec![(
+                    String::new(),
+                    format!(
+                        "{:.6}",
+                        self.snapshot_build_micros.load(Relaxed) as f64 / 1e6
+                    ),
+                )],
             ),
-            ("gateway_etcd_watch_restarts_total", "counter", "Times the etcd watch was re-established after an error.", one(self.watch_restarts.load(Relaxed))),
-            ("gateway_etcd_relists_total", "counter", "Full lists of the prefix (start-up, after compaction).", one(self.relists.load(Relaxed))),
-            ("gateway_config_resources", "gauge", "Valid resources in the applied configuration.", kinds(counts.routes, counts.services, counts.upstreams)),
+            (
+                "gateway_etcd_watch_restarts_total",
+                "counter",
+                "Times the etcd watch was re-established after an error.",
+                one(self.watch_restarts.load(Relaxed)),
+            ),
+            (
+                "gateway_etcd_relists_total",
+                "counter",
+                "Full lists of the prefix (start-up, after compaction).",
+                one(self.relists.load(Relaxed)),
+            ),
+            (
+                "gateway_config_resources",
+                "gauge",
+                "Valid resources in the applied configuration.",
+                kinds(counts.routes, counts.services, counts.upstreams),
+            ),
             (
                 "gateway_config_invalid_resources",
                 "gauge",
                 "Resources in etcd that failed to parse or validate and are disabled.",
-                kinds(counts.invalid_routes, counts.invalid_services, counts.invalid_upstreams),
+                kinds(
+                    counts.invalid_routes,
+                    counts.invalid_services,
+                    counts.invalid_upstreams,
+                ),
             ),
         ];
         for (name, kind, help, values) in rows {

@@ -59,7 +59,8 @@ impl Pool {
 
     /// Returns a connection whose response has been read completely.
     pub fn checkin(&self, conn: Conn, settings: &PoolSettings) {
-        if conn.tx.is_closed() || conn.uses >= settings.requests || settings.idle_timeout.is_zero() {
+        if conn.tx.is_closed() || conn.uses >= settings.requests || settings.idle_timeout.is_zero()
+        {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());

@@ -33,7 +33,11 @@ pub struct ConnInfo {
 /// How many stale pooled connections one request may discard before connecting anew.
 const MAX_STALE_RETRIES: usize = 3;
 
-pub async fn handle(shared: Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Response<RespBody> {
+pub async fn handle(
+    shared: Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Response<RespBody> {
     let resp = match route_and_forward(&shared, conn, req).await {
         Ok(r) => r,
         Err(e) => e.into_response(),
@@ -78,8 +82,10 @@ pub fn json_response(status: StatusCode, msg: &str) -> Response<RespBody> {
     let body = serde_json::json!({ "error_msg": msg }).to_string();
     let mut resp = Response::new(full(body));
     *resp.status_mut() = status;
-    resp.headers_mut()
-        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
     resp
 }
 
@@ -87,17 +93,31 @@ pub fn full(s: impl Into<Bytes>) -> RespBody {
     Full::new(s.into()).map_err(|e| match e {}).boxed_unsync()
 }
 
-async fn route_and_forward(shared: &Arc<Shared>, conn: ConnInfo, req: Request<Incoming>) -> Result<Response<RespBody>, ProxyError> {
+async fn route_and_forward(
+    shared: &Arc<Shared>,
+    conn: ConnInfo,
+    req: Request<Incoming>,
+) -> Result<Response<RespBody>, ProxyError> {
     let snapshot = shared.snapshot.load_full();
     let (parts, body) = req.into_parts();
-    let raw_host = match parts.headers.get(HOST) {
-        Some(h) => Some(h.to_str().map_err(|_| ProxyError::BadRequest("invalid Host header"))?.to_string()),
-        None => parts.uri.authority().map(|a| a.to_string()),
+    // HTTP/2 carries the host in :authority; HTTP/1.1 must send Host (RFC 9112 §3.2).
+    let raw_host: Option<HeaderValue> = match parts.headers.get(HOST) {
+        Some(h) => Some(h.clone()),
+        None => parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
     };
     if raw_host.is_none() && parts.version == Version::HTTP_11 {
         return Err(ProxyError::BadRequest("missing Host header"));
     }
-    let host = normalize_request_host(raw_host.as_deref().unwrap_or(""));
+    let host_str = match &raw_host {
+        Some(h) => h
+            .to_str()
+            .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
+        None => "",
+    };
+    let host = normalize_request_host(host_str);
     let target: Arc<RouteTarget> = {
         let vars = RequestVars {
             parts: &parts,
@@ -127,11 +147,12 @@ async fn route_and_forward(shared: &Arc<Shared>, conn: ConnInfo, req: Request<In
         &Forwarded {
             client_ip: conn.remote.ip(),
             proto: conn.scheme,
-            host: raw_host.as_deref(),
+            host: raw_host.as_ref(),
             port: conn.local.port(),
         },
     );
-    if let Some(h) = raw_host.as_deref().and_then(|h| HeaderValue::from_str(h).ok()) {
+    // HTTP/2 requests have no Host header; the upstream speaks HTTP/1.1 and needs one.
+    if let Some(h) = raw_host {
         parts.headers.insert(HOST, h);
     }
     parts.uri = parts
@@ -171,7 +192,11 @@ async fn forward(
                     tried.clear();
                     i
                 }
-                None => return Err(ProxyError::Unavailable("every upstream node has weight 0".into())),
+                None => {
+                    return Err(ProxyError::Unavailable(
+                        "every upstream node has weight 0".into(),
+                    ))
+                }
             },
         };
         let node = &upstream.nodes[idx];
@@ -191,7 +216,10 @@ async fn forward(
         match send_to_node(shared, upstream, &node.addr, req, timeout).await {
             Ok(resp) => return Ok(resp),
             Err(SendError::Connect(e, back)) => {
-                shared.metrics.upstream_connect_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                shared
+                    .metrics
+                    .upstream_connect_errors
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 tracing::warn!(upstream = %upstream.key, node = %node.addr, error = %e, "upstream connect failed");
                 last_err = Some(e);
                 tried.push(idx);
@@ -202,7 +230,10 @@ async fn forward(
     }
     Err(match last_err {
         Some(ConnectError::Timeout(a)) => {
-            shared.metrics.upstream_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .metrics
+                .upstream_timeouts
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             ProxyError::Timeout(format!("connecting to upstream {a} timed out"))
         }
         Some(e) => ProxyError::BadGateway(format!("no upstream node could be reached ({e})")),
@@ -242,12 +273,26 @@ async fn send_to_node(
                 let err = ConnectError::Handshake(addr.to_string(), e);
                 return Err(SendError::Connect(err, Box::new(req)));
             }
-            Err(_) => return Err(SendError::Failed(timeout_err(shared, addr, "sending the request"))),
+            Err(_) => {
+                return Err(SendError::Failed(timeout_err(
+                    shared,
+                    addr,
+                    "sending the request",
+                )))
+            }
         }
         conn.uses += 1;
         let sent = tokio::time::timeout(timeout.read(), conn.tx.try_send_request(req)).await;
         match sent {
-            Ok(Ok(resp)) => return Ok(into_client_response(shared, resp, conn, upstream, timeout.read())),
+            Ok(Ok(resp)) => {
+                return Ok(into_client_response(
+                    shared,
+                    resp,
+                    conn,
+                    upstream,
+                    timeout.read(),
+                ))
+            }
             Ok(Err(mut e)) => match e.take_message() {
                 // The node closed an idle connection just as we used it; the request
                 // never left, so it is safe to send again on a fresh connection.
@@ -266,13 +311,22 @@ async fn send_to_node(
                     ))))
                 }
             },
-            Err(_) => return Err(SendError::Failed(timeout_err(shared, addr, "waiting for the response"))),
+            Err(_) => {
+                return Err(SendError::Failed(timeout_err(
+                    shared,
+                    addr,
+                    "waiting for the response",
+                )))
+            }
         }
     }
 }
 
 fn timeout_err(shared: &Shared, addr: &str, what: &str) -> ProxyError {
-    shared.metrics.upstream_timeouts.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .metrics
+        .upstream_timeouts
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     ProxyError::Timeout(format!("upstream {addr} timed out {what}"))
 }
 

@@ -66,7 +66,11 @@ impl VarSource for RequestVars<'_> {
         let owned = |s: String| Some(Cow::Owned(s));
         match name {
             "uri" => Some(Cow::Borrowed(self.parts.uri.path())),
-            "request_uri" => self.parts.uri.path_and_query().map(|p| Cow::Borrowed(p.as_str())),
+            "request_uri" => self
+                .parts
+                .uri
+                .path_and_query()
+                .map(|p| Cow::Borrowed(p.as_str())),
             "args" | "query_string" => self.parts.uri.query().map(Cow::Borrowed),
             "host" => Some(Cow::Borrowed(self.host)),
             "request_method" => Some(Cow::Borrowed(self.parts.method.as_str())),

@@ -39,14 +39,21 @@ fn builder() -> auto::Builder<TokioExecutor> {
         .header_read_timeout(Duration::from_secs(30))
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
-    b.http2().timer(TokioTimer::new()).max_concurrent_streams(256);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(256);
     b
 }
 
 /// Serves until `shutdown` turns true, then stops accepting and gives open connections
 /// `grace` to finish their requests (HTTP/1 connections close after their current
 /// response, HTTP/2 ones receive GOAWAY).
-pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>, grace: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+    grace: Duration,
+) {
     let graceful = GracefulShutdown::new();
     let builder = builder();
     let local = listener.local_addr().ok();
@@ -74,7 +81,9 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
             let shared = shared.clone();
             async move { Ok::<_, std::convert::Infallible>(proxy::handle(shared, info, req).await) }
         });
-        let conn = builder.serve_connection(TokioIo::new(stream), svc).into_owned();
+        let conn = builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
             if let Err(e) = conn.await {
@@ -84,7 +93,10 @@ pub async fn serve(listener: TcpListener, shared: Arc<Shared>, mut shutdown: wat
     }
     drop(listener);
     tracing::info!(grace = ?grace, "stopped accepting; draining connections");
-    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("grace period over; closing the remaining connections");
     }
 }

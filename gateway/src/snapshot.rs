@@ -101,7 +101,10 @@ impl Snapshot {
             if !route.enabled() {
                 continue;
             }
-            let service = route.service_id.as_ref().map(|sid| (sid, valid(sid, &state.services)));
+            let service = route
+                .service_id
+                .as_ref()
+                .map(|sid| (sid, valid(sid, &state.services)));
             let upstream = target_upstream(id, route, service.as_ref(), state, &mut resolve);
             let hosts = match (route.own_hosts().is_empty(), &service) {
                 (true, Some((_, Some(svc)))) => svc.hosts.clone().unwrap_or_default(),
@@ -129,9 +132,12 @@ impl Snapshot {
         }
         let count = |ok: bool, n: Vec<bool>| n.into_iter().filter(|v| *v == ok).count();
         let flags = |m: Vec<bool>| (count(true, m.clone()), count(false, m));
-        let (routes, invalid_routes) = flags(state.routes.values().map(|e| e.parsed.is_ok()).collect());
-        let (services, invalid_services) = flags(state.services.values().map(|e| e.parsed.is_ok()).collect());
-        let (ups, invalid_upstreams) = flags(state.upstreams.values().map(|e| e.parsed.is_ok()).collect());
+        let (routes, invalid_routes) =
+            flags(state.routes.values().map(|e| e.parsed.is_ok()).collect());
+        let (services, invalid_services) =
+            flags(state.services.values().map(|e| e.parsed.is_ok()).collect());
+        let (ups, invalid_upstreams) =
+            flags(state.upstreams.values().map(|e| e.parsed.is_ok()).collect());
         Snapshot {
             revision,
             router: Router::build(specs),
@@ -156,13 +162,16 @@ fn target_upstream(
     state: &State,
     resolve: &mut impl FnMut(String, &Upstream) -> Arc<UpstreamRt>,
 ) -> Result<Arc<UpstreamRt>, String> {
-    let by_id = |uid: &Id, resolve: &mut dyn FnMut(String, &Upstream) -> Arc<UpstreamRt>| {
-        match state.upstreams.get(uid).map(|e| &e.parsed) {
+    let by_id =
+        |uid: &Id, resolve: &mut dyn FnMut(String, &Upstream) -> Arc<UpstreamRt>| match state
+            .upstreams
+            .get(uid)
+            .map(|e| &e.parsed)
+        {
             Some(Ok(u)) => Ok(resolve(format!("upstreams/{uid}"), u)),
             Some(Err(_)) => Err(format!("upstream {uid} is invalid")),
             None => Err(format!("upstream {uid} does not exist")),
-        }
-    };
+        };
     if let Some(u) = &route.upstream {
         return Ok(resolve(format!("routes/{route_id}"), u));
     }

@@ -58,9 +58,13 @@ impl State {
 
     /// Invalid entries with their errors, for logs and `/status`.
     pub fn invalid(&self) -> Vec<(Kind, &Id, &str)> {
-        fn errs<'a, T>(kind: Kind, m: &'a BTreeMap<Id, Entry<T>>) -> impl Iterator<Item = (Kind, &'a Id, &'a str)> {
-            m.iter()
-                .filter_map(move |(id, e)| e.parsed.as_ref().err().map(|err| (kind, id, err.as_str())))
+        fn errs<T>(
+            kind: Kind,
+            m: &BTreeMap<Id, Entry<T>>,
+        ) -> impl Iterator<Item = (Kind, &Id, &str)> {
+            m.iter().filter_map(move |(id, e)| {
+                e.parsed.as_ref().err().map(|err| (kind, id, err.as_str()))
+            })
         }
         errs(Kind::Routes, &self.routes)
             .chain(errs(Kind::Services, &self.services))
@@ -69,7 +73,11 @@ impl State {
     }
 }
 
-fn upsert<T: Resource>(map: &mut BTreeMap<Id, Entry<T>>, id: Id, value: Option<Vec<u8>>) -> Applied {
+fn upsert<T: Resource>(
+    map: &mut BTreeMap<Id, Entry<T>>,
+    id: Id,
+    value: Option<Vec<u8>>,
+) -> Applied {
     let Some(raw) = value else {
         return match map.remove(&id) {
             Some(_) => Applied::Changed,
@@ -90,7 +98,9 @@ fn upsert<T: Resource>(map: &mut BTreeMap<Id, Entry<T>>, id: Id, value: Option<V
 fn parse<T: Resource>(id: &Id, raw: &[u8]) -> Result<Arc<T>, String> {
     let value = decode::<T>(raw).map_err(|e| e.to_string())?;
     match value.id() {
-        Some(inner) if inner != id => Err(format!("id {inner} in the value differs from the key's id {id}")),
+        Some(inner) if inner != id => Err(format!(
+            "id {inner} in the value differs from the key's id {id}"
+        )),
         _ => Ok(Arc::new(value)),
     }
 }
@@ -100,7 +110,10 @@ mod tests {
     use super::*;
 
     fn put(key: &str, value: &str) -> Change {
-        Change::Put { key: key.into(), value: value.as_bytes().to_vec() }
+        Change::Put {
+            key: key.into(),
+            value: value.as_bytes().to_vec(),
+        }
     }
     fn del(key: &str) -> Change {
         Change::Delete { key: key.into() }
@@ -113,22 +126,45 @@ mod tests {
             // (change, result, valid routes, invalid entries)
             (put("/gw/routes/1", route), Applied::Changed, 1, 0),
             (put("/gw/routes/1", route), Applied::Unchanged, 1, 0),
-            (put("/gw/routes/2", r#"{"uri":"x"}"#), Applied::Changed, 1, 1),
-            (put("/gw/routes/3", r#"{"id":"4","uri":"/a","upstream_id":"1"}"#), Applied::Changed, 1, 2),
+            (
+                put("/gw/routes/2", r#"{"uri":"x"}"#),
+                Applied::Changed,
+                1,
+                1,
+            ),
+            (
+                put("/gw/routes/3", r#"{"id":"4","uri":"/a","upstream_id":"1"}"#),
+                Applied::Changed,
+                1,
+                2,
+            ),
             (put("/gw/routes/2", route), Applied::Changed, 2, 1),
             (put("/gw/ssls/1", "{}"), Applied::Ignored, 2, 1),
             (put("/other/routes/9", route), Applied::Ignored, 2, 1),
             (put("/gw/routes/", route), Applied::Ignored, 2, 1),
             (del("/gw/routes/1"), Applied::Changed, 1, 1),
             (del("/gw/routes/1"), Applied::Unchanged, 1, 1),
-            (put("/gw/upstreams/1", r#"{"nodes":{"127.0.0.1:1":1}}"#), Applied::Changed, 1, 1),
+            (
+                put("/gw/upstreams/1", r#"{"nodes":{"127.0.0.1:1":1}}"#),
+                Applied::Changed,
+                1,
+                1,
+            ),
             (put("/gw/upstreams/2", "not json"), Applied::Changed, 1, 2),
         ];
         let mut state = State::default();
         for (i, (change, want, valid, invalid)) in steps.into_iter().enumerate() {
-            assert_eq!(state.apply("/gw", change.clone()), want, "step {i}: {change:?}");
+            assert_eq!(
+                state.apply("/gw", change.clone()),
+                want,
+                "step {i}: {change:?}"
+            );
             let n_valid = state.routes.values().filter(|e| e.parsed.is_ok()).count();
-            assert_eq!((n_valid, state.invalid().len()), (valid, invalid), "step {i}");
+            assert_eq!(
+                (n_valid, state.invalid().len()),
+                (valid, invalid),
+                "step {i}"
+            );
         }
     }
 }

@@ -17,7 +17,8 @@ pub struct UpstreamBody {
     /// The connection, until the body ends (then pooled) or fails (then dropped).
     conn: Option<(Conn, Arc<Pool>, PoolSettings)>,
     read_timeout: Duration,
-    deadline: Pin<Box<Sleep>>,
+    /// Armed only when the upstream makes us wait: most small bodies arrive in one poll.
+    deadline: Option<Pin<Box<Sleep>>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -25,12 +26,18 @@ pub struct UpstreamBody {
 pub struct ReadTimeout(Duration);
 
 impl UpstreamBody {
-    pub fn new(inner: Incoming, conn: Conn, pool: Arc<Pool>, settings: PoolSettings, read_timeout: Duration) -> Self {
+    pub fn new(
+        inner: Incoming,
+        conn: Conn,
+        pool: Arc<Pool>,
+        settings: PoolSettings,
+        read_timeout: Duration,
+    ) -> Self {
         let mut body = UpstreamBody {
             inner,
             conn: Some((conn, pool, settings)),
             read_timeout,
-            deadline: Box::pin(tokio::time::sleep(read_timeout)),
+            deadline: None,
         };
         // A server never polls a body that is already at its end (204, HEAD, empty).
         if body.inner.is_end_stream() {
@@ -50,12 +57,16 @@ impl Body for UpstreamBody {
     type Data = Bytes;
     type Error = BoxError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
-                let t = this.read_timeout;
-                this.deadline.as_mut().reset(Instant::now() + t);
+                if let Some(d) = this.deadline.as_mut() {
+                    d.as_mut().reset(Instant::now() + this.read_timeout);
+                }
                 if this.inner.is_end_stream() {
                     this.release();
                 }
@@ -69,7 +80,12 @@ impl Body for UpstreamBody {
                 this.release();
                 Poll::Ready(None)
             }
-            Poll::Pending => match this.deadline.as_mut().poll(cx) {
+            Poll::Pending => match this
+                .deadline
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep(this.read_timeout)))
+                .as_mut()
+                .poll(cx)
+            {
                 Poll::Ready(()) => {
                     this.conn = None;
                     Poll::Ready(Some(Err(Box::new(ReadTimeout(this.read_timeout)))))

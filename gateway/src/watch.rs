@@ -65,7 +65,12 @@ pub fn connect_options() -> ConnectOptions {
         .with_require_leader(true)
 }
 
-pub async fn run(endpoints: Vec<String>, prefix: String, shared: Arc<Shared>, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(
+    endpoints: Vec<String>,
+    prefix: String,
+    shared: Arc<Shared>,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut backoff = Backoff::new();
     let mut state = State::default();
     let mut revision: Option<i64> = None;
@@ -95,7 +100,11 @@ pub async fn run(endpoints: Vec<String>, prefix: String, shared: Arc<Shared>, mu
                         publish(&shared, &state, r);
                         shared.ready.store(true, Ordering::Relaxed);
                         shared.metrics.ready.store(1, Ordering::Relaxed);
-                        tracing::info!(revision = r, routes = state.routes.len(), "listed configuration from etcd");
+                        tracing::info!(
+                            revision = r,
+                            routes = state.routes.len(),
+                            "listed configuration from etcd"
+                        );
                         r
                     }
                     Err(e) => {
@@ -114,11 +123,18 @@ pub async fn run(endpoints: Vec<String>, prefix: String, shared: Arc<Shared>, mu
             shared.etcd_connected.store(false, Ordering::Relaxed);
             match result {
                 (r, Ok(WatchEnd::Compacted(compact))) => {
-                    tracing::warn!(revision = r, compact_revision = compact, "watch revision was compacted; listing again");
+                    tracing::warn!(
+                        revision = r,
+                        compact_revision = compact,
+                        "watch revision was compacted; listing again"
+                    );
                     revision = None;
                 }
                 (r, Err(e)) => {
-                    shared.metrics.watch_restarts.fetch_add(1, Ordering::Relaxed);
+                    shared
+                        .metrics
+                        .watch_restarts
+                        .fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(revision = r, error = %e, "etcd watch failed; serving the last configuration and retrying");
                     revision = Some(r);
                     sleep_or_shutdown(backoff.step(), &mut shutdown).await;
@@ -156,7 +172,13 @@ async fn list(client: &mut Client, prefix: &str) -> Result<(State, i64), WatchEr
         }
         for kv in resp.kvs() {
             let key = String::from_utf8_lossy(kv.key()).to_string();
-            state.apply(prefix, Change::Put { key, value: kv.value().to_vec() });
+            state.apply(
+                prefix,
+                Change::Put {
+                    key,
+                    value: kv.value().to_vec(),
+                },
+            );
         }
         match resp.kvs().last() {
             Some(last) if resp.more() => {
@@ -216,13 +238,22 @@ async fn watch_from(
                 if changed {
                     publish(shared, state, new_rev);
                 }
-                return (new_rev, Err(WatchError::Canceled(root.clone(), msg.cancel_reason().to_string())));
+                return (
+                    new_rev,
+                    Err(WatchError::Canceled(
+                        root.clone(),
+                        msg.cancel_reason().to_string(),
+                    )),
+                );
             }
             for ev in msg.events() {
                 let Some(kv) = ev.kv() else { continue };
                 let key = String::from_utf8_lossy(kv.key()).to_string();
                 let change = match ev.event_type() {
-                    EventType::Put => Change::Put { key, value: kv.value().to_vec() },
+                    EventType::Put => Change::Put {
+                        key,
+                        value: kv.value().to_vec(),
+                    },
                     EventType::Delete => Change::Delete { key },
                 };
                 new_rev = new_rev.max(kv.mod_revision());
@@ -238,7 +269,10 @@ async fn watch_from(
             publish(shared, state, new_rev);
         } else if new_rev != revision {
             // Nothing to rebuild, but the revision we have caught up to still moves.
-            shared.metrics.revision.store(new_rev.max(0) as u64, Ordering::Relaxed);
+            shared
+                .metrics
+                .revision
+                .store(new_rev.max(0) as u64, Ordering::Relaxed);
         }
         revision = new_rev;
     }
@@ -252,8 +286,21 @@ fn publish(shared: &Shared, state: &State, revision: i64) {
     let next = tokio::task::block_in_place(|| Snapshot::compile(state, revision, &prev));
     shared.snapshot.store(Arc::new(next));
     let took = started.elapsed();
-    shared.metrics.snapshot_builds.fetch_add(1, Ordering::Relaxed);
-    shared.metrics.snapshot_build_micros.fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-    shared.metrics.revision.store(revision.max(0) as u64, Ordering::Relaxed);
-    tracing::debug!(revision, took_us = took.as_micros() as u64, "snapshot swapped in");
+    shared
+        .metrics
+        .snapshot_builds
+        .fetch_add(1, Ordering::Relaxed);
+    shared
+        .metrics
+        .snapshot_build_micros
+        .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
+    shared
+        .metrics
+        .revision
+        .store(revision.max(0) as u64, Ordering::Relaxed);
+    tracing::debug!(
+        revision,
+        took_us = took.as_micros() as u64,
+        "snapshot swapped in"
+    );
 }

@@ -2,9 +2,17 @@
 use clap::Parser;
 
 #[derive(Parser, Debug)]
-#[command(version, about = "Sync Kubernetes Ingresses into the gateway's etcd keys")]
+#[command(
+    version,
+    about = "Sync Kubernetes Ingresses into the gateway's etcd keys"
+)]
 struct Args {
-    #[arg(long, env = "ETCD_ENDPOINTS", default_value = "http://127.0.0.1:2379", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "ETCD_ENDPOINTS",
+        default_value = "http://127.0.0.1:2379",
+        value_delimiter = ','
+    )]
     etcd_endpoints: Vec<String>,
     #[arg(long, env = "ETCD_PREFIX", default_value = "/gateway")]
     etcd_prefix: String,
@@ -14,7 +22,11 @@ struct Args {
     kubeconfig: Option<String>,
     #[arg(long, env = "INGRESS_CLASS", default_value = "gateway")]
     ingress_class: String,
-    #[arg(long, env = "INGRESS_CONTROLLER_NAME", default_value = "gateway.dev/ingress-sync")]
+    #[arg(
+        long,
+        env = "INGRESS_CONTROLLER_NAME",
+        default_value = "gateway.dev/ingress-sync"
+    )]
     controller_name: String,
     #[arg(long, env = "PUBLISH_ADDRESS")]
     publish_address: Option<String>,

@@ -60,12 +60,18 @@ pub(crate) fn check_meta(
 ) -> Result<(), ValidationError> {
     if let Some(n) = name {
         if n.is_empty() || n.chars().count() > 100 {
-            return Err(ValidationError::new("name", "must be 1 to 100 characters long"));
+            return Err(ValidationError::new(
+                "name",
+                "must be 1 to 100 characters long",
+            ));
         }
     }
     if let Some(d) = desc {
         if d.chars().count() > 256 {
-            return Err(ValidationError::new("desc", "must be at most 256 characters long"));
+            return Err(ValidationError::new(
+                "desc",
+                "must be at most 256 characters long",
+            ));
         }
     }
     for (k, v) in labels.into_iter().flatten() {

@@ -10,7 +10,10 @@ pub struct Id(String);
 impl Id {
     pub fn parse(s: &str) -> Result<Self, String> {
         if s.is_empty() || s.len() > 64 {
-            return Err(format!("id must be 1 to 64 characters long, got {}", s.len()));
+            return Err(format!(
+                "id must be 1 to 64 characters long, got {}",
+                s.len()
+            ));
         }
         if let Some(c) = s
             .chars()
@@ -51,9 +54,9 @@ impl<'de> Deserialize<'de> for Id {
             S(String),
             N(u64),
         }
-        let s = match Raw::deserialize(d)
-            .map_err(|_| serde::de::Error::custom("id must be a string or a non-negative integer"))?
-        {
+        let s = match Raw::deserialize(d).map_err(|_| {
+            serde::de::Error::custom("id must be a string or a non-negative integer")
+        })? {
             Raw::S(s) => s,
             Raw::N(n) => n.to_string(),
         };

@@ -106,10 +106,22 @@ mod tests {
     #[test]
     fn layout() {
         let id = Id::parse("7").unwrap();
-        assert_eq!(resource_key("/gateway", Kind::Routes, &id), "/gateway/routes/7");
-        assert_eq!(resource_key("gateway/", Kind::GlobalRules, &id), "/gateway/global_rules/7");
-        assert_eq!(resource_key("/apisix", Kind::Upstreams, &id), "/apisix/upstreams/7");
-        assert_eq!(parse_key("/gateway", "/gateway/routes/7"), Some((Kind::Routes, id.clone())));
+        assert_eq!(
+            resource_key("/gateway", Kind::Routes, &id),
+            "/gateway/routes/7"
+        );
+        assert_eq!(
+            resource_key("gateway/", Kind::GlobalRules, &id),
+            "/gateway/global_rules/7"
+        );
+        assert_eq!(
+            resource_key("/apisix", Kind::Upstreams, &id),
+            "/apisix/upstreams/7"
+        );
+        assert_eq!(
+            parse_key("/gateway", "/gateway/routes/7"),
+            Some((Kind::Routes, id.clone()))
+        );
         assert_eq!(parse_key("/gateway", "/gateway/routes/"), None);
         assert_eq!(parse_key("/gateway", "/gateway/unknown/7"), None);
         assert_eq!(parse_key("/gateway", "/other/routes/7"), None);

@@ -33,7 +33,9 @@ impl PathPattern {
             return Err(format!("uri is longer than {MAX_LEN} bytes"));
         }
         if raw.chars().any(|c| c.is_whitespace() || c.is_control()) {
-            return Err(format!("uri {raw:?} contains whitespace or control characters"));
+            return Err(format!(
+                "uri {raw:?} contains whitespace or control characters"
+            ));
         }
         let parts: Vec<&str> = raw[1..].split('/').collect();
         let has_params = parts
@@ -65,7 +67,9 @@ impl PathPattern {
                     segments.push(Segment::CatchAll(Some(name.to_string())));
                 }
             } else if part.contains('*') {
-                return Err(format!("uri {raw:?}: \"*\" may only start the last segment"));
+                return Err(format!(
+                    "uri {raw:?}: \"*\" may only start the last segment"
+                ));
             } else {
                 segments.push(Segment::Static(part.to_string()));
             }
@@ -106,9 +110,18 @@ mod tests {
             ("/*", Ok(Prefix("/".into()))),
             ("/a/*", Ok(Prefix("/a/".into()))),
             ("/u/:id", Ok(Params(vec![s("u"), Param("id".into())]))),
-            ("/u/:id/x", Ok(Params(vec![s("u"), Param("id".into()), s("x")]))),
-            ("/f/*rest", Ok(Params(vec![s("f"), CatchAll(Some("rest".into()))]))),
-            ("/u/:id/*", Ok(Params(vec![s("u"), Param("id".into()), CatchAll(None)]))),
+            (
+                "/u/:id/x",
+                Ok(Params(vec![s("u"), Param("id".into()), s("x")])),
+            ),
+            (
+                "/f/*rest",
+                Ok(Params(vec![s("f"), CatchAll(Some("rest".into()))])),
+            ),
+            (
+                "/u/:id/*",
+                Ok(Params(vec![s("u"), Param("id".into()), CatchAll(None)])),
+            ),
             ("a", Err(())),
             ("/a*b", Err(())),
             ("/f/*rest/x", Err(())),

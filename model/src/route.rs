@@ -52,7 +52,9 @@ impl<'de> Deserialize<'de> for Status {
         match u64::deserialize(d) {
             Ok(0) => Ok(Status(0)),
             Ok(1) => Ok(Status(1)),
-            _ => Err(serde::de::Error::custom("status must be 0 (disabled) or 1 (enabled)")),
+            _ => Err(serde::de::Error::custom(
+                "status must be 0 (disabled) or 1 (enabled)",
+            )),
         }
     }
 }
@@ -142,7 +144,10 @@ impl Route {
 
 fn exclusive(a: bool, b: bool, a_name: &str, b_name: &str) -> Result<(), ValidationError> {
     if a && b {
-        Err(ValidationError::new(b_name, format!("give either {a_name} or {b_name}, not both")))
+        Err(ValidationError::new(
+            b_name,
+            format!("give either {a_name} or {b_name}, not both"),
+        ))
     } else {
         Ok(())
     }
@@ -156,12 +161,26 @@ impl Resource for Route {
     }
 
     fn validate(&self) -> Result<(), ValidationError> {
-        check_meta(self.name.as_deref(), self.desc.as_deref(), self.labels.as_ref())?;
+        check_meta(
+            self.name.as_deref(),
+            self.desc.as_deref(),
+            self.labels.as_ref(),
+        )?;
         check_plugins(self.plugins.as_ref())?;
         exclusive(self.uri.is_some(), self.uris.is_some(), "uri", "uris")?;
         exclusive(self.host.is_some(), self.hosts.is_some(), "host", "hosts")?;
-        exclusive(self.remote_addr.is_some(), self.remote_addrs.is_some(), "remote_addr", "remote_addrs")?;
-        exclusive(self.upstream.is_some(), self.upstream_id.is_some(), "upstream", "upstream_id")?;
+        exclusive(
+            self.remote_addr.is_some(),
+            self.remote_addrs.is_some(),
+            "remote_addr",
+            "remote_addrs",
+        )?;
+        exclusive(
+            self.upstream.is_some(),
+            self.upstream_id.is_some(),
+            "upstream",
+            "upstream_id",
+        )?;
         if self.uri.is_none() && self.uris.is_none() {
             return Err(ValidationError::new("uri", "a route needs uri or uris"));
         }
@@ -169,7 +188,10 @@ impl Resource for Route {
             ("uris", matches!(&self.uris, Some(v) if v.is_empty())),
             ("hosts", matches!(&self.hosts, Some(v) if v.is_empty())),
             ("methods", matches!(&self.methods, Some(v) if v.is_empty())),
-            ("remote_addrs", matches!(&self.remote_addrs, Some(v) if v.is_empty())),
+            (
+                "remote_addrs",
+                matches!(&self.remote_addrs, Some(v) if v.is_empty()),
+            ),
         ] {
             if empty {
                 return Err(ValidationError::new(field, "must not be empty when given"));
@@ -188,7 +210,10 @@ impl Resource for Route {
             t.validate()?;
         }
         if self.enable_websocket == Some(true) {
-            return Err(ValidationError::new("enable_websocket", "WebSocket proxying is not supported yet"));
+            return Err(ValidationError::new(
+                "enable_websocket",
+                "WebSocket proxying is not supported yet",
+            ));
         }
         Ok(())
     }

@@ -1,10 +1,10 @@
 //! Services: shared hosts and upstream that routes can inherit through `service_id`.
 use crate::codec::{check_meta, check_plugins};
-use std::collections::BTreeMap;
 use crate::host::HostPattern;
 use crate::{Id, Kind, Resource, Upstream, ValidationError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,24 +30,40 @@ impl Resource for Service {
     }
 
     fn validate(&self) -> Result<(), ValidationError> {
-        check_meta(self.name.as_deref(), self.desc.as_deref(), self.labels.as_ref())?;
+        check_meta(
+            self.name.as_deref(),
+            self.desc.as_deref(),
+            self.labels.as_ref(),
+        )?;
         check_plugins(self.plugins.as_ref())?;
         if self.upstream.is_some() && self.upstream_id.is_some() {
-            return Err(ValidationError::new("upstream_id", "give either upstream or upstream_id, not both"));
+            return Err(ValidationError::new(
+                "upstream_id",
+                "give either upstream or upstream_id, not both",
+            ));
         }
         if let Some(u) = &self.upstream {
             u.validate().map_err(|e| e.within("upstream"))?;
         }
         if matches!(&self.hosts, Some(h) if h.is_empty()) {
-            return Err(ValidationError::new("hosts", "must not be empty when given"));
+            return Err(ValidationError::new(
+                "hosts",
+                "must not be empty when given",
+            ));
         }
         if self.enable_websocket == Some(true) {
-            return Err(ValidationError::new("enable_websocket", "WebSocket proxying is not supported yet"));
+            return Err(ValidationError::new(
+                "enable_websocket",
+                "WebSocket proxying is not supported yet",
+            ));
         }
         Ok(())
     }
 
     fn references(&self) -> Vec<(Kind, &Id)> {
-        self.upstream_id.iter().map(|id| (Kind::Upstreams, id)).collect()
+        self.upstream_id
+            .iter()
+            .map(|id| (Kind::Upstreams, id))
+            .collect()
     }
 }

@@ -24,7 +24,11 @@ impl Default for Timeout {
 
 impl Timeout {
     pub fn validate(&self) -> Result<(), ValidationError> {
-        for (name, v) in [("connect", self.connect), ("send", self.send), ("read", self.read)] {
+        for (name, v) in [
+            ("connect", self.connect),
+            ("send", self.send),
+            ("read", self.read),
+        ] {
             if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
                 return Err(ValidationError::new(
                     format!("timeout.{name}"),

@@ -1,10 +1,10 @@
 //! Upstreams: where a route sends its traffic, and how.
 use crate::codec::check_meta;
-use std::collections::BTreeMap;
 use crate::timeout::Timeout;
 use crate::{Id, Kind, Resource, ValidationError};
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::BTreeMap;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -201,18 +201,26 @@ fn parse_nodes(v: &Value) -> Result<Vec<Node>, String> {
     match v {
         Value::Object(map) => {
             for (addr, w) in map {
-                let (host, port) = split_host_port(addr).map_err(|e| format!("node {addr:?}: {e}"))?;
+                let (host, port) =
+                    split_host_port(addr).map_err(|e| format!("node {addr:?}: {e}"))?;
                 let weight = w
                     .as_u64()
                     .filter(|w| *w <= MAX_WEIGHT as u64)
-                    .ok_or_else(|| format!("node {addr:?}: weight must be an integer from 0 to {MAX_WEIGHT}"))?;
-                nodes.push(Node { host, port, weight: weight as u32, priority: 0 });
+                    .ok_or_else(|| {
+                        format!("node {addr:?}: weight must be an integer from 0 to {MAX_WEIGHT}")
+                    })?;
+                nodes.push(Node {
+                    host,
+                    port,
+                    weight: weight as u32,
+                    priority: 0,
+                });
             }
         }
         Value::Array(list) => {
             for (i, item) in list.iter().enumerate() {
-                let n: NodeObject = serde_json::from_value(item.clone())
-                    .map_err(|e| format!("node [{i}]: {e}"))?;
+                let n: NodeObject =
+                    serde_json::from_value(item.clone()).map_err(|e| format!("node [{i}]: {e}"))?;
                 check_node_host(&n.host).map_err(|e| format!("node [{i}]: {e}"))?;
                 if n.port == Some(0) {
                     return Err(format!("node [{i}]: port must be from 1 to 65535"));
@@ -220,11 +228,24 @@ fn parse_nodes(v: &Value) -> Result<Vec<Node>, String> {
                 if n.weight > MAX_WEIGHT {
                     return Err(format!("node [{i}]: weight must be from 0 to {MAX_WEIGHT}"));
                 }
-                let host = n.host.trim_start_matches('[').trim_end_matches(']').to_string();
-                nodes.push(Node { host, port: n.port, weight: n.weight, priority: n.priority });
+                let host = n
+                    .host
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string();
+                nodes.push(Node {
+                    host,
+                    port: n.port,
+                    weight: n.weight,
+                    priority: n.priority,
+                });
             }
         }
-        _ => return Err("must be a map {\"host:port\": weight} or an array of {host, port, weight}".into()),
+        _ => {
+            return Err(
+                "must be a map {\"host:port\": weight} or an array of {host, port, weight}".into(),
+            )
+        }
     }
     Ok(nodes)
 }
@@ -262,12 +283,17 @@ fn check_node_host(host: &str) -> Result<(), String> {
     let ok = !bare.is_empty()
         && bare.len() <= 253
         && bare.split('.').all(|l| {
-            !l.is_empty() && l.len() <= 63 && l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
         });
     if ok {
         Ok(())
     } else {
-        Err(format!("host {host:?} is neither an IP address nor a valid host name"))
+        Err(format!(
+            "host {host:?} is neither an IP address nor a valid host name"
+        ))
     }
 }
 
@@ -291,13 +317,20 @@ impl Resource for Upstream {
     }
 
     fn validate(&self) -> Result<(), ValidationError> {
-        check_meta(self.name.as_deref(), self.desc.as_deref(), self.labels.as_ref())?;
+        check_meta(
+            self.name.as_deref(),
+            self.desc.as_deref(),
+            self.labels.as_ref(),
+        )?;
         if let Some(t) = &self.timeout {
             t.validate()?;
         }
         if let Some(rt) = self.retry_timeout {
             if !(rt.is_finite() && rt >= 0.0) {
-                return Err(ValidationError::new("retry_timeout", "must be a number of seconds >= 0"));
+                return Err(ValidationError::new(
+                    "retry_timeout",
+                    "must be a number of seconds >= 0",
+                ));
             }
         }
         if let Some(r) = self.retries {
@@ -312,20 +345,36 @@ impl Resource for Upstream {
                     "is required when pass_host is \"rewrite\"",
                 ))
             }
-            (_, Some(h)) if h.is_empty() || h.chars().any(|c| c.is_whitespace() || c.is_control() || c == '/') => {
-                return Err(ValidationError::new("upstream_host", "must be a host name, optionally with :port"))
+            (_, Some(h))
+                if h.is_empty()
+                    || h.chars()
+                        .any(|c| c.is_whitespace() || c.is_control() || c == '/') =>
+            {
+                return Err(ValidationError::new(
+                    "upstream_host",
+                    "must be a host name, optionally with :port",
+                ))
             }
             _ => {}
         }
         if let Some(p) = &self.keepalive_pool {
             if p.size == 0 {
-                return Err(ValidationError::new("keepalive_pool.size", "must be at least 1"));
+                return Err(ValidationError::new(
+                    "keepalive_pool.size",
+                    "must be at least 1",
+                ));
             }
             if p.requests == 0 {
-                return Err(ValidationError::new("keepalive_pool.requests", "must be at least 1"));
+                return Err(ValidationError::new(
+                    "keepalive_pool.requests",
+                    "must be at least 1",
+                ));
             }
             if !(p.idle_timeout.is_finite() && p.idle_timeout >= 0.0) {
-                return Err(ValidationError::new("keepalive_pool.idle_timeout", "must be a number of seconds >= 0"));
+                return Err(ValidationError::new(
+                    "keepalive_pool.idle_timeout",
+                    "must be a number of seconds >= 0",
+                ));
             }
         }
         Ok(())

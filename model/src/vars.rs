@@ -97,7 +97,10 @@ fn at(i: usize, (path, msg): (String, String)) -> (String, String) {
 
 fn parse_rule(v: &Value, depth: usize) -> Result<Expr, (String, String)> {
     if depth > MAX_DEPTH {
-        return Err((String::new(), format!("nested deeper than {MAX_DEPTH} levels")));
+        return Err((
+            String::new(),
+            format!("nested deeper than {MAX_DEPTH} levels"),
+        ));
     }
     let arr = v
         .as_array()
@@ -115,7 +118,10 @@ fn parse_rule(v: &Value, depth: usize) -> Result<Expr, (String, String)> {
     }
     if let Some(op) = arr[0].as_str().and_then(logic_op) {
         if arr.len() < 3 {
-            return Err((String::new(), format!("{op} needs at least two expressions")));
+            return Err((
+                String::new(),
+                format!("{op} needs at least two expressions"),
+            ));
         }
         let es = arr[1..]
             .iter()
@@ -136,18 +142,31 @@ fn parse_cmp(arr: &[Value]) -> Result<Cmp, (String, String)> {
     let var = arr[0]
         .as_str()
         .filter(|s| !s.is_empty())
-        .ok_or_else(|| ("[0]".to_string(), "the variable name must be a non-empty string".into()))?
+        .ok_or_else(|| {
+            (
+                "[0]".to_string(),
+                "the variable name must be a non-empty string".into(),
+            )
+        })?
         .to_string();
     let (negate, op, value, op_at) = match arr.len() {
         2 => (false, "==".to_string(), arr[1].clone(), 1),
         3 => (false, op_name(&arr[1], 1)?, arr[2].clone(), 1),
         4 => {
             if arr[1].as_str() != Some("!") {
-                return Err(("[1]".into(), "a 4-element expression must have \"!\" second".into()));
+                return Err((
+                    "[1]".into(),
+                    "a 4-element expression must have \"!\" second".into(),
+                ));
             }
             (true, op_name(&arr[2], 2)?, arr[3].clone(), 2)
         }
-        n => return Err((String::new(), format!("an expression has 2 to 4 elements, got {n}"))),
+        n => {
+            return Err((
+                String::new(),
+                format!("an expression has 2 to 4 elements, got {n}"),
+            ))
+        }
     };
     let val_at = format!("[{}]", op_at + 1);
     let bad = |m: &str| (val_at.clone(), m.to_string());
@@ -159,7 +178,9 @@ fn parse_cmp(arr: &[Value]) -> Result<Cmp, (String, String)> {
         }
     };
     let regex = |v: &Value, ci: bool| -> Result<Regex, (String, String)> {
-        let s = v.as_str().ok_or_else(|| bad("must be a regular expression string"))?;
+        let s = v
+            .as_str()
+            .ok_or_else(|| bad("must be a regular expression string"))?;
         regex::RegexBuilder::new(s)
             .case_insensitive(ci)
             .size_limit(REGEX_SIZE_LIMIT)
@@ -279,7 +300,10 @@ mod tests {
     struct Vars(HashMap<&'static str, Vec<&'static str>>);
     impl VarSource for Vars {
         fn get(&self, name: &str) -> Option<Cow<'_, str>> {
-            self.0.get(name).and_then(|v| v.first()).map(|s| Cow::Borrowed(*s))
+            self.0
+                .get(name)
+                .and_then(|v| v.first())
+                .map(|s| Cow::Borrowed(*s))
         }
         fn get_all(&self, name: &str) -> Vec<Cow<'_, str>> {
             self.0
@@ -329,15 +353,41 @@ mod tests {
             (json!([["arg_name", "!", "==", "json"]]), false),
             (json!([["arg_name", "!", "in", ["xml"]]]), true),
             (json!([["remote_addr", "ipmatch", ["10.0.0.0/8"]]]), true),
-            (json!([["remote_addr", "ipmatch", ["192.168.0.0/16", "10.1.2.3"]]]), true),
-            (json!([["remote_addr", "ipmatch", "192.168.0.0/16"]]), false),
-            (json!([["arg_name", "==", "json"], ["cookie_c", "==", "no"]]), false),
-            (json!(["OR", ["arg_name", "==", "xml"], ["cookie_c", "==", "yes"]]), true),
-            (json!(["AND", ["arg_name", "==", "json"], ["cookie_c", "==", "yes"]]), true),
-            (json!(["!AND", ["arg_name", "==", "json"], ["cookie_c", "==", "yes"]]), false),
-            (json!(["!OR", ["arg_name", "==", "xml"], ["cookie_c", "==", "no"]]), true),
             (
-                json!(["OR", ["AND", ["arg_n", ">", 5], ["arg_n", "<", 8]], ["arg_name", "==", "json"]]),
+                json!([["remote_addr", "ipmatch", ["192.168.0.0/16", "10.1.2.3"]]]),
+                true,
+            ),
+            (json!([["remote_addr", "ipmatch", "192.168.0.0/16"]]), false),
+            (
+                json!([["arg_name", "==", "json"], ["cookie_c", "==", "no"]]),
+                false,
+            ),
+            (
+                json!(["OR", ["arg_name", "==", "xml"], ["cookie_c", "==", "yes"]]),
+                true,
+            ),
+            (
+                json!(["AND", ["arg_name", "==", "json"], ["cookie_c", "==", "yes"]]),
+                true,
+            ),
+            (
+                json!([
+                    "!AND",
+                    ["arg_name", "==", "json"],
+                    ["cookie_c", "==", "yes"]
+                ]),
+                false,
+            ),
+            (
+                json!(["!OR", ["arg_name", "==", "xml"], ["cookie_c", "==", "no"]]),
+                true,
+            ),
+            (
+                json!([
+                    "OR",
+                    ["AND", ["arg_n", ">", 5], ["arg_n", "<", 8]],
+                    ["arg_name", "==", "json"]
+                ]),
                 true,
             ),
         ];

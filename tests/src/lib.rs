@@ -153,7 +153,10 @@ impl Etcd {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new("etcd");
         cmd.arg("--name=test")
-            .arg(format!("--data-dir={}", self.dir.path().join("data").display()))
+            .arg(format!(
+                "--data-dir={}",
+                self.dir.path().join("data").display()
+            ))
             .arg(format!("--listen-client-urls={}", self.url))
             .arg(format!("--advertise-client-urls={}", self.url))
             .arg(format!("--listen-peer-urls={peer}"))
@@ -353,13 +356,24 @@ impl AdminApi {
         let resp = req.send().await.unwrap();
         let status = resp.status().as_u16();
         let text = resp.text().await.unwrap();
-        (status, serde_json::from_str(&text).unwrap_or(serde_json::Value::Null))
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+        )
     }
 
     /// Like `call`, but panics unless the status is 2xx.
-    pub async fn ok(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> serde_json::Value {
+    pub async fn ok(
+        &self,
+        method: &str,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> serde_json::Value {
         let (status, json) = self.call(method, path, body).await;
-        assert!((200..300).contains(&status), "{method} {path}: {status} {json}");
+        assert!(
+            (200..300).contains(&status),
+            "{method} {path}: {status} {json}"
+        );
         json
     }
 }

@@ -11,7 +11,12 @@ use std::time::Duration;
 const KEY: &str = "test-key";
 
 /// Which backend answered `GET path` (with an optional Host), or the status if it was not 200.
-async fn who(client: &reqwest::Client, gw: &Gateway, path: &str, host: Option<&str>) -> Result<String, u16> {
+async fn who(
+    client: &reqwest::Client,
+    gw: &Gateway,
+    path: &str,
+    host: Option<&str>,
+) -> Result<String, u16> {
     let mut req = client.get(gw.url(path));
     if let Some(h) = host {
         req = req.header("host", h);
@@ -29,35 +34,64 @@ async fn who(client: &reqwest::Client, gw: &Gateway, path: &str, host: Option<&s
 async fn two_replicas_follow_admin_changes() {
     let etcd = Etcd::start();
     let admin = AdminApi::start(&etcd.url, "/gw", KEY);
-    let gws = [Gateway::start(&etcd.url, "/gw", &[]), Gateway::start(&etcd.url, "/gw", &[])];
+    let gws = [
+        Gateway::start(&etcd.url, "/gw", &[]),
+        Gateway::start(&etcd.url, "/gw", &[]),
+    ];
     for g in &gws {
         g.wait_ready().await;
     }
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    admin.ok("PUT", "/upstreams/ua", Some(json!({"nodes": {a.node(): 1}}))).await;
-    admin.ok("PUT", "/upstreams/ub", Some(json!({"nodes": {b.node(): 1}}))).await;
-    admin.ok("PUT", "/routes/r1", Some(json!({"uri": "/hello", "upstream_id": "ua"}))).await;
+    admin
+        .ok(
+            "PUT",
+            "/upstreams/ua",
+            Some(json!({"nodes": {a.node(): 1}})),
+        )
+        .await;
+    admin
+        .ok(
+            "PUT",
+            "/upstreams/ub",
+            Some(json!({"nodes": {b.node(): 1}})),
+        )
+        .await;
+    admin
+        .ok(
+            "PUT",
+            "/routes/r1",
+            Some(json!({"uri": "/hello", "upstream_id": "ua"})),
+        )
+        .await;
     let client = reqwest::Client::new();
     for g in &gws {
-        eventually(Duration::from_secs(1), "route served on every replica", || async {
-            who(&client, g, "/hello", None).await == Ok("a".into())
-        })
+        eventually(
+            Duration::from_secs(1),
+            "route served on every replica",
+            || async { who(&client, g, "/hello", None).await == Ok("a".into()) },
+        )
         .await;
     }
 
-    admin.ok("PATCH", "/routes/r1", Some(json!({"upstream_id": "ub"}))).await;
+    admin
+        .ok("PATCH", "/routes/r1", Some(json!({"upstream_id": "ub"})))
+        .await;
     for g in &gws {
-        eventually(Duration::from_secs(1), "changed route served on every replica", || async {
-            who(&client, g, "/hello", None).await == Ok("b".into())
-        })
+        eventually(
+            Duration::from_secs(1),
+            "changed route served on every replica",
+            || async { who(&client, g, "/hello", None).await == Ok("b".into()) },
+        )
         .await;
     }
 
     admin.ok("DELETE", "/routes/r1", None).await;
     for g in &gws {
-        eventually(Duration::from_secs(1), "deleted route gone on every replica", || async {
-            who(&client, g, "/hello", None).await == Err(404)
-        })
+        eventually(
+            Duration::from_secs(1),
+            "deleted route gone on every replica",
+            || async { who(&client, g, "/hello", None).await == Err(404) },
+        )
         .await;
         let resp = client.get(g.url("/hello")).send().await.unwrap();
         assert_eq!(resp.status(), 404);
@@ -72,12 +106,18 @@ async fn two_replicas_follow_admin_changes() {
         v["header"]["revision"].as_i64().unwrap()
     };
     for g in &gws {
-        eventually(Duration::from_secs(2), "status revision converges", || async {
-            g.status_json().await["revision"].as_i64() == Some(etcd_rev)
-        })
+        eventually(
+            Duration::from_secs(2),
+            "status revision converges",
+            || async { g.status_json().await["revision"].as_i64() == Some(etcd_rev) },
+        )
         .await;
         let s = g.status_json().await;
-        assert_eq!((s["routes"].as_u64(), s["upstreams"].as_u64()), (Some(0), Some(2)), "{s}");
+        assert_eq!(
+            (s["routes"].as_u64(), s["upstreams"].as_u64()),
+            (Some(0), Some(2)),
+            "{s}"
+        );
     }
 }
 
@@ -97,7 +137,11 @@ async fn started_while_etcd_down_then_ready_when_it_returns() {
     assert!(!gw.is_ready().await, "ready without etcd");
     let resp = reqwest::get(gw.status_url("/readyz")).await.unwrap();
     assert_eq!(resp.status(), 503);
-    assert_eq!(who(&client, &gw, "/x", None).await, Err(404), "served a route it cannot know");
+    assert_eq!(
+        who(&client, &gw, "/x", None).await,
+        Err(404),
+        "served a route it cannot know"
+    );
 
     etcd.restart();
     gw.wait_ready().await;
@@ -112,20 +156,33 @@ async fn weighted_round_robin_within_one_percent() {
     let etcd = Etcd::start();
     let admin = AdminApi::start(&etcd.url, "/gw", KEY);
     let gw = Gateway::start(&etcd.url, "/gw", &[]);
-    let (a, b, c) = (Backend::start("a").await, Backend::start("b").await, Backend::start("c").await);
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
     admin
         .ok("PUT", "/routes/w", Some(json!({"uri": "/w", "upstream": {"nodes": {a.node(): 5, b.node(): 3, c.node(): 2}}})))
         .await;
     gw.wait_ready().await;
     let client = reqwest::Client::new();
-    eventually(Duration::from_secs(2), "route served", || async { who(&client, &gw, "/w", None).await.is_ok() }).await;
+    eventually(Duration::from_secs(2), "route served", || async {
+        who(&client, &gw, "/w", None).await.is_ok()
+    })
+    .await;
     let mut counts: HashMap<String, u32> = HashMap::new();
     for _ in 0..1000 {
-        *counts.entry(who(&client, &gw, "/w", None).await.unwrap()).or_default() += 1;
+        *counts
+            .entry(who(&client, &gw, "/w", None).await.unwrap())
+            .or_default() += 1;
     }
     for (name, weight) in [("a", 5.0), ("b", 3.0), ("c", 2.0)] {
         let share = f64::from(counts[name]) / 1000.0;
-        assert!((share - weight / 10.0).abs() <= 0.01, "{name}: {share} vs {}: {counts:?}", weight / 10.0);
+        assert!(
+            (share - weight / 10.0).abs() <= 0.01,
+            "{name}: {share} vs {}: {counts:?}",
+            weight / 10.0
+        );
     }
 }
 
@@ -135,25 +192,61 @@ async fn proxying_headers_hosts_retries_and_errors() {
     let admin = AdminApi::start(&etcd.url, "/gw", KEY);
     let gw = Gateway::start(&etcd.url, "/gw", &[]);
     let a = Backend::start("a").await;
-    let slow = Backend::start_with("slow", BackendOptions { delay: Some(Duration::from_secs(3)) }).await;
+    let slow = Backend::start_with(
+        "slow",
+        BackendOptions {
+            delay: Some(Duration::from_secs(3)),
+        },
+    )
+    .await;
     let dead = format!("127.0.0.1:{}", e2e::free_port());
     let routes = [
-        ("pass", json!({"uri": "/pass", "upstream": {"nodes": {a.node(): 1}}})),
-        ("node", json!({"uri": "/node", "upstream": {"nodes": {a.node(): 1}, "pass_host": "node"}})),
-        ("rewrite", json!({"uri": "/rewrite", "upstream": {"nodes": {a.node(): 1}, "pass_host": "rewrite", "upstream_host": "internal.svc"}})),
-        ("retry", json!({"uri": "/retry", "upstream": {"nodes": {dead.clone(): 100, a.node(): 1}, "retries": 1}})),
-        ("alldead", json!({"uri": "/alldead", "upstream": {"nodes": {dead.clone(): 1}}})),
-        ("slow", json!({"uri": "/slow", "upstream": {"nodes": {slow.node(): 1}, "timeout": {"connect": 1, "send": 1, "read": 0.5}}})),
-        ("routeto", json!({"uri": "/routeto", "timeout": {"connect": 1, "send": 1, "read": 0.5}, "upstream": {"nodes": {slow.node(): 1}}})),
+        (
+            "pass",
+            json!({"uri": "/pass", "upstream": {"nodes": {a.node(): 1}}}),
+        ),
+        (
+            "node",
+            json!({"uri": "/node", "upstream": {"nodes": {a.node(): 1}, "pass_host": "node"}}),
+        ),
+        (
+            "rewrite",
+            json!({"uri": "/rewrite", "upstream": {"nodes": {a.node(): 1}, "pass_host": "rewrite", "upstream_host": "internal.svc"}}),
+        ),
+        (
+            "retry",
+            json!({"uri": "/retry", "upstream": {"nodes": {dead.clone(): 100, a.node(): 1}, "retries": 1}}),
+        ),
+        (
+            "alldead",
+            json!({"uri": "/alldead", "upstream": {"nodes": {dead.clone(): 1}}}),
+        ),
+        (
+            "slow",
+            json!({"uri": "/slow", "upstream": {"nodes": {slow.node(): 1}, "timeout": {"connect": 1, "send": 1, "read": 0.5}}}),
+        ),
+        (
+            "routeto",
+            json!({"uri": "/routeto", "timeout": {"connect": 1, "send": 1, "read": 0.5}, "upstream": {"nodes": {slow.node(): 1}}}),
+        ),
         ("empty", json!({"uri": "/empty", "upstream": {"nodes": {}}})),
-        ("dangling", json!({"uri": "/dangling", "service_id": "nope-svc"})),
+        (
+            "dangling",
+            json!({"uri": "/dangling", "service_id": "nope-svc"}),
+        ),
     ];
     // The dangling reference cannot be written through the Admin API (it checks), so the
     // last one goes straight to etcd, as another writer could have put it.
     for (id, body) in &routes[..routes.len() - 1] {
-        admin.ok("PUT", &format!("/routes/{id}"), Some(body.clone())).await;
+        admin
+            .ok("PUT", &format!("/routes/{id}"), Some(body.clone()))
+            .await;
     }
-    etcd.ctl(&["put", "/gw/routes/dangling", &routes[routes.len() - 1].1.to_string()]);
+    etcd.ctl(&[
+        "put",
+        "/gw/routes/dangling",
+        &routes[routes.len() - 1].1.to_string(),
+    ]);
     gw.wait_ready().await;
     let client = reqwest::Client::new();
     eventually(Duration::from_secs(2), "all routes loaded", || async {
@@ -188,7 +281,10 @@ async fn proxying_headers_hosts_retries_and_errors() {
     assert_eq!(h["x-forwarded-proto"], "http");
     assert_eq!(h["x-forwarded-host"], "Public.Example:9080");
     assert_eq!(h["x-forwarded-port"], gw.http.port().to_string());
-    assert!(h.get("x-secret").is_none() && h.get("keep-alive").is_none(), "hop-by-hop leaked: {h}");
+    assert!(
+        h.get("x-secret").is_none() && h.get("keep-alive").is_none(),
+        "hop-by-hop leaked: {h}"
+    );
     assert_eq!(echo("/node").await["headers"]["host"], a.node());
     assert_eq!(echo("/rewrite").await["headers"]["host"], "internal.svc");
 
@@ -201,19 +297,34 @@ async fn proxying_headers_hosts_retries_and_errors() {
     assert!(resp.text().await.unwrap().contains("error_msg"));
     let started = std::time::Instant::now();
     assert_eq!(who(&client, &gw, "/slow", None).await, Err(504));
-    assert!(started.elapsed() < Duration::from_secs(3), "read timeout not applied");
-    assert_eq!(who(&client, &gw, "/routeto", None).await, Err(504), "route timeout not applied");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "read timeout not applied"
+    );
+    assert_eq!(
+        who(&client, &gw, "/routeto", None).await,
+        Err(504),
+        "route timeout not applied"
+    );
     assert_eq!(who(&client, &gw, "/empty", None).await, Err(503));
     assert_eq!(who(&client, &gw, "/dangling", None).await, Err(503));
 
     // POST bodies are streamed through.
-    let resp = client.post(gw.url("/pass")).body("x".repeat(300_000)).send().await.unwrap();
+    let resp = client
+        .post(gw.url("/pass"))
+        .body("x".repeat(300_000))
+        .send()
+        .await
+        .unwrap();
     let e: Value = resp.json().await.unwrap();
     assert_eq!(e["body"].as_str().unwrap().len(), 300_000);
     assert_eq!(e["method"], "POST");
 
     // HTTP/2 with prior knowledge on the same port.
-    let h2 = reqwest::Client::builder().http2_prior_knowledge().build().unwrap();
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
     let resp = h2.get(gw.url("/pass")).send().await.unwrap();
     assert_eq!(resp.version(), reqwest::Version::HTTP_2);
     assert_eq!(resp.status(), 200);
@@ -232,7 +343,11 @@ fn raw_status(addr: std::net::SocketAddr, request: &[u8]) -> String {
     s.write_all(request).unwrap();
     let mut buf = [0u8; 256];
     let n = s.read(&mut buf).unwrap_or(0);
-    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_string()
+    String::from_utf8_lossy(&buf[..n])
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -241,18 +356,30 @@ async fn malformed_requests_get_the_right_status() {
     let gw = Gateway::start(&etcd.url, "/gw", &[]);
     gw.wait_ready().await;
     let table: Vec<(Vec<u8>, &str)> = vec![
-        (b"GET / HTTP/1.1\r\nHost: a\r\nbad header line\r\n\r\n".to_vec(), "400"),
+        (
+            b"GET / HTTP/1.1\r\nHost: a\r\nbad header line\r\n\r\n".to_vec(),
+            "400",
+        ),
         (b"GARBAGE\r\n\r\n".to_vec(), "400"),
         (b"GET / HTTP/1.1\r\n\r\n".to_vec(), "400"),
         (
-            [b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec(), vec![b'a'; 70 * 1024], b"\r\n\r\n".to_vec()].concat(),
+            [
+                b"GET / HTTP/1.1\r\nHost: a\r\nX-Big: ".to_vec(),
+                vec![b'a'; 70 * 1024],
+                b"\r\n\r\n".to_vec(),
+            ]
+            .concat(),
             "431",
         ),
         (b"GET /nothing HTTP/1.1\r\nHost: a\r\n\r\n".to_vec(), "404"),
     ];
     for (req, want) in table {
         let line = raw_status(gw.http, &req);
-        assert!(line.contains(want), "{:?} -> {line:?}, want {want}", String::from_utf8_lossy(&req[..20.min(req.len())]));
+        assert!(
+            line.contains(want),
+            "{:?} -> {line:?}, want {want}",
+            String::from_utf8_lossy(&req[..20.min(req.len())])
+        );
     }
 }
 
@@ -263,23 +390,47 @@ async fn invalid_values_in_etcd_disable_only_themselves() {
     let good = json!({"uri": "/good", "upstream": {"nodes": {a.node(): 1}}}).to_string();
     etcd.ctl(&["put", "/gw/routes/good", &good]);
     etcd.ctl(&["put", "/gw/routes/bad1", "{not json"]);
-    etcd.ctl(&["put", "/gw/routes/bad2", r#"{"uri":"/bad","upstream_id":"1","surprise":true}"#]);
+    etcd.ctl(&[
+        "put",
+        "/gw/routes/bad2",
+        r#"{"uri":"/bad","upstream_id":"1","surprise":true}"#,
+    ]);
     etcd.ctl(&["put", "/gw/ssls/whatever", "{}"]);
     let gw = Gateway::start(&etcd.url, "/gw", &[]);
     gw.wait_ready().await;
     let client = reqwest::Client::new();
     assert_eq!(who(&client, &gw, "/good", None).await, Ok("a".into()));
     assert_eq!(who(&client, &gw, "/bad", None).await, Err(404));
-    let metrics = reqwest::get(gw.status_url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("gateway_config_invalid_resources{kind=\"routes\"} 2"), "{metrics}");
-    assert!(metrics.contains("gateway_config_resources{kind=\"routes\"} 1"), "{metrics}");
+    let metrics = reqwest::get(gw.status_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gateway_config_invalid_resources{kind=\"routes\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("gateway_config_resources{kind=\"routes\"} 1"),
+        "{metrics}"
+    );
 
     // Fixing a bad value brings it back; breaking the good one takes only it away.
-    etcd.ctl(&["put", "/gw/routes/bad1", &json!({"uri": "/fixed", "upstream": {"nodes": {a.node(): 1}}}).to_string()]);
+    etcd.ctl(&[
+        "put",
+        "/gw/routes/bad1",
+        &json!({"uri": "/fixed", "upstream": {"nodes": {a.node(): 1}}}).to_string(),
+    ]);
     etcd.ctl(&["put", "/gw/routes/good", "[]"]);
-    eventually(Duration::from_secs(2), "fixed route served, broken one gone", || async {
-        who(&client, &gw, "/fixed", None).await == Ok("a".into()) && who(&client, &gw, "/good", None).await == Err(404)
-    })
+    eventually(
+        Duration::from_secs(2),
+        "fixed route served, broken one gone",
+        || async {
+            who(&client, &gw, "/fixed", None).await == Ok("a".into())
+                && who(&client, &gw, "/good", None).await == Err(404)
+        },
+    )
     .await;
 }
 
@@ -288,18 +439,46 @@ async fn routing_rules_reach_the_right_backend() {
     let etcd = Etcd::start();
     let admin = AdminApi::start(&etcd.url, "/gw", KEY);
     let gw = Gateway::start(&etcd.url, "/gw", &[]);
-    let (a, b, c) = (Backend::start("a").await, Backend::start("b").await, Backend::start("c").await);
-    admin.ok("PUT", "/upstreams/a", Some(json!({"nodes": {a.node(): 1}}))).await;
-    admin.ok("PUT", "/upstreams/b", Some(json!({"nodes": {b.node(): 1}}))).await;
-    admin.ok("PUT", "/upstreams/c", Some(json!({"nodes": {c.node(): 1}}))).await;
-    admin.ok("PUT", "/services/s", Some(json!({"hosts": ["svc.example"], "upstream_id": "c"}))).await;
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    admin
+        .ok("PUT", "/upstreams/a", Some(json!({"nodes": {a.node(): 1}})))
+        .await;
+    admin
+        .ok("PUT", "/upstreams/b", Some(json!({"nodes": {b.node(): 1}})))
+        .await;
+    admin
+        .ok("PUT", "/upstreams/c", Some(json!({"nodes": {c.node(): 1}})))
+        .await;
+    admin
+        .ok(
+            "PUT",
+            "/services/s",
+            Some(json!({"hosts": ["svc.example"], "upstream_id": "c"})),
+        )
+        .await;
     for (id, body) in [
         ("any", json!({"uri": "/api/*", "upstream_id": "a"})),
-        ("host", json!({"uri": "/api/*", "hosts": ["*.example.com"], "upstream_id": "b"})),
-        ("canary", json!({"uri": "/api/*", "vars": [["http_x_canary", "==", "1"]], "priority": 5, "upstream_id": "c"})),
-        ("post", json!({"uri": "/form", "methods": ["POST"], "upstream_id": "b"})),
+        (
+            "host",
+            json!({"uri": "/api/*", "hosts": ["*.example.com"], "upstream_id": "b"}),
+        ),
+        (
+            "canary",
+            json!({"uri": "/api/*", "vars": [["http_x_canary", "==", "1"]], "priority": 5, "upstream_id": "c"}),
+        ),
+        (
+            "post",
+            json!({"uri": "/form", "methods": ["POST"], "upstream_id": "b"}),
+        ),
         ("svc", json!({"uri": "/svc", "service_id": "s"})),
-        ("off", json!({"uri": "/off", "upstream_id": "a", "status": 0})),
+        (
+            "off",
+            json!({"uri": "/off", "upstream_id": "a", "status": 0}),
+        ),
     ] {
         admin.ok("PUT", &format!("/routes/{id}"), Some(body)).await;
     }
@@ -310,14 +489,31 @@ async fn routing_rules_reach_the_right_backend() {
     })
     .await;
     assert_eq!(who(&client, &gw, "/api/x", None).await, Ok("a".into()));
-    assert_eq!(who(&client, &gw, "/api/x", Some("v1.example.com:9080")).await, Ok("b".into()));
-    assert_eq!(who(&client, &gw, "/api/x", Some("example.com")).await, Ok("a".into()));
-    let canary = client.get(gw.url("/api/x")).header("x-canary", "1").send().await.unwrap();
+    assert_eq!(
+        who(&client, &gw, "/api/x", Some("v1.example.com:9080")).await,
+        Ok("b".into())
+    );
+    assert_eq!(
+        who(&client, &gw, "/api/x", Some("example.com")).await,
+        Ok("a".into())
+    );
+    let canary = client
+        .get(gw.url("/api/x"))
+        .header("x-canary", "1")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(canary.headers()["x-backend"], "c");
     assert_eq!(who(&client, &gw, "/form", None).await, Err(404));
     let post = client.post(gw.url("/form")).send().await.unwrap();
     assert_eq!(post.headers()["x-backend"], "b");
-    assert_eq!(who(&client, &gw, "/svc", Some("svc.example")).await, Ok("c".into()));
-    assert_eq!(who(&client, &gw, "/svc", Some("other.example")).await, Err(404));
+    assert_eq!(
+        who(&client, &gw, "/svc", Some("svc.example")).await,
+        Ok("c".into())
+    );
+    assert_eq!(
+        who(&client, &gw, "/svc", Some("other.example")).await,
+        Err(404)
+    );
     assert_eq!(who(&client, &gw, "/off", None).await, Err(404));
 }

@@ -13,7 +13,10 @@ fn check_err<T: Resource + std::fmt::Debug>(v: Value, field: &str, needle: &str)
         Ok(r) => panic!("{v} should be invalid, parsed as {r:?}"),
         Err(e) => {
             assert_eq!(e.field, field, "{v}: {e}");
-            assert!(e.to_string().contains(needle), "{v}: {e:?} lacks {needle:?}");
+            assert!(
+                e.to_string().contains(needle),
+                "{v}: {e:?} lacks {needle:?}"
+            );
         }
     }
 }
@@ -41,27 +44,111 @@ fn invalid_routes() {
     let table = [
         (json!([]), "", "JSON object"),
         (json!({"upstream_id": "1"}), "uri", "uri or uris"),
-        (json!({"uri": "/a"}), "upstream", "upstream_id or service_id"),
-        (json!({"uri": "a", "upstream_id": "1"}), "uri", "must start with"),
-        (json!({"uri": "/a", "uris": ["/b"], "upstream_id": "1"}), "uris", "not both"),
-        (json!({"uris": [], "upstream_id": "1"}), "uris", "not be empty"),
-        (json!({"uri": "/a", "host": "a b", "upstream_id": "1"}), "host", "not allowed"),
-        (json!({"uri": "/a", "hosts": ["ok.com", "*"], "upstream_id": "1"}), "hosts[1]", "wildcard"),
-        (json!({"uri": "/a", "methods": ["FETCH"], "upstream_id": "1"}), "methods[0]", "unknown method"),
-        (json!({"uri": "/a", "remote_addrs": ["10.0.0.0/33"], "upstream_id": "1"}), "remote_addrs[0]", "CIDR"),
-        (json!({"uri": "/a", "vars": [["arg_a", "=~", "1"]], "upstream_id": "1"}), "vars", "unknown operator"),
-        (json!({"uri": "/a", "priority": "high", "upstream_id": "1"}), "priority", "invalid type"),
-        (json!({"uri": "/a", "status": 2, "upstream_id": "1"}), "status", "0 (disabled) or 1"),
-        (json!({"uri": "/a", "upstream_id": "a/b"}), "upstream_id", "only letters"),
-        (json!({"uri": "/a", "upstream_id": "1", "plugins": {"limit-count": {}}}), "plugins.limit-count", "not supported"),
-        (json!({"uri": "/a", "upstream_id": "1", "filter_func": "x"}), "filter_func", "unknown field"),
-        (json!({"uri": "/a", "upstream_id": "1", "upstream": {"nodes": {}}}), "upstream_id", "not both"),
-        (json!({"uri": "/a", "upstream": {"nodes": {"127.0.0.1:0": 1}}}), "upstream.nodes", "port"),
-        (json!({"uri": "/a", "upstream": {"nodes": {}, "type": "chash"}}), "upstream.type", "not supported yet"),
-        (json!({"uri": "/a", "upstream_id": "1", "timeout": {"connect": 0, "send": 1, "read": 1}}), "timeout.connect", "above 0"),
-        (json!({"uri": "/a", "upstream_id": "1", "timeout": {"connect": 1}}), "timeout.send", "is required"),
-        (json!({"uri": "/a", "upstream_id": "1", "name": ""}), "name", "1 to 100"),
-        (json!({"uri": "/a", "upstream_id": "1", "enable_websocket": true}), "enable_websocket", "not supported"),
+        (
+            json!({"uri": "/a"}),
+            "upstream",
+            "upstream_id or service_id",
+        ),
+        (
+            json!({"uri": "a", "upstream_id": "1"}),
+            "uri",
+            "must start with",
+        ),
+        (
+            json!({"uri": "/a", "uris": ["/b"], "upstream_id": "1"}),
+            "uris",
+            "not both",
+        ),
+        (
+            json!({"uris": [], "upstream_id": "1"}),
+            "uris",
+            "not be empty",
+        ),
+        (
+            json!({"uri": "/a", "host": "a b", "upstream_id": "1"}),
+            "host",
+            "not allowed",
+        ),
+        (
+            json!({"uri": "/a", "hosts": ["ok.com", "*"], "upstream_id": "1"}),
+            "hosts[1]",
+            "wildcard",
+        ),
+        (
+            json!({"uri": "/a", "methods": ["FETCH"], "upstream_id": "1"}),
+            "methods[0]",
+            "unknown method",
+        ),
+        (
+            json!({"uri": "/a", "remote_addrs": ["10.0.0.0/33"], "upstream_id": "1"}),
+            "remote_addrs[0]",
+            "CIDR",
+        ),
+        (
+            json!({"uri": "/a", "vars": [["arg_a", "=~", "1"]], "upstream_id": "1"}),
+            "vars",
+            "unknown operator",
+        ),
+        (
+            json!({"uri": "/a", "priority": "high", "upstream_id": "1"}),
+            "priority",
+            "invalid type",
+        ),
+        (
+            json!({"uri": "/a", "status": 2, "upstream_id": "1"}),
+            "status",
+            "0 (disabled) or 1",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "a/b"}),
+            "upstream_id",
+            "only letters",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "1", "plugins": {"limit-count": {}}}),
+            "plugins.limit-count",
+            "not supported",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "1", "filter_func": "x"}),
+            "filter_func",
+            "unknown field",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "1", "upstream": {"nodes": {}}}),
+            "upstream_id",
+            "not both",
+        ),
+        (
+            json!({"uri": "/a", "upstream": {"nodes": {"127.0.0.1:0": 1}}}),
+            "upstream.nodes",
+            "port",
+        ),
+        (
+            json!({"uri": "/a", "upstream": {"nodes": {}, "type": "chash"}}),
+            "upstream.type",
+            "not supported yet",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "1", "timeout": {"connect": 0, "send": 1, "read": 1}}),
+            "timeout.connect",
+            "above 0",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "1", "timeout": {"connect": 1}}),
+            "timeout.send",
+            "is required",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "1", "name": ""}),
+            "name",
+            "1 to 100",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "1", "enable_websocket": true}),
+            "enable_websocket",
+            "not supported",
+        ),
     ];
     for (v, field, needle) in table {
         check_err::<Route>(v, field, needle);
@@ -91,14 +178,46 @@ fn invalid_upstreams() {
         (json!({"nodes": {"127.0.0.1:80": -1}}), "nodes", "weight"),
         (json!({"nodes": {"127.0.0.1:99999": 1}}), "nodes", "port"),
         (json!({"nodes": {"bad host:80": 1}}), "nodes", "host name"),
-        (json!({"nodes": [{"host": "a", "port": 1, "zone": "z"}]}), "nodes", "unknown field"),
-        (json!({"nodes": {}, "type": "magic"}), "type", "unknown upstream type"),
-        (json!({"nodes": {}, "scheme": "https"}), "scheme", "not supported yet"),
-        (json!({"nodes": {}, "pass_host": "rewrite"}), "upstream_host", "required"),
-        (json!({"nodes": {}, "pass_host": "other"}), "pass_host", "unknown pass_host"),
-        (json!({"nodes": {}, "retries": -1}), "retries", "invalid value"),
-        (json!({"nodes": {}, "checks": {}}), "checks", "unknown field"),
-        (json!({"nodes": {}, "keepalive_pool": {"size": 0}}), "keepalive_pool.size", "at least 1"),
+        (
+            json!({"nodes": [{"host": "a", "port": 1, "zone": "z"}]}),
+            "nodes",
+            "unknown field",
+        ),
+        (
+            json!({"nodes": {}, "type": "magic"}),
+            "type",
+            "unknown upstream type",
+        ),
+        (
+            json!({"nodes": {}, "scheme": "https"}),
+            "scheme",
+            "not supported yet",
+        ),
+        (
+            json!({"nodes": {}, "pass_host": "rewrite"}),
+            "upstream_host",
+            "required",
+        ),
+        (
+            json!({"nodes": {}, "pass_host": "other"}),
+            "pass_host",
+            "unknown pass_host",
+        ),
+        (
+            json!({"nodes": {}, "retries": -1}),
+            "retries",
+            "invalid value",
+        ),
+        (
+            json!({"nodes": {}, "checks": {}}),
+            "checks",
+            "unknown field",
+        ),
+        (
+            json!({"nodes": {}, "keepalive_pool": {"size": 0}}),
+            "keepalive_pool.size",
+            "at least 1",
+        ),
     ];
     for (v, field, needle) in table {
         check_err::<Upstream>(v, field, needle);

@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# Proxy throughput, latency and CPU per request: our gateway vs nginx vs haproxy vs the
+# direct path, in one run, same shape for each (docs/benchmarks.md quotes the results).
+#
+#   bench/proxy-compare.sh [DURATION_SECONDS]
+#
+# Shape: the proxy under test runs one worker pinned to core 0; wrk (-t1 -c32) and the
+# origin (nginx, one worker, 2-byte body) share core 1; every proxy keeps keepalive
+# connections to the origin. CPU per request = the proxy's user+system CPU time during
+# the run divided by the requests wrk completed. Loopback only; stops by itself.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+duration=${1:-10}
+scripts/install-deps.sh nginx haproxy wrk
+cargo build --release --locked --bins >/dev/null
+bin=$(pwd)/target/release
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+ORIGIN=$(port); NGINX=$(port); HAPROXY=$(port); GW=$(port); GWS=$(port); ETCD=$(port); PEER=$(port)
+
+wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+# Origin: nginx, one worker on core 1, answers "ok".
+mkdir -p "$work/origin" "$work/nginx"
+cat >"$work/origin/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/origin/pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$ORIGIN; location / { return 200 "ok"; } } }
+CONF
+taskset -c 1 nginx -c "$work/origin/nginx.conf" -p "$work/origin" 2>"$work/origin.log" & pids+=($!)
+
+# nginx as a reverse proxy: one worker on core 0, keepalive to the origin.
+cat >"$work/nginx/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/nginx/pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  upstream origin { server 127.0.0.1:$ORIGIN; keepalive 64; }
+  server { listen 127.0.0.1:$NGINX;
+    location / { proxy_pass http://origin; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/nginx.log" & pids+=($!)
+nginx_pid=$!
+
+# haproxy: one thread on core 0, connection reuse to the origin.
+cat >"$work/haproxy.cfg" <<CONF
+global
+  nbthread 1
+  maxconn 4096
+defaults
+  mode http
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  http-reuse always
+frontend fe
+  bind 127.0.0.1:$HAPROXY
+  default_backend be
+backend be
+  server origin 127.0.0.1:$ORIGIN
+CONF
+taskset -c 0 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
+haproxy_pid=$!
+
+# etcd (core 1, idle during the runs) and our gateway: one tokio worker on core 0.
+etcd --name b --data-dir "$work/etcd" --listen-client-urls http://127.0.0.1:$ETCD \
+  --advertise-client-urls http://127.0.0.1:$ETCD --listen-peer-urls http://127.0.0.1:$PEER \
+  --initial-advertise-peer-urls http://127.0.0.1:$PEER --initial-cluster b=http://127.0.0.1:$PEER \
+  --log-level error >"$work/etcd.log" 2>&1 & pids+=($!)
+wait_port $ETCD
+sleep 1
+ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:$ETCD put /bench/routes/1 \
+  "{\"uri\":\"/*\",\"upstream\":{\"nodes\":{\"127.0.0.1:$ORIGIN\":1}}}" >/dev/null
+TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$bin/gateway" --etcd-endpoints http://127.0.0.1:$ETCD \
+  --etcd-prefix /bench --listen 127.0.0.1:$GW --tls-listen 127.0.0.1:$(port) --status-listen 127.0.0.1:$GWS \
+  >"$work/gateway.log" 2>&1 & pids+=($!)
+gw_pid=$!
+for p in $ORIGIN $NGINX $HAPROXY $GW $GWS; do wait_port $p; done
+until curl -fs http://127.0.0.1:$GWS/readyz >/dev/null; do sleep 0.05; done
+for p in $ORIGIN $NGINX $HAPROXY $GW; do
+  [ "$(curl -fs http://127.0.0.1:$p/)" = "ok" ] || { echo "port $p does not answer ok" >&2; exit 1; }
+done
+
+# CPU ticks (user+system) of a process and its children threads/processes.
+ticks() {
+  local total=0 p
+  for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
+    [ -r /proc/$p/stat ] || continue
+    total=$((total + $(awk '{print $14 + $15}' /proc/$p/stat)))
+  done
+  echo $total
+}
+hz=$(getconf CLK_TCK)
+
+printf "| target | req/s | p50 | p99 | proxy CPU µs/req |\n|---|---:|---:|---:|---:|\n"
+run() { # name port pid...
+  local name=$1 port=$2; shift 2
+  taskset -c 1 wrk -t1 -c32 -d2s http://127.0.0.1:$port/ >/dev/null # warm-up
+  local before after out reqs
+  before=$(ticks "$@")
+  out=$(taskset -c 1 wrk -t1 -c32 -d${duration}s --latency http://127.0.0.1:$port/)
+  after=$(ticks "$@")
+  reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+  local rps p50 p99 cpu
+  rps=$(echo "$out" | awk '/Requests\/sec/ {printf "%.0f", $2}')
+  p50=$(echo "$out" | awk '$1=="50%" {print $2}')
+  p99=$(echo "$out" | awk '$1=="99%" {print $2}')
+  if [ $# -gt 0 ]; then
+    cpu=$(awk -v t=$((after - before)) -v hz=$hz -v n=$reqs 'BEGIN {printf "%.1f", t / hz * 1e6 / n}')
+  else
+    cpu="—"
+  fi
+  if echo "$out" | grep -q "Non-2xx\|Socket errors"; then name="$name (errors: $(echo "$out" | grep -E 'Non-2xx|Socket errors' | tr -s ' ' | tr '\n' ' '))"; fi
+  printf "| %s | %s | %s | %s | %s |\n" "$name" "$rps" "$p50" "$p99" "$cpu"
+}
+run "direct (origin only)" $ORIGIN
+run "gateway (this project)" $GW $gw_pid
+run "nginx 1.22 proxy" $NGINX $nginx_pid
+run "haproxy 2.6" $HAPROXY $haproxy_pid
+echo
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%Y-%m-%d)"
