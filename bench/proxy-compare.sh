@@ -13,7 +13,7 @@ cd "$(dirname "$0")/.."
 duration=${1:-10}
 scripts/install-deps.sh nginx haproxy wrk
 cargo build --release --locked --bins >/dev/null
-bin=$(pwd)/target/release
+bin=${CARGO_TARGET_DIR:-$(pwd)/target}/release
 
 work=$(mktemp -d)
 pids=()

@@ -7,7 +7,7 @@ root=$(pwd)
 
 scripts/install-deps.sh
 cargo build --release --locked --bins
-bin="$root/target/release"
+bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 export ADMIN_KEY="${ADMIN_KEY:-demo-admin-key}"
 export ETCD_ENDPOINTS="http://127.0.0.1:2379"
