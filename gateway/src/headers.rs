@@ -1,6 +1,6 @@
 //! Header rewriting between client and upstream: hop-by-hop removal and forwarding headers.
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, CONNECTION, PROXY_AUTHORIZATION, TE, TRAILER,
+    HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, PROXY_AUTHORIZATION, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
 };
 use std::net::IpAddr;
@@ -44,6 +44,23 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// HTTP/2 clients may split `Cookie` into several fields; an HTTP/1.1 upstream expects
+/// one, joined with "; " (RFC 9113 §8.2.3).
+pub fn join_cookies(headers: &mut HeaderMap) {
+    if headers.get_all(COOKIE).iter().nth(1).is_none() {
+        return;
+    }
+    let joined = headers
+        .get_all(COOKIE)
+        .iter()
+        .map(|v| v.as_bytes())
+        .collect::<Vec<_>>()
+        .join(&b"; "[..]);
+    if let Ok(v) = HeaderValue::from_bytes(&joined) {
+        headers.insert(COOKIE, v);
+    }
+}
+
 /// What the gateway knows about the client side of a request.
 pub struct Forwarded<'a> {
     pub client_ip: IpAddr,
@@ -56,9 +73,21 @@ pub struct Forwarded<'a> {
 /// Sets `X-Forwarded-For` (appended), `X-Real-IP`, `X-Forwarded-Proto`, `-Host` and `-Port`.
 pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     let ip = f.client_ip.to_string();
-    let xff = match headers.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.trim().is_empty() => HeaderValue::from_str(&format!("{prev}, {ip}")),
-        _ => HeaderValue::from_str(&ip),
+    // Proxies before us may have sent several X-Forwarded-For lines: keep them all, in order.
+    let mut prev = headers
+        .get_all(&X_FORWARDED_FOR)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
+        .peekable();
+    let xff = if prev.peek().is_some() {
+        let mut joined = prev.collect::<Vec<_>>().join(", ");
+        joined.push_str(", ");
+        joined.push_str(&ip);
+        HeaderValue::from_str(&joined)
+    } else {
+        HeaderValue::from_str(&ip)
     };
     if let Ok(v) = xff {
         headers.insert(X_FORWARDED_FOR.clone(), v);
@@ -136,6 +165,38 @@ mod tests {
                 "{input:?}"
             );
         }
+    }
+
+    #[test]
+    fn cookies_joined() {
+        let mut h = map(&[("cookie", "a=1"), ("cookie", "b=2"), ("x", "y")]);
+        join_cookies(&mut h);
+        assert_eq!(
+            h.get_all("cookie").iter().collect::<Vec<_>>(),
+            vec!["a=1; b=2"]
+        );
+        let mut one = map(&[("cookie", "a=1")]);
+        join_cookies(&mut one);
+        assert_eq!(one["cookie"], "a=1");
+    }
+
+    #[test]
+    fn several_forwarded_for_lines_are_kept() {
+        let mut h = map(&[
+            ("x-forwarded-for", "1.1.1.1"),
+            ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
+        ]);
+        let f = Forwarded {
+            client_ip: "10.0.0.9".parse().unwrap(),
+            proto: "http",
+            host: None,
+            port: 80,
+        };
+        set_forwarded(&mut h, &f);
+        assert_eq!(
+            h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
+            vec!["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9"]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod headers;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod request_body;
 pub mod request_vars;
 pub mod router;
 pub mod server;

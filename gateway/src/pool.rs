@@ -13,7 +13,7 @@ use crate::snapshot::PoolSettings;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type sent upstream: the client's body, streamed.
-pub type UpBody = UnsyncBoxBody<Bytes, hyper::Error>;
+pub type UpBody = UnsyncBoxBody<Bytes, BoxError>;
 
 /// A connection to one node, ready to send a request.
 pub struct Conn {

@@ -1,7 +1,8 @@
 //! The request path: load the current snapshot once, match a route, forward to a node.
 //! No lock on configuration, no etcd, no await on the control plane in here.
-use crate::headers::{set_forwarded, strip_hop_by_hop, Forwarded};
+use crate::headers::{join_cookies, set_forwarded, strip_hop_by_hop, Forwarded};
 use crate::pool::{connect, BoxError, Conn, ConnectError, UpBody};
+use crate::request_body::{Progress, RequestBody};
 use crate::request_vars::RequestVars;
 use crate::router;
 use crate::snapshot::{RouteTarget, UpstreamRt};
@@ -9,7 +10,8 @@ use crate::upstream_body::UpstreamBody;
 use crate::Shared;
 use bytes::Bytes;
 use http::header::HOST;
-use http::{HeaderValue, Request, Response, StatusCode, Uri, Version};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
@@ -60,6 +62,8 @@ pub enum ProxyError {
     BadGateway(String),
     #[error("504 Gateway Timeout: {0}")]
     Timeout(String),
+    #[error("408 Request Timeout: the request body stopped arriving")]
+    ClientTimeout,
 }
 
 impl ProxyError {
@@ -70,6 +74,7 @@ impl ProxyError {
             ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -142,6 +147,9 @@ async fn route_and_forward(
         .clone();
     let mut parts = parts;
     strip_hop_by_hop(&mut parts.headers);
+    if parts.version == Version::HTTP_2 {
+        join_cookies(&mut parts.headers);
+    }
     set_forwarded(
         &mut parts.headers,
         &Forwarded {
@@ -161,9 +169,70 @@ async fn route_and_forward(
         .map(|pq| Uri::from(pq.clone()))
         .unwrap_or_else(|| Uri::from_static("/"));
     parts.version = Version::HTTP_11;
-    let req = Request::from_parts(parts, body.boxed_unsync());
     let timeout = target.timeout.unwrap_or(upstream.timeout);
-    forward(shared, &upstream, req, timeout).await
+    // A request without a body can be replayed if a pooled connection turns out to have
+    // been closed by the node mid-exchange; keep what is needed to rebuild it.
+    let (body, progress, replay) = if body.is_end_stream() {
+        let replay = is_idempotent(&parts.method).then(|| Replay::of(&parts));
+        (body.map_err(BoxError::from).boxed_unsync(), None, replay)
+    } else {
+        let (b, p) = RequestBody::new(body, timeout.send());
+        (b.boxed_unsync(), Some(p), None)
+    };
+    let req = Request::from_parts(parts, body);
+    let exchange = Exchange {
+        timeout,
+        progress,
+        replay,
+    };
+    forward(shared, &upstream, req, &exchange).await
+}
+
+fn is_idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// The parts of a bodiless request, to send it again.
+struct Replay {
+    method: Method,
+    uri: Uri,
+    headers: http::HeaderMap,
+}
+
+impl Replay {
+    fn of(parts: &http::request::Parts) -> Replay {
+        Replay {
+            method: parts.method.clone(),
+            uri: parts.uri.clone(),
+            headers: parts.headers.clone(),
+        }
+    }
+
+    fn request(&self, host: Option<&HeaderValue>) -> Request<UpBody> {
+        let mut req = Request::new(
+            http_body_util::Empty::new()
+                .map_err(|e| match e {})
+                .boxed_unsync(),
+        );
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
+        if let Some(h) = host {
+            req.headers_mut().insert(HOST, h.clone());
+        }
+        req
+    }
+}
+
+/// What stays the same across the attempts of one request.
+struct Exchange {
+    timeout: model::timeout::Timeout,
+    /// Tracks the request body; `None` when there is none.
+    progress: Option<Arc<Progress>>,
+    replay: Option<Replay>,
 }
 
 /// Sends `req` to a node of `upstream`, moving to the next node when a connection cannot
@@ -172,12 +241,14 @@ async fn forward(
     shared: &Arc<Shared>,
     upstream: &Arc<UpstreamRt>,
     mut req: Request<UpBody>,
-    timeout: model::timeout::Timeout,
+    ex: &Exchange,
 ) -> Result<Response<RespBody>, ProxyError> {
     if upstream.nodes.is_empty() {
         return Err(ProxyError::Unavailable("no valid upstream node".into()));
     }
-    let deadline = upstream.retry_timeout.map(|t| Instant::now() + t);
+    let deadline = upstream
+        .retry_timeout
+        .and_then(|t| Instant::now().checked_add(t));
     let mut tried: Vec<usize> = Vec::new();
     let mut last_err: Option<ConnectError> = None;
     for attempt in 0..=upstream.retries {
@@ -200,20 +271,17 @@ async fn forward(
             },
         };
         let node = &upstream.nodes[idx];
-        match upstream.pass_host {
-            PassHost::Pass => {}
-            PassHost::Node => {
-                if let Some(h) = &node.host_header {
-                    req.headers_mut().insert(HOST, h.clone());
-                }
-            }
-            PassHost::Rewrite => {
-                if let Some(h) = &upstream.upstream_host {
-                    req.headers_mut().insert(HOST, h.clone());
-                }
-            }
+        let host = match upstream.pass_host {
+            // A client without Host (HTTP/1.0, HTTP/2 without :authority) still needs one
+            // upstream, which speaks HTTP/1.1.
+            PassHost::Pass if req.headers().contains_key(HOST) => None,
+            PassHost::Pass | PassHost::Node => node.host_header.as_ref(),
+            PassHost::Rewrite => upstream.upstream_host.as_ref(),
+        };
+        if let Some(h) = host {
+            req.headers_mut().insert(HOST, h.clone());
         }
-        match send_to_node(shared, upstream, &node.addr, req, timeout).await {
+        match send_to_node(shared, upstream, &node.addr, req, ex).await {
             Ok(resp) => return Ok(resp),
             Err(SendError::Connect(e, back)) => {
                 shared
@@ -247,13 +315,18 @@ enum SendError {
     Failed(ProxyError),
 }
 
+/// How long a pooled connection may take to become ready before it is treated as stale
+/// (for example still writing an earlier request's body) and replaced by a fresh one.
+const POOLED_READY_WAIT: Duration = Duration::from_millis(100);
+
 async fn send_to_node(
     shared: &Arc<Shared>,
     upstream: &Arc<UpstreamRt>,
     addr: &str,
     mut req: Request<UpBody>,
-    timeout: model::timeout::Timeout,
+    ex: &Exchange,
 ) -> Result<Response<RespBody>, SendError> {
+    let timeout = ex.timeout;
     let mut stale = 0;
     loop {
         let mut conn: Conn = match shared.pool.checkout(addr, &upstream.pool) {
@@ -263,9 +336,14 @@ async fn send_to_node(
                 Err(e) => return Err(SendError::Connect(e, Box::new(req))),
             },
         };
-        match tokio::time::timeout(timeout.send(), conn.tx.ready()).await {
+        let ready_wait = if conn.reused {
+            POOLED_READY_WAIT.min(timeout.send())
+        } else {
+            timeout.send()
+        };
+        match tokio::time::timeout(ready_wait, conn.tx.ready()).await {
             Ok(Ok(())) => {}
-            Ok(Err(_)) if conn.reused => {
+            _ if conn.reused => {
                 stale += 1;
                 continue;
             }
@@ -282,9 +360,23 @@ async fn send_to_node(
             }
         }
         conn.uses += 1;
-        let sent = tokio::time::timeout(timeout.read(), conn.tx.try_send_request(req)).await;
-        match sent {
-            Ok(Ok(resp)) => {
+        let host = req.headers().get(HOST).cloned();
+        let sent = conn.tx.try_send_request(req);
+        // The read timeout covers the wait for the response once the body has been sent.
+        let read_deadline = async {
+            if let Some(p) = &ex.progress {
+                p.finished().await;
+            }
+            tokio::time::sleep(timeout.read()).await;
+        };
+        let result = tokio::select! {
+            r = sent => r,
+            _ = read_deadline => {
+                return Err(SendError::Failed(timeout_err(shared, addr, "waiting for the response")));
+            }
+        };
+        match result {
+            Ok(resp) => {
                 return Ok(into_client_response(
                     shared,
                     resp,
@@ -293,7 +385,7 @@ async fn send_to_node(
                     timeout.read(),
                 ))
             }
-            Ok(Err(mut e)) => match e.take_message() {
+            Err(mut e) => match e.take_message() {
                 // The node closed an idle connection just as we used it; the request
                 // never left, so it is safe to send again on a fresh connection.
                 Some(back) if conn.reused => {
@@ -304,6 +396,23 @@ async fn send_to_node(
                     let err = ConnectError::Handshake(addr.to_string(), e.into_error());
                     return Err(SendError::Connect(err, Box::new(back)));
                 }
+                // It left, but had no body and is idempotent: the node closing a pooled
+                // connection under it is no reason to fail the client.
+                None if conn.reused && ex.replay.is_some() => {
+                    stale += 1;
+                    req = ex
+                        .replay
+                        .as_ref()
+                        .map(|r| r.request(host.as_ref()))
+                        .ok_or_else(|| {
+                            SendError::Failed(ProxyError::BadGateway(
+                                "request cannot be replayed".into(),
+                            ))
+                        })?;
+                }
+                None if ex.progress.as_ref().is_some_and(|p| p.stalled()) => {
+                    return Err(SendError::Failed(ProxyError::ClientTimeout))
+                }
                 None => {
                     return Err(SendError::Failed(ProxyError::BadGateway(format!(
                         "upstream {addr} failed: {}",
@@ -311,13 +420,6 @@ async fn send_to_node(
                     ))))
                 }
             },
-            Err(_) => {
-                return Err(SendError::Failed(timeout_err(
-                    shared,
-                    addr,
-                    "waiting for the response",
-                )))
-            }
         }
     }
 }

@@ -64,7 +64,7 @@ impl Default for PoolSettings {
         let d = model::upstream::KeepalivePool::default();
         PoolSettings {
             size: d.size as usize,
-            idle_timeout: Duration::from_secs_f64(d.idle_timeout),
+            idle_timeout: secs(d.idle_timeout),
             requests: d.requests,
         }
     }
@@ -105,6 +105,11 @@ impl Snapshot {
                 .service_id
                 .as_ref()
                 .map(|sid| (sid, valid(sid, &state.services)));
+            // A route whose service is missing or invalid would otherwise lose the
+            // service's hosts and match every host: leave it out until the service is fixed.
+            if matches!(service, Some((_, None))) {
+                continue;
+            }
             let upstream = target_upstream(id, route, service.as_ref(), state, &mut resolve);
             let hosts = match (route.own_hosts().is_empty(), &service) {
                 (true, Some((_, Some(svc)))) => svc.hosts.clone().unwrap_or_default(),
@@ -193,6 +198,12 @@ fn target_upstream(
     }
 }
 
+/// Seconds from the model (validated to at most a day) as a `Duration`; out-of-range
+/// values become the day rather than a panic.
+fn secs(v: f64) -> Duration {
+    Duration::try_from_secs_f64(v).unwrap_or(Duration::from_secs(86_400))
+}
+
 impl UpstreamRt {
     fn new(key: String, def: &Upstream, prev: Option<&Arc<UpstreamRt>>) -> UpstreamRt {
         let scheme = def.scheme;
@@ -226,7 +237,7 @@ impl UpstreamRt {
             .keepalive_pool
             .map(|k| PoolSettings {
                 size: k.size as usize,
-                idle_timeout: Duration::from_secs_f64(k.idle_timeout),
+                idle_timeout: secs(k.idle_timeout),
                 requests: k.requests,
             })
             .unwrap_or_default();
@@ -240,10 +251,7 @@ impl UpstreamRt {
                 .as_deref()
                 .and_then(|h| HeaderValue::from_str(h).ok()),
             retries: def.effective_retries(),
-            retry_timeout: def
-                .retry_timeout
-                .filter(|t| *t > 0.0)
-                .map(Duration::from_secs_f64),
+            retry_timeout: def.retry_timeout.filter(|t| *t > 0.0).map(secs),
             timeout: def.timeout(),
             pool,
         }

@@ -30,6 +30,10 @@ enum WatchEnd {
 
 /// Page size of the initial list; etcd 3.4 has no RangeStream.
 const PAGE: i64 = 1000;
+/// Largest gRPC message accepted from etcd. A list page of 1000 values, or a catch-up
+/// watch message of up to 1000 revisions, easily exceeds tonic's 4 MiB default when the
+/// admin-api accepts values up to 1.5 MiB; etcd itself caps requests, not responses.
+const MAX_MESSAGE: usize = 256 * 1024 * 1024;
 /// How many already-arrived watch messages are folded into one snapshot build.
 const MAX_BATCH: usize = 1024;
 
@@ -166,7 +170,11 @@ async fn list(client: &mut Client, prefix: &str) -> Result<(State, i64), WatchEr
         if revision > 0 {
             opts = opts.with_revision(revision);
         }
-        let resp = client.get(from.clone(), Some(opts)).await?;
+        let resp = client
+            .kv_client()
+            .max_decoding_message_size(MAX_MESSAGE)
+            .get(from.clone(), Some(opts))
+            .await?;
         if revision == 0 {
             revision = resp.header().map(|h| h.revision()).unwrap_or(0);
         }
@@ -205,7 +213,8 @@ async fn watch_from(
     let opts = WatchOptions::new()
         .with_range(range_end(&root))
         .with_start_revision(revision + 1);
-    let mut stream = match client.watch(root.clone(), Some(opts)).await {
+    let mut watcher = client.watch_client().max_decoding_message_size(MAX_MESSAGE);
+    let mut stream = match watcher.watch(root.clone(), Some(opts)).await {
         Ok(s) => s,
         Err(e) => return (revision, Err(e.into())),
     };
@@ -259,11 +268,6 @@ async fn watch_from(
                 new_rev = new_rev.max(kv.mod_revision());
                 changed |= state.apply(prefix, change) == Applied::Changed;
             }
-            if let Some(h) = msg.header() {
-                if !msg.events().is_empty() {
-                    new_rev = new_rev.max(h.revision());
-                }
-            }
         }
         if changed {
             publish(shared, state, new_rev);
@@ -283,7 +287,12 @@ async fn watch_from(
 fn publish(shared: &Shared, state: &State, revision: i64) {
     let started = Instant::now();
     let prev = shared.snapshot.load_full();
-    let next = tokio::task::block_in_place(|| Snapshot::compile(state, revision, &prev));
+    let compile = || Snapshot::compile(state, revision, &prev);
+    let next = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(compile),
+        // block_in_place panics on a current-thread runtime (as in some embeddings).
+        _ => compile(),
+    };
     shared.snapshot.store(Arc::new(next));
     let took = started.elapsed();
     shared

@@ -174,6 +174,10 @@ pub struct Nodes(pub Vec<Node>);
 
 pub const MAX_WEIGHT: u32 = 100_000;
 
+/// Upper bound of every duration field, in seconds (one day), so that no stored value
+/// can overflow a clock or a `Duration` in a reader.
+pub const MAX_SECONDS: f64 = 86_400.0;
+
 impl<'de> Deserialize<'de> for Nodes {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = Value::deserialize(d)?;
@@ -275,6 +279,14 @@ fn split_host_port(addr: &str) -> Result<(String, Option<u16>), String> {
     Ok((host, port))
 }
 
+/// `host`, `host:port` or `[v6]:port`, as sent in a `Host` header.
+fn is_host_and_port(s: &str) -> bool {
+    match split_host_port(s) {
+        Ok((host, _)) => !host.is_empty(),
+        Err(_) => false,
+    }
+}
+
 fn check_node_host(host: &str) -> Result<(), String> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     if bare.parse::<std::net::IpAddr>().is_ok() {
@@ -326,10 +338,10 @@ impl Resource for Upstream {
             t.validate()?;
         }
         if let Some(rt) = self.retry_timeout {
-            if !(rt.is_finite() && rt >= 0.0) {
+            if !(rt.is_finite() && (0.0..=MAX_SECONDS).contains(&rt)) {
                 return Err(ValidationError::new(
                     "retry_timeout",
-                    "must be a number of seconds >= 0",
+                    format!("must be a number of seconds from 0 to {MAX_SECONDS}"),
                 ));
             }
         }
@@ -345,11 +357,7 @@ impl Resource for Upstream {
                     "is required when pass_host is \"rewrite\"",
                 ))
             }
-            (_, Some(h))
-                if h.is_empty()
-                    || h.chars()
-                        .any(|c| c.is_whitespace() || c.is_control() || c == '/') =>
-            {
+            (_, Some(h)) if !is_host_and_port(h) => {
                 return Err(ValidationError::new(
                     "upstream_host",
                     "must be a host name, optionally with :port",
@@ -370,10 +378,10 @@ impl Resource for Upstream {
                     "must be at least 1",
                 ));
             }
-            if !(p.idle_timeout.is_finite() && p.idle_timeout >= 0.0) {
+            if !(p.idle_timeout.is_finite() && (0.0..=MAX_SECONDS).contains(&p.idle_timeout)) {
                 return Err(ValidationError::new(
                     "keepalive_pool.idle_timeout",
-                    "must be a number of seconds >= 0",
+                    format!("must be a number of seconds from 0 to {MAX_SECONDS}"),
                 ));
             }
         }

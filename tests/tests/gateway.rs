@@ -161,20 +161,40 @@ async fn weighted_round_robin_within_one_percent() {
         Backend::start("b").await,
         Backend::start("c").await,
     );
+    let nodes = json!({a.node(): 5, b.node(): 3, c.node(): 2});
     admin
-        .ok("PUT", "/routes/w", Some(json!({"uri": "/w", "upstream": {"nodes": {a.node(): 5, b.node(): 3, c.node(): 2}}})))
+        .ok(
+            "PUT",
+            "/routes/w",
+            Some(json!({"uri": "/w", "upstream": {"nodes": nodes}})),
+        )
         .await;
     gw.wait_ready().await;
-    let client = reqwest::Client::new();
-    eventually(Duration::from_secs(2), "route served", || async {
-        who(&client, &gw, "/w", None).await.is_ok()
+    eventually(Duration::from_secs(2), "route loaded", || async {
+        gw.status_json().await["routes"].as_u64() == Some(1)
     })
     .await;
+    let client = reqwest::Client::new();
+    const CHANGES_AT: [usize; 8] = [53, 117, 271, 389, 402, 555, 713, 899];
     let mut counts: HashMap<String, u32> = HashMap::new();
-    for _ in 0..1000 {
-        *counts
-            .entry(who(&client, &gw, "/w", None).await.unwrap())
-            .or_default() += 1;
+    for i in 0..1000 {
+        // Unrelated routes change meanwhile, at uneven points: the rotation must carry
+        // over from one snapshot to the next.
+        if CHANGES_AT.contains(&i) {
+            let body = json!({"uri": format!("/other{i}"), "upstream": {"nodes": {a.node(): 1}}});
+            admin
+                .ok("PUT", &format!("/routes/other{i}"), Some(body))
+                .await;
+            let want = 2 + CHANGES_AT.iter().position(|c| *c == i).unwrap_or(0) as u64;
+            eventually(
+                Duration::from_secs(2),
+                "unrelated route applied",
+                || async { gw.status_json().await["routes"].as_u64() == Some(want) },
+            )
+            .await;
+        }
+        let who = who(&client, &gw, "/w", None).await.unwrap();
+        *counts.entry(who).or_default() += 1;
     }
     for (name, weight) in [("a", 5.0), ("b", 3.0), ("c", 2.0)] {
         let share = f64::from(counts[name]) / 1000.0;
@@ -184,6 +204,9 @@ async fn weighted_round_robin_within_one_percent() {
             weight / 10.0
         );
     }
+    // Smooth WRR is exact over whole windows of 10; a rotation reset by a swap in
+    // mid-window would shift these.
+    assert_eq!((counts["a"], counts["b"], counts["c"]), (500, 300, 200));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,22 +254,29 @@ async fn proxying_headers_hosts_retries_and_errors() {
         ),
         ("empty", json!({"uri": "/empty", "upstream": {"nodes": {}}})),
         (
-            "dangling",
-            json!({"uri": "/dangling", "service_id": "nope-svc"}),
+            "slowup",
+            json!({"uri": "/slowup", "upstream": {"nodes": {a.node(): 1}, "timeout": {"connect": 1, "send": 1, "read": 0.5}}}),
+        ),
+        (
+            "dangling-up",
+            json!({"uri": "/dangling-up", "upstream_id": "nope-up"}),
+        ),
+        (
+            "dangling-svc",
+            json!({"uri": "/dangling-svc", "service_id": "nope-svc"}),
         ),
     ];
-    // The dangling reference cannot be written through the Admin API (it checks), so the
-    // last one goes straight to etcd, as another writer could have put it.
-    for (id, body) in &routes[..routes.len() - 1] {
+    // Dangling references cannot be written through the Admin API (it checks), so the
+    // last two go straight to etcd, as another writer could have put them.
+    let (checked, dangling) = routes.split_at(routes.len() - 2);
+    for (id, body) in checked {
         admin
             .ok("PUT", &format!("/routes/{id}"), Some(body.clone()))
             .await;
     }
-    etcd.ctl(&[
-        "put",
-        "/gw/routes/dangling",
-        &routes[routes.len() - 1].1.to_string(),
-    ]);
+    for (id, body) in dangling {
+        etcd.ctl(&["put", &format!("/gw/routes/{id}"), &body.to_string()]);
+    }
     gw.wait_ready().await;
     let client = reqwest::Client::new();
     eventually(Duration::from_secs(2), "all routes loaded", || async {
@@ -307,7 +337,10 @@ async fn proxying_headers_hosts_retries_and_errors() {
         "route timeout not applied"
     );
     assert_eq!(who(&client, &gw, "/empty", None).await, Err(503));
-    assert_eq!(who(&client, &gw, "/dangling", None).await, Err(503));
+    // A missing upstream answers 503; a missing service leaves the route out entirely,
+    // since without the service's hosts it would match every host.
+    assert_eq!(who(&client, &gw, "/dangling-up", None).await, Err(503));
+    assert_eq!(who(&client, &gw, "/dangling-svc", None).await, Err(404));
 
     // POST bodies are streamed through.
     let resp = client
@@ -331,9 +364,63 @@ async fn proxying_headers_hosts_retries_and_errors() {
     let e: Value = resp.json().await.unwrap();
     assert_eq!(e["headers"]["host"], gw.http.to_string());
 
-    // Upstream connections are kept alive and reused.
-    let s = gw.status_json().await;
-    assert!(s["idle_upstream_connections"].as_u64().unwrap() >= 1, "{s}");
+    // Upstream connections are kept alive and reused: sequential requests arrive at the
+    // backend from the same local port.
+    let mut peers = std::collections::HashSet::new();
+    for _ in 0..20 {
+        peers.insert(echo("/pass").await["peer"].as_str().unwrap().to_string());
+    }
+    assert_eq!(
+        peers.len(),
+        1,
+        "a new upstream connection per request: {peers:?}"
+    );
+
+    // HTTP/1.0 without Host still reaches the upstream with one (the node's).
+    let addr = gw.http;
+    let resp =
+        tokio::task::spawn_blocking(move || raw_response(addr, b"GET /pass HTTP/1.0\r\n\r\n"))
+            .await
+            .unwrap();
+    assert!(resp.starts_with("HTTP/1.0 200"), "{resp}");
+    assert!(
+        resp.contains(&format!("\"host\":\"{}\"", a.node())),
+        "{resp}"
+    );
+
+    // An upload slower than the read timeout is not cut: the read timeout starts once
+    // the body has been sent.
+    let addr = gw.http;
+    let status = tokio::task::spawn_blocking(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"POST /slowup HTTP/1.1\r\nHost: a\r\nContent-Length: 8\r\n\r\n")
+            .unwrap();
+        for _ in 0..4 {
+            std::thread::sleep(Duration::from_millis(400));
+            s.write_all(b"xy").unwrap();
+        }
+        let mut buf = [0u8; 64];
+        let n = s.read(&mut buf).unwrap_or(0);
+        String::from_utf8_lossy(&buf[..n])
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .to_string()
+    })
+    .await
+    .unwrap();
+    assert!(status.contains("200"), "slow upload: {status}");
+}
+
+/// Sends raw bytes and returns everything read until the server closes.
+fn raw_response(addr: std::net::SocketAddr, request: &[u8]) -> String {
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    s.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).to_string()
 }
 
 /// Sends raw bytes and returns the status line.

@@ -1,0 +1,262 @@
+//! The promise behind the project: configuration changes and etcd trouble never cost a
+//! request nor close a client's keepalive connection.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use bytes::Bytes;
+use e2e::{eventually, AdminApi, Backend, Etcd, Gateway};
+use http_body_util::{BodyExt, Empty};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const KEY: &str = "test-key";
+
+/// One HTTP/1.1 keepalive connection to the gateway, kept for the whole test.
+struct KeepAlive {
+    tx: hyper::client::conn::http1::SendRequest<Empty<Bytes>>,
+}
+
+impl KeepAlive {
+    async fn open(gw: &Gateway) -> KeepAlive {
+        let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        let (tx, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        KeepAlive { tx }
+    }
+
+    /// `GET path`: the status and the backend that answered; panics if the connection broke.
+    async fn get(&mut self, path: &str) -> (u16, String) {
+        self.tx.ready().await.expect("keepalive connection closed");
+        let req = hyper::Request::get(path)
+            .header("host", "zd.test")
+            .body(Empty::new())
+            .unwrap();
+        let resp = self
+            .tx
+            .send_request(req)
+            .await
+            .expect("request on keepalive connection failed");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let backend = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .and_then(|v| v["backend"].as_str().map(str::to_string))
+            .unwrap_or_default();
+        (status, backend)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_connection_survives_every_kind_of_change() {
+    let etcd = Etcd::start();
+    let admin = AdminApi::start(&etcd.url, "/gw", KEY);
+    let gw = Gateway::start(&etcd.url, "/gw", &[]);
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    admin
+        .ok("PUT", "/upstreams/u", Some(json!({"nodes": {a.node(): 1}})))
+        .await;
+    admin
+        .ok(
+            "PUT",
+            "/routes/main",
+            Some(json!({"uri": "/main", "upstream_id": "u"})),
+        )
+        .await;
+    gw.wait_ready().await;
+    let mut conn = KeepAlive::open(&gw).await;
+    eventually(Duration::from_secs(2), "route served", || async {
+        reqwest::Client::new()
+            .get(gw.url("/main"))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    })
+    .await;
+
+    let mut served = 0;
+    for round in 0..40 {
+        // Adds, deletes, priority changes and an upstream's node replaced mid-stream.
+        match round % 4 {
+            0 => {
+                admin
+                    .ok(
+                        "PUT",
+                        &format!("/routes/x{round}"),
+                        Some(json!({"uri": format!("/x{round}"), "upstream_id": "u"})),
+                    )
+                    .await
+            }
+            1 => {
+                admin
+                    .ok("DELETE", &format!("/routes/x{}", round - 1), None)
+                    .await
+            }
+            2 => {
+                admin
+                    .ok("PATCH", "/routes/main", Some(json!({"priority": round})))
+                    .await
+            }
+            _ => {
+                let node = if round % 8 == 3 { b.node() } else { a.node() };
+                admin
+                    .ok("PUT", "/upstreams/u", Some(json!({"nodes": {node: 1}})))
+                    .await
+            }
+        };
+        for _ in 0..10 {
+            let (status, backend) = conn.get("/main").await;
+            assert_eq!(status, 200, "round {round}");
+            assert!(backend == "a" || backend == "b", "round {round}: {backend}");
+            served += 1;
+        }
+    }
+    assert_eq!(served, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_restart_keeps_traffic_and_changes_flow_again() {
+    let mut etcd = Etcd::start();
+    let admin = AdminApi::start(&etcd.url, "/gw", KEY);
+    let gw = Gateway::start(&etcd.url, "/gw", &[]);
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    admin
+        .ok(
+            "PUT",
+            "/routes/r",
+            Some(json!({"uri": "/r", "upstream": {"nodes": {a.node(): 1}}})),
+        )
+        .await;
+    gw.wait_ready().await;
+    let mut conn = KeepAlive::open(&gw).await;
+    eventually(Duration::from_secs(2), "route served", || async {
+        reqwest::get(gw.url("/r"))
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false)
+    })
+    .await;
+
+    etcd.stop();
+    // Down: the last snapshot keeps serving, on the same connection.
+    for _ in 0..50 {
+        assert_eq!(conn.get("/r").await, (200, "a".to_string()));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, body) = admin.call("GET", "/routes/r", None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("etcd"),
+        "{body}"
+    );
+
+    etcd.restart();
+    admin
+        .ok(
+            "PUT",
+            "/routes/r",
+            Some(json!({"uri": "/r", "upstream": {"nodes": {b.node(): 1}}})),
+        )
+        .await;
+    eventually(
+        Duration::from_secs(15),
+        "change after the restart is served",
+        || async {
+            reqwest::get(gw.url("/r"))
+                .await
+                .ok()
+                .map(|r| {
+                    r.headers()
+                        .get("x-backend")
+                        .map(|v| v == "b")
+                        .unwrap_or(false)
+                })
+                .unwrap_or(false)
+        },
+    )
+    .await;
+    assert_eq!(conn.get("/r").await, (200, "b".to_string()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_while_stopped_relists_to_exactly_etcds_state() {
+    let mut etcd = Etcd::start();
+    let gw = Gateway::start(&etcd.url, "/gw", &[]);
+    let a = Backend::start("a").await;
+    let route = |uri: &str| json!({"uri": uri, "upstream": {"nodes": {a.node(): 1}}}).to_string();
+    for i in 0..20 {
+        etcd.ctl(&[
+            "put",
+            &format!("/gw/routes/old{i}"),
+            &route(&format!("/old{i}")),
+        ]);
+    }
+    gw.wait_ready().await;
+    eventually(Duration::from_secs(2), "old routes loaded", || async {
+        gw.status_json().await["routes"].as_u64() == Some(20)
+    })
+    .await;
+
+    // Stopped, and its watch stream cut (etcd restarted), so on waking it must resume
+    // from a revision that no longer exists.
+    gw.proc.signal("STOP");
+    etcd.restart();
+    for i in 0..20 {
+        etcd.ctl(&["del", &format!("/gw/routes/old{i}")]);
+    }
+    for i in 0..200 {
+        etcd.ctl(&[
+            "put",
+            &format!("/gw/routes/new{}", i % 30),
+            &route(&format!("/new{}", i % 30)),
+        ]);
+    }
+    let out = etcd.ctl(&["get", "/gw/", "--prefix", "--keys-only", "-w", "json"]);
+    let rev = serde_json::from_str::<Value>(&out).unwrap()["header"]["revision"]
+        .as_i64()
+        .unwrap();
+    etcd.ctl(&["compact", &rev.to_string()]);
+    gw.proc.signal("CONT");
+
+    eventually(
+        Duration::from_secs(10),
+        "exactly etcd's 30 routes after the relist",
+        || async {
+            let s = gw.status_json().await;
+            s["routes"].as_u64() == Some(30) && s["revision"].as_i64() == Some(rev)
+        },
+    )
+    .await;
+    let client = reqwest::Client::new();
+    for i in 0..20 {
+        let r = client
+            .get(gw.url(&format!("/old{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "stale route /old{i} still served");
+    }
+    for i in 0..30 {
+        let r = client
+            .get(gw.url(&format!("/new{i}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "route /new{i} missing");
+    }
+    let metrics = reqwest::get(gw.status_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("gateway_etcd_relists_total 2"),
+        "{metrics}"
+    );
+}
