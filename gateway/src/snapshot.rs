@@ -266,3 +266,171 @@ impl UpstreamRt {
                 .all(|(a, b)| a.addr == b.addr && a.weight == b.weight)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Change;
+    use model::vars::VarSource;
+    use std::borrow::Cow;
+
+    struct NoVars;
+    impl VarSource for NoVars {
+        fn get(&self, _: &str) -> Option<Cow<'_, str>> {
+            None
+        }
+    }
+
+    fn state(entries: &[(&str, &str)]) -> State {
+        let mut s = State::default();
+        for (key, value) in entries {
+            s.apply(
+                "/gw",
+                Change::Put {
+                    key: format!("/gw/{key}"),
+                    value: value.as_bytes().to_vec(),
+                },
+            );
+        }
+        s
+    }
+
+    /// What a request for `host` + `path` resolves to: the route id and its upstream key,
+    /// or the reason it cannot be served.
+    fn resolve(
+        snap: &Snapshot,
+        host: &str,
+        path: &str,
+    ) -> Option<(String, Result<String, String>)> {
+        let m = snap.router.find(&crate::router::Request {
+            host,
+            path,
+            method: "GET",
+            remote_addr: "127.0.0.1".parse().unwrap(),
+            vars: &NoVars,
+        })?;
+        let target = m.value;
+        Some((
+            target.route_id.to_string(),
+            target
+                .upstream
+                .as_ref()
+                .map(|u| u.key.clone())
+                .map_err(|e| e.clone()),
+        ))
+    }
+
+    #[test]
+    fn compile_table() {
+        let s = state(&[
+            ("upstreams/u1", r#"{"nodes":{"127.0.0.1:1":1}}"#),
+            ("upstreams/bad", r#"{"nodes":"x"}"#),
+            ("services/s1", r#"{"hosts":["svc.com"],"upstream_id":"u1"}"#),
+            ("services/s2", r#"{"upstream":{"nodes":{"127.0.0.1:2":1}}}"#),
+            ("services/s3", r#"{"hosts":["s3.com"]}"#),
+            (
+                "routes/inline",
+                r#"{"uri":"/inline","upstream":{"nodes":{"127.0.0.1:3":1}}}"#,
+            ),
+            ("routes/byid", r#"{"uri":"/byid","upstream_id":"u1"}"#),
+            ("routes/svc", r#"{"uri":"/svc","service_id":"s1"}"#),
+            (
+                "routes/svc-own-host",
+                r#"{"uri":"/own","host":"own.com","service_id":"s1"}"#,
+            ),
+            ("routes/svc-inline", r#"{"uri":"/svc2","service_id":"s2"}"#),
+            (
+                "routes/svc-override",
+                r#"{"uri":"/over","service_id":"s1","upstream_id":"u1"}"#,
+            ),
+            ("routes/no-up", r#"{"uri":"/s3","service_id":"s3"}"#),
+            (
+                "routes/missing-up",
+                r#"{"uri":"/missing","upstream_id":"nope"}"#,
+            ),
+            ("routes/bad-up", r#"{"uri":"/badup","upstream_id":"bad"}"#),
+            (
+                "routes/missing-svc",
+                r#"{"uri":"/nosvc","service_id":"nope"}"#,
+            ),
+            (
+                "routes/off",
+                r#"{"uri":"/off","upstream_id":"u1","status":0}"#,
+            ),
+        ]);
+        let snap = Snapshot::compile(&s, 7, &Snapshot::empty());
+        let ok = |r: &str, u: &str| Some((r.to_string(), Ok(u.to_string())));
+        let err = |r: &str, e: &str| Some((r.to_string(), Err(e.to_string())));
+        let table = [
+            ("any.com", "/inline", ok("inline", "routes/inline")),
+            ("any.com", "/byid", ok("byid", "upstreams/u1")),
+            ("svc.com", "/svc", ok("svc", "upstreams/u1")),
+            ("other.com", "/svc", None),
+            ("own.com", "/own", ok("svc-own-host", "upstreams/u1")),
+            ("svc.com", "/own", None),
+            ("any.com", "/svc2", ok("svc-inline", "services/s2")),
+            ("svc.com", "/over", ok("svc-override", "upstreams/u1")),
+            ("s3.com", "/s3", err("no-up", "service s3 has no upstream")),
+            (
+                "any.com",
+                "/missing",
+                err("missing-up", "upstream nope does not exist"),
+            ),
+            (
+                "any.com",
+                "/badup",
+                err("bad-up", "upstream bad is invalid"),
+            ),
+            ("any.com", "/nosvc", None),
+            ("any.com", "/off", None),
+        ];
+        for (host, path, want) in table {
+            assert_eq!(resolve(&snap, host, path), want, "{host}{path}");
+        }
+        assert_eq!(snap.revision, 7);
+        let c = snap.counts;
+        assert_eq!((c.routes, c.services, c.upstreams), (11, 3, 1));
+        assert_eq!((c.invalid_routes, c.invalid_upstreams), (0, 1));
+        // One runtime per upstream in use, shared by every route that uses it.
+        let mut keys: Vec<_> = snap.upstreams.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["routes/inline", "services/s2", "upstreams/u1"]);
+    }
+
+    #[test]
+    fn balancer_state_carries_over_only_when_nodes_stay() {
+        let before = state(&[
+            (
+                "upstreams/u1",
+                r#"{"nodes":{"127.0.0.1:1":1,"127.0.0.1:2":1}}"#,
+            ),
+            ("routes/r", r#"{"uri":"/r","upstream_id":"u1"}"#),
+        ]);
+        let first = Snapshot::compile(&before, 1, &Snapshot::empty());
+        let mut after = before.clone();
+        after.apply(
+            "/gw",
+            Change::Put {
+                key: "/gw/routes/other".into(),
+                value: br#"{"uri":"/o","upstream_id":"u1"}"#.to_vec(),
+            },
+        );
+        let second = Snapshot::compile(&after, 2, &first);
+        assert!(Arc::ptr_eq(
+            &first.upstreams["upstreams/u1"].balancer,
+            &second.upstreams["upstreams/u1"].balancer
+        ));
+        after.apply(
+            "/gw",
+            Change::Put {
+                key: "/gw/upstreams/u1".into(),
+                value: br#"{"nodes":{"127.0.0.1:1":1,"127.0.0.1:3":1}}"#.to_vec(),
+            },
+        );
+        let third = Snapshot::compile(&after, 3, &second);
+        assert!(!Arc::ptr_eq(
+            &second.upstreams["upstreams/u1"].balancer,
+            &third.upstreams["upstreams/u1"].balancer
+        ));
+    }
+}
