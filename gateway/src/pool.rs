@@ -24,6 +24,8 @@ pub struct Conn {
     /// Taken from the pool rather than just connected: it may have been closed by the
     /// node while idle, so an unsent request on it is retried on a fresh connection.
     pub reused: bool,
+    /// How long it sat in the pool before this checkout.
+    pub idle_for: Duration,
     idle_since: Instant,
 }
 
@@ -52,6 +54,7 @@ impl Pool {
                 continue;
             }
             c.reused = true;
+            c.idle_for = c.idle_since.elapsed();
             return Some(c);
         }
         None
@@ -112,6 +115,7 @@ pub async fn connect(addr: &str, timeout: Duration) -> Result<Conn, ConnectError
         tx,
         uses: 0,
         reused: false,
+        idle_for: Duration::ZERO,
         idle_since: Instant::now(),
     })
 }

@@ -172,18 +172,22 @@ async fn route_and_forward(
     let timeout = target.timeout.unwrap_or(upstream.timeout);
     // A request without a body can be replayed if a pooled connection turns out to have
     // been closed by the node mid-exchange; keep what is needed to rebuild it.
-    let (body, progress, replay) = if body.is_end_stream() {
-        let replay = is_idempotent(&parts.method).then(|| Replay::of(&parts));
-        (body.map_err(BoxError::from).boxed_unsync(), None, replay)
+    let (body, progress, replayable) = if body.is_end_stream() {
+        let replayable = is_idempotent(&parts.method);
+        (
+            body.map_err(BoxError::from).boxed_unsync(),
+            None,
+            replayable,
+        )
     } else {
         let (b, p) = RequestBody::new(body, timeout.send());
-        (b.boxed_unsync(), Some(p), None)
+        (b.boxed_unsync(), Some(p), false)
     };
     let req = Request::from_parts(parts, body);
     let exchange = Exchange {
         timeout,
         progress,
-        replay,
+        replayable,
     };
     forward(shared, &upstream, req, &exchange).await
 }
@@ -203,26 +207,23 @@ struct Replay {
 }
 
 impl Replay {
-    fn of(parts: &http::request::Parts) -> Replay {
+    fn of(req: &Request<UpBody>) -> Replay {
         Replay {
-            method: parts.method.clone(),
-            uri: parts.uri.clone(),
-            headers: parts.headers.clone(),
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
         }
     }
 
-    fn request(&self, host: Option<&HeaderValue>) -> Request<UpBody> {
+    fn request(self) -> Request<UpBody> {
         let mut req = Request::new(
             http_body_util::Empty::new()
                 .map_err(|e| match e {})
                 .boxed_unsync(),
         );
-        *req.method_mut() = self.method.clone();
-        *req.uri_mut() = self.uri.clone();
-        *req.headers_mut() = self.headers.clone();
-        if let Some(h) = host {
-            req.headers_mut().insert(HOST, h.clone());
-        }
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.headers_mut() = self.headers;
         req
     }
 }
@@ -232,7 +233,8 @@ struct Exchange {
     timeout: model::timeout::Timeout,
     /// Tracks the request body; `None` when there is none.
     progress: Option<Arc<Progress>>,
-    replay: Option<Replay>,
+    /// No body and an idempotent method: safe to send twice.
+    replayable: bool,
 }
 
 /// Sends `req` to a node of `upstream`, moving to the next node when a connection cannot
@@ -319,6 +321,11 @@ enum SendError {
 /// (for example still writing an earlier request's body) and replaced by a fresh one.
 const POOLED_READY_WAIT: Duration = Duration::from_millis(100);
 
+/// Idle time after which a pooled connection may have been closed by its node (keepalive
+/// timeouts are seconds at least), so an idempotent bodiless request on it is kept to be
+/// replayed.
+const REPLAY_AFTER_IDLE: Duration = Duration::from_millis(500);
+
 async fn send_to_node(
     shared: &Arc<Shared>,
     upstream: &Arc<UpstreamRt>,
@@ -360,7 +367,10 @@ async fn send_to_node(
             }
         }
         conn.uses += 1;
-        let host = req.headers().get(HOST).cloned();
+        // Only a connection that sat idle can have been closed by the node under us; a
+        // copy for that case is not worth making on connections in constant use.
+        let replay = (ex.replayable && conn.reused && conn.idle_for >= REPLAY_AFTER_IDLE)
+            .then(|| Replay::of(&req));
         let sent = conn.tx.try_send_request(req);
         // The read timeout covers the wait for the response once the body has been sent.
         let read_deadline = async {
@@ -385,35 +395,27 @@ async fn send_to_node(
                     timeout.read(),
                 ))
             }
-            Err(mut e) => match e.take_message() {
+            Err(mut e) => match (e.take_message(), replay) {
                 // The node closed an idle connection just as we used it; the request
                 // never left, so it is safe to send again on a fresh connection.
-                Some(back) if conn.reused => {
+                (Some(back), _) if conn.reused => {
                     stale += 1;
                     req = back;
                 }
-                Some(back) => {
+                (Some(back), _) => {
                     let err = ConnectError::Handshake(addr.to_string(), e.into_error());
                     return Err(SendError::Connect(err, Box::new(back)));
                 }
                 // It left, but had no body and is idempotent: the node closing a pooled
                 // connection under it is no reason to fail the client.
-                None if conn.reused && ex.replay.is_some() => {
+                (None, Some(r)) => {
                     stale += 1;
-                    req = ex
-                        .replay
-                        .as_ref()
-                        .map(|r| r.request(host.as_ref()))
-                        .ok_or_else(|| {
-                            SendError::Failed(ProxyError::BadGateway(
-                                "request cannot be replayed".into(),
-                            ))
-                        })?;
+                    req = r.request();
                 }
-                None if ex.progress.as_ref().is_some_and(|p| p.stalled()) => {
+                (None, None) if ex.progress.as_ref().is_some_and(|p| p.stalled()) => {
                     return Err(SendError::Failed(ProxyError::ClientTimeout))
                 }
-                None => {
+                (None, None) => {
                     return Err(SendError::Failed(ProxyError::BadGateway(format!(
                         "upstream {addr} failed: {}",
                         e.error()

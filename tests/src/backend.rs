@@ -20,6 +20,9 @@ pub struct Backend {
 pub struct BackendOptions {
     /// Delay before answering (to provoke read timeouts).
     pub delay: Option<Duration>,
+    /// Close the connection, unanswered, when the second request arrives on it — what a
+    /// node does when its keepalive timeout fires just as a pooled connection is reused.
+    pub drop_second_request: bool,
 }
 
 impl Backend {
@@ -44,15 +47,20 @@ impl Backend {
                     continue;
                 };
                 let (n, h, opts) = (n.clone(), h.clone(), opts.clone());
+                let on_conn = Arc::new(AtomicU64::new(0));
                 tokio::spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (n, h, opts) = (n.clone(), h.clone(), opts.clone());
+                        let nth = on_conn.fetch_add(1, Ordering::Relaxed) + 1;
                         async move {
+                            if opts.drop_second_request && nth == 2 {
+                                return Err(std::io::Error::other("dropping the connection"));
+                            }
                             h.fetch_add(1, Ordering::Relaxed);
                             if let Some(d) = opts.delay {
                                 tokio::time::sleep(d).await;
                             }
-                            Ok::<_, hyper::Error>(echo(&n, peer, req).await)
+                            Ok::<_, std::io::Error>(echo(&n, peer, req).await)
                         }
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);

@@ -219,6 +219,7 @@ async fn proxying_headers_hosts_retries_and_errors() {
         "slow",
         BackendOptions {
             delay: Some(Duration::from_secs(3)),
+            ..Default::default()
         },
     )
     .await;

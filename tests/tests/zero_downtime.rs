@@ -260,3 +260,39 @@ async fn compaction_while_stopped_relists_to_exactly_etcds_state() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pooled_connection_closed_by_the_node_is_replayed_for_idempotent_requests() {
+    let etcd = Etcd::start();
+    let gw = Gateway::start(&etcd.url, "/gw", &[]);
+    let flaky = e2e::backend::Backend::start_with(
+        "flaky",
+        e2e::backend::BackendOptions {
+            drop_second_request: true,
+            ..Default::default()
+        },
+    )
+    .await;
+    let route = json!({"uri": "/f", "upstream": {"nodes": {flaky.node(): 1}}}).to_string();
+    etcd.ctl(&["put", "/gw/routes/f", &route]);
+    gw.wait_ready().await;
+    let client = reqwest::Client::new();
+    eventually(Duration::from_secs(2), "route loaded", || async {
+        gw.status_json().await["routes"].as_u64() == Some(1)
+    })
+    .await;
+    for round in 0..3 {
+        // First request opens a pooled connection; after an idle pause the second one
+        // reuses it and the node drops it unanswered: the gateway must send it again.
+        let r = client.get(gw.url("/f")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "round {round}: first");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        let r = client.get(gw.url("/f")).send().await.unwrap();
+        assert_eq!(r.status(), 200, "round {round}: after idle");
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+    // The pool now holds a connection that served one request. A POST with a body on it
+    // is dropped too, and is not replayed: the node may have acted on it.
+    let r = client.post(gw.url("/f")).body("x").send().await.unwrap();
+    assert_eq!(r.status(), 502);
+}
