@@ -296,3 +296,44 @@ async fn pooled_connection_closed_by_the_node_is_replayed_for_idempotent_request
     let r = client.post(gw.url("/f")).body("x").send().await.unwrap();
     assert_eq!(r.status(), 502);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits() {
+    let etcd = Etcd::start();
+    let mut gw = Gateway::start(&etcd.url, "/gw", &["--grace-period=5s"]);
+    let slow = e2e::backend::Backend::start_with(
+        "slow",
+        e2e::backend::BackendOptions {
+            delay: Some(Duration::from_millis(1500)),
+            ..Default::default()
+        },
+    )
+    .await;
+    let route = json!({"uri": "/slow", "upstream": {"nodes": {slow.node(): 1}}}).to_string();
+    etcd.ctl(&["put", "/gw/routes/slow", &route]);
+    gw.wait_ready().await;
+    eventually(Duration::from_secs(2), "route loaded", || async {
+        gw.status_json().await["routes"].as_u64() == Some(1)
+    })
+    .await;
+
+    let url = gw.url("/slow");
+    let in_flight =
+        tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    gw.proc.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // No new connections once draining...
+    assert!(
+        tokio::net::TcpStream::connect(gw.http).await.is_err(),
+        "still accepting after SIGTERM"
+    );
+    // ...but the request already in flight completes.
+    assert_eq!(in_flight.await.unwrap().ok(), Some(200));
+    let status = gw
+        .proc
+        .wait_exit(Duration::from_secs(5))
+        .expect("did not exit after draining");
+    assert!(status.success(), "{status:?}");
+}
