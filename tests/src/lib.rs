@@ -302,6 +302,17 @@ impl Gateway {
     pub async fn wait_ready(&self) {
         eventually(Duration::from_secs(20), "gateway ready", || self.is_ready()).await;
     }
+
+    /// Waits until the gateway is ready and its snapshot holds exactly `n` valid routes.
+    pub async fn wait_routes(&self, n: u64) {
+        self.wait_ready().await;
+        eventually(
+            Duration::from_secs(5),
+            &format!("{n} routes loaded"),
+            || async { self.status_json().await["routes"].as_u64() == Some(n) },
+        )
+        .await;
+    }
 }
 
 /// A running `admin-api` binary.

@@ -169,11 +169,7 @@ async fn weighted_round_robin_within_one_percent() {
             Some(json!({"uri": "/w", "upstream": {"nodes": nodes}})),
         )
         .await;
-    gw.wait_ready().await;
-    eventually(Duration::from_secs(2), "route loaded", || async {
-        gw.status_json().await["routes"].as_u64() == Some(1)
-    })
-    .await;
+    gw.wait_routes(1).await;
     let client = reqwest::Client::new();
     const CHANGES_AT: [usize; 8] = [53, 117, 271, 389, 402, 555, 713, 899];
     let mut counts: HashMap<String, u32> = HashMap::new();
@@ -278,12 +274,8 @@ async fn proxying_headers_hosts_retries_and_errors() {
     for (id, body) in dangling {
         etcd.ctl(&["put", &format!("/gw/routes/{id}"), &body.to_string()]);
     }
-    gw.wait_ready().await;
+    gw.wait_routes(routes.len() as u64).await;
     let client = reqwest::Client::new();
-    eventually(Duration::from_secs(2), "all routes loaded", || async {
-        gw.status_json().await["routes"].as_u64() == Some(routes.len() as u64)
-    })
-    .await;
 
     let echo = |path: &'static str| {
         let client = client.clone();
@@ -570,12 +562,8 @@ async fn routing_rules_reach_the_right_backend() {
     ] {
         admin.ok("PUT", &format!("/routes/{id}"), Some(body)).await;
     }
-    gw.wait_ready().await;
+    gw.wait_routes(6).await;
     let client = reqwest::Client::new();
-    eventually(Duration::from_secs(2), "routes loaded", || async {
-        gw.status_json().await["routes"].as_u64() == Some(6)
-    })
-    .await;
     assert_eq!(who(&client, &gw, "/api/x", None).await, Ok("a".into()));
     assert_eq!(
         who(&client, &gw, "/api/x", Some("v1.example.com:9080")).await,

@@ -196,11 +196,7 @@ async fn compaction_while_stopped_relists_to_exactly_etcds_state() {
             &route(&format!("/old{i}")),
         ]);
     }
-    gw.wait_ready().await;
-    eventually(Duration::from_secs(2), "old routes loaded", || async {
-        gw.status_json().await["routes"].as_u64() == Some(20)
-    })
-    .await;
+    gw.wait_routes(20).await;
 
     // Stopped, and its watch stream cut (etcd restarted), so on waking it must resume
     // from a revision that no longer exists.
@@ -275,12 +271,8 @@ async fn pooled_connection_closed_by_the_node_is_replayed_for_idempotent_request
     .await;
     let route = json!({"uri": "/f", "upstream": {"nodes": {flaky.node(): 1}}}).to_string();
     etcd.ctl(&["put", "/gw/routes/f", &route]);
-    gw.wait_ready().await;
+    gw.wait_routes(1).await;
     let client = reqwest::Client::new();
-    eventually(Duration::from_secs(2), "route loaded", || async {
-        gw.status_json().await["routes"].as_u64() == Some(1)
-    })
-    .await;
     for round in 0..3 {
         // First request opens a pooled connection; after an idle pause the second one
         // reuses it and the node drops it unanswered: the gateway must send it again.
@@ -311,11 +303,7 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     .await;
     let route = json!({"uri": "/slow", "upstream": {"nodes": {slow.node(): 1}}}).to_string();
     etcd.ctl(&["put", "/gw/routes/slow", &route]);
-    gw.wait_ready().await;
-    eventually(Duration::from_secs(2), "route loaded", || async {
-        gw.status_json().await["routes"].as_u64() == Some(1)
-    })
-    .await;
+    gw.wait_routes(1).await;
 
     let url = gw.url("/slow");
     let in_flight =
