@@ -28,12 +28,13 @@ enum WatchEnd {
     Compacted(i64),
 }
 
-/// Page size of the initial list; etcd 3.4 has no RangeStream.
-const PAGE: i64 = 1000;
-/// Largest gRPC message accepted from etcd. A list page of 1000 values, or a catch-up
-/// watch message of up to 1000 revisions, easily exceeds tonic's 4 MiB default when the
-/// admin-api accepts values up to 1.5 MiB; etcd itself caps requests, not responses.
-const MAX_MESSAGE: usize = 256 * 1024 * 1024;
+/// Page size of the initial list (etcd 3.4 has no RangeStream). With values of at most
+/// 1.5 MiB (the admin-api's body limit) a page stays under `MAX_MESSAGE`.
+const PAGE: i64 = 256;
+/// Largest gRPC message accepted from etcd. A list page, or a catch-up watch message of up
+/// to 1000 revisions, easily exceeds tonic's 4 MiB default; etcd caps requests, not
+/// responses. Memory is only taken by messages that are actually this large.
+const MAX_MESSAGE: usize = 1024 * 1024 * 1024;
 /// How many already-arrived watch messages are folded into one snapshot build.
 const MAX_BATCH: usize = 1024;
 
