@@ -197,6 +197,19 @@ impl Etcd {
         self.spawn();
     }
 
+    /// Puts many keys, eight `etcdctl` processes at a time.
+    pub fn put_many(&self, kvs: &[(String, String)]) {
+        std::thread::scope(|scope| {
+            for chunk in kvs.chunks(kvs.len().div_ceil(8).max(1)) {
+                scope.spawn(move || {
+                    for (k, v) in chunk {
+                        self.ctl(&["put", k, v]);
+                    }
+                });
+            }
+        });
+    }
+
     /// Runs `etcdctl` against this member and returns stdout.
     pub fn ctl(&self, args: &[&str]) -> String {
         let out = Command::new("etcdctl")

@@ -593,3 +593,27 @@ async fn routing_rules_reach_the_right_backend() {
     );
     assert_eq!(who(&client, &gw, "/off", None).await, Err(404));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cold_start_lists_every_page() {
+    let etcd = Etcd::start();
+    let a = Backend::start("a").await;
+    // More keys than one list page holds, so the list must follow `more` across pages.
+    let kvs: Vec<(String, String)> = (0..600)
+        .map(|i| {
+            let route = json!({"uri": format!("/r{i}"), "upstream": {"nodes": {a.node(): 1}}});
+            (format!("/gw/routes/{i}"), route.to_string())
+        })
+        .collect();
+    etcd.put_many(&kvs);
+    let gw = Gateway::start(&etcd.url, "/gw", &[]);
+    gw.wait_routes(600).await;
+    let client = reqwest::Client::new();
+    for i in [0, 255, 256, 511, 599] {
+        assert_eq!(
+            who(&client, &gw, &format!("/r{i}"), None).await,
+            Ok("a".into()),
+            "/r{i}"
+        );
+    }
+}
