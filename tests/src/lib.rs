@@ -227,6 +227,81 @@ impl Etcd {
     }
 }
 
+/// A 3-member etcd cluster on loopback, each member with its own data directory.
+pub struct EtcdCluster {
+    pub members: Vec<Option<Proc>>,
+    pub urls: Vec<String>,
+    dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    pub fn start() -> EtcdCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<(u16, u16)> = (0..3).map(|_| (free_port(), free_port())).collect();
+        let initial = ports
+            .iter()
+            .enumerate()
+            .map(|(i, (_, peer))| format!("m{i}=http://127.0.0.1:{peer}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let mut members = Vec::new();
+        let mut urls = Vec::new();
+        for (i, (client, peer)) in ports.iter().enumerate() {
+            let url = format!("http://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let mut cmd = Command::new("etcd");
+            cmd.arg(format!("--name=m{i}"))
+                .arg(format!(
+                    "--data-dir={}",
+                    dir.path().join(format!("m{i}")).display()
+                ))
+                .arg(format!("--listen-client-urls={url}"))
+                .arg(format!("--advertise-client-urls={url}"))
+                .arg(format!("--listen-peer-urls={peer_url}"))
+                .arg(format!("--initial-advertise-peer-urls={peer_url}"))
+                .arg(format!("--initial-cluster={initial}"))
+                .arg("--initial-cluster-state=new")
+                .arg("--log-level=warn");
+            members.push(Some(Proc::spawn(
+                &format!("etcd-m{i}"),
+                &mut cmd,
+                dir.path(),
+            )));
+            urls.push(url);
+        }
+        let cluster = EtcdCluster { members, urls, dir };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            let out = Command::new("etcdctl")
+                .env("ETCDCTL_API", "3")
+                .arg(format!("--endpoints={}", cluster.endpoints()))
+                .args(["endpoint", "health", "--cluster"])
+                .output();
+            if matches!(out, Ok(o) if o.status.success()) {
+                return cluster;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        panic!("etcd cluster did not become healthy");
+    }
+
+    /// All client URLs, comma-separated, as every binary takes them.
+    pub fn endpoints(&self) -> String {
+        self.urls.join(",")
+    }
+
+    /// Kills member `i` (SIGKILL), as a crashed machine would.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut p) = self.members[i].take() {
+            p.kill();
+        }
+    }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
 /// Blocks until something accepts TCP connections at `addr`.
 pub fn wait_for_tcp(addr: SocketAddr, within: Duration) {
     let deadline = Instant::now() + within;

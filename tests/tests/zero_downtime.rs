@@ -325,3 +325,80 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         .expect("did not exit after draining");
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_member_killed_then_quorum_lost() {
+    let mut cluster = e2e::EtcdCluster::start();
+    let endpoints = cluster.endpoints();
+    let admin = AdminApi::start(&endpoints, "/gw", KEY);
+    let gws = [
+        Gateway::start(&endpoints, "/gw", &[]),
+        Gateway::start(&endpoints, "/gw", &[]),
+    ];
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    admin
+        .ok(
+            "PUT",
+            "/routes/r",
+            Some(json!({"uri": "/r", "upstream": {"nodes": {a.node(): 1}}})),
+        )
+        .await;
+    for g in &gws {
+        g.wait_routes(1).await;
+    }
+    let mut conns = Vec::new();
+    for g in &gws {
+        conns.push(KeepAlive::open(g).await);
+    }
+
+    // One member of three gone: admin writes still succeed and reach every gateway.
+    cluster.kill(0);
+    for i in 0..10 {
+        let node = if i % 2 == 0 { b.node() } else { a.node() };
+        let want = if i % 2 == 0 { "b" } else { "a" };
+        admin
+            .ok(
+                "PUT",
+                "/routes/r",
+                Some(json!({"uri": "/r", "upstream": {"nodes": {node: 1}}})),
+            )
+            .await;
+        for g in &gws {
+            eventually(
+                Duration::from_secs(10),
+                "change served with a member down",
+                || async {
+                    reqwest::get(g.url("/r"))
+                        .await
+                        .ok()
+                        .and_then(|r| r.headers().get("x-backend").map(|v| v == want))
+                        .unwrap_or(false)
+                },
+            )
+            .await;
+        }
+        for c in conns.iter_mut() {
+            assert_eq!(c.get("/r").await, (200, want.to_string()));
+        }
+    }
+
+    // Quorum lost: the data plane keeps serving the last configuration.
+    cluster.kill(1);
+    for _ in 0..50 {
+        for c in conns.iter_mut() {
+            assert_eq!(c.get("/r").await, (200, "a".to_string()));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...while writes fail clearly rather than hang or half-apply.
+    let route = json!({"uri": "/r2", "upstream": {"nodes": {a.node(): 1}}});
+    let (status, body) = admin.call("PUT", "/routes/r2", Some(route)).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("etcd"),
+        "{body}"
+    );
+}
