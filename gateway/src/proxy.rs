@@ -103,7 +103,6 @@ async fn route_and_forward(
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let snapshot = shared.snapshot.load_full();
     let (parts, body) = req.into_parts();
     // HTTP/2 carries the host in :authority; HTTP/1.1 must send Host (RFC 9112 §3.2).
     let raw_host: Option<HeaderValue> = match parts.headers.get(HOST) {
@@ -123,7 +122,10 @@ async fn route_and_forward(
         None => "",
     };
     let host = normalize_request_host(host_str);
+    // The snapshot is held only while routing: the matched target carries everything the
+    // rest of the request needs, so a long download does not pin an old router in memory.
     let target: Arc<RouteTarget> = {
+        let snapshot = shared.snapshot.load();
         let vars = RequestVars {
             parts: &parts,
             host: &host,
