@@ -306,8 +306,15 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     gw.wait_routes(1).await;
 
     let url = gw.url("/slow");
-    let in_flight =
-        tokio::spawn(async move { reqwest::get(url).await.map(|r| r.status().as_u16()) });
+    let in_flight = tokio::spawn(async move {
+        reqwest::get(url).await.map(|r| {
+            let close = r
+                .headers()
+                .get("connection")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+            (r.status().as_u16(), close)
+        })
+    });
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.proc.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -318,7 +325,8 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         "still accepting after SIGTERM"
     );
     // ...but the request already in flight completes.
-    assert_eq!(in_flight.await.unwrap().ok(), Some(200));
+    // ...and tells its keepalive client to go.
+    assert_eq!(in_flight.await.unwrap().ok(), Some((200, true)));
     let status = gw
         .proc
         .wait_exit(Duration::from_secs(5))
