@@ -25,9 +25,14 @@ pub fn free_port() -> u16 {
 }
 
 /// The path of one of the workspace's binaries, built beside this test executable.
+/// Test executables live in `target/<profile>/deps/`, tools of this crate in
+/// `target/<profile>/`; either way the binaries sit in `target/<profile>/`.
 pub fn bin(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
+    let mut dir = exe.parent().unwrap();
+    if dir.ends_with("deps") {
+        dir = dir.parent().unwrap();
+    }
     let path = dir.join(name);
     assert!(
         path.exists(),
