@@ -18,6 +18,34 @@ struct Counts {
     ok: AtomicU64,
     failed: AtomicU64,
     reconnects: AtomicU64,
+    /// Answers from a backend the configuration no longer allowed, on every replica.
+    stale: AtomicU64,
+}
+
+/// Which backends may answer `/target` now: a bit per backend (a=1, b=2, c=4), and an
+/// epoch that changes whenever the driver starts a change. 0 means "in transition: any".
+#[derive(Default)]
+struct Allowed {
+    state: AtomicU64,
+}
+
+impl Allowed {
+    fn load(&self) -> (u64, u64) {
+        let s = self.state.load(Relaxed);
+        (s >> 8, s & 0xff)
+    }
+    fn set(&self, epoch: u64, mask: u64) {
+        self.state.store(epoch << 8 | mask, Relaxed);
+    }
+}
+
+fn bit(backend: &str) -> u64 {
+    match backend {
+        "a" => 1,
+        "b" => 2,
+        "c" => 4,
+        _ => 0,
+    }
 }
 
 #[tokio::main]
@@ -36,63 +64,95 @@ async fn main() {
         Gateway::start(&etcd.url, "/gw", &[]),
         Gateway::start(&etcd.url, "/gw", &[]),
     ];
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    admin
-        .ok("PUT", "/upstreams/a", Some(json!({"nodes": {a.node(): 1}})))
-        .await;
-    admin
-        .ok("PUT", "/upstreams/b", Some(json!({"nodes": {b.node(): 1}})))
-        .await;
-    admin
-        .ok(
-            "PUT",
+    let (a, b, c) = (
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    );
+    let setup = [
+        ("/upstreams/t", json!({"nodes": {a.node(): 1}})),
+        ("/upstreams/u2", json!({"nodes": {c.node(): 1}})),
+        (
             "/routes/target",
-            Some(json!({"uri": "/target", "upstream_id": "a"})),
-        )
-        .await;
+            json!({"uri": "/target", "upstream_id": "t"}),
+        ),
+    ];
+    for (path, body) in setup {
+        admin.ok("PUT", path, Some(body)).await;
+    }
     for g in &gws {
         g.wait_routes(1).await;
     }
 
     let counts = Arc::new(Counts::default());
+    let allowed = Arc::new(Allowed::default());
+    allowed.set(0, bit("a"));
     let stop = Arc::new(AtomicBool::new(false));
     let mut tasks = Vec::new();
     for i in 0..clients {
         let addr = gws[i % 2].http;
-        let (counts, stop) = (counts.clone(), stop.clone());
-        tasks.push(tokio::spawn(
-            async move { client(addr, counts, stop).await },
-        ));
+        let (counts, stop, allowed) = (counts.clone(), stop.clone(), allowed.clone());
+        tasks.push(tokio::spawn(async move {
+            client(addr, counts, stop, allowed).await
+        }));
     }
 
-    // The driver: every interval one change, cycling through the kinds a real deploy makes.
+    // The driver: every interval one change, cycling through what real deploys do —
+    // unrelated routes come and go, the target's upstream gets a new node and loses the old
+    // one (rolling deploy), the target switches to another upstream and back, priorities move.
+    let http = reqwest::Client::new();
     let started = Instant::now();
     let mut delays: Vec<Duration> = Vec::new();
     let mut step = 0u64;
+    let (mut route_up, mut t_nodes) = ("t", vec![&a]);
     while started.elapsed() < Duration::from_secs(seconds) {
         let tick = Instant::now();
-        let (path, body) = match step % 4 {
-            0 => (
-                format!("/routes/x{step}"),
-                Some(json!({"uri": format!("/x{step}"), "upstream_id": "a"})),
-            ),
-            1 => (format!("/routes/x{}", step - 1), None),
-            2 => (
-                "/routes/target".to_string(),
-                Some(
-                    json!({"uri": "/target", "upstream_id": if step % 8 == 2 { "b" } else { "a" }}),
-                ),
-            ),
-            _ => (
-                "/routes/target".to_string(),
-                Some(json!({"uri": "/target", "upstream_id": "a", "priority": step})),
-            ),
+        let nodes = |list: &[&Backend]| {
+            let m: serde_json::Map<String, serde_json::Value> =
+                list.iter().map(|n| (n.node(), json!(1))).collect();
+            json!({ "nodes": m })
         };
+        let target =
+            |up: &str, prio: u64| json!({"uri": "/target", "upstream_id": up, "priority": prio});
+        let (path, body) = match step % 12 {
+            0 | 6 => (
+                format!("/routes/x{step}"),
+                Some(json!({"uri": format!("/x{step}"), "upstream_id": "t"})),
+            ),
+            1 | 7 => (format!("/routes/x{}", step - 1), None),
+            2 | 9 => {
+                t_nodes = vec![&a, &b];
+                ("/upstreams/t".to_string(), Some(nodes(&t_nodes)))
+            }
+            4 => {
+                t_nodes = vec![&b];
+                ("/upstreams/t".to_string(), Some(nodes(&t_nodes)))
+            }
+            10 => {
+                t_nodes = vec![&a];
+                ("/upstreams/t".to_string(), Some(nodes(&t_nodes)))
+            }
+            5 => {
+                route_up = "u2";
+                ("/routes/target".to_string(), Some(target(route_up, step)))
+            }
+            8 => {
+                route_up = "t";
+                ("/routes/target".to_string(), Some(target(route_up, step)))
+            }
+            _ => ("/routes/target".to_string(), Some(target(route_up, step))),
+        };
+        let mask = if route_up == "u2" {
+            bit("c")
+        } else {
+            t_nodes.iter().map(|n| bit(&n.name)).sum()
+        };
+        // While the change propagates, any backend of the old or new configuration may answer.
+        allowed.set(step * 2 + 1, 0);
         let method = if body.is_some() { "PUT" } else { "DELETE" };
         admin.ok(method, &path, body).await;
         let applied = Instant::now();
-        let (_, v) = admin.call("GET", "/routes/target", None).await;
-        let want = v["modifiedIndex"].as_i64().unwrap_or(0);
+        let want = etcd_revision(&http, &etcd.url).await;
         // Propagation: until every replica reports a revision at least the write's.
         for g in &gws {
             while g.status_json().await["revision"].as_i64().unwrap_or(0) < want {
@@ -100,6 +160,7 @@ async fn main() {
             }
         }
         delays.push(applied.elapsed());
+        allowed.set(step * 2 + 2, mask);
         step += 1;
         if let Some(rest) = interval.checked_sub(tick.elapsed()) {
             tokio::time::sleep(rest).await;
@@ -117,11 +178,12 @@ async fn main() {
             .unwrap_or_default()
     };
     println!(
-        "changes: {}  requests ok: {}  failed: {}  reconnects: {}",
+        "changes: {}  requests ok: {}  failed: {}  reconnects: {}  answers from a backend no longer allowed: {}",
         delays.len(),
         counts.ok.load(Relaxed),
         counts.failed.load(Relaxed),
-        counts.reconnects.load(Relaxed)
+        counts.reconnects.load(Relaxed),
+        counts.stale.load(Relaxed)
     );
     println!(
         "propagation to every replica: p50 {:?}  p99 {:?}  max {:?}",
@@ -134,9 +196,35 @@ async fn main() {
     drop(etcd);
 }
 
+/// etcd's current revision, through its JSON gateway (an etcdctl process would take longer
+/// than the propagation being measured): a count-only range over "/gw/".."/gw0".
+async fn etcd_revision(http: &reqwest::Client, etcd: &str) -> i64 {
+    let range = json!({"key": "L2d3Lw==", "range_end": "L2d3MA==", "count_only": true});
+    let Ok(resp) = http
+        .post(format!("{etcd}/v3/kv/range"))
+        .body(range.to_string())
+        .send()
+        .await
+    else {
+        return 0;
+    };
+    let Ok(v) = resp.json::<serde_json::Value>().await else {
+        return 0;
+    };
+    v["header"]["revision"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(0)
+}
+
 /// One keepalive connection that never retries: any error or non-200 counts as a failure,
 /// and a connection the gateway closed is reopened (and counted).
-async fn client(addr: std::net::SocketAddr, counts: Arc<Counts>, stop: Arc<AtomicBool>) {
+async fn client(
+    addr: std::net::SocketAddr,
+    counts: Arc<Counts>,
+    stop: Arc<AtomicBool>,
+    allowed: Arc<Allowed>,
+) {
     while !stop.load(Relaxed) {
         let Ok(stream) = tokio::net::TcpStream::connect(addr).await else {
             counts.failed.fetch_add(1, Relaxed);
@@ -160,10 +248,22 @@ async fn client(addr: std::net::SocketAddr, counts: Arc<Counts>, stop: Arc<Atomi
             else {
                 return;
             };
+            let before = allowed.load();
             match tx.send_request(req).await {
                 Ok(resp) if resp.status() == 200 => {
+                    let backend = resp
+                        .headers()
+                        .get("x-backend")
+                        .and_then(|v| v.to_str().ok())
+                        .map(bit)
+                        .unwrap_or(0);
                     let _ = resp.into_body().collect().await;
                     counts.ok.fetch_add(1, Relaxed);
+                    // Only judged when one settled configuration covered the whole exchange.
+                    let (epoch, mask) = allowed.load();
+                    if (epoch, mask) == before && mask != 0 && backend & mask == 0 {
+                        counts.stale.fetch_add(1, Relaxed);
+                    }
                 }
                 _ => {
                     counts.failed.fetch_add(1, Relaxed);
