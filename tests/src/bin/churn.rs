@@ -4,7 +4,10 @@
 //! by every replica.
 //!
 //! `churn [CLIENTS] [SECONDS] [INTERVAL_MS]` (defaults 64, 20, 100). Starts its own etcd,
-//! admin-api, two gateways and two backends on loopback; stops by itself.
+//! admin-api, two gateways and three backends on loopback; stops by itself.
+//!
+//! `churn external ADDR [CLIENTS] [SECONDS]` runs only the clients, against another proxy
+//! (nginx, haproxy) whose configuration a script changes meanwhile, for comparison.
 use bytes::Bytes;
 use e2e::{AdminApi, Backend, Etcd, Gateway};
 use http_body_util::{BodyExt, Empty};
@@ -50,10 +53,11 @@ fn bit(backend: &str) -> u64 {
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<u64> = std::env::args()
-        .skip(1)
-        .filter_map(|a| a.parse().ok())
-        .collect();
+    let raw: Vec<String> = std::env::args().skip(1).collect();
+    if raw.first().map(String::as_str) == Some("external") {
+        return external(&raw[1..]).await;
+    }
+    let args: Vec<u64> = raw.iter().filter_map(|a| a.parse().ok()).collect();
     let clients = args.first().copied().unwrap_or(64) as usize;
     let seconds = args.get(1).copied().unwrap_or(20).min(60);
     let interval = Duration::from_millis(args.get(2).copied().unwrap_or(100).max(1));
@@ -194,6 +198,44 @@ async fn main() {
     drop(gws);
     drop(admin);
     drop(etcd);
+}
+
+/// Clients only, against `ADDR`, for `SECONDS`: failures and reconnects.
+async fn external(args: &[String]) {
+    let Some(addr) = args
+        .first()
+        .and_then(|a| a.parse::<std::net::SocketAddr>().ok())
+    else {
+        eprintln!("usage: churn external ADDR [CLIENTS] [SECONDS]");
+        std::process::exit(2);
+    };
+    let clients: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(64);
+    let seconds: u64 = args
+        .get(2)
+        .and_then(|a| a.parse::<u64>().ok())
+        .unwrap_or(20)
+        .min(60);
+    let counts = Arc::new(Counts::default());
+    let stop = Arc::new(AtomicBool::new(false));
+    // Any backend may answer: the script decides, this side only counts failures.
+    let allowed = Arc::new(Allowed::default());
+    let tasks: Vec<_> = (0..clients)
+        .map(|_| {
+            let (counts, stop, allowed) = (counts.clone(), stop.clone(), allowed.clone());
+            tokio::spawn(async move { client(addr, counts, stop, allowed).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(seconds)).await;
+    stop.store(true, Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    println!(
+        "requests ok: {}  failed: {}  reconnects: {}",
+        counts.ok.load(Relaxed),
+        counts.failed.load(Relaxed),
+        counts.reconnects.load(Relaxed)
+    );
 }
 
 /// etcd's current revision, through its JSON gateway (an etcdctl process would take longer
