@@ -20,10 +20,9 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 ORIGIN=$(port); NGINX=$(port); HAPROXY=$(port); GW=$(port); GWS=$(port); ETCD=$(port); PEER=$(port)
 
-wait_port() { for _ in $(seq 1 200); do (echo >/dev/tcp/127.0.0.1/$1) 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
 # Origin: nginx, one worker on core 1, answers "ok".
 mkdir -p "$work/origin" "$work/nginx"
@@ -48,22 +47,7 @@ taskset -c 0 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx" 2>"$work/nginx.l
 nginx_pid=$!
 
 # haproxy: one thread on core 0, connection reuse to the origin.
-cat >"$work/haproxy.cfg" <<CONF
-global
-  nbthread 1
-  maxconn 4096
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$HAPROXY
-  default_backend be
-backend be
-  server origin 127.0.0.1:$ORIGIN
-CONF
+haproxy_config "$work/haproxy.cfg" $HAPROXY $ORIGIN
 taskset -c 0 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($!)
 haproxy_pid=$!
 

@@ -23,7 +23,7 @@ cleanup() {
   rm -rf "$work"
 }
 trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+source bench/lib.sh
 A=$(port); B=$(port); NGINX=$(port); HAPROXY=$(port)
 sleep_s=$(awk -v ms="$interval_ms" 'BEGIN {printf "%.3f", ms / 1000}')
 
@@ -50,24 +50,8 @@ CONF
   mv "$work/nginx/nginx.conf.tmp" "$work/nginx/nginx.conf"
 }
 haproxy_conf() { # upstream port
-  cat >"$work/haproxy.cfg.tmp" <<CONF
-global
-  nbthread 1
-  maxconn 4096
-  stats socket $work/haproxy.sock mode 600 level admin expose-fd listeners
-defaults
-  mode http
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  http-reuse always
-frontend fe
-  bind 127.0.0.1:$HAPROXY
-  default_backend be
-backend be
-  server origin 127.0.0.1:$1
-CONF
-  mv "$work/haproxy.cfg.tmp" "$work/haproxy.cfg"
+  haproxy_config "$work/haproxy.cfg" $HAPROXY "$1" \
+    "  stats socket $work/haproxy.sock mode 600 level admin expose-fd listeners"
 }
 
 echo "| proxy | how the change is applied | requests | failed | reconnects |"
@@ -76,7 +60,7 @@ echo "|---|---|---:|---:|---:|"
 # nginx: rewrite + reload every interval.
 nginx_conf $A
 nginx -c "$work/nginx/nginx.conf" -p "$work/nginx"
-for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/$NGINX) 2>/dev/null && break; sleep 0.05; done
+wait_port $NGINX
 ( end=$((SECONDS + seconds)); i=0
   while [ $SECONDS -lt $end ]; do
     i=$((i + 1)); if [ $((i % 2)) -eq 0 ]; then nginx_conf $A; else nginx_conf $B; fi
@@ -90,7 +74,7 @@ echo "$out" | awk '{printf "| nginx 1.22 | rewrite config + nginx -s reload ever
 # haproxy: rewrite + seamless reload (listening sockets handed over) every interval.
 haproxy_conf $A
 haproxy -f "$work/haproxy.cfg" -D -p "$work/haproxy.pid"
-for _ in $(seq 1 100); do (echo >/dev/tcp/127.0.0.1/$HAPROXY) 2>/dev/null && break; sleep 0.05; done
+wait_port $HAPROXY
 ( end=$((SECONDS + seconds)); i=0
   while [ $SECONDS -lt $end ]; do
     i=$((i + 1)); if [ $((i % 2)) -eq 0 ]; then haproxy_conf $A; else haproxy_conf $B; fi
