@@ -164,6 +164,27 @@ fn report_build() {
     }
 }
 
+/// What one route change costs at 50k routes (`Router::update` rebuilds the tables of the
+/// hosts the route is under): a route on its own host, and one among the host-less
+/// majority, whose shared table is the largest there is.
+fn report_update() {
+    let n = 50_000;
+    let router = Router::build(specs(n));
+    // Route 8 is bound to its own exact host; route 0 is host-less.
+    for (what, i) in [("own host", 8), ("host-less", 0)] {
+        let mut best = Duration::MAX;
+        for round in 0..5 {
+            let mut changed = spec(i).expect("spec");
+            changed.priority = 10 + round;
+            let start = Instant::now();
+            let next = router.update([(changed.id.clone(), Some(changed))]);
+            best = best.min(start.elapsed());
+            black_box(&next);
+        }
+        println!("Router::update, one {what} route among {n}: {best:?} (best of 5)");
+    }
+}
+
 /// Criterion measures each size in its own stretch of time, and on a shared 2-core VM the
 /// machine's speed drifts between stretches by more than the effect in question. This
 /// interleaves the smallest and largest tables round by round and keeps each one's best
@@ -198,6 +219,7 @@ fn report_scaling() {
 }
 
 fn main() {
+    report_update();
     report_build();
     report_scaling();
     let mut c = Criterion::default().configure_from_args();

@@ -124,7 +124,7 @@ async fn route_and_forward(
     let host = normalize_request_host(host_str);
     // The snapshot is held only while routing: the matched target carries everything the
     // rest of the request needs, so a long download does not pin an old router in memory.
-    let target: Arc<RouteTarget> = {
+    let (target, upstream): (Arc<RouteTarget>, _) = {
         let snapshot = shared.snapshot.load();
         let vars = RequestVars {
             parts: &parts,
@@ -140,13 +140,11 @@ async fn route_and_forward(
             remote_addr: conn.remote.ip(),
             vars: &vars,
         });
-        found.ok_or(ProxyError::NoRoute)?.value.clone()
+        let target = found.ok_or(ProxyError::NoRoute)?.value.clone();
+        let upstream = snapshot.upstream_of(&target);
+        (target, upstream)
     };
-    let upstream = target
-        .upstream
-        .as_ref()
-        .map_err(|why| ProxyError::Unavailable(why.clone()))?
-        .clone();
+    let upstream = upstream.map_err(ProxyError::Unavailable)?;
     let mut parts = parts;
     strip_hop_by_hop(&mut parts.headers);
     if parts.version == Version::HTTP_2 {

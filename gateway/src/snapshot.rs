@@ -3,33 +3,34 @@
 use crate::balancer::Balancer;
 use crate::metrics::ConfigCounts;
 use crate::router::{RouteSpec, Router};
-use crate::state::State;
+use crate::state::{Dirty, State};
 use http::HeaderValue;
 use model::timeout::Timeout;
 use model::upstream::PassHost;
 use model::{Id, Route, Service, Upstream};
-use std::collections::HashMap;
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
 pub struct Snapshot {
     pub revision: i64,
     pub router: Router<Arc<RouteTarget>>,
-    /// Every upstream in use, by key (`upstreams/1`, or the owner's key for inline ones),
-    /// so the next compile can carry their balancer state over.
-    pub upstreams: HashMap<String, Arc<UpstreamRt>>,
+    /// Every valid upstream by key (`upstreams/1`, or the owner's key for inline ones:
+    /// `routes/7`, `services/3`). Routes refer to upstreams by key, so a node change
+    /// replaces one entry here and rebuilds no route table. Persistent map: the next
+    /// compile shares it and copies only what changes.
+    pub upstreams: imbl::HashMap<String, Arc<UpstreamRt>>,
     pub counts: ConfigCounts,
 }
 
 /// What a matched route sends its request to.
 pub struct RouteTarget {
     pub route_id: Id,
-    /// `Err` holds the reason the route cannot be served (a dangling reference): 503.
-    pub upstream: Result<Arc<UpstreamRt>, String>,
+    /// The key of the upstream in [`Snapshot::upstreams`], or why the route has none.
+    pub upstream: Result<String, String>,
     /// The route's own `timeout`, which overrides the upstream's.
     pub timeout: Option<Timeout>,
 }
-
 /// An upstream ready for requests.
 pub struct UpstreamRt {
     pub key: String,
@@ -75,126 +76,238 @@ impl Snapshot {
         Snapshot {
             revision: 0,
             router: Router::build(Vec::new()),
-            upstreams: HashMap::new(),
+            upstreams: imbl::HashMap::new(),
             counts: ConfigCounts::default(),
         }
     }
 
-    /// Compiles `state` into a snapshot. Balancer state of upstreams whose nodes did not
-    /// change is carried over from `prev`, so a route change does not reset the rotation.
-    pub fn compile(state: &State, revision: i64, prev: &Snapshot) -> Snapshot {
-        let mut upstreams: HashMap<String, Arc<UpstreamRt>> = HashMap::new();
-        let mut resolve = |key: String, def: &Upstream| -> Arc<UpstreamRt> {
-            if let Some(u) = upstreams.get(&key) {
-                return u.clone();
-            }
-            let rt = Arc::new(UpstreamRt::new(key.clone(), def, prev.upstreams.get(&key)));
-            upstreams.insert(key, rt.clone());
-            rt
+    /// The upstream `target` sends to in this snapshot, or why there is none (503).
+    pub fn upstream_of(&self, target: &RouteTarget) -> Result<Arc<UpstreamRt>, String> {
+        let key = target.upstream.as_ref().map_err(|why| why.clone())?;
+        self.upstreams.get(key).cloned().ok_or_else(|| {
+            let (kind, id) = key.split_once('/').unwrap_or(("upstream", key));
+            let kind = kind.trim_end_matches('s');
+            format!("{kind} {id} does not exist or is invalid")
+        })
+    }
+
+    /// Compiles `state` into a snapshot, redoing only what `dirty` names unless it says
+    /// `all`. Balancer state of upstreams whose nodes did not change is carried over from
+    /// `prev`, so a route change does not reset the rotation.
+    pub fn compile(state: &State, dirty: &Dirty, revision: i64, prev: &Snapshot) -> Snapshot {
+        let (router, upstreams) = if dirty.all {
+            compile_all(state, prev)
+        } else {
+            compile_changes(state, dirty, prev)
         };
-        let valid = |id: &Id, m: &std::collections::BTreeMap<Id, crate::state::Entry<Service>>| {
-            m.get(id).and_then(|e| e.parsed.as_ref().ok()).cloned()
-        };
-        let mut specs = Vec::with_capacity(state.routes.len());
-        for (id, entry) in &state.routes {
-            let Ok(route) = &entry.parsed else { continue };
-            if !route.enabled() {
-                continue;
-            }
-            let service = route
-                .service_id
-                .as_ref()
-                .map(|sid| (sid, valid(sid, &state.services)));
-            // A route whose service is missing or invalid would otherwise lose the
-            // service's hosts and match every host: leave it out until the service is fixed.
-            if matches!(service, Some((_, None))) {
-                continue;
-            }
-            let upstream = target_upstream(id, route, service.as_ref(), state, &mut resolve);
-            let hosts = match (route.own_hosts().is_empty(), &service) {
-                (true, Some((_, Some(svc)))) => svc.hosts.clone().unwrap_or_default(),
-                _ => route.own_hosts().into_iter().cloned().collect(),
-            };
-            let target = Arc::new(RouteTarget {
-                route_id: id.clone(),
-                upstream,
-                timeout: route.timeout,
-            });
-            specs.push(RouteSpec {
-                id: id.clone(),
-                hosts,
-                paths: route.paths().into_iter().cloned().collect(),
-                methods: route
-                    .methods
-                    .as_ref()
-                    .map(|ms| ms.iter().map(|m| m.0.clone()).collect()),
-                remote_addrs: route.remote_ranges(),
-                vars: route.vars.as_ref().map(|v| v.0.clone()),
-                priority: route.priority,
-                create_time: route.create_time.unwrap_or(0),
-                value: target,
-            });
-        }
-        let count = |ok: bool, n: Vec<bool>| n.into_iter().filter(|v| *v == ok).count();
-        let flags = |m: Vec<bool>| (count(true, m.clone()), count(false, m));
-        let (routes, invalid_routes) =
-            flags(state.routes.values().map(|e| e.parsed.is_ok()).collect());
-        let (services, invalid_services) =
-            flags(state.services.values().map(|e| e.parsed.is_ok()).collect());
-        let (ups, invalid_upstreams) =
-            flags(state.upstreams.values().map(|e| e.parsed.is_ok()).collect());
         Snapshot {
             revision,
-            router: Router::build(specs),
+            router,
             upstreams,
-            counts: ConfigCounts {
-                routes,
-                services,
-                upstreams: ups,
-                invalid_routes,
-                invalid_services,
-                invalid_upstreams,
-            },
+            counts: counts(state),
         }
     }
 }
 
-/// Route's inline upstream, else its `upstream_id`, else its service's (inline, then id).
+type Upstreams = imbl::HashMap<String, Arc<UpstreamRt>>;
+
+fn compile_all(state: &State, prev: &Snapshot) -> (Router<Arc<RouteTarget>>, Upstreams) {
+    let mut upstreams = Upstreams::new();
+    for id in state.upstreams.keys() {
+        set_upstream(
+            &mut upstreams,
+            upstream_key(id),
+            upstream_def(state, id),
+            prev,
+        );
+    }
+    for id in state.services.keys() {
+        set_upstream(
+            &mut upstreams,
+            service_key(id),
+            service_inline(state, id),
+            prev,
+        );
+    }
+    for id in state.routes.keys() {
+        set_upstream(&mut upstreams, route_key(id), route_inline(state, id), prev);
+    }
+    let specs = state
+        .routes
+        .keys()
+        .filter_map(|id| route_spec(state, id))
+        .collect();
+    (Router::build(specs), upstreams)
+}
+
+fn compile_changes(
+    state: &State,
+    dirty: &Dirty,
+    prev: &Snapshot,
+) -> (Router<Arc<RouteTarget>>, Upstreams) {
+    let mut upstreams = prev.upstreams.clone();
+    for id in &dirty.upstreams {
+        set_upstream(
+            &mut upstreams,
+            upstream_key(id),
+            upstream_def(state, id),
+            prev,
+        );
+    }
+    for id in &dirty.services {
+        set_upstream(
+            &mut upstreams,
+            service_key(id),
+            service_inline(state, id),
+            prev,
+        );
+    }
+    for id in &dirty.routes {
+        set_upstream(&mut upstreams, route_key(id), route_inline(state, id), prev);
+    }
+    // A route depends on its service (hosts, upstream, whether it is served at all) but
+    // only on upstreams by key, so upstream changes never touch the router.
+    let mut redo: BTreeSet<&Id> = dirty.routes.iter().collect();
+    if !dirty.services.is_empty() {
+        redo.extend(state.routes.iter().filter_map(|(id, e)| {
+            let sid = e.parsed.as_ref().ok()?.service_id.as_ref()?;
+            dirty.services.contains(sid).then_some(id)
+        }));
+    }
+    let router = if redo.is_empty() {
+        prev.router.clone()
+    } else {
+        prev.router.update(
+            redo.into_iter()
+                .map(|id| (id.clone(), route_spec(state, id))),
+        )
+    };
+    (router, upstreams)
+}
+
+fn upstream_key(id: &Id) -> String {
+    format!("upstreams/{id}")
+}
+fn service_key(id: &Id) -> String {
+    format!("services/{id}")
+}
+fn route_key(id: &Id) -> String {
+    format!("routes/{id}")
+}
+
+fn upstream_def<'a>(state: &'a State, id: &Id) -> Option<&'a Upstream> {
+    state.upstreams.get(id)?.parsed.as_deref().ok()
+}
+fn valid_service<'a>(state: &'a State, id: &Id) -> Option<&'a Arc<Service>> {
+    state.services.get(id)?.parsed.as_ref().ok()
+}
+fn service_inline<'a>(state: &'a State, id: &Id) -> Option<&'a Upstream> {
+    valid_service(state, id)?.upstream.as_ref()
+}
+fn route_inline<'a>(state: &'a State, id: &Id) -> Option<&'a Upstream> {
+    state
+        .routes
+        .get(id)?
+        .parsed
+        .as_ref()
+        .ok()?
+        .upstream
+        .as_ref()
+}
+
+/// Puts the runtime for `def` under `key` (carrying the balancer over from `prev` when
+/// the nodes stayed), or removes the key when there is no valid definition.
+fn set_upstream(map: &mut Upstreams, key: String, def: Option<&Upstream>, prev: &Snapshot) {
+    match def {
+        Some(def) => {
+            let rt = UpstreamRt::new(key.clone(), def, prev.upstreams.get(&key));
+            map.insert(key, Arc::new(rt));
+        }
+        None => {
+            map.remove(&key);
+        }
+    }
+}
+
+/// The route as the router needs it, or `None` when it is not served: invalid, disabled,
+/// or its service is missing or invalid (without the service's hosts it would otherwise
+/// match every host, so it is left out until the service is fixed).
+fn route_spec(state: &State, id: &Id) -> Option<RouteSpec<Arc<RouteTarget>>> {
+    let route = state.routes.get(id)?.parsed.as_ref().ok()?;
+    if !route.enabled() {
+        return None;
+    }
+    let service = match &route.service_id {
+        Some(sid) => Some((sid, valid_service(state, sid)?)),
+        None => None,
+    };
+    let hosts = match (route.own_hosts().is_empty(), &service) {
+        (true, Some((_, svc))) => svc.hosts.clone().unwrap_or_default(),
+        _ => route.own_hosts().into_iter().cloned().collect(),
+    };
+    let target = Arc::new(RouteTarget {
+        route_id: id.clone(),
+        upstream: target_upstream(id, route, service),
+        timeout: route.timeout,
+    });
+    Some(RouteSpec {
+        id: id.clone(),
+        hosts,
+        paths: route.paths().into_iter().cloned().collect(),
+        methods: route
+            .methods
+            .as_ref()
+            .map(|ms| ms.iter().map(|m| m.0.clone()).collect()),
+        remote_addrs: route.remote_ranges(),
+        vars: route.vars.as_ref().map(|v| v.0.clone()),
+        priority: route.priority,
+        create_time: route.create_time.unwrap_or(0),
+        value: target,
+    })
+}
+
+/// The key of the route's inline upstream, else its `upstream_id`, else its service's
+/// (inline, then id). Whether that key exists is looked up per request.
 fn target_upstream(
     route_id: &Id,
     route: &Route,
-    service: Option<&(&Id, Option<Arc<Service>>)>,
-    state: &State,
-    resolve: &mut impl FnMut(String, &Upstream) -> Arc<UpstreamRt>,
-) -> Result<Arc<UpstreamRt>, String> {
-    let by_id =
-        |uid: &Id, resolve: &mut dyn FnMut(String, &Upstream) -> Arc<UpstreamRt>| match state
-            .upstreams
-            .get(uid)
-            .map(|e| &e.parsed)
-        {
-            Some(Ok(u)) => Ok(resolve(format!("upstreams/{uid}"), u)),
-            Some(Err(_)) => Err(format!("upstream {uid} is invalid")),
-            None => Err(format!("upstream {uid} does not exist")),
-        };
-    if let Some(u) = &route.upstream {
-        return Ok(resolve(format!("routes/{route_id}"), u));
+    service: Option<(&Id, &Arc<Service>)>,
+) -> Result<String, String> {
+    if route.upstream.is_some() {
+        return Ok(route_key(route_id));
     }
     if let Some(uid) = &route.upstream_id {
-        return by_id(uid, resolve);
+        return Ok(upstream_key(uid));
     }
     match service {
-        Some((sid, Some(svc))) => {
-            if let Some(u) = &svc.upstream {
-                Ok(resolve(format!("services/{sid}"), u))
+        Some((sid, svc)) => {
+            if svc.upstream.is_some() {
+                Ok(service_key(sid))
             } else if let Some(uid) = &svc.upstream_id {
-                by_id(uid, resolve)
+                Ok(upstream_key(uid))
             } else {
                 Err(format!("service {sid} has no upstream"))
             }
         }
-        Some((sid, None)) => Err(format!("service {sid} does not exist or is invalid")),
         None => Err("missing upstream configuration".into()),
+    }
+}
+
+fn counts(state: &State) -> ConfigCounts {
+    fn split<T>(m: &std::collections::BTreeMap<Id, crate::state::Entry<T>>) -> (usize, usize) {
+        let ok = m.values().filter(|e| e.parsed.is_ok()).count();
+        (ok, m.len() - ok)
+    }
+    let (routes, invalid_routes) = split(&state.routes);
+    let (services, invalid_services) = split(&state.services);
+    let (upstreams, invalid_upstreams) = split(&state.upstreams);
+    ConfigCounts {
+        routes,
+        services,
+        upstreams,
+        invalid_routes,
+        invalid_services,
+        invalid_upstreams,
     }
 }
 
@@ -312,12 +425,14 @@ mod tests {
         let target = m.value;
         Some((
             target.route_id.to_string(),
-            target
-                .upstream
-                .as_ref()
-                .map(|u| u.key.clone())
-                .map_err(|e| e.clone()),
+            snap.upstream_of(target).map(|u| u.key.clone()),
         ))
+    }
+
+    /// An incremental compile of what changed since the last one.
+    fn step(state: &mut State, revision: i64, prev: &Snapshot) -> Snapshot {
+        let dirty = state.take_dirty();
+        Snapshot::compile(state, &dirty, revision, prev)
     }
 
     #[test]
@@ -358,7 +473,7 @@ mod tests {
                 r#"{"uri":"/off","upstream_id":"u1","status":0}"#,
             ),
         ]);
-        let snap = Snapshot::compile(&s, 7, &Snapshot::empty());
+        let snap = Snapshot::compile(&s, &Dirty::all(), 7, &Snapshot::empty());
         let ok = |r: &str, u: &str| Some((r.to_string(), Ok(u.to_string())));
         let err = |r: &str, e: &str| Some((r.to_string(), Err(e.to_string())));
         let table = [
@@ -374,12 +489,12 @@ mod tests {
             (
                 "any.com",
                 "/missing",
-                err("missing-up", "upstream nope does not exist"),
+                err("missing-up", "upstream nope does not exist or is invalid"),
             ),
             (
                 "any.com",
                 "/badup",
-                err("bad-up", "upstream bad is invalid"),
+                err("bad-up", "upstream bad does not exist or is invalid"),
             ),
             ("any.com", "/nosvc", None),
             ("any.com", "/off", None),
@@ -391,7 +506,7 @@ mod tests {
         let c = snap.counts;
         assert_eq!((c.routes, c.services, c.upstreams), (11, 3, 1));
         assert_eq!((c.invalid_routes, c.invalid_upstreams), (0, 1));
-        // One runtime per upstream in use, shared by every route that uses it.
+        // One runtime per valid upstream, shared by every route that uses it.
         let mut keys: Vec<_> = snap.upstreams.keys().cloned().collect();
         keys.sort();
         assert_eq!(keys, ["routes/inline", "services/s2", "upstreams/u1"]);
@@ -406,7 +521,8 @@ mod tests {
             ),
             ("routes/r", r#"{"uri":"/r","upstream_id":"u1"}"#),
         ]);
-        let first = Snapshot::compile(&before, 1, &Snapshot::empty());
+        let mut before = before;
+        let first = step(&mut before, 1, &Snapshot::empty());
         let mut after = before.clone();
         after.apply(
             "/gw",
@@ -415,7 +531,7 @@ mod tests {
                 value: br#"{"uri":"/o","upstream_id":"u1"}"#.to_vec(),
             },
         );
-        let second = Snapshot::compile(&after, 2, &first);
+        let second = step(&mut after, 2, &first);
         assert!(Arc::ptr_eq(
             &first.upstreams["upstreams/u1"].balancer,
             &second.upstreams["upstreams/u1"].balancer
@@ -427,10 +543,106 @@ mod tests {
                 value: br#"{"nodes":{"127.0.0.1:1":1,"127.0.0.1:3":1}}"#.to_vec(),
             },
         );
-        let third = Snapshot::compile(&after, 3, &second);
+        let third = step(&mut after, 3, &second);
         assert!(!Arc::ptr_eq(
             &second.upstreams["upstreams/u1"].balancer,
             &third.upstreams["upstreams/u1"].balancer
         ));
+    }
+
+    /// Every kind of change, applied one at a time: the incremental snapshot answers
+    /// exactly as one compiled from scratch, including routes that depend on a changed
+    /// service and upstreams that appear, change and disappear.
+    #[test]
+    fn incremental_compile_agrees_with_a_full_one() {
+        let changes: &[(&str, Option<&str>)] = &[
+            ("upstreams/u1", Some(r#"{"nodes":{"127.0.0.1:1":1}}"#)),
+            ("upstreams/u2", Some(r#"{"nodes":{"127.0.0.1:2":1}}"#)),
+            (
+                "services/s1",
+                Some(r#"{"hosts":["a.com"],"upstream_id":"u1"}"#),
+            ),
+            ("routes/r1", Some(r#"{"uri":"/r1","service_id":"s1"}"#)),
+            ("routes/r2", Some(r#"{"uri":"/r2","upstream_id":"u2"}"#)),
+            (
+                "routes/r3",
+                Some(r#"{"uri":"/r3","upstream":{"nodes":{"127.0.0.1:3":1}}}"#),
+            ),
+            (
+                "routes/r4",
+                Some(r#"{"uri":"/r1","service_id":"s1","priority":5}"#),
+            ),
+            // The service moves to another host and upstream: its routes follow.
+            (
+                "services/s1",
+                Some(r#"{"hosts":["b.com"],"upstream_id":"u2"}"#),
+            ),
+            (
+                "services/s1",
+                Some(r#"{"upstream":{"nodes":{"127.0.0.1:4":1}}}"#),
+            ),
+            ("upstreams/u2", None),
+            (
+                "services/s1",
+                Some(r#"{"hosts":["c.com"],"upstream_id":"u1"}"#),
+            ),
+            ("services/s1", Some(r#"{"hosts":"bad"}"#)),
+            (
+                "services/s1",
+                Some(r#"{"hosts":["d.com"],"upstream_id":"u1"}"#),
+            ),
+            (
+                "routes/r4",
+                Some(r#"{"uri":"/r2","host":"d.com","upstream_id":"u1"}"#),
+            ),
+            ("routes/r3", None),
+            ("upstreams/u2", Some(r#"{"nodes":{"127.0.0.1:5":1}}"#)),
+            (
+                "routes/r2",
+                Some(r#"{"uri":"/r2","upstream_id":"u2","status":0}"#),
+            ),
+            ("services/s1", None),
+            ("routes/r1", Some(r#"{"uri":"/r1","upstream_id":"u2"}"#)),
+        ];
+        let requests: Vec<(&str, &str)> = ["a.com", "b.com", "c.com", "d.com", "x.com"]
+            .into_iter()
+            .flat_map(|h| ["/r1", "/r2", "/r3"].map(|p| (h, p)))
+            .collect();
+        let mut state = State::default();
+        let mut incremental = Snapshot::empty();
+        for (n, (key, value)) in changes.iter().enumerate() {
+            let key = format!("/gw/{key}");
+            state.apply(
+                "/gw",
+                match value {
+                    Some(v) => Change::Put {
+                        key,
+                        value: v.as_bytes().to_vec(),
+                    },
+                    None => Change::Delete { key },
+                },
+            );
+            incremental = step(&mut state, n as i64, &incremental);
+            let full = Snapshot::compile(&state, &Dirty::all(), n as i64, &Snapshot::empty());
+            for (host, path) in &requests {
+                assert_eq!(
+                    resolve(&incremental, host, path),
+                    resolve(&full, host, path),
+                    "after change {n} ({:?}), {host}{path}",
+                    changes[n]
+                );
+            }
+            let keys = |s: &Snapshot| {
+                let mut k: Vec<String> = s.upstreams.keys().cloned().collect();
+                k.sort();
+                k
+            };
+            assert_eq!(keys(&incremental), keys(&full), "after change {n}");
+            assert_eq!(
+                incremental.router.len(),
+                full.router.len(),
+                "after change {n}"
+            );
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! Pure: the watch feeds it changes, the snapshot compiler reads it.
 use model::key::parse_key;
 use model::{decode, Id, Kind, Resource, Route, Service, Upstream};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 /// One key's value: kept raw so an identical re-write is recognised and skipped.
@@ -34,6 +34,32 @@ pub struct State {
     pub routes: BTreeMap<Id, Entry<Route>>,
     pub services: BTreeMap<Id, Entry<Service>>,
     pub upstreams: BTreeMap<Id, Entry<Upstream>>,
+    /// What changed since the last [`State::take_dirty`]: the snapshot compiler redoes
+    /// only that, so one change among 50,000 routes costs one route's work.
+    dirty: Dirty,
+}
+
+/// The ids whose values changed (added, replaced or deleted), or `all` when the state was
+/// rebuilt from a list and the previous snapshot cannot be patched.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Dirty {
+    pub all: bool,
+    pub routes: BTreeSet<Id>,
+    pub services: BTreeSet<Id>,
+    pub upstreams: BTreeSet<Id>,
+}
+
+impl Dirty {
+    pub fn all() -> Dirty {
+        Dirty {
+            all: true,
+            ..Dirty::default()
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        !self.all && self.routes.is_empty() && self.services.is_empty() && self.upstreams.is_empty()
+    }
 }
 
 impl State {
@@ -48,12 +74,32 @@ impl State {
             Change::Put { value, .. } => Some(value),
             Change::Delete { .. } => None,
         };
-        match kind {
-            Kind::Routes => upsert(&mut self.routes, id, value),
-            Kind::Services => upsert(&mut self.services, id, value),
-            Kind::Upstreams => upsert(&mut self.upstreams, id, value),
-            _ => Applied::Ignored,
+        let (applied, dirty) = match kind {
+            Kind::Routes => (upsert(&mut self.routes, &id, value), &mut self.dirty.routes),
+            Kind::Services => (
+                upsert(&mut self.services, &id, value),
+                &mut self.dirty.services,
+            ),
+            Kind::Upstreams => (
+                upsert(&mut self.upstreams, &id, value),
+                &mut self.dirty.upstreams,
+            ),
+            _ => return Applied::Ignored,
+        };
+        if applied == Applied::Changed {
+            dirty.insert(id);
         }
+        applied
+    }
+
+    /// The changes since the last call, leaving none behind.
+    pub fn take_dirty(&mut self) -> Dirty {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// For a state read whole from a list: the next snapshot must be compiled from scratch.
+    pub fn mark_all_dirty(&mut self) {
+        self.dirty = Dirty::all();
     }
 
     /// Invalid entries with their errors, for logs and `/status`.
@@ -75,24 +121,46 @@ impl State {
 
 fn upsert<T: Resource>(
     map: &mut BTreeMap<Id, Entry<T>>,
-    id: Id,
+    id: &Id,
     value: Option<Vec<u8>>,
 ) -> Applied {
     let Some(raw) = value else {
-        return match map.remove(&id) {
+        return match map.remove(id) {
             Some(_) => Applied::Changed,
             None => Applied::Unchanged,
         };
     };
-    if map.get(&id).is_some_and(|e| e.raw == raw) {
+    let old = map.get(id);
+    if old.is_some_and(|e| e.raw == raw) {
         return Applied::Unchanged;
     }
-    let parsed = parse::<T>(&id, &raw);
+    let parsed = parse::<T>(id, &raw);
     if let Err(e) = &parsed {
         tracing::warn!(kind = T::KIND.as_str(), id = %id, error = %e, "invalid resource in etcd: disabled");
     }
-    map.insert(id, Entry { raw, parsed });
-    Applied::Changed
+    // The Admin API stamps `update_time` on every write, so re-saving the same resource
+    // changes its bytes but nothing the gateway serves.
+    let same = old
+        .is_some_and(|e| e.parsed.is_ok() && parsed.is_ok() && same_but_update_time(&e.raw, &raw));
+    map.insert(id.clone(), Entry { raw, parsed });
+    if same {
+        Applied::Unchanged
+    } else {
+        Applied::Changed
+    }
+}
+
+/// Whether two stored JSON objects differ at most in their top-level `update_time`.
+fn same_but_update_time(a: &[u8], b: &[u8]) -> bool {
+    let strip = |raw: &[u8]| {
+        let mut v: serde_json::Value = serde_json::from_slice(raw).ok()?;
+        v.as_object_mut()?.remove("update_time");
+        Some(v)
+    };
+    match (strip(a), strip(b)) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
+    }
 }
 
 fn parse<T: Resource>(id: &Id, raw: &[u8]) -> Result<Arc<T>, String> {
@@ -126,6 +194,35 @@ mod tests {
             // (change, result, valid routes, invalid entries)
             (put("/gw/routes/1", route), Applied::Changed, 1, 0),
             (put("/gw/routes/1", route), Applied::Unchanged, 1, 0),
+            // A re-save through the Admin API: only update_time differs.
+            (
+                put(
+                    "/gw/routes/1",
+                    r#"{"uri":"/a","upstream_id":"1","update_time":5}"#,
+                ),
+                Applied::Unchanged,
+                1,
+                0,
+            ),
+            (
+                put(
+                    "/gw/routes/1",
+                    r#"{"uri":"/a","upstream_id":"1","update_time":6}"#,
+                ),
+                Applied::Unchanged,
+                1,
+                0,
+            ),
+            (
+                put(
+                    "/gw/routes/1",
+                    r#"{"uri":"/a","upstream_id":"1","update_time":6,"priority":1}"#,
+                ),
+                Applied::Changed,
+                1,
+                0,
+            ),
+            (put("/gw/routes/1", route), Applied::Changed, 1, 0),
             (
                 put("/gw/routes/2", r#"{"uri":"x"}"#),
                 Applied::Changed,
@@ -166,5 +263,40 @@ mod tests {
                 "step {i}"
             );
         }
+    }
+
+    #[test]
+    fn dirty_collects_changed_ids_until_taken() {
+        let mut state = State::default();
+        state.apply(
+            "/gw",
+            put("/gw/routes/1", r#"{"uri":"/a","upstream_id":"1"}"#),
+        );
+        state.apply(
+            "/gw",
+            put("/gw/upstreams/u", r#"{"nodes":{"127.0.0.1:1":1}}"#),
+        );
+        state.apply("/gw", del("/gw/services/none"));
+        state.apply("/gw", put("/gw/ssls/1", "{}"));
+        let d = state.take_dirty();
+        let ids = |s: &BTreeSet<Id>| s.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+        assert!(!d.all);
+        assert_eq!(ids(&d.routes), ["1"]);
+        assert_eq!(ids(&d.upstreams), ["u"]);
+        assert!(
+            d.services.is_empty(),
+            "deleting a missing key changes nothing"
+        );
+        assert!(state.take_dirty().is_empty());
+        // Unchanged writes leave nothing to do.
+        state.apply(
+            "/gw",
+            put("/gw/routes/1", r#"{"uri":"/a","upstream_id":"1"}"#),
+        );
+        assert!(state.take_dirty().is_empty());
+        state.apply("/gw", del("/gw/routes/1"));
+        assert_eq!(ids(&state.take_dirty().routes), ["1"]);
+        state.mark_all_dirty();
+        assert!(state.take_dirty().all);
     }
 }

@@ -101,8 +101,9 @@ pub async fn run(
                 None => match list(&mut client, &prefix).await {
                     Ok((s, r)) => {
                         state = s;
+                        state.mark_all_dirty();
                         shared.metrics.relists.fetch_add(1, Ordering::Relaxed);
-                        publish(&shared, &state, r);
+                        publish(&shared, &mut state, r);
                         shared.ready.store(true, Ordering::Relaxed);
                         shared.metrics.ready.store(1, Ordering::Relaxed);
                         tracing::info!(
@@ -285,10 +286,11 @@ async fn watch_from(
 
 /// Compiles and swaps in a new snapshot. Compilation runs off the async workers' hot
 /// loop (`block_in_place`) since large configurations take milliseconds to build.
-fn publish(shared: &Shared, state: &State, revision: i64) {
+fn publish(shared: &Shared, state: &mut State, revision: i64) {
     let started = Instant::now();
     let prev = shared.snapshot.load_full();
-    let compile = || Snapshot::compile(state, revision, &prev);
+    let dirty = state.take_dirty();
+    let compile = || Snapshot::compile(state, &dirty, revision, &prev);
     let next = match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
         Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(compile),
         // block_in_place panics on a current-thread runtime (as in some embeddings).

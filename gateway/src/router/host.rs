@@ -1,100 +1,132 @@
-//! Host tiers: which per-host path indexes a request tries, and in which order, found with
-//! one hash lookup per label of the request host rather than a scan of the routes' hosts.
-use super::path::{PathIndex, PathIndexBuilder};
+//! Host tiers: which per-host tables a request tries, and in which order, found with one
+//! hash lookup per label of the request host rather than a scan of the routes' hosts.
+//!
+//! Each host (and each wildcard suffix, and "no host") has its own [`Table`], shared by
+//! `Arc` between snapshots, so a change to one route rebuilds only the tables of the hosts
+//! it had and has: the rest of a large configuration is carried over untouched.
+use super::table::Table;
 use model::host::HostPattern;
-use model::path::PathPattern;
-use std::collections::HashMap;
-use std::fmt;
+use std::sync::Arc;
 
-pub(super) struct HostIndex {
-    exact: HashMap<Box<str>, PathIndex>,
-    /// Keyed by the suffix with its leading dot: `*.foo.com` is `.foo.com`.
-    wildcard: HashMap<Box<str>, PathIndex>,
-    /// No wildcard suffix is longer than this, so longer suffixes of a host need no lookup.
-    longest_wildcard: usize,
-    any: PathIndex,
+/// Where a route is indexed: one key per host pattern, or `Any` for routes without hosts.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) enum HostKey {
+    Exact(Box<str>),
+    /// The suffix with its leading dot: `*.foo.com` is `.foo.com`.
+    Wildcard(Box<str>),
+    Any,
 }
 
-impl HostIndex {
-    /// The path indexes to try for `host`, most specific first: the exact host, each
-    /// wildcard suffix from the longest to the shortest, then routes without hosts.
-    pub(super) fn tiers<'s, 'h>(
-        &'s self,
-        host: &'h str,
-    ) -> impl Iterator<Item = &'s PathIndex> + use<'s, 'h> {
-        let exact = self.exact.get(host);
-        let wildcards = host
-            .char_indices()
-            // A dot at 0 would make the suffix the whole host, and `*.foo.com` needs at
-            // least one character before `.foo.com`.
-            .filter(|&(i, c)| c == '.' && i > 0 && host.len() - i <= self.longest_wildcard)
-            .filter_map(move |(i, _)| host.get(i..).and_then(|s| self.wildcard.get(s)));
-        exact
-            .into_iter()
-            .chain(wildcards)
-            .chain(std::iter::once(&self.any))
-    }
-}
-
-impl fmt::Debug for HostIndex {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("HostIndex")
-            .field("exact_hosts", &self.exact.len())
-            .field("wildcard_hosts", &self.wildcard.len())
-            .finish_non_exhaustive()
-    }
-}
-
-#[derive(Default)]
-pub(super) struct HostIndexBuilder {
-    exact: HashMap<Box<str>, PathIndexBuilder>,
-    wildcard: HashMap<Box<str>, PathIndexBuilder>,
-    any: PathIndexBuilder,
-}
-
-impl HostIndexBuilder {
-    /// Indexes route `number` under every host × path; routes must come in precedence order.
-    pub(super) fn add(&mut self, number: u32, hosts: &[HostPattern], paths: &[PathPattern]) {
+impl HostKey {
+    pub(super) fn of(hosts: &[HostPattern]) -> Vec<HostKey> {
         if hosts.is_empty() {
-            for p in paths {
-                self.any.add(p, number);
-            }
-            return;
+            return vec![HostKey::Any];
         }
-        for h in hosts {
-            // The model lower-cases patterns already; doing it again costs nothing here and
-            // keeps a hand-built pattern from silently never matching a normalised host.
-            let index = match h {
-                HostPattern::Exact(name) => self
-                    .exact
-                    .entry(name.to_ascii_lowercase().into_boxed_str())
-                    .or_default(),
+        let mut keys: Vec<HostKey> = hosts
+            .iter()
+            .map(|h| match h {
+                // The model lower-cases patterns already; doing it again costs nothing here
+                // and keeps a hand-built pattern from silently never matching.
+                HostPattern::Exact(name) => {
+                    HostKey::Exact(name.to_ascii_lowercase().into_boxed_str())
+                }
                 HostPattern::Wildcard(suffix) => {
                     let mut key = suffix.to_ascii_lowercase();
                     if !key.starts_with('.') {
                         key.insert(0, '.');
                     }
-                    self.wildcard.entry(key.into_boxed_str()).or_default()
+                    HostKey::Wildcard(key.into_boxed_str())
                 }
-            };
-            for p in paths {
-                index.add(p, number);
-            }
+            })
+            .collect();
+        // The same host twice (two spellings) is one table entry, not two.
+        let mut seen = std::collections::HashSet::new();
+        keys.retain(|k| seen.insert(k.clone()));
+        keys
+    }
+}
+
+/// The tables by host. Persistent maps: cloning is O(1) and an update copies only the
+/// path to the changed entry, so snapshots share everything that did not change.
+pub(super) struct HostIndex<T> {
+    pub(super) exact: imbl::HashMap<Box<str>, Arc<Table<T>>>,
+    pub(super) wildcard: imbl::HashMap<Box<str>, Arc<Table<T>>>,
+    /// No wildcard suffix is longer than this, so longer suffixes of a host need no lookup.
+    pub(super) longest_wildcard: usize,
+    pub(super) any: Arc<Table<T>>,
+}
+
+impl<T> Clone for HostIndex<T> {
+    fn clone(&self) -> Self {
+        HostIndex {
+            exact: self.exact.clone(),
+            wildcard: self.wildcard.clone(),
+            longest_wildcard: self.longest_wildcard,
+            any: self.any.clone(),
+        }
+    }
+}
+
+impl<T> HostIndex<T> {
+    pub(super) fn empty() -> Self {
+        HostIndex {
+            exact: imbl::HashMap::new(),
+            wildcard: imbl::HashMap::new(),
+            longest_wildcard: 0,
+            any: Arc::new(Table::empty()),
         }
     }
 
-    pub(super) fn finish(self) -> HostIndex {
-        let finish_all = |m: HashMap<Box<str>, PathIndexBuilder>| -> HashMap<Box<str>, PathIndex> {
-            let mut out: HashMap<_, _> = m.into_iter().map(|(k, b)| (k, b.finish())).collect();
-            out.shrink_to_fit();
-            out
-        };
-        let longest_wildcard = self.wildcard.keys().map(|k| k.len()).max().unwrap_or(0);
-        HostIndex {
-            exact: finish_all(self.exact),
-            wildcard: finish_all(self.wildcard),
-            longest_wildcard,
-            any: self.any.finish(),
+    pub(super) fn get(&self, key: &HostKey) -> Option<&Arc<Table<T>>> {
+        match key {
+            HostKey::Exact(h) => self.exact.get(h),
+            HostKey::Wildcard(s) => self.wildcard.get(s),
+            HostKey::Any => Some(&self.any),
         }
+    }
+
+    /// Puts `table` under `key`; an empty table removes the host.
+    pub(super) fn set(&mut self, key: HostKey, table: Table<T>) {
+        let empty = table.is_empty();
+        let table = Arc::new(table);
+        match key {
+            HostKey::Exact(h) if empty => {
+                self.exact.remove(&h);
+            }
+            HostKey::Exact(h) => {
+                self.exact.insert(h, table);
+            }
+            HostKey::Wildcard(s) if empty => {
+                self.wildcard.remove(&s);
+            }
+            HostKey::Wildcard(s) => {
+                self.wildcard.insert(s, table);
+            }
+            HostKey::Any => self.any = table,
+        }
+    }
+
+    pub(super) fn finish(&mut self) {
+        self.longest_wildcard = self.wildcard.keys().map(|k| k.len()).max().unwrap_or(0);
+    }
+
+    /// The tables to try for `host`, most specific first: the exact host, each wildcard
+    /// suffix from the longest to the shortest, then routes without hosts.
+    pub(super) fn tiers<'s, 'h>(
+        &'s self,
+        host: &'h str,
+    ) -> impl Iterator<Item = &'s Table<T>> + use<'s, 'h, T> {
+        let exact = self.exact.get(host).map(|t| &**t);
+        let wildcards = host
+            .char_indices()
+            // A dot at 0 would make the suffix the whole host, and `*.foo.com` needs at
+            // least one character before `.foo.com`.
+            .filter(|&(i, c)| c == '.' && i > 0 && host.len() - i <= self.longest_wildcard)
+            .filter_map(move |(i, _)| host.get(i..).and_then(|s| self.wildcard.get(s)))
+            .map(|t| &**t);
+        exact
+            .into_iter()
+            .chain(wildcards)
+            .chain(std::iter::once(&*self.any))
     }
 }

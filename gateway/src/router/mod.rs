@@ -25,17 +25,21 @@ mod host;
 mod params;
 mod path;
 mod prefix;
+mod table;
 #[cfg(test)]
 mod tests;
 
+use host::{HostIndex, HostKey};
 use ipnet::IpNet;
 use model::host::HostPattern;
 use model::path::PathPattern;
 use model::vars::{Expr, VarSource};
 use model::Id;
-use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::net::IpAddr;
+use std::sync::Arc;
+use table::Table;
 
 /// One route as the router needs it: what to match and what to hand back.
 #[derive(Debug, Clone)]
@@ -89,52 +93,113 @@ pub struct Match<'a, T> {
 }
 
 /// An immutable route index; see the module documentation for the matching order.
+///
+/// Built whole with [`Router::build`], or derived from the previous one with
+/// [`Router::update`], which rebuilds only the host tables the changed routes touch and
+/// shares the rest: that keeps a change cheap when tens of thousands of routes are spread
+/// over many hosts.
 pub struct Router<T> {
-    /// In precedence order: a smaller index wins among routes sharing a pattern.
-    routes: Vec<Compiled<T>>,
-    hosts: host::HostIndex,
+    hosts: HostIndex<T>,
+    /// Every route by id, to know which tables a route leaves when it changes.
+    by_id: imbl::HashMap<Id, Arc<Member<T>>>,
+    /// Tie-break among routes equal in everything else: the order they were given in.
+    next_seq: u64,
+}
+
+impl<T> Clone for Router<T> {
+    fn clone(&self) -> Self {
+        Router {
+            hosts: self.hosts.clone(),
+            by_id: self.by_id.clone(),
+            next_seq: self.next_seq,
+        }
+    }
 }
 
 impl<T> Router<T> {
     /// Compiles routes into an index. Never fails and never panics: a pattern that can
     /// never match (a catch-all that is not last, say) is simply not indexed.
-    pub fn build(mut routes: Vec<RouteSpec<T>>) -> Router<T> {
-        // Route numbers are u32 to keep the indexes small; u32::MAX is reserved as "none".
-        routes.truncate(MAX_ROUTES);
-        // A stable sort keeps the given order as the last tie-break, so even duplicate ids
-        // are decided the same way on every replica fed the same list.
-        routes.sort_by(precedence);
-        let mut hosts = host::HostIndexBuilder::default();
-        let mut compiled = Vec::with_capacity(routes.len());
-        for (number, spec) in (0u32..).zip(routes) {
-            hosts.add(number, &spec.hosts, &spec.paths);
-            compiled.push(Compiled {
-                id: spec.id,
-                methods: Methods::new(spec.methods),
-                remote_addrs: spec.remote_addrs.into_boxed_slice(),
-                vars: spec.vars.map(Box::new),
-                value: spec.value,
-            });
+    pub fn build(routes: Vec<RouteSpec<T>>) -> Router<T> {
+        let mut by_id = imbl::HashMap::new();
+        let mut groups: HashMap<HostKey, Vec<Arc<Member<T>>>> = HashMap::new();
+        let mut seq = 0;
+        for spec in routes {
+            let member = Arc::new(Member::new(spec, seq));
+            seq += 1;
+            for key in member.hosts.iter() {
+                groups.entry(key.clone()).or_default().push(member.clone());
+            }
+            // With duplicate ids (never from a snapshot, whose ids are keys) every copy
+            // is indexed; the last one is what a later update replaces.
+            by_id.insert(member.id.clone(), member);
         }
+        let mut hosts = HostIndex::empty();
+        for (key, members) in groups {
+            hosts.set(key, Table::build(members));
+        }
+        hosts.finish();
         Router {
-            routes: compiled,
-            hosts: hosts.finish(),
+            hosts,
+            by_id,
+            next_seq: seq,
+        }
+    }
+
+    /// This router with `changes` applied: each id's route is replaced by the given spec,
+    /// or removed for `None`. Only the tables of hosts the changed routes were or are under
+    /// are rebuilt; a later change of the same id wins over an earlier one.
+    pub fn update(
+        &self,
+        changes: impl IntoIterator<Item = (Id, Option<RouteSpec<T>>)>,
+    ) -> Router<T> {
+        let changes: HashMap<Id, Option<RouteSpec<T>>> = changes.into_iter().collect();
+        if changes.is_empty() {
+            return self.clone();
+        }
+        let mut by_id = self.by_id.clone();
+        let mut dirty: HashSet<HostKey> = HashSet::new();
+        let mut added: Vec<Arc<Member<T>>> = Vec::new();
+        let mut seq = self.next_seq;
+        let removed: HashSet<Id> = changes.keys().cloned().collect();
+        for (id, spec) in changes {
+            if let Some(old) = by_id.remove(&id) {
+                dirty.extend(old.hosts.iter().cloned());
+            }
+            let Some(spec) = spec else { continue };
+            let member = Arc::new(Member::new(spec, seq));
+            seq += 1;
+            dirty.extend(member.hosts.iter().cloned());
+            by_id.insert(member.id.clone(), member.clone());
+            added.push(member);
+        }
+        let mut hosts = self.hosts.clone();
+        for key in dirty {
+            let kept = hosts
+                .get(&key)
+                .map(|t| t.members.as_slice())
+                .unwrap_or(&[])
+                .iter()
+                .filter(|m| !removed.contains(&m.id))
+                .cloned();
+            let new = added.iter().filter(|m| m.hosts.contains(&key)).cloned();
+            let members: Vec<_> = kept.chain(new).collect();
+            hosts.set(key, Table::build(members));
+        }
+        hosts.finish();
+        Router {
+            hosts,
+            by_id,
+            next_seq: seq,
         }
     }
 
     /// The route for `req`, or `None` when no route accepts it.
     pub fn find(&self, req: &Request<'_>) -> Option<Match<'_, T>> {
-        let mut accept = |n: u32| {
-            self.routes
-                .get(n as usize)
-                .is_some_and(|route| route.accepts(req))
-        };
-        for index in self.hosts.tiers(req.host) {
-            if let Some((n, params)) = index.find(req.path, &mut accept) {
-                let route = self.routes.get(n as usize)?;
+        for table in self.hosts.tiers(req.host) {
+            if let Some((member, (_, params))) = table.find(req) {
                 return Some(Match {
-                    value: &route.value,
-                    route_id: &route.id,
+                    value: &member.value,
+                    route_id: &member.id,
                     params,
                 });
             }
@@ -142,12 +207,18 @@ impl<T> Router<T> {
         None
     }
 
+    /// Distinct route ids indexed.
     pub fn len(&self) -> usize {
-        self.routes.len()
+        self.by_id.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.routes.is_empty()
+        self.by_id.is_empty()
+    }
+
+    /// How many host tables there are (exact hosts, wildcard suffixes, and "no host").
+    pub fn tables(&self) -> usize {
+        self.hosts.exact.len() + self.hosts.wildcard.len() + 1
     }
 }
 
@@ -160,24 +231,24 @@ impl<T> Default for Router<T> {
 impl<T> fmt::Debug for Router<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Router")
-            .field("routes", &self.routes.len())
-            .field("hosts", &self.hosts)
+            .field("routes", &self.by_id.len())
+            .field("exact_hosts", &self.hosts.exact.len())
+            .field("wildcard_hosts", &self.hosts.wildcard.len())
             .finish()
     }
 }
 
-const MAX_ROUTES: usize = (u32::MAX - 1) as usize;
-
-fn precedence<T>(a: &RouteSpec<T>, b: &RouteSpec<T>) -> Ordering {
-    b.priority
-        .cmp(&a.priority)
-        .then(a.create_time.cmp(&b.create_time))
-        .then_with(|| a.id.sort_key().cmp(&b.id.sort_key()))
-}
-
-/// A route's conditions other than host and path, in the form cheapest to check.
-struct Compiled<T> {
+/// A route compiled for matching: its conditions other than host and path in the form
+/// cheapest to check, shared by every table (host) it is indexed under.
+pub(crate) struct Member<T> {
     id: Id,
+    /// The id as a number when it is one, computed once for the precedence sort.
+    numeric_id: Option<u128>,
+    hosts: Box<[HostKey]>,
+    paths: Box<[PathPattern]>,
+    priority: i64,
+    create_time: u64,
+    seq: u64,
     methods: Methods,
     remote_addrs: Box<[IpNet]>,
     /// Boxed: most routes have none, and an inline `Expr` would nearly double this struct.
@@ -185,7 +256,23 @@ struct Compiled<T> {
     value: T,
 }
 
-impl<T> Compiled<T> {
+impl<T> Member<T> {
+    fn new(spec: RouteSpec<T>, seq: u64) -> Member<T> {
+        Member {
+            numeric_id: spec.id.as_str().parse::<u128>().ok(),
+            hosts: HostKey::of(&spec.hosts).into_boxed_slice(),
+            paths: spec.paths.into_boxed_slice(),
+            priority: spec.priority,
+            create_time: spec.create_time,
+            seq,
+            methods: Methods::new(spec.methods),
+            remote_addrs: spec.remote_addrs.into_boxed_slice(),
+            vars: spec.vars.map(Box::new),
+            value: spec.value,
+            id: spec.id,
+        }
+    }
+
     fn accepts(&self, req: &Request<'_>) -> bool {
         self.methods.allows(req.method)
             && remote_allowed(&self.remote_addrs, req.remote_addr)
