@@ -311,6 +311,8 @@ async fn pooled_connection_closed_by_the_node_is_replayed_for_idempotent_request
     assert_eq!(r.status(), 502);
 }
 
+/// SIGTERM: no new connections, the requests in flight finish (HTTP/1 told to close, HTTP/2
+/// sent GOAWAY, so it opens no new stream on the old connection), then exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits() {
     let etcd = Etcd::start();
@@ -337,6 +339,21 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
             (r.status().as_u16(), close)
         })
     });
+    // The same over HTTP/2 with prior knowledge.
+    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (mut h2, h2_conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let h2_conn = tokio::spawn(h2_conn);
+    let get = |url: String| {
+        hyper::Request::get(url)
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let h2_in_flight = tokio::spawn(h2.send_request(get(gw.url("/slow"))));
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.proc.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -346,14 +363,70 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         tokio::net::TcpStream::connect(gw.http).await.is_err(),
         "still accepting after SIGTERM"
     );
-    // ...but the request already in flight completes.
-    // ...and tells its keepalive client to go.
+    // ...no new stream on the HTTP/2 connection, which got GOAWAY...
+    let refused = h2.send_request(get(gw.url("/slow"))).await;
+    assert!(refused.is_err(), "new HTTP/2 stream accepted after SIGTERM");
+    // ...but the requests already in flight complete, and the HTTP/1 one tells its
+    // keepalive client to go.
     assert_eq!(in_flight.await.unwrap().ok(), Some((200, true)));
+    let h2_resp = h2_in_flight
+        .await
+        .unwrap()
+        .expect("HTTP/2 request in flight");
+    assert_eq!(h2_resp.status(), 200);
+    h2_resp.into_body().collect().await.unwrap();
+    // The stream refused after GOAWAY never reached the node.
+    assert_eq!(slow.hits(), 2);
     let status = gw
         .proc
         .wait_exit(Duration::from_secs(5))
         .expect("did not exit after draining");
     assert!(status.success(), "{status:?}");
+    assert!(
+        h2_conn.await.unwrap().is_ok(),
+        "HTTP/2 connection not closed cleanly"
+    );
+}
+
+/// A gateway replaced by a second process with the same flags, hence on the same HTTP and
+/// status ports, under keepalive load: the new process binds while the old one runs, the old
+/// one drains on SIGTERM, and every client moves over without a failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacement_process_under_keepalive_load() {
+    const CLIENTS: usize = 8;
+    let etcd = Etcd::start();
+    let mut old = Gateway::start(&etcd.url, "/gw", &["--grace-period=10s"]);
+    let a = Backend::start("a").await;
+    etcd.ctl(&["put", "/gw/routes/r", &route("/r", &a).to_string()]);
+    old.wait_routes(1).await;
+    let load = Load::start(&[old.url("/r")], CLIENTS);
+    load.wait_more_ok(100).await;
+
+    let new = old.start_replacement();
+    new.wait_listed().await;
+    old.proc.signal("TERM");
+    let status = old
+        .proc
+        .wait_exit(Duration::from_secs(15))
+        .expect("the old process did not exit");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        old.proc.log().contains("every connection finished"),
+        "the old process did not drain within its grace period"
+    );
+    let at_exit = load.report();
+    // Only the new process is left: whatever succeeds from now on, it served.
+    load.wait_more_ok(200).await;
+    let report = load.stop().await;
+    eprintln!("load: {report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert!(
+        report.reconnects >= CLIENTS as u64,
+        "every client was told to go and reconnected: {report:?}"
+    );
+    assert!(report.ok > at_exit.ok, "{report:?}");
+    // The status port, shared too, is now the new process's.
+    assert!(new.is_ready().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
