@@ -388,6 +388,49 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
     );
 }
 
+/// Connections the kernel completed before SIGTERM but the gateway had not accepted yet
+/// (held with SIGSTOP meanwhile) are served, not reset when the listener closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_serves_connections_already_in_the_accept_queue() {
+    const QUEUED: usize = 16;
+    let etcd = Etcd::start();
+    let mut gw = Gateway::start(&etcd.url, "/gw", &["--grace-period=5s"]);
+    let a = Backend::start("a").await;
+    etcd.ctl(&["put", "/gw/routes/r", &route("/r", &a).to_string()]);
+    gw.wait_routes(1).await;
+
+    gw.proc.signal("STOP");
+    let mut requests = Vec::new();
+    for _ in 0..QUEUED {
+        // The handshake completes in the kernel; the request waits in the socket.
+        let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        let (mut tx, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/r")
+            .header("host", "zd.test")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        requests.push(tokio::spawn(tx.send_request(req)));
+    }
+    gw.proc.signal("TERM");
+    gw.proc.signal("CONT");
+    let mut served = 0;
+    for r in requests {
+        let resp = r.await.unwrap().expect("queued connection reset");
+        assert_eq!(resp.status(), 200);
+        served += 1;
+    }
+    assert_eq!(served, QUEUED);
+    let status = gw
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("did not exit after draining");
+    assert!(status.success(), "{status:?}");
+}
+
 /// A gateway replaced by a second process with the same flags, hence on the same HTTP and
 /// status ports, under keepalive load: the new process binds while the old one runs, the old
 /// one drains on SIGTERM, and every client moves over without a failed request.
