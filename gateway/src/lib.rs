@@ -65,6 +65,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     if let Some(zone) = &config.zone {
         tracing::warn!(zone = %zone, "topology-aware routing is not implemented yet: --zone has no effect");
     }
+    // Two stop signals: the listener stops accepting first; the etcd watch and the status
+    // listener stay live while connections drain, so they are served with the current
+    // configuration and the process still answers `/healthz`.
+    let (stop_accepting, stop_accepting_rx) = tokio::sync::watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(watch::run(
         config.etcd_endpoints.clone(),
@@ -86,13 +90,14 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let server = tokio::spawn(server::serve(
         http,
         shared.clone(),
-        stop_rx,
+        stop_accepting_rx,
         config.grace_period,
     ));
     shutdown.await;
     tracing::info!("shutting down");
-    let _ = stop_tx.send(true);
+    let _ = stop_accepting.send(true);
     let _ = server.await;
+    let _ = stop_tx.send(true);
     sweeper.abort();
     let _ = watcher.await;
     let _ = status_task.await;

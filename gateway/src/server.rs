@@ -1,22 +1,44 @@
 //! The client-facing listener: HTTP/1.1 with keepalive and HTTP/2 with prior knowledge on
-//! one port, and the drain on shutdown.
+//! one port, and the drain on shutdown that hands every client over to a replacement
+//! process without losing a request.
+//!
+//! Shutdown runs in two steps, in this order:
+//! 1. Stop accepting without resetting anyone: the connections the kernel already
+//!    completed sit in this socket's accept queue, and closing the socket with them
+//!    there would reset them. They are accepted (until `WouldBlock`) and served like any
+//!    other, then the socket is closed; from then on new connections reach only the
+//!    other processes listening on the port (`SO_REUSEPORT`).
+//! 2. Tell every open connection to go, so that it reconnects to the replacement, never
+//!    to the closing socket: HTTP/2 connections get GOAWAY and finish their streams;
+//!    HTTP/1 connections answer their next request with `Connection: close`. An idle
+//!    HTTP/1 connection cannot be closed without racing a request its client may be
+//!    sending at that moment, so it is given [`KEEPALIVE_LINGER`] to send one before it
+//!    is closed. Everything ends within the grace period.
 use crate::proxy::{self, ConnInfo};
 use crate::Shared;
+use http::{header, HeaderValue, Version};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 /// Largest request head accepted; beyond it the client gets 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 
+/// How long, once draining, an idle HTTP/1 keepalive connection waits for its client's next
+/// request (answered with `Connection: close`) before it is closed; never longer than the
+/// grace period. Clients that send within it lose nothing; shutdown takes at least this long
+/// only while such connections are open.
+pub const KEEPALIVE_LINGER: Duration = Duration::from_secs(1);
+
 /// Binds with SO_REUSEPORT, so a replacement process can listen on the same port while
-/// this one drains.
+/// this one drains. Every listener of the gateway (HTTP, status, and HTTPS when it is
+/// served) is bound here, so that all of them can be shared during a replacement.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let domain = if addr.is_ipv4() {
         socket2::Domain::IPV4
@@ -45,18 +67,22 @@ fn builder() -> auto::Builder<TokioExecutor> {
     b
 }
 
-/// Serves until `shutdown` turns true, then stops accepting and gives open connections
-/// `grace` to finish their requests (HTTP/1 connections close after their current
-/// response, HTTP/2 ones receive GOAWAY).
+/// Serves until `shutdown` turns true, then stops accepting (emptying the accept queue
+/// first) and gives open connections `grace` to finish (see the module docs).
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
-    let builder = builder();
-    let local = listener.local_addr().ok();
+    let conns = Connections {
+        shared,
+        builder: builder(),
+        local: listener.local_addr().ok(),
+        draining: Arc::new(AtomicBool::new(false)),
+        drain: watch::Sender::new(false),
+        linger: grace.min(KEEPALIVE_LINGER),
+    };
     loop {
         let (stream, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -70,33 +96,145 @@ pub async fn serve(
             },
             _ = crate::stopped(&mut shutdown) => break,
         };
-        let _ = stream.set_nodelay(true);
-        let info = ConnInfo {
-            remote,
-            local: stream.local_addr().ok().or(local).unwrap_or(remote),
-            scheme: "http",
-        };
-        let shared = shared.clone();
-        let svc = service_fn(move |req| {
-            let shared = shared.clone();
-            async move { Ok::<_, std::convert::Infallible>(proxy::handle(shared, info, req).await) }
-        });
-        let conn = builder
-            .serve_connection(TokioIo::new(stream), svc)
-            .into_owned();
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(peer = %remote, error = %e, "client connection ended with an error");
-            }
-        });
+        conns.spawn(stream, remote);
     }
-    drop(listener);
-    tracing::info!(grace = ?grace, "stopped accepting; draining connections");
-    if tokio::time::timeout(grace, graceful.shutdown())
+
+    // Step 1: whatever the kernel already queued for us is ours to serve.
+    let queued = accept_queued(listener, &conns);
+    tracing::info!(
+        grace = ?grace,
+        queued,
+        "stopped accepting; telling connections to go"
+    );
+
+    // Step 2: every connection is told to go and has `grace` to finish.
+    conns.draining.store(true, Ordering::Relaxed);
+    conns.drain.send_replace(true);
+    let open = conns.drain.receiver_count();
+    if tokio::time::timeout(grace, conns.drain.closed())
         .await
         .is_err()
     {
-        tracing::warn!("grace period over; closing the remaining connections");
+        tracing::warn!(
+            open = conns.drain.receiver_count(),
+            "grace period over; closing the remaining connections"
+        );
+    } else {
+        tracing::info!(drained = open, "every connection finished");
+    }
+}
+
+/// Accepts what is already in the accept queue without waiting, serves it, and closes the
+/// listening socket. Returns how many connections were taken from the queue.
+fn accept_queued(listener: TcpListener, conns: &Connections) -> usize {
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot empty the accept queue; closing the listener");
+            return 0;
+        }
+    };
+    let mut queued = 0;
+    loop {
+        match listener.accept() {
+            Ok((stream, remote)) => {
+                queued += 1;
+                let stream = stream
+                    .set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(stream));
+                match stream {
+                    Ok(s) => conns.spawn(s, remote),
+                    Err(e) => {
+                        tracing::warn!(peer = %remote, error = %e, "cannot serve a queued connection")
+                    }
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed while emptying the queue");
+                break;
+            }
+        }
+    }
+    // `listener` is dropped here: the socket closes with an empty queue.
+    queued
+}
+
+/// What every connection task shares: how to serve, and the drain signal.
+struct Connections {
+    shared: Arc<Shared>,
+    builder: auto::Builder<TokioExecutor>,
+    local: Option<SocketAddr>,
+    /// Read by every response: once set, HTTP/1 responses carry `Connection: close`.
+    draining: Arc<AtomicBool>,
+    /// Turns true when draining starts; every connection task holds a receiver, so the
+    /// drain is over when none is left.
+    drain: watch::Sender<bool>,
+    linger: Duration,
+}
+
+impl Connections {
+    fn spawn(&self, stream: TcpStream, remote: SocketAddr) {
+        let _ = stream.set_nodelay(true);
+        let info = ConnInfo {
+            remote,
+            local: stream.local_addr().ok().or(self.local).unwrap_or(remote),
+            scheme: "http",
+        };
+        let http2 = Arc::new(AtomicBool::new(false));
+        let svc = {
+            let (shared, draining, http2) =
+                (self.shared.clone(), self.draining.clone(), http2.clone());
+            service_fn(move |req: http::Request<hyper::body::Incoming>| {
+                let (shared, draining) = (shared.clone(), draining.clone());
+                let http1 = req.version() < Version::HTTP_2;
+                if !http1 {
+                    http2.store(true, Ordering::Relaxed);
+                }
+                async move {
+                    let mut resp = proxy::handle(shared, info, req).await;
+                    if http1 && draining.load(Ordering::Relaxed) {
+                        resp.headers_mut()
+                            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    Ok::<_, std::convert::Infallible>(resp)
+                }
+            })
+        };
+        let conn = self
+            .builder
+            .serve_connection(TokioIo::new(stream), svc)
+            .into_owned();
+        let mut drain = self.drain.subscribe();
+        let linger = self.linger;
+        tokio::spawn(async move {
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = crate::stopped(&mut drain) => {
+                    if !http2.load(Ordering::Relaxed) {
+                        // HTTP/1 (or nothing read yet): its next response says
+                        // `Connection: close`, after which it ends by itself.
+                        if let Ok(r) = tokio::time::timeout(linger, conn.as_mut()).await {
+                            log_end(remote, r);
+                            return;
+                        }
+                    }
+                    // HTTP/2: GOAWAY, streams in flight finish. HTTP/1: closed if idle,
+                    // else after the response in flight.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            log_end(remote, result);
+            drop(drain);
+        });
+    }
+}
+
+fn log_end(peer: SocketAddr, result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
+    if let Err(e) = result {
+        tracing::debug!(peer = %peer, error = %e, "client connection ended with an error");
     }
 }

@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod backend;
+pub mod load;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
@@ -14,6 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub use backend::Backend;
+pub use load::{Load, LoadReport};
 
 /// A free loopback port (bound and released; a race with other processes is possible but rare).
 pub fn free_port() -> u16 {
@@ -342,32 +344,61 @@ pub struct Gateway {
     pub proc: Proc,
     pub http: SocketAddr,
     pub status: SocketAddr,
+    /// The flags it was started with, so a replacement can take the very same.
+    pub args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Gateway {
-    /// Starts a gateway and waits until its status listener answers (not until it is ready).
+    /// Starts a gateway on free ports and waits until its status listener answers (not
+    /// until it is ready).
     pub fn start(etcd_endpoints: &str, prefix: &str, extra: &[&str]) -> Gateway {
-        let dir = tempfile::tempdir().unwrap();
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let status = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let tls = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let mut args = vec![
+            format!("--etcd-endpoints={etcd_endpoints}"),
+            format!("--etcd-prefix={prefix}"),
+            format!("--listen={http}"),
+            format!("--tls-listen={tls}"),
+            format!("--status-listen={status}"),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        Self::spawn(args, http, status)
+    }
+
+    /// Starts a second process with exactly this one's flags, hence on the same ports, as
+    /// an operator replacing it would. Its status port already answers (this process does),
+    /// so wait for [`Gateway::wait_listed`] rather than for readiness.
+    pub fn start_replacement(&self) -> Gateway {
+        Self::spawn(self.args.clone(), self.http, self.status)
+    }
+
+    fn spawn(args: Vec<String>, http: SocketAddr, status: SocketAddr) -> Gateway {
+        let dir = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(bin("gateway"));
-        cmd.arg(format!("--etcd-endpoints={etcd_endpoints}"))
-            .arg(format!("--etcd-prefix={prefix}"))
-            .arg(format!("--listen={http}"))
-            .arg(format!("--tls-listen={tls}"))
-            .arg(format!("--status-listen={status}"))
-            .args(extra)
-            .env("RUST_LOG", "info");
+        cmd.args(&args).env("RUST_LOG", "info");
         let proc = Proc::spawn("gateway", &mut cmd, dir.path());
         wait_for_tcp(status, Duration::from_secs(20));
         Gateway {
             proc,
             http,
             status,
+            args,
             _dir: dir,
         }
+    }
+
+    /// Waits until this very process has applied its first full list from etcd, as its
+    /// log says: unlike `/readyz`, this cannot be answered by another process sharing the
+    /// status port.
+    pub async fn wait_listed(&self) {
+        eventually(
+            Duration::from_secs(20),
+            "the gateway's log says it listed etcd",
+            || async { self.proc.log().contains("listed configuration from etcd") },
+        )
+        .await;
     }
 
     pub fn url(&self, path: &str) -> String {

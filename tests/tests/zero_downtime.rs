@@ -3,10 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::Bytes;
-use e2e::{eventually, AdminApi, Backend, Etcd, Gateway};
+use e2e::{eventually, AdminApi, Backend, Etcd, Gateway, Load};
 use http_body_util::{BodyExt, Empty};
 use serde_json::{json, Value};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 const KEY: &str = "test-key";
 
@@ -116,79 +116,105 @@ async fn keepalive_connection_survives_every_kind_of_change() {
     assert_eq!(served, 400);
 }
 
+/// etcd killed and started again on the same data, under client load: the watch reconnects
+/// with backoff and resumes from its revision (no second list); no request fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_restart_keeps_traffic_and_changes_flow_again() {
+async fn etcd_restart_watch_resumes_from_its_revision_under_load() {
     let mut etcd = Etcd::start();
     let admin = AdminApi::start(&etcd.url, "/gw", KEY);
     let gw = Gateway::start(&etcd.url, "/gw", &[]);
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    admin
-        .ok(
-            "PUT",
-            "/routes/r",
-            Some(json!({"uri": "/r", "upstream": {"nodes": {a.node(): 1}}})),
-        )
-        .await;
-    gw.wait_ready().await;
-    let mut conn = KeepAlive::open(&gw).await;
-    eventually(Duration::from_secs(2), "route served", || async {
-        reqwest::get(gw.url("/r"))
-            .await
-            .map(|r| r.status() == 200)
-            .unwrap_or(false)
-    })
+    admin.ok("PUT", "/routes/r", Some(route("/r", &a))).await;
+    gw.wait_routes(1).await;
+    let load = Load::start(&[gw.url("/r")], 8);
+    load.wait_more_ok(50).await;
+
+    etcd.restart();
+    // Written at once, most likely while the gateway's watch is still backing off: it must
+    // get them by resuming from its revision, not from whatever is current when it is back.
+    admin.ok("PUT", "/routes/r", Some(route("/r", &b))).await;
+    admin.ok("PUT", "/routes/r2", Some(route("/r2", &b))).await;
+    let want = etcd_revision(&etcd);
+    eventually(
+        Duration::from_secs(15),
+        "the gateway caught up with etcd's revision",
+        || async { gw.status_json().await["revision"].as_i64() == Some(want) },
+    )
     .await;
+    assert_eq!(backend_of(&gw, "/r").await.as_deref(), Some("b"));
+    assert_eq!(backend_of(&gw, "/r2").await.as_deref(), Some("b"));
+    assert_eq!(metric(&gw, "gateway_etcd_relists_total").await, Some(1.0));
+    assert!(metric(&gw, "gateway_etcd_watch_restarts_total").await >= Some(1.0));
+
+    let report = load.stop().await;
+    eprintln!("load: {report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+}
+
+/// etcd down for 10 s under client load: the gateway keeps serving its last snapshot, the
+/// admin-api answers 503 saying etcd is unavailable, and once etcd is back a change flows
+/// to the gateway again; no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_down_10s_serves_the_last_snapshot_then_changes_flow() {
+    let mut etcd = Etcd::start();
+    let admin = AdminApi::start(&etcd.url, "/gw", KEY);
+    let gw = Gateway::start(&etcd.url, "/gw", &[]);
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    admin.ok("PUT", "/routes/r", Some(route("/r", &a))).await;
+    gw.wait_routes(1).await;
+    let load = Load::start(&[gw.url("/r")], 8);
+    load.wait_more_ok(50).await;
 
     etcd.stop();
-    // Down: the last snapshot keeps serving, on the same connection.
-    for _ in 0..50 {
-        assert_eq!(conn.get("/r").await, (200, "a".to_string()));
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let (status, body) = admin.call("GET", "/routes/r", None).await;
+    let down = Instant::now();
+    let (status, body) = admin.call("PUT", "/routes/r", Some(route("/r", &b))).await;
     assert_eq!(status, 503, "{body}");
     assert!(
         body["error_msg"]
             .as_str()
             .unwrap_or_default()
-            .contains("etcd"),
+            .contains("etcd is unavailable"),
         "{body}"
     );
-
-    etcd.restart();
-    admin
-        .ok(
-            "PUT",
-            "/routes/r",
-            Some(json!({"uri": "/r", "upstream": {"nodes": {b.node(): 1}}})),
-        )
-        .await;
     eventually(
-        Duration::from_secs(15),
-        "change after the restart is served",
-        || async {
-            reqwest::get(gw.url("/r"))
-                .await
-                .ok()
-                .map(|r| {
-                    r.headers()
-                        .get("x-backend")
-                        .map(|v| v == "b")
-                        .unwrap_or(false)
-                })
-                .unwrap_or(false)
-        },
+        Duration::from_secs(10),
+        "the gateway noticed etcd is gone",
+        || async { gw.status_json().await["etcd_connected"] == json!(false) },
     )
     .await;
-    assert_eq!(conn.get("/r").await, (200, "b".to_string()));
+    let served_before = load.ok();
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(down.elapsed())).await;
+    assert!(
+        load.ok() > served_before,
+        "nothing served while etcd was down"
+    );
+    assert_eq!(backend_of(&gw, "/r").await.as_deref(), Some("a"));
+
+    etcd.restart();
+    admin.ok("PUT", "/routes/r", Some(route("/r", &b))).await;
+    eventually(
+        Duration::from_secs(15),
+        "the change made after etcd's return is served",
+        || async { backend_of(&gw, "/r").await.as_deref() == Some("b") },
+    )
+    .await;
+
+    let report = load.stop().await;
+    eprintln!("load: {report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
 }
 
+/// The gateway held with SIGSTOP while its routes are rewritten hundreds of times and etcd
+/// compacts past its revision, under client load: on SIGCONT it lists again and ends with
+/// exactly etcd's state, and the requests that waited for it are answered, none failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_while_stopped_relists_to_exactly_etcds_state() {
     let mut etcd = Etcd::start();
     let gw = Gateway::start(&etcd.url, "/gw", &[]);
     let a = Backend::start("a").await;
-    let route = |uri: &str| json!({"uri": uri, "upstream": {"nodes": {a.node(): 1}}}).to_string();
+    let route = |uri: &str| route(uri, &a).to_string();
+    // `/keep` lives through it all and carries the load.
+    etcd.ctl(&["put", "/gw/routes/keep", &route("/keep")]);
     for i in 0..20 {
         etcd.ctl(&[
             "put",
@@ -196,7 +222,9 @@ async fn compaction_while_stopped_relists_to_exactly_etcds_state() {
             &route(&format!("/old{i}")),
         ]);
     }
-    gw.wait_routes(20).await;
+    gw.wait_routes(21).await;
+    let load = Load::start(&[gw.url("/keep")], 8);
+    load.wait_more_ok(50).await;
 
     // Stopped, and its watch stream cut (etcd restarted), so on waking it must resume
     // from a revision that no longer exists.
@@ -205,26 +233,25 @@ async fn compaction_while_stopped_relists_to_exactly_etcds_state() {
     for i in 0..20 {
         etcd.ctl(&["del", &format!("/gw/routes/old{i}")]);
     }
-    for i in 0..200 {
-        etcd.ctl(&[
-            "put",
-            &format!("/gw/routes/new{}", i % 30),
-            &route(&format!("/new{}", i % 30)),
-        ]);
-    }
-    let out = etcd.ctl(&["get", "/gw/", "--prefix", "--keys-only", "-w", "json"]);
-    let rev = serde_json::from_str::<Value>(&out).unwrap()["header"]["revision"]
-        .as_i64()
-        .unwrap();
+    let writes: Vec<(String, String)> = (0..200)
+        .map(|i| {
+            (
+                format!("/gw/routes/new{}", i % 30),
+                route(&format!("/new{}", i % 30)),
+            )
+        })
+        .collect();
+    etcd.put_many(&writes);
+    let rev = etcd_revision(&etcd);
     etcd.ctl(&["compact", &rev.to_string()]);
     gw.proc.signal("CONT");
 
     eventually(
         Duration::from_secs(10),
-        "exactly etcd's 30 routes after the relist",
+        "exactly etcd's 31 routes after the relist",
         || async {
             let s = gw.status_json().await;
-            s["routes"].as_u64() == Some(30) && s["revision"].as_i64() == Some(rev)
+            s["routes"].as_u64() == Some(31) && s["revision"].as_i64() == Some(rev)
         },
     )
     .await;
@@ -245,16 +272,11 @@ async fn compaction_while_stopped_relists_to_exactly_etcds_state() {
             .unwrap();
         assert_eq!(r.status(), 200, "route /new{i} missing");
     }
-    let metrics = reqwest::get(gw.status_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(
-        metrics.contains("gateway_etcd_relists_total 2"),
-        "{metrics}"
-    );
+    assert_eq!(metric(&gw, "gateway_etcd_relists_total").await, Some(2.0));
+    load.wait_more_ok(50).await;
+    let report = load.stop().await;
+    eprintln!("load: {report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,6 +311,8 @@ async fn pooled_connection_closed_by_the_node_is_replayed_for_idempotent_request
     assert_eq!(r.status(), 502);
 }
 
+/// SIGTERM: no new connections, the requests in flight finish (HTTP/1 told to close, HTTP/2
+/// sent GOAWAY, so it opens no new stream on the old connection), then exit 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits() {
     let etcd = Etcd::start();
@@ -315,6 +339,21 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
             (r.status().as_u16(), close)
         })
     });
+    // The same over HTTP/2 with prior knowledge.
+    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (mut h2, h2_conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    let h2_conn = tokio::spawn(h2_conn);
+    let get = |url: String| {
+        hyper::Request::get(url)
+            .body(Empty::<Bytes>::new())
+            .unwrap()
+    };
+    let h2_in_flight = tokio::spawn(h2.send_request(get(gw.url("/slow"))));
     tokio::time::sleep(Duration::from_millis(300)).await;
     gw.proc.signal("TERM");
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -324,14 +363,113 @@ async fn sigterm_drains_in_flight_requests_then_exits() {
         tokio::net::TcpStream::connect(gw.http).await.is_err(),
         "still accepting after SIGTERM"
     );
-    // ...but the request already in flight completes.
-    // ...and tells its keepalive client to go.
+    // ...no new stream on the HTTP/2 connection, which got GOAWAY...
+    let refused = h2.send_request(get(gw.url("/slow"))).await;
+    assert!(refused.is_err(), "new HTTP/2 stream accepted after SIGTERM");
+    // ...but the requests already in flight complete, and the HTTP/1 one tells its
+    // keepalive client to go.
     assert_eq!(in_flight.await.unwrap().ok(), Some((200, true)));
+    let h2_resp = h2_in_flight
+        .await
+        .unwrap()
+        .expect("HTTP/2 request in flight");
+    assert_eq!(h2_resp.status(), 200);
+    h2_resp.into_body().collect().await.unwrap();
+    // The stream refused after GOAWAY never reached the node.
+    assert_eq!(slow.hits(), 2);
     let status = gw
         .proc
         .wait_exit(Duration::from_secs(5))
         .expect("did not exit after draining");
     assert!(status.success(), "{status:?}");
+    assert!(
+        h2_conn.await.unwrap().is_ok(),
+        "HTTP/2 connection not closed cleanly"
+    );
+}
+
+/// Connections the kernel completed before SIGTERM but the gateway had not accepted yet
+/// (held with SIGSTOP meanwhile) are served, not reset when the listener closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_serves_connections_already_in_the_accept_queue() {
+    const QUEUED: usize = 16;
+    let etcd = Etcd::start();
+    let mut gw = Gateway::start(&etcd.url, "/gw", &["--grace-period=5s"]);
+    let a = Backend::start("a").await;
+    etcd.ctl(&["put", "/gw/routes/r", &route("/r", &a).to_string()]);
+    gw.wait_routes(1).await;
+
+    gw.proc.signal("STOP");
+    let mut requests = Vec::new();
+    for _ in 0..QUEUED {
+        // The handshake completes in the kernel; the request waits in the socket.
+        let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        let (mut tx, conn) =
+            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::get("/r")
+            .header("host", "zd.test")
+            .body(Empty::<Bytes>::new())
+            .unwrap();
+        requests.push(tokio::spawn(tx.send_request(req)));
+    }
+    gw.proc.signal("TERM");
+    gw.proc.signal("CONT");
+    let mut served = 0;
+    for r in requests {
+        let resp = r.await.unwrap().expect("queued connection reset");
+        assert_eq!(resp.status(), 200);
+        served += 1;
+    }
+    assert_eq!(served, QUEUED);
+    let status = gw
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("did not exit after draining");
+    assert!(status.success(), "{status:?}");
+}
+
+/// A gateway replaced by a second process with the same flags, hence on the same HTTP and
+/// status ports, under keepalive load: the new process binds while the old one runs, the old
+/// one drains on SIGTERM, and every client moves over without a failed request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replacement_process_under_keepalive_load() {
+    const CLIENTS: usize = 8;
+    let etcd = Etcd::start();
+    let mut old = Gateway::start(&etcd.url, "/gw", &["--grace-period=10s"]);
+    let a = Backend::start("a").await;
+    etcd.ctl(&["put", "/gw/routes/r", &route("/r", &a).to_string()]);
+    old.wait_routes(1).await;
+    let load = Load::start(&[old.url("/r")], CLIENTS);
+    load.wait_more_ok(100).await;
+
+    let new = old.start_replacement();
+    new.wait_listed().await;
+    old.proc.signal("TERM");
+    let status = old
+        .proc
+        .wait_exit(Duration::from_secs(15))
+        .expect("the old process did not exit");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        old.proc.log().contains("every connection finished"),
+        "the old process did not drain within its grace period"
+    );
+    let at_exit = load.report();
+    // Only the new process is left: whatever succeeds from now on, it served.
+    load.wait_more_ok(200).await;
+    let report = load.stop().await;
+    eprintln!("load: {report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert!(
+        report.reconnects >= CLIENTS as u64,
+        "every client was told to go and reconnected: {report:?}"
+    );
+    assert!(report.ok > at_exit.ok, "{report:?}");
+    // The status port, shared too, is now the new process's.
+    assert!(new.is_ready().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -358,6 +496,8 @@ async fn cluster_member_killed_then_quorum_lost() {
     for g in &gws {
         conns.push(KeepAlive::open(g).await);
     }
+    let load = Load::start(&[gws[0].url("/r"), gws[1].url("/r")], 8);
+    load.wait_more_ok(50).await;
 
     // One member of three gone: admin writes still succeed and reach every gateway.
     cluster.kill(0);
@@ -409,4 +549,44 @@ async fn cluster_member_killed_then_quorum_lost() {
             .contains("etcd"),
         "{body}"
     );
+    let report = load.stop().await;
+    eprintln!("load: {report:?}");
+    assert_eq!(report.failed, 0, "{report:?}");
+}
+
+/// A route to one backend, as the Admin API and etcd take it.
+fn route(uri: &str, backend: &Backend) -> Value {
+    json!({"uri": uri, "upstream": {"nodes": {backend.node(): 1}}})
+}
+
+/// Which backend answers `path` through the gateway now (`None`: no 2xx answer).
+async fn backend_of(gw: &Gateway, path: &str) -> Option<String> {
+    let r = reqwest::get(gw.url(path)).await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.headers()
+        .get("x-backend")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string)
+}
+
+/// One unlabelled metric's value from the gateway's `/metrics`.
+async fn metric(gw: &Gateway, name: &str) -> Option<f64> {
+    let text = reqwest::get(gw.status_url("/metrics"))
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// etcd's current revision.
+fn etcd_revision(etcd: &Etcd) -> i64 {
+    let out = etcd.ctl(&["get", "/gw/", "--prefix", "--keys-only", "-w", "json"]);
+    serde_json::from_str::<Value>(&out).unwrap()["header"]["revision"]
+        .as_i64()
+        .unwrap()
 }
