@@ -3,6 +3,7 @@
 //! each rule is unit-tested alone.
 
 pub mod chash;
+pub mod ewma;
 pub mod least_conn;
 
 use std::sync::atomic::{AtomicUsize, Ordering};
