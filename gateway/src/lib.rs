@@ -5,6 +5,7 @@
 pub mod balancer;
 pub mod config;
 pub mod headers;
+pub mod lb;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;

@@ -2,6 +2,7 @@
 //! and the etcd key layout. No IO lives here, so every rule is unit-testable.
 #![forbid(unsafe_code)]
 
+pub mod checks;
 pub mod codec;
 pub mod error;
 pub mod host;

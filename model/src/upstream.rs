@@ -1,4 +1,5 @@
 //! Upstreams: where a route sends its traffic, and how.
+use crate::checks::Checks;
 use crate::codec::check_meta;
 use crate::timeout::Timeout;
 use crate::{Id, Kind, Resource, ValidationError};
@@ -23,8 +24,13 @@ pub struct Upstream {
     pub scheme: Scheme,
     pub keepalive_pool: Option<KeepalivePool>,
     /// Only meaningful for `chash`; APISIX writes `"vars"` into every stored upstream,
-    /// so it is accepted (and checked) for the other types too.
-    pub hash_on: Option<HashOn>,
+    /// so it is accepted for the other types too.
+    #[serde(default)]
+    pub hash_on: HashOn,
+    /// What `chash` hashes: a variable name, header name, cookie name or `$var` template,
+    /// depending on `hash_on`. Checked only for `chash`, as APISIX does.
+    pub key: Option<String>,
+    pub checks: Option<Checks>,
     pub name: Option<String>,
     pub desc: Option<String>,
     pub labels: Option<BTreeMap<String, String>>,
@@ -35,8 +41,15 @@ pub struct Upstream {
 /// `type`: the balancing method.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum LbType {
+    /// Smooth weighted round robin.
     #[default]
     RoundRobin,
+    /// Consistent hashing of `key` (chosen by `hash_on`): the same key keeps its node.
+    Chash,
+    /// Peak-EWMA of response latency, penalised by requests in flight.
+    Ewma,
+    /// Fewest requests in flight relative to weight.
+    LeastConn,
 }
 
 impl<'de> Deserialize<'de> for LbType {
@@ -44,19 +57,22 @@ impl<'de> Deserialize<'de> for LbType {
         let s = String::deserialize(d)?;
         match s.as_str() {
             "roundrobin" => Ok(LbType::RoundRobin),
-            "chash" | "ewma" | "least_conn" => Err(serde::de::Error::custom(format!(
-                "upstream type {s:?} is not supported yet; supported: \"roundrobin\""
-            ))),
+            "chash" => Ok(LbType::Chash),
+            "ewma" => Ok(LbType::Ewma),
+            "least_conn" => Ok(LbType::LeastConn),
             _ => Err(serde::de::Error::custom(format!(
-                "unknown upstream type {s:?}; expected \"roundrobin\""
+                "unknown upstream type {s:?}; expected \"roundrobin\", \"chash\", \"ewma\" or \"least_conn\""
             ))),
         }
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+/// `hash_on`: where `chash` finds its key.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HashOn {
+    /// `key` names a request variable (`remote_addr`, `uri`, `arg_id`, …).
+    #[default]
     Vars,
     Header,
     Cookie,
@@ -153,7 +169,12 @@ pub struct Node {
     pub host: String,
     pub port: Option<u16>,
     pub weight: u32,
+    /// Higher first: nodes of a lower priority get traffic only when no node of a higher
+    /// one is healthy (APISIX). 0 in the map form.
     pub priority: i32,
+    /// Our extension (array form only): the topology zone of the node, preferred by a
+    /// gateway started with the same `--zone`.
+    pub zone: Option<String>,
 }
 
 impl Node {
@@ -194,6 +215,7 @@ struct NodeObject {
     weight: u32,
     #[serde(default)]
     priority: i32,
+    zone: Option<String>,
 }
 
 fn default_weight() -> u32 {
@@ -218,19 +240,29 @@ fn parse_nodes(v: &Value) -> Result<Vec<Node>, String> {
                     port,
                     weight: weight as u32,
                     priority: 0,
+                    zone: None,
                 });
             }
         }
         Value::Array(list) => {
             for (i, item) in list.iter().enumerate() {
+                // The path names the field within the node (`priority: invalid type …`).
                 let n: NodeObject =
-                    serde_json::from_value(item.clone()).map_err(|e| format!("node [{i}]: {e}"))?;
+                    serde_path_to_error::deserialize(item).map_err(|e| {
+                        match e.path().to_string().as_str() {
+                            "." => format!("node [{i}]: {}", e.inner()),
+                            field => format!("node [{i}]: {field}: {}", e.inner()),
+                        }
+                    })?;
                 check_node_host(&n.host).map_err(|e| format!("node [{i}]: {e}"))?;
                 if n.port == Some(0) {
                     return Err(format!("node [{i}]: port must be from 1 to 65535"));
                 }
                 if n.weight > MAX_WEIGHT {
                     return Err(format!("node [{i}]: weight must be from 0 to {MAX_WEIGHT}"));
+                }
+                if let Some(z) = &n.zone {
+                    check_zone(z).map_err(|e| format!("node [{i}]: {e}"))?;
                 }
                 let host = n
                     .host
@@ -242,6 +274,7 @@ fn parse_nodes(v: &Value) -> Result<Vec<Node>, String> {
                     port: n.port,
                     weight: n.weight,
                     priority: n.priority,
+                    zone: n.zone,
                 });
             }
         }
@@ -285,6 +318,30 @@ fn is_host_and_port(s: &str) -> bool {
         Ok((host, _)) => !host.is_empty(),
         Err(_) => false,
     }
+}
+
+/// A zone is compared as an opaque string; the rules are those of a Kubernetes label
+/// value (`topology.kubernetes.io/zone`), where zones usually come from.
+fn check_zone(zone: &str) -> Result<(), String> {
+    let ok = !zone.is_empty()
+        && zone.len() <= 63
+        && zone
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        && zone.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && zone.ends_with(|c: char| c.is_ascii_alphanumeric());
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "zone {zone:?} must be 1 to 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit"
+        ))
+    }
+}
+
+/// An IP address or a host name (no port).
+pub(crate) fn is_valid_host(host: &str) -> bool {
+    check_node_host(host).is_ok()
 }
 
 fn check_node_host(host: &str) -> Result<(), String> {
@@ -365,6 +422,12 @@ impl Resource for Upstream {
             }
             _ => {}
         }
+        if self.lb == LbType::Chash {
+            check_hash_key(self.hash_on, self.key.as_deref())?;
+        }
+        if let Some(c) = &self.checks {
+            c.validate().map_err(|e| e.within("checks"))?;
+        }
         if let Some(p) = &self.keepalive_pool {
             if p.size == 0 {
                 return Err(ValidationError::new(
@@ -387,4 +450,61 @@ impl Resource for Upstream {
         }
         Ok(())
     }
+}
+
+/// The variables APISIX accepts as a `chash` key with `hash_on: "vars"`
+/// (`upstream_hash_vars_schema`), besides `arg_*`.
+pub const HASH_VARS: [&str; 9] = [
+    "uri",
+    "server_name",
+    "server_addr",
+    "request_uri",
+    "remote_port",
+    "remote_addr",
+    "query_string",
+    "host",
+    "hostname",
+];
+
+/// APISIX's rules for `key` (`check_upstream_conf`): required unless hashing on the
+/// consumer, and shaped by `hash_on`.
+fn check_hash_key(hash_on: HashOn, key: Option<&str>) -> Result<(), ValidationError> {
+    let name_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    let key = match (hash_on, key) {
+        (HashOn::Consumer, _) => return Ok(()),
+        (_, Some(k)) => k,
+        (_, None) => {
+            return Err(ValidationError::new(
+                "key",
+                "is required when type is \"chash\" (unless hash_on is \"consumer\")",
+            ))
+        }
+    };
+    let ok = match hash_on {
+        HashOn::Vars => {
+            HASH_VARS.contains(&key)
+                || key
+                    .strip_prefix("arg_")
+                    .is_some_and(|a| !a.is_empty() && a.chars().all(name_char))
+        }
+        HashOn::Header | HashOn::Cookie => !key.is_empty() && key.chars().all(name_char),
+        HashOn::VarsCombinations => !key.is_empty(),
+        HashOn::Consumer => true,
+    };
+    if ok {
+        return Ok(());
+    }
+    let expected = match hash_on {
+        HashOn::Vars => format!(
+            "one of {} or arg_<name> when hash_on is \"vars\"; headers and cookies need hash_on \"header\" or \"cookie\"",
+            HASH_VARS.join(", ")
+        ),
+        HashOn::Header => "a header name (letters, digits, '_' and '-')".into(),
+        HashOn::Cookie => "a cookie name (letters, digits, '_' and '-')".into(),
+        HashOn::VarsCombinations | HashOn::Consumer => "a non-empty template like \"$host$uri\"".into(),
+    };
+    Err(ValidationError::new(
+        "key",
+        format!("{key:?} is not valid: expected {expected}"),
+    ))
 }

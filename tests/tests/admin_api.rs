@@ -224,7 +224,7 @@ async fn invalid_bodies_name_the_field() {
     let upstreams = [
         (
             json!({"nodes": {"127.0.0.1:80": 1}, "type": "chash"}),
-            "invalid field \"type\"",
+            "invalid field \"key\": is required",
         ),
         (
             json!({"nodes": {"127.0.0.1:80": 1}, "retries": 1000}),

@@ -1,3 +1,5 @@
+use crate::checks::CheckType;
+use crate::upstream::{HashOn, LbType};
 use crate::{decode, Resource, Route, Service, Upstream};
 use serde_json::{json, Value};
 
@@ -126,8 +128,13 @@ fn invalid_routes() {
         ),
         (
             json!({"uri": "/a", "upstream": {"nodes": {}, "type": "chash"}}),
-            "upstream.type",
-            "not supported yet",
+            "upstream.key",
+            "is required",
+        ),
+        (
+            json!({"uri": "/a", "upstream": {"nodes": {}, "checks": {"active": {"healthy": {"successes": 0}}}}}),
+            "upstream.checks.active.healthy.successes",
+            "from 1 to 254",
         ),
         (
             json!({"uri": "/a", "upstream_id": "1", "timeout": {"connect": 0, "send": 1, "read": 1}}),
@@ -165,6 +172,30 @@ fn valid_upstreams() {
         json!({"nodes": {}, "pass_host": "rewrite", "upstream_host": "svc.internal:8080"}),
         json!({"nodes": {}, "pass_host": "node", "scheme": "http",
                "keepalive_pool": {"size": 10, "idle_timeout": 5, "requests": 100}}),
+        // Balancing methods and chash keys, by APISIX's rules.
+        json!({"nodes": {}, "type": "least_conn"}),
+        json!({"nodes": {}, "type": "ewma"}),
+        json!({"nodes": {}, "type": "chash", "key": "remote_addr"}),
+        json!({"nodes": {}, "type": "chash", "hash_on": "vars", "key": "uri"}),
+        json!({"nodes": {}, "type": "chash", "key": "arg_user-id_2"}),
+        json!({"nodes": {}, "type": "chash", "hash_on": "header", "key": "X-User_Id"}),
+        json!({"nodes": {}, "type": "chash", "hash_on": "cookie", "key": "session"}),
+        json!({"nodes": {}, "type": "chash", "hash_on": "consumer"}),
+        json!({"nodes": {}, "type": "chash", "hash_on": "vars_combinations", "key": "$host$arg_id"}),
+        // APISIX checks `key` only for chash, and stores hash_on everywhere.
+        json!({"nodes": {}, "type": "roundrobin", "hash_on": "header", "key": "not checked"}),
+        // Array nodes: priority, and our zone extension.
+        json!({"nodes": [{"host": "10.0.0.1", "port": 80, "weight": 1, "priority": -1, "zone": "eu-west-1a"},
+                         {"host": "10.0.0.2", "port": 80, "zone": "z_2.b"}]}),
+        // Health checks: each part may be left to its defaults.
+        json!({"nodes": {}, "checks": {"active": {}}}),
+        json!({"nodes": {}, "checks": {"active": {"type": "tcp", "timeout": 0.5}, "passive": {}}}),
+        json!({"nodes": {}, "checks": {"active": {"type": "http", "http_path": "/status?full=1", "host": "svc.local",
+               "port": 8081, "concurrency": 2, "req_headers": ["X-Probe: 1", "Accept:*/*"],
+               "healthy": {"interval": 3, "http_statuses": [200], "successes": 1},
+               "unhealthy": {"interval": 1, "http_statuses": [500, 599], "http_failures": 254, "tcp_failures": 1, "timeouts": 2}},
+               "passive": {"type": "tcp", "healthy": {"http_statuses": [200, 204], "successes": 3},
+               "unhealthy": {"http_statuses": [502], "http_failures": 2, "tcp_failures": 3, "timeouts": 4}}}}),
     ] {
         check_ok::<Upstream>(v);
     }
@@ -179,7 +210,7 @@ fn invalid_upstreams() {
         (json!({"nodes": {"127.0.0.1:99999": 1}}), "nodes", "port"),
         (json!({"nodes": {"bad host:80": 1}}), "nodes", "host name"),
         (
-            json!({"nodes": [{"host": "a", "port": 1, "zone": "z"}]}),
+            json!({"nodes": [{"host": "a", "port": 1, "region": "z"}]}),
             "nodes",
             "unknown field",
         ),
@@ -187,6 +218,11 @@ fn invalid_upstreams() {
             json!({"nodes": {}, "type": "magic"}),
             "type",
             "unknown upstream type",
+        ),
+        (
+            json!({"nodes": {}, "hash_on": "query"}),
+            "hash_on",
+            "unknown variant",
         ),
         (
             json!({"nodes": {}, "scheme": "https"}),
@@ -210,8 +246,13 @@ fn invalid_upstreams() {
         ),
         (
             json!({"nodes": {}, "checks": {}}),
-            "checks",
-            "unknown field",
+            "checks.active",
+            "is required",
+        ),
+        (
+            json!({"nodes": {}, "checks": {"passive": {}}}),
+            "checks.active",
+            "is required",
         ),
         (
             json!({"nodes": {}, "keepalive_pool": {"size": 0}}),
@@ -222,6 +263,331 @@ fn invalid_upstreams() {
     for (v, field, needle) in table {
         check_err::<Upstream>(v, field, needle);
     }
+}
+
+/// `type`, `hash_on`/`key` and node `priority`/`zone` that must be refused.
+#[test]
+fn invalid_balancing() {
+    let chash = |hash_on: &str, key: &str| json!({"nodes": {}, "type": "chash", "hash_on": hash_on, "key": key});
+    let node = |extra: serde_json::Value| {
+        let mut n = json!({"host": "10.0.0.1", "port": 80});
+        n.as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        json!({"nodes": [n]})
+    };
+    let table = [
+        (json!({"nodes": {}, "type": "chash"}), "key", "is required"),
+        (
+            json!({"nodes": {}, "type": "chash", "hash_on": "header"}),
+            "key",
+            "is required",
+        ),
+        (chash("vars", "http_x_user"), "key", "hash_on \"header\""),
+        (chash("vars", "cookie_sid"), "key", "arg_<name>"),
+        (chash("vars", "request_method"), "key", "not valid"),
+        (chash("vars", "arg_"), "key", "not valid"),
+        (chash("vars", "arg_a b"), "key", "not valid"),
+        (chash("vars", ""), "key", "not valid"),
+        (chash("header", "X User"), "key", "header name"),
+        (chash("header", ""), "key", "header name"),
+        (chash("cookie", "a=b"), "key", "cookie name"),
+        (chash("vars_combinations", ""), "key", "template"),
+        (
+            json!({"nodes": {}, "type": "chash", "key": 5}),
+            "key",
+            "invalid type",
+        ),
+        (
+            json!({"nodes": {}, "type": "Chash"}),
+            "type",
+            "unknown upstream type",
+        ),
+        (node(json!({"priority": 1.5})), "nodes", "priority"),
+        (node(json!({"priority": "high"})), "nodes", "priority"),
+        (node(json!({"zone": ""})), "nodes", "zone"),
+        (node(json!({"zone": "eu west"})), "nodes", "zone"),
+        (node(json!({"zone": "-a"})), "nodes", "zone"),
+        (node(json!({"zone": "a".repeat(64)})), "nodes", "zone"),
+        (node(json!({"zone": 3})), "nodes", "zone"),
+    ];
+    for (v, field, needle) in table {
+        check_err::<Upstream>(v, field, needle);
+    }
+}
+
+/// Every `checks` rule names the field at fault with its full path.
+#[test]
+fn invalid_checks() {
+    let active = |a: serde_json::Value| json!({"nodes": {}, "checks": {"active": a}});
+    let passive =
+        |p: serde_json::Value| json!({"nodes": {}, "checks": {"active": {}, "passive": p}});
+    let table = [
+        (
+            json!({"nodes": {}, "checks": {"active": {}, "other": {}}}),
+            "checks.other",
+            "unknown field",
+        ),
+        (
+            active(json!({"type": "https"})),
+            "checks.active.type",
+            "not supported yet",
+        ),
+        (
+            active(json!({"type": "udp"})),
+            "checks.active.type",
+            "unknown variant",
+        ),
+        (
+            active(json!({"timeout": 0})),
+            "checks.active.timeout",
+            "above 0",
+        ),
+        (
+            active(json!({"timeout": -1})),
+            "checks.active.timeout",
+            "above 0",
+        ),
+        (
+            active(json!({"timeout": 86401})),
+            "checks.active.timeout",
+            "at most",
+        ),
+        (
+            active(json!({"concurrency": 0})),
+            "checks.active.concurrency",
+            "at least 1",
+        ),
+        (
+            active(json!({"host": "a b"})),
+            "checks.active.host",
+            "host name",
+        ),
+        (
+            active(json!({"port": 0})),
+            "checks.active.port",
+            "1 to 65535",
+        ),
+        (
+            active(json!({"port": 65536})),
+            "checks.active.port",
+            "invalid value",
+        ),
+        (
+            active(json!({"http_path": "status"})),
+            "checks.active.http_path",
+            "start with",
+        ),
+        (
+            active(json!({"http_path": "/a b"})),
+            "checks.active.http_path",
+            "spaces",
+        ),
+        (
+            active(json!({"req_headers": []})),
+            "checks.active.req_headers",
+            "not be empty",
+        ),
+        (
+            active(json!({"req_headers": ["X-A: 1", "no colon"]})),
+            "checks.active.req_headers[1]",
+            "Name: value",
+        ),
+        (
+            active(json!({"req_headers": ["X A: 1"]})),
+            "checks.active.req_headers[0]",
+            "header name",
+        ),
+        (
+            active(json!({"req_headers": ["X-A: 1\r\nX-B: 2"]})),
+            "checks.active.req_headers[0]",
+            "control",
+        ),
+        (
+            active(json!({"healthy": {"interval": 0}})),
+            "checks.active.healthy.interval",
+            "from 1",
+        ),
+        (
+            active(json!({"healthy": {"interval": 1.5}})),
+            "checks.active.healthy.interval",
+            "invalid type",
+        ),
+        (
+            active(json!({"healthy": {"http_statuses": []}})),
+            "checks.active.healthy.http_statuses",
+            "not be empty",
+        ),
+        (
+            active(json!({"healthy": {"http_statuses": [200, 199]}})),
+            "checks.active.healthy.http_statuses[1]",
+            "200 to 599",
+        ),
+        (
+            active(json!({"healthy": {"http_statuses": [200, 200]}})),
+            "checks.active.healthy.http_statuses[1]",
+            "twice",
+        ),
+        (
+            active(json!({"healthy": {"successes": 255}})),
+            "checks.active.healthy.successes",
+            "1 to 254",
+        ),
+        (
+            active(json!({"healthy": {"timeouts": 1}})),
+            "checks.active.healthy.timeouts",
+            "unknown field",
+        ),
+        (
+            active(json!({"unhealthy": {"interval": 0}})),
+            "checks.active.unhealthy.interval",
+            "from 1",
+        ),
+        (
+            active(json!({"unhealthy": {"http_statuses": [600]}})),
+            "checks.active.unhealthy.http_statuses[0]",
+            "200 to 599",
+        ),
+        (
+            active(json!({"unhealthy": {"http_failures": 0}})),
+            "checks.active.unhealthy.http_failures",
+            "1 to 254",
+        ),
+        (
+            active(json!({"unhealthy": {"tcp_failures": 255}})),
+            "checks.active.unhealthy.tcp_failures",
+            "1 to 254",
+        ),
+        (
+            active(json!({"unhealthy": {"timeouts": 0}})),
+            "checks.active.unhealthy.timeouts",
+            "1 to 254",
+        ),
+        (
+            active(json!({"unhealthy": {"timeouts": -1}})),
+            "checks.active.unhealthy.timeouts",
+            "invalid value",
+        ),
+        (
+            passive(json!({"type": "grpc"})),
+            "checks.passive.type",
+            "unknown variant",
+        ),
+        (
+            passive(json!({"healthy": {"interval": 1}})),
+            "checks.passive.healthy.interval",
+            "unknown field",
+        ),
+        (
+            passive(json!({"healthy": {"successes": 0}})),
+            "checks.passive.healthy.successes",
+            "1 to 254",
+        ),
+        (
+            passive(json!({"healthy": {"http_statuses": [302, 302]}})),
+            "checks.passive.healthy.http_statuses[1]",
+            "twice",
+        ),
+        (
+            passive(json!({"unhealthy": {"http_statuses": [100]}})),
+            "checks.passive.unhealthy.http_statuses[0]",
+            "200 to 599",
+        ),
+        (
+            passive(json!({"unhealthy": {"http_failures": 255}})),
+            "checks.passive.unhealthy.http_failures",
+            "1 to 254",
+        ),
+        (
+            passive(json!({"unhealthy": {"tcp_failures": 0}})),
+            "checks.passive.unhealthy.tcp_failures",
+            "1 to 254",
+        ),
+        (
+            passive(json!({"unhealthy": {"timeouts": 0}})),
+            "checks.passive.unhealthy.timeouts",
+            "1 to 254",
+        ),
+    ];
+    for (v, field, needle) in table {
+        check_err::<Upstream>(v, field, needle);
+    }
+}
+
+/// Fields left out take APISIX's defaults, so the gateway reads concrete values.
+#[test]
+fn balancing_and_check_defaults() {
+    let u: Upstream =
+        decode(br#"{"nodes": {"10.0.0.1:80": 3}, "checks": {"active": {}, "passive": {}}}"#)
+            .unwrap();
+    assert_eq!(u.lb, LbType::RoundRobin);
+    assert_eq!(u.hash_on, HashOn::Vars);
+    assert_eq!(u.key, None);
+    assert_eq!(
+        (u.nodes.0[0].priority, u.nodes.0[0].zone.as_deref()),
+        (0, None)
+    );
+    let c = u.checks.unwrap();
+    let a = &c.active;
+    assert_eq!(a.kind, CheckType::Http);
+    assert_eq!(
+        (a.timeout, a.concurrency, a.http_path.as_str()),
+        (1.0, 10, "/")
+    );
+    assert!(a.https_verify_certificate);
+    assert_eq!(
+        (a.host.as_deref(), a.port, a.req_headers.as_ref()),
+        (None, None, None)
+    );
+    assert_eq!((a.healthy.interval, a.healthy.successes), (1, 2));
+    assert_eq!(a.healthy.http_statuses, [200, 302]);
+    assert_eq!(a.unhealthy.interval, 1);
+    assert_eq!(
+        a.unhealthy.http_statuses,
+        [429, 404, 500, 501, 502, 503, 504, 505]
+    );
+    assert_eq!(
+        (
+            a.unhealthy.http_failures,
+            a.unhealthy.tcp_failures,
+            a.unhealthy.timeouts
+        ),
+        (5, 2, 3)
+    );
+    assert_eq!(a.interval(true), std::time::Duration::from_secs(1));
+    let p = c.passive.unwrap();
+    assert_eq!(p.kind, CheckType::Http);
+    assert_eq!(p.healthy.successes, 5);
+    assert_eq!(p.healthy.http_statuses.len(), 19);
+    assert_eq!(p.unhealthy.http_statuses, [429, 500, 503]);
+    assert_eq!(
+        (
+            p.unhealthy.http_failures,
+            p.unhealthy.tcp_failures,
+            p.unhealthy.timeouts
+        ),
+        (5, 2, 7)
+    );
+
+    let u: Upstream = decode(
+        br#"{"type": "chash", "hash_on": "cookie", "key": "sid",
+             "nodes": [{"host": "10.0.0.1", "port": 80, "priority": 2, "zone": "a"}],
+             "checks": {"active": {"healthy": {"interval": 7}, "unhealthy": {"interval": 2}}}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (u.lb, u.hash_on, u.key.as_deref()),
+        (LbType::Chash, HashOn::Cookie, Some("sid"))
+    );
+    assert_eq!(
+        (u.nodes.0[0].priority, u.nodes.0[0].zone.as_deref()),
+        (2, Some("a"))
+    );
+    let a = u.checks.unwrap().active;
+    assert_eq!(a.interval(true), std::time::Duration::from_secs(7));
+    assert_eq!(a.interval(false), std::time::Duration::from_secs(2));
+    // A partly given object keeps the defaults of its other fields.
+    assert_eq!(a.healthy.successes, 2);
 }
 
 #[test]
@@ -251,5 +617,5 @@ fn stored_fixtures_keep_parsing() {
         result.unwrap_or_else(|e| panic!("fixture {name}: {e}"));
         seen += 1;
     }
-    assert!(seen >= 5, "only {seen} fixtures");
+    assert!(seen >= 9, "only {seen} fixtures");
 }
