@@ -23,13 +23,24 @@ impl Balancer {
     /// Picks a node index, skipping `exclude` (nodes that already failed for this request).
     /// Zero-weight nodes are never picked. `None` when nothing is left.
     pub fn pick(&self, exclude: &[usize]) -> Option<usize> {
+        self.pick_where(|i| !exclude.contains(&i))
+    }
+
+    /// Picks among the node indices in `allowed` (nodes health, priority and zone left).
+    pub fn pick_among(&self, allowed: &[usize]) -> Option<usize> {
+        self.pick_where(|i| allowed.contains(&i))
+    }
+
+    /// Only nodes `eligible` take part in the round, as nginx skips down peers: the
+    /// others neither gain nor lose, so the rotation resumes where it was when they return.
+    fn pick_where(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
         // A poisoned lock only means another request panicked mid-pick; the weights are
         // still usable numbers, so keep balancing rather than failing every request.
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         let mut total = 0;
         let mut best: Option<usize> = None;
         for (i, w) in self.weights.iter().enumerate() {
-            if *w == 0 || exclude.contains(&i) {
+            if *w == 0 || !eligible(i) {
                 continue;
             }
             current[i] += w;

@@ -32,7 +32,7 @@ pub struct Config {
     /// Health, readiness, status and metrics.
     #[arg(long, env = "GATEWAY_STATUS_LISTEN", default_value = "127.0.0.1:9090")]
     pub status_listen: SocketAddr,
-    /// This replica's zone, for topology-aware routing (not used yet).
+    /// This replica's zone: upstream nodes with this `zone` are preferred while any is healthy.
     #[arg(long, env = "GATEWAY_ZONE")]
     pub zone: Option<String>,
     /// How long SIGTERM waits for in-flight requests, e.g. `15s`, `500ms`.

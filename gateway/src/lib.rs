@@ -5,6 +5,7 @@
 pub mod balancer;
 pub mod config;
 pub mod headers;
+pub mod health_check;
 pub mod lb;
 pub mod metrics;
 pub mod pool;
@@ -36,23 +37,29 @@ pub struct Shared {
     /// True once the first full list from etcd has been applied.
     pub ready: AtomicBool,
     pub etcd_connected: AtomicBool,
+    /// Active health-check tasks, matched to each new snapshot by the watch.
+    pub checkers: health_check::Checkers,
+    /// This replica's `--zone`: nodes in it are preferred while any of them is healthy.
+    pub zone: Option<String>,
 }
 
 impl Shared {
-    pub fn new() -> Arc<Shared> {
+    pub fn new(zone: Option<String>) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot::Snapshot::empty()),
             pool: Arc::new(pool::Pool::default()),
             metrics: metrics::Metrics::new(),
             ready: AtomicBool::new(false),
             etcd_connected: AtomicBool::new(false),
+            zone,
+            checkers: health_check::Checkers::default(),
         })
     }
 }
 
 /// Runs the gateway until `shutdown` resolves, then drains within the grace period.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let shared = Shared::new();
+    let shared = Shared::new(config.zone.clone());
     let http = server::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
     let status = server::bind(config.status_listen).map_err(|e| {
@@ -63,9 +70,6 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     })?;
     tracing::info!(listen = %config.listen, status = %config.status_listen, prefix = %config.etcd_prefix, "gateway starting");
     tracing::warn!(tls_listen = %config.tls_listen, "HTTPS is not served yet: --tls-listen is reserved for the ssls resource");
-    if let Some(zone) = &config.zone {
-        tracing::warn!(zone = %zone, "topology-aware routing is not implemented yet: --zone has no effect");
-    }
     // Two stop signals: the listener stops accepting first; the etcd watch and the status
     // listener stay live while connections drain, so they are served with the current
     // configuration and the process still answers `/healthz`.

@@ -49,7 +49,8 @@ impl Metrics {
         }
     }
 
-    pub fn render(&self, counts: &ConfigCounts) -> String {
+    /// `nodes`: the checked upstreams' nodes as (upstream key, address, healthy, in flight).
+    pub fn render(&self, counts: &ConfigCounts, nodes: &[NodeHealthRow]) -> String {
         let mut out = String::new();
         let one = |v: u64| vec![(String::new(), v.to_string())];
         let kinds = |r: usize, s: usize, u: usize| {
@@ -67,7 +68,34 @@ impl Metrics {
                 (v > 0).then(|| (format!("{{code=\"{}\"}}", i + 100), v.to_string()))
             })
             .collect();
-        let rows: [Family; 11] = [
+        let node_label = |n: &NodeHealthRow| {
+            format!(
+                "{{upstream=\"{}\",node=\"{}\"}}",
+                escape(&n.upstream),
+                escape(&n.node)
+            )
+        };
+        let healthy = nodes
+            .iter()
+            .map(|n| (node_label(n), u8::from(n.healthy).to_string()))
+            .collect();
+        let in_flight = nodes
+            .iter()
+            .map(|n| (node_label(n), n.in_flight.to_string()))
+            .collect();
+        let rows: [Family; 13] = [
+            (
+                "gateway_upstream_node_healthy",
+                "gauge",
+                "1 while a node of an upstream with checks is healthy, 0 while it is skipped.",
+                healthy,
+            ),
+            (
+                "gateway_upstream_node_in_flight",
+                "gauge",
+                "Requests in flight to a node of an upstream with checks.",
+                in_flight,
+            ),
             (
                 "gateway_http_responses_total",
                 "counter",
@@ -153,4 +181,18 @@ impl Metrics {
         }
         out
     }
+}
+
+/// One node of an upstream with `checks`, as `/status` and `/metrics` show it.
+pub struct NodeHealthRow {
+    pub upstream: String,
+    pub node: String,
+    pub healthy: bool,
+    pub state: &'static str,
+    pub in_flight: usize,
+}
+
+/// Label values are ids and `host:port`s, but a stray quote must not break the format.
+fn escape(v: &str) -> String {
+    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
 }

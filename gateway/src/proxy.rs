@@ -5,7 +5,9 @@ use crate::pool::{connect, BoxError, Conn, ConnectError, UpBody};
 use crate::request_body::{Progress, RequestBody};
 use crate::request_vars::RequestVars;
 use crate::router;
-use crate::snapshot::{RouteTarget, UpstreamRt};
+use crate::lb::health::Outcome;
+use crate::lb::InFlightGuard;
+use crate::snapshot::{NodeRt, RouteTarget, UpstreamRt};
 use crate::upstream_body::UpstreamBody;
 use crate::Shared;
 use bytes::Bytes;
@@ -142,9 +144,13 @@ async fn route_and_forward(
         });
         let target = found.ok_or(ProxyError::NoRoute)?.value.clone();
         let upstream = snapshot.upstream_of(&target);
-        (target, upstream)
+        let hash_key = match &upstream {
+            Ok(u) => u.hash_key(&vars),
+            Err(_) => None,
+        };
+        (target, upstream.map(|u| (u, hash_key)))
     };
-    let upstream = upstream.map_err(ProxyError::Unavailable)?;
+    let (upstream, hash_key) = upstream.map_err(ProxyError::Unavailable)?;
     let mut parts = parts;
     strip_hop_by_hop(&mut parts.headers);
     if parts.version == Version::HTTP_2 {
@@ -188,6 +194,7 @@ async fn route_and_forward(
         timeout,
         progress,
         replayable,
+        hash_key,
     };
     forward(shared, &upstream, req, &exchange).await
 }
@@ -235,6 +242,8 @@ struct Exchange {
     progress: Option<Arc<Progress>>,
     /// No body and an idempotent method: safe to send twice.
     replayable: bool,
+    /// The `chash` key of this request, for upstreams balanced by hash.
+    hash_key: Option<Vec<u8>>,
 }
 
 /// Sends `req` to a node of `upstream`, moving to the next node when a connection cannot
@@ -257,10 +266,10 @@ async fn forward(
         if attempt > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
             break;
         }
-        let idx = match upstream.balancer.pick(&tried) {
+        let idx = match upstream.pick(&tried, shared.zone.as_deref(), ex.hash_key.as_deref()) {
             Some(i) => i,
             // Every node failed once already: retry them in turn rather than give up early.
-            None => match upstream.balancer.pick(&[]) {
+            None => match upstream.pick(&[], shared.zone.as_deref(), ex.hash_key.as_deref()) {
                 Some(i) => {
                     tried.clear();
                     i
@@ -283,9 +292,16 @@ async fn forward(
         if let Some(h) = host {
             req.headers_mut().insert(HOST, h.clone());
         }
-        match send_to_node(shared, upstream, &node.addr, req, ex).await {
+        match send_to_node(shared, upstream, node, req, ex).await {
             Ok(resp) => return Ok(resp),
             Err(SendError::Connect(e, back)) => {
+                upstream.observe(
+                    node,
+                    match e {
+                        ConnectError::Timeout(_) => Outcome::Timeout,
+                        _ => Outcome::TcpFailure,
+                    },
+                );
                 shared
                     .metrics
                     .upstream_connect_errors
@@ -295,7 +311,14 @@ async fn forward(
                 tried.push(idx);
                 req = *back;
             }
-            Err(SendError::Failed(e)) => return Err(e),
+            Err(SendError::Failed(e)) => {
+                match &e {
+                    ProxyError::Timeout(_) => upstream.observe(node, Outcome::Timeout),
+                    ProxyError::BadGateway(_) => upstream.observe(node, Outcome::TcpFailure),
+                    _ => {}
+                }
+                return Err(e);
+            }
         }
     }
     Err(match last_err {
@@ -329,11 +352,16 @@ const REPLAY_AFTER_IDLE: Duration = Duration::from_millis(500);
 async fn send_to_node(
     shared: &Arc<Shared>,
     upstream: &Arc<UpstreamRt>,
-    addr: &str,
+    node: &NodeRt,
     mut req: Request<UpBody>,
     ex: &Exchange,
 ) -> Result<Response<RespBody>, SendError> {
+    let addr = node.addr.as_str();
     let timeout = ex.timeout;
+    // Held from here to the end of the response body: least_conn and ewma count a node
+    // busy while it thinks, not only while it streams.
+    let in_flight = node.state.in_flight.enter();
+    let started = std::time::Instant::now();
     let mut stale = 0;
     loop {
         let mut conn: Conn = match shared.pool.checkout(addr, &upstream.pool) {
@@ -387,13 +415,15 @@ async fn send_to_node(
         };
         match result {
             Ok(resp) => {
+                upstream.observe_response(node, resp.status().as_u16(), started.elapsed());
                 return Ok(into_client_response(
                     shared,
                     resp,
                     conn,
                     upstream,
                     timeout.read(),
-                ))
+                    in_flight,
+                ));
             }
             Err(mut e) => match (e.take_message(), replay) {
                 // The node closed an idle connection just as we used it; the request
@@ -440,9 +470,17 @@ fn into_client_response(
     conn: Conn,
     upstream: &UpstreamRt,
     read_timeout: Duration,
+    in_flight: InFlightGuard,
 ) -> Response<RespBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    let body = UpstreamBody::new(body, conn, shared.pool.clone(), upstream.pool, read_timeout);
+    let body = UpstreamBody::new(
+        body,
+        conn,
+        shared.pool.clone(),
+        upstream.pool,
+        read_timeout,
+        in_flight,
+    );
     Response::from_parts(parts, body.boxed_unsync())
 }

@@ -1,6 +1,14 @@
 //! The immutable routing snapshot: compiled from `State` away from requests, swapped in
 //! whole. A request loads one snapshot and uses only it.
 use crate::balancer::Balancer;
+use crate::lb::chash::Ring;
+use crate::lb::ewma::Ewma;
+use crate::lb::health::{self, Candidate, Outcome, Thresholds, Transition};
+use model::vars::VarSource;
+use crate::lb::least_conn::LeastConn;
+use crate::lb::NodeState;
+use model::checks::Checks;
+use model::upstream::{HashOn, LbType};
 use crate::metrics::ConfigCounts;
 use crate::router::{RouteSpec, Router};
 use crate::state::{Dirty, State};
@@ -20,6 +28,8 @@ pub struct Snapshot {
     /// replaces one entry here and rebuilds no route table. Persistent map: the next
     /// compile shares it and copies only what changes.
     pub upstreams: imbl::HashMap<String, Arc<UpstreamRt>>,
+    /// The upstreams with `checks`: probed by the active checker, shown in `/status`.
+    pub checked: imbl::HashMap<String, Arc<UpstreamRt>>,
     pub counts: ConfigCounts,
 }
 
@@ -37,6 +47,14 @@ pub struct UpstreamRt {
     pub nodes: Vec<NodeRt>,
     /// Shared with the previous snapshot's upstream when the nodes are the same.
     pub balancer: Arc<Balancer>,
+    pub method: Method,
+    /// Round robin over nodes that are all equal in priority, zone-less and never checked:
+    /// the common case, which skips the candidate filtering.
+    plain: bool,
+    /// `checks` as configured: active probes run beside the snapshots (`health_check.rs`).
+    pub checks: Option<Checks>,
+    /// Thresholds for outcomes seen on real traffic, when `checks.passive` is set.
+    pub passive: Option<Thresholds>,
     pub pass_host: PassHost,
     pub upstream_host: Option<HeaderValue>,
     pub retries: u32,
@@ -51,6 +69,25 @@ pub struct NodeRt {
     /// The `Host` sent with `pass_host: node` (port omitted when it is the scheme's default).
     pub host_header: Option<HeaderValue>,
     pub weight: u32,
+    /// Higher first; lower priorities are used only when every node above is down.
+    pub priority: i32,
+    pub zone: Option<String>,
+    /// In-flight count, latency estimate and health: carried over from the previous
+    /// snapshot's node with the same address, so a swap resets none of them.
+    pub state: NodeState,
+}
+
+/// How a node is chosen among the candidates health, priority and zone leave.
+pub enum Method {
+    /// Smooth weighted round robin, with [`UpstreamRt::balancer`].
+    RoundRobin,
+    LeastConn(LeastConn),
+    Ewma(Ewma),
+    Chash {
+        ring: Ring,
+        hash_on: HashOn,
+        key: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -77,6 +114,7 @@ impl Snapshot {
             revision: 0,
             router: Router::build(Vec::new()),
             upstreams: imbl::HashMap::new(),
+            checked: imbl::HashMap::new(),
             counts: ConfigCounts::default(),
         }
     }
@@ -95,7 +133,7 @@ impl Snapshot {
     /// `all`. Balancer state of upstreams whose nodes did not change is carried over from
     /// `prev`, so a route change does not reset the rotation.
     pub fn compile(state: &State, dirty: &Dirty, revision: i64, prev: &Snapshot) -> Snapshot {
-        let (router, upstreams) = if dirty.all {
+        let (router, Upstreams { all, checked }) = if dirty.all {
             compile_all(state, prev)
         } else {
             compile_changes(state, dirty, prev)
@@ -103,16 +141,21 @@ impl Snapshot {
         Snapshot {
             revision,
             router,
-            upstreams,
+            upstreams: all,
+            checked,
             counts: counts(state),
         }
     }
 }
 
-type Upstreams = imbl::HashMap<String, Arc<UpstreamRt>>;
+#[derive(Default)]
+struct Upstreams {
+    all: imbl::HashMap<String, Arc<UpstreamRt>>,
+    checked: imbl::HashMap<String, Arc<UpstreamRt>>,
+}
 
 fn compile_all(state: &State, prev: &Snapshot) -> (Router<Arc<RouteTarget>>, Upstreams) {
-    let mut upstreams = Upstreams::new();
+    let mut upstreams = Upstreams::default();
     for id in state.upstreams.keys() {
         set_upstream(
             &mut upstreams,
@@ -145,7 +188,10 @@ fn compile_changes(
     dirty: &Dirty,
     prev: &Snapshot,
 ) -> (Router<Arc<RouteTarget>>, Upstreams) {
-    let mut upstreams = prev.upstreams.clone();
+    let mut upstreams = Upstreams {
+        all: prev.upstreams.clone(),
+        checked: prev.checked.clone(),
+    };
     for id in &dirty.upstreams {
         set_upstream(
             &mut upstreams,
@@ -220,11 +266,17 @@ fn route_inline<'a>(state: &'a State, id: &Id) -> Option<&'a Upstream> {
 fn set_upstream(map: &mut Upstreams, key: String, def: Option<&Upstream>, prev: &Snapshot) {
     match def {
         Some(def) => {
-            let rt = UpstreamRt::new(key.clone(), def, prev.upstreams.get(&key));
-            map.insert(key, Arc::new(rt));
+            let rt = Arc::new(UpstreamRt::new(key.clone(), def, prev.upstreams.get(&key)));
+            if rt.checks.is_some() {
+                map.checked.insert(key.clone(), rt.clone());
+            } else {
+                map.checked.remove(&key);
+            }
+            map.all.insert(key, rt);
         }
         None => {
-            map.remove(&key);
+            map.all.remove(&key);
+            map.checked.remove(&key);
         }
     }
 }
@@ -311,6 +363,39 @@ fn counts(state: &State) -> ConfigCounts {
     }
 }
 
+/// `vars_combinations` keys: `$name` replaced by the request variable (empty if unset).
+fn expand_vars(template: &str, vars: &dyn VarSource) -> String {
+    let mut out = String::new();
+    let mut rest = template;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let name_len = rest[at + 1..]
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(rest.len() - at - 1);
+        let name = &rest[at + 1..at + 1 + name_len];
+        if name.is_empty() {
+            out.push('$');
+        } else if let Some(v) = vars.get(name) {
+            out.push_str(&v);
+        }
+        rest = &rest[at + 1 + name_len..];
+    }
+    out.push_str(rest);
+    out
+}
+
+pub(crate) fn log_transition(upstream: &str, node: &str, change: Transition, by: &str) {
+    match change {
+        Transition::BecameHealthy => {
+            tracing::info!(upstream, node, by, "upstream node is healthy again")
+        }
+        Transition::BecameUnhealthy => {
+            tracing::warn!(upstream, node, by, "upstream node marked unhealthy")
+        }
+        Transition::Unchanged => {}
+    }
+}
+
 /// Seconds from the model (validated to at most a day) as a `Duration`; out-of-range
 /// values become the day rather than a panic.
 fn secs(v: f64) -> Duration {
@@ -333,10 +418,17 @@ impl UpstreamRt {
                         .map(|(h, _)| h.to_string())
                         .unwrap_or_else(|| addr.clone()),
                 };
+                let state = prev
+                    .and_then(|p| p.nodes.iter().find(|o| o.addr == addr))
+                    .map(|o| o.state.clone())
+                    .unwrap_or_default();
                 NodeRt {
                     host_header: HeaderValue::from_str(&host).ok(),
                     addr,
                     weight: n.weight,
+                    priority: n.priority,
+                    zone: n.zone.clone(),
+                    state,
                 }
             })
             .collect();
@@ -354,10 +446,38 @@ impl UpstreamRt {
                 requests: k.requests,
             })
             .unwrap_or_default();
+        let method = match def.lb {
+            LbType::RoundRobin => Method::RoundRobin,
+            LbType::LeastConn => Method::LeastConn(LeastConn::new(
+                nodes.iter().map(|n| (n.weight, n.state.in_flight.clone())),
+            )),
+            LbType::Ewma => Method::Ewma(Ewma::new(
+                nodes
+                    .iter()
+                    .map(|n| (n.state.rtt.clone(), n.state.in_flight.clone())),
+            )),
+            LbType::Chash => Method::Chash {
+                ring: Ring::new(nodes.iter().map(|n| (n.addr.as_str(), n.weight))),
+                hash_on: def.hash_on,
+                key: def.key.clone(),
+            },
+        };
+        let plain = matches!(method, Method::RoundRobin)
+            && def.checks.is_none()
+            && nodes.iter().all(|n| n.zone.is_none())
+            && nodes.windows(2).all(|w| w[0].priority == w[1].priority);
         UpstreamRt {
             key,
             nodes,
             balancer,
+            method,
+            plain,
+            checks: def.checks.clone(),
+            passive: def
+                .checks
+                .as_ref()
+                .and_then(|c| c.passive.as_ref())
+                .map(Thresholds::passive),
             pass_host: def.pass_host,
             upstream_host: def
                 .upstream_host
@@ -368,6 +488,73 @@ impl UpstreamRt {
             timeout: def.timeout(),
             pool,
         }
+    }
+
+    /// The node for one attempt: health, priority and zone narrow the candidates (see
+    /// [`health::select`]), then the method chooses. `None` when no node is left.
+    pub fn pick(&self, tried: &[usize], zone: Option<&str>, hash_key: Option<&[u8]>) -> Option<usize> {
+        if self.plain {
+            return self.balancer.pick(tried);
+        }
+        let candidates: Vec<Candidate<'_>> = self
+            .nodes
+            .iter()
+            .map(|n| Candidate {
+                weight: n.weight,
+                priority: n.priority,
+                zone: n.zone.as_deref(),
+                healthy: n.state.health.is_healthy(),
+            })
+            .collect();
+        let allowed = health::select(&candidates, tried, zone);
+        match &self.method {
+            Method::RoundRobin => self.balancer.pick_among(&allowed),
+            Method::LeastConn(lc) => lc.pick(&allowed),
+            Method::Ewma(e) => e.pick(&allowed, std::time::Instant::now()),
+            Method::Chash { ring, .. } => {
+                ring.lookup_with(hash_key.unwrap_or_default(), |i| allowed.contains(&i))
+            }
+        }
+    }
+
+    /// The `chash` key of a request: the variable, header or cookie `hash_on`/`key` name,
+    /// or the client address when the request has none (as APISIX falls back).
+    pub fn hash_key(&self, vars: &dyn VarSource) -> Option<Vec<u8>> {
+        let Method::Chash { hash_on, key, .. } = &self.method else {
+            return None;
+        };
+        let key = key.as_deref().unwrap_or("");
+        let value: Option<String> = match hash_on {
+            HashOn::Vars => vars.get(key).map(|v| v.into_owned()),
+            HashOn::Header => vars
+                .get(&format!("http_{}", key.to_ascii_lowercase().replace('-', "_")))
+                .map(|v| v.into_owned()),
+            HashOn::Cookie => vars.get(&format!("cookie_{key}")).map(|v| v.into_owned()),
+            // No consumers (authentication plugins) exist yet to name one.
+            HashOn::Consumer => None,
+            HashOn::VarsCombinations => Some(expand_vars(key, vars)),
+        };
+        let value = value
+            .filter(|v| !v.is_empty())
+            .or_else(|| vars.get("remote_addr").map(|v| v.into_owned()))
+            .unwrap_or_default();
+        Some(value.into_bytes())
+    }
+
+    /// Records what an exchange with `node` ended in, for passive health checks.
+    pub fn observe(&self, node: &NodeRt, outcome: Outcome) {
+        if let Some(t) = &self.passive {
+            let change = node.state.health.record(outcome, t);
+            log_transition(&self.key, &node.addr, change, "passive");
+        }
+    }
+
+    /// A response head arrived from `node` after `rtt`.
+    pub fn observe_response(&self, node: &NodeRt, status: u16, rtt: Duration) {
+        if let Method::Ewma(_) = self.method {
+            node.state.rtt.observe(rtt, std::time::Instant::now());
+        }
+        self.observe(node, Outcome::Status(status));
     }
 
     fn same_nodes(&self, nodes: &[NodeRt]) -> bool {

@@ -1,5 +1,8 @@
 //! The status listener: liveness, readiness, a JSON summary and Prometheus metrics.
 use crate::proxy::{full, RespBody};
+use crate::lb::health::State;
+use crate::metrics::NodeHealthRow;
+use crate::snapshot::Snapshot;
 use crate::Shared;
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -40,6 +43,33 @@ pub async fn serve(
     }
 }
 
+/// The nodes of every upstream with `checks`, sorted for stable output.
+fn node_health(snap: &Snapshot) -> Vec<NodeHealthRow> {
+    let mut rows: Vec<NodeHealthRow> = snap
+        .checked
+        .iter()
+        .flat_map(|(key, rt)| {
+            rt.nodes.iter().map(move |n| {
+                let h = n.state.health.get();
+                NodeHealthRow {
+                    upstream: key.clone(),
+                    node: n.addr.clone(),
+                    healthy: h.is_healthy(),
+                    state: match h.state() {
+                        State::Healthy => "healthy",
+                        State::MostlyHealthy => "mostly_healthy",
+                        State::MostlyUnhealthy => "mostly_unhealthy",
+                        State::Unhealthy => "unhealthy",
+                    },
+                    in_flight: n.state.in_flight.get(),
+                }
+            })
+        })
+        .collect();
+    rows.sort_by(|a, b| (&a.upstream, &a.node).cmp(&(&b.upstream, &b.node)));
+    rows
+}
+
 fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
     let snap = shared.snapshot.load();
     let ready = shared.ready.load(Ordering::Relaxed);
@@ -68,13 +98,20 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
                 },
                 "etcd_connected": shared.etcd_connected.load(Ordering::Relaxed),
                 "idle_upstream_connections": shared.pool.idle_count(),
+                "upstream_health": node_health(&snap).iter().map(|n| serde_json::json!({
+                    "upstream": n.upstream,
+                    "node": n.node,
+                    "healthy": n.healthy,
+                    "state": n.state,
+                    "in_flight": n.in_flight,
+                })).collect::<Vec<_>>(),
             });
             (StatusCode::OK, "application/json", body.to_string())
         }
         "/metrics" => (
             StatusCode::OK,
             "text/plain; version=0.0.4",
-            shared.metrics.render(&snap.counts),
+            shared.metrics.render(&snap.counts, &node_health(&snap)),
         ),
         _ => (
             StatusCode::NOT_FOUND,

@@ -1,5 +1,6 @@
 //! The upstream response body, streamed to the client: each gap between chunks is bounded
 //! by the read timeout, and the connection goes back to the pool once the body has ended.
+use crate::lb::InFlightGuard;
 use crate::pool::{BoxError, Conn, Pool};
 use crate::snapshot::PoolSettings;
 use bytes::Bytes;
@@ -16,6 +17,8 @@ pub struct UpstreamBody {
     inner: Incoming,
     /// The connection, until the body ends (then pooled) or fails (then dropped).
     conn: Option<(Conn, Arc<Pool>, PoolSettings)>,
+    /// Counts the request as in flight to its node until the body ends or is dropped.
+    in_flight: Option<InFlightGuard>,
     read_timeout: Duration,
     /// Armed only when the upstream makes us wait: most small bodies arrive in one poll.
     deadline: Option<Pin<Box<Sleep>>>,
@@ -32,10 +35,12 @@ impl UpstreamBody {
         pool: Arc<Pool>,
         settings: PoolSettings,
         read_timeout: Duration,
+        in_flight: InFlightGuard,
     ) -> Self {
         let mut body = UpstreamBody {
             inner,
             conn: Some((conn, pool, settings)),
+            in_flight: Some(in_flight),
             read_timeout,
             deadline: None,
         };
@@ -47,6 +52,7 @@ impl UpstreamBody {
     }
 
     fn release(&mut self) {
+        self.in_flight = None;
         if let Some((conn, pool, settings)) = self.conn.take() {
             pool.checkin(conn, &settings);
         }

@@ -296,7 +296,9 @@ fn publish(shared: &Shared, state: &mut State, revision: i64) {
         // block_in_place panics on a current-thread runtime (as in some embeddings).
         _ => compile(),
     };
-    shared.snapshot.store(Arc::new(next));
+    let next = Arc::new(next);
+    shared.snapshot.store(next.clone());
+    shared.checkers.reconcile(&next);
     let took = started.elapsed();
     shared
         .metrics

@@ -13,6 +13,8 @@ pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
     hits: Arc<AtomicU64>,
+    /// Milliseconds to wait before answering; changeable while running.
+    delay_ms: Arc<AtomicU64>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -40,25 +42,36 @@ impl Backend {
             .unwrap_or_else(|e| panic!("cannot listen on {addr}: {e}"));
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicU64::new(0));
-        let (n, h) = (name.to_string(), hits.clone());
+        let delay_ms = Arc::new(AtomicU64::new(
+            opts.delay.map_or(0, |d| d.as_millis() as u64),
+        ));
+        let (n, h, dl) = (name.to_string(), hits.clone(), delay_ms.clone());
         let task = tokio::spawn(async move {
+            // Connections live in this set: stopping the backend closes them too, as a
+            // process that dies would.
+            let mut conns = tokio::task::JoinSet::new();
             loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    continue;
+                let (stream, peer) = tokio::select! {
+                    r = listener.accept() => match r {
+                        Ok(x) => x,
+                        Err(_) => continue,
+                    },
+                    Some(_) = conns.join_next(), if !conns.is_empty() => continue,
                 };
-                let (n, h, opts) = (n.clone(), h.clone(), opts.clone());
+                let (n, h, opts, dl) = (n.clone(), h.clone(), opts.clone(), dl.clone());
                 let on_conn = Arc::new(AtomicU64::new(0));
-                tokio::spawn(async move {
+                conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (n, h, opts) = (n.clone(), h.clone(), opts.clone());
+                        let (n, h, opts, dl) = (n.clone(), h.clone(), opts.clone(), dl.clone());
                         let nth = on_conn.fetch_add(1, Ordering::Relaxed) + 1;
                         async move {
                             if opts.drop_second_request && nth == 2 {
                                 return Err(std::io::Error::other("dropping the connection"));
                             }
                             h.fetch_add(1, Ordering::Relaxed);
-                            if let Some(d) = opts.delay {
-                                tokio::time::sleep(d).await;
+                            let delay = dl.load(Ordering::Relaxed);
+                            if delay > 0 {
+                                tokio::time::sleep(Duration::from_millis(delay)).await;
                             }
                             Ok::<_, std::io::Error>(echo(&n, peer, req).await)
                         }
@@ -74,8 +87,14 @@ impl Backend {
             name: name.to_string(),
             addr,
             hits,
+            delay_ms,
             task,
         }
+    }
+
+    /// From now on, wait `d` before answering.
+    pub fn set_delay(&self, d: Duration) {
+        self.delay_ms.store(d.as_millis() as u64, Ordering::Relaxed);
     }
 
     pub fn hits(&self) -> u64 {
