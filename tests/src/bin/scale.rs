@@ -373,6 +373,13 @@ impl Status<'_> {
         futures_util::future::try_join_all(gws.iter().map(|g| self.caught_up(g, rev, within))).await
     }
 
+    /// Whether every replica reports revision `rev` within 2 s.
+    async fn settled(&self, gws: &[Gateway], rev: i64) -> bool {
+        self.all_caught_up(gws, rev, Duration::from_secs(2))
+            .await
+            .is_ok()
+    }
+
     /// Waits until the replica has applied etcd revision `rev`; how long that took.
     async fn caught_up(&self, gw: &Gateway, rev: i64, within: Duration) -> Result<Duration> {
         let started = Instant::now();
@@ -574,25 +581,27 @@ struct Cold {
 /// Page size of the reference list (the gateway's own page size at the time of writing).
 const LIST_PAGE: i64 = 256;
 
-/// Pages through the whole prefix as a gateway's first list does; (pages, time taken).
-async fn list_pages(kv: &Client) -> Result<(u64, Duration)> {
-    let mut kv = kv.clone();
+/// Reads the whole prefix as a gateway's first list does, in pages of `page` keys or in
+/// one range (`None`); (requests, time taken).
+async fn list_prefix(kv: &Client, page: Option<i64>) -> Result<(u64, Duration)> {
+    let mut kv = kv.kv_client().max_decoding_message_size(1 << 30);
     let started = Instant::now();
     let end = format!("{PREFIX}0");
     let mut from = format!("{PREFIX}/").into_bytes();
-    let mut pages = 0;
+    let mut requests = 0;
     loop {
-        let opts = etcd_client::GetOptions::new()
-            .with_range(end.as_str())
-            .with_limit(LIST_PAGE);
+        let mut opts = etcd_client::GetOptions::new().with_range(end.as_str());
+        if let Some(limit) = page {
+            opts = opts.with_limit(limit);
+        }
         let resp = kv.get(from.clone(), Some(opts)).await?;
-        pages += 1;
+        requests += 1;
         match resp.kvs().last() {
             Some(last) if resp.more() => {
                 from = last.key().to_vec();
                 from.push(0);
             }
-            _ => return Ok((pages, started.elapsed())),
+            _ => return Ok((requests, started.elapsed())),
         }
     }
 }
@@ -682,7 +691,14 @@ async fn run(args: Args) -> Result<()> {
     let bytes: usize = kvs.iter().map(|(k, v)| k.len() + v.len()).sum();
     bulk_put(&kv, kvs).await.context("bulk load")?;
     let load_took = load.elapsed();
-    let (pages, list_took) = list_pages(&kv).await?;
+    let mut lists = Vec::new();
+    for page in [Some(LIST_PAGE), Some(8 * LIST_PAGE), None] {
+        let (requests, took) = list_prefix(&kv, page).await?;
+        lists.push(match page {
+            Some(n) => format!("{requests} pages of {n} keys in {}", ms(took)),
+            None => format!("one unpaged range in {}", ms(took)),
+        });
+    }
     eprintln!(
         "wrote {} routes ({:.1} MiB) in {load_took:.1?}",
         args.routes,
@@ -831,7 +847,10 @@ async fn run(args: Args) -> Result<()> {
     let rev = rev.header().map_or(0, |h| h.revision());
     status.all_caught_up(&gws, rev, SERVE_DEADLINE).await?;
     let before: Vec<(f64, f64)> = status.all_builds(&gws).await?;
-    let mut last_rev = rev;
+    // Each write is applied by every replica before the next one, so that no batching can
+    // hide a rebuild: the build count then says how many writes caused one. A gateway that
+    // does not advance its reported revision for a write it ignores ends the spacing.
+    let mut spaced = true;
     for i in 0..args.noop_etcd {
         let k = 1 + (i * 104_729 + 17) % generated;
         let r = kv
@@ -841,24 +860,31 @@ async fn run(args: Args) -> Result<()> {
                 None,
             )
             .await?;
-        last_rev = r.header().map_or(last_rev, |h| h.revision());
+        spaced = spaced
+            && status
+                .settled(&gws, r.header().map_or(0, |h| h.revision()))
+                .await;
     }
-    status.all_caught_up(&gws, last_rev, SERVE_DEADLINE).await?;
+    let etcd_spaced = spaced;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_etcd: Vec<(f64, f64)> = status.all_builds(&gws).await?;
     let mut admin_changed_bytes = 0;
+    spaced = true;
     for (path, body) in &noop_bodies {
         let key = format!("{PREFIX}{path}");
         let old = kv.get(key.as_str(), None).await?;
         let old = old.kvs().first().map(|k| k.value().to_vec());
         admin.ok("PUT", path, Some(body.clone())).await;
         let new = kv.get(key.as_str(), None).await?;
-        last_rev = new.header().map_or(last_rev, |h| h.revision());
         if new.kvs().first().map(|k| k.value().to_vec()) != old {
             admin_changed_bytes += 1;
         }
+        spaced = spaced
+            && status
+                .settled(&gws, new.header().map_or(0, |h| h.revision()))
+                .await;
     }
-    status.all_caught_up(&gws, last_rev, SERVE_DEADLINE).await?;
+    let admin_spaced = spaced;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let after_admin: Vec<(f64, f64)> = status.all_builds(&gws).await?;
 
@@ -979,8 +1005,8 @@ async fn run(args: Args) -> Result<()> {
     }
     line(String::new());
     line(format!(
-        "(\"connect + list + parse\" is the time between the gateway's `gateway starting` and `listed configuration` log lines less the build time. For reference, this tool pages through the same prefix, {pages} pages of {LIST_PAGE} keys, in {} without parsing.)\n",
-        ms(list_took)
+        "(\"connect + list + parse\" is the time between the gateway's `gateway starting` and `listed configuration` log lines less the build time. For reference, this tool reads the same prefix from etcd, without parsing, as {}.)\n",
+        lists.join("; ")
     ));
     line(format!(
         "Single change → served (time from the write's acknowledgement to the first 200 for the changed path, polled every ~1 ms over keepalive; {added} new routes and {modified} modified ones via etcd, alternating):\n"
@@ -1014,7 +1040,18 @@ async fn run(args: Args) -> Result<()> {
             .collect::<Vec<_>>()
             .join("; ")
     ));
-    line("No-op writes (snapshot builds counted in `gateway_snapshot_builds_total`, after every replica applied the writes' revision and 1 s more):\n".into());
+    let spacing = |ok: bool| {
+        if ok {
+            "each applied by every replica before the next"
+        } else {
+            "**not spaced**: a replica did not report the write's revision within 2 s"
+        }
+    };
+    line(format!(
+        "No-op writes (snapshot builds counted in `gateway_snapshot_builds_total`; straight to etcd: {}; Admin API: {}; counted 1 s after the last):\n",
+        spacing(etcd_spaced),
+        spacing(admin_spaced)
+    ));
     line("| writes | replica | snapshot builds caused | build time |".into());
     line("|---|---|---:|---:|".into());
     for (i, ((b, e), a)) in before.iter().zip(&after_etcd).zip(&after_admin).enumerate() {
