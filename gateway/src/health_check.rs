@@ -98,7 +98,12 @@ async fn exchange(check: &ActiveCheck, node: &NodeRt, addr: &str) -> Outcome {
     let host = check
         .host
         .clone()
-        .or_else(|| node.host_header.as_ref().and_then(|h| h.to_str().ok()).map(str::to_string))
+        .or_else(|| {
+            node.host_header
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
         .unwrap_or_else(|| addr.to_string());
     let mut request = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gateway-health-check\r\nConnection: close\r\n",
@@ -154,7 +159,12 @@ mod tests {
             (b"HTTP/1.1 999 x\r\n", None),
             (b"", None),
         ] {
-            assert_eq!(parse_status(head), want, "{:?}", String::from_utf8_lossy(head));
+            assert_eq!(
+                parse_status(head),
+                want,
+                "{:?}",
+                String::from_utf8_lossy(head)
+            );
         }
     }
 }

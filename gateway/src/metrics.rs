@@ -194,5 +194,7 @@ pub struct NodeHealthRow {
 
 /// Label values are ids and `host:port`s, but a stray quote must not break the format.
 fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n")
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
 }

@@ -1,12 +1,12 @@
 //! The request path: load the current snapshot once, match a route, forward to a node.
 //! No lock on configuration, no etcd, no await on the control plane in here.
 use crate::headers::{join_cookies, set_forwarded, strip_hop_by_hop, Forwarded};
+use crate::lb::health::Outcome;
+use crate::lb::InFlightGuard;
 use crate::pool::{connect, BoxError, Conn, ConnectError, UpBody};
 use crate::request_body::{Progress, RequestBody};
 use crate::request_vars::RequestVars;
 use crate::router;
-use crate::lb::health::Outcome;
-use crate::lb::InFlightGuard;
 use crate::snapshot::{NodeRt, RouteTarget, UpstreamRt};
 use crate::upstream_body::UpstreamBody;
 use crate::Shared;

@@ -4,17 +4,17 @@ use crate::balancer::Balancer;
 use crate::lb::chash::Ring;
 use crate::lb::ewma::Ewma;
 use crate::lb::health::{self, Candidate, Outcome, Thresholds, Transition};
-use model::vars::VarSource;
 use crate::lb::least_conn::LeastConn;
 use crate::lb::NodeState;
-use model::checks::Checks;
-use model::upstream::{HashOn, LbType};
 use crate::metrics::ConfigCounts;
 use crate::router::{RouteSpec, Router};
 use crate::state::{Dirty, State};
 use http::HeaderValue;
+use model::checks::Checks;
 use model::timeout::Timeout;
 use model::upstream::PassHost;
+use model::upstream::{HashOn, LbType};
+use model::vars::VarSource;
 use model::{Id, Route, Service, Upstream};
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -492,7 +492,12 @@ impl UpstreamRt {
 
     /// The node for one attempt: health, priority and zone narrow the candidates (see
     /// [`health::select`]), then the method chooses. `None` when no node is left.
-    pub fn pick(&self, tried: &[usize], zone: Option<&str>, hash_key: Option<&[u8]>) -> Option<usize> {
+    pub fn pick(
+        &self,
+        tried: &[usize],
+        zone: Option<&str>,
+        hash_key: Option<&[u8]>,
+    ) -> Option<usize> {
         if self.plain {
             return self.balancer.pick(tried);
         }
@@ -527,7 +532,10 @@ impl UpstreamRt {
         let value: Option<String> = match hash_on {
             HashOn::Vars => vars.get(key).map(|v| v.into_owned()),
             HashOn::Header => vars
-                .get(&format!("http_{}", key.to_ascii_lowercase().replace('-', "_")))
+                .get(&format!(
+                    "http_{}",
+                    key.to_ascii_lowercase().replace('-', "_")
+                ))
                 .map(|v| v.into_owned()),
             HashOn::Cookie => vars.get(&format!("cookie_{key}")).map(|v| v.into_owned()),
             // No consumers (authentication plugins) exist yet to name one.

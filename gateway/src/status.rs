@@ -1,7 +1,7 @@
 //! The status listener: liveness, readiness, a JSON summary and Prometheus metrics.
-use crate::proxy::{full, RespBody};
 use crate::lb::health::State;
 use crate::metrics::NodeHealthRow;
+use crate::proxy::{full, RespBody};
 use crate::snapshot::Snapshot;
 use crate::Shared;
 use http::{Request, Response, StatusCode};

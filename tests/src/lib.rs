@@ -204,17 +204,29 @@ impl Etcd {
         self.spawn();
     }
 
-    /// Puts many keys, eight `etcdctl` processes at a time.
+    /// Puts many keys, 128 per transaction (etcd's default `--max-txn-ops`). Runs on its
+    /// own thread and runtime, so it can be called from sync and async tests alike.
     pub fn put_many(&self, kvs: &[(String, String)]) {
-        std::thread::scope(|scope| {
-            for chunk in kvs.chunks(kvs.len().div_ceil(8).max(1)) {
-                scope.spawn(move || {
-                    for (k, v) in chunk {
-                        self.ctl(&["put", k, v]);
-                    }
-                });
-            }
-        });
+        let url = self.url.clone();
+        let kvs = kvs.to_vec();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let mut c = etcd_client::Client::connect([url], None).await.unwrap();
+                for chunk in kvs.chunks(128) {
+                    let ops: Vec<etcd_client::TxnOp> = chunk
+                        .iter()
+                        .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
+                        .collect();
+                    c.txn(etcd_client::Txn::new().and_then(ops)).await.unwrap();
+                }
+            })
+        })
+        .join()
+        .expect("put_many failed");
     }
 
     /// Runs `etcdctl` against this member and returns stdout.

@@ -599,7 +599,7 @@ async fn cold_start_lists_every_page() {
     let etcd = Etcd::start();
     let a = Backend::start("a").await;
     // More keys than one list page holds, so the list must follow `more` across pages.
-    let kvs: Vec<(String, String)> = (0..600)
+    let kvs: Vec<(String, String)> = (0..2500)
         .map(|i| {
             let route = json!({"uri": format!("/r{i}"), "upstream": {"nodes": {a.node(): 1}}});
             (format!("/gw/routes/{i}"), route.to_string())
@@ -607,9 +607,9 @@ async fn cold_start_lists_every_page() {
         .collect();
     etcd.put_many(&kvs);
     let gw = Gateway::start(&etcd.url, "/gw", &[]);
-    gw.wait_routes(600).await;
+    gw.wait_routes(2500).await;
     let client = reqwest::Client::new();
-    for i in [0, 255, 256, 511, 599] {
+    for i in [0, 1023, 1024, 2047, 2048, 2499] {
         assert_eq!(
             who(&client, &gw, &format!("/r{i}"), None).await,
             Ok("a".into()),

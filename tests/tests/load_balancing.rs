@@ -198,8 +198,11 @@ async fn least_conn_sends_new_requests_away_from_a_slow_node() {
 async fn ewma_moves_traffic_away_from_a_node_that_turns_slow() {
     let s = stack(&[]).await;
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    s.upstream("ew", json!({"type": "ewma", "nodes": {a.node(): 1, b.node(): 1}}))
-        .await;
+    s.upstream(
+        "ew",
+        json!({"type": "ewma", "nodes": {a.node(): 1, b.node(): 1}}),
+    )
+    .await;
     let before = s.tally("/ew/x", 100).await;
     assert!(
         before.get("a").copied().unwrap_or(0) > 0 && before.get("b").copied().unwrap_or(0) > 0,
@@ -207,7 +210,11 @@ async fn ewma_moves_traffic_away_from_a_node_that_turns_slow() {
     );
     a.set_delay(Duration::from_millis(200));
     let after = s.tally("/ew/x", 100).await;
-    assert_eq!(after.keys().filter(|k| k.starts_with('!')).count(), 0, "{after:?}");
+    assert_eq!(
+        after.keys().filter(|k| k.starts_with('!')).count(),
+        0,
+        "{after:?}"
+    );
     // The first slow answer raises a's estimate to the peak at once.
     assert!(
         after.get("a").copied().unwrap_or(0) <= 3,
@@ -235,7 +242,11 @@ async fn chash_keeps_each_key_on_one_node_and_remaps_few_when_one_leaves() {
     .await;
     let before = placement(&s).await;
     let used: std::collections::HashSet<_> = before.values().collect();
-    assert!(used.len() >= 8, "100 keys spread over only {} nodes", used.len());
+    assert!(
+        used.len() >= 8,
+        "100 keys spread over only {} nodes",
+        used.len()
+    );
 
     // One node leaves, as in a scale-down.
     let gone = backends.remove(3);
@@ -319,9 +330,11 @@ async fn refusing_node_is_retried_then_checked_out_and_back_in() {
         0,
         "failed requests: {seen:?}"
     );
-    eventually(Duration::from_secs(5), "node c marked unhealthy", || async {
-        s.healthy("hc", &c).await == Some(false)
-    })
+    eventually(
+        Duration::from_secs(5),
+        "node c marked unhealthy",
+        || async { s.healthy("hc", &c).await == Some(false) },
+    )
     .await;
     let errors = s.metric("gateway_upstream_connect_errors_total").await;
     let seen = s.tally("/hc/x", 200).await;
@@ -348,7 +361,11 @@ async fn refusing_node_is_retried_then_checked_out_and_back_in() {
         s.who("/other", &[]).await.is_ok()
     })
     .await;
-    assert_eq!(s.healthy("hc", &c).await, Some(false), "health reset by a change");
+    assert_eq!(
+        s.healthy("hc", &c).await,
+        Some(false),
+        "health reset by a change"
+    );
     let seen = s.tally("/hc/x", 50).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
 
