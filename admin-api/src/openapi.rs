@@ -211,19 +211,23 @@ fn schemas() -> Value {
         "properties": {"connect": {"type": "number"}, "send": {"type": "number"}, "read": {"type": "number"}}});
     let strings = json!({"type": "array", "items": {"type": "string"}, "minItems": 1});
     let upstream = meta(obj(json!({
-        "type": {"type": "string", "enum": ["roundrobin"], "default": "roundrobin"},
+        "type": {"type": "string", "enum": ["roundrobin", "chash", "ewma", "least_conn"], "default": "roundrobin"},
         "nodes": {"oneOf": [
             {"type": "object", "additionalProperties": {"type": "integer", "minimum": 0}},
             {"type": "array", "items": {"type": "object", "required": ["host"], "properties": {
                 "host": {"type": "string"}, "port": {"type": "integer"},
-                "weight": {"type": "integer"}, "priority": {"type": "integer"}}}}]},
+                "weight": {"type": "integer"}, "priority": {"type": "integer"},
+                "zone": {"type": "string", "description": "Preferred by gateways started with the same --zone"}}}}]},
         "retries": {"type": "integer", "minimum": 0, "maximum": 100},
         "retry_timeout": {"type": "number", "minimum": 0},
         "timeout": timeout,
         "pass_host": {"type": "string", "enum": ["pass", "node", "rewrite"]},
         "upstream_host": {"type": "string"},
         "scheme": {"type": "string", "enum": ["http"]},
-        "hash_on": {"type": "string"},
+        "hash_on": {"type": "string", "enum": ["vars", "header", "cookie", "consumer", "vars_combinations"], "default": "vars"},
+        "key": {"type": "string", "description": "chash key: a variable (remote_addr, uri, arg_*…), header or cookie name, or a $var template"},
+        "checks": {"type": "object", "required": ["active"], "description": "APISIX health checks: active (http/tcp probes) and passive (outcomes of real traffic)",
+            "properties": {"active": {"type": "object"}, "passive": {"type": "object"}}},
         "keepalive_pool": {"type": "object", "properties": {"size": {"type": "integer"},
             "idle_timeout": {"type": "number"}, "requests": {"type": "integer"}}}
     })));

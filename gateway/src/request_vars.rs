@@ -72,7 +72,7 @@ impl VarSource for RequestVars<'_> {
                 .path_and_query()
                 .map(|p| Cow::Borrowed(p.as_str())),
             "args" | "query_string" => self.parts.uri.query().map(Cow::Borrowed),
-            "host" => Some(Cow::Borrowed(self.host)),
+            "host" | "server_name" => Some(Cow::Borrowed(self.host)),
             "request_method" => Some(Cow::Borrowed(self.parts.method.as_str())),
             "scheme" => Some(Cow::Borrowed(self.scheme)),
             "remote_addr" => owned(self.remote.ip().to_string()),
