@@ -840,4 +840,29 @@ mod tests {
             );
         }
     }
+
+    #[test]
+    fn vars_combinations_templates() {
+        struct V;
+        impl VarSource for V {
+            fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+                match name {
+                    "remote_addr" => Some("10.0.0.1".into()),
+                    "arg_user" => Some("bob".into()),
+                    _ => None,
+                }
+            }
+        }
+        for (template, want) in [
+            ("$remote_addr", "10.0.0.1"),
+            ("$arg_user-$remote_addr", "bob-10.0.0.1"),
+            ("u:$arg_user:$missing:", "u:bob::"),
+            ("$", "$"),
+            ("$$arg_user", "$bob"),
+            ("plain", "plain"),
+            ("", ""),
+        ] {
+            assert_eq!(expand_vars(template, &V), want, "{template}");
+        }
+    }
 }
