@@ -21,6 +21,7 @@
 //! Paths are compared as the bytes given: decoding `%2F` or resolving `/a/../b` is the
 //! caller's choice, made before calling [`Router::find`].
 
+mod candidates;
 mod host;
 mod params;
 mod path;
@@ -35,7 +36,7 @@ use model::host::HostPattern;
 use model::path::PathPattern;
 use model::vars::{Expr, VarSource};
 use model::Id;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -146,8 +147,9 @@ impl<T> Router<T> {
     }
 
     /// This router with `changes` applied: each id's route is replaced by the given spec,
-    /// or removed for `None`. Only the tables of hosts the changed routes were or are under
-    /// are rebuilt; a later change of the same id wins over an earlier one.
+    /// or removed for `None`; a later change of the same id wins over an earlier one.
+    /// Only the lists of the patterns a changed route has or had, under the hosts it has or
+    /// had, are copied, with the trie nodes that lead to them: the rest is shared.
     pub fn update(
         &self,
         changes: impl IntoIterator<Item = (Id, Option<RouteSpec<T>>)>,
@@ -157,33 +159,27 @@ impl<T> Router<T> {
             return self.clone();
         }
         let mut by_id = self.by_id.clone();
-        let mut dirty: HashSet<HostKey> = HashSet::new();
-        let mut added: Vec<Arc<Member<T>>> = Vec::new();
+        let mut hosts = self.hosts.clone();
+        // Working copies, cloned in O(1) from the current tables: a table several changes
+        // touch is copied once, then edited in place.
+        let mut tables: HashMap<HostKey, Table<T>> = HashMap::new();
         let mut seq = self.next_seq;
-        let removed: HashSet<Id> = changes.keys().cloned().collect();
         for (id, spec) in changes {
             if let Some(old) = by_id.remove(&id) {
-                dirty.extend(old.hosts.iter().cloned());
+                for key in old.hosts.iter() {
+                    working(&mut tables, &hosts, key).remove(&old);
+                }
             }
             let Some(spec) = spec else { continue };
             let member = Arc::new(Member::new(spec, seq));
             seq += 1;
-            dirty.extend(member.hosts.iter().cloned());
-            by_id.insert(member.id.clone(), member.clone());
-            added.push(member);
+            for key in member.hosts.iter() {
+                working(&mut tables, &hosts, key).add(&member);
+            }
+            by_id.insert(member.id.clone(), member);
         }
-        let mut hosts = self.hosts.clone();
-        for key in dirty {
-            let kept = hosts
-                .get(&key)
-                .map(|t| t.members.as_slice())
-                .unwrap_or(&[])
-                .iter()
-                .filter(|m| !removed.contains(&m.id))
-                .cloned();
-            let new = added.iter().filter(|m| m.hosts.contains(&key)).cloned();
-            let members: Vec<_> = kept.chain(new).collect();
-            hosts.set(key, Table::build(members));
+        for (key, table) in tables {
+            hosts.set(key, table);
         }
         hosts.finish();
         Router {
@@ -196,7 +192,7 @@ impl<T> Router<T> {
     /// The route for `req`, or `None` when no route accepts it.
     pub fn find(&self, req: &Request<'_>) -> Option<Match<'_, T>> {
         for table in self.hosts.tiers(req.host) {
-            if let Some((member, (_, params))) = table.find(req) {
+            if let Some((member, params)) = table.find(req) {
                 return Some(Match {
                     value: &member.value,
                     route_id: &member.id,
@@ -220,6 +216,19 @@ impl<T> Router<T> {
     pub fn tables(&self) -> usize {
         self.hosts.exact.len() + self.hosts.wildcard.len() + 1
     }
+}
+
+/// The working copy of `key`'s table, cloned in O(1) from `hosts` the first time.
+fn working<'w, T>(
+    tables: &'w mut HashMap<HostKey, Table<T>>,
+    hosts: &HostIndex<T>,
+    key: &HostKey,
+) -> &'w mut Table<T> {
+    tables.entry(key.clone()).or_insert_with(|| {
+        hosts
+            .get(key)
+            .map_or_else(Table::empty, |t| Table::clone(t))
+    })
 }
 
 impl<T> Default for Router<T> {
@@ -337,33 +346,25 @@ impl Methods {
     }
 }
 
-/// A run of entries in one of the flat lists the indexes keep, so a pattern's routes cost
-/// eight bytes instead of a boxed slice each.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Span {
-    start: u32,
-    len: u32,
-}
-
-impl Span {
-    /// Appends `items` to `flat` and returns where they went.
-    fn push<E: Copy>(flat: &mut Vec<E>, items: &[E]) -> Span {
-        let start = u32::try_from(flat.len()).unwrap_or(u32::MAX);
-        let len = u32::try_from(items.len()).unwrap_or(0);
-        if start == u32::MAX || len == 0 {
-            return Span::default();
-        }
-        flat.extend_from_slice(items);
-        Span { start, len }
-    }
-
-    fn is_empty(self) -> bool {
-        self.len == 0
-    }
-
-    /// The entries of this span; an out-of-range span (impossible by construction) is empty.
-    fn of<E>(self, flat: &[E]) -> &[E] {
-        let start = self.start as usize;
-        flat.get(start..start + self.len as usize).unwrap_or(&[])
+#[cfg(test)]
+impl<T> Router<T> {
+    /// Every table's census by host: two routers with the same routes must have the same
+    /// structures, however they were derived.
+    fn census(&self) -> std::collections::BTreeMap<String, Vec<usize>> {
+        let exact = self.hosts.exact.iter().map(|(h, t)| (format!("={h}"), t));
+        let wildcard = self
+            .hosts
+            .wildcard
+            .iter()
+            .map(|(h, t)| (format!("*{h}"), t));
+        exact
+            .chain(wildcard)
+            .chain(std::iter::once(("any".to_string(), &self.hosts.any)))
+            .map(|(h, t)| (h, t.census()))
+            .chain(std::iter::once((
+                "longest wildcard".to_string(),
+                vec![self.hosts.longest_wildcard],
+            )))
+            .collect()
     }
 }
