@@ -1,10 +1,9 @@
 //! The routes of one pattern in one host tier, best first: the unit an update edits.
 //!
 //! A list is immutable and shared by `Arc`, so a snapshot that did not touch a pattern
-//! shares its list with the previous one; changing a route copies only the lists of the
-//! patterns it has or had, each O(its length).
+//! shares its list with the previous one; an update remakes only the lists of the
+//! patterns its routes have or had, each once, in O(its length) (`path.rs`).
 use super::Member;
-use model::Id;
 use std::cmp::Ordering;
 use std::sync::Arc;
 
@@ -49,45 +48,6 @@ impl<E> Candidates<E> {
             1 => list.pop().map_or(Candidates::None, Candidates::One),
             _ => Candidates::Many(list.into()),
         }
-    }
-}
-
-impl<E: Clone> Candidates<E> {
-    /// This list with `entry` at its place. A route that lists the same pattern twice is
-    /// a candidate once, under the first spelling given (which names its captures).
-    pub(super) fn with<T>(&self, entry: E) -> Self
-    where
-        E: Candidate<T>,
-    {
-        let list = self.as_slice();
-        let new = entry.member();
-        if list.iter().any(|e| Arc::ptr_eq(e.member(), new)) {
-            return self.clone();
-        }
-        let at = list.partition_point(|e| precedence(e.member(), new) == Ordering::Less);
-        let (before, after) = list.split_at_checked(at).unwrap_or((list, &[]));
-        let mut out = Vec::with_capacity(list.len() + 1);
-        out.extend_from_slice(before);
-        out.push(entry);
-        out.extend_from_slice(after);
-        Candidates::from_vec(out)
-    }
-
-    /// This list without the routes of `id`.
-    pub(super) fn without<T>(&self, id: &Id) -> Self
-    where
-        E: Candidate<T>,
-    {
-        let list = self.as_slice();
-        if !list.iter().any(|e| e.member().id == *id) {
-            return self.clone();
-        }
-        Candidates::from_vec(
-            list.iter()
-                .filter(|e| e.member().id != *id)
-                .cloned()
-                .collect(),
-        )
     }
 }
 

@@ -184,26 +184,36 @@ impl<T> Router<T> {
             return self.clone();
         }
         let mut by_id = self.by_id.clone();
-        let mut hosts = self.hosts.clone();
-        // Working copies, cloned in O(1) from the current tables: a table several changes
-        // touch is copied once, then edited in place.
-        let mut tables: HashMap<HostKey, Table<T>> = HashMap::new();
+        // Per host: the routes that leave and the ones that come, applied as one batch so
+        // that a list many changed routes share is remade once, not once per route.
+        type Batch<T> = (Vec<Arc<Member<T>>>, Vec<Arc<Member<T>>>);
+        let mut batches: HashMap<HostKey, Batch<T>> = HashMap::new();
         let mut seq = self.next_seq;
         for (id, spec) in changes {
             if let Some(old) = by_id.remove(&id) {
                 for key in old.hosts.iter() {
-                    working(&mut tables, &hosts, key).remove(&old);
+                    batches.entry(key.clone()).or_default().0.push(old.clone());
                 }
             }
             let Some(spec) = spec else { continue };
             let member = Arc::new(Member::new(spec, seq));
             seq += 1;
             for key in member.hosts.iter() {
-                working(&mut tables, &hosts, key).add(&member);
+                batches
+                    .entry(key.clone())
+                    .or_default()
+                    .1
+                    .push(member.clone());
             }
             by_id.insert(member.id.clone(), member);
         }
-        for (key, table) in tables {
+        let mut hosts = self.hosts.clone();
+        for (key, (gone, new)) in batches {
+            // O(1): the table is persistent, and `apply` copies only what it changes.
+            let mut table = hosts
+                .get(&key)
+                .map_or_else(Table::empty, |t| Table::clone(t));
+            table.apply(&gone, new);
             hosts.set(key, table);
         }
         hosts.finish();
@@ -241,19 +251,6 @@ impl<T> Router<T> {
     pub fn tables(&self) -> usize {
         self.hosts.exact.len() + self.hosts.wildcard.len() + 1
     }
-}
-
-/// The working copy of `key`'s table, cloned in O(1) from `hosts` the first time.
-fn working<'w, T>(
-    tables: &'w mut HashMap<HostKey, Table<T>>,
-    hosts: &HostIndex<T>,
-    key: &HostKey,
-) -> &'w mut Table<T> {
-    tables.entry(key.clone()).or_insert_with(|| {
-        hosts
-            .get(key)
-            .map_or_else(Table::empty, |t| Table::clone(t))
-    })
 }
 
 impl<T> Default for Router<T> {

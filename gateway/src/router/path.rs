@@ -3,12 +3,14 @@
 //!
 //! All three are persistent: cloning an index is O(1), and adding or removing one route
 //! copies only what leads to the lists of its own patterns.
-use super::candidates::{Candidate, Candidates};
+use super::candidates::{precedence, Candidate, Candidates};
 use super::params::{Entry, Found, ParamTrie, Place};
 use super::prefix::PrefixTree;
 use super::Member;
 use model::path::PathPattern;
-use std::collections::HashMap;
+use model::Id;
+use std::cmp::Ordering;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 type Routes<T> = Candidates<Arc<Member<T>>>;
@@ -39,124 +41,122 @@ impl<T> Clone for PathIndex<T> {
     }
 }
 
-/// Appends `entry` unless its route is already last: routes arrive in precedence order,
-/// one route's patterns together, so a pattern listed twice by a route is always that.
-fn push_once<E: Candidate<T>, T>(list: &mut Vec<E>, entry: E) {
-    if list
-        .last()
-        .is_some_and(|last| Arc::ptr_eq(last.member(), entry.member()))
-    {
-        return;
+/// What one batch does to one pattern's list: routes whose ids go, and routes that come
+/// in precedence order.
+struct Edit<'m, E> {
+    gone: HashSet<&'m Id>,
+    new: Vec<E>,
+}
+
+impl<E> Default for Edit<'_, E> {
+    fn default() -> Self {
+        Edit {
+            gone: HashSet::new(),
+            new: Vec::new(),
+        }
     }
-    list.push(entry);
+}
+
+impl<E: Clone> Edit<'_, E> {
+    /// Appends `entry` unless its route is already last: routes come in precedence order,
+    /// one route's patterns together, so a pattern listed twice by a route is always that.
+    fn push<T>(&mut self, entry: E)
+    where
+        E: Candidate<T>,
+    {
+        if self
+            .new
+            .last()
+            .is_some_and(|last| Arc::ptr_eq(last.member(), entry.member()))
+        {
+            return;
+        }
+        self.new.push(entry);
+    }
+
+    /// `old` without the routes that go, merged with the ones that come: one pass, so a
+    /// batch costs O(list) per pattern it touches however many of its routes change.
+    fn apply<T>(self, old: Option<&Candidates<E>>) -> Candidates<E>
+    where
+        E: Candidate<T>,
+    {
+        let old = old.map_or(&[][..], Candidates::as_slice);
+        let mut out = Vec::with_capacity(old.len() + self.new.len());
+        let mut kept = old
+            .iter()
+            .filter(|e| !self.gone.contains(&e.member().id))
+            .peekable();
+        let mut new = self.new.into_iter().peekable();
+        loop {
+            let old_first = match (kept.peek(), new.peek()) {
+                (Some(a), Some(b)) => precedence(a.member(), b.member()) == Ordering::Less,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                (None, None) => break,
+            };
+            let next = if old_first {
+                kept.next().cloned()
+            } else {
+                new.next()
+            };
+            out.extend(next);
+        }
+        Candidates::from_vec(out)
+    }
 }
 
 impl<T> PathIndex<T> {
-    /// Indexes `members`, which must be in precedence order, in one pass: each pattern's
-    /// list is built once rather than grown route by route.
-    pub(super) fn build(members: &[Arc<Member<T>>]) -> Self {
-        let mut exact: HashMap<&str, Vec<Arc<Member<T>>>> = HashMap::new();
-        let mut prefix: HashMap<&[u8], Vec<Arc<Member<T>>>> = HashMap::new();
-        let mut params: HashMap<Place<'_>, Vec<Entry<T>>> = HashMap::new();
-        for m in members {
+    /// Takes the routes with the ids of `gone` out of the lists of `gone`'s patterns, and
+    /// puts `new` (in precedence order) into the lists of theirs: each touched list is
+    /// made once, and nothing else is copied but the trie nodes above it.
+    pub(super) fn apply(&mut self, gone: &[Arc<Member<T>>], new: &[Arc<Member<T>>]) {
+        let mut exact: HashMap<&str, Edit<'_, Arc<Member<T>>>> = HashMap::new();
+        let mut prefix: HashMap<&[u8], Edit<'_, Arc<Member<T>>>> = HashMap::new();
+        let mut params: HashMap<Place<'_>, Edit<'_, Entry<T>>> = HashMap::new();
+        for m in gone {
+            for p in m.paths.iter() {
+                let gone = match p {
+                    PathPattern::Exact(s) => &mut exact.entry(s).or_default().gone,
+                    PathPattern::Prefix(s) => &mut prefix.entry(s.as_bytes()).or_default().gone,
+                    PathPattern::Params(segments) => match Place::of(segments) {
+                        Some(place) => &mut params.entry(place).or_default().gone,
+                        None => continue,
+                    },
+                };
+                gone.insert(&m.id);
+            }
+        }
+        for m in new {
             for (pattern, p) in (0u32..).zip(m.paths.iter()) {
                 match p {
-                    PathPattern::Exact(s) => {
-                        push_once(exact.entry(s).or_default(), m.clone());
-                    }
+                    PathPattern::Exact(s) => exact.entry(s).or_default().push(m.clone()),
                     PathPattern::Prefix(s) => {
-                        push_once(prefix.entry(s.as_bytes()).or_default(), m.clone());
+                        prefix.entry(s.as_bytes()).or_default().push(m.clone());
                     }
                     PathPattern::Params(segments) => {
                         if let Some(place) = Place::of(segments) {
                             let entry = Entry::new(m.clone(), pattern);
-                            push_once(params.entry(place).or_default(), entry);
+                            params.entry(place).or_default().push(entry);
                         }
                     }
                 }
             }
         }
-        let mut index = PathIndex {
-            exact: exact
-                .into_iter()
-                .map(|(p, list)| (p.into(), Candidates::from_vec(list)))
-                .collect(),
-            ..PathIndex::default()
-        };
-        for (p, list) in prefix {
-            index.prefix.set(p, Candidates::from_vec(list));
-        }
-        for (place, list) in params {
-            index.params.set(&place, Candidates::from_vec(list));
-        }
-        index
-    }
-
-    /// Puts `member` among the routes of each of its patterns.
-    pub(super) fn add(&mut self, member: &Arc<Member<T>>) {
-        for (pattern, p) in (0u32..).zip(member.paths.iter()) {
-            match p {
-                PathPattern::Exact(s) => {
-                    let list = self.exact.get(s.as_str()).map_or_else(
-                        || Candidates::One(member.clone()),
-                        |list| list.with(member.clone()),
-                    );
-                    self.exact.insert(s.as_str().into(), list);
-                }
-                PathPattern::Prefix(s) => {
-                    let key = s.as_bytes();
-                    let list = match self.prefix.get(key) {
-                        Some(list) => list.with(member.clone()),
-                        None => Candidates::One(member.clone()),
-                    };
-                    self.prefix.set(key, list);
-                }
-                PathPattern::Params(segments) => {
-                    let Some(place) = Place::of(segments) else {
-                        continue;
-                    };
-                    let entry = Entry::new(member.clone(), pattern);
-                    let list = match self.params.get(&place) {
-                        Some(list) => list.with(entry),
-                        None => Candidates::One(entry),
-                    };
-                    self.params.set(&place, list);
-                }
+        for (path, edit) in exact {
+            let list = edit.apply(self.exact.get(path));
+            if list.is_empty() {
+                self.exact.remove(path);
+            } else {
+                self.exact.insert(path.into(), list);
             }
         }
-    }
-
-    /// Takes the routes with `member`'s id out of the lists of `member`'s patterns.
-    pub(super) fn remove(&mut self, member: &Member<T>) {
-        let id = &member.id;
-        for p in member.paths.iter() {
-            match p {
-                PathPattern::Exact(s) => {
-                    let Some(list) = self.exact.get(s.as_str()) else {
-                        continue;
-                    };
-                    let list = list.without(id);
-                    if list.is_empty() {
-                        self.exact.remove(s.as_str());
-                    } else {
-                        self.exact.insert(s.as_str().into(), list);
-                    }
-                }
-                PathPattern::Prefix(s) => {
-                    let key = s.as_bytes();
-                    if let Some(list) = self.prefix.get(key).map(|l| l.without(id)) {
-                        self.prefix.set(key, list);
-                    }
-                }
-                PathPattern::Params(segments) => {
-                    let Some(place) = Place::of(segments) else {
-                        continue;
-                    };
-                    if let Some(list) = self.params.get(&place).map(|l| l.without(id)) {
-                        self.params.set(&place, list);
-                    }
-                }
-            }
+        for (key, edit) in prefix {
+            let list = edit.apply(self.prefix.get(key));
+            self.prefix.set(key, list);
+        }
+        for (place, edit) in params {
+            let list = edit.apply(self.params.get(&place));
+            self.params.set(&place, list);
         }
     }
 

@@ -30,22 +30,17 @@ impl<T> Table<T> {
         }
     }
 
-    pub(super) fn build(mut members: Vec<Arc<Member<T>>>) -> Self {
-        members.sort_by(|a, b| precedence(a, b));
-        Table {
-            index: PathIndex::build(&members),
-            routes: members.len(),
-        }
+    pub(super) fn build(members: Vec<Arc<Member<T>>>) -> Self {
+        let mut table = Table::empty();
+        table.apply(&[], members);
+        table
     }
 
-    pub(super) fn add(&mut self, member: &Arc<Member<T>>) {
-        self.index.add(member);
-        self.routes += 1;
-    }
-
-    pub(super) fn remove(&mut self, member: &Member<T>) {
-        self.index.remove(member);
-        self.routes = self.routes.saturating_sub(1);
+    /// Takes out the routes of `gone` (by id) and puts in `new`, in one batch.
+    pub(super) fn apply(&mut self, gone: &[Arc<Member<T>>], mut new: Vec<Arc<Member<T>>>) {
+        new.sort_by(|a, b| precedence(a, b));
+        self.index.apply(gone, &new);
+        self.routes = self.routes.saturating_sub(gone.len()) + new.len();
     }
 
     pub(super) fn is_empty(&self) -> bool {
