@@ -44,14 +44,14 @@ impl<T> Clone for PathIndex<T> {
 /// What one batch does to one pattern's list: routes whose ids go, and routes that come
 /// in precedence order.
 struct Edit<'m, E> {
-    gone: HashSet<&'m Id>,
+    gone: Vec<&'m Id>,
     new: Vec<E>,
 }
 
 impl<E> Default for Edit<'_, E> {
     fn default() -> Self {
         Edit {
-            gone: HashSet::new(),
+            gone: Vec::new(),
             new: Vec::new(),
         }
     }
@@ -80,13 +80,20 @@ impl<E: Clone> Edit<'_, E> {
     where
         E: Candidate<T>,
     {
+        let Edit { gone, new } = self;
         let old = old.map_or(&[][..], Candidates::as_slice);
-        let mut out = Vec::with_capacity(old.len() + self.new.len());
-        let mut kept = old
-            .iter()
-            .filter(|e| !self.gone.contains(&e.member().id))
-            .peekable();
-        let mut new = self.new.into_iter().peekable();
+        if old.is_empty() {
+            return Candidates::from_vec(new);
+        }
+        // Most edits take one route out; a set only pays for itself with many.
+        let set: Option<HashSet<&Id>> = (gone.len() > 8).then(|| gone.iter().copied().collect());
+        let goes = |id: &Id| match &set {
+            Some(set) => set.contains(id),
+            None => gone.contains(&id),
+        };
+        let mut out = Vec::with_capacity(old.len() + new.len());
+        let mut kept = old.iter().filter(|e| !goes(&e.member().id)).peekable();
+        let mut new = new.into_iter().peekable();
         loop {
             let old_first = match (kept.peek(), new.peek()) {
                 (Some(a), Some(b)) => precedence(a.member(), b.member()) == Ordering::Less,
@@ -123,7 +130,7 @@ impl<T> PathIndex<T> {
                         None => continue,
                     },
                 };
-                gone.insert(&m.id);
+                gone.push(&m.id);
             }
         }
         for m in new {
