@@ -34,18 +34,19 @@
 //!   pattern's node (path copying); a trie node with many static children keeps them in
 //!   an `imbl::HashMap`, so copying it does not copy its siblings.
 //!
-//! [`Router::update`] therefore costs, per changed route and per host it has or had, a
-//! few persistent-map edits plus one copy of each of its patterns' lists and of the trie
-//! nodes above them: O(list length + pattern depth × log(children)), independent of how
-//! many other routes share the host (one change among 50k host-less routes: a few
-//! microseconds, see docs/benchmarks.md). An updated router has exactly the structure a
-//! fresh build of the same routes would: nodes a removal leaves empty are removed, and a
-//! prefix-tree node left with one child is merged with it. [`Router::build`] groups the
-//! routes by host and pattern and makes each list once, O(n log n).
+//! [`Router::update`] groups its changes by host and pattern: each touched list is remade
+//! once (the routes that go filtered out, the ones that come merged in), and the trie
+//! nodes above it are copied once. One changed route costs, per pattern, O(list length
+//! plus depth × log(children)), independent of how many other routes share its host (one
+//! change among 50k host-less routes: a few microseconds, see docs/benchmarks.md).
+//! An updated router has exactly the structure a fresh build of the same routes would:
+//! nodes a removal leaves empty are removed, and a prefix-tree node left with one child
+//! is merged with it. [`Router::build`] is the same batch applied to empty tables.
 //!
 //! Nodes never point back up (a shared node has a parent in every snapshot), so a prefix
 //! lookup whose longest prefix refuses walks the path again for the shorter ones. Deep
-//! tries are walked, changed and dropped with loops, never recursion.
+//! tries are walked, changed and dropped with loops, never recursion. The price of all
+//! this sharing is memory: about half again what flat arenas and std maps took.
 
 mod candidates;
 mod host;
