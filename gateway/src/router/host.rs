@@ -2,7 +2,7 @@
 //! hash lookup per label of the request host rather than a scan of the routes' hosts.
 //!
 //! Each host (and each wildcard suffix, and "no host") has its own [`Table`], shared by
-//! `Arc` between snapshots, so a change to one route rebuilds only the tables of the hosts
+//! `Arc` between snapshots, so a change to one route touches only the tables of the hosts
 //! it had and has: the rest of a large configuration is carried over untouched.
 use super::table::Table;
 use model::host::HostPattern;
@@ -53,6 +53,8 @@ pub(super) struct HostIndex<T> {
     pub(super) wildcard: imbl::HashMap<Box<str>, Arc<Table<T>>>,
     /// No wildcard suffix is longer than this, so longer suffixes of a host need no lookup.
     pub(super) longest_wildcard: usize,
+    /// The longest wildcard host was removed since `finish` last looked.
+    longest_stale: bool,
     pub(super) any: Arc<Table<T>>,
 }
 
@@ -62,6 +64,7 @@ impl<T> Clone for HostIndex<T> {
             exact: self.exact.clone(),
             wildcard: self.wildcard.clone(),
             longest_wildcard: self.longest_wildcard,
+            longest_stale: self.longest_stale,
             any: self.any.clone(),
         }
     }
@@ -73,6 +76,7 @@ impl<T> HostIndex<T> {
             exact: imbl::HashMap::new(),
             wildcard: imbl::HashMap::new(),
             longest_wildcard: 0,
+            longest_stale: false,
             any: Arc::new(Table::empty()),
         }
     }
@@ -97,17 +101,27 @@ impl<T> HostIndex<T> {
                 self.exact.insert(h, table);
             }
             HostKey::Wildcard(s) if empty => {
-                self.wildcard.remove(&s);
+                // Only losing the longest suffix can shorten the longest; `finish` then
+                // looks for the new one.
+                if self.wildcard.remove(&s).is_some() && s.len() >= self.longest_wildcard {
+                    self.longest_stale = true;
+                }
             }
             HostKey::Wildcard(s) => {
+                self.longest_wildcard = self.longest_wildcard.max(s.len());
                 self.wildcard.insert(s, table);
             }
             HostKey::Any => self.any = table,
         }
     }
 
+    /// Call after the last `set`: brings `longest_wildcard` up to date, which takes a scan
+    /// of the wildcard hosts only when the longest one went.
     pub(super) fn finish(&mut self) {
-        self.longest_wildcard = self.wildcard.keys().map(|k| k.len()).max().unwrap_or(0);
+        if self.longest_stale {
+            self.longest_wildcard = self.wildcard.keys().map(|k| k.len()).max().unwrap_or(0);
+            self.longest_stale = false;
+        }
     }
 
     /// The tables to try for `host`, most specific first: the exact host, each wildcard

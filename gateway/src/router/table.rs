@@ -1,65 +1,63 @@
-//! One host tier's routes: the members in precedence order and their path index.
-use super::path::{Found, PathIndex, PathIndexBuilder};
+//! One host tier's routes: their path index, and how many routes it holds.
+use super::candidates::precedence;
+use super::params::Found;
+use super::path::PathIndex;
 use super::{Member, Request};
-use std::cmp::Ordering;
 use std::sync::Arc;
 
-/// Route numbers are u32 to keep the indexes small; u32::MAX is reserved as "none".
-const MAX_ROUTES: usize = (u32::MAX - 1) as usize;
-
 pub(super) struct Table<T> {
-    /// In precedence order: a smaller index wins among routes sharing a pattern. Kept
-    /// whole so the table can be rebuilt with one route more or less.
-    pub(super) members: Vec<Arc<Member<T>>>,
-    index: PathIndex,
+    index: PathIndex<T>,
+    /// Routes under this host, paths or not: a route with no pattern that can match still
+    /// keeps its host's table, as in a fresh build.
+    routes: usize,
+}
+
+impl<T> Clone for Table<T> {
+    /// O(1): the index is persistent, so the clone shares everything until it is changed.
+    fn clone(&self) -> Self {
+        Table {
+            index: self.index.clone(),
+            routes: self.routes,
+        }
+    }
 }
 
 impl<T> Table<T> {
     pub(super) fn empty() -> Self {
         Table {
-            members: Vec::new(),
             index: PathIndex::default(),
+            routes: 0,
         }
     }
 
-    pub(super) fn build(mut members: Vec<Arc<Member<T>>>) -> Self {
-        members.truncate(MAX_ROUTES);
-        members.sort_by(|a, b| precedence(a, b));
-        let mut index = PathIndexBuilder::default();
-        for (number, m) in (0u32..).zip(&members) {
-            for p in m.paths.iter() {
-                index.add(p, number);
-            }
-        }
-        Table {
-            members,
-            index: index.finish(),
-        }
+    pub(super) fn build(members: Vec<Arc<Member<T>>>) -> Self {
+        let mut table = Table::empty();
+        table.apply(&[], members);
+        table
+    }
+
+    /// Takes out the routes of `gone` (by id) and puts in `new`, in one batch.
+    pub(super) fn apply(&mut self, gone: &[Arc<Member<T>>], mut new: Vec<Arc<Member<T>>>) {
+        new.sort_by(|a, b| precedence(a, b));
+        self.index.apply(gone, &new);
+        self.routes = self.routes.saturating_sub(gone.len()) + new.len();
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.members.is_empty()
+        self.routes == 0
     }
 
-    pub(super) fn find<'a>(&'a self, req: &Request<'_>) -> Option<(&'a Member<T>, Found<'a>)> {
-        let mut accept = |n: u32| self.members.get(n as usize).is_some_and(|m| m.accepts(req));
-        let found = self.index.find(req.path, &mut accept)?;
-        Some((self.members.get(found.0 as usize)?, found))
+    pub(super) fn find<'a>(&'a self, req: &Request<'_>) -> Option<Found<'a, T>> {
+        self.index.find(req.path, &mut |m| m.accepts(req))
     }
 }
 
-/// Higher priority, then earlier create_time, then the smaller id (`2` before `10`), then
-/// the order the routes were given in.
-fn precedence<T>(a: &Member<T>, b: &Member<T>) -> Ordering {
-    b.priority
-        .cmp(&a.priority)
-        .then(a.create_time.cmp(&b.create_time))
-        .then_with(|| match (a.numeric_id, b.numeric_id) {
-            (Some(x), Some(y)) => x.cmp(&y),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => Ordering::Equal,
-        })
-        .then_with(|| a.id.as_str().cmp(b.id.as_str()))
-        .then(a.seq.cmp(&b.seq))
+#[cfg(test)]
+impl<T> Table<T> {
+    /// The route count, then the index's census.
+    pub(super) fn census(&self) -> Vec<usize> {
+        let mut out = vec![self.routes];
+        out.extend(self.index.census());
+        out
+    }
 }

@@ -878,6 +878,7 @@ fn update_agrees_with_a_fresh_build() {
             let fresh = Router::build(current.values().cloned().collect());
             assert_eq!(router.len(), fresh.len(), "seed {seed} step {step}");
             assert_eq!(router.tables(), fresh.tables(), "seed {seed} step {step}");
+            assert_eq!(router.census(), fresh.census(), "seed {seed} step {step}");
             for n in 0..300 {
                 let path = random_path(&mut rng, 4);
                 let mut vars = Vars::default();
@@ -900,4 +901,137 @@ fn update_agrees_with_a_fresh_build() {
             }
         }
     }
+}
+
+/// `router` against a fresh build of `routes`: the same size, the same structures (every
+/// trie shrunk back as routes went), and the same answer to random requests.
+fn assert_like_fresh(
+    router: &Router<String>,
+    routes: Vec<RouteSpec<String>>,
+    rng: &mut Rng,
+    what: &str,
+) {
+    let fresh = Router::build(routes);
+    assert_eq!(router.len(), fresh.len(), "{what}");
+    assert_eq!(router.tables(), fresh.tables(), "{what}");
+    assert_eq!(router.census(), fresh.census(), "{what}");
+    for n in 0..300 {
+        let path = match rng.below(10) {
+            0 => format!("{}/c", random_path(rng, 3)),
+            _ => random_path(rng, 4),
+        };
+        let mut vars = Vars::default();
+        if rng.chance(50) {
+            vars.values
+                .push(("arg_a".into(), rng.pick(&["1", "2"]).into()));
+        }
+        let req = Request {
+            host: rng.pick(REQUEST_HOSTS),
+            path: &path,
+            method: rng.pick(METHODS),
+            remote_addr: rng.pick(ADDRS).parse().unwrap(),
+            vars: &vars,
+        };
+        assert_eq!(
+            describe(router.find(&req)),
+            describe(fresh.find(&req)),
+            "{what}, request {n}: {req:?}"
+        );
+    }
+}
+
+/// The Admin API changes one route at a time: thousands of single-route updates in a row
+/// must never drift from a fresh build, in answers or in structure.
+#[test]
+fn single_route_updates_in_a_row_agree_with_a_fresh_build() {
+    let mut rng = Rng(0xC4A2_61E5);
+    let mut current: std::collections::BTreeMap<String, RouteSpec<String>> = (0..300)
+        .map(|i| {
+            let r = random_route(&mut rng, i);
+            (r.value.clone(), r)
+        })
+        .collect();
+    let mut router = Router::build(current.values().cloned().collect());
+    for step in 1..=2000 {
+        let i = rng.below(450);
+        let r = random_route(&mut rng, i);
+        let change = if rng.chance(35) {
+            current.remove(&r.value);
+            (r.id.clone(), None)
+        } else {
+            current.insert(r.value.clone(), r.clone());
+            (r.id.clone(), Some(r))
+        };
+        router = router.update([change]);
+        if step % 100 == 0 {
+            let routes = current.values().cloned().collect();
+            assert_like_fresh(&router, routes, &mut rng, &format!("step {step}"));
+        }
+    }
+}
+
+/// Taking away the last route of a pattern, of a host or of the longest wildcard leaves
+/// the structures a fresh build of what is left would have: nodes split for a prefix merge
+/// back, emptied trie branches and host tables go, a statics map turns back into a list.
+#[test]
+fn removing_the_last_route_of_a_pattern_or_host_shrinks_back() {
+    let base = [
+        "1: uri=/keep",
+        "2: uri=/k/:id",
+        "3: uri=/ke*",
+        "4: uri=/x host=a.com",
+        "5: uri=/w host=*.a.com",
+    ];
+    let mut extra: Vec<String> = [
+        "10: uri=/kee*",
+        "11: uri=/k*",
+        "12: uri=/keep/deeper*|/kx*",
+        "13: uri=/k/:id/more",
+        "14: uri=/k/:id/*rest|/k/:other/*",
+        "15: uri=/keep",
+        "16: uri=/new host=b.com",
+        "17: uri=/w host=*.long.c.com",
+        "18: uri=/x host=a.com prio=3",
+        "19: uri=/z/:a/:b/:c",
+        "20: uri=/*",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    // More static siblings than a node keeps in a list.
+    extra.extend((0..12).map(|n| format!("s{n}: uri=/k/s{n}/:x")));
+    let routes = |lines: &[String]| -> Vec<RouteSpec<String>> {
+        base.iter()
+            .map(|l| route(l))
+            .chain(lines.iter().map(|l| route(l)))
+            .collect()
+    };
+    let mut rng = Rng(7);
+    let empty = Router::<String>::default().census();
+    let base_router = Router::build(routes(&[]));
+    assert_ne!(base_router.census(), empty);
+
+    // One at a time in, one at a time out in another order; then all at once both ways.
+    let mut router = base_router.clone();
+    for (n, line) in extra.iter().enumerate() {
+        let spec = route(line);
+        router = router.update([(spec.id.clone(), Some(spec))]);
+        assert_like_fresh(&router, routes(&extra[..=n]), &mut rng, line);
+    }
+    let mut left = extra.clone();
+    while !left.is_empty() {
+        let line = left.remove(rng.below(left.len()));
+        let gone = route(&line);
+        router = router.update([(gone.id.clone(), None)]);
+        assert_like_fresh(&router, routes(&left), &mut rng, &format!("without {line}"));
+    }
+    assert_eq!(router.census(), base_router.census());
+
+    let all = Router::build(routes(&extra));
+    let router = all.update(routes(&extra).into_iter().map(|r| (r.id, None)));
+    assert_eq!(router.census(), empty);
+    assert!(router.is_empty());
+    assert_eq!(router.tables(), 1);
+    let router = router.update(routes(&extra).into_iter().map(|r| (r.id.clone(), Some(r))));
+    assert_eq!(router.census(), all.census());
 }
