@@ -204,8 +204,9 @@ impl Etcd {
         self.spawn();
     }
 
-    /// Puts many keys, 128 per transaction (etcd's default `--max-txn-ops`). Runs on its
-    /// own thread and runtime, so it can be called from sync and async tests alike.
+    /// Puts many keys in order, up to 128 per transaction (etcd's default `--max-txn-ops`;
+    /// a transaction may not name a key twice, so a repeated key starts the next one).
+    /// Runs on its own thread and runtime, so sync and async tests alike can call it.
     pub fn put_many(&self, kvs: &[(String, String)]) {
         let url = self.url.clone();
         let kvs = kvs.to_vec();
@@ -216,7 +217,16 @@ impl Etcd {
                 .unwrap();
             rt.block_on(async {
                 let mut c = etcd_client::Client::connect([url], None).await.unwrap();
-                for chunk in kvs.chunks(128) {
+                let mut chunks: Vec<Vec<&(String, String)>> = vec![Vec::new()];
+                for kv in &kvs {
+                    let last = chunks.last_mut().unwrap();
+                    if last.len() == 128 || last.iter().any(|(k, _)| *k == kv.0) {
+                        chunks.push(vec![kv]);
+                    } else {
+                        last.push(kv);
+                    }
+                }
+                for chunk in chunks.into_iter().filter(|c| !c.is_empty()) {
                     let ops: Vec<etcd_client::TxnOp> = chunk
                         .iter()
                         .map(|(k, v)| etcd_client::TxnOp::put(k.as_str(), v.as_str(), None))
