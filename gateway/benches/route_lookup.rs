@@ -186,6 +186,63 @@ fn report_update() {
     }
 }
 
+/// What one route change costs a whole snapshot at 50k routes: `State::apply` of the new
+/// value plus the incremental `Snapshot::compile` (router update, upstream map, counts).
+fn report_snapshot_change() {
+    use gateway::snapshot::Snapshot;
+    use gateway::state::{Change, State};
+    let n = 50_000;
+    let route = |i: usize, v: usize| {
+        let uri = match i % 5 {
+            0..=2 => format!("/api/v{v}/svc{i}/items"),
+            3 => format!("/static/svc{i}/*"),
+            _ => format!("/users/svc{i}/:id"),
+        };
+        format!(r#"{{"uri":"{uri}","upstream_id":"u1"}}"#)
+    };
+    let mut state = State::default();
+    let put = |state: &mut State, key: String, value: String| {
+        state.apply(
+            "/gw",
+            Change::Put {
+                key,
+                value: value.into_bytes(),
+            },
+        );
+    };
+    put(
+        &mut state,
+        "/gw/upstreams/u1".into(),
+        r#"{"nodes":{"127.0.0.1:1":1}}"#.into(),
+    );
+    for i in 0..n {
+        put(&mut state, format!("/gw/routes/{i}"), route(i, 1));
+    }
+    let dirty = state.take_dirty();
+    let start = Instant::now();
+    let mut snap = Snapshot::compile(&state, &dirty, 1, &Snapshot::empty());
+    println!(
+        "Snapshot::compile, {n} host-less routes from scratch: {:?}",
+        start.elapsed()
+    );
+    let mut times = Vec::new();
+    for round in 0..200 {
+        let i = (round * 7919) % n;
+        put(&mut state, format!("/gw/routes/{i}"), route(i, round + 2));
+        let start = Instant::now();
+        let dirty = state.take_dirty();
+        let next = Snapshot::compile(&state, &dirty, 2 + round as i64, &snap);
+        times.push(start.elapsed());
+        snap = next;
+    }
+    times.sort();
+    println!(
+        "Snapshot::compile after one route change among {n}: p50 {:?}, p99 {:?}",
+        times[times.len() / 2],
+        times[times.len() * 99 / 100]
+    );
+}
+
 /// Criterion measures each size in its own stretch of time, and on a shared 2-core VM the
 /// machine's speed drifts between stretches by more than the effect in question. This
 /// interleaves the smallest and largest tables round by round and keeps each one's best
@@ -220,6 +277,7 @@ fn report_scaling() {
 }
 
 fn main() {
+    report_snapshot_change();
     report_update();
     report_build();
     report_scaling();

@@ -143,7 +143,7 @@ impl Snapshot {
             router,
             upstreams: all,
             checked,
-            counts: counts(state),
+            counts: state.counts(),
         }
     }
 }
@@ -342,24 +342,6 @@ fn target_upstream(
             }
         }
         None => Err("missing upstream configuration".into()),
-    }
-}
-
-fn counts(state: &State) -> ConfigCounts {
-    fn split<T>(m: &std::collections::BTreeMap<Id, crate::state::Entry<T>>) -> (usize, usize) {
-        let ok = m.values().filter(|e| e.parsed.is_ok()).count();
-        (ok, m.len() - ok)
-    }
-    let (routes, invalid_routes) = split(&state.routes);
-    let (services, invalid_services) = split(&state.services);
-    let (upstreams, invalid_upstreams) = split(&state.upstreams);
-    ConfigCounts {
-        routes,
-        services,
-        upstreams,
-        invalid_routes,
-        invalid_services,
-        invalid_upstreams,
     }
 }
 

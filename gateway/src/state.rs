@@ -1,5 +1,6 @@
 //! The configuration as read from etcd, one entry per key, each parsed or marked invalid.
 //! Pure: the watch feeds it changes, the snapshot compiler reads it.
+use crate::metrics::ConfigCounts;
 use model::key::parse_key;
 use model::{decode, Id, Kind, Resource, Route, Service, Upstream};
 use std::collections::{BTreeMap, BTreeSet};
@@ -34,6 +35,9 @@ pub struct State {
     pub routes: BTreeMap<Id, Entry<Route>>,
     pub services: BTreeMap<Id, Entry<Service>>,
     pub upstreams: BTreeMap<Id, Entry<Upstream>>,
+    /// Valid and invalid entries per kind, kept as changes arrive so a snapshot never
+    /// has to count 50,000 entries.
+    counts: ConfigCounts,
     /// What changed since the last [`State::take_dirty`]: the snapshot compiler redoes
     /// only that, so one change among 50,000 routes costs one route's work.
     dirty: Dirty,
@@ -74,22 +78,50 @@ impl State {
             Change::Put { value, .. } => Some(value),
             Change::Delete { .. } => None,
         };
-        let (applied, dirty) = match kind {
-            Kind::Routes => (upsert(&mut self.routes, &id, value), &mut self.dirty.routes),
-            Kind::Services => (
-                upsert(&mut self.services, &id, value),
-                &mut self.dirty.services,
-            ),
-            Kind::Upstreams => (
-                upsert(&mut self.upstreams, &id, value),
-                &mut self.dirty.upstreams,
-            ),
+        fn validity<T>(m: &BTreeMap<Id, Entry<T>>, id: &Id) -> Option<bool> {
+            m.get(id).map(|e| e.parsed.is_ok())
+        }
+        let c = &mut self.counts;
+        let (applied, dirty, before, after, valid, invalid) = match kind {
+            Kind::Routes => {
+                let before = validity(&self.routes, &id);
+                let applied = upsert(&mut self.routes, &id, value);
+                let after = validity(&self.routes, &id);
+                let (v, i) = (&mut c.routes, &mut c.invalid_routes);
+                (applied, &mut self.dirty.routes, before, after, v, i)
+            }
+            Kind::Services => {
+                let before = validity(&self.services, &id);
+                let applied = upsert(&mut self.services, &id, value);
+                let after = validity(&self.services, &id);
+                let (v, i) = (&mut c.services, &mut c.invalid_services);
+                (applied, &mut self.dirty.services, before, after, v, i)
+            }
+            Kind::Upstreams => {
+                let before = validity(&self.upstreams, &id);
+                let applied = upsert(&mut self.upstreams, &id, value);
+                let after = validity(&self.upstreams, &id);
+                let (v, i) = (&mut c.upstreams, &mut c.invalid_upstreams);
+                (applied, &mut self.dirty.upstreams, before, after, v, i)
+            }
             _ => return Applied::Ignored,
         };
+        for (state, delta) in [(before, -1isize), (after, 1)] {
+            match state {
+                Some(true) => *valid = valid.saturating_add_signed(delta),
+                Some(false) => *invalid = invalid.saturating_add_signed(delta),
+                None => {}
+            }
+        }
         if applied == Applied::Changed {
             dirty.insert(id);
         }
         applied
+    }
+
+    /// Valid and invalid entries per kind.
+    pub fn counts(&self) -> ConfigCounts {
+        self.counts
     }
 
     /// The changes since the last call, leaving none behind.
@@ -257,6 +289,18 @@ mod tests {
                 "step {i}: {change:?}"
             );
             let n_valid = state.routes.values().filter(|e| e.parsed.is_ok()).count();
+            let n_invalid_routes = state.routes.values().filter(|e| e.parsed.is_err()).count();
+            let c = state.counts();
+            assert_eq!(
+                (c.routes, c.invalid_routes),
+                (n_valid, n_invalid_routes),
+                "step {i}"
+            );
+            assert_eq!(
+                c.invalid_routes + c.invalid_services + c.invalid_upstreams,
+                state.invalid().len(),
+                "step {i}"
+            );
             assert_eq!(
                 (n_valid, state.invalid().len()),
                 (valid, invalid),
