@@ -86,8 +86,10 @@ wait $reloader || true
 echo "$out" | awk '{printf "| haproxy 2.6 | rewrite config + seamless reload (-x, -sf) every %s ms | %s | %s | %s |\n", "'"$interval_ms"'", $3, $5, $7}'
 
 # Our gateway: two replicas, every change through the Admin API.
-out=$("$bin/churn" 64 "$seconds" "$interval_ms" | head -1)
+all=$("$bin/churn" 64 "$seconds" "$interval_ms")
+out=$(echo "$all" | head -1)
 echo "$out" | awk '{printf "| gateway (2 replicas) | one Admin API change every %s ms | %s | %s | %s |\n", "'"$interval_ms"'", $5, $7, $9}'
 echo
 echo "gateway: $out"
+echo "gateway: $(echo "$all" | grep -m1 propagation)"
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%Y-%m-%d)"
