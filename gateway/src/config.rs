@@ -35,6 +35,10 @@ pub struct Config {
     /// This replica's zone: upstream nodes with this `zone` are preferred while any is healthy.
     #[arg(long, env = "GATEWAY_ZONE")]
     pub zone: Option<String>,
+    /// DNS server (`ip:port`) for upstream nodes given by name, queried over UDP with the
+    /// records' TTLs honoured (APISIX's `dns_resolver`); default: the system resolver.
+    #[arg(long, env = "GATEWAY_DNS_RESOLVER")]
+    pub dns_resolver: Option<SocketAddr>,
     /// How long SIGTERM waits for in-flight requests, e.g. `15s`, `500ms`.
     #[arg(long, env = "GATEWAY_GRACE_PERIOD", default_value = "15s", value_parser = parse_duration)]
     pub grace_period: Duration,

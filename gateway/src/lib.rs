@@ -4,6 +4,7 @@
 
 pub mod balancer;
 pub mod config;
+pub mod dns;
 pub mod headers;
 pub mod health_check;
 pub mod lb;
@@ -39,6 +40,8 @@ pub struct Shared {
     pub etcd_connected: AtomicBool,
     /// Active health-check tasks, matched to each new snapshot by the watch.
     pub checkers: health_check::Checkers,
+    /// Node host names in use, published after each build for the resolver (`dns.rs`).
+    pub dns_names: tokio::sync::watch::Sender<std::collections::BTreeSet<String>>,
     /// This replica's `--zone`: nodes in it are preferred while any of them is healthy.
     pub zone: Option<String>,
 }
@@ -53,6 +56,7 @@ impl Shared {
             etcd_connected: AtomicBool::new(false),
             zone,
             checkers: health_check::Checkers::default(),
+            dns_names: tokio::sync::watch::Sender::new(Default::default()),
         })
     }
 }
@@ -75,11 +79,18 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     // configuration and the process still answers `/healthz`.
     let (stop_accepting, stop_accepting_rx) = tokio::sync::watch::channel(false);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let (dns_tx, dns_rx) = tokio::sync::mpsc::channel(64);
+    let resolver = tokio::spawn(dns::run(
+        shared.dns_names.subscribe(),
+        dns_tx,
+        config.dns_resolver,
+    ));
     let watcher = tokio::spawn(watch::run(
         config.etcd_endpoints.clone(),
         config.etcd_prefix.clone(),
         shared.clone(),
         stop_rx.clone(),
+        watch::DnsLink { updates: dns_rx },
     ));
     let status_task = tokio::spawn(status::serve(status, shared.clone(), stop_rx.clone()));
     let sweeper = {
@@ -105,6 +116,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let _ = stop_tx.send(true);
     sweeper.abort();
     let _ = watcher.await;
+    resolver.abort();
     let _ = status_task.await;
     tracing::info!("stopped");
     Ok(())

@@ -16,7 +16,8 @@ use model::upstream::PassHost;
 use model::upstream::{HashOn, LbType};
 use model::vars::VarSource;
 use model::{Id, Route, Service, Upstream};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,6 +163,7 @@ fn compile_all(state: &State, prev: &Snapshot) -> (Router<Arc<RouteTarget>>, Ups
             upstream_key(id),
             upstream_def(state, id),
             prev,
+            state.dns(),
         );
     }
     for id in state.services.keys() {
@@ -170,10 +172,17 @@ fn compile_all(state: &State, prev: &Snapshot) -> (Router<Arc<RouteTarget>>, Ups
             service_key(id),
             service_inline(state, id),
             prev,
+            state.dns(),
         );
     }
     for id in state.routes.keys() {
-        set_upstream(&mut upstreams, route_key(id), route_inline(state, id), prev);
+        set_upstream(
+            &mut upstreams,
+            route_key(id),
+            route_inline(state, id),
+            prev,
+            state.dns(),
+        );
     }
     let specs = state
         .routes
@@ -198,6 +207,7 @@ fn compile_changes(
             upstream_key(id),
             upstream_def(state, id),
             prev,
+            state.dns(),
         );
     }
     for id in &dirty.services {
@@ -206,10 +216,17 @@ fn compile_changes(
             service_key(id),
             service_inline(state, id),
             prev,
+            state.dns(),
         );
     }
     for id in &dirty.routes {
-        set_upstream(&mut upstreams, route_key(id), route_inline(state, id), prev);
+        set_upstream(
+            &mut upstreams,
+            route_key(id),
+            route_inline(state, id),
+            prev,
+            state.dns(),
+        );
     }
     // A route depends on its service (hosts, upstream, whether it is served at all) but
     // only on upstreams by key, so upstream changes never touch the router.
@@ -263,10 +280,21 @@ fn route_inline<'a>(state: &'a State, id: &Id) -> Option<&'a Upstream> {
 
 /// Puts the runtime for `def` under `key` (carrying the balancer over from `prev` when
 /// the nodes stayed), or removes the key when there is no valid definition.
-fn set_upstream(map: &mut Upstreams, key: String, def: Option<&Upstream>, prev: &Snapshot) {
+fn set_upstream(
+    map: &mut Upstreams,
+    key: String,
+    def: Option<&Upstream>,
+    prev: &Snapshot,
+    dns: &BTreeMap<String, Vec<IpAddr>>,
+) {
     match def {
         Some(def) => {
-            let rt = Arc::new(UpstreamRt::new(key.clone(), def, prev.upstreams.get(&key)));
+            let rt = Arc::new(UpstreamRt::new(
+                key.clone(),
+                def,
+                prev.upstreams.get(&key),
+                dns,
+            ));
             if rt.checks.is_some() {
                 map.checked.insert(key.clone(), rt.clone());
             } else {
@@ -385,21 +413,38 @@ fn secs(v: f64) -> Duration {
 }
 
 impl UpstreamRt {
-    fn new(key: String, def: &Upstream, prev: Option<&Arc<UpstreamRt>>) -> UpstreamRt {
+    fn new(
+        key: String,
+        def: &Upstream,
+        prev: Option<&Arc<UpstreamRt>>,
+        dns: &BTreeMap<String, Vec<IpAddr>>,
+    ) -> UpstreamRt {
         let scheme = def.scheme;
-        let nodes: Vec<NodeRt> = def
-            .nodes
-            .0
-            .iter()
-            .map(|n| {
-                let addr = n.address(scheme);
-                let host = match n.port {
-                    Some(p) if p != scheme.default_port() => addr.clone(),
-                    _ => addr
-                        .rsplit_once(':')
-                        .map(|(h, _)| h.to_string())
-                        .unwrap_or_else(|| addr.clone()),
-                };
+        // A node given by name becomes one node per address it resolved to (none until
+        // it has resolved), each keeping the name for `pass_host: node`.
+        let expanded = def.nodes.0.iter().flat_map(|n| {
+            let port = n.port.unwrap_or(scheme.default_port());
+            let host_header = match n.port {
+                Some(p) if p != scheme.default_port() => n.address(scheme),
+                _ => n.host.clone(),
+            };
+            let addrs: Vec<String> = if crate::dns::is_name(&n.host) {
+                dns.get(&n.host.to_ascii_lowercase())
+                    .map(|ips| {
+                        ips.iter()
+                            .map(|ip| std::net::SocketAddr::new(*ip, port).to_string())
+                            .collect()
+                    })
+                    .unwrap_or_default()
+            } else {
+                vec![n.address(scheme)]
+            };
+            addrs
+                .into_iter()
+                .map(move |addr| (n, addr, host_header.clone()))
+        });
+        let nodes: Vec<NodeRt> = expanded
+            .map(|(n, addr, host)| {
                 let state = prev
                     .and_then(|p| p.nodes.iter().find(|o| o.addr == addr))
                     .map(|o| o.state.clone())

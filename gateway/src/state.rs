@@ -4,6 +4,7 @@ use crate::metrics::ConfigCounts;
 use model::key::parse_key;
 use model::{decode, Id, Kind, Resource, Route, Service, Upstream};
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// One key's value: kept raw so an identical re-write is recognised and skipped.
@@ -38,6 +39,11 @@ pub struct State {
     /// Valid and invalid entries per kind, kept as changes arrive so a snapshot never
     /// has to count 50,000 entries.
     counts: ConfigCounts,
+    /// Node host names in use by valid entries, with how many entries use each.
+    names: BTreeMap<String, usize>,
+    /// The addresses each name resolved to (from `dns.rs`), an input of the compiler like
+    /// the etcd values.
+    dns: BTreeMap<String, Vec<IpAddr>>,
     /// What changed since the last [`State::take_dirty`]: the snapshot compiler redoes
     /// only that, so one change among 50,000 routes costs one route's work.
     dirty: Dirty,
@@ -82,30 +88,72 @@ impl State {
             m.get(id).map(|e| e.parsed.is_ok())
         }
         let c = &mut self.counts;
-        let (applied, dirty, before, after, valid, invalid) = match kind {
+        let (applied, dirty, before, after, valid, invalid, names) = match kind {
             Kind::Routes => {
                 let before = validity(&self.routes, &id);
+                let old = names_in(self.routes.get(&id), |r| r.upstream.as_ref());
                 let applied = upsert(&mut self.routes, &id, value);
                 let after = validity(&self.routes, &id);
+                let new = names_in(self.routes.get(&id), |r| r.upstream.as_ref());
                 let (v, i) = (&mut c.routes, &mut c.invalid_routes);
-                (applied, &mut self.dirty.routes, before, after, v, i)
+                (
+                    applied,
+                    &mut self.dirty.routes,
+                    before,
+                    after,
+                    v,
+                    i,
+                    (old, new),
+                )
             }
             Kind::Services => {
                 let before = validity(&self.services, &id);
+                let old = names_in(self.services.get(&id), |s| s.upstream.as_ref());
                 let applied = upsert(&mut self.services, &id, value);
                 let after = validity(&self.services, &id);
+                let new = names_in(self.services.get(&id), |s| s.upstream.as_ref());
                 let (v, i) = (&mut c.services, &mut c.invalid_services);
-                (applied, &mut self.dirty.services, before, after, v, i)
+                (
+                    applied,
+                    &mut self.dirty.services,
+                    before,
+                    after,
+                    v,
+                    i,
+                    (old, new),
+                )
             }
             Kind::Upstreams => {
                 let before = validity(&self.upstreams, &id);
+                let old = names_in(self.upstreams.get(&id), itself);
                 let applied = upsert(&mut self.upstreams, &id, value);
                 let after = validity(&self.upstreams, &id);
+                let new = names_in(self.upstreams.get(&id), itself);
                 let (v, i) = (&mut c.upstreams, &mut c.invalid_upstreams);
-                (applied, &mut self.dirty.upstreams, before, after, v, i)
+                (
+                    applied,
+                    &mut self.dirty.upstreams,
+                    before,
+                    after,
+                    v,
+                    i,
+                    (old, new),
+                )
             }
             _ => return Applied::Ignored,
         };
+        for name in names.0 {
+            if let Some(n) = self.names.get_mut(&name) {
+                *n -= 1;
+                if *n == 0 {
+                    self.names.remove(&name);
+                    self.dns.remove(&name);
+                }
+            }
+        }
+        for name in names.1 {
+            *self.names.entry(name).or_insert(0) += 1;
+        }
         for (state, delta) in [(before, -1isize), (after, 1)] {
             match state {
                 Some(true) => *valid = valid.saturating_add_signed(delta),
@@ -117,6 +165,43 @@ impl State {
             dirty.insert(id);
         }
         applied
+    }
+
+    /// The node host names in use, for the resolver.
+    pub fn names(&self) -> BTreeSet<String> {
+        self.names.keys().cloned().collect()
+    }
+
+    /// What each name in use resolved to (absent until first resolved).
+    pub fn dns(&self) -> &BTreeMap<String, Vec<IpAddr>> {
+        &self.dns
+    }
+
+    /// New addresses for `name`: every entry whose nodes use it is marked dirty.
+    pub fn apply_dns(&mut self, name: &str, addrs: Vec<IpAddr>) -> Applied {
+        if !self.names.contains_key(name) || self.dns.get(name) == Some(&addrs) {
+            return Applied::Unchanged;
+        }
+        self.dns.insert(name.to_string(), addrs);
+        let uses = |u: Option<&Upstream>| {
+            u.is_some_and(|u| u.nodes.0.iter().any(|n| n.host.eq_ignore_ascii_case(name)))
+        };
+        for (id, e) in &self.upstreams {
+            if uses(e.parsed.as_deref().ok()) {
+                self.dirty.upstreams.insert(id.clone());
+            }
+        }
+        for (id, e) in &self.services {
+            if uses(e.parsed.as_ref().ok().and_then(|s| s.upstream.as_ref())) {
+                self.dirty.services.insert(id.clone());
+            }
+        }
+        for (id, e) in &self.routes {
+            if uses(e.parsed.as_ref().ok().and_then(|r| r.upstream.as_ref())) {
+                self.dirty.routes.insert(id.clone());
+            }
+        }
+        Applied::Changed
     }
 
     /// Valid and invalid entries per kind.
@@ -149,6 +234,33 @@ impl State {
             .chain(errs(Kind::Upstreams, &self.upstreams))
             .collect()
     }
+}
+
+fn itself(u: &Upstream) -> Option<&Upstream> {
+    Some(u)
+}
+
+/// The node host names (not IP literals) of an entry's upstream, if it is valid.
+fn names_in<T>(
+    entry: Option<&Entry<T>>,
+    upstream: impl Fn(&T) -> Option<&Upstream>,
+) -> Vec<String> {
+    let Some(Ok(value)) = entry.map(|e| &e.parsed) else {
+        return Vec::new();
+    };
+    let mut names: Vec<String> = upstream(value)
+        .map(|u| {
+            u.nodes
+                .0
+                .iter()
+                .filter(|n| crate::dns::is_name(&n.host))
+                .map(|n| n.host.to_ascii_lowercase())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names.dedup();
+    names
 }
 
 fn upsert<T: Resource>(
@@ -342,5 +454,62 @@ mod tests {
         assert_eq!(ids(&state.take_dirty().routes), ["1"]);
         state.mark_all_dirty();
         assert!(state.take_dirty().all);
+    }
+
+    #[test]
+    fn node_names_are_tracked_and_resolutions_dirty_their_users() {
+        let mut state = State::default();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        state.apply(
+            "/gw",
+            put(
+                "/gw/upstreams/u",
+                r#"{"nodes":{"Svc.Example:80":1,"10.0.0.1:80":1}}"#,
+            ),
+        );
+        state.apply(
+            "/gw",
+            put(
+                "/gw/routes/r",
+                r#"{"uri":"/r","upstream":{"nodes":{"svc.example:81":1}}}"#,
+            ),
+        );
+        state.apply(
+            "/gw",
+            put("/gw/routes/plain", r#"{"uri":"/p","upstream_id":"u"}"#),
+        );
+        assert_eq!(
+            state.names().into_iter().collect::<Vec<_>>(),
+            ["svc.example"]
+        );
+        state.take_dirty();
+        // A name nobody uses is not stored; the same answer twice changes nothing.
+        assert_eq!(
+            state.apply_dns("nobody.example", vec![ip("10.0.0.9")]),
+            Applied::Unchanged
+        );
+        assert_eq!(
+            state.apply_dns("svc.example", vec![ip("10.0.0.2")]),
+            Applied::Changed
+        );
+        let d = state.take_dirty();
+        let ids = |s: &BTreeSet<Id>| s.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            (ids(&d.upstreams), ids(&d.routes)),
+            (vec!["u".to_string()], vec!["r".to_string()])
+        );
+        assert_eq!(
+            state.apply_dns("svc.example", vec![ip("10.0.0.2")]),
+            Applied::Unchanged
+        );
+        // Once no entry uses the name, it and its addresses are forgotten.
+        state.apply("/gw", del("/gw/routes/r"));
+        assert_eq!(state.names().len(), 1);
+        state.apply(
+            "/gw",
+            put("/gw/upstreams/u", r#"{"nodes":{"10.0.0.1:80":1}}"#),
+        );
+        assert!(state.names().is_empty());
+        assert!(state.dns().is_empty());
     }
 }

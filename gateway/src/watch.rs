@@ -7,6 +7,7 @@ use crate::Shared;
 use etcd_client::{Client, ConnectOptions, EventType, GetOptions, WatchOptions};
 use futures_util::FutureExt;
 use model::key::{range_end, root_prefix};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,11 +73,18 @@ pub fn connect_options() -> ConnectOptions {
         .with_require_leader(true)
 }
 
+/// The watch's side of the resolver (`dns.rs`): addresses come in here; the names in use
+/// go out through `Shared::dns_names` after each build.
+pub struct DnsLink {
+    pub updates: tokio::sync::mpsc::Receiver<(String, Vec<IpAddr>)>,
+}
+
 pub async fn run(
     endpoints: Vec<String>,
     prefix: String,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
+    mut dns: DnsLink,
 ) {
     let mut backoff = Backoff::new();
     let mut state = State::default();
@@ -125,7 +133,7 @@ pub async fn run(
             };
             shared.etcd_connected.store(true, Ordering::Relaxed);
             let result = tokio::select! {
-                r = watch_from(&mut client, &prefix, rev, &mut state, &shared, &mut backoff) => r,
+                r = watch_from(&mut client, &prefix, rev, &mut state, &shared, &mut backoff, &mut dns) => r,
                 _ = crate::stopped(&mut shutdown) => return,
             };
             shared.etcd_connected.store(false, Ordering::Relaxed);
@@ -212,6 +220,7 @@ async fn watch_from(
     state: &mut State,
     shared: &Arc<Shared>,
     backoff: &mut Backoff,
+    dns: &mut DnsLink,
 ) -> (i64, Result<WatchEnd, WatchError>) {
     let root = root_prefix(prefix);
     let opts = WatchOptions::new()
@@ -224,7 +233,18 @@ async fn watch_from(
     };
     let mut revision = revision;
     loop {
-        let first = match stream.message().await {
+        let next = tokio::select! {
+            m = stream.message() => m,
+            Some((name, addrs)) = dns.updates.recv() => {
+                // Resolved addresses are configuration too: applied between watch
+                // messages, never in the middle of a batch.
+                if state.apply_dns(&name, addrs) == Applied::Changed {
+                    publish(shared, state, revision);
+                }
+                continue;
+            }
+        };
+        let first = match next {
             Ok(Some(m)) => m,
             Ok(None) => return (revision, Err(WatchError::Ended)),
             Err(e) => return (revision, Err(e.into())),
@@ -289,6 +309,14 @@ async fn watch_from(
 /// Compiles and swaps in a new snapshot. Compilation runs off the async workers' hot
 /// loop (`block_in_place`) since large configurations take milliseconds to build.
 fn publish(shared: &Shared, state: &mut State, revision: i64) {
+    let names = state.names();
+    shared.dns_names.send_if_modified(|current| {
+        if *current == names {
+            return false;
+        }
+        *current = names;
+        true
+    });
     let started = Instant::now();
     let prev = shared.snapshot.load_full();
     let dirty = state.take_dirty();

@@ -450,3 +450,68 @@ async fn zone_and_priority_prefer_then_fall_back() {
     }
     drop(far);
 }
+
+/// A node given by name: every address it resolves to is a node (DNS round robin), and
+/// when the records change (after their TTL) traffic follows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dns_name_spreads_over_its_addresses_and_follows_changes() {
+    let dns = e2e::dns::DnsServer::start(1).await;
+    let s = stack(&["--dns-resolver", &dns.addr.to_string()]).await;
+    // Three backends on three loopback addresses, one port.
+    let first = Backend::start_on(
+        "127.0.0.1:0".parse().unwrap(),
+        "ip1",
+        BackendOptions::default(),
+    )
+    .await;
+    let port = first.addr.port();
+    let mut backends = vec![first];
+    for (i, ip) in [(2, [127, 0, 0, 2]), (3, [127, 0, 0, 3])] {
+        let addr = SocketAddr::from((ip, port));
+        backends.push(Backend::start_on(addr, &format!("ip{i}"), BackendOptions::default()).await);
+    }
+    let ips = |n: &[u8]| -> Vec<std::net::Ipv4Addr> {
+        n.iter()
+            .map(|i| std::net::Ipv4Addr::new(127, 0, 0, *i))
+            .collect()
+    };
+    dns.set("svc.test.internal", &ips(&[1, 2, 3]));
+    s.upstream(
+        "dns",
+        json!({"nodes": {format!("svc.test.internal:{port}"): 1}, "pass_host": "node"}),
+    )
+    .await;
+    let seen = s.tally("/dns/x", 300).await;
+    for name in ["ip1", "ip2", "ip3"] {
+        assert_eq!(seen.get(name), Some(&100), "{seen:?}");
+    }
+    // pass_host node sends the name, not the address.
+    let body: Value = s
+        .client
+        .get(s.gw.url("/dns/host"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["headers"]["host"], format!("svc.test.internal:{port}"));
+
+    // The service moves off 127.0.0.1: once the 1 s TTL runs out, traffic follows.
+    dns.set("svc.test.internal", &ips(&[2, 3]));
+    eventually(Duration::from_secs(5), "re-resolved", || async {
+        let seen = s.tally("/dns/x", 10).await;
+        !seen.contains_key("ip1")
+    })
+    .await;
+    let seen = s.tally("/dns/x", 100).await;
+    assert_eq!(seen.get("ip2"), Some(&50), "{seen:?}");
+    assert_eq!(seen.get("ip3"), Some(&50), "{seen:?}");
+    // The name stops resolving: the last addresses keep serving.
+    dns.set("other.test.internal", &ips(&[1]));
+    drop(dns);
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let seen = s.tally("/dns/x", 20).await;
+    assert_eq!(seen.values().sum::<usize>(), 20, "{seen:?}");
+    assert!(seen.keys().all(|k| k == "ip2" || k == "ip3"), "{seen:?}");
+}
