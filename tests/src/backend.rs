@@ -25,6 +25,8 @@ pub struct BackendOptions {
     /// Close the connection, unanswered, when the second request arrives on it — what a
     /// node does when its keepalive timeout fires just as a pooled connection is reused.
     pub drop_second_request: bool,
+    /// Answer every request with this status instead of 200 (a failing node).
+    pub status: Option<u16>,
 }
 
 impl Backend {
@@ -73,7 +75,12 @@ impl Backend {
                             if delay > 0 {
                                 tokio::time::sleep(Duration::from_millis(delay)).await;
                             }
-                            Ok::<_, std::io::Error>(echo(&n, peer, req).await)
+                            let mut resp = echo(&n, peer, req).await;
+                            if let Some(code) = opts.status {
+                                *resp.status_mut() =
+                                    hyper::StatusCode::from_u16(code).unwrap_or_default();
+                            }
+                            Ok::<_, std::io::Error>(resp)
                         }
                     });
                     let io = hyper_util::rt::TokioIo::new(stream);

@@ -515,3 +515,54 @@ async fn dns_name_spreads_over_its_addresses_and_follows_changes() {
     assert_eq!(seen.values().sum::<usize>(), 20, "{seen:?}");
     assert!(seen.keys().all(|k| k == "ip2" || k == "ip3"), "{seen:?}");
 }
+
+/// Passive checks: a node answering 500 on real traffic is taken out after
+/// `unhealthy.http_failures` such answers, with no probe involved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passive_check_takes_out_a_node_failing_on_real_traffic() {
+    let s = stack(&[]).await;
+    let good = Backend::start("good").await;
+    let bad = Backend::start_with(
+        "bad",
+        BackendOptions {
+            status: Some(500),
+            ..Default::default()
+        },
+    )
+    .await;
+    // The active probe (once at start, then every 60 s) counts 500 as healthy, so only
+    // the passive check can take the node out during the test.
+    let checks = json!({
+        "active": {"http_path": "/health",
+            "healthy": {"interval": 60, "http_statuses": [200, 500], "successes": 1},
+            "unhealthy": {"interval": 60, "http_statuses": [503]}},
+        "passive": {"unhealthy": {"http_statuses": [500], "http_failures": 3}},
+    });
+    s.admin
+        .ok(
+            "PUT",
+            "/upstreams/pv",
+            Some(json!({"nodes": {good.node(): 1, bad.node(): 1}, "checks": checks})),
+        )
+        .await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/pv",
+            Some(json!({"uri": "/pv/*", "upstream_id": "pv"})),
+        )
+        .await;
+    eventually(Duration::from_secs(2), "route served", || async {
+        s.who("/pv/x", &[]).await.is_ok()
+    })
+    .await;
+    let seen = s.tally("/pv/x", 100).await;
+    // Round robin alternates until the third 500 marks the node down.
+    assert!(
+        seen.get("!500").copied().unwrap_or(0) <= 3,
+        "bad node kept receiving traffic: {seen:?}"
+    );
+    assert_eq!(s.healthy("pv", &bad.node()).await, Some(false));
+    let seen = s.tally("/pv/x", 50).await;
+    assert_eq!(seen.get("good"), Some(&50), "{seen:?}");
+}
