@@ -425,7 +425,7 @@ fn prepare(
     previous: Option<&Value>,
     now: u64,
     reset_update_time: bool,
-) -> Result<(Value, Vec<(Kind, Id, String)>)> {
+) -> Result<(Value, Vec<resource::Reference>)> {
     resource::stamp(&mut doc, id, previous, now, reset_update_time);
     let value = Value::Object(doc);
     let refs = resource::validate(kind, &value)?;
@@ -439,7 +439,7 @@ async fn write(
     key: &str,
     value: &Value,
     expect: Expect,
-    refs: &[(Kind, Id, String)],
+    refs: &[resource::Reference],
 ) -> Result<bool> {
     // One check per key: a traffic-split may name the route's own upstream again.
     let mut ref_keys: Vec<String> = Vec::new();

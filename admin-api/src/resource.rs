@@ -12,10 +12,13 @@ pub fn supported(kind: Kind) -> bool {
     SUPPORTED.contains(&kind)
 }
 
+/// A resource another one points at, with the field that names it (for the error when
+/// it is missing): `(Kind::Upstreams, "1", "upstream_id")`.
+pub type Reference = (Kind, Id, String);
+
 /// Validates `value` as a `kind` with the model, returning the resources it references.
-/// Each reference comes with the field that names it, for the error when it is missing.
-pub fn validate(kind: Kind, value: &Value) -> Result<Vec<(Kind, Id, String)>, ValidationError> {
-    fn refs<T: Resource>(value: &Value) -> Result<Vec<(Kind, Id, String)>, ValidationError> {
+pub fn validate(kind: Kind, value: &Value) -> Result<Vec<Reference>, ValidationError> {
+    fn refs<T: Resource>(value: &Value) -> Result<Vec<Reference>, ValidationError> {
         let resource: T = decode_value(value)?;
         Ok(resource
             .references()
