@@ -617,7 +617,7 @@ fn stored_fixtures_keep_parsing() {
         result.unwrap_or_else(|e| panic!("fixture {name}: {e}"));
         seen += 1;
     }
-    assert!(seen >= 9, "only {seen} fixtures");
+    assert!(seen >= 10, "only {seen} fixtures");
 }
 
 fn split_route(split: Value) -> Value {
