@@ -3,7 +3,7 @@
 use crate::error::ApiError;
 use crate::paging;
 use crate::patch;
-use crate::resource::{self, reference_field};
+use crate::resource;
 use crate::store::{DeleteOutcome, Entry, Expect, WriteOutcome};
 use crate::{ids, App};
 use axum::body::Bytes;
@@ -425,7 +425,7 @@ fn prepare(
     previous: Option<&Value>,
     now: u64,
     reset_update_time: bool,
-) -> Result<(Value, Vec<(Kind, Id)>)> {
+) -> Result<(Value, Vec<resource::Reference>)> {
     resource::stamp(&mut doc, id, previous, now, reset_update_time);
     let value = Value::Object(doc);
     let refs = resource::validate(kind, &value)?;
@@ -439,24 +439,28 @@ async fn write(
     key: &str,
     value: &Value,
     expect: Expect,
-    refs: &[(Kind, Id)],
+    refs: &[resource::Reference],
 ) -> Result<bool> {
-    let ref_keys: Vec<String> = refs.iter().map(|(k, id)| app.key(*k, id)).collect();
+    // One check per key: a traffic-split may name the route's own upstream again.
+    let mut ref_keys: Vec<String> = Vec::new();
+    for (k, id, _) in refs {
+        let key = app.key(*k, id);
+        if !ref_keys.contains(&key) {
+            ref_keys.push(key);
+        }
+    }
     let bytes = value.to_string().into_bytes();
     match app.store.put_if(key, bytes, expect, &ref_keys).await? {
         WriteOutcome::Written { .. } => Ok(true),
         WriteOutcome::Changed => Ok(false),
         WriteOutcome::MissingReference(missing) => {
-            let (kind, id) = refs
+            let (kind, id, field) = refs
                 .iter()
-                .zip(&ref_keys)
-                .find(|(_, k)| **k == missing)
-                .map(|(r, _)| r)
+                .find(|(k, id, _)| app.key(*k, id) == missing)
                 .ok_or_else(|| ApiError::BadRequest(format!("{missing} does not exist")))?;
             Err(ApiError::BadRequest(format!(
-                "{} {id} referenced by {} does not exist",
+                "{} {id} referenced by {field} does not exist",
                 kind.singular(),
-                reference_field(*kind)
             )))
         }
     }

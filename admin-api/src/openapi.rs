@@ -231,6 +231,26 @@ fn schemas() -> Value {
         "keepalive_pool": {"type": "object", "properties": {"size": {"type": "integer"},
             "idle_timeout": {"type": "number"}, "requests": {"type": "integer"}}}
     })));
+    // Split up: one json! this deep exceeds the macro recursion limit.
+    let weighted = json!({
+        "type": "object", "additionalProperties": false, "properties": {
+            "upstream_id": id,
+            "upstream": {"$ref": "#/components/schemas/Upstream"},
+            "weight": {"type": "integer", "minimum": 0, "maximum": 100000, "default": 1}
+        }
+    });
+    let rule = json!({"type": "object", "additionalProperties": false, "properties": {
+        "match": {"type": "array", "items": {"type": "object", "required": ["vars"],
+            "properties": {"vars": {"type": "array"}}}},
+        "weighted_upstreams": {"type": "array", "minItems": 1, "maxItems": 20, "items": weighted}
+    }});
+    let route_plugins = json!({
+        "type": "object",
+        "description": "Only traffic-split is supported; any other plugin is rejected",
+        "additionalProperties": false,
+        "properties": {"traffic-split": {"type": "object", "additionalProperties": false,
+            "properties": {"rules": {"type": "array", "items": rule}}}}
+    });
     let route = meta(obj(json!({
         "uri": {"type": "string"}, "uris": strings,
         "host": {"type": "string"}, "hosts": strings,
@@ -240,7 +260,7 @@ fn schemas() -> Value {
         "priority": {"type": "integer", "default": 0},
         "upstream": {"$ref": "#/components/schemas/Upstream"},
         "upstream_id": id, "service_id": id,
-        "plugins": {"type": "object", "description": "No plugin is supported yet; must be empty"},
+        "plugins": route_plugins,
         "status": {"type": "integer", "enum": [0, 1], "default": 1},
         "timeout": timeout,
         "enable_websocket": {"type": "boolean", "enum": [false]}

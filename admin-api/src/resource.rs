@@ -12,14 +12,18 @@ pub fn supported(kind: Kind) -> bool {
     SUPPORTED.contains(&kind)
 }
 
+/// A resource another one points at, with the field that names it (for the error when
+/// it is missing): `(Kind::Upstreams, "1", "upstream_id")`.
+pub type Reference = (Kind, Id, String);
+
 /// Validates `value` as a `kind` with the model, returning the resources it references.
-pub fn validate(kind: Kind, value: &Value) -> Result<Vec<(Kind, Id)>, ValidationError> {
-    fn refs<T: Resource>(value: &Value) -> Result<Vec<(Kind, Id)>, ValidationError> {
+pub fn validate(kind: Kind, value: &Value) -> Result<Vec<Reference>, ValidationError> {
+    fn refs<T: Resource>(value: &Value) -> Result<Vec<Reference>, ValidationError> {
         let resource: T = decode_value(value)?;
         Ok(resource
             .references()
             .into_iter()
-            .map(|(kind, id)| (kind, id.clone()))
+            .map(|(kind, id, field)| (kind, id.clone(), field))
             .collect())
     }
     match kind {
@@ -56,12 +60,22 @@ pub fn referrers(kind: Kind) -> &'static [Kind] {
 }
 
 /// Whether a stored value references `kind`/`id`. Reads the raw JSON so that a stored
-/// value that no longer validates still counts as a user.
+/// value that no longer validates still counts as a user. Upstreams are also referenced
+/// from the rules of a `traffic-split` plugin.
 pub fn references_to(value: &Value, kind: Kind, id: &Id) -> bool {
-    value
-        .get(reference_field(kind))
-        .and_then(id_text)
-        .is_some_and(|v| v == id.as_str())
+    let is_id = |v: &Value| id_text(v).is_some_and(|v| v == id.as_str());
+    if value.get(reference_field(kind)).is_some_and(is_id) {
+        return true;
+    }
+    kind == Kind::Upstreams
+        && value
+            .pointer("/plugins/traffic-split/rules")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter_map(|rule| rule.get("weighted_upstreams")?.as_array())
+            .flatten()
+            .any(|w| w.get("upstream_id").is_some_and(is_id))
 }
 
 /// An id as APISIX accepts it: a string or a non-negative integer.
@@ -230,7 +244,26 @@ mod tests {
         .expect("valid route");
         assert_eq!(
             refs,
-            vec![(Kind::Upstreams, id("3")), (Kind::Services, id("s"))]
+            vec![
+                (Kind::Upstreams, id("3"), "upstream_id".to_string()),
+                (Kind::Services, id("s"), "service_id".to_string())
+            ]
+        );
+        let split = json!({"uri": "/", "upstream_id": "9", "plugins": {"traffic-split": {"rules": [
+            {"weighted_upstreams": [{"weight": 1}]},
+            {"weighted_upstreams": [{"upstream_id": 2}, {"upstream_id": "1", "weight": 3}]}
+        ]}}});
+        assert!(references_to(&split, Kind::Upstreams, &upstream));
+        assert!(references_to(&split, Kind::Upstreams, &id("2")));
+        assert!(!references_to(&split, Kind::Upstreams, &id("3")));
+        assert!(!references_to(&split, Kind::Services, &upstream));
+        assert_eq!(
+            validate(Kind::Routes, &split).expect("valid route")[2],
+            (
+                Kind::Upstreams,
+                id("1"),
+                "plugins.traffic-split.rules[1].weighted_upstreams[1].upstream_id".to_string()
+            )
         );
     }
 }

@@ -16,6 +16,7 @@ pub mod request_vars;
 pub mod router;
 pub mod server;
 pub mod snapshot;
+pub mod split;
 pub mod state;
 pub mod status;
 pub mod upstream_body;

@@ -143,7 +143,7 @@ async fn route_and_forward(
             vars: &vars,
         });
         let target = found.ok_or(ProxyError::NoRoute)?.value.clone();
-        let upstream = snapshot.upstream_of(&target);
+        let upstream = snapshot.upstream_for(&target, &vars);
         let hash_key = match &upstream {
             Ok(u) => u.hash_key(&vars),
             Err(_) => None,

@@ -8,6 +8,7 @@ use crate::lb::least_conn::LeastConn;
 use crate::lb::NodeState;
 use crate::metrics::ConfigCounts;
 use crate::router::{RouteSpec, Router};
+use crate::split::{Choice, Split};
 use crate::state::{Dirty, State};
 use http::HeaderValue;
 use model::checks::Checks;
@@ -31,6 +32,9 @@ pub struct Snapshot {
     pub upstreams: imbl::HashMap<String, Arc<UpstreamRt>>,
     /// The upstreams with `checks`: probed by the active checker, shown in `/status`.
     pub checked: imbl::HashMap<String, Arc<UpstreamRt>>,
+    /// Every valid route's compiled `traffic-split`, by route id: route targets share it,
+    /// and the next compile removes its inline upstreams and carries its balancers over.
+    pub splits: imbl::HashMap<Id, Arc<Split>>,
     pub counts: ConfigCounts,
 }
 
@@ -41,6 +45,8 @@ pub struct RouteTarget {
     pub upstream: Result<String, String>,
     /// The route's own `timeout`, which overrides the upstream's.
     pub timeout: Option<Timeout>,
+    /// The route's `traffic-split`, which may send a request elsewhere than `upstream`.
+    pub split: Option<Arc<Split>>,
 }
 /// An upstream ready for requests.
 pub struct UpstreamRt {
@@ -116,6 +122,7 @@ impl Snapshot {
             router: Router::build(Vec::new()),
             upstreams: imbl::HashMap::new(),
             checked: imbl::HashMap::new(),
+            splits: imbl::HashMap::new(),
             counts: ConfigCounts::default(),
         }
     }
@@ -123,6 +130,23 @@ impl Snapshot {
     /// The upstream `target` sends to in this snapshot, or why there is none (503).
     pub fn upstream_of(&self, target: &RouteTarget) -> Result<Arc<UpstreamRt>, String> {
         let key = target.upstream.as_ref().map_err(|why| why.clone())?;
+        self.upstream_by_key(key)
+    }
+
+    /// The upstream for one request: the route's `traffic-split` decides first (advancing
+    /// its rotation), else the route's own upstream.
+    pub fn upstream_for(
+        &self,
+        target: &RouteTarget,
+        vars: &dyn VarSource,
+    ) -> Result<Arc<UpstreamRt>, String> {
+        match target.split.as_ref().map(|s| s.choose(vars)) {
+            Some(Choice::Upstream(key)) => self.upstream_by_key(key),
+            Some(Choice::RouteUpstream) | None => self.upstream_of(target),
+        }
+    }
+
+    fn upstream_by_key(&self, key: &str) -> Result<Arc<UpstreamRt>, String> {
         self.upstreams.get(key).cloned().ok_or_else(|| {
             let (kind, id) = key.split_once('/').unwrap_or(("upstream", key));
             let kind = kind.trim_end_matches('s');
@@ -134,7 +158,14 @@ impl Snapshot {
     /// `all`. Balancer state of upstreams whose nodes did not change is carried over from
     /// `prev`, so a route change does not reset the rotation.
     pub fn compile(state: &State, dirty: &Dirty, revision: i64, prev: &Snapshot) -> Snapshot {
-        let (router, Upstreams { all, checked }) = if dirty.all {
+        let (
+            router,
+            Upstreams {
+                all,
+                checked,
+                splits,
+            },
+        ) = if dirty.all {
             compile_all(state, prev)
         } else {
             compile_changes(state, dirty, prev)
@@ -144,6 +175,7 @@ impl Snapshot {
             router,
             upstreams: all,
             checked,
+            splits,
             counts: state.counts(),
         }
     }
@@ -153,6 +185,7 @@ impl Snapshot {
 struct Upstreams {
     all: imbl::HashMap<String, Arc<UpstreamRt>>,
     checked: imbl::HashMap<String, Arc<UpstreamRt>>,
+    splits: imbl::HashMap<Id, Arc<Split>>,
 }
 
 fn compile_all(state: &State, prev: &Snapshot) -> (Router<Arc<RouteTarget>>, Upstreams) {
@@ -183,11 +216,18 @@ fn compile_all(state: &State, prev: &Snapshot) -> (Router<Arc<RouteTarget>>, Ups
             prev,
             state.dns(),
         );
+        set_split(
+            &mut upstreams,
+            id,
+            valid_route(state, id),
+            prev,
+            state.dns(),
+        );
     }
     let specs = state
         .routes
         .keys()
-        .filter_map(|id| route_spec(state, id))
+        .filter_map(|id| route_spec(state, id, &upstreams.splits))
         .collect();
     (Router::build(specs), upstreams)
 }
@@ -200,6 +240,7 @@ fn compile_changes(
     let mut upstreams = Upstreams {
         all: prev.upstreams.clone(),
         checked: prev.checked.clone(),
+        splits: prev.splits.clone(),
     };
     for id in &dirty.upstreams {
         set_upstream(
@@ -227,6 +268,13 @@ fn compile_changes(
             prev,
             state.dns(),
         );
+        set_split(
+            &mut upstreams,
+            id,
+            valid_route(state, id),
+            prev,
+            state.dns(),
+        );
     }
     // A route depends on its service (hosts, upstream, whether it is served at all) but
     // only on upstreams by key, so upstream changes never touch the router.
@@ -242,7 +290,7 @@ fn compile_changes(
     } else {
         prev.router.update(
             redo.into_iter()
-                .map(|id| (id.clone(), route_spec(state, id))),
+                .map(|id| (id.clone(), route_spec(state, id, &upstreams.splits))),
         )
     };
     (router, upstreams)
@@ -267,15 +315,11 @@ fn valid_service<'a>(state: &'a State, id: &Id) -> Option<&'a Arc<Service>> {
 fn service_inline<'a>(state: &'a State, id: &Id) -> Option<&'a Upstream> {
     valid_service(state, id)?.upstream.as_ref()
 }
+fn valid_route<'a>(state: &'a State, id: &Id) -> Option<&'a Route> {
+    state.routes.get(id)?.parsed.as_deref().ok()
+}
 fn route_inline<'a>(state: &'a State, id: &Id) -> Option<&'a Upstream> {
-    state
-        .routes
-        .get(id)?
-        .parsed
-        .as_ref()
-        .ok()?
-        .upstream
-        .as_ref()
+    valid_route(state, id)?.upstream.as_ref()
 }
 
 /// Puts the runtime for `def` under `key` (carrying the balancer over from `prev` when
@@ -309,10 +353,45 @@ fn set_upstream(
     }
 }
 
+/// Replaces route `id`'s compiled `traffic-split` and the inline upstreams it owns
+/// (`routes/7/split/0/1`): the old ones go, the new ones come with their balancer and node
+/// state carried over by key, as for any other upstream.
+fn set_split(
+    map: &mut Upstreams,
+    id: &Id,
+    route: Option<&Route>,
+    prev: &Snapshot,
+    dns: &BTreeMap<String, Vec<IpAddr>>,
+) {
+    if let Some(old) = map.splits.remove(id) {
+        for key in &old.inline_keys {
+            map.all.remove(key);
+            map.checked.remove(key);
+        }
+    }
+    let Some(def) = route.and_then(|r| r.traffic_split.as_ref()) else {
+        return;
+    };
+    let (split, inline) = Split::compile(
+        &route_key(id),
+        def,
+        upstream_key,
+        prev.splits.get(id).map(|s| &**s),
+    );
+    for (key, up) in inline {
+        set_upstream(map, key, Some(up), prev, dns);
+    }
+    map.splits.insert(id.clone(), Arc::new(split));
+}
+
 /// The route as the router needs it, or `None` when it is not served: invalid, disabled,
 /// or its service is missing or invalid (without the service's hosts it would otherwise
 /// match every host, so it is left out until the service is fixed).
-fn route_spec(state: &State, id: &Id) -> Option<RouteSpec<Arc<RouteTarget>>> {
+fn route_spec(
+    state: &State,
+    id: &Id,
+    splits: &imbl::HashMap<Id, Arc<Split>>,
+) -> Option<RouteSpec<Arc<RouteTarget>>> {
     let route = state.routes.get(id)?.parsed.as_ref().ok()?;
     if !route.enabled() {
         return None;
@@ -329,6 +408,7 @@ fn route_spec(state: &State, id: &Id) -> Option<RouteSpec<Arc<RouteTarget>>> {
         route_id: id.clone(),
         upstream: target_upstream(id, route, service),
         timeout: route.timeout,
+        split: splits.get(id).cloned(),
     });
     Some(RouteSpec {
         id: id.clone(),
@@ -651,6 +731,35 @@ mod tests {
         ))
     }
 
+    /// The matched route's split as data: per rule, each target's upstream key (`own` for
+    /// the route's), its weight and whether the snapshot can serve it.
+    fn split_of(snap: &Snapshot, host: &str, path: &str) -> Option<Vec<Vec<(String, i64, bool)>>> {
+        let m = snap.router.find(&crate::router::Request {
+            host,
+            path,
+            method: "GET",
+            remote_addr: "127.0.0.1".parse().unwrap(),
+            vars: &NoVars,
+        })?;
+        let split = m.value.split.as_ref()?;
+        Some(
+            split
+                .rules
+                .iter()
+                .map(|r| {
+                    r.targets
+                        .iter()
+                        .zip(r.balancer.weights())
+                        .map(|(t, w)| match t {
+                            Some(key) => (key.clone(), *w, snap.upstreams.contains_key(key)),
+                            None => ("own".to_string(), *w, snap.upstream_of(m.value).is_ok()),
+                        })
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+
     /// An incremental compile of what changed since the last one.
     fn step(state: &mut State, revision: i64, prev: &Snapshot) -> Snapshot {
         let dirty = state.take_dirty();
@@ -825,10 +934,55 @@ mod tests {
             ),
             ("services/s1", None),
             ("routes/r1", Some(r#"{"uri":"/r1","upstream_id":"u2"}"#)),
+            // traffic-split: inline upstreams in rules come and go with the route.
+            (
+                "routes/r5",
+                Some(
+                    r#"{"uri":"/r5","upstream_id":"u1","plugins":{"traffic-split":{"rules":[
+                    {"match":[{"vars":[["arg_c","==","1"]]}],"weighted_upstreams":[{"upstream_id":"u2"}]},
+                    {"weighted_upstreams":[{"upstream":{"nodes":{"127.0.0.1:6":1}},"weight":2},{"weight":1}]}]}}}"#,
+                ),
+            ),
+            (
+                "routes/r5",
+                Some(
+                    r#"{"uri":"/r5","upstream_id":"u1","plugins":{"traffic-split":{"rules":[
+                    {"weighted_upstreams":[{"upstream":{"nodes":{"127.0.0.1:7":1}}},{"upstream":{"nodes":{"127.0.0.1:8":1}}}]},
+                    {"weighted_upstreams":[{"upstream":{"nodes":{"127.0.0.1:9":1}}}]}]}}}"#,
+                ),
+            ),
+            (
+                "routes/r5",
+                Some(
+                    r#"{"uri":"/r5","upstream_id":"u1","plugins":{"traffic-split":{"rules":[
+                    {"weighted_upstreams":[{"upstream_id":"gone"},{"upstream":{"nodes":{"127.0.0.1:7":1}}}]}]}}}"#,
+                ),
+            ),
+            ("upstreams/u2", None),
+            (
+                "routes/r5",
+                Some(r#"{"uri":"/r5","upstream_id":"u1","plugins":{"limit-count":{}}}"#),
+            ),
+            (
+                "routes/r5",
+                Some(
+                    r#"{"uri":"/r5","status":0,"upstream_id":"u1","plugins":{"traffic-split":{"rules":[
+                    {"weighted_upstreams":[{"upstream":{"nodes":{"127.0.0.1:7":1}}}]}]}}}"#,
+                ),
+            ),
+            (
+                "routes/r5",
+                Some(
+                    r#"{"uri":"/r5","upstream_id":"u1","plugins":{"traffic-split":{"rules":[
+                    {"weighted_upstreams":[{"upstream_id":"u2","weight":3},{"weight":1}]}]}}}"#,
+                ),
+            ),
+            ("upstreams/u2", Some(r#"{"nodes":{"127.0.0.1:2":1}}"#)),
+            ("routes/r5", None),
         ];
         let requests: Vec<(&str, &str)> = ["a.com", "b.com", "c.com", "d.com", "x.com"]
             .into_iter()
-            .flat_map(|h| ["/r1", "/r2", "/r3"].map(|p| (h, p)))
+            .flat_map(|h| ["/r1", "/r2", "/r3", "/r5"].map(|p| (h, p)))
             .collect();
         let mut state = State::default();
         let mut incremental = Snapshot::empty();
@@ -853,7 +1007,23 @@ mod tests {
                     "after change {n} ({:?}), {host}{path}",
                     changes[n]
                 );
+                assert_eq!(
+                    split_of(&incremental, host, path),
+                    split_of(&full, host, path),
+                    "after change {n} ({:?}), {host}{path}",
+                    changes[n]
+                );
             }
+            let split_ids = |s: &Snapshot| {
+                let mut k: Vec<Id> = s.splits.keys().cloned().collect();
+                k.sort();
+                k
+            };
+            assert_eq!(
+                split_ids(&incremental),
+                split_ids(&full),
+                "after change {n}"
+            );
             let keys = |s: &Snapshot| {
                 let mut k: Vec<String> = s.upstreams.keys().cloned().collect();
                 k.sort();
@@ -866,6 +1036,106 @@ mod tests {
                 "after change {n}"
             );
         }
+    }
+
+    /// A split picks per request by its rules; its rotation survives changes of other
+    /// resources and of the route itself when the rule's targets and weights stay.
+    #[test]
+    fn traffic_split_per_request_and_across_swaps() {
+        struct Canary(bool);
+        impl VarSource for Canary {
+            fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+                (self.0 && name == "http_x-canary").then(|| "1".into())
+            }
+        }
+        let split_route = |extra: &str| {
+            format!(
+                r#"{{"uri":"/s","upstream_id":"u1"{extra},"plugins":{{"traffic-split":{{"rules":[
+                {{"match":[{{"vars":[["http_x-canary","==","1"]]}}],"weighted_upstreams":[{{"upstream":{{"nodes":{{"127.0.0.1:9":1}}}}}}]}},
+                {{"weighted_upstreams":[{{"upstream_id":"u2","weight":3}},{{"weight":1}}]}}]}}}}}}"#
+            )
+        };
+        let mut s = state(&[
+            ("upstreams/u1", r#"{"nodes":{"127.0.0.1:1":1}}"#),
+            ("upstreams/u2", r#"{"nodes":{"127.0.0.1:2":1}}"#),
+            ("routes/s", &split_route("")),
+        ]);
+        let first = step(&mut s, 1, &Snapshot::empty());
+        let target = first
+            .router
+            .find(&crate::router::Request {
+                host: "a.com",
+                path: "/s",
+                method: "GET",
+                remote_addr: "127.0.0.1".parse().unwrap(),
+                vars: &NoVars,
+            })
+            .expect("route s")
+            .value
+            .clone();
+        let picks = |snap: &Snapshot, canary: bool, n: usize| -> Vec<String> {
+            (0..n)
+                .map(|_| {
+                    snap.upstream_for(&target, &Canary(canary))
+                        .unwrap()
+                        .key
+                        .clone()
+                })
+                .collect()
+        };
+        assert_eq!(picks(&first, true, 2), ["routes/s/split/0/0"; 2]);
+        assert_eq!(
+            picks(&first, false, 4),
+            [
+                "upstreams/u2",
+                "upstreams/u2",
+                "upstreams/u1",
+                "upstreams/u2"
+            ]
+        );
+        let mut keys: Vec<_> = first.upstreams.keys().cloned().collect();
+        keys.sort();
+        assert_eq!(keys, ["routes/s/split/0/0", "upstreams/u1", "upstreams/u2"]);
+        // An unrelated change keeps the compiled split itself.
+        s.apply(
+            "/gw",
+            Change::Put {
+                key: "/gw/routes/other".into(),
+                value: br#"{"uri":"/o","upstream_id":"u1"}"#.to_vec(),
+            },
+        );
+        let second = step(&mut s, 2, &first);
+        assert!(Arc::ptr_eq(
+            &first.splits[&id("s")],
+            &second.splits[&id("s")]
+        ));
+        // A change of the route that keeps the rules keeps their rotation.
+        s.apply(
+            "/gw",
+            Change::Put {
+                key: "/gw/routes/s".into(),
+                value: split_route(r#","name":"renamed""#).into_bytes(),
+            },
+        );
+        let third = step(&mut s, 3, &second);
+        assert!(!Arc::ptr_eq(
+            &second.splits[&id("s")],
+            &third.splits[&id("s")]
+        ));
+        for r in 0..2 {
+            assert!(Arc::ptr_eq(
+                &second.splits[&id("s")].rules[r].balancer,
+                &third.splits[&id("s")].rules[r].balancer
+            ));
+        }
+        assert!(Arc::ptr_eq(
+            &second.upstreams["routes/s/split/0/0"].balancer,
+            &third.upstreams["routes/s/split/0/0"].balancer
+        ));
+    }
+
+    fn id(s: &str) -> Id {
+        Id::parse(s).unwrap()
     }
 
     #[test]

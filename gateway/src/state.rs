@@ -91,10 +91,10 @@ impl State {
         let (applied, dirty, before, after, valid, invalid, names) = match kind {
             Kind::Routes => {
                 let before = validity(&self.routes, &id);
-                let old = names_in(self.routes.get(&id), |r| r.upstream.as_ref());
+                let old = names_in(self.routes.get(&id), route_upstreams);
                 let applied = upsert(&mut self.routes, &id, value);
                 let after = validity(&self.routes, &id);
-                let new = names_in(self.routes.get(&id), |r| r.upstream.as_ref());
+                let new = names_in(self.routes.get(&id), route_upstreams);
                 let (v, i) = (&mut c.routes, &mut c.invalid_routes);
                 (
                     applied,
@@ -108,10 +108,10 @@ impl State {
             }
             Kind::Services => {
                 let before = validity(&self.services, &id);
-                let old = names_in(self.services.get(&id), |s| s.upstream.as_ref());
+                let old = names_in(self.services.get(&id), |s| s.upstream.iter().collect());
                 let applied = upsert(&mut self.services, &id, value);
                 let after = validity(&self.services, &id);
-                let new = names_in(self.services.get(&id), |s| s.upstream.as_ref());
+                let new = names_in(self.services.get(&id), |s| s.upstream.iter().collect());
                 let (v, i) = (&mut c.services, &mut c.invalid_services);
                 (
                     applied,
@@ -197,7 +197,8 @@ impl State {
             }
         }
         for (id, e) in &self.routes {
-            if uses(e.parsed.as_ref().ok().and_then(|r| r.upstream.as_ref())) {
+            let route = e.parsed.as_deref().ok();
+            if route.is_some_and(|r| route_upstreams(r).into_iter().any(|u| uses(Some(u)))) {
                 self.dirty.routes.insert(id.clone());
             }
         }
@@ -236,28 +237,33 @@ impl State {
     }
 }
 
-fn itself(u: &Upstream) -> Option<&Upstream> {
-    Some(u)
+fn itself(u: &Upstream) -> Vec<&Upstream> {
+    vec![u]
+}
+
+/// A route's own inline upstream and those inside its `traffic-split` rules.
+fn route_upstreams(r: &Route) -> Vec<&Upstream> {
+    let split = r.traffic_split.iter().flat_map(|t| {
+        t.rules.iter().flat_map(|rule| {
+            rule.weighted_upstreams
+                .iter()
+                .filter_map(|w| w.upstream.as_ref())
+        })
+    });
+    r.upstream.iter().chain(split).collect()
 }
 
 /// The node host names (not IP literals) of an entry's upstream, if it is valid.
-fn names_in<T>(
-    entry: Option<&Entry<T>>,
-    upstream: impl Fn(&T) -> Option<&Upstream>,
-) -> Vec<String> {
+fn names_in<T>(entry: Option<&Entry<T>>, upstreams: impl Fn(&T) -> Vec<&Upstream>) -> Vec<String> {
     let Some(Ok(value)) = entry.map(|e| &e.parsed) else {
         return Vec::new();
     };
-    let mut names: Vec<String> = upstream(value)
-        .map(|u| {
-            u.nodes
-                .0
-                .iter()
-                .filter(|n| crate::dns::is_name(&n.host))
-                .map(|n| n.host.to_ascii_lowercase())
-                .collect()
-        })
-        .unwrap_or_default();
+    let mut names: Vec<String> = upstreams(value)
+        .into_iter()
+        .flat_map(|u| u.nodes.0.iter())
+        .filter(|n| crate::dns::is_name(&n.host))
+        .map(|n| n.host.to_ascii_lowercase())
+        .collect();
     names.sort();
     names.dedup();
     names

@@ -10,8 +10,13 @@ pub trait Resource: DeserializeOwned {
     fn id(&self) -> Option<&Id>;
     /// Cross-field rules that types alone cannot express.
     fn validate(&self) -> Result<(), ValidationError>;
-    /// Other resources this one points at (`upstream_id`, `service_id`).
-    fn references(&self) -> Vec<(Kind, &Id)> {
+    /// Parses what serde leaves raw (`plugins`), before `validate`.
+    fn parse_plugins(&mut self) -> Result<(), ValidationError> {
+        Ok(())
+    }
+    /// Other resources this one points at, with the field that names each
+    /// (`upstream_id`, `service_id`, `plugins.traffic-split.rules[0]…upstream_id`).
+    fn references(&self) -> Vec<(Kind, &Id, String)> {
         Vec::new()
     }
 }
@@ -28,7 +33,15 @@ pub fn decode_value<T: Resource>(value: &Value) -> Result<T, ValidationError> {
     if !value.is_object() {
         return Err(ValidationError::new("", "the body must be a JSON object"));
     }
-    let parsed: T = serde_path_to_error::deserialize(value).map_err(|e| {
+    let mut parsed: T = from_value(value)?;
+    parsed.parse_plugins()?;
+    parsed.validate()?;
+    Ok(parsed)
+}
+
+/// Deserializes `value`, naming the field at fault in the error.
+pub(crate) fn from_value<T: DeserializeOwned>(value: &Value) -> Result<T, ValidationError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let path = if path == "." { String::new() } else { path };
         let msg = strip_location(&e.inner().to_string());
@@ -41,9 +54,7 @@ pub fn decode_value<T: Resource>(value: &Value) -> Result<T, ValidationError> {
             Some(name) => ValidationError::new(name, "is required").within(&path),
             None => ValidationError::new(path, msg),
         }
-    })?;
-    parsed.validate()?;
-    Ok(parsed)
+    })
 }
 
 fn strip_location(msg: &str) -> String {
@@ -85,12 +96,24 @@ pub(crate) fn check_meta(
     Ok(())
 }
 
-/// No plugin is supported yet: any named plugin is rejected rather than silently ignored.
-pub(crate) fn check_plugins(plugins: Option<&Map<String, Value>>) -> Result<(), ValidationError> {
-    if let Some(name) = plugins.and_then(|p| p.keys().next()) {
+/// Plugins other than `supported` are rejected rather than silently ignored.
+pub(crate) fn check_plugins(
+    plugins: Option<&Map<String, Value>>,
+    supported: &[&str],
+) -> Result<(), ValidationError> {
+    if let Some(name) = plugins
+        .into_iter()
+        .flat_map(|p| p.keys())
+        .find(|name| !supported.contains(&name.as_str()))
+    {
+        let what = if supported.is_empty() {
+            "no plugin is supported here yet".to_string()
+        } else {
+            format!("supported: {}", supported.join(", "))
+        };
         return Err(ValidationError::new(
             format!("plugins.{name}"),
-            format!("plugin {name:?} is not supported"),
+            format!("plugin {name:?} is not supported ({what})"),
         ));
     }
     Ok(())

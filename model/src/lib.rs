@@ -12,6 +12,7 @@ pub mod path;
 pub mod route;
 pub mod service;
 pub mod timeout;
+pub mod traffic_split;
 pub mod upstream;
 pub mod vars;
 

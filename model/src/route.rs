@@ -3,6 +3,7 @@ use crate::codec::{check_meta, check_plugins};
 use crate::host::HostPattern;
 use crate::path::PathPattern;
 use crate::timeout::Timeout;
+use crate::traffic_split::{self, TrafficSplit};
 use crate::vars::{parse_ip_or_cidr, Expr};
 use crate::{Id, Kind, Resource, Upstream, ValidationError};
 use ipnet::IpNet;
@@ -28,6 +29,9 @@ pub struct Route {
     pub upstream_id: Option<Id>,
     pub service_id: Option<Id>,
     pub plugins: Option<Map<String, Value>>,
+    /// `plugins.traffic-split`, parsed by [`Resource::parse_plugins`].
+    #[serde(skip)]
+    pub traffic_split: Option<TrafficSplit>,
     #[serde(default = "enabled")]
     pub status: Status,
     pub timeout: Option<Timeout>,
@@ -166,7 +170,7 @@ impl Resource for Route {
             self.desc.as_deref(),
             self.labels.as_ref(),
         )?;
-        check_plugins(self.plugins.as_ref())?;
+        check_plugins(self.plugins.as_ref(), &[traffic_split::NAME])?;
         exclusive(self.uri.is_some(), self.uris.is_some(), "uri", "uris")?;
         exclusive(self.host.is_some(), self.hosts.is_some(), "host", "hosts")?;
         exclusive(
@@ -218,13 +222,32 @@ impl Resource for Route {
         Ok(())
     }
 
-    fn references(&self) -> Vec<(Kind, &Id)> {
+    fn parse_plugins(&mut self) -> Result<(), ValidationError> {
+        self.traffic_split = match self
+            .plugins
+            .as_ref()
+            .and_then(|p| p.get(traffic_split::NAME))
+        {
+            Some(v) => Some(TrafficSplit::parse(v)?),
+            None => None,
+        };
+        Ok(())
+    }
+
+    fn references(&self) -> Vec<(Kind, &Id, String)> {
         let mut refs = Vec::new();
         if let Some(id) = &self.upstream_id {
-            refs.push((Kind::Upstreams, id));
+            refs.push((Kind::Upstreams, id, "upstream_id".to_string()));
         }
         if let Some(id) = &self.service_id {
-            refs.push((Kind::Services, id));
+            refs.push((Kind::Services, id, "service_id".to_string()));
+        }
+        if let Some(split) = &self.traffic_split {
+            refs.extend(
+                split
+                    .upstream_ids()
+                    .map(|(field, id)| (Kind::Upstreams, id, field)),
+            );
         }
         refs
     }

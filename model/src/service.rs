@@ -35,7 +35,7 @@ impl Resource for Service {
             self.desc.as_deref(),
             self.labels.as_ref(),
         )?;
-        check_plugins(self.plugins.as_ref())?;
+        check_plugins(self.plugins.as_ref(), &[])?;
         if self.upstream.is_some() && self.upstream_id.is_some() {
             return Err(ValidationError::new(
                 "upstream_id",
@@ -60,10 +60,10 @@ impl Resource for Service {
         Ok(())
     }
 
-    fn references(&self) -> Vec<(Kind, &Id)> {
+    fn references(&self) -> Vec<(Kind, &Id, String)> {
         self.upstream_id
             .iter()
-            .map(|id| (Kind::Upstreams, id))
+            .map(|id| (Kind::Upstreams, id, "upstream_id".to_string()))
             .collect()
     }
 }

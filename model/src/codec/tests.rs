@@ -617,5 +617,145 @@ fn stored_fixtures_keep_parsing() {
         result.unwrap_or_else(|e| panic!("fixture {name}: {e}"));
         seen += 1;
     }
-    assert!(seen >= 9, "only {seen} fixtures");
+    assert!(seen >= 10, "only {seen} fixtures");
+}
+
+fn split_route(split: Value) -> Value {
+    json!({"uri": "/a", "upstream_id": "1", "plugins": {"traffic-split": split}})
+}
+
+#[test]
+fn valid_traffic_splits() {
+    for split in [
+        json!({}),
+        json!({"rules": []}),
+        json!({"rules": [{}]}),
+        json!({"rules": [{"weighted_upstreams": [{"upstream_id": "2", "weight": 3}, {"weight": 1}]}]}),
+        json!({"rules": [{"weighted_upstreams": [{"upstream_id": 2}, {"upstream": {"nodes": {"127.0.0.1:1": 1}}, "weight": 0}]}]}),
+        json!({"rules": [
+            {"match": [{"vars": [["http_x-canary", "==", "1"]]}, {"vars": [["arg_canary", "==", "1"]]}],
+             "weighted_upstreams": [{"upstream_id": "canary"}]},
+            {"match": [], "weighted_upstreams": [{"weight": 1}]}
+        ]}),
+    ] {
+        check_ok::<Route>(split_route(split));
+    }
+}
+
+#[test]
+fn invalid_traffic_splits() {
+    let table = [
+        (json!([]), "plugins.traffic-split", "must be an object"),
+        (
+            json!({"rule": []}),
+            "plugins.traffic-split.rule",
+            "unknown field",
+        ),
+        (
+            json!({"rules": {}}),
+            "plugins.traffic-split.rules",
+            "sequence",
+        ),
+        (
+            json!({"rules": [{"weighted_upstreams": []}]}),
+            "plugins.traffic-split.rules[0].weighted_upstreams",
+            "1 to 20",
+        ),
+        (
+            json!({"rules": [{"weighted_upstreams": [{"weight": 1}, {"weight": -1}]}]}),
+            "plugins.traffic-split.rules[0].weighted_upstreams[1].weight",
+            "invalid value",
+        ),
+        (
+            json!({"rules": [{"weighted_upstreams": [{"weight": 1}, {"weight": 100001}]}]}),
+            "plugins.traffic-split.rules[0].weighted_upstreams[1].weight",
+            "at most 100000",
+        ),
+        (
+            json!({"rules": [{}, {"weighted_upstreams": [{"upstream_id": "a/b"}]}]}),
+            "plugins.traffic-split.rules[1].weighted_upstreams[0].upstream_id",
+            "only letters",
+        ),
+        (
+            json!({"rules": [{"weighted_upstreams": [{"upstream_id": "2", "upstream": {"nodes": {"127.0.0.1:1": 1}}}]}]}),
+            "plugins.traffic-split.rules[0].weighted_upstreams[0].upstream",
+            "not both",
+        ),
+        (
+            json!({"rules": [{"weighted_upstreams": [{"upstream": {"nodes": {"127.0.0.1:1": 1}, "type": "x"}}]}]}),
+            "plugins.traffic-split.rules[0].weighted_upstreams[0].upstream.type",
+            "unknown upstream type",
+        ),
+        (
+            json!({"rules": [{"weighted_upstreams": [{"upstream": {"type": "roundrobin"}}]}]}),
+            "plugins.traffic-split.rules[0].weighted_upstreams[0].upstream.nodes",
+            "is required",
+        ),
+        (
+            json!({"rules": [{"weighted_upstreams": [{"upstream_id": "2", "name": "x"}]}]}),
+            "plugins.traffic-split.rules[0].weighted_upstreams[0].name",
+            "unknown field",
+        ),
+        (
+            json!({"rules": [{"match": [{"vars": [["arg_a", "=~", "1"]]}]}]}),
+            "plugins.traffic-split.rules[0].match[0].vars",
+            "at [0][1]: unknown operator",
+        ),
+        (
+            json!({"rules": [{"match": [{}]}]}),
+            "plugins.traffic-split.rules[0].match[0].vars",
+            "is required",
+        ),
+        (
+            json!({"rules": [{"match": {"vars": []}}]}),
+            "plugins.traffic-split.rules[0].match",
+            "sequence",
+        ),
+    ];
+    for (split, field, needle) in table {
+        check_err::<Route>(split_route(split), field, needle);
+    }
+    // Other plugins stay rejected, beside traffic-split and on services.
+    check_err::<Route>(
+        json!({"uri": "/a", "upstream_id": "1", "plugins": {"traffic-split": {}, "limit-count": {}}}),
+        "plugins.limit-count",
+        "supported: traffic-split",
+    );
+    check_err::<Service>(
+        json!({"upstream_id": "1", "plugins": {"traffic-split": {}}}),
+        "plugins.traffic-split",
+        "not supported",
+    );
+}
+
+#[test]
+fn traffic_split_references() {
+    let route: Route = decode(
+        split_route(json!({"rules": [
+            {"weighted_upstreams": [{"upstream_id": "2"}, {"weight": 1}]},
+            {"weighted_upstreams": [{"upstream": {"nodes": {"127.0.0.1:1": 1}}}, {"upstream_id": 3}]}
+        ]}))
+        .to_string()
+        .as_bytes(),
+    )
+    .expect("valid");
+    let refs: Vec<(String, String)> = route
+        .references()
+        .into_iter()
+        .map(|(_, id, field)| (field, id.to_string()))
+        .collect();
+    assert_eq!(
+        refs,
+        [
+            ("upstream_id".to_string(), "1".to_string()),
+            (
+                "plugins.traffic-split.rules[0].weighted_upstreams[0].upstream_id".into(),
+                "2".into()
+            ),
+            (
+                "plugins.traffic-split.rules[1].weighted_upstreams[1].upstream_id".into(),
+                "3".into()
+            ),
+        ]
+    );
 }

@@ -1,0 +1,193 @@
+//! A route's compiled `traffic-split`: rules evaluated in order against the request's
+//! variables; the first that matches picks one of its weighted upstreams by smooth
+//! weighted round robin. Built by the snapshot compile, read per request.
+use crate::balancer::Balancer;
+use model::traffic_split::TrafficSplit;
+use model::vars::{Expr, VarSource};
+use std::sync::Arc;
+
+pub struct Split {
+    pub rules: Vec<SplitRule>,
+    /// The keys of the inline upstreams this split put into the snapshot's upstream map,
+    /// so that a change of the route removes them.
+    pub inline_keys: Vec<String>,
+}
+
+pub struct SplitRule {
+    /// Any of them must hold; none means the rule always applies.
+    pub matches: Vec<Expr>,
+    /// Per weighted upstream: its key in `Snapshot::upstreams`, or `None` for the route's
+    /// own upstream.
+    pub targets: Vec<Option<String>>,
+    /// Over the weights of `targets`; shared with the previous snapshot's rule when the
+    /// targets and weights stayed, so a swap does not restart the rotation.
+    pub balancer: Arc<Balancer>,
+}
+
+/// What the split decided for one request.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Choice<'a> {
+    /// No rule matched, the matching rule picked the route's own upstream, or every
+    /// weight of the matching rule is 0.
+    RouteUpstream,
+    /// The upstream with this key.
+    Upstream(&'a str),
+}
+
+impl Split {
+    /// Compiles `def` for route `owner` (a key like `routes/7`). `key_of(id)` gives the key
+    /// of a referenced upstream; inline ones get `{owner}/split/{rule}/{index}`, returned
+    /// with their definitions for the caller to put into the upstream map. Balancers are
+    /// carried over from `prev` rule by rule when targets and weights are the same.
+    pub fn compile<'d>(
+        owner: &str,
+        def: &'d TrafficSplit,
+        key_of: impl Fn(&model::Id) -> String,
+        prev: Option<&Split>,
+    ) -> (Split, Vec<(String, &'d model::Upstream)>) {
+        let mut inline = Vec::new();
+        let rules = def
+            .rules
+            .iter()
+            .enumerate()
+            .map(|(r, rule)| {
+                let targets: Vec<Option<String>> = rule
+                    .weighted_upstreams
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| match (&w.upstream_id, &w.upstream) {
+                        (Some(id), _) => Some(key_of(id)),
+                        (None, Some(up)) => {
+                            let key = format!("{owner}/split/{r}/{i}");
+                            inline.push((key.clone(), up));
+                            Some(key)
+                        }
+                        (None, None) => None,
+                    })
+                    .collect();
+                let weights: Vec<u32> = rule.weighted_upstreams.iter().map(|w| w.weight).collect();
+                let balancer = prev
+                    .and_then(|p| p.rules.get(r))
+                    .filter(|p| {
+                        p.targets == targets
+                            && p.balancer
+                                .weights()
+                                .iter()
+                                .copied()
+                                .eq(weights.iter().map(|w| i64::from(*w)))
+                    })
+                    .map(|p| p.balancer.clone())
+                    .unwrap_or_else(|| Arc::new(Balancer::new(&weights)));
+                SplitRule {
+                    matches: rule.matches.iter().map(|m| m.expr().clone()).collect(),
+                    targets,
+                    balancer,
+                }
+            })
+            .collect();
+        let split = Split {
+            rules,
+            inline_keys: inline.iter().map(|(k, _)| k.clone()).collect(),
+        };
+        (split, inline)
+    }
+
+    /// The first rule that matches decides; its balancer picks the target.
+    pub fn choose(&self, vars: &dyn VarSource) -> Choice<'_> {
+        let Some(rule) = self
+            .rules
+            .iter()
+            .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.eval(vars)))
+        else {
+            return Choice::RouteUpstream;
+        };
+        match rule.balancer.pick(&[]).and_then(|i| rule.targets.get(i)) {
+            Some(Some(key)) => Choice::Upstream(key),
+            _ => Choice::RouteUpstream,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::borrow::Cow;
+
+    struct Vars(&'static [(&'static str, &'static str)]);
+    impl VarSource for Vars {
+        fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+            self.0
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).into())
+        }
+    }
+
+    fn split(def: serde_json::Value) -> Split {
+        let route: model::Route = model::codec::decode_value(&json!({
+            "uri": "/", "upstream_id": "own", "plugins": {"traffic-split": def}
+        }))
+        .expect("valid route");
+        let def = route.traffic_split.expect("has a split");
+        Split::compile("routes/r", &def, |id| format!("upstreams/{id}"), None).0
+    }
+
+    fn picks(s: &Split, vars: &Vars, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|_| match s.choose(vars) {
+                Choice::RouteUpstream => "own".to_string(),
+                Choice::Upstream(k) => k.to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn rules_in_order_and_weighted_picks() {
+        let s = split(json!({"rules": [
+            {"match": [{"vars": [["http_x-canary", "==", "1"]]}, {"vars": [["arg_canary", "==", "1"]]}],
+             "weighted_upstreams": [{"upstream_id": "canary"}]},
+            {"match": [{"vars": [["arg_beta", "==", "1"]]}],
+             "weighted_upstreams": [{"upstream_id": "b", "weight": 2}, {"weight": 1},
+                                    {"upstream": {"nodes": {"127.0.0.1:1": 1}}, "weight": 1}]},
+            {"match": [{"vars": [["arg_off", "==", "1"]]}],
+             "weighted_upstreams": [{"upstream_id": "b", "weight": 0}]}
+        ]}));
+        assert_eq!(s.inline_keys, ["routes/r/split/1/2"]);
+        let canary = ["upstreams/canary"; 2];
+        assert_eq!(picks(&s, &Vars(&[("http_x-canary", "1")]), 2), canary);
+        assert_eq!(picks(&s, &Vars(&[("arg_canary", "1")]), 2), canary);
+        assert_eq!(picks(&s, &Vars(&[("arg_canary", "2")]), 1), ["own"]);
+        assert_eq!(
+            picks(&s, &Vars(&[("arg_beta", "1")]), 4),
+            ["upstreams/b", "own", "routes/r/split/1/2", "upstreams/b"]
+        );
+        assert_eq!(picks(&s, &Vars(&[("arg_off", "1")]), 1), ["own"]);
+        assert_eq!(picks(&s, &Vars(&[]), 1), ["own"]);
+    }
+
+    #[test]
+    fn balancers_carry_over_only_when_the_rule_stays() {
+        let def = |w: u32| {
+            let route: model::Route = model::codec::decode_value(&json!({
+                "uri": "/", "upstream_id": "own", "plugins": {"traffic-split": {"rules": [
+                    {"weighted_upstreams": [{"upstream_id": "a", "weight": w}, {"weight": 1}]}
+                ]}}
+            }))
+            .expect("valid route");
+            route.traffic_split.expect("has a split")
+        };
+        let key = |id: &model::Id| format!("upstreams/{id}");
+        let (first, _) = Split::compile("routes/r", &def(3), key, None);
+        let (same, _) = Split::compile("routes/r", &def(3), key, Some(&first));
+        let (other, _) = Split::compile("routes/r", &def(2), key, Some(&first));
+        assert!(Arc::ptr_eq(
+            &first.rules[0].balancer,
+            &same.rules[0].balancer
+        ));
+        assert!(!Arc::ptr_eq(
+            &first.rules[0].balancer,
+            &other.rules[0].balancer
+        ));
+    }
+}
