@@ -240,17 +240,22 @@ async fn chash_keeps_each_key_on_one_node_and_remaps_few_when_one_leaves() {
         json!({"type": "chash", "hash_on": "vars", "key": "arg_user", "nodes": nodes(&backends)}),
     )
     .await;
-    let before = placement(&s).await;
+    // 100 keys, each asked three times, stay on their node. The remap share is measured
+    // over 1,000 keys: with 100 the node that leaves may hold 17 of them by chance alone
+    // (its expected share is 10 ± 3), which says nothing about the ring.
+    placement(&s, 100, 3).await;
+    let before = placement(&s, 1000, 1).await;
     let used: std::collections::HashSet<_> = before.values().collect();
-    assert!(
-        used.len() >= 8,
-        "100 keys spread over only {} nodes",
+    assert_eq!(
+        used.len(),
+        10,
+        "1,000 keys spread over only {} nodes",
         used.len()
     );
 
     // One node leaves, as in a scale-down.
     let gone = backends.remove(3);
-    let probe_key = (0..100)
+    let probe_key = (0..1000)
         .find(|k| before[k] == gone.name)
         .expect("some key on the leaving node");
     // PUT, not PATCH: a merge patch of the `nodes` map would keep the leaving node.
@@ -266,15 +271,21 @@ async fn chash_keeps_each_key_on_one_node_and_remaps_few_when_one_leaves() {
         s.who(&probe, &[]).await.is_ok_and(|b| b != gone.name)
     })
     .await;
-    let after = placement(&s).await;
-    let moved: Vec<_> = (0..100).filter(|k| before[k] != after[k]).collect();
+    placement(&s, 100, 3).await;
+    let after = placement(&s, 1000, 1).await;
+    let moved: Vec<_> = (0..1000).filter(|k| before[k] != after[k]).collect();
     for k in &moved {
         assert_eq!(
             before[k], gone.name,
             "key u{k} moved though its node stayed"
         );
     }
-    assert!(moved.len() <= 15, "{} of 100 keys remapped", moved.len());
+    assert!(
+        moved.len() <= 150,
+        "{} of 1,000 keys remapped when one of 10 nodes left",
+        moved.len()
+    );
+    assert!(!moved.is_empty(), "the leaving node's keys must move");
 
     // Header keys: one user, one node; a request without the header falls back to the
     // client address, which is also stable.
@@ -293,13 +304,14 @@ async fn chash_keeps_each_key_on_one_node_and_remaps_few_when_one_leaves() {
     assert_eq!(s.who("/chh/x", &[]).await.unwrap(), anon);
 }
 
-/// Where each of 100 keys lands, checking that every key answers from one node.
-async fn placement(s: &Stack) -> HashMap<usize, String> {
+/// Where each of `keys` keys lands; with `repeats` > 1, also checks that every key answers
+/// from one node each time.
+async fn placement(s: &Stack, keys: usize, repeats: usize) -> HashMap<usize, String> {
     let mut at = HashMap::new();
-    for k in 0..100 {
+    for k in 0..keys {
         let path = format!("/ch/x?user=u{k}");
         let first = s.who(&path, &[]).await.unwrap();
-        for _ in 0..2 {
+        for _ in 1..repeats {
             assert_eq!(s.who(&path, &[]).await.unwrap(), first, "key u{k} moved");
         }
         at.insert(k, first);
