@@ -190,40 +190,14 @@ struct Upstreams {
 
 fn compile_all(state: &State, prev: &Snapshot) -> (Router<Arc<RouteTarget>>, Upstreams) {
     let mut upstreams = Upstreams::default();
-    for id in state.upstreams.keys() {
-        set_upstream(
-            &mut upstreams,
-            upstream_key(id),
-            upstream_def(state, id),
-            prev,
-            state.dns(),
-        );
-    }
-    for id in state.services.keys() {
-        set_upstream(
-            &mut upstreams,
-            service_key(id),
-            service_inline(state, id),
-            prev,
-            state.dns(),
-        );
-    }
-    for id in state.routes.keys() {
-        set_upstream(
-            &mut upstreams,
-            route_key(id),
-            route_inline(state, id),
-            prev,
-            state.dns(),
-        );
-        set_split(
-            &mut upstreams,
-            id,
-            valid_route(state, id),
-            prev,
-            state.dns(),
-        );
-    }
+    refresh_upstreams(
+        &mut upstreams,
+        state,
+        prev,
+        state.upstreams.keys(),
+        state.services.keys(),
+        state.routes.keys(),
+    );
     let specs = state
         .routes
         .keys()
@@ -242,40 +216,14 @@ fn compile_changes(
         checked: prev.checked.clone(),
         splits: prev.splits.clone(),
     };
-    for id in &dirty.upstreams {
-        set_upstream(
-            &mut upstreams,
-            upstream_key(id),
-            upstream_def(state, id),
-            prev,
-            state.dns(),
-        );
-    }
-    for id in &dirty.services {
-        set_upstream(
-            &mut upstreams,
-            service_key(id),
-            service_inline(state, id),
-            prev,
-            state.dns(),
-        );
-    }
-    for id in &dirty.routes {
-        set_upstream(
-            &mut upstreams,
-            route_key(id),
-            route_inline(state, id),
-            prev,
-            state.dns(),
-        );
-        set_split(
-            &mut upstreams,
-            id,
-            valid_route(state, id),
-            prev,
-            state.dns(),
-        );
-    }
+    refresh_upstreams(
+        &mut upstreams,
+        state,
+        prev,
+        dirty.upstreams.iter(),
+        dirty.services.iter(),
+        dirty.routes.iter(),
+    );
     // A route depends on its service (hosts, upstream, whether it is served at all) but
     // only on upstreams by key, so upstream changes never touch the router.
     let mut redo: BTreeSet<&Id> = dirty.routes.iter().collect();
@@ -294,6 +242,42 @@ fn compile_changes(
         )
     };
     (router, upstreams)
+}
+
+/// Re-derives the upstream runtimes the given ids own, by kind: an upstream's own, a
+/// service's or route's inline one, and a route's `traffic-split` upstreams. The one
+/// place both compile paths go through, so they cannot drift apart.
+fn refresh_upstreams<'a>(
+    upstreams: &mut Upstreams,
+    state: &State,
+    prev: &Snapshot,
+    upstream_ids: impl Iterator<Item = &'a Id>,
+    service_ids: impl Iterator<Item = &'a Id>,
+    route_ids: impl Iterator<Item = &'a Id>,
+) {
+    let dns = state.dns();
+    for id in upstream_ids {
+        set_upstream(
+            upstreams,
+            upstream_key(id),
+            upstream_def(state, id),
+            prev,
+            dns,
+        );
+    }
+    for id in service_ids {
+        set_upstream(
+            upstreams,
+            service_key(id),
+            service_inline(state, id),
+            prev,
+            dns,
+        );
+    }
+    for id in route_ids {
+        set_upstream(upstreams, route_key(id), route_inline(state, id), prev, dns);
+        set_split(upstreams, id, valid_route(state, id), prev, dns);
+    }
 }
 
 fn upstream_key(id: &Id) -> String {

@@ -84,65 +84,29 @@ impl State {
             Change::Put { value, .. } => Some(value),
             Change::Delete { .. } => None,
         };
-        fn validity<T>(m: &BTreeMap<Id, Entry<T>>, id: &Id) -> Option<bool> {
-            m.get(id).map(|e| e.parsed.is_ok())
-        }
         let c = &mut self.counts;
-        let (applied, dirty, before, after, valid, invalid, names) = match kind {
-            Kind::Routes => {
-                let before = validity(&self.routes, &id);
-                let old = names_in(self.routes.get(&id), route_upstreams);
-                let applied = upsert(&mut self.routes, &id, value);
-                let after = validity(&self.routes, &id);
-                let new = names_in(self.routes.get(&id), route_upstreams);
-                let (v, i) = (&mut c.routes, &mut c.invalid_routes);
-                (
-                    applied,
-                    &mut self.dirty.routes,
-                    before,
-                    after,
-                    v,
-                    i,
-                    (old, new),
-                )
-            }
-            Kind::Services => {
-                let before = validity(&self.services, &id);
-                let old = names_in(self.services.get(&id), |s| s.upstream.iter().collect());
-                let applied = upsert(&mut self.services, &id, value);
-                let after = validity(&self.services, &id);
-                let new = names_in(self.services.get(&id), |s| s.upstream.iter().collect());
-                let (v, i) = (&mut c.services, &mut c.invalid_services);
-                (
-                    applied,
-                    &mut self.dirty.services,
-                    before,
-                    after,
-                    v,
-                    i,
-                    (old, new),
-                )
-            }
-            Kind::Upstreams => {
-                let before = validity(&self.upstreams, &id);
-                let old = names_in(self.upstreams.get(&id), itself);
-                let applied = upsert(&mut self.upstreams, &id, value);
-                let after = validity(&self.upstreams, &id);
-                let new = names_in(self.upstreams.get(&id), itself);
-                let (v, i) = (&mut c.upstreams, &mut c.invalid_upstreams);
-                (
-                    applied,
-                    &mut self.dirty.upstreams,
-                    before,
-                    after,
-                    v,
-                    i,
-                    (old, new),
-                )
-            }
+        let (r, dirty, valid, invalid) = match kind {
+            Kind::Routes => (
+                replace(&mut self.routes, &id, value, route_upstreams),
+                &mut self.dirty.routes,
+                &mut c.routes,
+                &mut c.invalid_routes,
+            ),
+            Kind::Services => (
+                replace(&mut self.services, &id, value, service_upstreams),
+                &mut self.dirty.services,
+                &mut c.services,
+                &mut c.invalid_services,
+            ),
+            Kind::Upstreams => (
+                replace(&mut self.upstreams, &id, value, itself),
+                &mut self.dirty.upstreams,
+                &mut c.upstreams,
+                &mut c.invalid_upstreams,
+            ),
             _ => return Applied::Ignored,
         };
-        for name in names.0 {
+        for name in r.old_names {
             if let Some(n) = self.names.get_mut(&name) {
                 *n -= 1;
                 if *n == 0 {
@@ -151,20 +115,20 @@ impl State {
                 }
             }
         }
-        for name in names.1 {
+        for name in r.new_names {
             *self.names.entry(name).or_insert(0) += 1;
         }
-        for (state, delta) in [(before, -1isize), (after, 1)] {
+        for (state, delta) in [(r.before, -1isize), (r.after, 1)] {
             match state {
                 Some(true) => *valid = valid.saturating_add_signed(delta),
                 Some(false) => *invalid = invalid.saturating_add_signed(delta),
                 None => {}
             }
         }
-        if applied == Applied::Changed {
+        if r.applied == Applied::Changed {
             dirty.insert(id);
         }
-        applied
+        r.applied
     }
 
     /// The node host names in use, for the resolver.
@@ -183,25 +147,28 @@ impl State {
             return Applied::Unchanged;
         }
         self.dns.insert(name.to_string(), addrs);
-        let uses = |u: Option<&Upstream>| {
-            u.is_some_and(|u| u.nodes.0.iter().any(|n| n.host.eq_ignore_ascii_case(name)))
-        };
-        for (id, e) in &self.upstreams {
-            if uses(e.parsed.as_deref().ok()) {
-                self.dirty.upstreams.insert(id.clone());
+        fn mark<T>(
+            dirty: &mut BTreeSet<Id>,
+            m: &BTreeMap<Id, Entry<T>>,
+            upstreams: fn(&T) -> Vec<&Upstream>,
+            name: &str,
+        ) {
+            for (id, e) in m {
+                let Ok(value) = &e.parsed else { continue };
+                let nodes = upstreams(value).into_iter().flat_map(|u| u.nodes.0.iter());
+                if nodes.into_iter().any(|n| n.host.eq_ignore_ascii_case(name)) {
+                    dirty.insert(id.clone());
+                }
             }
         }
-        for (id, e) in &self.services {
-            if uses(e.parsed.as_ref().ok().and_then(|s| s.upstream.as_ref())) {
-                self.dirty.services.insert(id.clone());
-            }
-        }
-        for (id, e) in &self.routes {
-            let route = e.parsed.as_deref().ok();
-            if route.is_some_and(|r| route_upstreams(r).into_iter().any(|u| uses(Some(u)))) {
-                self.dirty.routes.insert(id.clone());
-            }
-        }
+        mark(&mut self.dirty.upstreams, &self.upstreams, itself, name);
+        mark(
+            &mut self.dirty.services,
+            &self.services,
+            service_upstreams,
+            name,
+        );
+        mark(&mut self.dirty.routes, &self.routes, route_upstreams, name);
         Applied::Changed
     }
 
@@ -235,6 +202,39 @@ impl State {
             .chain(errs(Kind::Upstreams, &self.upstreams))
             .collect()
     }
+}
+
+/// What replacing one entry did: the outcome, the entry's validity before and after (for
+/// the counts), and the node names its upstreams used before and after (for the resolver).
+struct Replaced {
+    applied: Applied,
+    before: Option<bool>,
+    after: Option<bool>,
+    old_names: Vec<String>,
+    new_names: Vec<String>,
+}
+
+fn replace<T: Resource>(
+    map: &mut BTreeMap<Id, Entry<T>>,
+    id: &Id,
+    value: Option<Vec<u8>>,
+    upstreams: fn(&T) -> Vec<&Upstream>,
+) -> Replaced {
+    let validity = |m: &BTreeMap<Id, Entry<T>>| m.get(id).map(|e| e.parsed.is_ok());
+    let before = validity(map);
+    let old_names = names_in(map.get(id), upstreams);
+    let applied = upsert(map, id, value);
+    Replaced {
+        applied,
+        before,
+        after: validity(map),
+        old_names,
+        new_names: names_in(map.get(id), upstreams),
+    }
+}
+
+fn service_upstreams(s: &Service) -> Vec<&Upstream> {
+    s.upstream.iter().collect()
 }
 
 fn itself(u: &Upstream) -> Vec<&Upstream> {
