@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod dns;
 pub mod load;
+pub mod stack;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};

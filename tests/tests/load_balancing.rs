@@ -3,105 +3,15 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use e2e::backend::BackendOptions;
-use e2e::{eventually, free_port, AdminApi, Backend, Etcd, Gateway};
+use e2e::stack::Stack;
+use e2e::{eventually, free_port, Backend};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-const KEY: &str = "test-key";
-
-struct Stack {
-    _etcd: Etcd,
-    admin: AdminApi,
-    gw: Gateway,
-    client: reqwest::Client,
-}
-
 async fn stack(gateway_args: &[&str]) -> Stack {
-    let etcd = Etcd::start();
-    let admin = AdminApi::start(&etcd.url, "/gw", KEY);
-    let gw = Gateway::start(&etcd.url, "/gw", gateway_args);
-    gw.wait_ready().await;
-    Stack {
-        _etcd: etcd,
-        admin,
-        gw,
-        client: reqwest::Client::new(),
-    }
-}
-
-impl Stack {
-    /// Which backend answered, or the status (0: no response at all).
-    async fn who(&self, path: &str, headers: &[(&str, &str)]) -> Result<String, u16> {
-        let mut req = self.client.get(self.gw.url(path));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = req.send().await.map_err(|_| 0u16)?;
-        if resp.status() != 200 {
-            return Err(resp.status().as_u16());
-        }
-        let body: Value = resp.json().await.map_err(|_| 1u16)?;
-        Ok(body["backend"].as_str().unwrap_or_default().to_string())
-    }
-
-    /// Puts upstream `u` and a route `/{u}/*` to it, and waits until the route answers.
-    async fn upstream(&self, u: &str, def: Value) {
-        self.admin
-            .ok("PUT", &format!("/upstreams/{u}"), Some(def))
-            .await;
-        self.admin
-            .ok(
-                "PUT",
-                &format!("/routes/{u}"),
-                Some(json!({"uri": format!("/{u}/*"), "upstream_id": u})),
-            )
-            .await;
-        let path = format!("/{u}/probe");
-        eventually(Duration::from_secs(2), "route served", || async {
-            self.who(&path, &[]).await.is_ok()
-        })
-        .await;
-    }
-
-    /// `requests` sequential requests; the answers by backend, failures under "!status".
-    async fn tally(&self, path: &str, requests: usize) -> HashMap<String, usize> {
-        let mut seen = HashMap::new();
-        for _ in 0..requests {
-            let k = match self.who(path, &[]).await {
-                Ok(b) => b,
-                Err(s) => format!("!{s}"),
-            };
-            *seen.entry(k).or_insert(0) += 1;
-        }
-        seen
-    }
-
-    /// The health `/status` reports for `node` of upstream `u`.
-    async fn healthy(&self, u: &str, node: &str) -> Option<bool> {
-        let status = self.gw.status_json().await;
-        status["upstream_health"]
-            .as_array()?
-            .iter()
-            .find(|n| n["upstream"] == format!("upstreams/{u}") && n["node"] == node)
-            .and_then(|n| n["healthy"].as_bool())
-    }
-
-    async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(self.gw.status_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0.0)
-    }
+    Stack::start(gateway_args).await
 }
 
 /// Active checks that decide after one probe each way, every second.
@@ -130,7 +40,7 @@ async fn roundrobin_follows_weights_within_2_percent_over_2000_requests() {
         json!({"nodes": {a.node(): 5, b.node(): 3, c.node(): 2}}),
     )
     .await;
-    let seen = s.tally("/rr/x", 2000).await;
+    let seen = s.tally("/rr/x", &[], 2000).await;
     for (name, weight) in [("a", 5.0), ("b", 3.0), ("c", 2.0)] {
         let share = *seen.get(name).unwrap_or(&0) as f64 / 2000.0;
         assert!(
@@ -203,13 +113,13 @@ async fn ewma_moves_traffic_away_from_a_node_that_turns_slow() {
         json!({"type": "ewma", "nodes": {a.node(): 1, b.node(): 1}}),
     )
     .await;
-    let before = s.tally("/ew/x", 100).await;
+    let before = s.tally("/ew/x", &[], 100).await;
     assert!(
         before.get("a").copied().unwrap_or(0) > 0 && before.get("b").copied().unwrap_or(0) > 0,
         "both nodes serve while equally fast: {before:?}"
     );
     a.set_delay(Duration::from_millis(200));
-    let after = s.tally("/ew/x", 100).await;
+    let after = s.tally("/ew/x", &[], 100).await;
     assert_eq!(
         after.keys().filter(|k| k.starts_with('!')).count(),
         0,
@@ -336,7 +246,7 @@ async fn refusing_node_is_retried_then_checked_out_and_back_in() {
         })
     };
     s.upstream("hc", upstream(2)).await;
-    let seen = s.tally("/hc/x", 1000).await;
+    let seen = s.tally("/hc/x", &[], 1000).await;
     assert_eq!(
         seen.keys().filter(|k| k.starts_with('!')).count(),
         0,
@@ -349,7 +259,7 @@ async fn refusing_node_is_retried_then_checked_out_and_back_in() {
     )
     .await;
     let errors = s.metric("gateway_upstream_connect_errors_total").await;
-    let seen = s.tally("/hc/x", 200).await;
+    let seen = s.tally("/hc/x", &[], 200).await;
     assert_eq!(seen.len(), 2, "only a and b answer: {seen:?}");
     assert_eq!(
         s.metric("gateway_upstream_connect_errors_total").await,
@@ -378,7 +288,7 @@ async fn refusing_node_is_retried_then_checked_out_and_back_in() {
         Some(false),
         "health reset by a change"
     );
-    let seen = s.tally("/hc/x", 50).await;
+    let seen = s.tally("/hc/x", &[], 50).await;
     assert_eq!(seen.len(), 2, "{seen:?}");
 
     // c comes up: the next probes bring it back and it takes traffic again.
@@ -387,7 +297,7 @@ async fn refusing_node_is_retried_then_checked_out_and_back_in() {
         s.healthy("hc", &c).await == Some(true)
     })
     .await;
-    let seen = s.tally("/hc/x", 30).await;
+    let seen = s.tally("/hc/x", &[], 30).await;
     assert!(seen.get("c").copied().unwrap_or(0) >= 5, "{seen:?}");
     assert!(c_up.hits() >= 5);
     let metrics = s
@@ -435,7 +345,7 @@ async fn zone_and_priority_prefer_then_fall_back() {
     )
     .await;
     for path in ["/zone/x", "/prio/x"] {
-        let seen = s.tally(path, 40).await;
+        let seen = s.tally(path, &[], 40).await;
         assert_eq!(seen.get("near"), Some(&40), "{path}: {seen:?}");
     }
     drop(near);
@@ -446,7 +356,7 @@ async fn zone_and_priority_prefer_then_fall_back() {
         .await;
     }
     for path in ["/zone/x", "/prio/x"] {
-        let seen = s.tally(path, 40).await;
+        let seen = s.tally(path, &[], 40).await;
         assert_eq!(seen.get("far"), Some(&40), "{path}: {seen:?}");
     }
     let _near = Backend::start_on(near_addr, "near", BackendOptions::default()).await;
@@ -457,7 +367,7 @@ async fn zone_and_priority_prefer_then_fall_back() {
         .await;
     }
     for path in ["/zone/x", "/prio/x"] {
-        let seen = s.tally(path, 40).await;
+        let seen = s.tally(path, &[], 40).await;
         assert_eq!(seen.get("near"), Some(&40), "{path}: {seen:?}");
     }
     drop(far);
@@ -493,7 +403,7 @@ async fn dns_name_spreads_over_its_addresses_and_follows_changes() {
         json!({"nodes": {format!("svc.test.internal:{port}"): 1}, "pass_host": "node"}),
     )
     .await;
-    let seen = s.tally("/dns/x", 300).await;
+    let seen = s.tally("/dns/x", &[], 300).await;
     for name in ["ip1", "ip2", "ip3"] {
         assert_eq!(seen.get(name), Some(&100), "{seen:?}");
     }
@@ -512,18 +422,18 @@ async fn dns_name_spreads_over_its_addresses_and_follows_changes() {
     // The service moves off 127.0.0.1: once the 1 s TTL runs out, traffic follows.
     dns.set("svc.test.internal", &ips(&[2, 3]));
     eventually(Duration::from_secs(5), "re-resolved", || async {
-        let seen = s.tally("/dns/x", 10).await;
+        let seen = s.tally("/dns/x", &[], 10).await;
         !seen.contains_key("ip1")
     })
     .await;
-    let seen = s.tally("/dns/x", 100).await;
+    let seen = s.tally("/dns/x", &[], 100).await;
     assert_eq!(seen.get("ip2"), Some(&50), "{seen:?}");
     assert_eq!(seen.get("ip3"), Some(&50), "{seen:?}");
     // The name stops resolving: the last addresses keep serving.
     dns.set("other.test.internal", &ips(&[1]));
     drop(dns);
     tokio::time::sleep(Duration::from_millis(2500)).await;
-    let seen = s.tally("/dns/x", 20).await;
+    let seen = s.tally("/dns/x", &[], 20).await;
     assert_eq!(seen.values().sum::<usize>(), 20, "{seen:?}");
     assert!(seen.keys().all(|k| k == "ip2" || k == "ip3"), "{seen:?}");
 }
@@ -568,13 +478,13 @@ async fn passive_check_takes_out_a_node_failing_on_real_traffic() {
         s.who("/pv/x", &[]).await.is_ok()
     })
     .await;
-    let seen = s.tally("/pv/x", 100).await;
+    let seen = s.tally("/pv/x", &[], 100).await;
     // Round robin alternates until the third 500 marks the node down.
     assert!(
         seen.get("!500").copied().unwrap_or(0) <= 3,
         "bad node kept receiving traffic: {seen:?}"
     );
     assert_eq!(s.healthy("pv", &bad.node()).await, Some(false));
-    let seen = s.tally("/pv/x", 50).await;
+    let seen = s.tally("/pv/x", &[], 50).await;
     assert_eq!(seen.get("good"), Some(&50), "{seen:?}");
 }

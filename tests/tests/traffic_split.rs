@@ -3,99 +3,48 @@
 //! reference checks for the upstreams its rules name.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use e2e::{eventually, AdminApi, Backend, Etcd, Gateway};
+use e2e::stack::Stack;
+use e2e::{eventually, Backend};
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::time::Duration;
 
-const KEY: &str = "test-key";
-
-struct Stack {
-    _etcd: Etcd,
-    admin: AdminApi,
-    gw: Gateway,
-    client: reqwest::Client,
-}
-
 async fn stack() -> Stack {
-    let etcd = Etcd::start();
-    let admin = AdminApi::start(&etcd.url, "/gw", KEY);
-    let gw = Gateway::start(&etcd.url, "/gw", &[]);
-    gw.wait_ready().await;
-    Stack {
-        _etcd: etcd,
-        admin,
-        gw,
-        client: reqwest::Client::new(),
-    }
+    Stack::start(&[]).await
 }
 
-impl Stack {
-    /// Which backend answered, or the status (0: no response at all).
-    async fn who(&self, path: &str, headers: &[(&str, &str)]) -> Result<String, u16> {
-        let mut req = self.client.get(self.gw.url(path));
-        for (k, v) in headers {
-            req = req.header(*k, *v);
-        }
-        let resp = req.send().await.map_err(|_| 0u16)?;
-        if resp.status() != 200 {
-            return Err(resp.status().as_u16());
-        }
-        let body: Value = resp.json().await.map_err(|_| 1u16)?;
-        Ok(body["backend"].as_str().unwrap_or_default().to_string())
-    }
-
-    /// Puts upstreams `stable` (backend `a`) and `canary` (backend `b`).
-    async fn upstreams(&self, a: &Backend, b: &Backend) {
-        for (id, backend) in [("stable", a), ("canary", b)] {
-            self.admin
-                .ok(
-                    "PUT",
-                    &format!("/upstreams/{id}"),
-                    Some(json!({"nodes": {backend.node(): 1}})),
-                )
-                .await;
-        }
-    }
-
-    /// Puts route `id` on `/{id}/*` to upstream `stable` with `split`, and waits until
-    /// the gateway has the split (the probe path answers with `probe_backend`).
-    async fn split_route(&self, id: &str, split: Value, probe: (&str, &str)) {
-        self.admin
+/// Puts upstreams `stable` (backend `a`) and `canary` (backend `b`).
+async fn upstreams(s: &Stack, a: &Backend, b: &Backend) {
+    for (id, backend) in [("stable", a), ("canary", b)] {
+        s.admin
             .ok(
                 "PUT",
-                &format!("/routes/{id}"),
-                Some(json!({
-                    "uri": format!("/{id}/*"),
-                    "upstream_id": "stable",
-                    "plugins": {"traffic-split": split},
-                })),
+                &format!("/upstreams/{id}"),
+                Some(json!({"nodes": {backend.node(): 1}})),
             )
             .await;
-        let path = format!("/{id}/{}", probe.0);
-        eventually(Duration::from_secs(3), "split served", || async {
-            self.who(&path, &[]).await.is_ok_and(|b| b == probe.1)
-        })
-        .await;
     }
+}
 
-    /// `requests` sequential requests; the answers by backend, failures under "!status".
-    async fn tally(
-        &self,
-        path: &str,
-        headers: &[(&str, &str)],
-        requests: usize,
-    ) -> HashMap<String, usize> {
-        let mut seen = HashMap::new();
-        for _ in 0..requests {
-            let k = match self.who(path, headers).await {
-                Ok(b) => b,
-                Err(s) => format!("!{s}"),
-            };
-            *seen.entry(k).or_insert(0) += 1;
-        }
-        seen
-    }
+/// Puts route `id` on `/{id}/*` to upstream `stable` with `split`, and waits until
+/// the gateway has the split (the probe path answers with `probe_backend`).
+async fn split_route(s: &Stack, id: &str, split: Value, probe: (&str, &str)) {
+    s.admin
+        .ok(
+            "PUT",
+            &format!("/routes/{id}"),
+            Some(json!({
+                "uri": format!("/{id}/*"),
+                "upstream_id": "stable",
+                "plugins": {"traffic-split": split},
+            })),
+        )
+        .await;
+    let path = format!("/{id}/{}", probe.0);
+    eventually(Duration::from_secs(3), "split served", || async {
+        s.who(&path, &[]).await.is_ok_and(|b| b == probe.1)
+    })
+    .await;
 }
 
 /// 3:1 between an upstream by id and an inline one: smooth weighted round robin gives
@@ -108,8 +57,9 @@ async fn weights_3_to_1_give_300_and_100_of_400() {
         Backend::start("b").await,
         Backend::start("c").await,
     );
-    s.upstreams(&a, &b).await;
-    s.split_route(
+    upstreams(&s, &a, &b).await;
+    split_route(
+        &s,
         "w",
         json!({"rules": [{"weighted_upstreams": [
             {"upstream_id": "canary", "weight": 3},
@@ -135,8 +85,9 @@ async fn weights_3_to_1_give_300_and_100_of_400() {
 async fn matching_requests_go_to_the_canary() {
     let s = stack().await;
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    s.upstreams(&a, &b).await;
-    s.split_route(
+    upstreams(&s, &a, &b).await;
+    split_route(
+        &s,
         "m",
         json!({"rules": [{
             "match": [
@@ -170,8 +121,9 @@ async fn matching_requests_go_to_the_canary() {
 async fn an_entry_without_upstream_is_the_routes_own() {
     let s = stack().await;
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    s.upstreams(&a, &b).await;
-    s.split_route(
+    upstreams(&s, &a, &b).await;
+    split_route(
+        &s,
         "o",
         json!({"rules": [{"weighted_upstreams": [
             {"upstream_id": "canary", "weight": 1},
@@ -194,7 +146,7 @@ async fn an_entry_without_upstream_is_the_routes_own() {
 async fn admin_api_checks_rule_upstreams() {
     let s = stack().await;
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    s.upstreams(&a, &b).await;
+    upstreams(&s, &a, &b).await;
     let route = |split: Value| json!({"uri": "/r", "upstream_id": "stable", "plugins": {"traffic-split": split}});
     let (status, body) = s
         .admin
