@@ -251,14 +251,8 @@ impl ActiveCheck {
         let u = &self.unhealthy;
         check_interval(u.interval).map_err(|e| e.within("unhealthy"))?;
         check_statuses(&u.http_statuses).map_err(|e| e.within("unhealthy"))?;
-        for (name, n) in [
-            ("http_failures", u.http_failures),
-            ("tcp_failures", u.tcp_failures),
-            ("timeouts", u.timeouts),
-        ] {
-            check_count(name, n).map_err(|e| e.within("unhealthy"))?;
-        }
-        Ok(())
+        check_failure_counts(u.http_failures, u.tcp_failures, u.timeouts)
+            .map_err(|e| e.within("unhealthy"))
     }
 }
 
@@ -269,15 +263,16 @@ impl PassiveCheck {
         check_count("successes", h.successes).map_err(|e| e.within("healthy"))?;
         let u = &self.unhealthy;
         check_statuses(&u.http_statuses).map_err(|e| e.within("unhealthy"))?;
-        for (name, n) in [
-            ("http_failures", u.http_failures),
-            ("tcp_failures", u.tcp_failures),
-            ("timeouts", u.timeouts),
-        ] {
-            check_count(name, n).map_err(|e| e.within("unhealthy"))?;
-        }
-        Ok(())
+        check_failure_counts(u.http_failures, u.tcp_failures, u.timeouts)
+            .map_err(|e| e.within("unhealthy"))
     }
+}
+
+/// The three failure thresholds both kinds of check share.
+fn check_failure_counts(http: u32, tcp: u32, timeouts: u32) -> Result<(), ValidationError> {
+    check_count("http_failures", http)?;
+    check_count("tcp_failures", tcp)?;
+    check_count("timeouts", timeouts)
 }
 
 fn check_interval(secs: u32) -> Result<(), ValidationError> {

@@ -116,11 +116,19 @@ async fn keepalive_connection_survives_every_kind_of_change() {
     assert_eq!(served, 400);
 }
 
-/// etcd killed and started again on the same data, under client load: the watch reconnects
-/// with backoff and resumes from its revision (no second list); no request fails.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn etcd_restart_watch_resumes_from_its_revision_under_load() {
-    let mut etcd = Etcd::start();
+/// A gateway serving `/r` from backend `a` to 8 keepalive clients, with backend `b` ready
+/// to switch to: where each etcd fault test starts.
+struct Serving {
+    etcd: Etcd,
+    admin: AdminApi,
+    gw: Gateway,
+    _a: Backend,
+    b: Backend,
+    load: Load,
+}
+
+async fn serving_under_load() -> Serving {
+    let etcd = Etcd::start();
     let admin = AdminApi::start(&etcd.url, "/gw", KEY);
     let gw = Gateway::start(&etcd.url, "/gw", &[]);
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
@@ -128,6 +136,28 @@ async fn etcd_restart_watch_resumes_from_its_revision_under_load() {
     gw.wait_routes(1).await;
     let load = Load::start(&[gw.url("/r")], 8);
     load.wait_more_ok(50).await;
+    Serving {
+        etcd,
+        admin,
+        gw,
+        _a: a,
+        b,
+        load,
+    }
+}
+
+/// etcd killed and started again on the same data, under client load: the watch reconnects
+/// with backoff and resumes from its revision (no second list); no request fails.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn etcd_restart_watch_resumes_from_its_revision_under_load() {
+    let Serving {
+        mut etcd,
+        admin,
+        gw,
+        b,
+        load,
+        _a,
+    } = serving_under_load().await;
 
     etcd.restart();
     // Written at once, most likely while the gateway's watch is still backing off: it must
@@ -156,14 +186,14 @@ async fn etcd_restart_watch_resumes_from_its_revision_under_load() {
 /// to the gateway again; no request fails.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn etcd_down_10s_serves_the_last_snapshot_then_changes_flow() {
-    let mut etcd = Etcd::start();
-    let admin = AdminApi::start(&etcd.url, "/gw", KEY);
-    let gw = Gateway::start(&etcd.url, "/gw", &[]);
-    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
-    admin.ok("PUT", "/routes/r", Some(route("/r", &a))).await;
-    gw.wait_routes(1).await;
-    let load = Load::start(&[gw.url("/r")], 8);
-    load.wait_more_ok(50).await;
+    let Serving {
+        mut etcd,
+        admin,
+        gw,
+        b,
+        load,
+        _a,
+    } = serving_under_load().await;
 
     etcd.stop();
     let down = Instant::now();
