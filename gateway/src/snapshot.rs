@@ -507,11 +507,20 @@ impl UpstreamRt {
                 .into_iter()
                 .map(move |addr| (n, addr, host_header.clone()))
         });
+        // By address, so an upstream of many nodes is not matched node against node.
+        let prev_state: std::collections::HashMap<&str, &NodeState> = prev
+            .map(|p| {
+                p.nodes
+                    .iter()
+                    .map(|o| (o.addr.as_str(), &o.state))
+                    .collect()
+            })
+            .unwrap_or_default();
         let nodes: Vec<NodeRt> = expanded
             .map(|(n, addr, host)| {
-                let state = prev
-                    .and_then(|p| p.nodes.iter().find(|o| o.addr == addr))
-                    .map(|o| o.state.clone())
+                let state = prev_state
+                    .get(addr.as_str())
+                    .map(|s| (*s).clone())
                     .unwrap_or_default();
                 NodeRt {
                     host_header: HeaderValue::from_str(&host).ok(),
