@@ -19,13 +19,25 @@ use std::time::{Duration, Instant};
 pub use backend::Backend;
 pub use load::{Load, LoadReport};
 
-/// A free loopback port (bound and released; a race with other processes is possible but rare).
+/// A free loopback port (bound and released), never the same one twice in this process.
+/// The kernel can hand a just-released port out again, and two tests running at once that
+/// got the same one would silently share it: the gateway binds with SO_REUSEPORT, and a
+/// second etcd's readiness check would be answered by the first. A race with other
+/// processes remains possible but rare.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The path of one of the workspace's binaries, built beside this test executable.
