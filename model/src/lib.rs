@@ -10,6 +10,8 @@ pub mod id;
 pub mod key;
 pub mod keyring;
 pub mod path;
+pub mod pem;
+pub mod redirect;
 pub mod route;
 pub mod service;
 pub mod ssl;

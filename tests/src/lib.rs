@@ -7,8 +7,10 @@
 
 pub mod backend;
 pub mod dns;
+pub mod grpc;
 pub mod load;
 pub mod stack;
+pub mod ws;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
