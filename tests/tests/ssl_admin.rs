@@ -281,3 +281,38 @@ async fn without_keyring_keys_are_plaintext_and_it_warns() {
     assert!(!sealed.contains("BEGIN"));
     assert_eq!(keyring(&[A]).decrypt(&sealed).unwrap(), key);
 }
+
+/// An SSL that APISIX stored with its `data_encryption` keyring (AES-128-CBC) under
+/// `/apisix` is read, patched, and re-encrypted in our format.
+#[tokio::test]
+async fn reads_and_rewrites_apisix_encrypted_keys() {
+    let etcd = Etcd::start();
+    let fixture = include_str!("../../model/fixtures/stored/ssl-apisix-encrypted.json");
+    let original: Value = serde_json::from_str(fixture).unwrap();
+    etcd.put_many(&[("/apisix/ssls/1".to_string(), original.to_string())]);
+    let admin = AdminApi::start_with_env(&etcd.url, "/apisix", KEY, &[("DATA_ENCRYPTION_KEYS", A)]);
+    let got = admin.ok("GET", "/ssls/1", None).await;
+    assert_no_secret(&got["value"]);
+    assert_eq!(got["value"]["snis"], original["snis"]);
+
+    admin
+        .ok(
+            "PATCH",
+            "/ssls/1",
+            Some(json!({"labels": {"from": "apisix"}})),
+        )
+        .await;
+    let raw = etcd.ctl(&["get", "/apisix/ssls/1", "--print-value-only"]);
+    let stored: Value = serde_json::from_str(raw.trim()).unwrap();
+    let sealed = stored["key"].as_str().unwrap();
+    assert_ne!(sealed, original["key"].as_str().unwrap(), "re-encrypted");
+    let ring = keyring(&[A]);
+    let plain = ring.decrypt(sealed).unwrap();
+    assert!(plain.starts_with("-----BEGIN PRIVATE KEY-----"));
+    assert_eq!(
+        plain,
+        ring.decrypt(original["key"].as_str().unwrap()).unwrap()
+    );
+    assert_eq!(stored["validity_end"], original["validity_end"]);
+    assert_eq!(stored["labels"]["from"], "apisix");
+}
