@@ -91,13 +91,14 @@ impl Keyring {
             return Ok(stored.to_string());
         }
         if self.keys.is_empty() {
-            return Err("it is encrypted (not PEM) and no --data-encryption-keys \
-                 (DATA_ENCRYPTION_KEYS) are configured"
-                .into());
+            return Err(
+                "no --data-encryption-keys (DATA_ENCRYPTION_KEYS) are configured to decrypt it"
+                    .into(),
+            );
         }
         let bytes = STANDARD
             .decode(stored.trim())
-            .map_err(|_| "it is neither PEM nor an encrypted value (not base64)".to_string())?;
+            .map_err(|_| "it is not base64".to_string())?;
         for key in &self.keys {
             if let Some(text) = decrypt_gcm(key, &bytes) {
                 return Ok(text);
@@ -133,7 +134,8 @@ fn decrypt_gcm(key: &[u8], bytes: &[u8]) -> Option<String> {
 /// APISIX's `aes_decrypt_pkey`: AES-128-CBC, PKCS#7, IV = key. Wrong keys usually fail the
 /// padding check; the PEM check rules out the rest.
 fn decrypt_apisix(key: &[u8], bytes: &[u8]) -> Option<String> {
-    if key.len() != 16 || bytes.is_empty() || bytes.len() % 16 != 0 {
+    // A length that is not whole blocks fails the decryption itself.
+    if key.len() != 16 || bytes.is_empty() {
         return None;
     }
     let cipher = cbc::Decryptor::<aes::Aes128>::new_from_slices(key, key).ok()?;

@@ -10,6 +10,7 @@ pub mod dns;
 pub mod grpc;
 pub mod load;
 pub mod stack;
+pub mod tls;
 pub mod ws;
 
 use std::io::Read;
@@ -487,6 +488,17 @@ pub struct AdminApi {
 
 impl AdminApi {
     pub fn start(etcd_endpoints: &str, prefix: &str, key: &str) -> AdminApi {
+        Self::start_with_env(etcd_endpoints, prefix, key, &[])
+    }
+
+    /// Like [`AdminApi::start`], with extra environment variables
+    /// (`DATA_ENCRYPTION_KEYS`, …).
+    pub fn start_with_env(
+        etcd_endpoints: &str,
+        prefix: &str,
+        key: &str,
+        env: &[(&str, &str)],
+    ) -> AdminApi {
         let dir = tempfile::tempdir().unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut cmd = Command::new(bin("admin-api"));
@@ -494,7 +506,8 @@ impl AdminApi {
             .arg(format!("--etcd-prefix={prefix}"))
             .arg(format!("--listen={addr}"))
             .arg(format!("--admin-key={key}"))
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied());
         let proc = Proc::spawn("admin-api", &mut cmd, dir.path());
         wait_for_tcp(addr, Duration::from_secs(20));
         AdminApi {

@@ -253,9 +253,9 @@ fn pairs_and_certified_key() {
         certified_key(&chain, &leaf_key).expect("chain").cert.len(),
         2
     );
-    let err = certified_key(&cert, &k2).err().expect("mismatch");
+    let err = certified_key(&cert, &k2).expect_err("mismatch");
     assert!(err.contains("private key: does not match"), "{err}");
-    let err = certified_key("x", &key).err().expect("garbage");
+    let err = certified_key("x", &key).expect_err("garbage");
     assert!(err.starts_with("certificate: "), "{err}");
     // Debug shows no key material.
     assert!(!format!("{ssl:?}").contains("PRIVATE KEY"));
@@ -281,4 +281,22 @@ fn encrypted_keys_decode_and_decrypt() {
     assert_err(again.decrypt_keys(&wrong), "key", "cannot be decrypted");
     again.key = key.clone();
     assert_err(again.decrypt_keys(&wrong), "keys[0]", "cannot be decrypted");
+}
+
+/// An SSL as APISIX stores it with `data_encryption` (key `0123456789abcdef`): made with
+/// `openssl req -x509 -newkey ec …` and `openssl enc -aes-128-cbc -K … -iv … -base64 -A`;
+/// its validity dates are openssl's reading of the certificate.
+#[test]
+fn apisix_stored_ssl() {
+    let bytes = include_bytes!("../../fixtures/stored/ssl-apisix-encrypted.json");
+    let raw: Value = serde_json::from_slice(bytes).expect("json");
+    let mut ssl = decode::<Ssl>(bytes).expect("decodes");
+    assert_eq!(ssl.snis, ["apisix.test", "*.apisix.test"]);
+    assert!(ssl.check_pem().is_err(), "the key is encrypted");
+    let keyring = Keyring::new(&["0123456789abcdef".to_string()]).expect("keyring");
+    ssl.decrypt_keys(&keyring).expect("APISIX's format");
+    assert!(ssl.key.starts_with("-----BEGIN PRIVATE KEY-----"));
+    let validity = ssl.check_pem().expect("the key matches");
+    assert_eq!(Some(validity.not_before), raw["validity_start"].as_u64());
+    assert_eq!(Some(validity.not_after), raw["validity_end"].as_u64());
 }
