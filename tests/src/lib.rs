@@ -444,6 +444,15 @@ impl Gateway {
         format!("http://{}{path}", self.http)
     }
 
+    /// The HTTPS listener's address (`--tls-listen`).
+    pub fn https(&self) -> SocketAddr {
+        self.args
+            .iter()
+            .find_map(|a| a.strip_prefix("--tls-listen="))
+            .and_then(|a| a.parse().ok())
+            .expect("started with --tls-listen")
+    }
+
     pub fn status_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.status)
     }
