@@ -364,7 +364,42 @@ async fn https_upstream_is_verified() {
         json!({"scheme": "https", "nodes": {by_name.node(): 1}, "tls": {"verify": false}}),
     )
     .await;
-    t.gw.wait_routes(5).await;
+    // Active `https` probes verify the node like traffic does.
+    let checks = json!({"active": {"type": "https", "http_path": "/", "timeout": 1,
+        "healthy": {"interval": 1, "successes": 1},
+        "unhealthy": {"interval": 1, "tcp_failures": 1, "http_failures": 1}}});
+    route(
+        "probed",
+        json!({"scheme": "https", "nodes": {by_ip.node(): 1}, "tls": {"ca": node_ca.pem()},
+               "checks": checks}),
+    )
+    .await;
+    route(
+        "probed-wrong-ca",
+        json!({"scheme": "https", "nodes": {by_ip.node(): 1}, "tls": {"ca": other_ca.pem()},
+               "checks": checks}),
+    )
+    .await;
+    t.gw.wait_routes(7).await;
+    let health = |upstream: &'static str| {
+        let gw = &t.gw;
+        async move {
+            let status = gw.status_json().await;
+            status["upstream_health"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|n| n["upstream"] == upstream)
+                .and_then(|n| n["healthy"].as_bool())
+        }
+    };
+    eventually(
+        Duration::from_secs(5),
+        "wrong-CA probes mark the node down",
+        || async { health("routes/probed-wrong-ca").await == Some(false) },
+    )
+    .await;
+    assert_eq!(health("routes/probed").await, Some(true));
     let client = reqwest::Client::new();
     let get = |path: &str| client.get(t.gw.url(path)).send();
     let good = get("/good").await.unwrap();

@@ -354,11 +354,6 @@ fn invalid_checks() {
             "unknown field",
         ),
         (
-            active(json!({"type": "https"})),
-            "checks.active.type",
-            "not supported yet",
-        ),
-        (
             active(json!({"type": "udp"})),
             "checks.active.type",
             "unknown variant",
