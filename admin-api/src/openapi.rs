@@ -224,10 +224,14 @@ fn schemas() -> Value {
         "timeout": timeout,
         "pass_host": {"type": "string", "enum": ["pass", "node", "rewrite"]},
         "upstream_host": {"type": "string"},
-        "scheme": {"type": "string", "enum": ["http"]},
+        "scheme": {"type": "string", "enum": ["http", "https", "grpc", "grpcs"], "default": "http",
+            "description": "grpc: HTTP/2 in the clear; https/grpcs: over TLS, verified per tls"},
+        "tls": {"type": "object", "additionalProperties": false, "properties": {
+            "verify": {"type": "boolean", "default": true},
+            "ca": {"type": "string", "description": "PEM CA certificates to verify the nodes with (else the system's roots)"}}},
         "hash_on": {"type": "string", "enum": ["vars", "header", "cookie", "consumer", "vars_combinations"], "default": "vars"},
         "key": {"type": "string", "description": "chash key: a variable (remote_addr, uri, arg_*…), header or cookie name, or a $var template"},
-        "checks": {"type": "object", "required": ["active"], "description": "APISIX health checks: active (http/tcp probes) and passive (outcomes of real traffic)",
+        "checks": {"type": "object", "required": ["active"], "description": "APISIX health checks: active (http/https/tcp probes) and passive (outcomes of real traffic)",
             "properties": {"active": {"type": "object"}, "passive": {"type": "object"}}},
         "keepalive_pool": {"type": "object", "properties": {"size": {"type": "integer"},
             "idle_timeout": {"type": "number"}, "requests": {"type": "integer"}}}
@@ -247,10 +251,16 @@ fn schemas() -> Value {
     }});
     let route_plugins = json!({
         "type": "object",
-        "description": "Only traffic-split is supported; any other plugin is rejected",
+        "description": "traffic-split and redirect are supported; any other plugin is rejected",
         "additionalProperties": false,
         "properties": {"traffic-split": {"type": "object", "additionalProperties": false,
-            "properties": {"rules": {"type": "array", "items": rule}}}}
+            "properties": {"rules": {"type": "array", "items": rule}}},
+            "redirect": {"type": "object", "additionalProperties": false,
+                "description": "Exactly one of http_to_https, uri, regex_uri",
+                "properties": {"http_to_https": {"type": "boolean"}, "uri": {"type": "string"},
+                    "regex_uri": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+                    "ret_code": {"type": "integer", "minimum": 200, "maximum": 599},
+                    "append_query_string": {"type": "boolean"}}}}
     });
     let route = meta(obj(json!({
         "uri": {"type": "string"}, "uris": strings,
@@ -264,14 +274,14 @@ fn schemas() -> Value {
         "plugins": route_plugins,
         "status": {"type": "integer", "enum": [0, 1], "default": 1},
         "timeout": timeout,
-        "enable_websocket": {"type": "boolean", "enum": [false]}
+        "enable_websocket": {"type": "boolean", "default": false}
     })));
     let service = meta(obj(json!({
         "upstream": {"$ref": "#/components/schemas/Upstream"},
         "upstream_id": id,
         "hosts": strings,
         "plugins": {"type": "object", "description": "No plugin is supported yet; must be empty"},
-        "enable_websocket": {"type": "boolean", "enum": [false]}
+        "enable_websocket": {"type": "boolean", "default": false}
     })));
     let mut ssl = obj(json!({
         "id": id,
