@@ -427,6 +427,104 @@ mod tests {
         Change::Delete { key: key.into() }
     }
 
+    fn pair(name: &str) -> (String, String) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    #[test]
+    fn ssls_are_decrypted_checked_and_counted() {
+        let keyring = Arc::new(Keyring::new(&["0123456789abcdef".to_string()]).unwrap());
+        let (cert, key) = pair("a.test");
+        let (_, other_key) = pair("b.test");
+        let ssl = |key: &str, status: u8| {
+            serde_json::json!({"cert": cert, "key": key, "snis": ["a.test"], "status": status})
+                .to_string()
+        };
+        let sealed = keyring.encrypt(&key);
+        let foreign = Keyring::new(&["fedcba9876543210".to_string()])
+            .unwrap()
+            .encrypt(&key);
+        // (change, applied, serving cert for id 1, valid, invalid)
+        let steps = [
+            (
+                put("/gw/ssls/1", &ssl(&key, 1)),
+                Applied::Changed,
+                true,
+                1,
+                0,
+            ),
+            (
+                put("/gw/ssls/1", &ssl(&sealed, 1)),
+                Applied::Changed,
+                true,
+                1,
+                0,
+            ),
+            (
+                put("/gw/ssls/1", &ssl(&foreign, 1)),
+                Applied::Changed,
+                false,
+                0,
+                1,
+            ),
+            (
+                put("/gw/ssls/1", &ssl(&other_key, 1)),
+                Applied::Changed,
+                false,
+                0,
+                1,
+            ),
+            (
+                put("/gw/ssls/1", &ssl(&sealed, 0)),
+                Applied::Changed,
+                false,
+                1,
+                0,
+            ),
+            (
+                put("/gw/ssls/1", &ssl(&sealed, 1)),
+                Applied::Changed,
+                true,
+                1,
+                0,
+            ),
+            (
+                put("/gw/ssls/1", "{\"cert\": 1}"),
+                Applied::Changed,
+                false,
+                0,
+                1,
+            ),
+            (del("/gw/ssls/1"), Applied::Changed, false, 0, 0),
+        ];
+        let mut state = State::with_keyring(keyring.clone());
+        for (i, (change, applied, serving, valid, invalid)) in steps.into_iter().enumerate() {
+            assert_eq!(state.apply("/gw", change), applied, "step {i}");
+            let id = Id::parse("1").unwrap();
+            assert_eq!(state.certs.contains_key(&id), serving, "step {i}");
+            assert_eq!(
+                (state.counts().ssls, state.counts().invalid_ssls),
+                (valid, invalid),
+                "step {i}"
+            );
+            assert!(state.take_dirty().ssls.contains(&id), "step {i}");
+        }
+        // Without the keyring an encrypted key is unusable, with a reason.
+        let mut bare = State::default();
+        bare.apply("/gw", put("/gw/ssls/2", &ssl(&sealed, 1)));
+        let err = bare
+            .invalid()
+            .into_iter()
+            .map(|(_, _, e)| e.to_string())
+            .collect::<Vec<_>>();
+        assert!(err[0].contains("decrypt"), "{err:?}");
+    }
+
     #[test]
     fn apply_table() {
         let route = r#"{"uri":"/a","upstream_id":"1"}"#;
