@@ -35,7 +35,10 @@ pub fn connect_options(request_timeout: Option<Duration>) -> ConnectOptions {
     }
 }
 
-pub async fn connect(endpoints: &[String], timeout: Option<Duration>) -> Result<Client, StoreError> {
+pub async fn connect(
+    endpoints: &[String],
+    timeout: Option<Duration>,
+) -> Result<Client, StoreError> {
     Ok(Client::connect(endpoints, Some(connect_options(timeout))).await?)
 }
 
@@ -103,7 +106,11 @@ pub async fn apply(
             .collect();
         let mut txn = Txn::new();
         if let Some((key, rev)) = fence {
-            txn = txn.when([Compare::create_revision(key.to_vec(), CompareOp::Equal, rev)]);
+            txn = txn.when([Compare::create_revision(
+                key.to_vec(),
+                CompareOp::Equal,
+                rev,
+            )]);
         }
         let resp = client.txn(txn.and_then(ops)).await?;
         if !resp.succeeded() {

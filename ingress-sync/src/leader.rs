@@ -62,9 +62,7 @@ async fn lead_once(
     };
     let mut campaign_client = client.clone();
     let lead = async {
-        let resp = campaign_client
-            .campaign(election, identity, lease)
-            .await?;
+        let resp = campaign_client.campaign(election, identity, lease).await?;
         let Some(key) = resp.leader() else {
             return Ok::<(), etcd_client::Error>(());
         };

@@ -115,7 +115,11 @@ async fn main() -> anyhow::Result<()> {
                 }
             }
         }
-        let wait = if retry { Duration::from_secs(1) } else { args.resync() };
+        let wait = if retry {
+            Duration::from_secs(1)
+        } else {
+            args.resync()
+        };
         tokio::select! {
             _ = trigger.notified() => {}
             _ = leader_rx.changed() => {}
@@ -135,7 +139,9 @@ async fn sync(
 ) -> anyhow::Result<()> {
     let c = match client {
         Some(c) => c,
-        None => client.insert(etcd::connect(&args.etcd_endpoints, Some(Duration::from_secs(5))).await?),
+        None => {
+            client.insert(etcd::connect(&args.etcd_endpoints, Some(Duration::from_secs(5))).await?)
+        }
     };
     let stored = etcd::read_stored(c, &args.etcd_prefix).await?;
     let plan = reconcile::diff(

@@ -26,7 +26,12 @@ pub fn needs_patch(ingress: &Ingress, want: &Value) -> bool {
 }
 
 /// Patches every served Ingress whose status differs; errors are logged, not fatal.
-pub async fn update(client: &Client, ingresses: &[Ingress], served: &[(String, String)], addr: &str) {
+pub async fn update(
+    client: &Client,
+    ingresses: &[Ingress],
+    served: &[(String, String)],
+    addr: &str,
+) {
     let want = desired(addr);
     for ing in ingresses {
         let ns = ing.metadata.namespace.clone().unwrap_or_default();
@@ -41,7 +46,9 @@ pub async fn update(client: &Client, ingresses: &[Ingress], served: &[(String, S
             .await
         {
             Ok(_) => tracing::info!(ingress = %format!("{ns}/{name}"), "status updated"),
-            Err(e) => tracing::warn!(ingress = %format!("{ns}/{name}"), error = %e, "status patch failed"),
+            Err(e) => {
+                tracing::warn!(ingress = %format!("{ns}/{name}"), error = %e, "status patch failed")
+            }
         }
     }
 }

@@ -53,7 +53,10 @@ pub fn ssls(
             s.metadata.namespace.as_deref() == Some(ns.as_str())
                 && s.metadata.name.as_deref() == Some(secret_name.as_str())
         });
-        let (cert, key) = match secret.ok_or("does not exist".to_string()).and_then(cert_and_key) {
+        let (cert, key) = match secret
+            .ok_or("does not exist".to_string())
+            .and_then(cert_and_key)
+        {
             Ok(ck) => ck,
             Err(e) => {
                 warnings.push(format!(

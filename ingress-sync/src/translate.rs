@@ -176,9 +176,10 @@ struct BackendRef {
 }
 
 fn backend_ref(namespace: &str, b: &IngressBackend) -> Result<BackendRef, String> {
-    let svc = b.service.as_ref().ok_or(
-        "only Service backends are supported (resource backends are not)".to_string(),
-    )?;
+    let svc = b
+        .service
+        .as_ref()
+        .ok_or("only Service backends are supported (resource backends are not)".to_string())?;
     let port = svc
         .port
         .as_ref()
@@ -216,7 +217,11 @@ pub fn stable_id(kind: &str, parts: &[&str]) -> String {
         }
         h
     };
-    format!("k8s-{kind}-{:016x}{:016x}", hash(0), hash(0x9e37_79b9_7f4a_7c15))
+    format!(
+        "k8s-{kind}-{:016x}{:016x}",
+        hash(0),
+        hash(0x9e37_79b9_7f4a_7c15)
+    )
 }
 
 pub(crate) fn labels(kind: &str, namespace: &str, name: &str) -> Value {
@@ -431,3 +436,7 @@ fn resolve(
         Err(e) => (Vec::new(), Some(e)),
     }
 }
+
+#[cfg(test)]
+#[path = "translate_tests.rs"]
+mod tests;
