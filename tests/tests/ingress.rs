@@ -1,0 +1,289 @@
+//! End-to-end: ingress-sync's real kube-rs client against the loopback Kubernetes API
+//! server (`e2e::kube_api`), a real etcd, a real gateway and real backends.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use e2e::kube_api::KubeApi;
+use e2e::{eventually, Backend, Etcd, Gateway, IngressSync, Load};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const PREFIX: &str = "/gw";
+const CONTROLLER: &str = "example.com/ingress-sync";
+
+struct Env {
+    etcd: Etcd,
+    gw: Gateway,
+    kube: KubeApi,
+    client: reqwest::Client,
+}
+
+impl Env {
+    async fn start() -> Env {
+        let etcd = Etcd::start();
+        let gw = Gateway::start(&etcd.url, PREFIX, &[]);
+        gw.wait_ready().await;
+        let kube = KubeApi::start().await;
+        kube.apply(json!({"kind": "IngressClass", "metadata": {"name": "gw"},
+                          "spec": {"controller": CONTROLLER}}));
+        Env {
+            etcd,
+            gw,
+            kube,
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn sync(&self, extra: &[&str]) -> IngressSync {
+        let mut args = vec![
+            format!("--controller-name={CONTROLLER}"),
+            "--publish-address=203.0.113.7".to_string(),
+            "--debounce-ms=50".to_string(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        IngressSync::start(&self.etcd.url, PREFIX, self.kube.kubeconfig(), &args)
+    }
+
+    /// Which backend answered, or the status.
+    async fn who(&self, host: &str, path: &str) -> Result<String, u16> {
+        let resp = self
+            .client
+            .get(self.gw.url(path))
+            .header("host", host)
+            .send()
+            .await
+            .map_err(|_| 0u16)?;
+        if resp.status() != 200 {
+            return Err(resp.status().as_u16());
+        }
+        let body: Value = resp.json().await.map_err(|_| 1u16)?;
+        Ok(body["backend"].as_str().unwrap_or_default().to_string())
+    }
+
+    /// The keys under the prefix labelled as ingress-sync's.
+    fn owned_keys(&self) -> Vec<String> {
+        let out = self.etcd.ctl(&["get", "--prefix", &format!("{PREFIX}/")]);
+        let lines: Vec<&str> = out.lines().collect();
+        lines
+            .chunks(2)
+            .filter(|kv| kv.len() == 2 && kv[1].contains("\"managed-by\":\"ingress-sync\""))
+            .map(|kv| kv[0].to_string())
+            .collect()
+    }
+}
+
+fn ingress(name: &str, host: Option<&str>, path: &str, service: &str) -> Value {
+    let mut rule = json!({"http": {"paths": [{"path": path, "pathType": "Prefix",
+        "backend": {"service": {"name": service, "port": {"name": "http"}}}}]}});
+    if let Some(h) = host {
+        rule["host"] = json!(h);
+    }
+    json!({"kind": "Ingress", "metadata": {"name": name, "namespace": "web"},
+           "spec": {"ingressClassName": "gw", "rules": [rule]}})
+}
+
+fn service(name: &str) -> Value {
+    json!({"kind": "Service", "metadata": {"name": name, "namespace": "web"},
+           "spec": {"ports": [{"name": "http", "port": 80, "targetPort": "web"}]}})
+}
+
+/// One EndpointSlice per backend: each has its own port (a named targetPort resolved per
+/// slice), all on 127.0.0.1.
+fn slice(service: &str, backend: &Backend) -> Value {
+    json!({"kind": "EndpointSlice",
+           "metadata": {"name": format!("{service}-{}", backend.name), "namespace": "web",
+                        "labels": {"kubernetes.io/service-name": service}},
+           "addressType": "IPv4",
+           "ports": [{"name": "http", "port": backend.addr.port()}],
+           "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_lifecycle_routes_scales_and_cleans_up() {
+    let env = Env::start().await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    env.kube.apply(service("app"));
+    env.kube.apply(slice("app", &a));
+    // A key someone else wrote is never touched.
+    env.etcd.ctl(&[
+        "put",
+        &format!("{PREFIX}/routes/mine"),
+        r#"{"id":"mine","uri":"/mine","upstream":{"nodes":{"127.0.0.1:1":1}}}"#,
+    ]);
+    let _sync = env.sync(&[]);
+
+    // Create -> requests reach its endpoints (host-less rule: every host).
+    env.kube.apply(ingress("shop", None, "/shop", "app"));
+    eventually(Duration::from_secs(15), "ingress served", || async {
+        env.who("any.example", "/shop/cart").await == Ok("a".into())
+    })
+    .await;
+    assert_eq!(
+        env.who("any.example", "/shopping").await,
+        Err(404),
+        "Prefix is element-wise"
+    );
+
+    // Status written once, with the publish address.
+    eventually(Duration::from_secs(5), "status patched", || async {
+        !env.kube.status_patches().is_empty()
+    })
+    .await;
+    let ing = env.kube.get("Ingress", "web", "shop").unwrap();
+    assert_eq!(
+        ing["status"]["loadBalancer"]["ingress"],
+        json!([{"ip": "203.0.113.7"}])
+    );
+
+    // Scale up: traffic reaches both.
+    env.kube.apply(slice("app", &b));
+    eventually(Duration::from_secs(10), "b gets traffic", || async {
+        env.who("x", "/shop").await == Ok("b".into())
+    })
+    .await;
+
+    // Scale down under load: no request fails; then a's process can go.
+    let load = Load::start(&[env.gw.url("/shop/load")], 4);
+    load.wait_more_ok(50).await;
+    env.kube.delete("EndpointSlice", "web", "app-a");
+    // Wait until a gets no more requests (the gateways have the new nodes).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let before = a.hits();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if a.hits() == before {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "a still gets traffic");
+    }
+    load.wait_more_ok(50).await;
+    let report = load.stop().await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert!(env.who("x", "/shop").await == Ok("b".into()));
+
+    // Bursts are coalesced and equal results write nothing: the status patch did not loop.
+    assert_eq!(
+        env.kube.status_patches().len(),
+        1,
+        "{:?}",
+        env.kube.status_patches()
+    );
+
+    // Delete -> its keys are gone and the route answers 404; the foreign key stays.
+    assert!(!env.owned_keys().is_empty());
+    env.kube.delete("Ingress", "web", "shop");
+    eventually(Duration::from_secs(10), "keys removed", || async {
+        env.owned_keys().is_empty()
+    })
+    .await;
+    eventually(Duration::from_secs(5), "route gone", || async {
+        env.who("x", "/shop").await == Err(404)
+    })
+    .await;
+    assert!(env
+        .etcd
+        .ctl(&["get", &format!("{PREFIX}/routes/mine")])
+        .contains("mine"));
+    assert!(
+        env.kube.unknown_requests().is_empty(),
+        "{:?}",
+        env.kube.unknown_requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_service_answers_503_until_it_exists() {
+    let env = Env::start().await;
+    let _sync = env.sync(&[]);
+    env.kube
+        .apply(ingress("later", Some("later.example"), "/", "late"));
+    eventually(Duration::from_secs(15), "503 without a Service", || async {
+        env.who("later.example", "/x").await == Err(503)
+    })
+    .await;
+    env.kube.apply(service("late"));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        env.who("later.example", "/x").await,
+        Err(503),
+        "no endpoints yet"
+    );
+    let c = Backend::start("c").await;
+    env.kube.apply(slice("late", &c));
+    eventually(
+        Duration::from_secs(10),
+        "served once it has endpoints",
+        || async { env.who("later.example", "/x").await == Ok("c".into()) },
+    )
+    .await;
+    // Another host is not served by it.
+    assert_eq!(env.who("other.example", "/x").await, Err(404));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watches_relist_after_410_gone() {
+    let env = Env::start().await;
+    let d = Backend::start("d").await;
+    env.kube.apply(service("app"));
+    env.kube.apply(slice("app", &d));
+    let _sync = env.sync(&[]);
+    env.kube.apply(ingress("one", None, "/one", "app"));
+    eventually(Duration::from_secs(15), "first ingress served", || async {
+        env.who("x", "/one").await == Ok("d".into())
+    })
+    .await;
+    // History forgotten, watches cut: the client resumes from a compacted version, gets
+    // 410 Gone, lists again, and sees what changed meanwhile.
+    env.kube.compact();
+    env.kube.apply(ingress("two", None, "/two", "app"));
+    env.kube.delete("Ingress", "web", "one");
+    eventually(
+        Duration::from_secs(20),
+        "changes after the 410 applied",
+        || async {
+            env.who("x", "/two").await == Ok("d".into()) && env.who("x", "/one").await == Err(404)
+        },
+    )
+    .await;
+    assert!(env.kube.gone_sent() > 0, "no watch was answered 410");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_replica_takes_over_when_the_leader_dies() {
+    let env = Env::start().await;
+    let e = Backend::start("e").await;
+    env.kube.apply(service("app"));
+    env.kube.apply(slice("app", &e));
+    env.kube.apply(ingress("first", None, "/first", "app"));
+    let mut syncs = vec![env.sync(&["--leader-ttl=2"]), env.sync(&["--leader-ttl=2"])];
+    eventually(Duration::from_secs(15), "served", || async {
+        env.who("x", "/first").await == Ok("e".into())
+    })
+    .await;
+    // Exactly one leads, and only it writes.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let leaders: Vec<usize> = (0..2).filter(|i| syncs[*i].is_leader()).collect();
+    assert_eq!(leaders.len(), 1, "leaders: {leaders:?}");
+    let (leader, follower) = (leaders[0], 1 - leaders[0]);
+    assert!(syncs[leader].writes() > 0);
+    assert_eq!(syncs[follower].writes(), 0);
+
+    // kill -9 the leader: its lease expires within the TTL and the other takes over.
+    syncs[leader].proc.signal("KILL");
+    syncs[leader].proc.kill();
+    let killed_at = std::time::Instant::now();
+    env.kube.apply(ingress("second", None, "/second", "app"));
+    eventually(
+        Duration::from_secs(10),
+        "the new leader serves the change",
+        || async { env.who("x", "/second").await == Ok("e".into()) },
+    )
+    .await;
+    assert!(syncs[follower].is_leader());
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        killed_at.elapsed()
+    );
+    assert_eq!(env.who("x", "/first").await, Ok("e".into()));
+}
