@@ -110,7 +110,7 @@ async fn ingress_lifecycle_routes_scales_and_cleans_up() {
         &format!("{PREFIX}/routes/mine"),
         r#"{"id":"mine","uri":"/mine","upstream":{"nodes":{"127.0.0.1:1":1}}}"#,
     ]);
-    let _sync = env.sync(&[]);
+    let sync = env.sync(&[]);
 
     // Create -> requests reach its endpoints (host-less rule: every host).
     env.kube.apply(ingress("shop", None, "/shop", "app"));
@@ -168,6 +168,30 @@ async fn ingress_lifecycle_routes_scales_and_cleans_up() {
         "{:?}",
         env.kube.status_patches()
     );
+
+    // A burst of changes that translate to the same keys writes nothing; a burst of new
+    // Ingresses is written in one or two passes, not one per event.
+    let writes = sync.writes();
+    for i in 0..20 {
+        let mut svc = service("app");
+        svc["metadata"]["annotations"] = json!({"touch": i.to_string()});
+        env.kube.apply(svc);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sync.writes(), writes, "no-op changes wrote to etcd");
+    for i in 0..10 {
+        env.kube
+            .apply(ingress(&format!("burst-{i}"), None, &format!("/burst-{i}"), "app"));
+    }
+    eventually(Duration::from_secs(10), "burst served", || async {
+        env.who("x", "/burst-9").await == Ok("b".into())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(sync.writes() - writes <= 3, "{} writes for one burst", sync.writes() - writes);
+    for i in 0..10 {
+        env.kube.delete("Ingress", "web", &format!("burst-{i}"));
+    }
 
     // Delete -> its keys are gone and the route answers 404; the foreign key stays.
     assert!(!env.owned_keys().is_empty());
