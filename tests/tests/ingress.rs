@@ -180,15 +180,23 @@ async fn ingress_lifecycle_routes_scales_and_cleans_up() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(sync.writes(), writes, "no-op changes wrote to etcd");
     for i in 0..10 {
-        env.kube
-            .apply(ingress(&format!("burst-{i}"), None, &format!("/burst-{i}"), "app"));
+        env.kube.apply(ingress(
+            &format!("burst-{i}"),
+            None,
+            &format!("/burst-{i}"),
+            "app",
+        ));
     }
     eventually(Duration::from_secs(10), "burst served", || async {
         env.who("x", "/burst-9").await == Ok("b".into())
     })
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(sync.writes() - writes <= 3, "{} writes for one burst", sync.writes() - writes);
+    assert!(
+        sync.writes() - writes <= 3,
+        "{} writes for one burst",
+        sync.writes() - writes
+    );
     for i in 0..10 {
         env.kube.delete("Ingress", "web", &format!("burst-{i}"));
     }
@@ -279,7 +287,7 @@ async fn a_second_replica_takes_over_when_the_leader_dies() {
     env.kube.apply(service("app"));
     env.kube.apply(slice("app", &e));
     env.kube.apply(ingress("first", None, "/first", "app"));
-    let mut syncs = vec![env.sync(&["--leader-ttl=2"]), env.sync(&["--leader-ttl=2"])];
+    let mut syncs = [env.sync(&["--leader-ttl=2"]), env.sync(&["--leader-ttl=2"])];
     eventually(Duration::from_secs(15), "served", || async {
         env.who("x", "/first").await == Ok("e".into())
     })
