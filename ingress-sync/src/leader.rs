@@ -1,7 +1,8 @@
 //! Leader election through etcd (a lease kept alive + the election API). Only the leader
 //! writes; the rest wait in `campaign`. A leader whose lease cannot be kept alive steps
 //! down at once (and its writes are fenced on its election key anyway, see `etcd::apply`);
-//! after a crash its lease expires within the TTL and a waiting replica is elected.
+//! after a crash its lease expires within the TTL and a waiting replica is elected. On a
+//! clean stop (`stop` turns true) the lease is revoked, so a successor is elected at once.
 use etcd_client::Client;
 use std::time::Duration;
 use tokio::sync::watch;
@@ -9,17 +10,18 @@ use tokio::sync::watch;
 /// The current leadership: the election key and its creation revision while we lead.
 pub type Leadership = Option<(Vec<u8>, i64)>;
 
-/// Runs forever, publishing our leadership on `tx`.
+/// Runs until `stop` turns true, publishing our leadership on `tx`.
 pub async fn run(
     endpoints: Vec<String>,
     election: String,
     identity: String,
     ttl: i64,
     tx: watch::Sender<Leadership>,
+    mut stop: watch::Receiver<bool>,
 ) {
     let mut backoff = Duration::from_millis(200);
-    loop {
-        match lead_once(&endpoints, &election, &identity, ttl, &tx).await {
+    while !*stop.borrow() {
+        match lead_once(&endpoints, &election, &identity, ttl, &tx, &mut stop).await {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(e) => {
                 tracing::warn!(error = %e, "leader election failed; retrying");
@@ -27,7 +29,10 @@ pub async fn run(
             }
         }
         tx.send_replace(None);
-        tokio::time::sleep(backoff).await;
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = stop.changed() => {}
+        }
     }
 }
 
@@ -38,6 +43,7 @@ async fn lead_once(
     identity: &str,
     ttl: i64,
     tx: &watch::Sender<Leadership>,
+    stop: &mut watch::Receiver<bool>,
 ) -> Result<(), etcd_client::Error> {
     // No request timeout: `campaign` blocks until we are elected.
     let mut client = Client::connect(endpoints, Some(crate::etcd::connect_options(None))).await?;
@@ -74,8 +80,12 @@ async fn lead_once(
     let result = tokio::select! {
         r = keep_alive => r,
         r = lead => r,
+        _ = stop.changed() => {
+            tracing::info!("stopping: resigning");
+            Ok(())
+        }
     };
-    if tx.borrow().is_some() {
+    if tx.borrow().is_some() && !*stop.borrow() {
         tracing::warn!("leadership lost (lease not kept alive)");
     }
     tx.send_replace(None);

@@ -68,13 +68,15 @@ async fn main() -> anyhow::Result<()> {
         std::env::var("HOSTNAME").unwrap_or_else(|_| "ingress-sync".into()),
         std::process::id()
     );
-    let (leader_tx, mut leader_rx) = watch::channel::<leader::Leadership>(None);
-    tokio::spawn(leader::run(
+    let (leader_tx, leader_rx) = watch::channel::<leader::Leadership>(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let election = tokio::spawn(leader::run(
         args.etcd_endpoints.clone(),
         args.election_name(),
         identity,
         args.leader_ttl,
         leader_tx,
+        stop_rx,
     ));
 
     let settings = translate::Settings {
@@ -85,6 +87,41 @@ async fn main() -> anyhow::Result<()> {
         },
         allow_external_name: args.allow_external_name,
     };
+    tokio::select! {
+        () = run(&args, &client, &stores, &settings, &trigger, leader_rx) => {}
+        () = shutdown_signal() => tracing::info!("stopping"),
+    }
+    // Resign (revoke the lease) so that another replica takes over at once.
+    stop_tx.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), election).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// The sync loop: wait for a change (or leadership, or the resync period), then, while
+/// leading, translate, reconcile, patch status.
+async fn run(
+    args: &Args,
+    client: &kube::Client,
+    stores: &kube_watch::Stores,
+    settings: &translate::Settings,
+    trigger: &Notify,
+    mut leader_rx: watch::Receiver<leader::Leadership>,
+) {
     stores.wait_ready().await;
     tracing::info!("kubernetes stores listed");
 
@@ -95,17 +132,17 @@ async fn main() -> anyhow::Result<()> {
         let mut retry = false;
         if let Some(fence) = fence {
             let cluster = stores.snapshot();
-            let desired = translate::translate(&cluster, &settings);
+            let desired = translate::translate(&cluster, settings);
             if desired.warnings != last_warnings {
                 for w in &desired.warnings {
                     tracing::warn!("{w}");
                 }
                 last_warnings = desired.warnings.clone();
             }
-            match sync(&args, &mut etcd_client, &desired, &fence).await {
+            match sync(args, &mut etcd_client, &desired, &fence).await {
                 Ok(()) => {
                     if let Some(addr) = &args.publish_address {
-                        status::update(&client, &cluster.ingresses, &desired.served, addr).await;
+                        status::update(client, &cluster.ingresses, &desired.served, addr).await;
                     }
                 }
                 Err(e) => {

@@ -319,3 +319,33 @@ async fn a_second_replica_takes_over_when_the_leader_dies() {
     );
     assert_eq!(env.who("x", "/first").await, Ok("e".into()));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_leader_hands_over_at_once() {
+    let env = Env::start().await;
+    let f = Backend::start("f").await;
+    env.kube.apply(service("app"));
+    env.kube.apply(slice("app", &f));
+    env.kube.apply(ingress("first", None, "/first", "app"));
+    // A long TTL: only the resignation on SIGTERM can make the handover quick.
+    let mut syncs = [
+        env.sync(&["--leader-ttl=30"]),
+        env.sync(&["--leader-ttl=30"]),
+    ];
+    eventually(Duration::from_secs(15), "served", || async {
+        env.who("x", "/first").await == Ok("f".into())
+    })
+    .await;
+    let leader = (0..2).find(|i| syncs[*i].is_leader()).unwrap();
+    syncs[leader].proc.signal("TERM");
+    let status = syncs[leader].proc.wait_exit(Duration::from_secs(5));
+    assert!(status.is_some_and(|s| s.success()), "{status:?}");
+    env.kube.apply(ingress("second", None, "/second", "app"));
+    eventually(
+        Duration::from_secs(5),
+        "the other replica took over",
+        || async { env.who("x", "/second").await == Ok("f".into()) },
+    )
+    .await;
+    assert!(syncs[1 - leader].is_leader());
+}
