@@ -52,3 +52,32 @@ pub async fn update(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn patch_only_when_the_status_differs() {
+        assert_eq!(desired("10.0.0.1"), json!([{"ip": "10.0.0.1"}]));
+        assert_eq!(desired("2001:db8::1"), json!([{"ip": "2001:db8::1"}]));
+        assert_eq!(
+            desired("lb.example.com"),
+            json!([{"hostname": "lb.example.com"}])
+        );
+        let with = |status: Value| -> Ingress {
+            serde_json::from_value(json!({"metadata": {"name": "a"}, "status": status})).unwrap()
+        };
+        let want = desired("10.0.0.1");
+        assert!(needs_patch(&with(json!({})), &want));
+        assert!(needs_patch(
+            &with(json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.2"}]}})),
+            &want
+        ));
+        assert!(!needs_patch(
+            &with(json!({"loadBalancer": {"ingress": [{"ip": "10.0.0.1"}]}})),
+            &want
+        ));
+    }
+}
