@@ -11,6 +11,7 @@ pub mod lb;
 pub mod metrics;
 pub mod pool;
 pub mod proxy;
+pub mod redirect;
 pub mod request_body;
 pub mod request_vars;
 pub mod router;
@@ -19,6 +20,8 @@ pub mod snapshot;
 pub mod split;
 pub mod state;
 pub mod status;
+pub mod tls;
+pub mod transport;
 pub mod upstream_body;
 pub mod watch;
 
@@ -45,10 +48,12 @@ pub struct Shared {
     pub dns_names: tokio::sync::watch::Sender<std::collections::BTreeSet<String>>,
     /// This replica's `--zone`: nodes in it are preferred while any of them is healthy.
     pub zone: Option<String>,
+    /// The HTTPS listener's port, for `redirect` with `http_to_https`.
+    pub https_port: u16,
 }
 
 impl Shared {
-    pub fn new(zone: Option<String>) -> Arc<Shared> {
+    pub fn new(zone: Option<String>, https_port: u16) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot::Snapshot::empty()),
             pool: Arc::new(pool::Pool::default()),
@@ -56,6 +61,7 @@ impl Shared {
             ready: AtomicBool::new(false),
             etcd_connected: AtomicBool::new(false),
             zone,
+            https_port,
             checkers: health_check::Checkers::default(),
             dns_names: tokio::sync::watch::Sender::new(Default::default()),
         })
@@ -64,7 +70,9 @@ impl Shared {
 
 /// Runs the gateway until `shutdown` resolves, then drains within the grace period.
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
-    let shared = Shared::new(config.zone.clone());
+    let keyring =
+        model::Keyring::new(&config.data_encryption_keys).map_err(|e| anyhow::anyhow!(e))?;
+    let shared = Shared::new(config.zone.clone(), config.tls_listen.port());
     let http = server::bind(config.listen)
         .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
     let status = server::bind(config.status_listen).map_err(|e| {
@@ -73,8 +81,10 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             config.status_listen
         )
     })?;
-    tracing::info!(listen = %config.listen, status = %config.status_listen, prefix = %config.etcd_prefix, "gateway starting");
-    tracing::warn!(tls_listen = %config.tls_listen, "HTTPS is not served yet: --tls-listen is reserved for the ssls resource");
+    let https = server::bind(config.tls_listen).map_err(|e| {
+        anyhow::anyhow!("cannot listen on {} (--tls-listen): {e}", config.tls_listen)
+    })?;
+    tracing::info!(listen = %config.listen, tls_listen = %config.tls_listen, status = %config.status_listen, prefix = %config.etcd_prefix, "gateway starting");
     // Two stop signals: the listener stops accepting first; the etcd watch and the status
     // listener stay live while connections drain, so they are served with the current
     // configuration and the process still answers `/healthz`.
@@ -92,6 +102,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         shared.clone(),
         stop_rx.clone(),
         watch::DnsLink { updates: dns_rx },
+        Arc::new(keyring),
     ));
     let status_task = tokio::spawn(status::serve(status, shared.clone(), stop_rx.clone()));
     let sweeper = {
@@ -107,13 +118,21 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let server = tokio::spawn(server::serve(
         http,
         shared.clone(),
+        stop_accepting_rx.clone(),
+        config.grace_period,
+        None,
+    ));
+    let tls_server = tokio::spawn(server::serve(
+        https,
+        shared.clone(),
         stop_accepting_rx,
         config.grace_period,
+        Some(tls::server_config(shared.clone())),
     ));
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_accepting.send(true);
-    let _ = server.await;
+    let _ = tokio::join!(server, tls_server);
     let _ = stop_tx.send(true);
     sweeper.abort();
     let _ = watcher.await;

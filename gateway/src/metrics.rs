@@ -22,6 +22,12 @@ pub struct Metrics {
     pub relists: AtomicU64,
     pub revision: AtomicU64,
     pub ready: AtomicU64,
+    /// TLS handshakes refused for want of a certificate (no SNI, or an unknown name).
+    pub tls_unknown_sni: AtomicU64,
+    /// TLS handshakes that failed or timed out, whatever the reason.
+    pub tls_handshake_failures: AtomicU64,
+    /// WebSocket tunnels open now.
+    pub websockets_open: AtomicU64,
 }
 
 /// Per-kind gauges published with each snapshot.
@@ -33,6 +39,8 @@ pub struct ConfigCounts {
     pub invalid_routes: usize,
     pub invalid_services: usize,
     pub invalid_upstreams: usize,
+    pub ssls: usize,
+    pub invalid_ssls: usize,
 }
 
 impl Metrics {
@@ -53,11 +61,16 @@ impl Metrics {
     pub fn render(&self, counts: &ConfigCounts, nodes: &[NodeHealthRow]) -> String {
         let mut out = String::new();
         let one = |v: u64| vec![(String::new(), v.to_string())];
-        let kinds = |r: usize, s: usize, u: usize| {
-            [("routes", r), ("services", s), ("upstreams", u)]
-                .into_iter()
-                .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), v.to_string()))
-                .collect()
+        let kinds = |r: usize, s: usize, u: usize, t: usize| {
+            [
+                ("routes", r),
+                ("services", s),
+                ("upstreams", u),
+                ("ssls", t),
+            ]
+            .into_iter()
+            .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), v.to_string()))
+            .collect()
         };
         let codes = self
             .responses
@@ -83,7 +96,25 @@ impl Metrics {
             .iter()
             .map(|n| (node_label(n), n.in_flight.to_string()))
             .collect();
-        let rows: [Family; 13] = [
+        let rows: [Family; 16] = [
+            (
+                "gateway_tls_unknown_sni_total",
+                "counter",
+                "TLS handshakes refused: no SNI, or no certificate for the name.",
+                one(self.tls_unknown_sni.load(Relaxed)),
+            ),
+            (
+                "gateway_tls_handshake_failures_total",
+                "counter",
+                "TLS handshakes that failed or timed out.",
+                one(self.tls_handshake_failures.load(Relaxed)),
+            ),
+            (
+                "gateway_websockets_open",
+                "gauge",
+                "WebSocket tunnels open now.",
+                one(self.websockets_open.load(Relaxed)),
+            ),
             (
                 "gateway_upstream_node_healthy",
                 "gauge",
@@ -160,7 +191,12 @@ impl Metrics {
                 "gateway_config_resources",
                 "gauge",
                 "Valid resources in the applied configuration.",
-                kinds(counts.routes, counts.services, counts.upstreams),
+                kinds(
+                    counts.routes,
+                    counts.services,
+                    counts.upstreams,
+                    counts.ssls,
+                ),
             ),
             (
                 "gateway_config_invalid_resources",
@@ -170,6 +206,7 @@ impl Metrics {
                     counts.invalid_routes,
                     counts.invalid_services,
                     counts.invalid_upstreams,
+                    counts.invalid_ssls,
                 ),
             ),
         ];

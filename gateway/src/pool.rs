@@ -1,24 +1,65 @@
 //! Keepalive connections to upstream nodes, kept beside the snapshots (keyed by address)
 //! so a configuration change never drops them.
 use bytes::Bytes;
+use futures_util::future::Either;
+use http::{Request, Response};
 use http_body_util::combinators::UnsyncBoxBody;
-use hyper::client::conn::http1::SendRequest;
-use hyper_util::rt::TokioIo;
+use hyper::body::Incoming;
+use hyper::client::conn::{http1, http2, TrySendError};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use rustls::pki_types::ServerName;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
 use crate::snapshot::PoolSettings;
+use crate::transport::Transport;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type sent upstream: the client's body, streamed.
 pub type UpBody = UnsyncBoxBody<Bytes, BoxError>;
 
+/// The sending half of a connection to a node.
+pub enum Sender {
+    Http1(http1::SendRequest<UpBody>),
+    /// Multiplexed: one pooled connection serves any number of requests at once.
+    Http2(http2::SendRequest<UpBody>),
+}
+
+impl Sender {
+    pub fn is_closed(&self) -> bool {
+        match self {
+            Sender::Http1(tx) => tx.is_closed(),
+            Sender::Http2(tx) => tx.is_closed(),
+        }
+    }
+
+    pub async fn ready(&mut self) -> Result<(), hyper::Error> {
+        match self {
+            Sender::Http1(tx) => tx.ready().await,
+            Sender::Http2(tx) => tx.ready().await,
+        }
+    }
+
+    pub fn try_send_request(
+        &mut self,
+        req: Request<UpBody>,
+    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<UpBody>>>> {
+        match self {
+            Sender::Http1(tx) => Either::Left(tx.try_send_request(req)),
+            Sender::Http2(tx) => Either::Right(tx.try_send_request(req)),
+        }
+    }
+}
+
 /// A connection to one node, ready to send a request.
 pub struct Conn {
+    /// The pool key: the address, plus the TLS settings for encrypted transports.
     pub addr: String,
-    pub tx: SendRequest<UpBody>,
+    pub tx: Sender,
     /// Requests already sent on it.
     pub uses: u32,
     /// Taken from the pool rather than just connected: it may have been closed by the
@@ -37,6 +78,10 @@ pub enum ConnectError {
     Io(String, std::io::Error),
     #[error("HTTP handshake with {0}: {1}")]
     Handshake(String, hyper::Error),
+    #[error("TLS handshake with {0} (server name {1}): {2}")]
+    Tls(String, String, std::io::Error),
+    #[error("{0}: no valid TLS server name (set upstream_host or use a host name)")]
+    NoServerName(String),
 }
 
 #[derive(Default)]
@@ -55,6 +100,17 @@ impl Pool {
             }
             c.reused = true;
             c.idle_for = c.idle_since.elapsed();
+            // An HTTP/2 connection stays in the pool for every other request meanwhile.
+            if let Sender::Http2(tx) = &c.tx {
+                list.push(Conn {
+                    addr: c.addr.clone(),
+                    tx: Sender::Http2(tx.clone()),
+                    uses: c.uses,
+                    reused: false,
+                    idle_for: Duration::ZERO,
+                    idle_since: Instant::now(),
+                });
+            }
             return Some(c);
         }
         None
@@ -68,6 +124,10 @@ impl Pool {
         }
         let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
         let list = idle.entry(conn.addr.clone()).or_default();
+        // One live HTTP/2 connection per key is enough: it multiplexes.
+        if matches!(conn.tx, Sender::Http2(_)) && list.iter().any(|c| !c.tx.is_closed()) {
+            return;
+        }
         if list.len() < settings.size {
             list.push(Conn {
                 idle_since: Instant::now(),
@@ -92,30 +152,79 @@ impl Pool {
     }
 }
 
-/// Opens a new HTTP/1.1 connection to `addr` within `timeout`.
-pub async fn connect(addr: &str, timeout: Duration) -> Result<Conn, ConnectError> {
+/// Opens a new connection to `addr` within `timeout`: TCP, then TLS when the transport
+/// has it (checked against `name`), then the HTTP/1.1 or HTTP/2 handshake.
+pub async fn connect(
+    addr: &str,
+    key: &str,
+    transport: &Transport,
+    name: Option<&ServerName<'static>>,
+    timeout: Duration,
+) -> Result<Conn, ConnectError> {
+    let started = tokio::time::Instant::now();
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
         Err(_) => return Err(ConnectError::Timeout(addr.to_string())),
         Ok(Err(e)) => return Err(ConnectError::Io(addr.to_string(), e)),
         Ok(Ok(s)) => s,
     };
     let _ = stream.set_nodelay(true);
-    let (tx, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake(TokioIo::new(stream))
-        .await
-        .map_err(|e| ConnectError::Handshake(addr.to_string(), e))?;
-    let peer = addr.to_string();
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(upstream = %peer, error = %e, "upstream connection ended");
+    let tx = match &transport.tls {
+        None => handshake(addr, stream, transport.http2()).await?,
+        Some(config) => {
+            let name = name
+                .cloned()
+                .ok_or_else(|| ConnectError::NoServerName(addr.to_string()))?;
+            let shown = name.to_str().into_owned();
+            let left = timeout.saturating_sub(started.elapsed());
+            let tls = tokio_rustls::TlsConnector::from(config.clone()).connect(name, stream);
+            let stream = match tokio::time::timeout(left, tls).await {
+                Err(_) => return Err(ConnectError::Timeout(addr.to_string())),
+                Ok(Err(e)) => return Err(ConnectError::Tls(addr.to_string(), shown, e)),
+                Ok(Ok(s)) => s,
+            };
+            handshake(addr, stream, transport.http2()).await?
         }
-    });
+    };
     Ok(Conn {
-        addr: addr.to_string(),
+        addr: key.to_string(),
         tx,
         uses: 0,
         reused: false,
         idle_for: Duration::ZERO,
         idle_since: Instant::now(),
     })
+}
+
+async fn handshake<I>(addr: &str, io: I, http2: bool) -> Result<Sender, ConnectError>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let peer = addr.to_string();
+    let err = |e| ConnectError::Handshake(addr.to_string(), e);
+    if http2 {
+        let (tx, conn) = http2::Builder::new(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .keep_alive_interval(Duration::from_secs(30))
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(err)?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(upstream = %peer, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(Sender::Http2(tx))
+    } else {
+        let (tx, conn) = http1::Builder::new()
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(err)?;
+        // With upgrades: a WebSocket handshake hands the connection over to the tunnel.
+        tokio::spawn(async move {
+            if let Err(e) = conn.with_upgrades().await {
+                tracing::debug!(upstream = %peer, error = %e, "upstream connection ended");
+            }
+        });
+        Ok(Sender::Http1(tx))
+    }
 }

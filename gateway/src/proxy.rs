@@ -11,12 +11,13 @@ use crate::snapshot::{NodeRt, RouteTarget, UpstreamRt};
 use crate::upstream_body::UpstreamBody;
 use crate::Shared;
 use bytes::Bytes;
-use http::header::HOST;
+use http::header::{CONNECTION, HOST, LOCATION, TE, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use model::host::normalize_request_host;
 use model::upstream::PassHost;
 use std::net::SocketAddr;
@@ -143,6 +144,11 @@ async fn route_and_forward(
             vars: &vars,
         });
         let target = found.ok_or(ProxyError::NoRoute)?.value.clone();
+        if let Some(r) = &target.redirect {
+            if let Some(to) = crate::redirect::location(r, &vars, shared.https_port) {
+                return Ok(redirect_response(r.ret_code, &to));
+            }
+        }
         let upstream = snapshot.upstream_for(&target, &vars);
         let hash_key = match &upstream {
             Ok(u) => u.hash_key(&vars),
@@ -152,7 +158,27 @@ async fn route_and_forward(
     };
     let (upstream, hash_key) = upstream.map_err(ProxyError::Unavailable)?;
     let mut parts = parts;
+    // A WebSocket handshake keeps its upgrade headers, which are otherwise hop-by-hop,
+    // on routes that allow it; elsewhere it reaches the node as a plain request.
+    let upgrade = match websocket_upgrade(&parts) {
+        Some(protocol) if target.websocket && !upstream.transport.http2() => parts
+            .extensions
+            .remove::<OnUpgrade>()
+            .map(|on| (on, protocol)),
+        _ => None,
+    };
+    let te_trailers = parts.headers.get_all(TE).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.to_ascii_lowercase().contains("trailers"))
+    });
     strip_hop_by_hop(&mut parts.headers);
+    let upgrade = upgrade.map(|(on, protocol)| {
+        parts
+            .headers
+            .insert(CONNECTION, HeaderValue::from_static("upgrade"));
+        parts.headers.insert(UPGRADE, protocol);
+        on
+    });
     if parts.version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
@@ -195,8 +221,38 @@ async fn route_and_forward(
         progress,
         replayable,
         hash_key,
+        te_trailers,
+        upgrade: std::sync::Mutex::new(upgrade),
     };
     forward(shared, &upstream, req, &exchange).await
+}
+
+/// The protocol a request asks to upgrade to, when it is a WebSocket handshake
+/// (`Connection: upgrade` and `Upgrade: websocket`, HTTP/1.1).
+fn websocket_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
+    if parts.version != Version::HTTP_11 {
+        return None;
+    }
+    let connection_upgrade = parts.headers.get_all(CONNECTION).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        })
+    });
+    let protocol = parts.headers.get(UPGRADE)?;
+    (connection_upgrade && protocol.as_bytes().eq_ignore_ascii_case(b"websocket"))
+        .then(|| protocol.clone())
+}
+
+fn redirect_response(code: u16, location: &str) -> Response<RespBody> {
+    let mut resp = json_response(
+        StatusCode::from_u16(code).unwrap_or(StatusCode::FOUND),
+        &format!("redirecting to {location}"),
+    );
+    if let Ok(v) = HeaderValue::from_str(location) {
+        resp.headers_mut().insert(LOCATION, v);
+    }
+    resp
 }
 
 fn is_idempotent(m: &Method) -> bool {
@@ -244,6 +300,11 @@ struct Exchange {
     replayable: bool,
     /// The `chash` key of this request, for upstreams balanced by hash.
     hash_key: Option<Vec<u8>>,
+    /// The client sent `TE: trailers` (gRPC does): HTTP/2 upstreams need it too.
+    te_trailers: bool,
+    /// The client's side of an allowed WebSocket handshake, joined to the node's side
+    /// once the node answers 101.
+    upgrade: std::sync::Mutex<Option<OnUpgrade>>,
 }
 
 /// Sends `req` to a node of `upstream`, moving to the next node when a connection cannot
@@ -358,15 +419,31 @@ async fn send_to_node(
 ) -> Result<Response<RespBody>, SendError> {
     let addr = node.addr.as_str();
     let timeout = ex.timeout;
+    if upstream.transport.http2() {
+        to_http2(
+            &mut req,
+            node,
+            upstream.transport.tls.is_some(),
+            ex.te_trailers,
+        );
+    }
     // Held from here to the end of the response body: least_conn and ewma count a node
     // busy while it thinks, not only while it streams.
     let in_flight = node.state.in_flight.enter();
     let started = std::time::Instant::now();
     let mut stale = 0;
     loop {
-        let mut conn: Conn = match shared.pool.checkout(addr, &upstream.pool) {
+        let mut conn: Conn = match shared.pool.checkout(&node.pool_key, &upstream.pool) {
             Some(c) if stale < MAX_STALE_RETRIES => c,
-            _ => match connect(addr, timeout.connect()).await {
+            _ => match connect(
+                addr,
+                &node.pool_key,
+                &upstream.transport,
+                node.tls_name.as_ref(),
+                timeout.connect(),
+            )
+            .await
+            {
                 Ok(c) => c,
                 Err(e) => return Err(SendError::Connect(e, Box::new(req))),
             },
@@ -414,6 +491,16 @@ async fn send_to_node(
             }
         };
         match result {
+            Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                let client = ex.upgrade.lock().unwrap_or_else(|p| p.into_inner()).take();
+                let Some(client) = client else {
+                    return Err(SendError::Failed(ProxyError::BadGateway(format!(
+                        "upstream {addr} switched protocols unasked"
+                    ))));
+                };
+                upstream.observe_response(node, 101, started.elapsed());
+                return Ok(tunnel(shared, resp, client, in_flight, addr));
+            }
             Ok(resp) => {
                 upstream.observe_response(node, resp.status().as_u16(), started.elapsed());
                 return Ok(into_client_response(
@@ -454,6 +541,122 @@ async fn send_to_node(
             },
         }
     }
+}
+
+/// Makes a request fit for an HTTP/2 node: absolute URI (`:scheme`, `:authority` from the
+/// `Host` chosen by `pass_host`), and `TE: trailers` when the client asked for trailers.
+fn to_http2(req: &mut Request<UpBody>, node: &NodeRt, tls: bool, te_trailers: bool) {
+    let authority = req
+        .headers()
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .or_else(|| node.addr.parse().ok());
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(if tls {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    });
+    uri.authority = authority;
+    uri.path_and_query = req.uri().path_and_query().cloned();
+    if let Ok(u) = Uri::from_parts(uri) {
+        *req.uri_mut() = u;
+    }
+    *req.version_mut() = Version::HTTP_2;
+    if te_trailers {
+        req.headers_mut()
+            .insert(TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Answers the client's WebSocket handshake with the node's 101 and joins the two
+/// connections until either side closes. The tunnel belongs to neither snapshot nor
+/// pool: configuration changes leave it alone.
+fn tunnel(
+    shared: &Arc<Shared>,
+    mut resp: Response<Incoming>,
+    client: OnUpgrade,
+    in_flight: InFlightGuard,
+    addr: &str,
+) -> Response<RespBody> {
+    let node = hyper::upgrade::on(&mut resp);
+    let addr = addr.to_string();
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        // Counted in flight while open, as least_conn should see it.
+        let _in_flight = in_flight;
+        let open = &shared.metrics.websockets_open;
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let _open = scopeguard(|| {
+            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        });
+        let (client, node) = match tokio::try_join!(client, node) {
+            Ok(both) => both,
+            Err(e) => {
+                tracing::debug!(upstream = %addr, error = %e, "websocket upgrade failed");
+                return;
+            }
+        };
+        let (up, down) = join_until_either_closes(
+            hyper_util::rt::TokioIo::new(client),
+            hyper_util::rt::TokioIo::new(node),
+        )
+        .await;
+        tracing::debug!(upstream = %addr, up, down, "websocket closed");
+    });
+    let (parts, _) = resp.into_parts();
+    Response::from_parts(parts, full(Bytes::new()))
+}
+
+/// Copies both ways until either side closes its end, then closes the other: a tunnel
+/// ends with its first close, and no half-closed tunnel lingers. Returns the bytes sent
+/// up (client to node) and down.
+async fn join_until_either_closes<C, N>(client: C, node: N) -> (u64, u64)
+where
+    C: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+    N: tokio::io::AsyncRead + tokio::io::AsyncWrite,
+{
+    use tokio::io::AsyncWriteExt;
+    let (mut client_rx, mut client_tx) = tokio::io::split(client);
+    let (mut node_rx, mut node_tx) = tokio::io::split(node);
+    let up_bytes = std::sync::atomic::AtomicU64::new(0);
+    let down_bytes = std::sync::atomic::AtomicU64::new(0);
+    let up = async {
+        let n = tokio::io::copy(&mut client_rx, &mut node_tx)
+            .await
+            .unwrap_or(0);
+        up_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
+        let _ = node_tx.shutdown().await;
+    };
+    let down = async {
+        let n = tokio::io::copy(&mut node_rx, &mut client_tx)
+            .await
+            .unwrap_or(0);
+        down_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
+        let _ = client_tx.shutdown().await;
+    };
+    tokio::select! {
+        _ = up => {}
+        _ = down => {}
+    }
+    (
+        up_bytes.load(std::sync::atomic::Ordering::Relaxed),
+        down_bytes.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
+/// Runs `f` when dropped, however the task ends.
+fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
+    struct Guard<F: FnOnce()>(Option<F>);
+    impl<F: FnOnce()> Drop for Guard<F> {
+        fn drop(&mut self) {
+            if let Some(f) = self.0.take() {
+                f()
+            }
+        }
+    }
+    Guard(Some(f))
 }
 
 fn timeout_err(shared: &Shared, addr: &str, what: &str) -> ProxyError {

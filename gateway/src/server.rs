@@ -1,5 +1,5 @@
-//! The client-facing listener: HTTP/1.1 with keepalive and HTTP/2 with prior knowledge on
-//! one port, and the drain on shutdown that hands every client over to a replacement
+//! The client-facing listeners: HTTP/1.1 with keepalive and HTTP/2 with prior knowledge on
+//! one port, the same over TLS (ALPN) on another, and the drain on shutdown that hands every client over to a replacement
 //! process without losing a request.
 //!
 //! Shutdown runs in two steps, in this order:
@@ -24,8 +24,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+
+/// A client that has not finished its TLS handshake by then is dropped.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest request head accepted; beyond it the client gets 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -68,21 +73,24 @@ fn builder() -> auto::Builder<TokioExecutor> {
 }
 
 /// Serves until `shutdown` turns true, then stops accepting (emptying the accept queue
-/// first) and gives open connections `grace` to finish (see the module docs).
+/// first) and gives open connections `grace` to finish (see the module docs). With `tls`,
+/// every connection starts with a TLS handshake.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    tls: Option<Arc<rustls::ServerConfig>>,
 ) {
-    let conns = Connections {
+    let conns = Arc::new(Connections {
         shared,
         builder: builder(),
         local: listener.local_addr().ok(),
         draining: Arc::new(AtomicBool::new(false)),
         drain: watch::Sender::new(false),
         linger: grace.min(KEEPALIVE_LINGER),
-    };
+        tls: tls.map(TlsAcceptor::from),
+    });
     loop {
         let (stream, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -126,7 +134,7 @@ pub async fn serve(
 
 /// Accepts what is already in the accept queue without waiting, serves it, and closes the
 /// listening socket. Returns how many connections were taken from the queue.
-fn accept_queued(listener: TcpListener, conns: &Connections) -> usize {
+fn accept_queued(listener: TcpListener, conns: &Arc<Connections>) -> usize {
     let listener = match listener.into_std() {
         Ok(l) => l,
         Err(e) => {
@@ -172,16 +180,60 @@ struct Connections {
     /// drain is over when none is left.
     drain: watch::Sender<bool>,
     linger: Duration,
+    /// Set on the HTTPS listener.
+    tls: Option<TlsAcceptor>,
 }
 
 impl Connections {
-    fn spawn(&self, stream: TcpStream, remote: SocketAddr) {
+    fn spawn(self: &Arc<Self>, stream: TcpStream, remote: SocketAddr) {
         let _ = stream.set_nodelay(true);
-        let info = ConnInfo {
-            remote,
-            local: stream.local_addr().ok().or(self.local).unwrap_or(remote),
-            scheme: "http",
-        };
+        let local = stream.local_addr().ok().or(self.local).unwrap_or(remote);
+        // Subscribed before the handshake: a drain waits for connections still in it.
+        let drain = self.drain.subscribe();
+        let conns = self.clone();
+        match &self.tls {
+            None => {
+                let info = ConnInfo {
+                    remote,
+                    local,
+                    scheme: "http",
+                };
+                tokio::spawn(conns.run(stream, info, drain));
+            }
+            Some(acceptor) => {
+                let info = ConnInfo {
+                    remote,
+                    local,
+                    scheme: "https",
+                };
+                let handshake = acceptor.accept(stream);
+                tokio::spawn(async move {
+                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
+                        Ok(Ok(tls)) => conns.run(tls, info, drain).await,
+                        failed => {
+                            conns
+                                .shared
+                                .metrics
+                                .tls_handshake_failures
+                                .fetch_add(1, Ordering::Relaxed);
+                            let error = match failed {
+                                Ok(Err(e)) => e.to_string(),
+                                _ => "timed out".into(),
+                            };
+                            tracing::debug!(peer = %remote, error, "TLS handshake failed");
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    /// Serves one connection to its end (or the drain's).
+    async fn run<I>(self: Arc<Self>, io: I, info: ConnInfo, mut drain: watch::Receiver<bool>)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let remote = info.remote;
         let http2 = Arc::new(AtomicBool::new(false));
         let svc = {
             let (shared, draining, http2) =
@@ -202,13 +254,14 @@ impl Connections {
                 }
             })
         };
+        // With upgrades: a WebSocket handshake on a route that allows it turns the
+        // connection into a tunnel (`proxy::tunnel`).
         let conn = self
             .builder
-            .serve_connection(TokioIo::new(stream), svc)
+            .serve_connection_with_upgrades(TokioIo::new(io), svc)
             .into_owned();
-        let mut drain = self.drain.subscribe();
         let linger = self.linger;
-        tokio::spawn(async move {
+        {
             tokio::pin!(conn);
             let result = tokio::select! {
                 r = conn.as_mut() => r,
@@ -229,7 +282,7 @@ impl Connections {
             };
             log_end(remote, result);
             drop(drain);
-        });
+        }
     }
 }
 

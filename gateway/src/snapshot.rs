@@ -10,6 +10,8 @@ use crate::metrics::ConfigCounts;
 use crate::router::{RouteSpec, Router};
 use crate::split::{Choice, Split};
 use crate::state::{Dirty, State};
+use crate::tls::CertTable;
+use crate::transport::{server_name, Transport};
 use http::HeaderValue;
 use model::checks::Checks;
 use model::timeout::Timeout;
@@ -17,6 +19,7 @@ use model::upstream::PassHost;
 use model::upstream::{HashOn, LbType};
 use model::vars::VarSource;
 use model::{Id, Route, Service, Upstream};
+use rustls::pki_types::ServerName;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -36,6 +39,8 @@ pub struct Snapshot {
     /// and the next compile removes its inline upstreams and carries its balancers over.
     pub splits: imbl::HashMap<Id, Arc<Split>>,
     pub counts: ConfigCounts,
+    /// Server certificates by SNI for the HTTPS listener, rebuilt only when an ssl changes.
+    pub certs: Arc<CertTable>,
 }
 
 /// What a matched route sends its request to.
@@ -47,6 +52,10 @@ pub struct RouteTarget {
     pub timeout: Option<Timeout>,
     /// The route's `traffic-split`, which may send a request elsewhere than `upstream`.
     pub split: Option<Arc<Split>>,
+    /// `enable_websocket` of the route, else of its service.
+    pub websocket: bool,
+    /// The route's `redirect` plugin: answered here, never proxied (when it applies).
+    pub redirect: Option<Arc<model::redirect::Redirect>>,
 }
 /// An upstream ready for requests.
 pub struct UpstreamRt {
@@ -68,11 +77,18 @@ pub struct UpstreamRt {
     pub retry_timeout: Option<Duration>,
     pub timeout: Timeout,
     pub pool: PoolSettings,
+    /// HTTP/1.1 or HTTP/2, in the clear or over TLS.
+    pub transport: Transport,
 }
 
 pub struct NodeRt {
-    /// `host:port`, what we connect to and the pool key.
+    /// `host:port`, what we connect to.
     pub addr: String,
+    /// Connections to the node are pooled under this: the address, plus the transport's
+    /// scheme, server name and TLS settings when it is not plain HTTP.
+    pub pool_key: String,
+    /// The name its certificate must carry, sent as SNI (TLS transports only).
+    pub tls_name: Option<ServerName<'static>>,
     /// The `Host` sent with `pass_host: node` (port omitted when it is the scheme's default).
     pub host_header: Option<HeaderValue>,
     pub weight: u32,
@@ -124,6 +140,7 @@ impl Snapshot {
             checked: imbl::HashMap::new(),
             splits: imbl::HashMap::new(),
             counts: ConfigCounts::default(),
+            certs: Arc::default(),
         }
     }
 
@@ -177,6 +194,12 @@ impl Snapshot {
             checked,
             splits,
             counts: state.counts(),
+            // A handful of certificates even in large setups: the table is rebuilt whole.
+            certs: if dirty.all || !dirty.ssls.is_empty() {
+                Arc::new(CertTable::build(&state.certs))
+            } else {
+                prev.certs.clone()
+            },
         }
     }
 }
@@ -393,6 +416,11 @@ fn route_spec(
         upstream: target_upstream(id, route, service),
         timeout: route.timeout,
         split: splits.get(id).cloned(),
+        websocket: route
+            .enable_websocket
+            .or(service.and_then(|(_, s)| s.enable_websocket))
+            .unwrap_or(false),
+        redirect: route.redirect.clone().map(Arc::new),
     });
     Some(RouteSpec {
         id: id.clone(),
@@ -438,7 +466,7 @@ fn target_upstream(
 }
 
 /// `vars_combinations` keys: `$name` replaced by the request variable (empty if unset).
-fn expand_vars(template: &str, vars: &dyn VarSource) -> String {
+pub(crate) fn expand_vars(template: &str, vars: &dyn VarSource) -> String {
     let mut out = String::new();
     let mut rest = template;
     while let Some(at) = rest.find('$') {
@@ -470,6 +498,15 @@ pub(crate) fn log_transition(upstream: &str, node: &str, change: Transition, by:
     }
 }
 
+fn without_nodes(def: &Upstream) -> Upstream {
+    Upstream {
+        nodes: model::upstream::Nodes::default(),
+        scheme: model::upstream::Scheme::Http,
+        tls: None,
+        ..def.clone()
+    }
+}
+
 /// Seconds from the model (validated to at most a day) as a `Duration`; out-of-range
 /// values become the day rather than a panic.
 fn secs(v: f64) -> Duration {
@@ -484,6 +521,15 @@ impl UpstreamRt {
         dns: &BTreeMap<String, Vec<IpAddr>>,
     ) -> UpstreamRt {
         let scheme = def.scheme;
+        let transport = match Transport::new(def) {
+            Ok(t) => t,
+            Err(e) => {
+                // Validated in the model; a CA that parses but cannot anchor anything
+                // lands here. No node is served rather than one unverified.
+                tracing::warn!(upstream = %key, error = %e, "upstream TLS settings unusable; the upstream has no node");
+                return UpstreamRt::new(key, &without_nodes(def), prev, dns);
+            }
+        };
         // A node given by name becomes one node per address it resolved to (none until
         // it has resolved), each keeping the name for `pass_host: node`.
         let expanded = def.nodes.0.iter().flat_map(|n| {
@@ -507,6 +553,10 @@ impl UpstreamRt {
                 .into_iter()
                 .map(move |addr| (n, addr, host_header.clone()))
         });
+        let rewrite_name = match def.pass_host {
+            PassHost::Rewrite => def.upstream_host.as_deref(),
+            _ => None,
+        };
         // By address, so an upstream of many nodes is not matched node against node.
         let prev_state: std::collections::HashMap<&str, &NodeState> = prev
             .map(|p| {
@@ -522,8 +572,23 @@ impl UpstreamRt {
                     .get(addr.as_str())
                     .map(|s| (*s).clone())
                     .unwrap_or_default();
+                let tls_name = transport
+                    .tls
+                    .as_ref()
+                    .and_then(|_| server_name(rewrite_name.unwrap_or(&n.host)));
+                let pool_key = match &tls_name {
+                    None if transport.tag == 0 && !transport.http2() => addr.clone(),
+                    name => format!(
+                        "{}://{addr}/{}#{:x}",
+                        scheme.as_str(),
+                        name.as_ref().map(|n| n.to_str()).unwrap_or_default(),
+                        transport.tag
+                    ),
+                };
                 NodeRt {
                     host_header: HeaderValue::from_str(&host).ok(),
+                    pool_key,
+                    tls_name,
                     addr,
                     weight: n.weight,
                     priority: n.priority,
@@ -587,6 +652,7 @@ impl UpstreamRt {
             retry_timeout: def.retry_timeout.filter(|t| *t > 0.0).map(secs),
             timeout: def.timeout(),
             pool,
+            transport,
         }
     }
 

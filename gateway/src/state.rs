@@ -1,8 +1,9 @@
 //! The configuration as read from etcd, one entry per key, each parsed or marked invalid.
 //! Pure: the watch feeds it changes, the snapshot compiler reads it.
 use crate::metrics::ConfigCounts;
+use crate::tls::CertSet;
 use model::key::parse_key;
-use model::{decode, Id, Kind, Resource, Route, Service, Upstream};
+use model::{decode, Id, Keyring, Kind, Resource, Route, Service, Ssl, Upstream};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -36,6 +37,12 @@ pub struct State {
     pub routes: BTreeMap<Id, Entry<Route>>,
     pub services: BTreeMap<Id, Entry<Service>>,
     pub upstreams: BTreeMap<Id, Entry<Upstream>>,
+    pub ssls: BTreeMap<Id, Entry<Ssl>>,
+    /// The enabled ssls whose keys decrypted and matched their certificates, ready to
+    /// serve. An ssl that fails that is invalid (its entry holds the reason).
+    pub certs: BTreeMap<Id, Arc<CertSet>>,
+    /// Decrypts the private keys of `ssls` (`--data-encryption-keys`).
+    keyring: Arc<Keyring>,
     /// Valid and invalid entries per kind, kept as changes arrive so a snapshot never
     /// has to count 50,000 entries.
     counts: ConfigCounts,
@@ -57,6 +64,7 @@ pub struct Dirty {
     pub routes: BTreeSet<Id>,
     pub services: BTreeSet<Id>,
     pub upstreams: BTreeSet<Id>,
+    pub ssls: BTreeSet<Id>,
 }
 
 impl Dirty {
@@ -68,11 +76,27 @@ impl Dirty {
     }
 
     pub fn is_empty(&self) -> bool {
-        !self.all && self.routes.is_empty() && self.services.is_empty() && self.upstreams.is_empty()
+        !self.all
+            && self.routes.is_empty()
+            && self.services.is_empty()
+            && self.upstreams.is_empty()
+            && self.ssls.is_empty()
     }
 }
 
 impl State {
+    /// An empty state whose ssls' keys are decrypted with `keyring`.
+    pub fn with_keyring(keyring: Arc<Keyring>) -> State {
+        State {
+            keyring,
+            ..State::default()
+        }
+    }
+
+    pub fn keyring(&self) -> &Arc<Keyring> {
+        &self.keyring
+    }
+
     pub fn apply(&mut self, prefix: &str, change: Change) -> Applied {
         let key = match &change {
             Change::Put { key, .. } | Change::Delete { key } => key,
@@ -103,6 +127,12 @@ impl State {
                 &mut self.dirty.upstreams,
                 &mut c.upstreams,
                 &mut c.invalid_upstreams,
+            ),
+            Kind::Ssls => (
+                replace_ssl(&mut self.ssls, &mut self.certs, &self.keyring, &id, value),
+                &mut self.dirty.ssls,
+                &mut c.ssls,
+                &mut c.invalid_ssls,
             ),
             _ => return Applied::Ignored,
         };
@@ -200,6 +230,7 @@ impl State {
         errs(Kind::Routes, &self.routes)
             .chain(errs(Kind::Services, &self.services))
             .chain(errs(Kind::Upstreams, &self.upstreams))
+            .chain(errs(Kind::Ssls, &self.ssls))
             .collect()
     }
 }
@@ -231,6 +262,65 @@ fn replace<T: Resource>(
         old_names,
         new_names: names_in(map.get(id), upstreams),
     }
+}
+
+/// [`replace`] for an ssl, then the checks that need its keys: an enabled ssl whose keys
+/// cannot be decrypted, or do not match its certificates, is invalid like a value that
+/// does not parse, and the names it claimed are served by no certificate of its.
+fn replace_ssl(
+    ssls: &mut BTreeMap<Id, Entry<Ssl>>,
+    certs: &mut BTreeMap<Id, Arc<CertSet>>,
+    keyring: &Keyring,
+    id: &Id,
+    value: Option<Vec<u8>>,
+) -> Replaced {
+    let mut r = replace(ssls, id, value, |_| Vec::new());
+    if r.applied != Applied::Changed {
+        return r;
+    }
+    certs.remove(id);
+    let Some(entry) = ssls.get_mut(id) else {
+        return r;
+    };
+    let Ok(ssl) = &entry.parsed else {
+        return r;
+    };
+    if !ssl.enabled() {
+        return r;
+    }
+    match cert_set(ssl, keyring) {
+        Ok(set) => {
+            certs.insert(id.clone(), Arc::new(set));
+        }
+        Err(e) => {
+            tracing::warn!(kind = "ssls", id = %id, error = %e, "unusable certificate in etcd: disabled");
+            entry.parsed = Err(e);
+            r.after = Some(false);
+        }
+    }
+    r
+}
+
+/// Decrypts an ssl's keys and pairs them with their certificates.
+pub fn cert_set(ssl: &Ssl, keyring: &Keyring) -> Result<CertSet, String> {
+    let mut plain = ssl.clone();
+    plain.decrypt_keys(keyring).map_err(|e| e.to_string())?;
+    let keys = plain
+        .pairs()
+        .enumerate()
+        .map(|(i, (cert, key))| {
+            model::ssl::certified_key(cert, key)
+                .map(Arc::new)
+                .map_err(|e| match i {
+                    0 => format!("cert/key: {e}"),
+                    n => format!("certs[{}]/keys[{}]: {e}", n - 1, n - 1),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CertSet {
+        snis: plain.snis.clone(),
+        keys,
+    })
 }
 
 fn service_upstreams(s: &Service) -> Vec<&Upstream> {
@@ -386,7 +476,7 @@ mod tests {
                 2,
             ),
             (put("/gw/routes/2", route), Applied::Changed, 2, 1),
-            (put("/gw/ssls/1", "{}"), Applied::Ignored, 2, 1),
+            (put("/gw/consumers/1", "{}"), Applied::Ignored, 2, 1),
             (put("/other/routes/9", route), Applied::Ignored, 2, 1),
             (put("/gw/routes/", route), Applied::Ignored, 2, 1),
             (del("/gw/routes/1"), Applied::Changed, 1, 1),

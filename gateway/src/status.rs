@@ -90,11 +90,12 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
                 "routes": c.routes,
                 "services": c.services,
                 "upstreams": c.upstreams,
-                "ssls": 0,
+                "ssls": c.ssls,
                 "invalid": {
                     "routes": c.invalid_routes,
                     "services": c.invalid_services,
                     "upstreams": c.invalid_upstreams,
+                    "ssls": c.invalid_ssls,
                 },
                 "etcd_connected": shared.etcd_connected.load(Ordering::Relaxed),
                 "idle_upstream_connections": shared.pool.idle_count(),

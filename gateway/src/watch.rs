@@ -85,9 +85,10 @@ pub async fn run(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     mut dns: DnsLink,
+    keyring: Arc<model::Keyring>,
 ) {
     let mut backoff = Backoff::new();
-    let mut state = State::default();
+    let mut state = State::with_keyring(keyring);
     let mut revision: Option<i64> = None;
     loop {
         if *shutdown.borrow() {
@@ -108,7 +109,7 @@ pub async fn run(
         loop {
             let rev = match revision {
                 Some(r) => r,
-                None => match list(&mut client, &prefix).await {
+                None => match list(&mut client, &prefix, state.keyring().clone()).await {
                     Ok((s, r)) => {
                         state = s;
                         state.mark_all_dirty();
@@ -171,10 +172,14 @@ async fn sleep_or_shutdown(d: Duration, shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Reads every key under the prefix at one revision, page by page.
-async fn list(client: &mut Client, prefix: &str) -> Result<(State, i64), WatchError> {
+async fn list(
+    client: &mut Client,
+    prefix: &str,
+    keyring: Arc<model::Keyring>,
+) -> Result<(State, i64), WatchError> {
     let root = root_prefix(prefix);
     let end = range_end(&root);
-    let mut state = State::default();
+    let mut state = State::with_keyring(keyring);
     let mut from = root.clone().into_bytes();
     let mut revision = 0;
     loop {

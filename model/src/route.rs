@@ -2,6 +2,7 @@
 use crate::codec::{check_meta, check_plugins};
 use crate::host::HostPattern;
 use crate::path::PathPattern;
+use crate::redirect::{self, Redirect};
 use crate::timeout::Timeout;
 use crate::traffic_split::{self, TrafficSplit};
 use crate::vars::{parse_ip_or_cidr, Expr};
@@ -32,6 +33,9 @@ pub struct Route {
     /// `plugins.traffic-split`, parsed by [`Resource::parse_plugins`].
     #[serde(skip)]
     pub traffic_split: Option<TrafficSplit>,
+    /// `plugins.redirect`, parsed by [`Resource::parse_plugins`].
+    #[serde(skip)]
+    pub redirect: Option<Redirect>,
     #[serde(default = "enabled")]
     pub status: Status,
     pub timeout: Option<Timeout>,
@@ -170,7 +174,10 @@ impl Resource for Route {
             self.desc.as_deref(),
             self.labels.as_ref(),
         )?;
-        check_plugins(self.plugins.as_ref(), &[traffic_split::NAME])?;
+        check_plugins(
+            self.plugins.as_ref(),
+            &[traffic_split::NAME, redirect::NAME],
+        )?;
         exclusive(self.uri.is_some(), self.uris.is_some(), "uri", "uris")?;
         exclusive(self.host.is_some(), self.hosts.is_some(), "host", "hosts")?;
         exclusive(
@@ -213,12 +220,6 @@ impl Resource for Route {
         if let Some(t) = &self.timeout {
             t.validate()?;
         }
-        if self.enable_websocket == Some(true) {
-            return Err(ValidationError::new(
-                "enable_websocket",
-                "WebSocket proxying is not supported yet",
-            ));
-        }
         Ok(())
     }
 
@@ -229,6 +230,10 @@ impl Resource for Route {
             .and_then(|p| p.get(traffic_split::NAME))
         {
             Some(v) => Some(TrafficSplit::parse(v)?),
+            None => None,
+        };
+        self.redirect = match self.plugins.as_ref().and_then(|p| p.get(redirect::NAME)) {
+            Some(v) => Some(Redirect::parse(v)?),
             None => None,
         };
         Ok(())

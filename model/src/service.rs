@@ -51,12 +51,6 @@ impl Resource for Service {
                 "must not be empty when given",
             ));
         }
-        if self.enable_websocket == Some(true) {
-            return Err(ValidationError::new(
-                "enable_websocket",
-                "WebSocket proxying is not supported yet",
-            ));
-        }
         Ok(())
     }
 

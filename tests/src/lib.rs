@@ -7,9 +7,11 @@
 
 pub mod backend;
 pub mod dns;
+pub mod grpc;
 pub mod kube_api;
 pub mod load;
 pub mod stack;
+pub mod ws;
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};

@@ -152,9 +152,14 @@ fn invalid_routes() {
             "1 to 100",
         ),
         (
-            json!({"uri": "/a", "upstream_id": "1", "enable_websocket": true}),
+            json!({"uri": "/a", "upstream_id": "1", "enable_websocket": 1}),
             "enable_websocket",
-            "not supported",
+            "invalid type",
+        ),
+        (
+            json!({"uri": "/a", "upstream_id": "1", "plugins": {"redirect": {"uri": "/b", "ret_code": 1}}}),
+            "plugins.redirect.ret_code",
+            "200 to 599",
         ),
     ];
     for (v, field, needle) in table {
@@ -225,9 +230,29 @@ fn invalid_upstreams() {
             "unknown variant",
         ),
         (
-            json!({"nodes": {}, "scheme": "https"}),
+            json!({"nodes": {}, "scheme": "tcp"}),
             "scheme",
             "not supported yet",
+        ),
+        (
+            json!({"nodes": {}, "scheme": "http", "tls": {"verify": false}}),
+            "tls",
+            "applies only",
+        ),
+        (
+            json!({"nodes": {}, "scheme": "https", "tls": {"client_cert": "x"}}),
+            "tls.client_cert",
+            "not supported yet",
+        ),
+        (
+            json!({"nodes": {}, "scheme": "https", "tls": {"ca": "nothing"}}),
+            "tls.ca",
+            "no PEM certificate",
+        ),
+        (
+            json!({"nodes": {}, "scheme": "grpcs", "tls": {"verify": "yes"}}),
+            "tls.verify",
+            "invalid type",
         ),
         (
             json!({"nodes": {}, "pass_host": "rewrite"}),

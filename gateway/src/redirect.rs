@@ -1,0 +1,134 @@
+//! The `redirect` plugin at request time: where a matched route sends the client instead
+//! of proxying. Pure, so every case is a table row.
+use crate::snapshot::expand_vars;
+use model::redirect::{Redirect, Target};
+use model::vars::VarSource;
+
+/// The `Location` for this request, or `None` when the plugin does not apply (already
+/// HTTPS for `http_to_https`, or a path `regex_uri` does not match).
+pub fn location(r: &Redirect, vars: &dyn VarSource, https_port: u16) -> Option<String> {
+    let get = |name: &str| vars.get(name).map(|v| v.into_owned()).unwrap_or_default();
+    let mut to = match &r.target {
+        Target::Https => {
+            if get("scheme") == "https" {
+                return None;
+            }
+            let port = match https_port {
+                443 => String::new(),
+                p => format!(":{p}"),
+            };
+            // The request URI carries the query already.
+            return Some(format!(
+                "https://{}{port}{}",
+                bracket_v6(&get("host")),
+                get("request_uri")
+            ));
+        }
+        Target::Uri(template) => expand_vars(template, vars),
+        Target::RegexUri(re, template) => {
+            let uri = get("uri");
+            let caps = re.captures(&uri)?;
+            let mut out = String::new();
+            caps.expand(template, &mut out);
+            out
+        }
+    };
+    if r.append_query_string {
+        if let Some(q) = vars.get("query_string").filter(|q| !q.is_empty()) {
+            to.push(if to.contains('?') { '&' } else { '?' });
+            to.push_str(&q);
+        }
+    }
+    Some(to)
+}
+
+fn bracket_v6(host: &str) -> String {
+    if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::borrow::Cow;
+    use std::collections::HashMap;
+
+    struct Vars(HashMap<&'static str, &'static str>);
+
+    impl VarSource for Vars {
+        fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+            self.0.get(name).map(|v| Cow::Borrowed(*v))
+        }
+    }
+
+    #[test]
+    fn table() {
+        let http = Vars(HashMap::from([
+            ("scheme", "http"),
+            ("host", "foo.com"),
+            ("uri", "/a/b"),
+            ("request_uri", "/a/b?x=1"),
+            ("query_string", "x=1"),
+        ]));
+        let https = Vars(HashMap::from([
+            ("scheme", "https"),
+            ("host", "foo.com"),
+            ("uri", "/a/b"),
+            ("request_uri", "/a/b"),
+        ]));
+        let cases: &[(serde_json::Value, &Vars, u16, Option<&str>)] = &[
+            (
+                json!({"http_to_https": true}),
+                &http,
+                443,
+                Some("https://foo.com/a/b?x=1"),
+            ),
+            (
+                json!({"http_to_https": true}),
+                &http,
+                9443,
+                Some("https://foo.com:9443/a/b?x=1"),
+            ),
+            (json!({"http_to_https": true}), &https, 9443, None),
+            (json!({"uri": "/new$uri"}), &http, 443, Some("/new/a/b")),
+            (
+                json!({"uri": "/new", "append_query_string": true}),
+                &http,
+                443,
+                Some("/new?x=1"),
+            ),
+            (
+                json!({"uri": "/new?y=2", "append_query_string": true}),
+                &http,
+                443,
+                Some("/new?y=2&x=1"),
+            ),
+            (
+                json!({"uri": "/new", "append_query_string": true}),
+                &https,
+                443,
+                Some("/new"),
+            ),
+            (
+                json!({"regex_uri": ["^/a/(.*)", "/z/$1"]}),
+                &http,
+                443,
+                Some("/z/b"),
+            ),
+            (
+                json!({"regex_uri": ["^/q/(.*)", "/z/$1"]}),
+                &http,
+                443,
+                None,
+            ),
+        ];
+        for (conf, vars, port, want) in cases {
+            let r = Redirect::parse(conf).unwrap();
+            assert_eq!(location(&r, *vars, *port).as_deref(), *want, "{conf}");
+        }
+    }
+}

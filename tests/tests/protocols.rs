@@ -1,0 +1,282 @@
+//! Protocols beyond plain HTTP/1.1 requests, through a real gateway from a real etcd:
+//! WebSocket tunnels that outlive configuration changes, gRPC over HTTP/2 with its status
+//! and trailers intact, and the `redirect` plugin.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use e2e::grpc::proto::echo_client::EchoClient;
+use e2e::grpc::proto::EchoRequest;
+use e2e::grpc::{GrpcBackend, TRAILER};
+use e2e::stack::Stack;
+use e2e::ws::WsBackend;
+use e2e::{eventually, Backend};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use std::time::Duration;
+use tokio_tungstenite::tungstenite::Message;
+
+async fn ws_echo(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    text: &str,
+) -> String {
+    ws.send(Message::text(text)).await.unwrap();
+    let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("an echo within 5 s")
+        .expect("the tunnel is open")
+        .unwrap();
+    reply.into_text().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnel_survives_configuration_changes() {
+    let s = Stack::start(&[]).await;
+    let (a, b) = (
+        WsBackend::start("ws-a").await,
+        WsBackend::start("ws-b").await,
+    );
+    s.admin
+        .ok(
+            "PUT",
+            "/upstreams/ws",
+            Some(json!({"nodes": {a.node(): 1}})),
+        )
+        .await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/ws",
+            Some(json!({"uri": "/ws/*", "upstream_id": "ws", "enable_websocket": true})),
+        )
+        .await;
+    let url = format!("ws://{}/ws/chat", s.gw.http);
+    s.gw.wait_routes(1).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    assert_eq!(ws_echo(&mut ws, "hello").await, "ws-a: hello");
+    assert_eq!(s.metric("gateway_websockets_open").await, 1.0);
+
+    // Change everything the tunnel was routed by: the route, its upstream's nodes, and
+    // unrelated routes. The open tunnel keeps its node; new ones follow the change.
+    s.admin
+        .ok(
+            "PUT",
+            "/upstreams/ws",
+            Some(json!({"nodes": {b.node(): 1}})),
+        )
+        .await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/ws",
+            Some(json!({"uri": "/ws/*", "upstream_id": "ws", "enable_websocket": true, "priority": 3})),
+        )
+        .await;
+    for i in 0..20 {
+        s.admin
+            .ok(
+                "PUT",
+                &format!("/routes/other-{i}"),
+                Some(json!({"uri": format!("/other/{i}"), "upstream_id": "ws"})),
+            )
+            .await;
+    }
+    s.gw.wait_routes(21).await;
+    for i in 0..5 {
+        assert_eq!(
+            ws_echo(&mut ws, &format!("after change {i}")).await,
+            format!("ws-a: after change {i}")
+        );
+    }
+    let (mut fresh, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .unwrap();
+    assert_eq!(ws_echo(&mut fresh, "new").await, "ws-b: new");
+
+    // Deleting the route does not cut the tunnel either.
+    s.admin.ok("DELETE", "/routes/ws", None).await;
+    s.gw.wait_routes(20).await;
+    assert_eq!(ws_echo(&mut ws, "still").await, "ws-a: still");
+    ws.close(None).await.unwrap();
+    fresh.close(None).await.unwrap();
+    eventually(Duration::from_secs(3), "tunnels counted closed", || async {
+        s.metric("gateway_websockets_open").await == 0.0
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_needs_enable_websocket() {
+    let s = Stack::start(&[]).await;
+    let a = WsBackend::start("ws-a").await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/plain",
+            Some(json!({"uri": "/plain", "upstream": {"nodes": {a.node(): 1}}})),
+        )
+        .await;
+    s.gw.wait_routes(1).await;
+    // Without the flag the upgrade headers are not forwarded: the node sees a plain GET
+    // and refuses it, so the handshake fails rather than tunnelling.
+    let err = tokio_tungstenite::connect_async(format!("ws://{}/plain", s.gw.http))
+        .await
+        .expect_err("no tunnel without enable_websocket");
+    assert!(
+        matches!(err, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() != 101),
+        "{err:?}"
+    );
+    assert_eq!(s.metric("gateway_websockets_open").await, 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_unary_and_streaming_keep_status_and_trailers() {
+    let s = Stack::start(&[]).await;
+    let (a, b) = (
+        GrpcBackend::start("grpc-a").await,
+        GrpcBackend::start("grpc-b").await,
+    );
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/echo",
+            Some(json!({"uri": "/test.echo.Echo/*",
+                        "upstream": {"scheme": "grpc", "nodes": {a.node(): 1}}})),
+        )
+        .await;
+    // gRPC routes by path: one method of the service goes elsewhere.
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/chat",
+            Some(json!({"uri": "/test.echo.Echo/Chat",
+                        "upstream": {"scheme": "grpc", "nodes": {b.node(): 1}}})),
+        )
+        .await;
+    s.gw.wait_routes(2).await;
+    let mut client = EchoClient::connect(format!("http://{}", s.gw.http))
+        .await
+        .unwrap();
+
+    let reply = client
+        .unary(EchoRequest {
+            message: "ping".into(),
+            fail_with: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (reply.message.as_str(), reply.served_by.as_str()),
+        ("ping", "grpc-a")
+    );
+
+    let status = client
+        .unary(EchoRequest {
+            message: "x".into(),
+            fail_with: tonic::Code::NotFound as i32,
+        })
+        .await
+        .expect_err("the node fails the call");
+    assert_eq!(status.code(), tonic::Code::NotFound);
+    assert_eq!(status.message(), "failed as asked by grpc-a");
+    assert_eq!(status.metadata().get(TRAILER).unwrap(), "grpc-a");
+
+    // Bidirectional: replies interleave with requests, then the call ends with a status
+    // carried in the trailers after data frames.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut inbound = client.chat(outbound).await.unwrap().into_inner();
+    for word in ["one", "two", "three"] {
+        tx.send(EchoRequest {
+            message: word.into(),
+            fail_with: 0,
+        })
+        .await
+        .unwrap();
+        let r = inbound.message().await.unwrap().unwrap();
+        assert_eq!((r.message.as_str(), r.served_by.as_str()), (word, "grpc-b"));
+    }
+    tx.send(EchoRequest {
+        message: String::new(),
+        fail_with: tonic::Code::Aborted as i32,
+    })
+    .await
+    .unwrap();
+    let end = inbound
+        .message()
+        .await
+        .expect_err("the stream ends with a status");
+    assert_eq!(end.code(), tonic::Code::Aborted);
+    assert_eq!(end.metadata().get(TRAILER).unwrap(), "grpc-b");
+
+    // A clean end of stream carries grpc-status 0.
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut inbound = client.chat(outbound).await.unwrap().into_inner();
+    tx.send(EchoRequest {
+        message: "last".into(),
+        fail_with: 0,
+    })
+    .await
+    .unwrap();
+    assert_eq!(inbound.message().await.unwrap().unwrap().message, "last");
+    drop(tx);
+    assert!(inbound.message().await.unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirect_plugin() {
+    let s = Stack::start(&[]).await;
+    let backend = Backend::start("plain").await;
+    let https_port =
+        s.gw.args
+            .iter()
+            .find_map(|a| a.strip_prefix("--tls-listen="))
+            .and_then(|a| a.rsplit_once(':'))
+            .map(|(_, p)| p.to_string())
+            .unwrap();
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/secure",
+            Some(
+                json!({"uri": "/secure/*", "upstream": {"nodes": {backend.node(): 1}},
+                        "plugins": {"redirect": {"http_to_https": true}}}),
+            ),
+        )
+        .await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/moved",
+            Some(json!({"uri": "/old/*", "upstream": {"nodes": {backend.node(): 1}},
+                        "plugins": {"redirect": {"regex_uri": ["^/old/(.*)", "/new/$1"], "ret_code": 308,
+                                                 "append_query_string": true}}})),
+        )
+        .await;
+    s.gw.wait_routes(2).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let resp = client
+        .get(s.gw.url("/secure/page?x=1"))
+        .header("host", "shop.example.com:9080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 301);
+    assert_eq!(
+        resp.headers()["location"],
+        format!("https://shop.example.com:{https_port}/secure/page?x=1").as_str()
+    );
+    let resp = client.get(s.gw.url("/old/a/b?y=2")).send().await.unwrap();
+    assert_eq!(resp.status(), 308);
+    assert_eq!(resp.headers()["location"], "/new/a/b?y=2");
+    assert_eq!(backend.hits(), 0, "redirects are answered by the gateway");
+}
