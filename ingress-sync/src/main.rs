@@ -56,8 +56,12 @@ fn now() -> u64 {
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging(&args.log_format);
-    if !args.data_encryption_keys.is_empty() {
-        tracing::info!("--data-encryption-keys given; TLS certificates are not synced yet");
+    let keyring = model::Keyring::new(&args.data_encryption_keys).map_err(anyhow::Error::msg)?;
+    if keyring.is_empty() {
+        tracing::warn!(
+            "no --data-encryption-keys (DATA_ENCRYPTION_KEYS): TLS private keys from Secrets \
+             are stored in etcd in plaintext"
+        );
     }
     let client = kube_client(&args).await?;
     let trigger = Arc::new(Notify::new());
@@ -88,7 +92,7 @@ async fn main() -> anyhow::Result<()> {
         allow_external_name: args.allow_external_name,
     };
     tokio::select! {
-        () = run(&args, &client, &stores, &settings, &trigger, leader_rx) => {}
+        () = run(&args, &client, &stores, &settings, &keyring, &trigger, leader_rx) => {}
         () = shutdown_signal() => tracing::info!("stopping"),
     }
     // Resign (revoke the lease) so that another replica takes over at once.
@@ -119,6 +123,7 @@ async fn run(
     client: &kube::Client,
     stores: &kube_watch::Stores,
     settings: &translate::Settings,
+    keyring: &model::Keyring,
     trigger: &Notify,
     mut leader_rx: watch::Receiver<leader::Leadership>,
 ) {
@@ -139,7 +144,7 @@ async fn run(
                 }
                 last_warnings = desired.warnings.clone();
             }
-            match sync(args, &mut etcd_client, &desired, &fence).await {
+            match sync(args, &mut etcd_client, &desired, keyring, &fence).await {
                 Ok(()) => {
                     if let Some(addr) = &args.publish_address {
                         status::update(client, &cluster.ingresses, &desired.served, addr).await;
@@ -172,6 +177,7 @@ async fn sync(
     args: &Args,
     client: &mut Option<etcd_client::Client>,
     desired: &translate::Desired,
+    keyring: &model::Keyring,
     fence: &(Vec<u8>, i64),
 ) -> anyhow::Result<()> {
     let c = match client {
@@ -181,9 +187,11 @@ async fn sync(
         }
     };
     let stored = etcd::read_stored(c, &args.etcd_prefix).await?;
+    let mut values = desired.values.clone();
+    values.extend(tls::seal(&desired.ssls, &stored.owned, keyring));
     let plan = reconcile::diff(
         &args.etcd_prefix,
-        &desired.values,
+        &values,
         &stored.owned,
         &stored.others,
         now(),

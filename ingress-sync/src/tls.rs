@@ -1,20 +1,16 @@
-//! `spec.tls` -> `ssls` values (pure), kept apart from the rest of the translation.
+//! `spec.tls` -> `ssls` values, kept apart from the rest of the translation.
 //!
-//! NOT WIRED YET: the `Ssl` model type and `Keyring` (branch `ssl`) are not on main. Until
-//! they are, these values are computed (and tested) but not written: `main.rs` leaves
-//! them out of the desired state. Wiring = validate with `model::ssl::Ssl`, replace
-//! `key` by `Keyring::encrypt(key)` (see `KEY_TO_ENCRYPT`), and merge into `Desired::values`.
+//! [`ssls`] is pure: values with the private key in plaintext, checked with the model's
+//! `Ssl` rules (PEM parses, key matches certificate). [`seal`] then encrypts each key with
+//! the keyring (`--data-encryption-keys`) just before the diff; since AES-GCM ciphertexts
+//! differ at every call, a key whose stored ciphertext decrypts to the same plaintext keeps
+//! that ciphertext, so an unchanged certificate writes nothing.
 use crate::translate::{labels, stable_id};
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::networking::v1::Ingress;
-use model::Kind;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use model::{Keyring, Kind};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
-
-/// Marks the field whose plaintext must go through `Keyring::encrypt` once wired.
-pub const KEY_TO_ENCRYPT: &str = "key";
 
 /// One `ssls` value per (namespace, Secret), with the union of the hosts that name it.
 pub fn ssls(
@@ -69,21 +65,29 @@ pub fn ssls(
         let value = json!({
             "id": id,
             "cert": cert,
-            KEY_TO_ENCRYPT: key,
+            "key": key,
             "snis": hosts,
             "labels": labels("Secret", &ns, &secret_name),
         });
-        match model::Id::parse(&id) {
+        let checked = model::Id::parse(&id).and_then(|id| {
+            let ssl =
+                model::codec::decode_value::<model::Ssl>(&value).map_err(|e| e.to_string())?;
+            ssl.check_pem().map_err(|e| e.to_string())?;
+            Ok(id)
+        });
+        match checked {
             Ok(id) => {
                 out.insert(model::key::resource_key(prefix, Kind::Ssls, &id), value);
             }
-            Err(e) => warnings.push(format!("ssl {id}: {e}")),
+            Err(e) => warnings.push(format!(
+                "secret {ns}/{secret_name}: {e}; its certificate is skipped"
+            )),
         }
     }
     out
 }
 
-/// The PEM certificate chain and key of a `kubernetes.io/tls` Secret, checked to parse.
+/// The PEM certificate chain and key of a `kubernetes.io/tls` Secret.
 fn cert_and_key(secret: &Secret) -> Result<(String, String), String> {
     if secret.type_.as_deref() != Some("kubernetes.io/tls") {
         return Err(format!(
@@ -107,15 +111,32 @@ fn cert_and_key(secret: &Secret) -> Result<(String, String), String> {
             .ok_or_else(|| format!("has no {name}"))?;
         String::from_utf8(bytes).map_err(|_| format!("{name} is not PEM text"))
     };
-    let cert = field("tls.crt")?;
-    let key = field("tls.key")?;
-    let certs = CertificateDer::pem_slice_iter(cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("tls.crt does not parse: {e}"))?;
-    if certs.is_empty() {
-        return Err("tls.crt holds no certificate".into());
-    }
-    PrivateKeyDer::from_pem_slice(key.as_bytes())
-        .map_err(|e| format!("tls.key does not parse: {e}"))?;
-    Ok((cert, key))
+    Ok((field("tls.crt")?, field("tls.key")?))
+}
+
+/// `ssls` values ready to store: each plaintext `key` encrypted with `keyring` (kept in
+/// plaintext without keys), or — when what we stored under that etcd key decrypts to the
+/// same plaintext — the stored ciphertext, so that an unchanged value compares equal.
+pub fn seal(
+    ssls: &BTreeMap<String, Value>,
+    owned: &BTreeMap<String, Value>,
+    keyring: &Keyring,
+) -> BTreeMap<String, Value> {
+    ssls.iter()
+        .map(|(k, v)| {
+            let mut v = v.clone();
+            let plain = v["key"].as_str().unwrap_or_default().to_string();
+            let stored = owned
+                .get(k)
+                .and_then(|o| o["key"].as_str())
+                .filter(|c| keyring.decrypt(c).is_ok_and(|p| p == plain))
+                // Plaintext stored while we now have keys: encrypt it.
+                .filter(|c| keyring.is_empty() || !c.trim_start().starts_with("-----BEGIN"));
+            v["key"] = json!(match stored {
+                Some(c) => c.to_string(),
+                None => keyring.encrypt(&plain),
+            });
+            (k.clone(), v)
+        })
+        .collect()
 }

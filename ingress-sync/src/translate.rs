@@ -59,8 +59,8 @@ pub struct Desired {
     pub values: BTreeMap<String, Value>,
     /// The Ingresses we serve, as (namespace, name): they get a status.
     pub served: Vec<(String, String)>,
-    /// `ssls` from `spec.tls`, kept apart until the Ssl model and its key encryption are
-    /// on main (see `tls.rs`): not written yet.
+    /// `ssls` from `spec.tls`, with private keys in plaintext: `tls::seal` encrypts them
+    /// (against what is stored) before they join `values` in the diff.
     pub ssls: BTreeMap<String, Value>,
     /// What was skipped and why (logged by the caller; tests assert on it).
     pub warnings: Vec<String>,

@@ -407,7 +407,7 @@ fn tls_secrets_become_ssls_and_bad_ones_are_reported() {
     assert_eq!(ssl["labels"][LABEL_NAME], "good");
     for (secret, why) in [
         ("opaque", "not \"kubernetes.io/tls\""),
-        ("broken", "no certificate"),
+        ("broken", "cert"),
         ("gone", "does not exist"),
     ] {
         assert!(
@@ -420,6 +420,63 @@ fn tls_secrets_become_ssls_and_bad_ones_are_reported() {
     }
     // The routes are served regardless.
     assert!(Routes::new(&d).get("foo.example.com", "/").is_some());
+
+    // A key and certificate that do not belong together are refused too.
+    let mut c = fixture("tls.yaml");
+    let other_key = std::fs::read_to_string(format!(
+        "{}/tests/fixtures/other-key.pem",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    c.secrets[0]
+        .string_data
+        .as_mut()
+        .unwrap()
+        .insert("tls.key".into(), other_key);
+    let d = translate(&c, &settings());
+    assert!(d.ssls.is_empty(), "{:?}", d.ssls.keys());
+    assert!(
+        d.warnings.iter().any(|w| w.contains("web/good:")),
+        "{:?}",
+        d.warnings
+    );
+}
+
+#[test]
+fn ssl_keys_are_encrypted_once_and_kept_while_unchanged() {
+    let d = translate(&fixture("tls.yaml"), &settings());
+    let plain = d.ssls.values().next().unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let ring = model::Keyring::new(&["0123456789abcdef".to_string()]).unwrap();
+    // Nothing stored yet: encrypted.
+    let sealed = crate::tls::seal(&d.ssls, &BTreeMap::new(), &ring);
+    let (key, v) = sealed.iter().next().unwrap();
+    let cipher = v["key"].as_str().unwrap().to_string();
+    assert!(!cipher.contains("PRIVATE KEY"));
+    assert_eq!(ring.decrypt(&cipher).unwrap(), plain);
+    let mut ssl: model::Ssl = model::codec::decode_value(v).unwrap();
+    ssl.decrypt_keys(&ring).unwrap();
+    ssl.check_pem().unwrap();
+    // Stored and unchanged: the same ciphertext, so the diff writes nothing.
+    let owned: BTreeMap<String, Value> = sealed.clone();
+    let again = crate::tls::seal(&d.ssls, &owned, &ring);
+    assert_eq!(again, sealed);
+    let plan = crate::reconcile::diff("/g", &again, &owned, &BTreeSet::new(), 1);
+    assert!(plan.ops.is_empty());
+    assert_eq!(again[key]["key"], json!(cipher));
+    // Stored in plaintext but keys configured now: re-encrypted.
+    let plain_stored = crate::tls::seal(&d.ssls, &BTreeMap::new(), &model::Keyring::default());
+    assert_eq!(plain_stored[key]["key"], json!(plain));
+    assert_eq!(
+        crate::tls::seal(&d.ssls, &plain_stored, &model::Keyring::default()),
+        plain_stored
+    );
+    assert_ne!(
+        crate::tls::seal(&d.ssls, &plain_stored, &ring)[key]["key"],
+        json!(plain)
+    );
 }
 
 #[test]

@@ -19,8 +19,12 @@ struct Env {
 
 impl Env {
     async fn start() -> Env {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(gateway_args: &[&str]) -> Env {
         let etcd = Etcd::start();
-        let gw = Gateway::start(&etcd.url, PREFIX, &[]);
+        let gw = Gateway::start(&etcd.url, PREFIX, gateway_args);
         gw.wait_ready().await;
         let kube = KubeApi::start().await;
         kube.apply(json!({"kind": "IngressClass", "metadata": {"name": "gw"},
@@ -348,4 +352,196 @@ async fn a_stopped_leader_hands_over_at_once() {
     )
     .await;
     assert!(syncs[1 - leader].is_leader());
+}
+
+// ---- TLS ----
+
+const ENCRYPTION_KEY: &str = "0123456789abcdef";
+
+fn fixture(name: &str) -> String {
+    let path = format!(
+        "{}/../ingress-sync/tests/fixtures/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    std::fs::read_to_string(&path).unwrap()
+}
+
+fn base64(data: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Accepts any server certificate (ours is self-signed) and remembers the one shown.
+#[derive(Debug)]
+struct Capture(std::sync::Mutex<Vec<u8>>);
+
+impl rustls::client::danger::ServerCertVerifier for Capture {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _: &[rustls::pki_types::CertificateDer<'_>],
+        _: &rustls::pki_types::ServerName<'_>,
+        _: &[u8],
+        _: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        *self.0.lock().unwrap() = end_entity.to_vec();
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &rustls::crypto::ring::default_provider().signature_verification_algorithms,
+        )
+    }
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        rustls::crypto::ring::default_provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// `GET path` over TLS with `sni`: the certificate shown (DER) and the raw response.
+async fn https_get(addr: &str, sni: &str, path: &str) -> Result<(Vec<u8>, String), String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let capture = std::sync::Arc::new(Capture(std::sync::Mutex::new(Vec::new())));
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .dangerous()
+    .with_custom_certificate_verifier(capture.clone())
+    .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| e.to_string())?;
+    let name = rustls::pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let mut tls = connector
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {sni}\r\nConnection: close\r\n\r\n");
+    tls.write_all(req.as_bytes())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut resp = Vec::new();
+    let _ = tls.read_to_end(&mut resp).await;
+    let cert = capture.0.lock().unwrap().clone();
+    Ok((cert, String::from_utf8_lossy(&resp).into_owned()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_secrets_become_encrypted_ssls_served_by_sni() {
+    let keys = format!("--data-encryption-keys={ENCRYPTION_KEY}");
+    let env = Env::start_with(&[&keys]).await;
+    let g = Backend::start("g").await;
+    env.kube.apply(service("app"));
+    env.kube.apply(slice("app", &g));
+    let (cert, key) = (fixture("tls-cert.pem"), fixture("tls-key.pem"));
+    env.kube
+        .apply(json!({"kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "site", "namespace": "web"},
+        "data": {"tls.crt": base64(cert.as_bytes()), "tls.key": base64(key.as_bytes())}}));
+    let mut ing = ingress("secure", Some("foo.example.com"), "/", "app");
+    ing["spec"]["tls"] = json!([
+        {"hosts": ["foo.example.com"], "secretName": "site"},
+        {"hosts": ["gone.example.com"], "secretName": "gone"},
+    ]);
+    env.kube.apply(ing);
+    let sync = env.sync(&[&keys]);
+
+    let tls_addr = env
+        .gw
+        .args
+        .iter()
+        .find_map(|a| a.strip_prefix("--tls-listen="))
+        .unwrap()
+        .to_string();
+    eventually(
+        Duration::from_secs(15),
+        "HTTPS served with the Secret's certificate",
+        || async {
+            match https_get(&tls_addr, "foo.example.com", "/hello").await {
+                Ok((_, resp)) => resp.starts_with("HTTP/1.1 200") && resp.contains("\"g\""),
+                Err(_) => false,
+            }
+        },
+    )
+    .await;
+    let (shown, _) = https_get(&tls_addr, "foo.example.com", "/").await.unwrap();
+    use rustls::pki_types::pem::PemObject;
+    let want = rustls::pki_types::CertificateDer::from_pem_slice(cert.as_bytes()).unwrap();
+    assert_eq!(shown, want.to_vec(), "the Secret's certificate is served");
+
+    // Stored with the key encrypted, labelled as ours.
+    let stored = env.etcd.ctl(&[
+        "get",
+        "--prefix",
+        &format!("{PREFIX}/ssls/"),
+        "--print-value-only",
+    ]);
+    let v: Value = serde_json::from_str(stored.trim()).unwrap();
+    assert!(
+        !v["key"].as_str().unwrap().contains("PRIVATE KEY"),
+        "key stored in plaintext"
+    );
+    assert_eq!(v["labels"]["managed-by"], "ingress-sync");
+    assert_eq!(v["snis"], json!(["foo.example.com"]));
+    // The missing Secret is reported, and only its certificate is skipped.
+    assert!(
+        sync.proc.log().contains("secret web/gone: does not exist"),
+        "{}",
+        sync.proc.log()
+    );
+
+    // Unchanged on the next passes (the ciphertext is kept), and removed with the Ingress.
+    let writes = sync.writes();
+    env.kube.apply(service("app"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(sync.writes(), writes);
+    env.kube.delete("Ingress", "web", "secure");
+    eventually(Duration::from_secs(10), "ssl removed", || async {
+        env.etcd
+            .ctl(&["get", "--prefix", &format!("{PREFIX}/ssls/"), "--keys-only"])
+            .trim()
+            .is_empty()
+    })
+    .await;
 }
