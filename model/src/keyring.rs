@@ -133,7 +133,8 @@ fn decrypt_gcm(key: &[u8], bytes: &[u8]) -> Option<String> {
 /// APISIX's `aes_decrypt_pkey`: AES-128-CBC, PKCS#7, IV = key. Wrong keys usually fail the
 /// padding check; the PEM check rules out the rest.
 fn decrypt_apisix(key: &[u8], bytes: &[u8]) -> Option<String> {
-    if key.len() != 16 || bytes.is_empty() || bytes.len() % 16 != 0 {
+    // A length that is not whole blocks fails the decryption itself.
+    if key.len() != 16 || bytes.is_empty() {
         return None;
     }
     let cipher = cbc::Decryptor::<aes::Aes128>::new_from_slices(key, key).ok()?;

@@ -253,9 +253,9 @@ fn pairs_and_certified_key() {
         certified_key(&chain, &leaf_key).expect("chain").cert.len(),
         2
     );
-    let err = certified_key(&cert, &k2).err().expect("mismatch");
+    let err = certified_key(&cert, &k2).expect_err("mismatch");
     assert!(err.contains("private key: does not match"), "{err}");
-    let err = certified_key("x", &key).err().expect("garbage");
+    let err = certified_key("x", &key).expect_err("garbage");
     assert!(err.starts_with("certificate: "), "{err}");
     // Debug shows no key material.
     assert!(!format!("{ssl:?}").contains("PRIVATE KEY"));
