@@ -1,6 +1,7 @@
 //! Command-line flags and their environment variables, as fixed by design.md, and the
 //! checks that make the admin-api refuse to start with an unsafe or unusable configuration.
 use clap::{Parser, ValueEnum};
+use model::Keyring;
 use std::fmt;
 use std::net::SocketAddr;
 
@@ -128,24 +129,11 @@ impl Config {
         Ok(eps)
     }
 
-    /// Validates `--data-encryption-keys`: AES-128 or AES-256 keys of 16 or 32 characters.
-    pub fn encryption_keys(&self) -> Result<Vec<String>, String> {
-        check_encryption_keys(&self.data_encryption_keys)
+    /// The keyring of `--data-encryption-keys`: AES-128 or AES-256 keys of 16 or 32
+    /// characters; the error names the key at fault by position.
+    pub fn keyring(&self) -> Result<Keyring, String> {
+        Keyring::new(&self.data_encryption_keys)
     }
-}
-
-pub fn check_encryption_keys(keys: &[String]) -> Result<Vec<String>, String> {
-    let keys: Vec<String> = keys.iter().filter(|k| !k.is_empty()).cloned().collect();
-    for (i, k) in keys.iter().enumerate() {
-        let n = k.chars().count();
-        if n != 16 && n != 32 {
-            return Err(format!(
-                "--data-encryption-keys: key {} has {n} characters; AES keys must have 16 or 32",
-                i + 1
-            ));
-        }
-    }
-    Ok(keys)
 }
 
 #[cfg(test)]
@@ -186,7 +174,9 @@ mod tests {
     fn encryption_keys() {
         let check = |keys: &[&str], ok: bool| {
             let keys: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
-            assert_eq!(check_encryption_keys(&keys).is_ok(), ok, "{keys:?}");
+            let mut c = Config::new(Vec::new(), "/gateway", None);
+            c.data_encryption_keys = keys.clone();
+            assert_eq!(c.keyring().is_ok(), ok, "{keys:?}");
         };
         check(&[], true);
         check(&["a".repeat(16).as_str()], true);

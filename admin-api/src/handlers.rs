@@ -41,7 +41,7 @@ pub async fn list(
         params.get("page_size").map(String::as_str),
     )?;
     let listing = app.store.list(kind, page).await?;
-    let list: Vec<Value> = listing.entries.iter().map(item).collect();
+    let list: Vec<Value> = listing.entries.iter().map(|e| item(kind, e)).collect();
     Ok(Json(json!({ "list": list, "total": listing.total })))
 }
 
@@ -53,7 +53,7 @@ pub async fn get_one(
     let (kind, id) = kind_and_id(path?.0)?;
     query(&uri, &[])?;
     match app.store.get(&app.key(kind, &id)).await? {
-        Some(entry) => Ok(Json(item(&entry))),
+        Some(entry) => Ok(Json(item(kind, &entry))),
         None => Err(not_found(kind, &id)),
     }
 }
@@ -97,12 +97,13 @@ pub async fn put_without_id(
 
 async fn put(app: &App, kind: Kind, id: Id, doc: Map<String, Value>) -> Result<Response> {
     // Validate before touching etcd: an invalid body is a 400 even while etcd is down.
-    prepare(kind, &id, doc.clone(), None, now(), false)?;
+    prepare(app, kind, &id, doc.clone(), None, now(), false)?;
     let key = app.key(kind, &id);
     for attempt in 0..ATTEMPTS {
         let previous = app.store.get(&key).await?;
         let previous_value = previous.as_ref().map(|e| stored_json(&e.value));
         let (value, refs) = prepare(
+            app,
             kind,
             &id,
             doc.clone(),
@@ -118,7 +119,7 @@ async fn put(app: &App, kind: Kind, id: Id, doc: Map<String, Value>) -> Result<R
                 Expect::Absent => StatusCode::CREATED,
                 Expect::ModRevision(_) => StatusCode::OK,
             };
-            return Ok((status, Json(json!({ "key": key, "value": value }))).into_response());
+            return Ok((status, written(kind, &key, value)).into_response());
         }
         backoff(attempt).await;
     }
@@ -149,11 +150,10 @@ pub async fn create(
         let id = Id::parse(&ids::generate())
             .map_err(|e| ApiError::BadRequest(format!("cannot generate an id: {e}")))?;
         let key = app.key(kind, &id);
-        let (value, refs) = prepare(kind, &id, doc.clone(), None, now(), false)?;
+        let (value, refs) = prepare(&app, kind, &id, doc.clone(), None, now(), false)?;
         // Create-only: two replicas that drew the same id cannot overwrite each other.
         if write(&app, &key, &value, Expect::Absent, &refs).await? {
-            let body = Json(json!({ "key": key, "value": value }));
-            return Ok((StatusCode::CREATED, body).into_response());
+            return Ok((StatusCode::CREATED, written(kind, &key, value)).into_response());
         }
         tracing::warn!(%key, "generated id already taken, drawing another");
         backoff(attempt).await;
@@ -234,7 +234,15 @@ async fn patch(app: &App, kind: Kind, id: Id, change: Change) -> Result<Response
             return Err(ValidationError::new("", "the body must be a JSON object").into());
         };
         resource::check_body_id(&doc, &id)?;
-        let (value, refs) = prepare(kind, &id, doc, Some(&previous), now(), reset_update_time)?;
+        let (value, refs) = prepare(
+            app,
+            kind,
+            &id,
+            doc,
+            Some(&previous),
+            now(),
+            reset_update_time,
+        )?;
         // Compare-and-swap on the revision we merged into: a concurrent change is re-read.
         if write(
             app,
@@ -245,9 +253,7 @@ async fn patch(app: &App, kind: Kind, id: Id, change: Change) -> Result<Response
         )
         .await?
         {
-            return Ok(
-                (StatusCode::OK, Json(json!({ "key": key, "value": value }))).into_response(),
-            );
+            return Ok((StatusCode::OK, written(kind, &key, value)).into_response());
         }
         tracing::debug!(%key, attempt, "concurrent change, patching again");
         backoff(attempt).await;
@@ -407,18 +413,27 @@ fn stored_json(bytes: &[u8]) -> Value {
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
 
-/// One resource as APISIX answers it.
-fn item(entry: &Entry) -> Value {
+/// One resource as APISIX answers it, without secrets.
+fn item(kind: Kind, entry: &Entry) -> Value {
+    let mut value = stored_json(&entry.value);
+    resource::redact(kind, &mut value);
     json!({
         "key": entry.key,
-        "value": stored_json(&entry.value),
+        "value": value,
         "createdIndex": entry.create_revision,
         "modifiedIndex": entry.mod_revision,
     })
 }
 
-/// Stamps and validates: the value to store and the resources it references.
+/// The answer to a write, without secrets.
+fn written(kind: Kind, key: &str, mut value: Value) -> Json<Value> {
+    resource::redact(kind, &mut value);
+    Json(json!({ "key": key, "value": value }))
+}
+
+/// Stamps, validates and seals secrets: the value to store and the resources it references.
 fn prepare(
+    app: &App,
     kind: Kind,
     id: &Id,
     mut doc: Map<String, Value>,
@@ -427,8 +442,9 @@ fn prepare(
     reset_update_time: bool,
 ) -> Result<(Value, Vec<resource::Reference>)> {
     resource::stamp(&mut doc, id, previous, now, reset_update_time);
-    let value = Value::Object(doc);
+    let mut value = Value::Object(doc);
     let refs = resource::validate(kind, &value)?;
+    resource::seal(kind, &mut value, &app.keyring)?;
     Ok((value, refs))
 }
 

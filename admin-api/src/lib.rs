@@ -22,7 +22,7 @@ use axum::routing::{get, patch as patch_route};
 use axum::Router;
 use config::{Auth, Config};
 use model::key::{normalize_prefix, resource_key};
-use model::{Id, Kind};
+use model::{Id, Keyring, Kind};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Instant;
@@ -30,15 +30,26 @@ use store::Store;
 use tokio::net::TcpListener;
 use tracing::Instrument;
 
-/// What every handler shares: the etcd store and how requests authenticate.
+/// What every handler shares: the etcd store, how requests authenticate, and the keyring
+/// secrets (SSL private keys) are encrypted with at rest.
 pub struct App {
     pub store: Store,
     pub auth: Auth,
+    pub keyring: Keyring,
 }
 
 impl App {
+    /// An app without a keyring: secrets are stored in plaintext.
     pub fn new(store: Store, auth: Auth) -> App {
-        App { store, auth }
+        App {
+            store,
+            auth,
+            keyring: Keyring::default(),
+        }
+    }
+
+    pub fn with_keyring(self, keyring: Keyring) -> App {
+        App { keyring, ..self }
     }
 
     /// `{prefix}/{kind}/{id}`.
@@ -116,11 +127,11 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let auth = config.auth().map_err(anyhow::Error::msg)?;
     let endpoints = config.endpoints().map_err(anyhow::Error::msg)?;
-    let keys = config.encryption_keys().map_err(anyhow::Error::msg)?;
-    if keys.is_empty() {
+    let keyring = config.keyring().map_err(anyhow::Error::msg)?;
+    if keyring.is_empty() {
         tracing::warn!(
-            "no --data-encryption-keys (DATA_ENCRYPTION_KEYS): secrets such as SSL private keys \
-             would be stored in etcd in plaintext"
+            "no --data-encryption-keys (DATA_ENCRYPTION_KEYS): SSL private keys will be stored \
+             in etcd in plaintext"
         );
     }
     if auth == Auth::Disabled {
@@ -135,6 +146,7 @@ pub async fn run(
         etcd_prefix = %normalize_prefix(&config.etcd_prefix),
         "admin-api listening"
     );
-    let app = Arc::new(App::new(Store::new(endpoints, &config.etcd_prefix), auth));
+    let store = Store::new(endpoints, &config.etcd_prefix);
+    let app = Arc::new(App::new(store, auth).with_keyring(keyring));
     serve(listener, app, shutdown).await
 }

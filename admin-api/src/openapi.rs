@@ -189,6 +189,7 @@ fn schema_name(kind: Kind) -> &'static str {
     match kind {
         Kind::Routes => "Route",
         Kind::Services => "Service",
+        Kind::Ssls => "Ssl",
         _ => "Upstream",
     }
 }
@@ -272,8 +273,34 @@ fn schemas() -> Value {
         "plugins": {"type": "object", "description": "No plugin is supported yet; must be empty"},
         "enable_websocket": {"type": "boolean", "enum": [false]}
     })));
+    let mut ssl = obj(json!({
+        "id": id,
+        "cert": {"type": "string", "description": "PEM certificate chain, leaf first"},
+        "key": {"type": "string", "writeOnly": true,
+            "description": "PEM private key of cert; encrypted at rest with --data-encryption-keys, never returned"},
+        "certs": {"type": "array", "items": {"type": "string"},
+            "description": "More PEM certificate chains for the same SNIs, each with keys[i]"},
+        "keys": {"type": "array", "items": {"type": "string"}, "writeOnly": true,
+            "description": "PEM private keys of certs; encrypted at rest, never returned"},
+        "sni": {"type": "string", "description": "One server name; or use snis"},
+        "snis": {"type": "array", "minItems": 1, "items": {"type": "string"},
+            "description": "Server names (example.com, *.example.com), case-insensitive"},
+        "status": {"type": "integer", "enum": [0, 1], "default": 1},
+        "type": {"type": "string", "enum": ["server"], "default": "server"},
+        "validity_start": {"type": "integer", "readOnly": true,
+            "description": "The leaf certificate's notBefore, unix seconds (set by the server)"},
+        "validity_end": {"type": "integer", "readOnly": true,
+            "description": "The leaf certificate's notAfter, unix seconds (set by the server)"},
+        "create_time": {"type": "integer"},
+        "update_time": {"type": "integer"}
+    }));
+    ssl.insert(
+        "labels".into(),
+        json!({"type": "object", "additionalProperties": {"type": "string"}}),
+    );
     let any = json!({"oneOf": [{"$ref": "#/components/schemas/Route"},
-        {"$ref": "#/components/schemas/Service"}, {"$ref": "#/components/schemas/Upstream"}]});
+        {"$ref": "#/components/schemas/Service"}, {"$ref": "#/components/schemas/Upstream"},
+        {"$ref": "#/components/schemas/Ssl"}]});
     let item = json!({"type": "object", "required": ["key", "value", "createdIndex", "modifiedIndex"],
         "properties": {"key": {"type": "string", "example": "/gateway/routes/1"}, "value": any,
             "createdIndex": {"type": "integer"}, "modifiedIndex": {"type": "integer"}}});
@@ -282,6 +309,9 @@ fn schemas() -> Value {
             "description": "Needs uri or uris, and upstream, upstream_id or service_id"},
         "Service": {"type": "object", "additionalProperties": false, "properties": service},
         "Upstream": {"type": "object", "additionalProperties": false, "required": ["nodes"], "properties": upstream},
+        "Ssl": {"type": "object", "additionalProperties": false, "required": ["cert", "key"], "properties": ssl,
+            "description": "Needs sni or snis; key (and keys) must match cert (and certs). \
+                Responses never include key or keys"},
         "Item": item,
         "List": {"type": "object", "required": ["list", "total"], "properties": {
             "list": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
@@ -323,6 +353,14 @@ mod tests {
                     assert!(doc["paths"][&path][m].is_object(), "{m} {path}");
                 }
             }
+        }
+        // Each kind's body has its own schema.
+        for kind in SUPPORTED {
+            let body = &doc["paths"][format!("/apisix/admin/{}", kind.as_str())]["post"];
+            assert_eq!(
+                body["requestBody"]["content"]["application/json"]["schema"]["$ref"],
+                format!("#/components/schemas/{}", schema_name(kind))
+            );
         }
         // Every $ref points at something that exists.
         let text = doc.to_string();

@@ -1,12 +1,12 @@
 //! What the admin-api knows about each kind, without IO: which kinds it serves, how a
-//! submitted document becomes the stored value (string `id`, `create_time`, `update_time`),
-//! model validation, and who may reference whom.
+//! submitted document becomes the stored value (string `id`, `create_time`, `update_time`,
+//! encrypted secrets), model validation, and who may reference whom.
 use model::codec::decode_value;
-use model::{Id, Kind, Resource, Route, Service, Upstream, ValidationError};
+use model::{Id, Keyring, Kind, Resource, Route, Service, Ssl, Upstream, ValidationError};
 use serde_json::{Map, Value};
 
 /// The kinds this admin-api serves; the others of design.md answer "not supported yet".
-pub const SUPPORTED: [Kind; 3] = [Kind::Routes, Kind::Services, Kind::Upstreams];
+pub const SUPPORTED: [Kind; 4] = [Kind::Routes, Kind::Services, Kind::Upstreams, Kind::Ssls];
 
 pub fn supported(kind: Kind) -> bool {
     SUPPORTED.contains(&kind)
@@ -30,10 +30,43 @@ pub fn validate(kind: Kind, value: &Value) -> Result<Vec<Reference>, ValidationE
         Kind::Routes => refs::<Route>(value),
         Kind::Services => refs::<Service>(value),
         Kind::Upstreams => refs::<Upstream>(value),
+        Kind::Ssls => refs::<Ssl>(value),
         other => Err(ValidationError::new(
             "",
             format!("{} are not supported yet", other.as_str()),
         )),
+    }
+}
+
+/// For kinds with secrets (ssls), after [`validate`]: opens the private keys of `value`
+/// (plaintext as submitted, or encrypted as stored and merged by a PATCH) with `keyring`,
+/// checks them against the certificates, records the leaf's `validity_start` /
+/// `validity_end`, and seals every key again with the keyring's first key (none: plaintext).
+pub fn seal(kind: Kind, value: &mut Value, keyring: &Keyring) -> Result<(), ValidationError> {
+    if kind != Kind::Ssls {
+        return Ok(());
+    }
+    let mut ssl: Ssl = decode_value(value)?;
+    let Value::Object(doc) = value else {
+        return Ok(());
+    };
+    ssl.decrypt_keys(keyring)?;
+    let validity = ssl.check_pem()?;
+    doc.insert("validity_start".into(), Value::from(validity.not_before));
+    doc.insert("validity_end".into(), Value::from(validity.not_after));
+    doc.insert("key".into(), Value::String(keyring.encrypt(&ssl.key)));
+    if let Some(keys) = &ssl.keys {
+        let sealed = keys.iter().map(|k| Value::String(keyring.encrypt(k)));
+        doc.insert("keys".into(), Value::Array(sealed.collect()));
+    }
+    Ok(())
+}
+
+/// What a response may show of a stored value: never a private key.
+pub fn redact(kind: Kind, value: &mut Value) {
+    if let (Kind::Ssls, Value::Object(map)) = (kind, value) {
+        map.remove("key");
+        map.remove("keys");
     }
 }
 
@@ -212,6 +245,57 @@ mod tests {
             Err("invalid field \"id\": must be a string"),
         );
         check(json!({"id": "a/b"}), Err("invalid field \"id\""));
+    }
+
+    fn cert(name: &str) -> (String, String) {
+        let c = rcgen::generate_simple_self_signed(vec![name.to_string()]).expect("cert");
+        (c.cert.pem(), c.signing_key.serialize_pem())
+    }
+
+    fn keyring(keys: &[&str]) -> Keyring {
+        Keyring::new(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>()).expect("keys")
+    }
+
+    #[test]
+    fn ssl_keys_are_sealed_and_redacted() {
+        const A: &str = "0123456789abcdef";
+        const B: &str = "0123456789abcdef0123456789abcdef";
+        let (c, k) = cert("a.test");
+        let (c2, k2) = cert("a.test");
+        let mut value =
+            json!({"cert": c, "key": k, "snis": ["a.test"], "certs": [c2], "keys": [k2]});
+        seal(Kind::Ssls, &mut value, &keyring(&[A])).expect("valid");
+        assert!(value["validity_start"].is_u64() && value["validity_end"].is_u64());
+        let stored = value["key"].as_str().expect("key").to_string();
+        assert!(!stored.contains("BEGIN"), "{stored}");
+        assert!(!value["keys"][0]
+            .as_str()
+            .expect("keys[0]")
+            .contains("BEGIN"));
+        assert_eq!(keyring(&[A]).decrypt(&stored).as_deref(), Ok(k.as_str()));
+
+        // Sealing a stored (encrypted) value again, after a rotation, re-encrypts with the
+        // new first key; without the old key it fails naming the field.
+        let mut rotated = value.clone();
+        seal(Kind::Ssls, &mut rotated, &keyring(&[B, A])).expect("rotation");
+        let resealed = rotated["key"].as_str().expect("key");
+        assert_eq!(keyring(&[B]).decrypt(resealed).as_deref(), Ok(k.as_str()));
+        let err = seal(Kind::Ssls, &mut value.clone(), &keyring(&[B])).expect_err("no A");
+        assert_eq!(err.field, "key", "{err}");
+
+        // No keyring: plaintext.
+        let mut plain = json!({"cert": c, "key": k, "sni": "a.test"});
+        seal(Kind::Ssls, &mut plain, &keyring(&[])).expect("valid");
+        assert_eq!(plain["key"], json!(k));
+
+        redact(Kind::Ssls, &mut value);
+        assert!(value.get("key").is_none() && value.get("keys").is_none());
+        assert!(value.get("cert").is_some() && value.get("certs").is_some());
+        let mut route = json!({"uri": "/", "key": "x"});
+        redact(Kind::Routes, &mut route);
+        assert_eq!(route["key"], "x");
+        seal(Kind::Routes, &mut route, &keyring(&[A])).expect("untouched");
+        assert_eq!(route["key"], "x");
     }
 
     #[test]

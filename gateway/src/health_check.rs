@@ -59,9 +59,19 @@ async fn probe_loop(rt: Arc<UpstreamRt>) {
     let Some(checks) = &rt.checks else { return };
     let active = &checks.active;
     let thresholds = Thresholds::active(active);
+    let tls = match active.kind {
+        CheckType::Https => match rt.transport.probe_config(active.https_verify_certificate) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(upstream = %rt.key, error = %e, "https health checks cannot run");
+                return;
+            }
+        },
+        _ => None,
+    };
     loop {
         let probes = rt.nodes.iter().map(|node| async {
-            let outcome = probe(active, node).await;
+            let outcome = probe(active, node, tls.as_ref()).await;
             let change = node.state.health.record(outcome, &thresholds);
             log_transition(&rt.key, &node.addr, change, "active");
         });
@@ -73,8 +83,13 @@ async fn probe_loop(rt: Arc<UpstreamRt>) {
     }
 }
 
-/// One probe: a TCP connect, and for `http` one `GET http_path` whose status counts.
-async fn probe(check: &ActiveCheck, node: &NodeRt) -> Outcome {
+/// One probe: a TCP connect, and for `http` (over TLS for `https`) one `GET http_path`
+/// whose status counts.
+async fn probe(
+    check: &ActiveCheck,
+    node: &NodeRt,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Outcome {
     let addr = match check.port {
         Some(port) => match node.addr.rsplit_once(':') {
             Some((host, _)) => format!("{host}:{port}"),
@@ -82,14 +97,19 @@ async fn probe(check: &ActiveCheck, node: &NodeRt) -> Outcome {
         },
         None => node.addr.clone(),
     };
-    match tokio::time::timeout(check.timeout(), exchange(check, node, &addr)).await {
+    match tokio::time::timeout(check.timeout(), exchange(check, node, &addr, tls)).await {
         Ok(outcome) => outcome,
         Err(_) => Outcome::Timeout,
     }
 }
 
-async fn exchange(check: &ActiveCheck, node: &NodeRt, addr: &str) -> Outcome {
-    let Ok(mut stream) = TcpStream::connect(addr).await else {
+async fn exchange(
+    check: &ActiveCheck,
+    node: &NodeRt,
+    addr: &str,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+) -> Outcome {
+    let Ok(stream) = TcpStream::connect(addr).await else {
         return Outcome::TcpFailure;
     };
     if check.kind == CheckType::Tcp {
@@ -105,6 +125,33 @@ async fn exchange(check: &ActiveCheck, node: &NodeRt, addr: &str) -> Outcome {
                 .map(str::to_string)
         })
         .unwrap_or_else(|| addr.to_string());
+    let Some(config) = tls else {
+        return http_get(check, &host, stream).await;
+    };
+    // The name the node's certificate is checked against: the upstream's, else the host.
+    let Some(name) = node
+        .tls_name
+        .clone()
+        .or_else(|| crate::transport::server_name(&host))
+    else {
+        return Outcome::TcpFailure;
+    };
+    match tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, stream)
+        .await
+    {
+        Ok(stream) => http_get(check, &host, stream).await,
+        Err(e) => {
+            tracing::debug!(node = %addr, error = %e, "https health probe: TLS handshake failed");
+            Outcome::TcpFailure
+        }
+    }
+}
+
+async fn http_get<S>(check: &ActiveCheck, host: &str, mut stream: S) -> Outcome
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let mut request = format!(
         "GET {} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: gateway-health-check\r\nConnection: close\r\n",
         check.http_path

@@ -15,6 +15,8 @@ pub struct Transport {
     /// Tells pooled connections of different TLS settings apart (0 in the clear): a
     /// connection verified against one CA is not reused for an upstream trusting another.
     pub tag: u64,
+    /// `tls.ca`, kept for the health checker's probes.
+    ca: Option<String>,
 }
 
 impl Transport {
@@ -23,7 +25,18 @@ impl Transport {
             scheme: Scheme::Http,
             tls: None,
             tag: 0,
+            ca: None,
         }
+    }
+
+    /// The TLS settings of `https` health probes: HTTP/1.1 whatever the upstream speaks,
+    /// checked against the upstream's CA (or the system's) unless `verify` is off.
+    pub fn probe_config(&self, verify: bool) -> Result<Arc<ClientConfig>, String> {
+        Ok(match (verify, &self.ca) {
+            (false, _) => Arc::new(insecure_config(b"http/1.1")),
+            (true, Some(pem)) => Arc::new(ca_config(pem, b"http/1.1")?),
+            (true, None) => system_config(false),
+        })
     }
 
     pub fn http2(&self) -> bool {
@@ -38,6 +51,7 @@ impl Transport {
                 scheme: def.scheme,
                 tls: None,
                 tag: 0,
+                ca: None,
             });
         }
         let alpn: &[u8] = if def.scheme.is_http2() {
@@ -62,6 +76,7 @@ impl Transport {
             scheme: def.scheme,
             tls: Some(config),
             tag,
+            ca: ca.map(str::to_string),
         })
     }
 }

@@ -3,7 +3,7 @@
 //!
 //! Missing fields take APISIX's defaults at parse time, so readers never need to know them.
 //! APISIX writes those defaults into what it stores, which is why fields without an effect
-//! here (`concurrency`, `https_verify_certificate`, `passive.type`) are still accepted.
+//! here (`concurrency`, `passive.type`) are still accepted.
 use crate::ValidationError;
 use serde::Deserialize;
 use std::time::Duration;
@@ -197,12 +197,6 @@ impl ActiveCheck {
     }
 
     fn validate(&self) -> Result<(), ValidationError> {
-        if self.kind == CheckType::Https {
-            return Err(ValidationError::new(
-                "type",
-                "\"https\" probes are not supported yet; supported: \"http\", \"tcp\"",
-            ));
-        }
         if !(self.timeout.is_finite() && self.timeout > 0.0 && self.timeout <= MAX_SECONDS) {
             return Err(ValidationError::new(
                 "timeout",

@@ -91,13 +91,14 @@ impl Keyring {
             return Ok(stored.to_string());
         }
         if self.keys.is_empty() {
-            return Err("it is encrypted (not PEM) and no --data-encryption-keys \
-                 (DATA_ENCRYPTION_KEYS) are configured"
-                .into());
+            return Err(
+                "no --data-encryption-keys (DATA_ENCRYPTION_KEYS) are configured to decrypt it"
+                    .into(),
+            );
         }
         let bytes = STANDARD
             .decode(stored.trim())
-            .map_err(|_| "it is neither PEM nor an encrypted value (not base64)".to_string())?;
+            .map_err(|_| "it is not base64".to_string())?;
         for key in &self.keys {
             if let Some(text) = decrypt_gcm(key, &bytes) {
                 return Ok(text);

@@ -119,11 +119,11 @@ impl Ssl {
     pub fn decrypt_keys(&mut self, keyring: &Keyring) -> Result<(), ValidationError> {
         self.key = keyring
             .decrypt(&self.key)
-            .map_err(|e| ValidationError::new("key", format!("cannot be decrypted: {e}")))?;
+            .map_err(|e| ValidationError::new("key", undecryptable(&e)))?;
         for (i, key) in self.keys.iter_mut().flatten().enumerate() {
-            *key = keyring.decrypt(key).map_err(|e| {
-                ValidationError::new(format!("keys[{i}]"), format!("cannot be decrypted: {e}"))
-            })?;
+            *key = keyring
+                .decrypt(key)
+                .map_err(|e| ValidationError::new(format!("keys[{i}]"), undecryptable(&e)))?;
         }
         Ok(())
     }
@@ -139,6 +139,10 @@ impl Ssl {
         }
         Ok(validity)
     }
+}
+
+fn undecryptable(reason: &str) -> String {
+    format!("is not a PEM private key, and cannot be decrypted as a stored one: {reason}")
 }
 
 fn check_pair(

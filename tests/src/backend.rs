@@ -27,6 +27,8 @@ pub struct BackendOptions {
     pub drop_second_request: bool,
     /// Answer every request with this status instead of 200 (a failing node).
     pub status: Option<u16>,
+    /// Serve HTTPS with this configuration (see [`crate::tls::server_config`]).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Backend {
@@ -62,6 +64,7 @@ impl Backend {
                 };
                 let (n, h, opts, dl) = (n.clone(), h.clone(), opts.clone(), dl.clone());
                 let on_conn = Arc::new(AtomicU64::new(0));
+                let tls = opts.tls.clone();
                 conns.spawn(async move {
                     let svc = hyper::service::service_fn(move |req: Request<Incoming>| {
                         let (n, h, opts, dl) = (n.clone(), h.clone(), opts.clone(), dl.clone());
@@ -83,10 +86,20 @@ impl Backend {
                             Ok::<_, std::io::Error>(resp)
                         }
                     });
-                    let io = hyper_util::rt::TokioIo::new(stream);
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(io, svc)
-                        .await;
+                    let http1 = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let io = hyper_util::rt::TokioIo::new(stream);
+                            let _ = http1.serve_connection(io, svc).await;
+                        }
+                        Some(config) => {
+                            let acceptor = tokio_rustls::TlsAcceptor::from(config);
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let io = hyper_util::rt::TokioIo::new(stream);
+                                let _ = http1.serve_connection(io, svc).await;
+                            }
+                        }
+                    }
                 });
             }
         });

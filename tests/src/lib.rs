@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod kube_api;
 pub mod load;
 pub mod stack;
+pub mod tls;
 pub mod ws;
 
 use std::io::Read;
@@ -444,6 +445,15 @@ impl Gateway {
         format!("http://{}{path}", self.http)
     }
 
+    /// The HTTPS listener's address (`--tls-listen`).
+    pub fn https(&self) -> SocketAddr {
+        self.args
+            .iter()
+            .find_map(|a| a.strip_prefix("--tls-listen="))
+            .and_then(|a| a.parse().ok())
+            .expect("started with --tls-listen")
+    }
+
     pub fn status_url(&self, path: &str) -> String {
         format!("http://{}{path}", self.status)
     }
@@ -488,6 +498,17 @@ pub struct AdminApi {
 
 impl AdminApi {
     pub fn start(etcd_endpoints: &str, prefix: &str, key: &str) -> AdminApi {
+        Self::start_with_env(etcd_endpoints, prefix, key, &[])
+    }
+
+    /// Like [`AdminApi::start`], with extra environment variables
+    /// (`DATA_ENCRYPTION_KEYS`, …).
+    pub fn start_with_env(
+        etcd_endpoints: &str,
+        prefix: &str,
+        key: &str,
+        env: &[(&str, &str)],
+    ) -> AdminApi {
         let dir = tempfile::tempdir().unwrap();
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut cmd = Command::new(bin("admin-api"));
@@ -495,7 +516,8 @@ impl AdminApi {
             .arg(format!("--etcd-prefix={prefix}"))
             .arg(format!("--listen={addr}"))
             .arg(format!("--admin-key={key}"))
-            .env("RUST_LOG", "info");
+            .env("RUST_LOG", "info")
+            .envs(env.iter().copied());
         let proc = Proc::spawn("admin-api", &mut cmd, dir.path());
         wait_for_tcp(addr, Duration::from_secs(20));
         AdminApi {

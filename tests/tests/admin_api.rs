@@ -104,7 +104,7 @@ async fn openapi_is_public_and_lists_every_path() {
     assert_eq!(status, 200);
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.0"));
     let paths = doc["paths"].as_object().unwrap();
-    for kind in ["routes", "services", "upstreams"] {
+    for kind in ["routes", "services", "upstreams", "ssls"] {
         let base = format!("/apisix/admin/{kind}");
         for m in ["get", "put", "post"] {
             assert!(paths[&base][m].is_object(), "{m} {base}");
@@ -146,7 +146,7 @@ async fn unknown_paths_kinds_and_methods_answer_json() {
         404,
         "unknown resource kind \"widgets\"",
     );
-    for kind in ["ssls", "consumers", "global_rules", "plugin_configs"] {
+    for kind in ["consumers", "global_rules", "plugin_configs"] {
         assert_error(
             admin.call("GET", &format!("/{kind}"), None).await,
             400,

@@ -354,11 +354,6 @@ fn invalid_checks() {
             "unknown field",
         ),
         (
-            active(json!({"type": "https"})),
-            "checks.active.type",
-            "not supported yet",
-        ),
-        (
             active(json!({"type": "udp"})),
             "checks.active.type",
             "unknown variant",
@@ -637,6 +632,7 @@ fn stored_fixtures_keep_parsing() {
             "route" => decode::<Route>(&bytes).map(|_| ()),
             "upstream" => decode::<Upstream>(&bytes).map(|_| ()),
             "service" => decode::<Service>(&bytes).map(|_| ()),
+            "ssl" => decode::<crate::Ssl>(&bytes).map(|_| ()),
             other => panic!("fixture {name}: unknown kind {other}"),
         };
         result.unwrap_or_else(|e| panic!("fixture {name}: {e}"));

@@ -282,3 +282,21 @@ fn encrypted_keys_decode_and_decrypt() {
     again.key = key.clone();
     assert_err(again.decrypt_keys(&wrong), "keys[0]", "cannot be decrypted");
 }
+
+/// An SSL as APISIX stores it with `data_encryption` (key `0123456789abcdef`): made with
+/// `openssl req -x509 -newkey ec …` and `openssl enc -aes-128-cbc -K … -iv … -base64 -A`;
+/// its validity dates are openssl's reading of the certificate.
+#[test]
+fn apisix_stored_ssl() {
+    let bytes = include_bytes!("../../fixtures/stored/ssl-apisix-encrypted.json");
+    let raw: Value = serde_json::from_slice(bytes).expect("json");
+    let mut ssl = decode::<Ssl>(bytes).expect("decodes");
+    assert_eq!(ssl.snis, ["apisix.test", "*.apisix.test"]);
+    assert!(ssl.check_pem().is_err(), "the key is encrypted");
+    let keyring = Keyring::new(&["0123456789abcdef".to_string()]).expect("keyring");
+    ssl.decrypt_keys(&keyring).expect("APISIX's format");
+    assert!(ssl.key.starts_with("-----BEGIN PRIVATE KEY-----"));
+    let validity = ssl.check_pem().expect("the key matches");
+    assert_eq!(Some(validity.not_before), raw["validity_start"].as_u64());
+    assert_eq!(Some(validity.not_after), raw["validity_end"].as_u64());
+}
