@@ -1,6 +1,6 @@
 //! Every etcd call of the sync: read what we own, apply a plan in fenced transactions.
 use crate::reconcile::{Op, Plan};
-use crate::translate::{MANAGED_BY, OWNER};
+use crate::translate::{LABEL_CONTROLLER, MANAGED_BY, OWNER};
 use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
 use model::key::{kind_prefix, range_end};
 use model::Kind;
@@ -45,13 +45,17 @@ pub async fn connect(
 /// What is under the prefix for the kinds we write.
 #[derive(Debug, Default)]
 pub struct Stored {
-    /// Keys labelled `managed-by: ingress-sync`, with their values.
+    /// Keys labelled `managed-by: ingress-sync` with our `--controller-name`, with their values.
     pub owned: BTreeMap<String, Value>,
     /// Every other key: never touched.
     pub others: BTreeSet<String>,
 }
 
-pub async fn read_stored(client: &mut Client, prefix: &str) -> Result<Stored, StoreError> {
+pub async fn read_stored(
+    client: &mut Client,
+    prefix: &str,
+    controller: &str,
+) -> Result<Stored, StoreError> {
     let mut stored = Stored::default();
     for kind in KINDS {
         let start = kind_prefix(prefix, kind);
@@ -68,7 +72,10 @@ pub async fn read_stored(client: &mut Client, prefix: &str) -> Result<Stored, St
                 let key = String::from_utf8_lossy(kv.key()).into_owned();
                 let value: Option<Value> = serde_json::from_slice(kv.value()).ok();
                 match value {
-                    Some(v) if v["labels"][MANAGED_BY] == OWNER => {
+                    Some(v)
+                        if v["labels"][MANAGED_BY] == OWNER
+                            && v["labels"][LABEL_CONTROLLER] == controller =>
+                    {
                         stored.owned.insert(key, v);
                     }
                     _ => {

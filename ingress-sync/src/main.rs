@@ -186,7 +186,7 @@ async fn sync(
             client.insert(etcd::connect(&args.etcd_endpoints, Some(Duration::from_secs(5))).await?)
         }
     };
-    let stored = etcd::read_stored(c, &args.etcd_prefix).await?;
+    let stored = etcd::read_stored(c, &args.etcd_prefix, &args.controller_name).await?;
     let mut values = desired.values.clone();
     values.extend(tls::seal(&desired.ssls, &stored.owned, keyring));
     let plan = reconcile::diff(

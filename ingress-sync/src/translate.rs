@@ -29,6 +29,9 @@ pub const OWNER: &str = "ingress-sync";
 pub const LABEL_KIND: &str = "k8s-kind";
 pub const LABEL_NAMESPACE: &str = "k8s-namespace";
 pub const LABEL_NAME: &str = "k8s-name";
+/// `--controller-name`: two installations (different controller names) sharing a prefix
+/// own disjoint sets of keys.
+pub const LABEL_CONTROLLER: &str = "ingress-controller";
 pub const SERVICE_NAME_LABEL: &str = "kubernetes.io/service-name";
 
 const PRIORITY_EXACT: i64 = 1;
@@ -364,7 +367,12 @@ pub fn translate(cluster: &Cluster, settings: &Settings) -> Desired {
     }
 
     out.ssls = crate::tls::ssls(&settings.prefix, &ours, &cluster.secrets, &mut out.warnings);
-    for (id, route) in routes {
+    for v in out.ssls.values_mut() {
+        v["labels"][LABEL_CONTROLLER] = json!(settings.selector.controller_name);
+    }
+    let controller = json!(settings.selector.controller_name);
+    for (id, mut route) in routes {
+        route["labels"][LABEL_CONTROLLER] = controller.clone();
         put(&mut out, Kind::Routes, &id, route, &settings.prefix);
     }
     for b in backends {
@@ -383,6 +391,8 @@ pub fn translate(cluster: &Cluster, settings: &Settings) -> Desired {
             "nodes": nodes,
             "labels": labels("Service", &b.namespace, &b.service),
         });
+        let mut upstream = upstream;
+        upstream["labels"][LABEL_CONTROLLER] = controller.clone();
         put(&mut out, Kind::Upstreams, &id, upstream, &settings.prefix);
     }
     out

@@ -381,6 +381,7 @@ fn every_value_is_valid_labelled_and_stable() {
             assert!(id.len() <= 64 && v["id"] == id, "{key}");
             assert_eq!(v["labels"][MANAGED_BY], OWNER, "{key}");
             assert!(v["labels"][LABEL_NAME].is_string(), "{key}");
+            assert_eq!(v["labels"][LABEL_CONTROLLER], "example.com/gw", "{key}");
             if key.starts_with("/g/routes/") {
                 model::codec::decode_value::<model::Route>(v).unwrap();
                 assert!(d.values.contains_key(&format!(
@@ -405,6 +406,7 @@ fn tls_secrets_become_ssls_and_bad_ones_are_reported() {
     assert!(ssl["cert"].as_str().unwrap().contains("BEGIN CERTIFICATE"));
     assert!(ssl["key"].as_str().unwrap().contains("PRIVATE KEY"));
     assert_eq!(ssl["labels"][LABEL_NAME], "good");
+    assert_eq!(ssl["labels"][LABEL_CONTROLLER], "example.com/gw");
     for (secret, why) in [
         ("opaque", "not \"kubernetes.io/tls\""),
         ("broken", "cert"),

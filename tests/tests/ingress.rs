@@ -64,13 +64,17 @@ impl Env {
         Ok(body["backend"].as_str().unwrap_or_default().to_string())
     }
 
-    /// The keys under the prefix labelled as ingress-sync's.
+    /// The keys under the prefix labelled as this ingress-sync's (our controller name).
     fn owned_keys(&self) -> Vec<String> {
         let out = self.etcd.ctl(&["get", "--prefix", &format!("{PREFIX}/")]);
         let lines: Vec<&str> = out.lines().collect();
         lines
             .chunks(2)
-            .filter(|kv| kv.len() == 2 && kv[1].contains("\"managed-by\":\"ingress-sync\""))
+            .filter(|kv| {
+                kv.len() == 2
+                    && kv[1].contains("\"managed-by\":\"ingress-sync\"")
+                    && kv[1].contains(&format!("\"ingress-controller\":\"{CONTROLLER}\""))
+            })
             .map(|kv| kv[0].to_string())
             .collect()
     }
@@ -108,11 +112,17 @@ async fn ingress_lifecycle_routes_scales_and_cleans_up() {
     let (a, b) = (Backend::start("a").await, Backend::start("b").await);
     env.kube.apply(service("app"));
     env.kube.apply(slice("app", &a));
-    // A key someone else wrote is never touched.
+    // Keys someone else wrote — by hand, or another installation of ingress-sync with its
+    // own controller name — are never touched.
     env.etcd.ctl(&[
         "put",
         &format!("{PREFIX}/routes/mine"),
         r#"{"id":"mine","uri":"/mine","upstream":{"nodes":{"127.0.0.1:1":1}}}"#,
+    ]);
+    env.etcd.ctl(&[
+        "put",
+        &format!("{PREFIX}/routes/theirs"),
+        r#"{"id":"theirs","uri":"/theirs","upstream":{"nodes":{"127.0.0.1:1":1}},"labels":{"managed-by":"ingress-sync","ingress-controller":"other.example/sync"}}"#,
     ]);
     let sync = env.sync(&[]);
 
