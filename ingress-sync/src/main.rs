@@ -1,45 +1,208 @@
-//! ingress-sync: Kubernetes Ingress -> etcd keys. Flags are final; the sync loop is not built yet.
-use clap::Parser;
+//! ingress-sync: Kubernetes Ingresses -> the gateway's etcd keys. See docs/ingress-sync.md.
+//!
+//! Wiring only: watchers fill stores (`kube_watch`), a coalesced trigger wakes the loop,
+//! which — while this replica leads (`leader`) — translates the stores (`translate`, pure),
+//! diffs against what we own in etcd (`reconcile`, pure) and applies it (`etcd`), then
+//! patches Ingress status (`status`).
+mod config;
+mod endpoints;
+mod etcd;
+mod kube_watch;
+mod leader;
+mod reconcile;
+mod select;
+mod status;
+mod tls;
+mod translate;
 
-#[derive(Parser, Debug)]
-#[command(
-    version,
-    about = "Sync Kubernetes Ingresses into the gateway's etcd keys"
-)]
-struct Args {
-    #[arg(
-        long,
-        env = "ETCD_ENDPOINTS",
-        default_value = "http://127.0.0.1:2379",
-        value_delimiter = ','
-    )]
-    etcd_endpoints: Vec<String>,
-    #[arg(long, env = "ETCD_PREFIX", default_value = "/gateway")]
-    etcd_prefix: String,
-    #[arg(long, env = "LOG_FORMAT", default_value = "text")]
-    log_format: String,
-    #[arg(long, env = "KUBECONFIG")]
-    kubeconfig: Option<String>,
-    #[arg(long, env = "INGRESS_CLASS", default_value = "gateway")]
-    ingress_class: String,
-    #[arg(
-        long,
-        env = "INGRESS_CONTROLLER_NAME",
-        default_value = "gateway.dev/ingress-sync"
-    )]
-    controller_name: String,
-    #[arg(long, env = "PUBLISH_ADDRESS")]
-    publish_address: Option<String>,
-    #[arg(long, env = "DATA_ENCRYPTION_KEYS", value_delimiter = ',')]
-    data_encryption_keys: Vec<String>,
+use anyhow::Context;
+use clap::Parser;
+use config::Args;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::{watch, Notify};
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
 }
 
-fn main() -> anyhow::Result<()> {
+async fn kube_client(args: &Args) -> anyhow::Result<kube::Client> {
+    let config = match &args.kubeconfig {
+        Some(path) => {
+            let kc = Kubeconfig::read_from(path).with_context(|| format!("reading {path}"))?;
+            kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default()).await?
+        }
+        None => kube::Config::incluster().context("no --kubeconfig and not in a cluster")?,
+    };
+    Ok(kube::Client::try_from(config)?)
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::bail!(
-        "ingress-sync is not implemented yet (would sync class {:?} into {} at {:?})",
-        args.ingress_class,
-        args.etcd_prefix,
-        args.etcd_endpoints
-    )
+    init_logging(&args.log_format);
+    let keyring = model::Keyring::new(&args.data_encryption_keys).map_err(anyhow::Error::msg)?;
+    if keyring.is_empty() {
+        tracing::warn!(
+            "no --data-encryption-keys (DATA_ENCRYPTION_KEYS): TLS private keys from Secrets \
+             are stored in etcd in plaintext"
+        );
+    }
+    let client = kube_client(&args).await?;
+    let trigger = Arc::new(Notify::new());
+    let stores = kube_watch::Stores::start(&client, &trigger);
+
+    let identity = format!(
+        "{}-{}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "ingress-sync".into()),
+        std::process::id()
+    );
+    let (leader_tx, leader_rx) = watch::channel::<leader::Leadership>(None);
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let election = tokio::spawn(leader::run(
+        args.etcd_endpoints.clone(),
+        args.election_name(),
+        identity,
+        args.leader_ttl,
+        leader_tx,
+        stop_rx,
+    ));
+
+    let settings = translate::Settings {
+        prefix: args.etcd_prefix.clone(),
+        selector: select::Selector {
+            controller_name: args.controller_name.clone(),
+            ingress_class: args.ingress_class.clone(),
+        },
+        allow_external_name: args.allow_external_name,
+    };
+    tokio::select! {
+        () = run(&args, &client, &stores, &settings, &keyring, &trigger, leader_rx) => {}
+        () = shutdown_signal() => tracing::info!("stopping"),
+    }
+    // Resign (revoke the lease) so that another replica takes over at once.
+    stop_tx.send_replace(true);
+    let _ = tokio::time::timeout(Duration::from_secs(3), election).await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = ctrl_c.await;
+        }
+    }
+}
+
+/// The sync loop: wait for a change (or leadership, or the resync period), then, while
+/// leading, translate, reconcile, patch status.
+async fn run(
+    args: &Args,
+    client: &kube::Client,
+    stores: &kube_watch::Stores,
+    settings: &translate::Settings,
+    keyring: &model::Keyring,
+    trigger: &Notify,
+    mut leader_rx: watch::Receiver<leader::Leadership>,
+) {
+    stores.wait_ready().await;
+    tracing::info!("kubernetes stores listed");
+
+    let mut etcd_client = None;
+    let mut last_warnings = Vec::new();
+    loop {
+        let fence = leader_rx.borrow_and_update().clone();
+        let mut retry = false;
+        if let Some(fence) = fence {
+            let cluster = stores.snapshot();
+            let desired = translate::translate(&cluster, settings);
+            if desired.warnings != last_warnings {
+                for w in &desired.warnings {
+                    tracing::warn!("{w}");
+                }
+                last_warnings = desired.warnings.clone();
+            }
+            match sync(args, &mut etcd_client, &desired, keyring, &fence).await {
+                Ok(()) => {
+                    if let Some(addr) = &args.publish_address {
+                        status::update(client, &cluster.ingresses, &desired.served, addr).await;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sync failed; retrying");
+                    etcd_client = None;
+                    retry = true;
+                }
+            }
+        }
+        let wait = if retry {
+            Duration::from_secs(1)
+        } else {
+            args.resync()
+        };
+        tokio::select! {
+            _ = trigger.notified() => {}
+            _ = leader_rx.changed() => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        // Let the rest of a burst arrive; the Notify permit folds it into one more pass.
+        tokio::time::sleep(args.debounce()).await;
+    }
+}
+
+/// One reconcile: read what we own, write the difference.
+async fn sync(
+    args: &Args,
+    client: &mut Option<etcd_client::Client>,
+    desired: &translate::Desired,
+    keyring: &model::Keyring,
+    fence: &(Vec<u8>, i64),
+) -> anyhow::Result<()> {
+    let c = match client {
+        Some(c) => c,
+        None => {
+            client.insert(etcd::connect(&args.etcd_endpoints, Some(Duration::from_secs(5))).await?)
+        }
+    };
+    let stored = etcd::read_stored(c, &args.etcd_prefix, &args.controller_name).await?;
+    let mut values = desired.values.clone();
+    values.extend(tls::seal(&desired.ssls, &stored.owned, keyring));
+    let plan = reconcile::diff(
+        &args.etcd_prefix,
+        &values,
+        &stored.owned,
+        &stored.others,
+        now(),
+    );
+    for key in &plan.foreign {
+        tracing::warn!(key, "key exists and is not ours; left alone");
+    }
+    if plan.ops.is_empty() {
+        return Ok(());
+    }
+    etcd::apply(c, &plan, Some((&fence.0, fence.1))).await?;
+    tracing::info!(ops = plan.ops.len(), "etcd updated");
+    Ok(())
 }

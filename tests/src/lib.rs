@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod dns;
 pub mod grpc;
+pub mod kube_api;
 pub mod load;
 pub mod stack;
 pub mod tls;
@@ -570,5 +571,41 @@ impl AdminApi {
             "{method} {path}: {status} {json}"
         );
         json
+    }
+}
+
+/// A running `ingress-sync` binary, pointed at a kubeconfig (the stand-in API server of
+/// [`kube_api`]) and an etcd.
+pub struct IngressSync {
+    pub proc: Proc,
+    _dir: tempfile::TempDir,
+}
+
+impl IngressSync {
+    pub fn start(
+        etcd_endpoints: &str,
+        prefix: &str,
+        kubeconfig: &Path,
+        extra: &[&str],
+    ) -> IngressSync {
+        let dir = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(bin("ingress-sync"));
+        cmd.arg(format!("--etcd-endpoints={etcd_endpoints}"))
+            .arg(format!("--etcd-prefix={prefix}"))
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(extra)
+            .env("RUST_LOG", "info,kube=warn");
+        let proc = Proc::spawn("ingress-sync", &mut cmd, dir.path());
+        IngressSync { proc, _dir: dir }
+    }
+
+    pub fn is_leader(&self) -> bool {
+        let log = self.proc.log();
+        log.matches("elected leader").count() > log.matches("leadership lost").count()
+    }
+
+    /// How many times it wrote to etcd.
+    pub fn writes(&self) -> usize {
+        self.proc.log().matches("etcd updated").count()
     }
 }
