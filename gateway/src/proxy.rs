@@ -43,8 +43,11 @@ pub async fn handle(
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> Response<RespBody> {
+    let grpc = is_grpc(&req);
     let resp = match route_and_forward(&shared, conn, req).await {
         Ok(r) => r,
+        // gRPC clients read a status from trailers, not an HTTP error page.
+        Err(e) if grpc => e.into_grpc_response(),
         Err(e) => e.into_response(),
     };
     shared.metrics.response(resp.status().as_u16());
@@ -84,6 +87,56 @@ impl ProxyError {
     pub fn into_response(self) -> Response<RespBody> {
         json_response(self.status(), &self.to_string())
     }
+
+    /// A trailers-only gRPC answer (HTTP 200, `grpc-status`, `grpc-message`), with the
+    /// gRPC code a client would infer from the HTTP status (gRPC's
+    /// `http-grpc-status-mapping`), so it reports "unavailable" rather than a protocol
+    /// error.
+    pub fn into_grpc_response(self) -> Response<RespBody> {
+        let code = grpc_code(self.status().as_u16());
+        let mut resp = Response::new(full(Bytes::new()));
+        let h = resp.headers_mut();
+        h.insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("application/grpc"),
+        );
+        h.insert("grpc-status", HeaderValue::from(code));
+        if let Ok(v) = HeaderValue::from_str(&grpc_percent_encode(&self.to_string())) {
+            h.insert("grpc-message", v);
+        }
+        resp
+    }
+}
+
+/// gRPC's mapping of HTTP statuses to codes, as clients apply it.
+fn grpc_code(http: u16) -> u16 {
+    match http {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
+/// `grpc-message` is percent-encoded outside printable ASCII (and `%` itself).
+fn grpc_percent_encode(msg: &str) -> String {
+    let mut out = String::with_capacity(msg.len());
+    for b in msg.bytes() {
+        if (0x20..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+fn is_grpc<B>(req: &Request<B>) -> bool {
+    req.headers()
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
 pub fn json_response(status: StatusCode, msg: &str) -> Response<RespBody> {

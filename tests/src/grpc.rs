@@ -98,6 +98,47 @@ impl GrpcBackend {
         GrpcBackend { addr, task }
     }
 
+    /// The same service over TLS (ALPN `h2`) with `tls`, for `grpcs` upstreams.
+    pub async fn start_tls(name: &str, tls: std::sync::Arc<rustls::ServerConfig>) -> GrpcBackend {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let routes = tonic::service::Routes::new(EchoServer::new(Service {
+            name: name.to_string(),
+        }));
+        let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+        let task = tokio::spawn(async move {
+            let mut conns = tokio::task::JoinSet::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                let (acceptor, routes) = (acceptor.clone(), routes.clone());
+                conns.spawn(async move {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let svc = hyper::service::service_fn(
+                        move |req: http::Request<hyper::body::Incoming>| {
+                            let mut routes = routes.clone();
+                            async move {
+                                use tonic::codegen::Service;
+                                type Req = http::Request<hyper::body::Incoming>;
+                                std::future::poll_fn(|cx| {
+                                    Service::<Req>::poll_ready(&mut routes, cx)
+                                })
+                                .await?;
+                                routes.call(req).await
+                            }
+                        },
+                    );
+                    let _ = hyper::server::conn::http2::Builder::new(
+                        hyper_util::rt::TokioExecutor::new(),
+                    )
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+                });
+            }
+        });
+        GrpcBackend { addr, task }
+    }
+
     pub fn node(&self) -> String {
         self.addr.to_string()
     }

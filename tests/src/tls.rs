@@ -68,6 +68,15 @@ fn common_name(name: &str) -> DistinguishedName {
 
 /// A rustls server configuration serving `cert`/`key` (PEM), for test HTTPS backends.
 pub fn server_config(cert: &str, key: &str) -> std::sync::Arc<rustls::ServerConfig> {
+    server_config_alpn(cert, key, b"http/1.1")
+}
+
+/// [`server_config`] offering `alpn` (`h2` for gRPC over TLS).
+pub fn server_config_alpn(
+    cert: &str,
+    key: &str,
+    alpn: &[u8],
+) -> std::sync::Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
         .collect::<Result<Vec<_>, _>>()
@@ -80,7 +89,7 @@ pub fn server_config(cert: &str, key: &str) -> std::sync::Arc<rustls::ServerConf
         .with_no_client_auth()
         .with_single_cert(chain, key)
         .unwrap();
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![alpn.to_vec()];
     std::sync::Arc::new(config)
 }
 

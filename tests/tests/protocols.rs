@@ -230,6 +230,82 @@ async fn grpc_unary_and_streaming_keep_status_and_trailers() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcs_upstream_over_tls_is_verified() {
+    let s = Stack::start(&[]).await;
+    let ca = e2e::tls::TestCa::new("grpc ca");
+    let (cert, key) = ca.leaf(&["grpc.internal"]);
+    let node =
+        GrpcBackend::start_tls("grpc-tls", e2e::tls::server_config_alpn(&cert, &key, b"h2")).await;
+    let upstream = |ca_pem: String| {
+        json!({"scheme": "grpcs", "nodes": {node.node(): 1}, "tls": {"ca": ca_pem},
+               "pass_host": "rewrite", "upstream_host": "grpc.internal"})
+    };
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/echo",
+            Some(json!({"uri": "/test.echo.Echo/*", "upstream": upstream(ca.pem())})),
+        )
+        .await;
+    s.gw.wait_routes(1).await;
+    let mut client = EchoClient::connect(format!("http://{}", s.gw.http))
+        .await
+        .unwrap();
+    let reply = client
+        .unary(EchoRequest {
+            message: "secure".into(),
+            fail_with: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.served_by, "grpc-tls");
+    let status = client
+        .unary(EchoRequest {
+            message: String::new(),
+            fail_with: tonic::Code::PermissionDenied as i32,
+        })
+        .await
+        .expect_err("the node fails the call");
+    assert_eq!(status.code(), tonic::Code::PermissionDenied);
+    assert_eq!(status.metadata().get(TRAILER).unwrap(), "grpc-tls");
+
+    // Trusting another CA, the gateway refuses the node, and tells the gRPC client so
+    // with a gRPC status (not an HTTP error page it cannot read).
+    let other = e2e::tls::TestCa::new("other ca");
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/echo",
+            Some(json!({"uri": "/test.echo.Echo/*", "upstream": upstream(other.pem())})),
+        )
+        .await;
+    eventually(Duration::from_secs(3), "untrusted node refused", || async {
+        let mut c = client.clone();
+        let r = c
+            .unary(EchoRequest {
+                message: "x".into(),
+                fail_with: 0,
+            })
+            .await;
+        matches!(r, Err(ref st) if st.code() == tonic::Code::Unavailable
+            && st.message().contains("no upstream node could be reached"))
+    })
+    .await;
+    s.admin.ok("DELETE", "/routes/echo", None).await;
+    s.gw.wait_routes(0).await;
+    let st = client
+        .unary(EchoRequest {
+            message: "x".into(),
+            fail_with: 0,
+        })
+        .await
+        .expect_err("no route");
+    assert_eq!(st.code(), tonic::Code::Unimplemented);
+    assert_eq!(st.message(), "404 Route Not Found");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_plugin() {
     let s = Stack::start(&[]).await;
     let backend = Backend::start("plain").await;
