@@ -220,10 +220,12 @@ async fn route_and_forward(
             .map(|on| (on, protocol)),
         _ => None,
     };
-    let te_trailers = parts.headers.get_all(TE).iter().any(|v| {
-        v.to_str()
-            .is_ok_and(|v| v.to_ascii_lowercase().contains("trailers"))
-    });
+    // Only HTTP/2 upstreams are told about trailers (TE is hop-by-hop otherwise).
+    let te_trailers = upstream.transport.http2()
+        && parts.headers.get_all(TE).iter().any(|v| {
+            v.to_str()
+                .is_ok_and(|v| v.to_ascii_lowercase().contains("trailers"))
+        });
     strip_hop_by_hop(&mut parts.headers);
     let upgrade = upgrade.map(|(on, protocol)| {
         parts
@@ -283,7 +285,10 @@ async fn route_and_forward(
 /// The protocol a request asks to upgrade to, when it is a WebSocket handshake
 /// (`Connection: upgrade` and `Upgrade: websocket`, HTTP/1.1).
 fn websocket_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
-    if parts.version != Version::HTTP_11 {
+    // Most requests carry no Upgrade header: decided by one lookup.
+    let protocol = parts.headers.get(UPGRADE)?;
+    if parts.version != Version::HTTP_11 || !protocol.as_bytes().eq_ignore_ascii_case(b"websocket")
+    {
         return None;
     }
     let connection_upgrade = parts.headers.get_all(CONNECTION).iter().any(|v| {
@@ -292,9 +297,7 @@ fn websocket_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
                 .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
         })
     });
-    let protocol = parts.headers.get(UPGRADE)?;
-    (connection_upgrade && protocol.as_bytes().eq_ignore_ascii_case(b"websocket"))
-        .then(|| protocol.clone())
+    connection_upgrade.then(|| protocol.clone())
 }
 
 fn redirect_response(code: u16, location: &str) -> Response<RespBody> {
@@ -739,4 +742,67 @@ fn into_client_response(
         in_flight,
     );
     Response::from_parts(parts, body.boxed_unsync())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn websocket_handshakes() {
+        let cases: &[(Version, &[(&str, &str)], bool)] = &[
+            (
+                Version::HTTP_11,
+                &[("connection", "Upgrade"), ("upgrade", "websocket")],
+                true,
+            ),
+            (
+                Version::HTTP_11,
+                &[
+                    ("connection", "keep-alive, upgrade"),
+                    ("upgrade", "WebSocket"),
+                ],
+                true,
+            ),
+            (Version::HTTP_11, &[("upgrade", "websocket")], false),
+            (
+                Version::HTTP_11,
+                &[("connection", "upgrade"), ("upgrade", "h2c")],
+                false,
+            ),
+            (
+                Version::HTTP_10,
+                &[("connection", "upgrade"), ("upgrade", "websocket")],
+                false,
+            ),
+            (Version::HTTP_11, &[("connection", "upgrade")], false),
+        ];
+        for (version, headers, want) in cases {
+            let mut req = Request::builder().version(*version).uri("/ws");
+            for (k, v) in *headers {
+                req = req.header(*k, *v);
+            }
+            let (parts, ()) = req.body(()).unwrap().into_parts();
+            assert_eq!(websocket_upgrade(&parts).is_some(), *want, "{headers:?}");
+        }
+    }
+
+    #[test]
+    fn grpc_statuses() {
+        for (http, code) in [
+            (404, 12),
+            (502, 14),
+            (503, 14),
+            (504, 14),
+            (400, 13),
+            (408, 2),
+        ] {
+            assert_eq!(grpc_code(http), code, "{http}");
+        }
+        assert_eq!(grpc_percent_encode("50% done\n"), "50%25 done%0A");
+        let resp = ProxyError::NoRoute.into_grpc_response();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["grpc-status"], "12");
+        assert_eq!(resp.headers()["grpc-message"], "404 Route Not Found");
+    }
 }
