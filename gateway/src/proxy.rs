@@ -750,7 +750,8 @@ mod tests {
 
     #[test]
     fn websocket_handshakes() {
-        let cases: &[(Version, &[(&str, &str)], bool)] = &[
+        type Case<'a> = (Version, &'a [(&'a str, &'a str)], bool);
+        let cases: &[Case] = &[
             (
                 Version::HTTP_11,
                 &[("connection", "Upgrade"), ("upgrade", "websocket")],
