@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 root=$(pwd)
 
 scripts/install-deps.sh
-cargo build --release --locked --bins
+# Only what the stack runs: ingress-sync (and its Kubernetes crates) would add minutes.
+cargo build --release --locked -p gateway -p admin-api -p e2e --bin gateway --bin admin-api --bin echo-backend
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
 export ADMIN_KEY="${ADMIN_KEY:-demo-admin-key}"
