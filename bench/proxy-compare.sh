@@ -12,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 duration=${1:-10}
 scripts/install-deps.sh nginx haproxy wrk
-cargo build --release --locked --bins >/dev/null
+cargo build --release --locked -p gateway -p e2e --bin gateway --bin echo-backend >/dev/null
 bin=${CARGO_TARGET_DIR:-$(pwd)/target}/release
 
 work=$(mktemp -d)

@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 seconds=${1:-20}
 interval_ms=${2:-100}
 scripts/install-deps.sh nginx haproxy
-cargo build --release --locked --bins >/dev/null
+cargo build --release --locked -p gateway -p admin-api -p e2e --bins >/dev/null
 bin=${CARGO_TARGET_DIR:-$(pwd)/target}/release
 work=$(mktemp -d)
 pids=()
