@@ -100,16 +100,20 @@ impl Pool {
             }
             c.reused = true;
             c.idle_for = c.idle_since.elapsed();
-            // An HTTP/2 connection stays in the pool for every other request meanwhile.
+            // An HTTP/2 connection stays in the pool for every other request meanwhile,
+            // until it has carried `requests` of them (counted here, on the pooled one).
             if let Sender::Http2(tx) = &c.tx {
-                list.push(Conn {
-                    addr: c.addr.clone(),
-                    tx: Sender::Http2(tx.clone()),
-                    uses: c.uses,
-                    reused: false,
-                    idle_for: Duration::ZERO,
-                    idle_since: Instant::now(),
-                });
+                c.uses += 1;
+                if c.uses < settings.requests {
+                    list.push(Conn {
+                        addr: c.addr.clone(),
+                        tx: Sender::Http2(tx.clone()),
+                        uses: c.uses,
+                        reused: false,
+                        idle_for: Duration::ZERO,
+                        idle_since: Instant::now(),
+                    });
+                }
             }
             return Some(c);
         }

@@ -536,6 +536,14 @@ async fn send_to_node(
         // The read timeout covers the wait for the response once the body has been sent.
         let read_deadline = async {
             if let Some(p) = &ex.progress {
+                // Until the node takes the body up at all (an HTTP/2 node with every
+                // stream in use queues it), the send timeout bounds the wait.
+                if tokio::time::timeout(timeout.send(), p.started())
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
                 p.finished().await;
             }
             tokio::time::sleep(timeout.read()).await;

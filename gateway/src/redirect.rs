@@ -43,7 +43,8 @@ pub fn location(r: &Redirect, vars: &dyn VarSource, https_port: u16) -> Option<S
 }
 
 fn bracket_v6(host: &str) -> String {
-    if host.contains(':') {
+    // `host` keeps the brackets of `[::1]`; a bare v6 literal needs them in a URL.
+    if host.contains(':') && !host.starts_with('[') {
         format!("[{host}]")
     } else {
         host.to_string()
@@ -80,6 +81,11 @@ mod tests {
             ("uri", "/a/b"),
             ("request_uri", "/a/b"),
         ]));
+        let v6 = Vars(HashMap::from([
+            ("scheme", "http"),
+            ("host", "[::1]"),
+            ("request_uri", "/a"),
+        ]));
         let cases: &[(serde_json::Value, &Vars, u16, Option<&str>)] = &[
             (
                 json!({"http_to_https": true}),
@@ -94,6 +100,12 @@ mod tests {
                 Some("https://foo.com:9443/a/b?x=1"),
             ),
             (json!({"http_to_https": true}), &https, 9443, None),
+            (
+                json!({"http_to_https": true}),
+                &v6,
+                443,
+                Some("https://[::1]/a"),
+            ),
             (json!({"uri": "/new$uri"}), &http, 443, Some("/new/a/b")),
             (
                 json!({"uri": "/new", "append_query_string": true}),

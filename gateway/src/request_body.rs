@@ -17,6 +17,8 @@ use tokio::time::{Instant, Sleep};
 /// Shared between the body (which sends) and the proxy (which waits for the answer).
 #[derive(Default)]
 pub struct Progress {
+    /// The upstream connection has started taking the body.
+    started: AtomicBool,
     done: AtomicBool,
     stalled: AtomicBool,
     notify: Notify,
@@ -31,6 +33,24 @@ impl Progress {
                 return;
             }
             notified.await;
+        }
+    }
+
+    /// Resolves once the upstream connection asks for the body (an HTTP/2 node may
+    /// queue a stream for a while first), or it is finished.
+    pub async fn started(&self) {
+        loop {
+            let notified = self.notify.notified();
+            if self.started.load(Ordering::Acquire) || self.done.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    fn start(&self) {
+        if !self.started.swap(true, Ordering::AcqRel) {
+            self.notify.notify_waiters();
         }
     }
 
@@ -84,6 +104,9 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        if this.deadline.is_none() {
+            this.progress.start();
+        }
         match Pin::new(&mut this.inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = this.deadline.as_mut() {

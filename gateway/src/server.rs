@@ -246,7 +246,11 @@ impl Connections {
                 }
                 async move {
                     let mut resp = proxy::handle(shared, info, req).await;
-                    if http1 && draining.load(Ordering::Relaxed) {
+                    // A 101 keeps its `Connection: upgrade`: the socket becomes a tunnel.
+                    if http1
+                        && draining.load(Ordering::Relaxed)
+                        && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS
+                    {
                         resp.headers_mut()
                             .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }

@@ -83,6 +83,12 @@ pub struct GrpcBackend {
 
 impl GrpcBackend {
     pub async fn start(name: &str) -> GrpcBackend {
+        Self::start_limited(name, None).await
+    }
+
+    /// [`GrpcBackend::start`] allowing at most `streams` concurrent streams per
+    /// connection (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
+    pub async fn start_limited(name: &str, streams: Option<u32>) -> GrpcBackend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let svc = EchoServer::new(Service {
@@ -91,6 +97,7 @@ impl GrpcBackend {
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let task = tokio::spawn(async move {
             let _ = tonic::transport::Server::builder()
+                .max_concurrent_streams(streams)
                 .add_service(svc)
                 .serve_with_incoming(incoming)
                 .await;

@@ -306,6 +306,65 @@ async fn grpcs_upstream_over_tls_is_verified() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_http2_connection_does_not_stall_new_calls() {
+    let s = Stack::start(&[]).await;
+    // One stream per connection: an open call fills the node's only pooled connection.
+    let node = GrpcBackend::start_limited("one-stream", Some(1)).await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/echo",
+            Some(json!({"uri": "/test.echo.Echo/*",
+                        "timeout": {"connect": 1, "send": 1, "read": 30},
+                        "upstream": {"scheme": "grpc", "nodes": {node.node(): 1}}})),
+        )
+        .await;
+    s.gw.wait_routes(1).await;
+    let url = format!("http://{}", s.gw.http);
+    let mut holder = EchoClient::connect(url.clone()).await.unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let outbound =
+        futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) });
+    let mut open = holder.chat(outbound).await.unwrap().into_inner();
+    tx.send(EchoRequest {
+        message: "hold".into(),
+        fail_with: 0,
+    })
+    .await
+    .unwrap();
+    assert_eq!(open.message().await.unwrap().unwrap().message, "hold");
+
+    // A call with a body cannot get a stream on that connection: the gateway does not
+    // queue it there (the pooled connection is not ready within 100 ms) but opens another.
+    let mut other = EchoClient::connect(url).await.unwrap();
+    let started = std::time::Instant::now();
+    let call = other.unary(EchoRequest {
+        message: "queued".into(),
+        fail_with: 0,
+    });
+    let reply = tokio::time::timeout(Duration::from_secs(10), call)
+        .await
+        .expect("the call is not stuck behind the open one")
+        .unwrap()
+        .into_inner();
+    assert_eq!(reply.message, "queued");
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    // The open call is unaffected.
+    tx.send(EchoRequest {
+        message: "still".into(),
+        fail_with: 0,
+    })
+    .await
+    .unwrap();
+    assert_eq!(open.message().await.unwrap().unwrap().message, "still");
+    drop(tx);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redirect_plugin() {
     let s = Stack::start(&[]).await;
     let backend = Backend::start("plain").await;
