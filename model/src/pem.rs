@@ -5,9 +5,8 @@ use rustls::pki_types::CertificateDer;
 /// Every certificate in a PEM text, in order; an error for a block that does not parse.
 pub fn certificates(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
     CertificateDer::pem_slice_iter(pem.as_bytes())
-        .enumerate()
-        .map(|(i, c)| c.map_err(|e| format!("certificate {i} is not valid PEM: {e}")))
-        .collect()
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("is not a PEM certificate: {e}"))
 }
 
 #[cfg(test)]

@@ -199,9 +199,7 @@ fn checked_key(cert_pem: &str, key_pem: &str) -> Result<CertifiedKey, CheckError
 }
 
 fn parse_chain(pem: &str) -> Result<Vec<CertificateDer<'static>>, String> {
-    let chain = CertificateDer::pem_slice_iter(pem.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("is not a PEM certificate: {e}"))?;
+    let chain = crate::pem::certificates(pem)?;
     if chain.is_empty() {
         return Err("holds no PEM CERTIFICATE block".into());
     }

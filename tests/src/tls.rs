@@ -78,9 +78,7 @@ pub fn server_config_alpn(
     alpn: &[u8],
 ) -> std::sync::Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
-    let chain = rustls::pki_types::CertificateDer::pem_slice_iter(cert.as_bytes())
-        .collect::<Result<Vec<_>, _>>()
-        .unwrap();
+    let chain = model::pem::certificates(cert).unwrap();
     let key = rustls::pki_types::PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap();
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
@@ -95,12 +93,7 @@ pub fn server_config_alpn(
 
 /// The DER of the first certificate in a PEM text, to compare with what a server sent.
 pub fn der(pem: &str) -> Vec<u8> {
-    use rustls::pki_types::pem::PemObject;
-    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
-        .next()
-        .unwrap()
-        .unwrap()
-        .to_vec()
+    model::pem::certificates(pem).unwrap()[0].to_vec()
 }
 
 /// What one HTTPS exchange saw.
@@ -122,10 +115,9 @@ pub async fn connect(
     ca_pem: &str,
     alpn: &[&[u8]],
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
-    use rustls::pki_types::pem::PemObject;
     let mut roots = rustls::RootCertStore::empty();
-    for c in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(c.unwrap()).unwrap();
+    for c in model::pem::certificates(ca_pem).unwrap() {
+        roots.add(c).unwrap();
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
