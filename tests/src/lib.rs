@@ -468,6 +468,29 @@ impl Gateway {
             .unwrap()
     }
 
+    /// `GET /metrics`, the Prometheus text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(self.status_url("/metrics"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of an unlabelled metric, `None` when absent.
+    pub async fn metric_value(&self, name: &str) -> Option<f64> {
+        self.metrics()
+            .await
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// The value of an unlabelled metric (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        self.metric_value(name).await.unwrap_or(0.0)
+    }
+
     pub async fn is_ready(&self) -> bool {
         matches!(reqwest::get(self.status_url("/readyz")).await, Ok(r) if r.status() == 200)
     }

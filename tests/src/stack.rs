@@ -93,17 +93,6 @@ impl Stack {
 
     /// The value of an unlabelled metric (0 when absent).
     pub async fn metric(&self, name: &str) -> f64 {
-        let text = self
-            .client
-            .get(self.gw.status_url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-            .unwrap_or(0.0)
+        self.gw.metric(name).await
     }
 }

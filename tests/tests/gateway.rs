@@ -481,12 +481,7 @@ async fn invalid_values_in_etcd_disable_only_themselves() {
     let client = reqwest::Client::new();
     assert_eq!(who(&client, &gw, "/good", None).await, Ok("a".into()));
     assert_eq!(who(&client, &gw, "/bad", None).await, Err(404));
-    let metrics = reqwest::get(gw.status_url("/metrics"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = gw.metrics().await;
     assert!(
         metrics.contains("gateway_config_invalid_resources{kind=\"routes\"} 2"),
         "{metrics}"

@@ -300,15 +300,7 @@ async fn refusing_node_is_retried_then_checked_out_and_back_in() {
     let seen = s.tally("/hc/x", &[], 30).await;
     assert!(seen.get("c").copied().unwrap_or(0) >= 5, "{seen:?}");
     assert!(c_up.hits() >= 5);
-    let metrics = s
-        .client
-        .get(s.gw.status_url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.gw.metrics().await;
     assert!(
         metrics.contains(&format!(
             "gateway_upstream_node_healthy{{upstream=\"upstreams/hc\",node=\"{c}\"}} 1"

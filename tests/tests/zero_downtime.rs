@@ -603,14 +603,7 @@ async fn backend_of(gw: &Gateway, path: &str) -> Option<String> {
 
 /// One unlabelled metric's value from the gateway's `/metrics`.
 async fn metric(gw: &Gateway, name: &str) -> Option<f64> {
-    let text = reqwest::get(gw.status_url("/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    gw.metric_value(name).await
 }
 
 /// etcd's current revision.
