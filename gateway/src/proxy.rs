@@ -650,11 +650,6 @@ fn tunnel(
     tokio::spawn(async move {
         // Counted in flight while open, as least_conn should see it.
         let _in_flight = in_flight;
-        let open = &shared.metrics.websockets_open;
-        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let _open = scopeguard(|| {
-            open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-        });
         let (client, node) = match tokio::try_join!(client, node) {
             Ok(both) => both,
             Err(e) => {
@@ -662,65 +657,44 @@ fn tunnel(
                 return;
             }
         };
-        let (up, down) = join_until_either_closes(
+        let open = &shared.metrics.websockets_open;
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let closed_by = join_until_either_closes(
             hyper_util::rt::TokioIo::new(client),
             hyper_util::rt::TokioIo::new(node),
         )
         .await;
-        tracing::debug!(upstream = %addr, up, down, "websocket closed");
+        open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        tracing::debug!(upstream = %addr, closed_by, "websocket closed");
     });
     let (parts, _) = resp.into_parts();
     Response::from_parts(parts, full(Bytes::new()))
 }
 
 /// Copies both ways until either side closes its end, then closes the other: a tunnel
-/// ends with its first close, and no half-closed tunnel lingers. Returns the bytes sent
-/// up (client to node) and down.
-async fn join_until_either_closes<C, N>(client: C, node: N) -> (u64, u64)
+/// ends with its first close, and no half-closed tunnel lingers. Returns who closed.
+async fn join_until_either_closes<C, N>(client: C, node: N) -> &'static str
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite,
     N: tokio::io::AsyncRead + tokio::io::AsyncWrite,
 {
-    use tokio::io::AsyncWriteExt;
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut node_rx, mut node_tx) = tokio::io::split(node);
-    let up_bytes = std::sync::atomic::AtomicU64::new(0);
-    let down_bytes = std::sync::atomic::AtomicU64::new(0);
-    let up = async {
-        let n = tokio::io::copy(&mut client_rx, &mut node_tx)
-            .await
-            .unwrap_or(0);
-        up_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
-        let _ = node_tx.shutdown().await;
-    };
-    let down = async {
-        let n = tokio::io::copy(&mut node_rx, &mut client_tx)
-            .await
-            .unwrap_or(0);
-        down_bytes.store(n, std::sync::atomic::Ordering::Relaxed);
-        let _ = client_tx.shutdown().await;
-    };
     tokio::select! {
-        _ = up => {}
-        _ = down => {}
+        _ = pipe(&mut client_rx, &mut node_tx) => "client",
+        _ = pipe(&mut node_rx, &mut client_tx) => "node",
     }
-    (
-        up_bytes.load(std::sync::atomic::Ordering::Relaxed),
-        down_bytes.load(std::sync::atomic::Ordering::Relaxed),
-    )
 }
 
-/// Runs `f` when dropped, however the task ends.
-fn scopeguard<F: FnOnce()>(f: F) -> impl Drop {
-    struct Guard<F: FnOnce()>(Option<F>);
-    impl<F: FnOnce()> Drop for Guard<F> {
-        fn drop(&mut self) {
-            if let Some(f) = self.0.take() {
-                f()
-            }
-        }
-    }
-    Guard(Some(f))
+/// Copies until `rx` ends (or fails), then closes `tx`'s write side.
+async fn pipe<R, W>(rx: &mut R, tx: &mut W)
+where
+    R: tokio::io::AsyncRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::io::AsyncWriteExt;
+    let _ = tokio::io::copy(rx, tx).await;
+    let _ = tx.shutdown().await;
 }
 
 fn timeout_err(shared: &Shared, addr: &str, what: &str) -> ProxyError {

@@ -498,15 +498,6 @@ pub(crate) fn log_transition(upstream: &str, node: &str, change: Transition, by:
     }
 }
 
-fn without_nodes(def: &Upstream) -> Upstream {
-    Upstream {
-        nodes: model::upstream::Nodes::default(),
-        scheme: model::upstream::Scheme::Http,
-        tls: None,
-        ..def.clone()
-    }
-}
-
 /// Seconds from the model (validated to at most a day) as a `Duration`; out-of-range
 /// values become the day rather than a panic.
 fn secs(v: f64) -> Duration {
@@ -521,18 +512,18 @@ impl UpstreamRt {
         dns: &BTreeMap<String, Vec<IpAddr>>,
     ) -> UpstreamRt {
         let scheme = def.scheme;
-        let transport = match Transport::new(def) {
-            Ok(t) => t,
+        // Validated in the model; a CA that parses but cannot anchor anything lands in
+        // `Err`. No node is served then, rather than one unverified.
+        let (transport, nodes_def) = match Transport::new(def) {
+            Ok(t) => (t, &def.nodes.0[..]),
             Err(e) => {
-                // Validated in the model; a CA that parses but cannot anchor anything
-                // lands here. No node is served rather than one unverified.
                 tracing::warn!(upstream = %key, error = %e, "upstream TLS settings unusable; the upstream has no node");
-                return UpstreamRt::new(key, &without_nodes(def), prev, dns);
+                (Transport::plain(), &[][..])
             }
         };
         // A node given by name becomes one node per address it resolved to (none until
         // it has resolved), each keeping the name for `pass_host: node`.
-        let expanded = def.nodes.0.iter().flat_map(|n| {
+        let expanded = nodes_def.iter().flat_map(|n| {
             let port = n.port.unwrap_or(scheme.default_port());
             let host_header = match n.port {
                 Some(p) if p != scheme.default_port() => n.address(scheme),
