@@ -34,7 +34,7 @@ ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:$ETCD put /bench/routes/1 \
   "{\"uri\":\"/*\",\"upstream\":{\"nodes\":{\"127.0.0.1:$ORIGIN\":1}}}" >/dev/null
 start() { # binary -> "pid port"
   local p=$(port) s=$(port)
-  TOKIO_WORKER_THREADS=1 RUST_LOG=warn taskset -c 0 "$1" --etcd-endpoints http://127.0.0.1:$ETCD \
+  TOKIO_WORKER_THREADS=1 GATEWAY_WORKERS=1 RUST_LOG=warn taskset -c 0 "$1" --etcd-endpoints http://127.0.0.1:$ETCD \
     --etcd-prefix /bench --listen 127.0.0.1:$p --tls-listen 127.0.0.1:$(port) \
     --status-listen 127.0.0.1:$s >"$work/gw-$p.log" 2>&1 &
   local pid=$!

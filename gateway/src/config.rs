@@ -26,7 +26,7 @@ pub struct Config {
     /// HTTP listener (HTTP/1.1 and HTTP/2 with prior knowledge).
     #[arg(long, env = "GATEWAY_LISTEN", default_value = "0.0.0.0:9080")]
     pub listen: SocketAddr,
-    /// HTTPS listener (not served yet: TLS arrives with the ssls resource).
+    /// HTTPS listener (certificates from the ssls resource, chosen by SNI).
     #[arg(long, env = "GATEWAY_TLS_LISTEN", default_value = "0.0.0.0:9443")]
     pub tls_listen: SocketAddr,
     /// Health, readiness, status and metrics.
@@ -42,6 +42,10 @@ pub struct Config {
     /// How long SIGTERM waits for in-flight requests, e.g. `15s`, `500ms`.
     #[arg(long, env = "GATEWAY_GRACE_PERIOD", default_value = "15s", value_parser = parse_duration)]
     pub grace_period: Duration,
+    /// Request-serving threads, each with its own event loop and its own listening
+    /// sockets on the same ports (SO_REUSEPORT); default: one per available core.
+    #[arg(long, env = "GATEWAY_WORKERS")]
+    pub workers: Option<std::num::NonZeroUsize>,
     /// AES keys (16 or 32 characters), comma-separated, to decrypt stored private keys.
     #[arg(long, env = "DATA_ENCRYPTION_KEYS", value_delimiter = ',')]
     pub data_encryption_keys: Vec<String>,

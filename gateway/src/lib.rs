@@ -24,6 +24,7 @@ pub mod tls;
 pub mod transport;
 pub mod upstream_body;
 pub mod watch;
+pub mod workers;
 
 use arc_swap::ArcSwap;
 use std::future::Future;
@@ -50,14 +51,17 @@ pub struct Shared {
     pub zone: Option<String>,
     /// The HTTPS listener's port, for `redirect` with `http_to_https`.
     pub https_port: u16,
+    /// Request-serving threads (`workers.rs`).
+    pub workers: usize,
 }
 
 impl Shared {
-    pub fn new(zone: Option<String>, https_port: u16) -> Arc<Shared> {
+    pub fn new(zone: Option<String>, https_port: u16, workers: usize) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot::Snapshot::empty()),
-            pool: Arc::new(pool::Pool::default()),
-            metrics: metrics::Metrics::new(),
+            pool: Arc::new(pool::Pool::new(workers)),
+            metrics: metrics::Metrics::new(workers),
+            workers,
             ready: AtomicBool::new(false),
             etcd_connected: AtomicBool::new(false),
             zone,
@@ -72,19 +76,19 @@ impl Shared {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let keyring =
         model::Keyring::new(&config.data_encryption_keys).map_err(|e| anyhow::anyhow!(e))?;
-    let shared = Shared::new(config.zone.clone(), config.tls_listen.port());
-    let http = server::bind(config.listen)
-        .map_err(|e| anyhow::anyhow!("cannot listen on {} (--listen): {e}", config.listen))?;
+    let workers = config
+        .workers
+        .map_or_else(workers::default_count, std::num::NonZeroUsize::get);
+    let listeners = workers::bind(workers, config.listen, config.tls_listen)?;
+    let https_port = listeners[0].https.local_addr()?.port();
+    let shared = Shared::new(config.zone.clone(), https_port, workers);
     let status = server::bind(config.status_listen).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {} (--status-listen): {e}",
             config.status_listen
         )
     })?;
-    let https = server::bind(config.tls_listen).map_err(|e| {
-        anyhow::anyhow!("cannot listen on {} (--tls-listen): {e}", config.tls_listen)
-    })?;
-    tracing::info!(listen = %config.listen, tls_listen = %config.tls_listen, status = %config.status_listen, prefix = %config.etcd_prefix, "gateway starting");
+    tracing::info!(listen = %config.listen, tls_listen = %config.tls_listen, status = %config.status_listen, prefix = %config.etcd_prefix, workers, "gateway starting");
     // Two stop signals: the listener stops accepting first; the etcd watch and the status
     // listener stay live while connections drain, so they are served with the current
     // configuration and the process still answers `/healthz`.
@@ -115,24 +119,19 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
             }
         })
     };
-    let server = tokio::spawn(server::serve(
-        http,
-        shared.clone(),
-        stop_accepting_rx.clone(),
+    let served = workers::start(
+        listeners,
+        &shared,
+        &stop_accepting_rx,
         config.grace_period,
-        None,
-    ));
-    let tls_server = tokio::spawn(server::serve(
-        https,
-        shared.clone(),
-        stop_accepting_rx,
-        config.grace_period,
-        Some(tls::server_config(shared.clone())),
-    ));
+        &tls::server_config(shared.clone()),
+    )?;
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_accepting.send(true);
-    let _ = tokio::join!(server, tls_server);
+    for worker in served {
+        let _ = worker.await;
+    }
     let _ = stop_tx.send(true);
     sweeper.abort();
     let _ = watcher.await;

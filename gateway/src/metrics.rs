@@ -28,6 +28,8 @@ pub struct Metrics {
     pub tls_handshake_failures: AtomicU64,
     /// WebSocket tunnels open now.
     pub websockets_open: AtomicU64,
+    /// Client connections accepted, by worker.
+    accepted: Vec<AtomicU64>,
 }
 
 /// Per-kind gauges published with each snapshot.
@@ -44,10 +46,17 @@ pub struct ConfigCounts {
 }
 
 impl Metrics {
-    pub fn new() -> Metrics {
+    pub fn new(workers: usize) -> Metrics {
         Metrics {
             responses: (100..600).map(|_| AtomicU64::new(0)).collect(),
+            accepted: (0..workers.max(1)).map(|_| AtomicU64::new(0)).collect(),
             ..Default::default()
+        }
+    }
+
+    pub fn accepted(&self, worker: usize) {
+        if let Some(c) = self.accepted.get(worker) {
+            c.fetch_add(1, Relaxed);
         }
     }
 
@@ -96,7 +105,19 @@ impl Metrics {
             .iter()
             .map(|n| (node_label(n), n.in_flight.to_string()))
             .collect();
-        let rows: [Family; 16] = [
+        let accepted = self
+            .accepted
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("{{worker=\"{i}\"}}"), c.load(Relaxed).to_string()))
+            .collect();
+        let rows: [Family; 17] = [
+            (
+                "gateway_connections_accepted_total",
+                "counter",
+                "Client connections accepted (HTTP and HTTPS), by worker thread.",
+                accepted,
+            ),
             (
                 "gateway_tls_unknown_sni_total",
                 "counter",

@@ -84,15 +84,39 @@ pub enum ConnectError {
     NoServerName(String),
 }
 
-#[derive(Default)]
+/// Idle connections, one shard per worker: a connection is driven by a task on the event
+/// loop that opened it, so it is only handed to requests on that same loop, which keeps
+/// every request on one thread (no cross-thread wake-ups) and the shards' locks uncontended.
 pub struct Pool {
-    idle: Mutex<HashMap<String, Vec<Conn>>>,
+    shards: Box<[Mutex<Shard>]>,
+}
+
+/// Idle connections by pool key, most recently used last.
+type Shard = HashMap<String, Vec<Conn>>;
+
+impl Default for Pool {
+    fn default() -> Self {
+        Pool::new(1)
+    }
 }
 
 impl Pool {
+    pub fn new(shards: usize) -> Pool {
+        Pool {
+            shards: (0..shards.max(1)).map(|_| Mutex::default()).collect(),
+        }
+    }
+
+    /// The calling worker's shard (threads outside the workers share the first).
+    fn shard(&self) -> std::sync::MutexGuard<'_, Shard> {
+        self.shards[crate::workers::current() % self.shards.len()]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
     /// The most recently used idle connection to `addr` that is still open and fresh.
     pub fn checkout(&self, addr: &str, settings: &PoolSettings) -> Option<Conn> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.shard();
         let list = idle.get_mut(addr)?;
         while let Some(mut c) = list.pop() {
             if c.tx.is_closed() || c.idle_since.elapsed() >= settings.idle_timeout {
@@ -126,7 +150,7 @@ impl Pool {
         {
             return;
         }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        let mut idle = self.shard();
         let list = idle.entry(conn.addr.clone()).or_default();
         // One live HTTP/2 connection per key is enough: it multiplexes.
         if matches!(conn.tx, Sender::Http2(_)) && list.iter().any(|c| !c.tx.is_closed()) {
@@ -143,16 +167,23 @@ impl Pool {
 
     /// Drops idle connections that were closed by their node or outlived `max_idle`.
     pub fn sweep(&self, max_idle: Duration) {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.retain(|_, list| {
-            list.retain(|c| !c.tx.is_closed() && c.idle_since.elapsed() < max_idle);
-            !list.is_empty()
-        });
+        for shard in self.shards.iter() {
+            let mut idle = shard.lock().unwrap_or_else(|p| p.into_inner());
+            idle.retain(|_, list| {
+                list.retain(|c| !c.tx.is_closed() && c.idle_since.elapsed() < max_idle);
+                !list.is_empty()
+            });
+        }
     }
 
     pub fn idle_count(&self) -> usize {
-        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.values().map(Vec::len).sum()
+        self.shards
+            .iter()
+            .map(|shard| {
+                let idle = shard.lock().unwrap_or_else(|p| p.into_inner());
+                idle.values().map(Vec::len).sum::<usize>()
+            })
+            .sum()
     }
 }
 

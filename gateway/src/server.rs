@@ -45,6 +45,12 @@ pub const KEEPALIVE_LINGER: Duration = Duration::from_secs(1);
 /// this one drains. Every listener of the gateway (HTTP, status, and HTTPS when it is
 /// served) is bound here, so that all of them can be shared during a replacement.
 pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::from_std(bind_std(addr)?)
+}
+
+/// [`bind`], before the socket is given to an event loop (workers take theirs on their own
+/// thread).
+pub fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let domain = if addr.is_ipv4() {
         socket2::Domain::IPV4
     } else {
@@ -56,7 +62,7 @@ pub fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
 }
 
 fn builder() -> auto::Builder<TokioExecutor> {
@@ -186,6 +192,7 @@ struct Connections {
 
 impl Connections {
     fn spawn(self: &Arc<Self>, stream: TcpStream, remote: SocketAddr) {
+        self.shared.metrics.accepted(crate::workers::current());
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok().or(self.local).unwrap_or(remote);
         // Subscribed before the handshake: a drain waits for connections still in it.

@@ -98,6 +98,7 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
                     "ssls": c.invalid_ssls,
                 },
                 "etcd_connected": shared.etcd_connected.load(Ordering::Relaxed),
+                "workers": shared.workers,
                 "idle_upstream_connections": shared.pool.idle_count(),
                 "upstream_health": node_health(&snap).iter().map(|n| serde_json::json!({
                     "upstream": n.upstream,

@@ -406,6 +406,85 @@ async fn proxying_headers_hosts_retries_and_errors() {
     assert!(status.contains("200"), "slow upload: {status}");
 }
 
+/// Which backend answered a `GET path` sent on a new connection of its own.
+fn who_on_new_connection(addr: std::net::SocketAddr, path: &str) -> String {
+    let resp = raw_response(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes(),
+    );
+    let body = resp.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    serde_json::from_str::<Value>(body).map_or_else(
+        |_| format!("no JSON body in {resp:?}"),
+        |v| v["backend"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_worker_accepts_on_the_shared_ports_and_sees_each_change() {
+    let etcd = Etcd::start();
+    let admin = AdminApi::start(&etcd.url, "/gw", KEY);
+    let gw = Gateway::start(&etcd.url, "/gw", &["--workers=3"]);
+    gw.wait_ready().await;
+    assert_eq!(gw.status_json().await["workers"], 3);
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    admin
+        .ok(
+            "PUT",
+            "/routes/w",
+            Some(json!({"uri": "/w", "upstream": {"nodes": {a.node(): 1}}})),
+        )
+        .await;
+    gw.wait_routes(1).await;
+    // The kernel spreads connections over the three sockets by address hash: 48 of them
+    // miss one worker entirely with a probability of about 1e-8.
+    let addr = gw.http;
+    let answers = tokio::task::spawn_blocking(move || {
+        (0..48)
+            .map(|_| who_on_new_connection(addr, "/w"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(answers.iter().all(|w| w == "a"), "{answers:?}");
+    let mut accepted = Vec::new();
+    for worker in 0..3 {
+        let name = format!("gateway_connections_accepted_total{{worker=\"{worker}\"}}");
+        accepted.push(gw.metric(&name).await);
+    }
+    assert!(
+        accepted.iter().all(|&n| n > 0.0),
+        "accepted by worker: {accepted:?}"
+    );
+    assert!(accepted.iter().sum::<f64>() >= 48.0, "{accepted:?}");
+
+    // One snapshot for all: a change reaches every worker's connections at once.
+    admin
+        .ok(
+            "PATCH",
+            "/routes/w",
+            Some(json!({"upstream": {"nodes": {a.node(): null, b.node(): 1}}})),
+        )
+        .await;
+    eventually(
+        Duration::from_secs(1),
+        "the change served on new connections",
+        || async {
+            tokio::task::spawn_blocking(move || who_on_new_connection(addr, "/w") == "b")
+                .await
+                .unwrap()
+        },
+    )
+    .await;
+    let answers = tokio::task::spawn_blocking(move || {
+        (0..48)
+            .map(|_| who_on_new_connection(addr, "/w"))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap();
+    assert!(answers.iter().all(|w| w == "b"), "{answers:?}");
+}
+
 /// Sends raw bytes and returns everything read until the server closes.
 fn raw_response(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
