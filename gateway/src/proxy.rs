@@ -563,7 +563,14 @@ async fn send_to_node(
                     ))));
                 };
                 upstream.observe_response(node, 101, started.elapsed());
-                return Ok(tunnel(shared, resp, client, in_flight, addr));
+                return Ok(tunnel(
+                    shared,
+                    resp,
+                    client,
+                    in_flight,
+                    addr,
+                    timeout.read(),
+                ));
             }
             Ok(resp) => {
                 upstream.observe_response(node, resp.status().as_u16(), started.elapsed());
@@ -635,14 +642,16 @@ fn to_http2(req: &mut Request<UpBody>, node: &NodeRt, tls: bool, te_trailers: bo
 }
 
 /// Answers the client's WebSocket handshake with the node's 101 and joins the two
-/// connections until either side closes. The tunnel belongs to neither snapshot nor
-/// pool: configuration changes leave it alone.
+/// connections until either side closes, or nothing has crossed either way for `idle`
+/// (the read timeout, as nginx's `proxy_read_timeout` ends idle tunnels). The tunnel
+/// belongs to neither snapshot nor pool: configuration changes leave it alone.
 fn tunnel(
     shared: &Arc<Shared>,
     mut resp: Response<Incoming>,
     client: OnUpgrade,
     in_flight: InFlightGuard,
     addr: &str,
+    idle: Duration,
 ) -> Response<RespBody> {
     let node = hyper::upgrade::on(&mut resp);
     let addr = addr.to_string();
@@ -662,6 +671,7 @@ fn tunnel(
         let closed_by = join_until_either_closes(
             hyper_util::rt::TokioIo::new(client),
             hyper_util::rt::TokioIo::new(node),
+            idle,
         )
         .await;
         open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
@@ -672,28 +682,84 @@ fn tunnel(
 }
 
 /// Copies both ways until either side closes its end, then closes the other: a tunnel
-/// ends with its first close, and no half-closed tunnel lingers. Returns who closed.
-async fn join_until_either_closes<C, N>(client: C, node: N) -> &'static str
+/// ends with its first close, and no half-closed tunnel lingers. A tunnel with no byte
+/// in either direction for `idle` is closed on both sides. Returns who ended it.
+async fn join_until_either_closes<C, N>(client: C, node: N, idle: Duration) -> &'static str
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite,
     N: tokio::io::AsyncRead + tokio::io::AsyncWrite,
 {
     let (mut client_rx, mut client_tx) = tokio::io::split(client);
     let (mut node_rx, mut node_tx) = tokio::io::split(node);
+    let activity = Activity::new();
     tokio::select! {
-        _ = pipe(&mut client_rx, &mut node_tx) => "client",
-        _ = pipe(&mut node_rx, &mut client_tx) => "node",
+        _ = pipe(&mut client_rx, &mut node_tx, &activity) => "client",
+        _ = pipe(&mut node_rx, &mut client_tx, &activity) => "node",
+        _ = activity.idle_for(idle) => "idle",
     }
 }
 
-/// Copies until `rx` ends (or fails), then closes `tx`'s write side.
-async fn pipe<R, W>(rx: &mut R, tx: &mut W)
+/// When bytes last crossed a tunnel, either way: milliseconds since it opened, in an
+/// atomic so that both directions' copies (one task, two futures) can stamp it.
+struct Activity {
+    opened: tokio::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    fn stamp(&self) {
+        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn quiet_until(&self, idle: Duration) -> tokio::time::Instant {
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.opened + Duration::from_millis(last) + idle
+    }
+
+    /// Resolves once nothing has been stamped for `idle`.
+    async fn idle_for(&self, idle: Duration) {
+        if idle.is_zero() {
+            return std::future::pending().await;
+        }
+        loop {
+            let until = self.quiet_until(idle);
+            tokio::time::sleep_until(until).await;
+            if self.quiet_until(idle) <= tokio::time::Instant::now() {
+                return;
+            }
+        }
+    }
+}
+
+/// Copies until `rx` ends (or fails), then closes `tx`'s write side. Each chunk is
+/// flushed at once: a message must not wait in a TLS buffer for the next one.
+async fn pipe<R, W>(rx: &mut R, tx: &mut W, activity: &Activity)
 where
     R: tokio::io::AsyncRead + Unpin,
     W: tokio::io::AsyncWrite + Unpin,
 {
-    use tokio::io::AsyncWriteExt;
-    let _ = tokio::io::copy(rx, tx).await;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match rx.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        activity.stamp();
+        if tx.write_all(&buf[..n]).await.is_err() || tx.flush().await.is_err() {
+            break;
+        }
+        // A slow reader on the other side is still a live tunnel.
+        activity.stamp();
+    }
     let _ = tx.shutdown().await;
 }
 
@@ -767,6 +833,52 @@ mod tests {
             }
             let (parts, ()) = req.body(()).unwrap().into_parts();
             assert_eq!(websocket_upgrade(&parts).is_some(), *want, "{headers:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn tunnels_end_at_the_first_close_or_when_idle() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        // Gaps of 100 ms against an idle limit of 600 ms: a margin for a busy machine.
+        let idle = Duration::from_millis(600);
+        // (who closes after some traffic, expected verdict); None: nobody, ever.
+        for (closer, want) in [
+            (Some("client"), "client"),
+            (Some("node"), "node"),
+            (None, "idle"),
+        ] {
+            let (mut client, gw_client) = tokio::io::duplex(1024);
+            let (gw_node, mut node) = tokio::io::duplex(1024);
+            let joined = tokio::spawn(join_until_either_closes(gw_client, gw_node, idle));
+            // Traffic both ways, spread over twice `idle` in total, keeps it open.
+            for i in 0..12u8 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                client.write_all(&[i]).await.unwrap();
+                let mut b = [0u8; 1];
+                node.read_exact(&mut b).await.unwrap();
+                assert_eq!(b, [i]);
+                node.write_all(&[i + 100]).await.unwrap();
+                client.read_exact(&mut b).await.unwrap();
+                assert_eq!(b, [i + 100]);
+            }
+            assert!(
+                !joined.is_finished(),
+                "{want}: still open after 1.2 s of traffic"
+            );
+            match closer {
+                Some("client") => client.shutdown().await.unwrap(),
+                Some(_) => node.shutdown().await.unwrap(),
+                None => {}
+            }
+            let verdict = tokio::time::timeout(idle * 5, joined).await;
+            assert_eq!(verdict.expect("the tunnel ended").unwrap(), want);
+            // Either way both sides are closed: the other peer reads EOF.
+            let mut rest = Vec::new();
+            match closer {
+                Some("client") => node.read_to_end(&mut rest).await.unwrap(),
+                _ => client.read_to_end(&mut rest).await.unwrap(),
+            };
+            assert!(rest.is_empty());
         }
     }
 

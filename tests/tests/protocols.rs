@@ -132,6 +132,47 @@ async fn websocket_needs_enable_websocket() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_websocket_is_closed_after_the_read_timeout() {
+    let s = Stack::start(&[]).await;
+    let a = WsBackend::start("ws-a").await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/ws",
+            Some(json!({"uri": "/ws", "enable_websocket": true,
+                "timeout": {"connect": 1, "send": 1, "read": 1},
+                "upstream": {"nodes": {a.node(): 1}}})),
+        )
+        .await;
+    s.gw.wait_routes(1).await;
+    let (mut ws, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.gw.http))
+        .await
+        .unwrap();
+    // Messages closer together than the read timeout keep it open past it.
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(
+            ws_echo(&mut ws, &format!("m{i}")).await,
+            format!("ws-a: m{i}")
+        );
+    }
+    // Then silence: the gateway closes both sides.
+    let end = tokio::time::timeout(Duration::from_secs(5), ws.next())
+        .await
+        .expect("the gateway ends an idle tunnel");
+    assert!(
+        !matches!(end, Some(Ok(Message::Text(_)))),
+        "no message expected: {end:?}"
+    );
+    eventually(
+        Duration::from_secs(3),
+        "the tunnel counted closed",
+        || async { s.metric("gateway_websockets_open").await == 0.0 },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpc_unary_and_streaming_keep_status_and_trailers() {
     let s = Stack::start(&[]).await;
     let (a, b) = (
