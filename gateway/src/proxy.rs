@@ -35,6 +35,18 @@ pub struct ConnInfo {
     pub scheme: &'static str,
 }
 
+/// Held by what must end before a listener's drain is over (`server.rs`): every client
+/// connection holds one, and a WebSocket handshake passes one on to its tunnel, which
+/// outlives the connection's HTTP exchange but gets the same grace period.
+#[derive(Clone)]
+pub struct DrainGuard(pub tokio::sync::watch::Receiver<bool>);
+
+/// The client's side of an allowed WebSocket handshake.
+struct ClientSide {
+    on: OnUpgrade,
+    guard: Option<DrainGuard>,
+}
+
 /// How many stale pooled connections one request may discard before connecting anew.
 const MAX_STALE_RETRIES: usize = 3;
 
@@ -214,10 +226,12 @@ async fn route_and_forward(
     // A WebSocket handshake keeps its upgrade headers, which are otherwise hop-by-hop,
     // on routes that allow it; elsewhere it reaches the node as a plain request.
     let upgrade = match websocket_upgrade(&parts) {
-        Some(protocol) if target.websocket && !upstream.transport.http2() => parts
-            .extensions
-            .remove::<OnUpgrade>()
-            .map(|on| (on, protocol)),
+        Some(protocol) if target.websocket && !upstream.transport.http2() => {
+            parts.extensions.remove::<OnUpgrade>().map(|on| {
+                let guard = parts.extensions.remove::<DrainGuard>();
+                (ClientSide { on, guard }, protocol)
+            })
+        }
         _ => None,
     };
     // Only HTTP/2 upstreams are told about trailers (TE is hop-by-hop otherwise).
@@ -227,12 +241,12 @@ async fn route_and_forward(
                 .is_ok_and(|v| v.to_ascii_lowercase().contains("trailers"))
         });
     strip_hop_by_hop(&mut parts.headers);
-    let upgrade = upgrade.map(|(on, protocol)| {
+    let upgrade = upgrade.map(|(client, protocol)| {
         parts
             .headers
             .insert(CONNECTION, HeaderValue::from_static("upgrade"));
         parts.headers.insert(UPGRADE, protocol);
-        on
+        client
     });
     if parts.version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
@@ -360,7 +374,7 @@ struct Exchange {
     te_trailers: bool,
     /// The client's side of an allowed WebSocket handshake, joined to the node's side
     /// once the node answers 101.
-    upgrade: std::sync::Mutex<Option<OnUpgrade>>,
+    upgrade: std::sync::Mutex<Option<ClientSide>>,
 }
 
 /// Sends `req` to a node of `upstream`, moving to the next node when a connection cannot
@@ -648,7 +662,7 @@ fn to_http2(req: &mut Request<UpBody>, node: &NodeRt, tls: bool, te_trailers: bo
 fn tunnel(
     shared: &Arc<Shared>,
     mut resp: Response<Incoming>,
-    client: OnUpgrade,
+    client: ClientSide,
     in_flight: InFlightGuard,
     addr: &str,
     idle: Duration,
@@ -656,9 +670,12 @@ fn tunnel(
     let node = hyper::upgrade::on(&mut resp);
     let addr = addr.to_string();
     let shared = shared.clone();
+    let ClientSide { on: client, guard } = client;
     tokio::spawn(async move {
-        // Counted in flight while open, as least_conn should see it.
+        // Counted in flight while open, as least_conn should see it; a drain waits for it
+        // (within its grace period) as for any connection.
         let _in_flight = in_flight;
+        let _drain = guard;
         let (client, node) = match tokio::try_join!(client, node) {
             Ok(both) => both,
             Err(e) => {

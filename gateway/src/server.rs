@@ -245,8 +245,13 @@ impl Connections {
         let svc = {
             let (shared, draining, http2) =
                 (self.shared.clone(), self.draining.clone(), http2.clone());
-            service_fn(move |req: http::Request<hyper::body::Incoming>| {
+            let guard = proxy::DrainGuard(drain.clone());
+            service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let (shared, draining) = (shared.clone(), draining.clone());
+                // A WebSocket tunnel keeps the drain waiting after its connection is done.
+                if req.headers().contains_key(header::UPGRADE) {
+                    req.extensions_mut().insert(guard.clone());
+                }
                 let http1 = req.version() < Version::HTTP_2;
                 if !http1 {
                     http2.store(true, Ordering::Relaxed);

@@ -14,12 +14,10 @@ use serde_json::json;
 use std::time::Duration;
 use tokio_tungstenite::tungstenite::Message;
 
-async fn ws_echo(
-    ws: &mut tokio_tungstenite::WebSocketStream<
-        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-    >,
-    text: &str,
-) -> String {
+async fn ws_echo<T>(ws: &mut tokio_tungstenite::WebSocketStream<T>, text: &str) -> String
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     ws.send(Message::text(text)).await.unwrap();
     let reply = tokio::time::timeout(Duration::from_secs(5), ws.next())
         .await
@@ -170,6 +168,85 @@ async fn an_idle_websocket_is_closed_after_the_read_timeout() {
         || async { s.metric("gateway_websockets_open").await == 0.0 },
     )
     .await;
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body; returns its head.
+async fn read_response(stream: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed mid-response: {buf:?}");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).to_string();
+        let Some((head, body)) = text.split_once("\r\n\r\n") else {
+            continue;
+        };
+        let len: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().parse().unwrap())
+            })
+            .expect("a Content-Length");
+        if body.len() >= len {
+            return head.to_string();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_handshake_on_a_draining_connection_still_upgrades() {
+    let mut s = Stack::start(&["--grace-period=5s"]).await;
+    let ws_node = WsBackend::start("ws-a").await;
+    let plain = Backend::start("plain").await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/ws",
+            Some(json!({"uri": "/ws", "enable_websocket": true,
+                "upstream": {"nodes": {ws_node.node(): 1}}})),
+        )
+        .await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/plain",
+            Some(json!({"uri": "/plain", "upstream": {"nodes": {plain.node(): 1}}})),
+        )
+        .await;
+    s.gw.wait_routes(2).await;
+    // A keepalive connection with one request behind it…
+    let mut stream = tokio::net::TcpStream::connect(s.gw.http).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stream, b"GET /plain HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    let head = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    // …is told to go once the gateway drains: its next answer carries `Connection: close`,
+    // except a 101, which must keep `Connection: upgrade` or the client fails the handshake.
+    s.gw.proc.signal("TERM");
+    eventually(Duration::from_secs(3), "the gateway drains", || async {
+        s.gw.proc.log().contains("telling connections to go")
+    })
+    .await;
+    let (mut ws, resp) = tokio_tungstenite::client_async(format!("ws://{}/ws", s.gw.http), stream)
+        .await
+        .expect("the handshake succeeds while draining");
+    assert_eq!(resp.status(), 101);
+    assert_eq!(ws_echo(&mut ws, "draining").await, "ws-a: draining");
+    // The tunnel is part of the drain: it outlives the idle connections' linger (1 s)…
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(ws_echo(&mut ws, "later").await, "ws-a: later");
+    // …and once it closes nothing is left: the process exits before its 5 s grace period.
+    ws.close(None).await.unwrap();
+    let exited = s.gw.proc.wait_exit(Duration::from_millis(2500));
+    assert!(
+        exited.is_some(),
+        "the gateway exits once its last tunnel closed"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
