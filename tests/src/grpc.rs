@@ -1,8 +1,10 @@
 //! A real tonic gRPC server for tests: unary and bidirectional streaming calls that echo,
 //! name the server, and fail with a chosen status on request (with a custom trailer).
 use futures_util::Stream;
+use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use tonic::{Request, Response, Status, Streaming};
 
 pub mod proto {
@@ -17,6 +19,8 @@ pub const TRAILER: &str = "x-failed-by";
 
 struct Service {
     name: String,
+    /// Client addresses of unary calls: one per connection the calls came on.
+    peers: Arc<Mutex<HashSet<SocketAddr>>>,
 }
 
 fn failure(code: i32, name: &str) -> Status {
@@ -33,6 +37,9 @@ fn failure(code: i32, name: &str) -> Status {
 #[tonic::async_trait]
 impl Echo for Service {
     async fn unary(&self, req: Request<EchoRequest>) -> Result<Response<EchoReply>, Status> {
+        if let Some(peer) = req.remote_addr() {
+            self.peers.lock().unwrap().insert(peer);
+        }
         let req = req.into_inner();
         if req.fail_with != 0 {
             return Err(failure(req.fail_with, &self.name));
@@ -79,6 +86,7 @@ impl Echo for Service {
 pub struct GrpcBackend {
     pub addr: SocketAddr,
     task: tokio::task::JoinHandle<()>,
+    peers: Arc<Mutex<HashSet<SocketAddr>>>,
 }
 
 impl GrpcBackend {
@@ -91,8 +99,10 @@ impl GrpcBackend {
     pub async fn start_limited(name: &str, streams: Option<u32>) -> GrpcBackend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let peers = Arc::default();
         let svc = EchoServer::new(Service {
             name: name.to_string(),
+            peers: Arc::clone(&peers),
         });
         let incoming = tonic::transport::server::TcpIncoming::from(listener);
         let task = tokio::spawn(async move {
@@ -102,15 +112,18 @@ impl GrpcBackend {
                 .serve_with_incoming(incoming)
                 .await;
         });
-        GrpcBackend { addr, task }
+        GrpcBackend { addr, task, peers }
     }
 
     /// The same service over TLS (ALPN `h2`) with `tls`, for `grpcs` upstreams.
     pub async fn start_tls(name: &str, tls: std::sync::Arc<rustls::ServerConfig>) -> GrpcBackend {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        // Served through hyper directly: calls carry no client address, none are counted.
+        let peers = Arc::default();
         let routes = tonic::service::Routes::new(EchoServer::new(Service {
             name: name.to_string(),
+            peers: Arc::clone(&peers),
         }));
         let acceptor = tokio_rustls::TlsAcceptor::from(tls);
         let task = tokio::spawn(async move {
@@ -143,11 +156,16 @@ impl GrpcBackend {
                 });
             }
         });
-        GrpcBackend { addr, task }
+        GrpcBackend { addr, task, peers }
     }
 
     pub fn node(&self) -> String {
         self.addr.to_string()
+    }
+
+    /// Connections unary calls have come on so far (cleartext servers only).
+    pub fn connections(&self) -> usize {
+        self.peers.lock().unwrap().len()
     }
 }
 

@@ -424,6 +424,38 @@ async fn grpcs_upstream_over_tls_is_verified() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pooled_http2_connection_is_retired_after_keepalive_pool_requests() {
+    let s = Stack::start(&[]).await;
+    let node = GrpcBackend::start("h2").await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/echo",
+            Some(json!({"uri": "/test.echo.Echo/*",
+                        "upstream": {"scheme": "grpc", "nodes": {node.node(): 1},
+                                     "keepalive_pool": {"requests": 3}}})),
+        )
+        .await;
+    s.gw.wait_routes(1).await;
+    let mut client = EchoClient::connect(format!("http://{}", s.gw.http))
+        .await
+        .unwrap();
+    // One at a time, so each call finds the pooled connection: 3 calls per connection.
+    for i in 0..7 {
+        let reply = client
+            .unary(EchoRequest {
+                message: format!("call {i}"),
+                fail_with: 0,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(reply.message, format!("call {i}"));
+    }
+    assert_eq!(node.connections(), 3, "7 calls, 3 per connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_http2_connection_does_not_stall_new_calls() {
     let s = Stack::start(&[]).await;
     // One stream per connection: an open call fills the node's only pooled connection.
