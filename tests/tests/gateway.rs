@@ -419,6 +419,16 @@ fn who_on_new_connection(addr: std::net::SocketAddr, path: &str) -> String {
     )
 }
 
+/// Who answered each of `n` requests, each on a new connection.
+async fn who_on_new_connections(addr: std::net::SocketAddr, path: &str, n: usize) -> Vec<String> {
+    let path = path.to_string();
+    tokio::task::spawn_blocking(move || {
+        (0..n).map(|_| who_on_new_connection(addr, &path)).collect()
+    })
+    .await
+    .unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_worker_accepts_on_the_shared_ports_and_sees_each_change() {
     let etcd = Etcd::start();
@@ -438,13 +448,7 @@ async fn every_worker_accepts_on_the_shared_ports_and_sees_each_change() {
     // The kernel spreads connections over the three sockets by address hash: 48 of them
     // miss one worker entirely with a probability of about 1e-8.
     let addr = gw.http;
-    let answers = tokio::task::spawn_blocking(move || {
-        (0..48)
-            .map(|_| who_on_new_connection(addr, "/w"))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
+    let answers = who_on_new_connections(addr, "/w", 48).await;
     assert!(answers.iter().all(|w| w == "a"), "{answers:?}");
     let mut accepted = Vec::new();
     for worker in 0..3 {
@@ -468,20 +472,10 @@ async fn every_worker_accepts_on_the_shared_ports_and_sees_each_change() {
     eventually(
         Duration::from_secs(1),
         "the change served on new connections",
-        || async {
-            tokio::task::spawn_blocking(move || who_on_new_connection(addr, "/w") == "b")
-                .await
-                .unwrap()
-        },
+        || async { who_on_new_connections(addr, "/w", 1).await == ["b"] },
     )
     .await;
-    let answers = tokio::task::spawn_blocking(move || {
-        (0..48)
-            .map(|_| who_on_new_connection(addr, "/w"))
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap();
+    let answers = who_on_new_connections(addr, "/w", 48).await;
     assert!(answers.iter().all(|w| w == "b"), "{answers:?}");
 }
 
