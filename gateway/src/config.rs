@@ -46,6 +46,10 @@ pub struct Config {
     /// sockets on the same ports (SO_REUSEPORT); default: one per available core.
     #[arg(long, env = "GATEWAY_WORKERS")]
     pub workers: Option<std::num::NonZeroUsize>,
+    /// How long a write to a client may make no progress before its connection is closed
+    /// (nginx's `send_timeout`): a client that stops reading releases what it holds.
+    #[arg(long, env = "GATEWAY_CLIENT_SEND_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    pub client_send_timeout: Duration,
     /// AES keys (16 or 32 characters), comma-separated, to decrypt stored private keys.
     #[arg(long, env = "DATA_ENCRYPTION_KEYS", value_delimiter = ',')]
     pub data_encryption_keys: Vec<String>,

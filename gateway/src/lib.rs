@@ -15,6 +15,7 @@ pub mod redirect;
 pub mod request_body;
 pub mod request_vars;
 pub mod router;
+pub mod send_timeout;
 pub mod server;
 pub mod snapshot;
 pub mod split;
@@ -124,6 +125,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         &shared,
         &stop_accepting_rx,
         config.grace_period,
+        config.client_send_timeout,
         &tls::server_config(shared.clone()),
     )?;
     shutdown.await;

@@ -15,6 +15,7 @@
 //!    sending at that moment, so it is given [`KEEPALIVE_LINGER`] to send one before it
 //!    is closed. Everything ends within the grace period.
 use crate::proxy::{self, ConnInfo};
+use crate::send_timeout::SendTimeout;
 use crate::Shared;
 use http::{header, HeaderValue, Version};
 use hyper::service::service_fn;
@@ -86,6 +87,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
+    send_timeout: Duration,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let conns = Arc::new(Connections {
@@ -95,6 +97,7 @@ pub async fn serve(
         draining: Arc::new(AtomicBool::new(false)),
         drain: watch::Sender::new(false),
         linger: grace.min(KEEPALIVE_LINGER),
+        send_timeout,
         tls: tls.map(TlsAcceptor::from),
     });
     loop {
@@ -186,6 +189,8 @@ struct Connections {
     /// drain is over when none is left.
     drain: watch::Sender<bool>,
     linger: Duration,
+    /// `--client-send-timeout`: how long a write to the client may stall.
+    send_timeout: Duration,
     /// Set on the HTTPS listener.
     tls: Option<TlsAcceptor>,
 }
@@ -195,6 +200,8 @@ impl Connections {
         self.shared.metrics.accepted(crate::workers::current());
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok().or(self.local).unwrap_or(remote);
+        // Below TLS, so that a stalled encrypted write counts too.
+        let stream = SendTimeout::new(stream, self.send_timeout);
         // Subscribed before the handshake: a drain waits for connections still in it.
         let drain = self.drain.subscribe();
         let conns = self.clone();

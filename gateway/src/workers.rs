@@ -54,12 +54,14 @@ pub fn bind(n: usize, http: SocketAddr, https: SocketAddr) -> anyhow::Result<Vec
 }
 
 /// Starts one thread per set of listeners. Each serves until `stop` turns true and its
-/// connections have drained (within `grace`), then resolves its receiver.
+/// connections have drained (within `grace`), then resolves its receiver. Writes to
+/// clients may stall for `send_timeout` at most (`send_timeout.rs`).
 pub fn start(
     listeners: Vec<Listeners>,
     shared: &Arc<Shared>,
     stop: &watch::Receiver<bool>,
     grace: Duration,
+    send_timeout: Duration,
     tls: &Arc<rustls::ServerConfig>,
 ) -> anyhow::Result<Vec<oneshot::Receiver<()>>> {
     let mut done = Vec::new();
@@ -73,7 +75,7 @@ pub fn start(
             .name(format!("worker-{index}"))
             .spawn(move || {
                 CURRENT.with(|c| c.set(index));
-                runtime.block_on(serve(l, shared, stop, grace, tls));
+                runtime.block_on(serve(l, shared, stop, grace, send_timeout, tls));
                 // Whatever is left (idle upstream connections' tasks, tunnels past the
                 // grace period) ends with the loop.
                 runtime.shutdown_timeout(Duration::from_secs(1));
@@ -89,6 +91,7 @@ async fn serve(
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     grace: Duration,
+    send_timeout: Duration,
     tls: Arc<rustls::ServerConfig>,
 ) {
     let listeners = tokio::net::TcpListener::from_std(l.http)
@@ -101,7 +104,14 @@ async fn serve(
         }
     };
     tokio::join!(
-        server::serve(http, shared.clone(), stop.clone(), grace, None),
-        server::serve(https, shared, stop, grace, Some(tls)),
+        server::serve(
+            http,
+            shared.clone(),
+            stop.clone(),
+            grace,
+            send_timeout,
+            None
+        ),
+        server::serve(https, shared, stop, grace, send_timeout, Some(tls)),
     );
 }

@@ -479,6 +479,116 @@ async fn every_worker_accepts_on_the_shared_ports_and_sees_each_change() {
     assert!(answers.iter().all(|w| w == "b"), "{answers:?}");
 }
 
+/// A raw HTTP/1.1 node answering `GET /bytes/N` with N bytes, written as fast as its
+/// reader takes them; the flag turns true when a write fails (its reader went away).
+async fn streaming_node() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let cut = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = cut.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            let flag = flag.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match conn.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_string();
+                let len: usize = head
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|p| p.strip_prefix("/bytes/"))
+                    .and_then(|n| n.parse().ok())
+                    .unwrap_or(0);
+                let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: {len}\r\n\r\n");
+                if conn.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+                let chunk = vec![b'x'; 64 * 1024];
+                let mut left = len;
+                while left > 0 {
+                    let n = left.min(chunk.len());
+                    if conn.write_all(&chunk[..n]).await.is_err() {
+                        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
+                    left -= n;
+                }
+            });
+        }
+    });
+    (addr, cut)
+}
+
+/// Reads until the peer closes (or fails, or 10 s pass), pausing `pause` before each read;
+/// returns the bytes after the response head.
+async fn body_bytes_until_close(stream: &mut tokio::net::TcpStream, pause: Duration) -> usize {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 1 << 20];
+    let mut head = Vec::new();
+    let mut body = 0;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        tokio::time::sleep(pause).await;
+        let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return body,
+        };
+        if body == 0 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            head.extend_from_slice(&buf[..n]);
+            if let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") {
+                body = head.len() - end - 4;
+            }
+        } else {
+            body += n;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_is_cut_after_the_send_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let etcd = Etcd::start();
+    let gw = Gateway::start(&etcd.url, "/gw", &["--client-send-timeout=1s"]);
+    let (node, cut) = streaming_node().await;
+    let route = json!({"uri": "/bytes/*", "upstream": {"nodes": {node.to_string(): 1}}});
+    etcd.ctl(&["put", "/gw/routes/bytes", &route.to_string()]);
+    gw.wait_routes(1).await;
+
+    // Asks for 1 GiB and reads nothing: once the gateway's writes have stalled for 1 s it
+    // closes the client, and with it the upstream connection (the node's write fails).
+    let mut stalled = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    stalled
+        .write_all(b"GET /bytes/1073741824 HTTP/1.1\r\nHost: t\r\n\r\n")
+        .await
+        .unwrap();
+    eventually(
+        Duration::from_secs(10),
+        "the upstream connection released after the client stopped reading",
+        || async { cut.load(std::sync::atomic::Ordering::SeqCst) },
+    )
+    .await;
+    let got = body_bytes_until_close(&mut stalled, Duration::ZERO).await;
+    assert!(got < 1 << 30, "the stalled client got the whole body");
+
+    // A client that reads with pauses shorter than the limit gets all of it.
+    let mut slow = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    slow.write_all(b"GET /bytes/8388608 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let got = body_bytes_until_close(&mut slow, Duration::from_millis(300)).await;
+    assert_eq!(got, 8 << 20);
+}
+
 /// Sends raw bytes and returns everything read until the server closes.
 fn raw_response(addr: std::net::SocketAddr, request: &[u8]) -> String {
     let mut s = std::net::TcpStream::connect(addr).unwrap();
