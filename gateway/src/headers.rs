@@ -24,22 +24,36 @@ static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host"
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
-/// Most messages carry none, so one scan of the names decides whether to touch the map.
+/// One scan of the names finds which are present; only those are removed, so the common
+/// `Connection: keep-alive` costs two removals rather than one per hop-by-hop name.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if !headers.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    let mut present = [false; HOP_BY_HOP.len()];
+    for k in headers.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
         return;
     }
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
+    // `Connection` is HOP_BY_HOP[0]; its options other than the usual ones name headers.
+    let named: Vec<HeaderName> = if present[0] {
+        headers
+            .get_all(CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .filter(|t| !t.eq_ignore_ascii_case("keep-alive") && !t.eq_ignore_ascii_case("close"))
+            .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
+            .collect()
+    } else {
+        Vec::new()
+    };
     for name in named {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP.iter().zip(present).filter(|(_, p)| *p) {
         headers.remove(name);
     }
 }
@@ -81,19 +95,22 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
         .map(str::trim)
         .filter(|v| !v.is_empty())
         .peekable();
-    let xff = if prev.peek().is_some() {
+    let joined = prev.peek().is_some().then(|| {
         let mut joined = prev.collect::<Vec<_>>().join(", ");
         joined.push_str(", ");
         joined.push_str(&ip);
-        HeaderValue::from_str(&joined)
-    } else {
-        HeaderValue::from_str(&ip)
-    };
-    if let Ok(v) = xff {
-        headers.insert(X_FORWARDED_FOR.clone(), v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&ip) {
-        headers.insert(X_REAL_IP.clone(), v);
+        joined
+    });
+    // An IP address is always a valid header value; both headers share its bytes.
+    if let Ok(real_ip) = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)) {
+        let xff = match joined {
+            Some(j) => HeaderValue::from_str(&j).ok(),
+            None => Some(real_ip.clone()),
+        };
+        if let Some(v) = xff {
+            headers.insert(X_FORWARDED_FOR.clone(), v);
+        }
+        headers.insert(X_REAL_IP.clone(), real_ip);
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
     if let Some(h) = f.host {
@@ -154,6 +171,19 @@ mod tests {
             (
                 &[("proxy-connection", "x"), ("content-type", "text/plain")],
                 &["content-type"],
+            ),
+            (
+                &[
+                    ("connection", "Keep-Alive, X-Hop"),
+                    ("connection", "close"),
+                    ("x-hop", "1"),
+                    ("server", "s"),
+                ],
+                &["server"],
+            ),
+            (
+                &[("server", "s"), ("content-length", "2")],
+                &["content-length", "server"],
             ),
         ];
         for (input, want) in table {

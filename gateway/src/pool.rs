@@ -119,11 +119,12 @@ impl Pool {
         let mut idle = self.shard();
         let list = idle.get_mut(addr)?;
         while let Some(mut c) = list.pop() {
-            if c.tx.is_closed() || c.idle_since.elapsed() >= settings.idle_timeout {
+            let idle_for = c.idle_since.elapsed();
+            if c.tx.is_closed() || idle_for >= settings.idle_timeout {
                 continue;
             }
             c.reused = true;
-            c.idle_for = c.idle_since.elapsed();
+            c.idle_for = idle_for;
             // An HTTP/2 connection stays in the pool for every other request meanwhile,
             // until it has carried `requests` of them (counted here, on the pooled one).
             if let Sender::Http2(tx) = &c.tx {
@@ -151,7 +152,13 @@ impl Pool {
             return;
         }
         let mut idle = self.shard();
-        let list = idle.entry(conn.addr.clone()).or_default();
+        // The key is copied only the first time a node's connection is pooled.
+        if !idle.contains_key(&conn.addr) {
+            idle.insert(conn.addr.clone(), Vec::new());
+        }
+        let Some(list) = idle.get_mut(&conn.addr) else {
+            return;
+        };
         // One live HTTP/2 connection per key is enough: it multiplexes.
         if matches!(conn.tx, Sender::Http2(_)) && list.iter().any(|c| !c.tx.is_closed()) {
             return;

@@ -505,13 +505,15 @@ async fn send_to_node(
     loop {
         let mut conn: Conn = match shared.pool.checkout(&node.pool_key, &upstream.pool) {
             Some(c) if stale < MAX_STALE_RETRIES => c,
-            _ => match connect(
+            // Boxed: a connect future (TCP, TLS, handshake) is ~7 KB, and held inline it
+            // would make every request's future that large, to be copied on each move.
+            _ => match Box::pin(connect(
                 addr,
                 &node.pool_key,
                 &upstream.transport,
                 node.tls_name.as_ref(),
                 timeout.connect(),
-            )
+            ))
             .await
             {
                 Ok(c) => c,
@@ -916,5 +918,25 @@ mod tests {
         assert_eq!(resp.status(), 200);
         assert_eq!(resp.headers()["grpc-status"], "12");
         assert_eq!(resp.headers()["grpc-message"], "404 Route Not Found");
+    }
+}
+#[cfg(test)]
+mod future_size {
+    use super::*;
+
+    fn size_of_future<F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(Arc<Shared>, ConnInfo, Request<Incoming>) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// Every request's future is moved (copied whole) a few times on its way into hyper's
+    /// dispatcher: rarely used large parts (the connect future, ~7 KB with TLS) are
+    /// boxed so that it stays small: about 4 KB, against 10 KB before.
+    #[test]
+    fn the_request_future_stays_small() {
+        let size = size_of_future(handle);
+        assert!(size <= 6 * 1024, "proxy::handle's future is {size} bytes");
     }
 }
