@@ -357,11 +357,21 @@ async fn proxying_headers_hosts_retries_and_errors() {
     let e: Value = resp.json().await.unwrap();
     assert_eq!(e["headers"]["host"], gw.http.to_string());
 
-    // Upstream connections are kept alive and reused: sequential requests arrive at the
-    // backend from the same local port.
+    // Upstream connections are kept alive and reused: sequential requests on one client
+    // connection (hence one worker, whose pool shard they use) arrive at the backend from
+    // the same local port.
+    let one_connection = reqwest::Client::new();
     let mut peers = std::collections::HashSet::new();
     for _ in 0..20 {
-        peers.insert(echo("/pass").await["peer"].as_str().unwrap().to_string());
+        let e: Value = one_connection
+            .get(gw.url("/pass"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        peers.insert(e["peer"].as_str().unwrap().to_string());
     }
     assert_eq!(
         peers.len(),
