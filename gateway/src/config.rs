@@ -29,6 +29,10 @@ pub struct Config {
     /// HTTPS listener (certificates from the ssls resource, chosen by SNI).
     #[arg(long, env = "GATEWAY_TLS_LISTEN", default_value = "0.0.0.0:9443")]
     pub tls_listen: SocketAddr,
+    /// The server name whose certificate answers handshakes without SNI (clients that
+    /// dial an IP address), as APISIX's `fallback_sni`; without it they are refused.
+    #[arg(long, env = "GATEWAY_TLS_FALLBACK_SNI")]
+    pub tls_fallback_sni: Option<String>,
     /// Health, readiness, status and metrics.
     #[arg(long, env = "GATEWAY_STATUS_LISTEN", default_value = "127.0.0.1:9090")]
     pub status_listen: SocketAddr,

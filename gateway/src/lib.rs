@@ -126,7 +126,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         &stop_accepting_rx,
         config.grace_period,
         config.client_send_timeout,
-        &tls::server_config(shared.clone()),
+        &tls::server_config(shared.clone(), config.tls_fallback_sni.clone()),
     )?;
     shutdown.await;
     tracing::info!("shutting down");

@@ -59,8 +59,13 @@ impl CertTable {
     }
 }
 
-/// Reads the current snapshot on every handshake.
-struct SniResolver(Arc<Shared>);
+/// Reads the current snapshot on every handshake. A handshake without SNI (a client
+/// that dialled an IP address) gets the certificate of `fallback` when it is set
+/// (APISIX's `fallback_sni`).
+struct SniResolver {
+    shared: Arc<Shared>,
+    fallback: Option<String>,
+}
 
 impl std::fmt::Debug for SniResolver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -70,17 +75,17 @@ impl std::fmt::Debug for SniResolver {
 
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        let Some(name) = hello.server_name() else {
-            self.0
+        let Some(name) = hello.server_name().or(self.fallback.as_deref()) else {
+            self.shared
                 .metrics
                 .tls_unknown_sni
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            tracing::debug!("TLS handshake without SNI refused: no default certificate");
+            tracing::debug!("TLS handshake without SNI refused: no --tls-fallback-sni");
             return None;
         };
-        let snapshot = self.0.snapshot.load();
+        let snapshot = self.shared.snapshot.load();
         let Some(set) = snapshot.certs.lookup(name) else {
-            self.0
+            self.shared
                 .metrics
                 .tls_unknown_sni
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -100,14 +105,18 @@ impl ResolvesServerCert for SniResolver {
     }
 }
 
-/// TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, certificates by SNI.
-pub fn server_config(shared: Arc<Shared>) -> Arc<ServerConfig> {
+/// TLS 1.2 and 1.3, ALPN `h2` then `http/1.1`, certificates by SNI (by `fallback_sni`
+/// for clients that send none).
+pub fn server_config(shared: Arc<Shared>, fallback_sni: Option<String>) -> Arc<ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .expect("ring supports TLS 1.2 and 1.3")
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(SniResolver(shared)));
+        .with_cert_resolver(Arc::new(SniResolver {
+            shared,
+            fallback: fallback_sni,
+        }));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Arc::new(config)
 }

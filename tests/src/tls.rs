@@ -115,6 +115,26 @@ pub async fn connect(
     ca_pem: &str,
     alpn: &[&[u8]],
 ) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    connect_with(addr, sni, ca_pem, alpn, true).await
+}
+
+/// [`connect`] sending no SNI, as a client that dialled an IP address does, while still
+/// verifying the certificate for `name`.
+pub async fn connect_without_sni(
+    addr: std::net::SocketAddr,
+    name: &str,
+    ca_pem: &str,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
+    connect_with(addr, name, ca_pem, &[b"http/1.1"], false).await
+}
+
+async fn connect_with(
+    addr: std::net::SocketAddr,
+    sni: &str,
+    ca_pem: &str,
+    alpn: &[&[u8]],
+    send_sni: bool,
+) -> Result<tokio_rustls::client::TlsStream<tokio::net::TcpStream>, String> {
     let mut roots = rustls::RootCertStore::empty();
     for c in model::pem::certificates(ca_pem).unwrap() {
         roots.add(c).unwrap();
@@ -126,6 +146,7 @@ pub async fn connect(
         .with_root_certificates(roots)
         .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    config.enable_sni = send_sni;
     let tcp = tokio::net::TcpStream::connect(addr)
         .await
         .map_err(|e| format!("connect: {e}"))?;

@@ -25,14 +25,18 @@ struct Tls {
 impl Tls {
     /// etcd, an admin-api and a gateway sharing a keyring, and a route `/` to a backend.
     async fn start() -> Tls {
+        Self::start_with(&[]).await
+    }
+
+    /// [`Tls::start`] with more gateway flags.
+    async fn start_with(gateway_args: &[&str]) -> Tls {
         let etcd = Etcd::start();
         let admin =
             AdminApi::start_with_env(&etcd.url, "/gw", "k", &[("DATA_ENCRYPTION_KEYS", KEYRING)]);
-        let gw = Gateway::start(
-            &etcd.url,
-            "/gw",
-            &[&format!("--data-encryption-keys={KEYRING}")],
-        );
+        let keyring = format!("--data-encryption-keys={KEYRING}");
+        let mut args = vec![keyring.as_str()];
+        args.extend_from_slice(gateway_args);
+        let gw = Gateway::start(&etcd.url, "/gw", &args);
         gw.wait_ready().await;
         let backend = Backend::start("app").await;
         admin
@@ -156,6 +160,35 @@ async fn certificate_by_sni_exact_then_one_label_wildcard() {
     .await;
     assert_eq!(tx.send_request(get()).await.unwrap().status(), 200);
     assert!(t.gw.metric("gateway_tls_unknown_sni_total").await > 0.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handshake_without_sni_gets_the_fallback_certificate_if_one_is_set() {
+    let t = Tls::start_with(&["--tls-fallback-sni=default.example.com"]).await;
+    let fallback = t.ca.leaf(&["*.example.com"]);
+    let other = t.ca.leaf(&["other.org"]);
+    t.put_ssl("1", &["*.example.com"], &fallback).await;
+    t.put_ssl("2", &["other.org"], &other).await;
+    t.wait_ssls(2).await;
+    // No SNI: the certificate the fallback name resolves to (here through a wildcard).
+    let stream = tls::connect_without_sni(t.gw.https(), "default.example.com", &t.ca.pem())
+        .await
+        .unwrap();
+    assert_eq!(tls::peer_cert(&stream), tls::der(&fallback.0));
+    // A client that sends a name still gets that name's certificate, and an unknown name
+    // is refused as before: the fallback is for missing SNI only.
+    assert_eq!(t.cert_for("other.org").await.unwrap(), tls::der(&other.0));
+    assert!(t.cert_for("unknown.net").await.is_err());
+
+    // Without the flag, a handshake without SNI is refused and counted.
+    let plain = Tls::start().await;
+    plain.put_ssl("1", &["*.example.com"], &fallback).await;
+    plain.wait_ssls(1).await;
+    let err = tls::connect_without_sni(plain.gw.https(), "default.example.com", &t.ca.pem())
+        .await
+        .expect_err("no fallback configured");
+    assert!(err.contains("handshake"), "{err}");
+    assert!(plain.gw.metric("gateway_tls_unknown_sni_total").await >= 1.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
