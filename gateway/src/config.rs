@@ -52,7 +52,7 @@ pub struct Config {
     pub workers: Option<std::num::NonZeroUsize>,
     /// How long a write to a client may make no progress before its connection is closed
     /// (nginx's `send_timeout`): a client that stops reading releases what it holds.
-    #[arg(long, env = "GATEWAY_CLIENT_SEND_TIMEOUT", default_value = "60s", value_parser = parse_duration)]
+    #[arg(long, env = "GATEWAY_CLIENT_SEND_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pub client_send_timeout: Duration,
     /// AES keys (16 or 32 characters), comma-separated, to decrypt stored private keys.
     #[arg(long, env = "DATA_ENCRYPTION_KEYS", value_delimiter = ',')]
@@ -81,6 +81,14 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(secs))
 }
 
+/// [`parse_duration`], refusing zero (a limit that every blocked write would exceed).
+pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        d if d.is_zero() => Err(format!("{s:?}: must be more than zero")),
+        d => Ok(d),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -101,6 +109,9 @@ mod tests {
                 want,
                 "{input}"
             );
+        }
+        for (input, ok) in [("0s", false), ("0", false), ("0ms", false), ("1ms", true)] {
+            assert_eq!(parse_positive_duration(input).is_ok(), ok, "{input}");
         }
     }
 }

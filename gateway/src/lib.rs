@@ -80,6 +80,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let workers = config
         .workers
         .map_or_else(workers::default_count, std::num::NonZeroUsize::get);
+    if workers > workers::MAX {
+        anyhow::bail!("--workers {workers}: at most {} are allowed", workers::MAX);
+    }
     let listeners = workers::bind(workers, config.listen, config.tls_listen)?;
     let https_port = listeners[0].https.local_addr()?.port();
     let shared = Shared::new(config.zone.clone(), https_port, workers);

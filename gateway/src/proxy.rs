@@ -773,11 +773,24 @@ where
             Ok(n) => n,
         };
         activity.stamp();
-        if tx.write_all(&buf[..n]).await.is_err() || tx.flush().await.is_err() {
+        // Written piece by piece, each stamped: a slow reader on the other side is still a
+        // live tunnel, even while one large message takes longer than `idle` to cross.
+        let mut sent = 0;
+        while sent < n {
+            match tx.write(&buf[sent..n]).await {
+                Ok(0) | Err(_) => {
+                    let _ = tx.shutdown().await;
+                    return;
+                }
+                Ok(w) => {
+                    sent += w;
+                    activity.stamp();
+                }
+            }
+        }
+        if tx.flush().await.is_err() {
             break;
         }
-        // A slow reader on the other side is still a live tunnel.
-        activity.stamp();
     }
     let _ = tx.shutdown().await;
 }
@@ -853,6 +866,31 @@ mod tests {
             let (parts, ()) = req.body(()).unwrap().into_parts();
             assert_eq!(websocket_upgrade(&parts).is_some(), *want, "{headers:?}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_of_a_large_message_keeps_the_tunnel_open() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let idle = Duration::from_millis(300);
+        let (mut client, gw_client) = tokio::io::duplex(1024);
+        let (gw_node, mut node) = tokio::io::duplex(64 * 1024);
+        let joined = tokio::spawn(join_until_either_closes(gw_client, gw_node, idle));
+        // One 32 KiB message, read 1 KiB per 40 ms: it takes four times `idle` to cross,
+        // and neither peer writes anything else meanwhile.
+        node.write_all(&[1u8; 32 * 1024]).await.unwrap();
+        let (mut got, mut buf) = (0, [0u8; 1024]);
+        while got < 32 * 1024 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            let n = client.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the tunnel closed after {got} bytes");
+            got += n;
+        }
+        assert!(
+            !joined.is_finished(),
+            "closed while the message was crossing"
+        );
+        drop(client);
+        assert_eq!(joined.await.unwrap(), "client");
     }
 
     #[tokio::test]

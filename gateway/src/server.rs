@@ -252,12 +252,14 @@ impl Connections {
         let svc = {
             let (shared, draining, http2) =
                 (self.shared.clone(), self.draining.clone(), http2.clone());
-            let guard = proxy::DrainGuard(drain.clone());
+            let conns = self.clone();
             service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let (shared, draining) = (shared.clone(), draining.clone());
-                // A WebSocket tunnel keeps the drain waiting after its connection is done.
+                // A WebSocket tunnel keeps the drain waiting after its connection is done
+                // (subscribed only then, so the drain's counts stay one per connection).
                 if req.headers().contains_key(header::UPGRADE) {
-                    req.extensions_mut().insert(guard.clone());
+                    req.extensions_mut()
+                        .insert(proxy::DrainGuard(conns.drain.subscribe()));
                 }
                 let http1 = req.version() < Version::HTTP_2;
                 if !http1 {

@@ -21,6 +21,9 @@ pub fn current() -> usize {
     CURRENT.with(Cell::get)
 }
 
+/// More would only add threads fighting for the same cores.
+pub const MAX: usize = 1024;
+
 /// One per available core (the `--workers` default).
 pub fn default_count() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
@@ -66,15 +69,24 @@ pub fn start(
 ) -> anyhow::Result<Vec<oneshot::Receiver<()>>> {
     let mut done = Vec::new();
     for (index, l) in listeners.into_iter().enumerate() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
         let (shared, stop, tls) = (shared.clone(), stop.clone(), tls.clone());
         let (finished, finished_rx) = oneshot::channel();
         std::thread::Builder::new()
             .name(format!("worker-{index}"))
             .spawn(move || {
                 CURRENT.with(|c| c.set(index));
+                // Built here, not by the caller: a runtime must not be dropped inside
+                // another's async context, as it would be if this spawn failed.
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        tracing::error!(worker = index, error = %e, "worker cannot start its event loop");
+                        return;
+                    }
+                };
                 runtime.block_on(serve(l, shared, stop, grace, send_timeout, tls));
                 // Whatever is left (idle upstream connections' tasks, tunnels past the
                 // grace period) ends with the loop.

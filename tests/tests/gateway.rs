@@ -359,18 +359,32 @@ async fn proxying_headers_hosts_retries_and_errors() {
 
     // Upstream connections are kept alive and reused: sequential requests on one client
     // connection (hence one worker, whose pool shard they use) arrive at the backend from
-    // the same local port.
-    let one_connection = reqwest::Client::new();
-    let mut peers = std::collections::HashSet::new();
-    for _ in 0..20 {
-        let e: Value = one_connection
-            .get(gw.url("/pass"))
-            .send()
-            .await
-            .unwrap()
-            .json()
+    // the same local port. One connection for sure: a pooling client such as reqwest may
+    // open a second one when the first is not back in its pool yet.
+    let stream = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+    let (mut one_connection, conn) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
             .await
             .unwrap();
+    tokio::spawn(conn);
+    let mut peers = std::collections::HashSet::new();
+    for _ in 0..20 {
+        use http_body_util::BodyExt;
+        let req = http::Request::get("/pass")
+            .header("host", "t")
+            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .unwrap();
+        one_connection.ready().await.unwrap();
+        let body = one_connection
+            .send_request(req)
+            .await
+            .unwrap()
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes();
+        let e: Value = serde_json::from_slice(&body).unwrap();
         peers.insert(e["peer"].as_str().unwrap().to_string());
     }
     assert_eq!(
@@ -539,14 +553,14 @@ async fn streaming_node() -> (
     (addr, cut)
 }
 
-/// Reads until the peer closes (or fails, or 10 s pass), pausing `pause` before each read;
+/// Reads until the peer closes (or fails, or 20 s pass), pausing `pause` before each read;
 /// returns the bytes after the response head.
 async fn body_bytes_until_close(stream: &mut tokio::net::TcpStream, pause: Duration) -> usize {
     use tokio::io::AsyncReadExt;
     let mut buf = vec![0u8; 1 << 20];
     let mut head = Vec::new();
     let mut body = 0;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     loop {
         tokio::time::sleep(pause).await;
         let n = match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
@@ -590,13 +604,14 @@ async fn a_client_that_stops_reading_is_cut_after_the_send_timeout() {
     let got = body_bytes_until_close(&mut stalled, Duration::ZERO).await;
     assert!(got < 1 << 30, "the stalled client got the whole body");
 
-    // A client that reads with pauses shorter than the limit gets all of it.
+    // A client that reads with pauses shorter than the limit gets all of it (4 MiB in
+    // 200 ms pauses: within 20 s even at 64 KiB per read).
     let mut slow = tokio::net::TcpStream::connect(gw.http).await.unwrap();
-    slow.write_all(b"GET /bytes/8388608 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    slow.write_all(b"GET /bytes/4194304 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
         .await
         .unwrap();
-    let got = body_bytes_until_close(&mut slow, Duration::from_millis(300)).await;
-    assert_eq!(got, 8 << 20);
+    let got = body_bytes_until_close(&mut slow, Duration::from_millis(200)).await;
+    assert_eq!(got, 4 << 20);
 }
 
 /// Sends raw bytes and returns everything read until the server closes.
