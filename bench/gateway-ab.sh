@@ -17,21 +17,8 @@ cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 
 trap cleanup EXIT
 source bench/lib.sh
 ORIGIN=$(port); ETCD=$(port); PEER=$(port)
-mkdir -p "$work/origin"
-cat >"$work/origin/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $work/origin/pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$ORIGIN; location / { return 200 "ok"; } } }
-CONF
-taskset -c 1 nginx -c "$work/origin/nginx.conf" -p "$work/origin" 2>"$work/origin.log" & pids+=($!)
-etcd --name b --data-dir "$work/etcd" --listen-client-urls http://127.0.0.1:$ETCD \
-  --advertise-client-urls http://127.0.0.1:$ETCD --listen-peer-urls http://127.0.0.1:$PEER \
-  --initial-advertise-peer-urls http://127.0.0.1:$PEER --initial-cluster b=http://127.0.0.1:$PEER \
-  --log-level error >"$work/etcd.log" 2>&1 & pids+=($!)
-wait_port $ETCD
-ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:$ETCD put /bench/routes/1 \
-  "{\"uri\":\"/*\",\"upstream\":{\"nodes\":{\"127.0.0.1:$ORIGIN\":1}}}" >/dev/null
+ok_server "$work/origin" $ORIGIN 1
+etcd_with_route "$work/etcd" $ETCD $PEER $ORIGIN
 start() { # binary -> "pid port"
   local p=$(port) s=$(port)
   TOKIO_WORKER_THREADS=1 GATEWAY_WORKERS=1 RUST_LOG=warn taskset -c 0 "$1" --etcd-endpoints http://127.0.0.1:$ETCD \

@@ -31,3 +31,31 @@ backend be
 CONF
   mv "$1.tmp" "$1"
 }
+
+# Starts nginx with one worker on core $3, answering every request on loopback port $2
+# with the 2-byte body `ok`; its files go in directory $1. Appends its pid to the
+# caller's `pids` (and leaves it in `$!`).
+ok_server() {
+  mkdir -p "$1"
+  cat >"$1/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $1/pid; error_log stderr error;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:$2; location / { return 200 "ok"; } } }
+CONF
+  taskset -c "$3" nginx -c "$1/nginx.conf" -p "$1" 2>"$1.log" &
+  pids+=($!)
+}
+
+# Starts a one-member etcd (data in $1, client port $2, peer port $3) and stores the
+# route `/*` to loopback port $4 under the prefix /bench. Appends its pid to `pids`.
+etcd_with_route() {
+  etcd --name b --data-dir "$1" --listen-client-urls http://127.0.0.1:$2 \
+    --advertise-client-urls http://127.0.0.1:$2 --listen-peer-urls http://127.0.0.1:$3 \
+    --initial-advertise-peer-urls http://127.0.0.1:$3 --initial-cluster b=http://127.0.0.1:$3 \
+    --log-level error >"$1.log" 2>&1 &
+  pids+=($!)
+  wait_port "$2"
+  ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:$2 put /bench/routes/1 \
+    "{\"uri\":\"/*\",\"upstream\":{\"nodes\":{\"127.0.0.1:$4\":1}}}" >/dev/null
+}

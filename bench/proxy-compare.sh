@@ -30,14 +30,8 @@ NSERVE=$(port); HSERVE=$(port); HPROXY=$(port)
 
 
 # Origin: nginx, one worker on core 1, answers "ok".
-mkdir -p "$work/origin" "$work/nginx"
-cat >"$work/origin/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $work/origin/pid; error_log stderr error;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:$ORIGIN; location / { return 200 "ok"; } } }
-CONF
-taskset -c 1 nginx -c "$work/origin/nginx.conf" -p "$work/origin" 2>"$work/origin.log" & pids+=($!)
+ok_server "$work/origin" $ORIGIN 1
+mkdir -p "$work/nginx"
 
 # nginx as a reverse proxy: one worker on core 0, keepalive to the origin.
 cat >"$work/nginx/nginx.conf" <<CONF
@@ -53,9 +47,7 @@ nginx_pid=$!
 
 # The floors, on core 0 like the proxies: nginx and a bare hyper server answering `ok`
 # themselves, and a bare hyper proxy (server + pooled client, nothing else) to the origin.
-mkdir -p "$work/nserve"
-sed -e "s/:$ORIGIN;/:$NSERVE;/" -e "s#$work/origin/pid#$work/nserve/pid#" "$work/origin/nginx.conf" >"$work/nserve/nginx.conf"
-taskset -c 0 nginx -c "$work/nserve/nginx.conf" -p "$work/nserve" 2>"$work/nserve.log" & pids+=($!)
+ok_server "$work/nserve" $NSERVE 0
 nserve_pid=$!
 taskset -c 0 "$bin/examples/hyper_floor" serve 127.0.0.1:$HSERVE & pids+=($!)
 hserve_pid=$!
@@ -68,14 +60,7 @@ taskset -c 0 haproxy -f "$work/haproxy.cfg" -db 2>"$work/haproxy.log" & pids+=($
 haproxy_pid=$!
 
 # etcd (core 1, idle during the runs) and our gateway: one tokio worker on core 0.
-etcd --name b --data-dir "$work/etcd" --listen-client-urls http://127.0.0.1:$ETCD \
-  --advertise-client-urls http://127.0.0.1:$ETCD --listen-peer-urls http://127.0.0.1:$PEER \
-  --initial-advertise-peer-urls http://127.0.0.1:$PEER --initial-cluster b=http://127.0.0.1:$PEER \
-  --log-level error >"$work/etcd.log" 2>&1 & pids+=($!)
-wait_port $ETCD
-sleep 1
-ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:$ETCD put /bench/routes/1 \
-  "{\"uri\":\"/*\",\"upstream\":{\"nodes\":{\"127.0.0.1:$ORIGIN\":1}}}" >/dev/null
+etcd_with_route "$work/etcd" $ETCD $PEER $ORIGIN
 GATEWAY_WORKERS=1 RUST_LOG=warn taskset -c 0 "$bin/gateway" --etcd-endpoints http://127.0.0.1:$ETCD \
   --etcd-prefix /bench --listen 127.0.0.1:$GW --tls-listen 127.0.0.1:$(port) --status-listen 127.0.0.1:$GWS \
   >"$work/gateway.log" 2>&1 & pids+=($!)
