@@ -68,6 +68,16 @@ rm -rf "$root"
 mkdir -p "$root"
 tar -C "$root" -xf "$tarball"
 cp /etc/resolv.conf "$root/etc/resolv.conf"
+# The network of this machine, not a set-up step: where HTTPS goes through an
+# intercepting proxy, the host's CA bundle is what lets cargo reach crates.io. Kept apart
+# from the root's own bundle, which installing ca-certificates rewrites.
+host_ca=${SSL_CERT_FILE:-/etc/ssl/certs/ca-certificates.crt}
+ca_env=""
+if [ -f "$host_ca" ]; then
+  mkdir -p "$root/opt"
+  cp "$host_ca" "$root/opt/host-ca.crt"
+  ca_env="CARGO_HTTP_CAINFO=/opt/host-ca.crt SSL_CERT_FILE=/opt/host-ca.crt"
+fi
 
 bind() { # source, target inside the root, [ro]
   mkdir -p "$root$2"
@@ -91,7 +101,7 @@ in_root() {
   chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb \
     PATH=/opt/cargo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     RUSTUP_HOME=/opt/rustup CARGO_HOME=/root/.cargo RUSTUP_TOOLCHAIN="$(rustup show active-toolchain | cut -d' ' -f1)" \
-    /bin/bash -c "$1"
+    $ca_env /bin/bash -c "$1"
 }
 
 echo "== README command 1: scripts/stack.sh (log: $work/stack.log)"
