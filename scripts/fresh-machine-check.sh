@@ -97,15 +97,17 @@ echo "== clean clone of HEAD ($(git rev-parse --short HEAD))"
 git clone -q "$repo" "$root/src"
 
 # The newcomer's shell: the toolchain on PATH, a writable CARGO_HOME for the registry.
+root_env=(HOME=/root TERM=dumb
+  PATH=/opt/cargo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+  RUSTUP_HOME=/opt/rustup CARGO_HOME=/root/.cargo
+  RUSTUP_TOOLCHAIN="$(rustup show active-toolchain | cut -d' ' -f1)" $ca_env)
 in_root() {
-  chroot "$root" /usr/bin/env -i HOME=/root TERM=dumb \
-    PATH=/opt/cargo-bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
-    RUSTUP_HOME=/opt/rustup CARGO_HOME=/root/.cargo RUSTUP_TOOLCHAIN="$(rustup show active-toolchain | cut -d' ' -f1)" \
-    $ca_env /bin/bash -c "$1"
+  chroot "$root" /usr/bin/env -i "${root_env[@]}" /bin/bash -c "$1"
 }
 
 echo "== README command 1: scripts/stack.sh (log: $work/stack.log)"
-in_root 'cd /src && exec scripts/stack.sh' >"$work/stack.log" 2>&1 &
+# exec all the way down, so that $! is stack.sh itself and SIGTERM reaches its trap.
+(exec chroot "$root" /usr/bin/env -i "${root_env[@]}" /bin/bash -c 'cd /src && exec scripts/stack.sh') >"$work/stack.log" 2>&1 &
 stack_pid=$!
 ok=0
 # A cold release build comes first: allow it 30 minutes.
