@@ -251,7 +251,7 @@ fn schemas() -> Value {
     }});
     let route_plugins = json!({
         "type": "object",
-        "description": "traffic-split and redirect are supported; any other plugin is rejected",
+        "description": "traffic-split, redirect and client-control are supported; any other plugin is rejected",
         "additionalProperties": false,
         "properties": {"traffic-split": {"type": "object", "additionalProperties": false,
             "properties": {"rules": {"type": "array", "items": rule}}},
@@ -260,7 +260,10 @@ fn schemas() -> Value {
                 "properties": {"http_to_https": {"type": "boolean"}, "uri": {"type": "string"},
                     "regex_uri": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
                     "ret_code": {"type": "integer", "minimum": 200, "maximum": 599},
-                    "append_query_string": {"type": "boolean"}}}}
+                    "append_query_string": {"type": "boolean"}}},
+            "client-control": {"type": "object", "additionalProperties": false,
+                "properties": {"max_body_size": {"type": "integer", "minimum": 0,
+                    "description": "Most request body bytes; 0 lifts the gateway's default limit"}}}}
     });
     let route = meta(obj(json!({
         "uri": {"type": "string"}, "uris": strings,

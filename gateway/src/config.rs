@@ -54,6 +54,23 @@ pub struct Config {
     /// (nginx's `send_timeout`): a client that stops reading releases what it holds.
     #[arg(long, env = "GATEWAY_CLIENT_SEND_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
     pub client_send_timeout: Duration,
+    /// How long a new connection may take to send its first complete request head
+    /// (nginx's and APISIX's `client_header_timeout`); also bounds a slow head.
+    #[arg(long, env = "GATEWAY_CLIENT_HEADER_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub client_header_timeout: Duration,
+    /// How long a connection may sit idle between requests before it is closed
+    /// (`keepalive_timeout`; APISIX's default, 60 s).
+    #[arg(long, env = "GATEWAY_KEEPALIVE_TIMEOUT", default_value = "60s", value_parser = parse_positive_duration)]
+    pub keepalive_timeout: Duration,
+    /// Most client connections each worker keeps open (nginx's `worker_connections`);
+    /// beyond it new connections are closed at once and counted.
+    #[arg(long, env = "GATEWAY_WORKER_CONNECTIONS", default_value_t = 10_240, value_parser = clap::value_parser!(u32).range(1..))]
+    pub worker_connections: u32,
+    /// Largest request body accepted, e.g. `1m`, `512k`, `1048576`; `0` for no limit
+    /// (APISIX's `client_max_body_size` default). A route's `client-control` plugin
+    /// overrides it. Beyond it: 413.
+    #[arg(long, env = "GATEWAY_CLIENT_MAX_BODY_SIZE", default_value = "0", value_parser = parse_size)]
+    pub client_max_body_size: u64,
     /// AES keys (16 or 32 characters), comma-separated, to decrypt stored private keys.
     #[arg(long, env = "DATA_ENCRYPTION_KEYS", value_delimiter = ',')]
     pub data_encryption_keys: Vec<String>,
@@ -82,6 +99,22 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 /// [`parse_duration`], refusing zero (a limit that every blocked write would exceed).
+/// A size in bytes as nginx writes it: digits, optionally `k`, `m` or `g` (powers of 1024).
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_lowercase();
+    let (num, shift) = match t.as_bytes().last() {
+        Some(b'k') => (&t[..t.len() - 1], 10),
+        Some(b'm') => (&t[..t.len() - 1], 20),
+        Some(b'g') => (&t[..t.len() - 1], 30),
+        _ => (&t[..], 0),
+    };
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size like 1048576, 512k or 1m"))?;
+    n.checked_mul(1 << shift)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
 pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
     match parse_duration(s)? {
         d if d.is_zero() => Err(format!("{s:?}: must be more than zero")),
@@ -92,6 +125,25 @@ pub fn parse_positive_duration(s: &str) -> Result<Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes() {
+        for (input, want) in [
+            ("0", Some(0)),
+            ("1048576", Some(1 << 20)),
+            ("512k", Some(512 << 10)),
+            ("1m", Some(1 << 20)),
+            ("2G", Some(2 << 30)),
+            (" 8K ", Some(8 << 10)),
+            ("1.5m", None),
+            ("m", None),
+            ("-1", None),
+            ("99999999999999999999g", None),
+            ("17179869184g", None),
+        ] {
+            assert_eq!(parse_size(input).ok(), want, "{input}");
+        }
+    }
 
     #[test]
     fn durations() {

@@ -3,12 +3,14 @@
 #![forbid(unsafe_code)]
 
 pub mod balancer;
+pub mod client_request;
 pub mod config;
 pub mod dns;
 pub mod headers;
 pub mod health_check;
 pub mod lb;
 pub mod metrics;
+pub mod normalize;
 pub mod pool;
 pub mod proxy;
 pub mod redirect;
@@ -54,15 +56,23 @@ pub struct Shared {
     pub https_port: u16,
     /// Request-serving threads (`workers.rs`).
     pub workers: usize,
+    /// `--client-max-body-size` (`None`: no limit); a route's `client-control` overrides it.
+    pub max_body_size: Option<u64>,
 }
 
 impl Shared {
-    pub fn new(zone: Option<String>, https_port: u16, workers: usize) -> Arc<Shared> {
+    pub fn new(
+        zone: Option<String>,
+        https_port: u16,
+        workers: usize,
+        max_body_size: Option<u64>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot::Snapshot::empty()),
             pool: Arc::new(pool::Pool::new(workers)),
             metrics: metrics::Metrics::new(workers),
             workers,
+            max_body_size,
             ready: AtomicBool::new(false),
             etcd_connected: AtomicBool::new(false),
             zone,
@@ -85,7 +95,8 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     }
     let listeners = workers::bind(workers, config.listen, config.tls_listen)?;
     let https_port = listeners[0].https.local_addr()?.port();
-    let shared = Shared::new(config.zone.clone(), https_port, workers);
+    let max_body_size = Some(config.client_max_body_size).filter(|n| *n > 0);
+    let shared = Shared::new(config.zone.clone(), https_port, workers, max_body_size);
     let status = server::bind(config.status_listen).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {} (--status-listen): {e}",
@@ -128,7 +139,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         &shared,
         &stop_accepting_rx,
         config.grace_period,
-        config.client_send_timeout,
+        server::ClientLimits {
+            send_timeout: config.client_send_timeout,
+            header_timeout: config.client_header_timeout,
+            keepalive_timeout: config.keepalive_timeout,
+            max_connections: u64::from(config.worker_connections),
+        },
         &tls::server_config(shared.clone(), config.tls_fallback_sni.clone()),
     )?;
     shutdown.await;

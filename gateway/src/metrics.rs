@@ -30,6 +30,14 @@ pub struct Metrics {
     pub websockets_open: AtomicU64,
     /// Client connections accepted, by worker.
     accepted: Vec<AtomicU64>,
+    /// Client connections open now, by worker (checked against `--worker-connections`).
+    open: Vec<AtomicU64>,
+    /// Connections closed at accept because their worker had `--worker-connections` open.
+    refused: Vec<AtomicU64>,
+    /// Connections closed by the idle timer: no first request head within
+    /// `--client-header-timeout`, or idle between requests for `--keepalive-timeout`.
+    pub header_timeouts: AtomicU64,
+    pub keepalive_timeouts: AtomicU64,
 }
 
 /// Per-kind gauges published with each snapshot.
@@ -50,7 +58,30 @@ impl Metrics {
         Metrics {
             responses: (100..600).map(|_| AtomicU64::new(0)).collect(),
             accepted: (0..workers.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            open: (0..workers.max(1)).map(|_| AtomicU64::new(0)).collect(),
+            refused: (0..workers.max(1)).map(|_| AtomicU64::new(0)).collect(),
             ..Default::default()
+        }
+    }
+
+    /// Counts a connection open on `worker` unless `max` already are; a refused one is
+    /// counted as such. Only the worker's own thread opens and closes its connections, so
+    /// the load and the add cannot race each other.
+    pub fn try_open(&self, worker: usize, max: u64) -> bool {
+        let (Some(open), Some(refused)) = (self.open.get(worker), self.refused.get(worker)) else {
+            return true;
+        };
+        if open.load(Relaxed) >= max {
+            refused.fetch_add(1, Relaxed);
+            return false;
+        }
+        open.fetch_add(1, Relaxed);
+        true
+    }
+
+    pub fn closed(&self, worker: usize) {
+        if let Some(c) = self.open.get(worker) {
+            c.fetch_sub(1, Relaxed);
         }
     }
 
@@ -105,18 +136,45 @@ impl Metrics {
             .iter()
             .map(|n| (node_label(n), n.in_flight.to_string()))
             .collect();
-        let accepted = self
-            .accepted
-            .iter()
-            .enumerate()
-            .map(|(i, c)| (format!("{{worker=\"{i}\"}}"), c.load(Relaxed).to_string()))
-            .collect();
-        let rows: [Family; 17] = [
+        let per_worker = |v: &[AtomicU64]| {
+            v.iter()
+                .enumerate()
+                .map(|(i, c)| (format!("{{worker=\"{i}\"}}"), c.load(Relaxed).to_string()))
+                .collect()
+        };
+        let rows: [Family; 20] = [
             (
                 "gateway_connections_accepted_total",
                 "counter",
                 "Client connections accepted (HTTP and HTTPS), by worker thread.",
-                accepted,
+                per_worker(&self.accepted),
+            ),
+            (
+                "gateway_connections_open",
+                "gauge",
+                "Client connections open now, by worker thread.",
+                per_worker(&self.open),
+            ),
+            (
+                "gateway_connections_refused_total",
+                "counter",
+                "Client connections closed at accept because their worker had --worker-connections open.",
+                per_worker(&self.refused),
+            ),
+            (
+                "gateway_client_idle_closes_total",
+                "counter",
+                "Client connections closed for sending no request: before the first head (header) or between requests (keepalive).",
+                vec![
+                    (
+                        "{phase=\"header\"}".to_string(),
+                        self.header_timeouts.load(Relaxed).to_string(),
+                    ),
+                    (
+                        "{phase=\"keepalive\"}".to_string(),
+                        self.keepalive_timeouts.load(Relaxed).to_string(),
+                    ),
+                ],
             ),
             (
                 "gateway_tls_unknown_sni_total",

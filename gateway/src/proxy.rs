@@ -1,10 +1,11 @@
 //! The request path: load the current snapshot once, match a route, forward to a node.
 //! No lock on configuration, no etcd, no await on the control plane in here.
+use crate::client_request::{self, RequestHost};
 use crate::headers::{join_cookies, set_forwarded, strip_hop_by_hop, Forwarded};
 use crate::lb::health::Outcome;
 use crate::lb::InFlightGuard;
 use crate::pool::{connect, BoxError, Conn, ConnectError, UpBody};
-use crate::request_body::{Progress, RequestBody};
+use crate::request_body::{ClientFault, Progress, RequestBody};
 use crate::request_vars::RequestVars;
 use crate::router;
 use crate::snapshot::{NodeRt, RouteTarget, UpstreamRt};
@@ -18,7 +19,6 @@ use http_body_util::combinators::UnsyncBoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
-use model::host::normalize_request_host;
 use model::upstream::PassHost;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +26,13 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 pub type RespBody = UnsyncBoxBody<Bytes, BoxError>;
+
+/// nginx's status for a client that closed the connection before the answer: logged and
+/// counted, never seen by the client.
+pub const CLIENT_CLOSED_REQUEST: StatusCode = match StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => StatusCode::BAD_REQUEST,
+};
 
 /// The client side of a connection.
 #[derive(Debug, Clone, Copy)]
@@ -67,13 +74,26 @@ pub async fn handle(
 }
 
 /// Every way a request can fail before an upstream answers; `into_response` is the one
-/// place that turns them into HTTP, without leaking internals.
+/// place that turns them into HTTP, without leaking internals, and
+/// [`ProxyError::node_outcome`] the one place that decides what counts against a node.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
     #[error("400 Bad Request: {0}")]
     BadRequest(&'static str),
+    /// The client's body was badly framed (chunked), so it cannot be forwarded.
+    #[error("400 Bad Request: invalid request body framing")]
+    BadBody,
     #[error("404 Route Not Found")]
     NoRoute,
+    #[error("413 Request Entity Too Large: the body is larger than {0} bytes")]
+    TooLarge(u64),
+    #[error("414 Request-URI Too Large")]
+    UriTooLong,
+    /// The client went away before its request body was complete (nginx logs 499).
+    #[error("499 Client Closed Request")]
+    ClientAborted,
+    #[error("501 Not Implemented: {0}")]
+    NotImplemented(&'static str),
     #[error("503 Service Unavailable: {0}")]
     Unavailable(String),
     #[error("502 Bad Gateway: {0}")]
@@ -85,14 +105,29 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    fn status(&self) -> StatusCode {
+    pub fn status(&self) -> StatusCode {
         match self {
-            ProxyError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ProxyError::BadRequest(_) | ProxyError::BadBody => StatusCode::BAD_REQUEST,
             ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::UriTooLong => StatusCode::URI_TOO_LONG,
+            ProxyError::ClientAborted => CLIENT_CLOSED_REQUEST,
+            ProxyError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ProxyError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             ProxyError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ProxyError::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+        }
+    }
+
+    /// What this failure says about the node it happened on, for passive health checks:
+    /// only the node's own failures count. A client's bad, stalled, oversized or aborted
+    /// body says nothing about the node, and must not let a client eject healthy nodes.
+    pub fn node_outcome(&self) -> Option<Outcome> {
+        match self {
+            ProxyError::Timeout(_) => Some(Outcome::Timeout),
+            ProxyError::BadGateway(_) => Some(Outcome::TcpFailure),
+            _ => None,
         }
     }
 
@@ -171,25 +206,16 @@ async fn route_and_forward(
     conn: ConnInfo,
     req: Request<Incoming>,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let (parts, body) = req.into_parts();
-    // HTTP/2 carries the host in :authority; HTTP/1.1 must send Host (RFC 9112 §3.2).
-    let raw_host: Option<HeaderValue> = match parts.headers.get(HOST) {
-        Some(h) => Some(h.clone()),
-        None => parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok()),
-    };
-    if raw_host.is_none() && parts.version == Version::HTTP_11 {
-        return Err(ProxyError::BadRequest("missing Host header"));
+    let (mut parts, body) = req.into_parts();
+    client_request::check_framing(&parts.headers)?;
+    let RequestHost {
+        name: host,
+        header: raw_host,
+    } = client_request::request_host(&parts)?;
+    // What is matched is what the node gets: the normalised path.
+    if let Some(pq) = client_request::normalized_target(&parts.uri)? {
+        parts.uri = Uri::from(pq);
     }
-    let host_str = match &raw_host {
-        Some(h) => h
-            .to_str()
-            .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
-        None => "",
-    };
-    let host = normalize_request_host(host_str);
     // The snapshot is held only while routing: the matched target carries everything the
     // rest of the request needs, so a long download does not pin an old router in memory.
     let (target, upstream): (Arc<RouteTarget>, _) = {
@@ -222,7 +248,15 @@ async fn route_and_forward(
         (target, upstream.map(|u| (u, hash_key)))
     };
     let (upstream, hash_key) = upstream.map_err(ProxyError::Unavailable)?;
-    let mut parts = parts;
+    let body_limit = target
+        .max_body_size
+        .or(shared.max_body_size)
+        .filter(|l| *l > 0);
+    if let (Some(limit), Some(len)) = (body_limit, body.size_hint().exact()) {
+        if len > limit {
+            return Err(ProxyError::TooLarge(limit));
+        }
+    }
     // A WebSocket handshake keeps its upgrade headers, which are otherwise hop-by-hop,
     // on routes that allow it; elsewhere it reaches the node as a plain request.
     let upgrade = match websocket_upgrade(&parts) {
@@ -281,7 +315,7 @@ async fn route_and_forward(
             replayable,
         )
     } else {
-        let (b, p) = RequestBody::new(body, timeout.send());
+        let (b, p) = RequestBody::new(body, timeout.send(), body_limit);
         (b.boxed_unsync(), Some(p), false)
     };
     let req = Request::from_parts(parts, body);
@@ -291,6 +325,7 @@ async fn route_and_forward(
         replayable,
         hash_key,
         te_trailers,
+        body_limit: body_limit.unwrap_or(u64::MAX),
         upgrade: std::sync::Mutex::new(upgrade),
     };
     forward(shared, &upstream, req, &exchange).await
@@ -366,6 +401,8 @@ struct Exchange {
     timeout: model::timeout::Timeout,
     /// Tracks the request body; `None` when there is none.
     progress: Option<Arc<Progress>>,
+    /// The most body bytes the client may send (`u64::MAX`: no limit).
+    body_limit: u64,
     /// No body and an idempotent method: safe to send twice.
     replayable: bool,
     /// The `chash` key of this request, for upstreams balanced by hash.
@@ -443,10 +480,8 @@ async fn forward(
                 req = *back;
             }
             Err(SendError::Failed(e)) => {
-                match &e {
-                    ProxyError::Timeout(_) => upstream.observe(node, Outcome::Timeout),
-                    ProxyError::BadGateway(_) => upstream.observe(node, Outcome::TcpFailure),
-                    _ => {}
+                if let Some(outcome) = e.node_outcome() {
+                    upstream.observe(node, outcome);
                 }
                 return Err(e);
             }
@@ -616,8 +651,17 @@ async fn send_to_node(
                     stale += 1;
                     req = r.request();
                 }
-                (None, None) if ex.progress.as_ref().is_some_and(|p| p.stalled()) => {
-                    return Err(SendError::Failed(ProxyError::ClientTimeout))
+                // The client spoiled its own body: its fault, never the node's.
+                (None, None) if client_fault(ex).is_some() => {
+                    return Err(SendError::Failed(client_fault(ex).map_or(
+                        ProxyError::ClientAborted,
+                        |f| match f {
+                            ClientFault::Stalled => ProxyError::ClientTimeout,
+                            ClientFault::TooLarge => ProxyError::TooLarge(ex.body_limit),
+                            ClientFault::BadFraming => ProxyError::BadBody,
+                            ClientFault::Aborted => ProxyError::ClientAborted,
+                        },
+                    )))
                 }
                 (None, None) => {
                     return Err(SendError::Failed(ProxyError::BadGateway(format!(
@@ -628,6 +672,10 @@ async fn send_to_node(
             },
         }
     }
+}
+
+fn client_fault(ex: &Exchange) -> Option<ClientFault> {
+    ex.progress.as_ref().and_then(|p| p.fault())
 }
 
 /// Makes a request fit for an HTTP/2 node: absolute URI (`:scheme`, `:authority` from the

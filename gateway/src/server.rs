@@ -14,6 +14,11 @@
 //!    HTTP/1 connection cannot be closed without racing a request its client may be
 //!    sending at that moment, so it is given [`KEEPALIVE_LINGER`] to send one before it
 //!    is closed. Everything ends within the grace period.
+//!
+//! Idle connections are closed by one timer per connection ([`idle_timer`]): the first
+//! request head must be complete within `--client-header-timeout` of accept, each later
+//! one within `--keepalive-timeout` of the previous response's end; while a request is in
+//! flight the timer waits. A worker keeps at most `--worker-connections` open.
 use crate::proxy::{self, ConnInfo};
 use crate::send_timeout::SendTimeout;
 use crate::Shared;
@@ -66,11 +71,27 @@ pub fn bind_std(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// What a client connection may do, from the flags.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientLimits {
+    /// `--client-send-timeout`: how long a write to the client may stall.
+    pub send_timeout: Duration,
+    /// `--client-header-timeout`: from accept to the first complete request head.
+    pub header_timeout: Duration,
+    /// `--keepalive-timeout`: from a response's end to the next complete request head.
+    pub keepalive_timeout: Duration,
+    /// `--worker-connections`: open client connections per worker, HTTP and HTTPS.
+    pub max_connections: u64,
+}
+
 fn builder() -> auto::Builder<TokioExecutor> {
     let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper's own header timeout is off: it starts only once HTTP/1 is detected (an idle
+    // connection that sends nothing was never closed) and HTTP/2 has none; the idle timer
+    // covers both, from accept.
     b.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
+        .header_read_timeout(None)
         .max_buf_size(MAX_HEAD_BYTES)
         .keep_alive(true);
     b.http2()
@@ -87,7 +108,7 @@ pub async fn serve(
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
     grace: Duration,
-    send_timeout: Duration,
+    limits: ClientLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
     let conns = Arc::new(Connections {
@@ -97,7 +118,7 @@ pub async fn serve(
         draining: Arc::new(AtomicBool::new(false)),
         drain: watch::Sender::new(false),
         linger: grace.min(KEEPALIVE_LINGER),
-        send_timeout,
+        limits,
         tls: tls.map(TlsAcceptor::from),
     });
     loop {
@@ -189,19 +210,33 @@ struct Connections {
     /// drain is over when none is left.
     drain: watch::Sender<bool>,
     linger: Duration,
-    /// `--client-send-timeout`: how long a write to the client may stall.
-    send_timeout: Duration,
+    limits: ClientLimits,
     /// Set on the HTTPS listener.
     tls: Option<TlsAcceptor>,
 }
 
 impl Connections {
     fn spawn(self: &Arc<Self>, stream: TcpStream, remote: SocketAddr) {
-        self.shared.metrics.accepted(crate::workers::current());
+        let worker = crate::workers::current();
+        self.shared.metrics.accepted(worker);
+        if !self
+            .shared
+            .metrics
+            .try_open(worker, self.limits.max_connections)
+        {
+            // Closed at once: a client learns now, rather than after a timeout, and the
+            // worker keeps serving the connections it has.
+            tracing::debug!(peer = %remote, worker, max = self.limits.max_connections, "worker_connections reached; connection closed");
+            return;
+        }
+        let slot = OpenSlot {
+            shared: self.shared.clone(),
+            worker,
+        };
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok().or(self.local).unwrap_or(remote);
         // Below TLS, so that a stalled encrypted write counts too.
-        let stream = SendTimeout::new(stream, self.send_timeout);
+        let stream = SendTimeout::new(stream, self.limits.send_timeout);
         // Subscribed before the handshake: a drain waits for connections still in it.
         let drain = self.drain.subscribe();
         let conns = self.clone();
@@ -212,7 +247,10 @@ impl Connections {
                     local,
                     scheme: "http",
                 };
-                tokio::spawn(conns.run(stream, info, drain));
+                tokio::spawn(async move {
+                    let _slot = slot;
+                    conns.run(stream, info, drain).await
+                });
             }
             Some(acceptor) => {
                 let info = ConnInfo {
@@ -222,6 +260,7 @@ impl Connections {
                 };
                 let handshake = acceptor.accept(stream);
                 tokio::spawn(async move {
+                    let _slot = slot;
                     match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
                         Ok(Ok(tls)) => conns.run(tls, info, drain).await,
                         failed => {
@@ -242,19 +281,22 @@ impl Connections {
         }
     }
 
-    /// Serves one connection to its end (or the drain's).
+    /// Serves one connection to its end (or the drain's, or the idle timer's).
     async fn run<I>(self: Arc<Self>, io: I, info: ConnInfo, mut drain: watch::Receiver<bool>)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let remote = info.remote;
         let http2 = Arc::new(AtomicBool::new(false));
+        let activity = Arc::new(Activity::new());
         let svc = {
             let (shared, draining, http2) =
                 (self.shared.clone(), self.draining.clone(), http2.clone());
             let conns = self.clone();
+            let activity = activity.clone();
             service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let (shared, draining) = (shared.clone(), draining.clone());
+                let end = activity.begin();
                 // A WebSocket tunnel keeps the drain waiting after its connection is done
                 // (subscribed only then, so the drain's counts stay one per connection).
                 if req.headers().contains_key(header::UPGRADE) {
@@ -275,7 +317,7 @@ impl Connections {
                         resp.headers_mut()
                             .insert(header::CONNECTION, HeaderValue::from_static("close"));
                     }
-                    Ok::<_, std::convert::Infallible>(resp)
+                    Ok::<_, std::convert::Infallible>(resp.map(|body| Tracked { body, _end: end }))
                 }
             })
         };
@@ -286,33 +328,225 @@ impl Connections {
             .serve_connection_with_upgrades(TokioIo::new(io), svc)
             .into_owned();
         let linger = self.linger;
-        {
-            tokio::pin!(conn);
-            let result = tokio::select! {
-                r = conn.as_mut() => r,
-                _ = crate::stopped(&mut drain) => {
-                    if !http2.load(Ordering::Relaxed) {
-                        // HTTP/1 (or nothing read yet): its next response says
-                        // `Connection: close`, after which it ends by itself.
-                        if let Ok(r) = tokio::time::timeout(linger, conn.as_mut()).await {
-                            log_end(remote, r);
-                            return;
-                        }
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            r = conn.as_mut() => r,
+            phase = idle_timer(&activity, self.limits.header_timeout, self.limits.keepalive_timeout) => {
+                let metrics = &self.shared.metrics;
+                match phase {
+                    IdlePhase::Header => metrics.header_timeouts.fetch_add(1, Ordering::Relaxed),
+                    IdlePhase::Keepalive => metrics.keepalive_timeouts.fetch_add(1, Ordering::Relaxed),
+                };
+                tracing::debug!(peer = %remote, ?phase, "idle connection closed");
+                // Idle: HTTP/1 closes at once, HTTP/2 says GOAWAY first.
+                conn.as_mut().graceful_shutdown();
+                tokio::time::timeout(linger, conn.as_mut()).await.unwrap_or(Ok(()))
+            }
+            _ = crate::stopped(&mut drain) => 'drained: {
+                if !http2.load(Ordering::Relaxed) {
+                    // HTTP/1 (or nothing read yet): its next response says
+                    // `Connection: close`, after which it ends by itself.
+                    if let Ok(r) = tokio::time::timeout(linger, conn.as_mut()).await {
+                        break 'drained r;
                     }
-                    // HTTP/2: GOAWAY, streams in flight finish. HTTP/1: closed if idle,
-                    // else after the response in flight.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
                 }
-            };
-            log_end(remote, result);
-            drop(drain);
+                // HTTP/2: GOAWAY, streams in flight finish. HTTP/1: closed if idle,
+                // else after the response in flight.
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        self.log_end(remote, result);
+        drop(drain);
+    }
+
+    /// Counts what hyper answered by itself (a request it could not parse never reaches
+    /// the proxy) and logs the end of a connection that failed.
+    fn log_end(
+        &self,
+        peer: SocketAddr,
+        result: Result<(), Box<dyn std::error::Error + Send + Sync>>,
+    ) {
+        let Err(e) = result else { return };
+        if let Some(h) = e.downcast_ref::<hyper::Error>() {
+            if let Some(code) = parser_answer(h) {
+                self.shared.metrics.response(code);
+            }
         }
+        tracing::debug!(peer = %peer, error = %e, "client connection ended with an error");
     }
 }
 
-fn log_end(peer: SocketAddr, result: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
-    if let Err(e) = result {
-        tracing::debug!(peer = %peer, error = %e, "client connection ended with an error");
+/// The status hyper's HTTP/1 parser answers by itself for this error, if any (hyper's
+/// `Server::on_error`: 431 for a head too large, 414 for a target over 64 KiB, else 400).
+fn parser_answer(e: &hyper::Error) -> Option<u16> {
+    if e.is_parse_too_large() {
+        Some(431)
+    } else if e.is_parse() && !e.is_parse_version_h2() {
+        // hyper has no predicate for its URI-too-long kind; its message is stable.
+        Some(if e.to_string().contains("URI too long") {
+            414
+        } else {
+            400
+        })
+    } else {
+        None
+    }
+}
+
+/// Holds one of its worker's `--worker-connections` while the connection lives.
+struct OpenSlot {
+    shared: Arc<Shared>,
+    worker: usize,
+}
+
+impl Drop for OpenSlot {
+    fn drop(&mut self) {
+        self.shared.metrics.closed(self.worker);
+    }
+}
+
+/// Requests in flight on one connection, and since when it has had none: what the idle
+/// timer reads. Written by the requests (on this connection's worker thread).
+struct Activity {
+    opened: tokio::time::Instant,
+    in_flight: std::sync::atomic::AtomicUsize,
+    any_request: AtomicBool,
+    /// Milliseconds after `opened` when the last request in flight ended.
+    idle_since_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            opened: tokio::time::Instant::now(),
+            in_flight: Default::default(),
+            any_request: AtomicBool::new(false),
+            idle_since_ms: Default::default(),
+        }
+    }
+
+    /// A request head arrived; the returned guard ends it when dropped (with its body).
+    fn begin(self: &Arc<Self>) -> RequestEnd {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.any_request.store(true, Ordering::Relaxed);
+        RequestEnd(self.clone())
+    }
+}
+
+/// Dropped when a response has been sent (or abandoned): the connection may be idle again.
+struct RequestEnd(Arc<Activity>);
+
+impl Drop for RequestEnd {
+    fn drop(&mut self) {
+        let a = &self.0;
+        let ms = u64::try_from(a.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        a.idle_since_ms.store(ms, Ordering::Relaxed);
+        a.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// A response body that ends its request when it is dropped: hyper drops it once the
+/// body is sent (or the client is gone), so the keepalive timer starts from there.
+struct Tracked {
+    body: proxy::RespBody,
+    _end: RequestEnd,
+}
+
+impl http_body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = crate::pool::BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IdlePhase {
+    /// No request yet since accept.
+    Header,
+    /// Idle after a response.
+    Keepalive,
+}
+
+/// Resolves once the connection has had no request in flight for its limit: `header`
+/// before its first request, `keepalive` after one. Never while a request is in flight.
+async fn idle_timer(a: &Activity, header: Duration, keepalive: Duration) -> IdlePhase {
+    loop {
+        let (limit, phase) = if a.any_request.load(Ordering::Relaxed) {
+            (keepalive, IdlePhase::Keepalive)
+        } else {
+            (header, IdlePhase::Header)
+        };
+        if a.in_flight.load(Ordering::Relaxed) > 0 {
+            // Looked at again later; a request in flight is never cut by this timer.
+            tokio::time::sleep(limit).await;
+            continue;
+        }
+        let since = Duration::from_millis(a.idle_since_ms.load(Ordering::Relaxed));
+        let deadline = a.opened + since + limit;
+        if deadline <= tokio::time::Instant::now() {
+            return phase;
+        }
+        tokio::time::sleep_until(deadline).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timer_waits_for_requests_and_restarts_after_each() {
+        let header = Duration::from_secs(10);
+        let keepalive = Duration::from_secs(60);
+        let a = Arc::new(Activity::new());
+        // Nothing ever sent: closed after the header timeout.
+        let t0 = tokio::time::Instant::now();
+        assert_eq!(idle_timer(&a, header, keepalive).await, IdlePhase::Header);
+        assert_eq!(t0.elapsed(), header);
+
+        // A request that lasts 5 minutes is never cut; the keepalive limit starts at its end.
+        let a = Arc::new(Activity::new());
+        let end = a.begin();
+        let timer = tokio::spawn({
+            let a = a.clone();
+            async move { idle_timer(&a, header, keepalive).await }
+        });
+        tokio::time::sleep(Duration::from_secs(300)).await;
+        assert!(!timer.is_finished(), "closed while a request was in flight");
+        drop(end);
+        let ended = tokio::time::Instant::now();
+        assert_eq!(timer.await.unwrap(), IdlePhase::Keepalive);
+        let idle = ended.elapsed();
+        assert!(idle >= keepalive && idle <= keepalive + header, "{idle:?}");
+
+        // Requests every 30 s keep it open; the limit counts from the last one's end.
+        let a = Arc::new(Activity::new());
+        drop(a.begin());
+        let timer = tokio::spawn({
+            let a = a.clone();
+            async move { idle_timer(&a, header, keepalive).await }
+        });
+        for _ in 0..10 {
+            tokio::time::sleep(Duration::from_secs(30)).await;
+            assert!(!timer.is_finished());
+            drop(a.begin());
+        }
+        let last = tokio::time::Instant::now();
+        assert_eq!(timer.await.unwrap(), IdlePhase::Keepalive);
+        assert_eq!(last.elapsed(), keepalive);
     }
 }

@@ -56,6 +56,8 @@ pub struct RouteTarget {
     pub websocket: bool,
     /// The route's `redirect` plugin: answered here, never proxied (when it applies).
     pub redirect: Option<Arc<model::redirect::Redirect>>,
+    /// `client-control.max_body_size`: overrides `--client-max-body-size` (0: no limit).
+    pub max_body_size: Option<u64>,
 }
 /// An upstream ready for requests.
 pub struct UpstreamRt {
@@ -421,6 +423,7 @@ fn route_spec(
             .or(service.and_then(|(_, s)| s.enable_websocket))
             .unwrap_or(false),
         redirect: route.redirect.clone().map(Arc::new),
+        max_body_size: route.client_control.and_then(|c| c.max_body_size),
     });
     Some(RouteSpec {
         id: id.clone(),

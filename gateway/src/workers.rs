@@ -57,14 +57,14 @@ pub fn bind(n: usize, http: SocketAddr, https: SocketAddr) -> anyhow::Result<Vec
 }
 
 /// Starts one thread per set of listeners. Each serves until `stop` turns true and its
-/// connections have drained (within `grace`), then resolves its receiver. Writes to
-/// clients may stall for `send_timeout` at most (`send_timeout.rs`).
+/// connections have drained (within `grace`), then resolves its receiver. Client
+/// connections are bound by `limits` (timeouts, connections per worker).
 pub fn start(
     listeners: Vec<Listeners>,
     shared: &Arc<Shared>,
     stop: &watch::Receiver<bool>,
     grace: Duration,
-    send_timeout: Duration,
+    limits: server::ClientLimits,
     tls: &Arc<rustls::ServerConfig>,
 ) -> anyhow::Result<Vec<oneshot::Receiver<()>>> {
     let mut done = Vec::new();
@@ -87,7 +87,7 @@ pub fn start(
                         return;
                     }
                 };
-                runtime.block_on(serve(l, shared, stop, grace, send_timeout, tls));
+                runtime.block_on(serve(l, shared, stop, grace, limits, tls));
                 // Whatever is left (idle upstream connections' tasks, tunnels past the
                 // grace period) ends with the loop.
                 runtime.shutdown_timeout(Duration::from_secs(1));
@@ -103,7 +103,7 @@ async fn serve(
     shared: Arc<Shared>,
     stop: watch::Receiver<bool>,
     grace: Duration,
-    send_timeout: Duration,
+    limits: server::ClientLimits,
     tls: Arc<rustls::ServerConfig>,
 ) {
     let listeners = tokio::net::TcpListener::from_std(l.http)
@@ -116,14 +116,7 @@ async fn serve(
         }
     };
     tokio::join!(
-        server::serve(
-            http,
-            shared.clone(),
-            stop.clone(),
-            grace,
-            send_timeout,
-            None
-        ),
-        server::serve(https, shared, stop, grace, send_timeout, Some(tls)),
+        server::serve(http, shared.clone(), stop.clone(), grace, limits, None),
+        server::serve(https, shared, stop, grace, limits, Some(tls)),
     );
 }

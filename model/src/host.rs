@@ -78,6 +78,58 @@ pub fn normalize_request_host(host: &str) -> String {
     without_port.trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Checks a request's `Host` (or HTTP/2 `:authority`, or the authority of an
+/// absolute-form target) and normalises it for matching as [`normalize_request_host`]
+/// does. Refused, as nginx refuses them: characters outside a DNS name, an IPv4 address or
+/// a bracketed IPv6 literal (spaces, `/`, `@`, `\`, control bytes), an empty label
+/// (`a..b`), a port that is not 1 to 5 digits. A request carrying such a name is
+/// ambiguous: backends and logs may each read a different host out of it.
+pub fn parse_request_host(raw: &str) -> Result<String, String> {
+    let (name, port) = if let Some(rest) = raw.strip_prefix('[') {
+        let Some((inside, after)) = rest.split_once(']') else {
+            return Err("an IPv6 literal must end with ']'".into());
+        };
+        if inside.is_empty()
+            || !inside
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+        {
+            return Err("invalid IPv6 literal".into());
+        }
+        let port = match after {
+            "" => None,
+            p => Some(p.strip_prefix(':').ok_or("junk after the IPv6 literal")?),
+        };
+        (&raw[..inside.len() + 2], port)
+    } else {
+        match raw.rsplit_once(':') {
+            Some((name, port)) => (name, Some(port)),
+            None => (raw, None),
+        }
+    };
+    if let Some(p) = port {
+        if p.is_empty() || p.len() > 5 || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("invalid port {p:?}"));
+        }
+    }
+    if !name.starts_with('[') {
+        let name = name.strip_suffix('.').unwrap_or(name);
+        if name.len() > 253 {
+            return Err("the name is longer than 253 characters".into());
+        }
+        if let Some(b) = name
+            .bytes()
+            .find(|b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_')))
+        {
+            return Err(format!("the name contains {:?}", char::from(b)));
+        }
+        if !name.is_empty() && name.split('.').any(str::is_empty) {
+            return Err("the name has an empty label".into());
+        }
+    }
+    Ok(normalize_request_host(raw))
+}
+
 impl<'de> Deserialize<'de> for HostPattern {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let s = String::deserialize(d)?;
@@ -110,6 +162,44 @@ mod tests {
     }
 
     #[test]
+    fn request_hosts_checked() {
+        let table: &[(&str, Result<&str, &str>)] = &[
+            ("Foo.COM", Ok("foo.com")),
+            ("foo.com:9080", Ok("foo.com")),
+            ("foo.com.", Ok("foo.com")),
+            ("foo.com.:80", Ok("foo.com")),
+            ("127.0.0.1:80", Ok("127.0.0.1")),
+            ("[::1]:8080", Ok("[::1]")),
+            ("[::1]", Ok("[::1]")),
+            ("under_score.local", Ok("under_score.local")),
+            ("", Ok("")),
+            ("a b/../@c", Err("contains ' '")),
+            ("a/b", Err("contains '/'")),
+            ("user@host", Err("contains '@'")),
+            ("a\\b", Err("contains '\\\\'")),
+            ("foo..com", Err("empty label")),
+            (".foo.com", Err("empty label")),
+            ("foo.com:", Err("invalid port")),
+            ("foo.com:80:80", Err("contains ':'")),
+            ("foo.com:123456", Err("invalid port")),
+            ("foo.com:8a", Err("invalid port")),
+            ("[::1", Err("must end")),
+            ("[::1]x", Err("junk")),
+            ("[zz]", Err("invalid IPv6")),
+            ("[]", Err("invalid IPv6")),
+            ("a\u{0}b", Err("contains")),
+        ];
+        for (raw, want) in table {
+            match (parse_request_host(raw), want) {
+                (Ok(got), Ok(want)) => assert_eq!(got, *want, "{raw:?}"),
+                (Err(e), Err(needle)) => assert!(e.contains(needle), "{raw:?}: {e}"),
+                (got, want) => panic!("{raw:?}: got {got:?}, want {want:?}"),
+            }
+        }
+        assert!(parse_request_host(&"a".repeat(254)).is_err());
+    }
+
+    #[test]
     fn matching() {
         let w = HostPattern::parse("*.foo.com").unwrap();
         assert!(w.matches("a.foo.com"));
@@ -119,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn request_hosts() {
+    fn request_hosts_normalised() {
         for (raw, want) in [
             ("Foo.com:9080", "foo.com"),
             ("foo.com", "foo.com"),

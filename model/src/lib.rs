@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 
 pub mod checks;
+pub mod client_control;
 pub mod codec;
 pub mod error;
 pub mod host;

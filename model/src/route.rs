@@ -1,4 +1,5 @@
 //! Routes: which requests match, and where they go.
+use crate::client_control::{self, ClientControl};
 use crate::codec::{check_meta, check_plugins};
 use crate::host::HostPattern;
 use crate::path::PathPattern;
@@ -36,6 +37,9 @@ pub struct Route {
     /// `plugins.redirect`, parsed by [`Resource::parse_plugins`].
     #[serde(skip)]
     pub redirect: Option<Redirect>,
+    /// `plugins.client-control`, parsed by [`Resource::parse_plugins`].
+    #[serde(skip)]
+    pub client_control: Option<ClientControl>,
     #[serde(default = "enabled")]
     pub status: Status,
     pub timeout: Option<Timeout>,
@@ -176,7 +180,7 @@ impl Resource for Route {
         )?;
         check_plugins(
             self.plugins.as_ref(),
-            &[traffic_split::NAME, redirect::NAME],
+            &[traffic_split::NAME, redirect::NAME, client_control::NAME],
         )?;
         exclusive(self.uri.is_some(), self.uris.is_some(), "uri", "uris")?;
         exclusive(self.host.is_some(), self.hosts.is_some(), "host", "hosts")?;
@@ -234,6 +238,14 @@ impl Resource for Route {
         };
         self.redirect = match self.plugins.as_ref().and_then(|p| p.get(redirect::NAME)) {
             Some(v) => Some(Redirect::parse(v)?),
+            None => None,
+        };
+        self.client_control = match self
+            .plugins
+            .as_ref()
+            .and_then(|p| p.get(client_control::NAME))
+        {
+            Some(v) => Some(ClientControl::parse(v)?),
             None => None,
         };
         Ok(())

@@ -10,6 +10,7 @@ pub mod dns;
 pub mod grpc;
 pub mod kube_api;
 pub mod load;
+pub mod raw;
 pub mod stack;
 pub mod tls;
 pub mod ws;
