@@ -10,7 +10,7 @@ scripts/install-deps.sh
 cargo build --release --locked -p gateway -p admin-api -p e2e --bin gateway --bin admin-api --bin echo-backend
 bin="${CARGO_TARGET_DIR:-$root/target}/release"
 
-export ADMIN_KEY="${ADMIN_KEY:-demo-admin-key}"
+export ADMIN_KEY="${ADMIN_KEY:-demo-admin-key-local}"
 export ETCD_ENDPOINTS="http://127.0.0.1:2379"
 mkdir -p .local/logs
 pids=()

@@ -12,6 +12,9 @@ use serde_json::json;
 pub enum ApiError {
     #[error("failed to check token: {0}")]
     Unauthorized(String),
+    /// A valid key whose role does not allow the request (the viewer key writing).
+    #[error("{0}")]
+    Forbidden(String),
     /// The body (or a query parameter) names a field and what is wrong with it.
     #[error("{0}")]
     Invalid(#[from] ValidationError),
@@ -33,6 +36,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::Invalid(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,

@@ -22,10 +22,22 @@ pub fn merge(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Deepest sub-path accepted. The deepest field of any resource is far shallower
+/// (`plugins/traffic-split/rules/0/weighted_upstreams/0/upstream/nodes` is 8); the bound
+/// keeps the document that results shallow enough to validate, store and drop without
+/// deep recursion (3,000 segments once overflowed the stack).
+pub const MAX_SUB_PATH_SEGMENTS: usize = 32;
+
 /// Replaces the value at `path` (`a/b/c`) with `value`, creating missing objects on the
 /// way as APISIX does; `null` removes the field. A numeric segment indexes an existing
 /// array element. The error is a message for the client that names the failing prefix.
 pub fn set_path(target: &mut Value, path: &str, value: Value) -> Result<(), String> {
+    let depth = path.split('/').count();
+    if depth > MAX_SUB_PATH_SEGMENTS {
+        return Err(format!(
+            "invalid sub-path: {depth} segments, at most {MAX_SUB_PATH_SEGMENTS} are allowed"
+        ));
+    }
     let segments: Vec<&str> = path.split('/').collect();
     if segments.iter().any(|s| s.is_empty()) {
         return Err(format!("invalid sub-path {path:?}: empty segment"));
@@ -189,6 +201,24 @@ mod tests {
             "uri/x",
             json!(1),
             Err("\"uri\" is not an object"),
+        );
+        let deep = |n: usize| vec!["a"; n].join("/");
+        check_path(
+            json!({}),
+            &deep(MAX_SUB_PATH_SEGMENTS + 1),
+            json!("x"),
+            Err("33 segments, at most 32"),
+        );
+        check_path(json!({}), &deep(3000), json!("x"), Err("at most 32"));
+        let mut nested = json!("x");
+        for _ in 1..MAX_SUB_PATH_SEGMENTS {
+            nested = json!({ "a": nested });
+        }
+        check_path(
+            json!({}),
+            &deep(MAX_SUB_PATH_SEGMENTS),
+            json!("x"),
+            Ok(json!({ "a": nested })),
         );
         check_path(
             route.clone(),

@@ -15,6 +15,13 @@ impl Id {
                 s.len()
             ));
         }
+        // Each is a path segment of its own key and of the Admin API's URLs, where `.`
+        // and `..` mean "this folder" and "the parent".
+        if s == "." || s == ".." {
+            return Err(format!(
+                "id {s:?} is not allowed: it reads as a relative path"
+            ));
+        }
         if let Some(c) = s
             .chars()
             .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
@@ -70,10 +77,10 @@ mod tests {
 
     #[test]
     fn ids() {
-        for ok in ["1", "abc", "a-b_c.d", &"x".repeat(64)] {
+        for ok in ["1", "abc", "a-b_c.d", &"x".repeat(64), "...", ".a"] {
             assert!(Id::parse(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "a/b", "a b", "é", &"x".repeat(65)] {
+        for bad in ["", "a/b", "a b", "é", &"x".repeat(65), ".", ".."] {
             assert!(Id::parse(bad).is_err(), "{bad}");
         }
         let n: Id = serde_json::from_str("12").unwrap();

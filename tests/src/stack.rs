@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 /// The admin key the stack's admin-api is started with.
-pub const KEY: &str = "test-key";
+pub const KEY: &str = "test-admin-key-0123";
 
 pub struct Stack {
     pub etcd: Etcd,

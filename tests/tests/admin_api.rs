@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
-const KEY: &str = "test-admin-key";
+const KEY: &str = "test-admin-key-0123";
 const PREFIX: &str = "/gateway";
 
 fn start() -> (Etcd, AdminApi) {
@@ -830,7 +830,7 @@ async fn refuses_unsafe_configuration() {
         (
             vec![
                 listen.clone(),
-                "--admin-key=k".into(),
+                format!("--admin-key={KEY}"),
                 "--insecure-no-auth".into(),
             ],
             "contradict",
@@ -838,10 +838,18 @@ async fn refuses_unsafe_configuration() {
         (
             vec![
                 listen.clone(),
-                "--admin-key=k".into(),
+                format!("--admin-key={KEY}"),
                 "--data-encryption-keys=tooshort".into(),
             ],
             "16 or 32",
+        ),
+        (vec![listen.clone(), "--admin-key=k".into()], "at least 16"),
+        (
+            vec![
+                listen.clone(),
+                "--admin-key=edd1c9f034335f136f87ad84b625c8f1".into(),
+            ],
+            "published default key",
         ),
     ] {
         let mut proc = spawn_admin(&args, dir.path());
@@ -932,4 +940,78 @@ async fn racing_reference_and_delete_never_dangle() {
         }
     }
     eprintln!("route won {} times, delete won {} times", wins.0, wins.1);
+}
+
+/// Input that once crashed or confused the Admin API: a sub-path PATCH 3,000 segments deep
+/// (a stack overflow killed the process), ids `.` and `..` (sent raw: HTTP clients resolve
+/// them away). Each is a 400 naming the problem, and the process goes on serving.
+#[tokio::test]
+async fn hostile_paths_are_400_and_the_process_survives() {
+    let (_etcd, admin) = start();
+    upstream(&admin, "1").await;
+    assert_eq!(
+        route(&admin, "api", json!({"uri": "/a", "upstream_id": "1"}))
+            .await
+            .0,
+        201
+    );
+    let deep = format!("/routes/api/plugins/redirect/{}", vec!["a"; 3000].join("/"));
+    assert_error(
+        admin.call("PATCH", &deep, Some(json!("x"))).await,
+        400,
+        "at most 32",
+    );
+    for id in [".", ".."] {
+        for method in ["GET", "PUT", "DELETE"] {
+            let body = r#"{"uri":"/a","upstream_id":"1"}"#;
+            let req = format!(
+                "{method} /apisix/admin/routes/{id} HTTP/1.1\r\nHost: a\r\nX-API-KEY: {KEY}\r\n\
+                 Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let resp = e2e::raw::exchange(admin.addr, req.as_bytes())
+                .await
+                .expect("an answer");
+            assert_eq!(resp.status, 400, "{method} {id}: {}", resp.text());
+            assert!(resp.text().contains("relative path"), "{}", resp.text());
+        }
+    }
+    assert!(admin.proc.log().lines().all(|l| !l.contains("overflow")));
+    assert_eq!(admin.call("GET", "/routes/api", None).await.0, 200);
+    assert_eq!(admin.ok("GET", "/routes", None).await["total"], 1);
+}
+
+/// The viewer key reads everything and writes nothing; the admin key does both.
+#[tokio::test]
+async fn the_viewer_key_may_only_read() {
+    let etcd = Etcd::start();
+    let viewer = "viewer-key-0123456789";
+    let admin = AdminApi::start_with_env(&etcd.url, PREFIX, KEY, &[("ADMIN_VIEWER_KEY", viewer)]);
+    upstream(&admin, "1").await;
+    for path in ["/apisix/admin/upstreams/1", "/apisix/admin/upstreams"] {
+        let (status, body) = raw(&admin, "GET", path, Some(viewer), None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+    }
+    let body = br#"{"nodes": {"127.0.0.1:1": 1}}"#.to_vec();
+    for method in ["PUT", "PATCH", "DELETE", "POST"] {
+        let path = if method == "POST" {
+            "/apisix/admin/upstreams"
+        } else {
+            "/apisix/admin/upstreams/1"
+        };
+        let got = raw(&admin, method, path, Some(viewer), Some(body.clone())).await;
+        assert_error(got, 403, "the viewer key may only read");
+    }
+    let unchanged = admin.ok("GET", "/upstreams/1", None).await;
+    assert_eq!(unchanged["value"]["nodes"], json!({"127.0.0.1:1980": 1}));
+    // A near miss of either key is no key.
+    let wrong = raw(
+        &admin,
+        "GET",
+        "/apisix/admin/upstreams/1",
+        Some(&viewer[1..]),
+        None,
+    )
+    .await;
+    assert_error(wrong, 401, "wrong admin key");
 }

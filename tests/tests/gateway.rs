@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::time::Duration;
 
-const KEY: &str = "test-key";
+const KEY: &str = "test-admin-key-0123";
 
 /// Which backend answered `GET path` (with an optional Host), or the status if it was not 200.
 async fn who(

@@ -8,7 +8,7 @@ use e2e::{AdminApi, Etcd};
 use model::Keyring;
 use serde_json::{json, Value};
 
-const KEY: &str = "test-admin-key";
+const KEY: &str = "test-admin-key-0123";
 const PREFIX: &str = "/gateway";
 const A: &str = "0123456789abcdef";
 const B: &str = "abcdefghijklmnopqrstuvwxyz012345";

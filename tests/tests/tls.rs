@@ -31,8 +31,12 @@ impl Tls {
     /// [`Tls::start`] with more gateway flags.
     async fn start_with(gateway_args: &[&str]) -> Tls {
         let etcd = Etcd::start();
-        let admin =
-            AdminApi::start_with_env(&etcd.url, "/gw", "k", &[("DATA_ENCRYPTION_KEYS", KEYRING)]);
+        let admin = AdminApi::start_with_env(
+            &etcd.url,
+            "/gw",
+            "tls-test-admin-key",
+            &[("DATA_ENCRYPTION_KEYS", KEYRING)],
+        );
         let keyring = format!("--data-encryption-keys={KEYRING}");
         let mut args = vec![keyring.as_str()];
         args.extend_from_slice(gateway_args);

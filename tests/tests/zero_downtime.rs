@@ -8,7 +8,7 @@ use http_body_util::{BodyExt, Empty};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-const KEY: &str = "test-key";
+const KEY: &str = "test-admin-key-0123";
 
 /// One HTTP/1.1 keepalive connection to the gateway, kept for the whole test.
 struct KeepAlive {

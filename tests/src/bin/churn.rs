@@ -63,7 +63,7 @@ async fn main() {
     let interval = Duration::from_millis(args.get(2).copied().unwrap_or(100).max(1));
 
     let etcd = Etcd::start();
-    let admin = AdminApi::start(&etcd.url, "/gw", "churn-key");
+    let admin = AdminApi::start(&etcd.url, "/gw", "churn-bench-admin-key");
     let gws = [
         Gateway::start(&etcd.url, "/gw", &[]),
         Gateway::start(&etcd.url, "/gw", &[]),

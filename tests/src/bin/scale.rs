@@ -659,7 +659,7 @@ async fn run(args: Args) -> Result<()> {
         .await
         .context("connecting to etcd")?;
     let backend = Backend::start("echo").await;
-    let admin = AdminApi::start(&etcd.url, PREFIX, "scale-key");
+    let admin = AdminApi::start(&etcd.url, PREFIX, "scale-bench-admin-key");
     let shape = Shape::new(args.routes, args.hosts, backend.node());
 
     // 1. The configuration, written straight to etcd.
