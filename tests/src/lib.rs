@@ -93,11 +93,22 @@ impl Proc {
         self.child.as_ref().map(|c| c.id()).unwrap_or(0)
     }
 
+    /// Sends `sig` (`TERM`, `STOP`, …) with the shell's built-in `kill`: a minimal Debian
+    /// has no `/bin/kill` (procps), and a signal silently not sent fails tests far away.
     pub fn signal(&self, sig: &str) {
-        let _ = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.pid().to_string())
+        // Never `kill 0`: that would signal this whole process group.
+        if self.child.is_none() {
+            return;
+        }
+        let status = Command::new("sh")
+            .arg("-c")
+            .arg(format!("kill -{sig} {}", self.pid()))
             .status();
+        assert!(
+            status.as_ref().is_ok_and(|s| s.success()),
+            "kill -{sig} {} failed: {status:?}",
+            self.pid()
+        );
     }
 
     pub fn kill(&mut self) {
