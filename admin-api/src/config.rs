@@ -22,6 +22,8 @@ pub struct Config {
     /// Key prefix the resources live under (`/apisix` shares APISIX's data).
     #[arg(long, env = "ETCD_PREFIX", default_value = "/gateway")]
     pub etcd_prefix: String,
+    #[command(flatten)]
+    pub etcd_access: common::etcd::EtcdAccess,
     /// Log line format; levels come from RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -121,6 +123,7 @@ impl fmt::Debug for Config {
         f.debug_struct("Config")
             .field("etcd_endpoints", &self.etcd_endpoints)
             .field("etcd_prefix", &self.etcd_prefix)
+            .field("etcd_access", &self.etcd_access)
             .field("log_format", &self.log_format)
             .field("listen", &self.listen)
             .field("admin_key", &self.admin_key.as_ref().map(|_| "<redacted>"))
@@ -140,6 +143,7 @@ impl Config {
         Config {
             etcd_endpoints,
             etcd_prefix: etcd_prefix.to_string(),
+            etcd_access: Default::default(),
             log_format: LogFormat::Text,
             listen: SocketAddr::from(([127, 0, 0, 1], 9180)),
             insecure_no_auth: admin_key.is_none(),

@@ -146,7 +146,11 @@ pub async fn run(
         etcd_prefix = %normalize_prefix(&config.etcd_prefix),
         "admin-api listening"
     );
-    let store = Store::new(endpoints, &config.etcd_prefix);
+    let access = config
+        .etcd_access
+        .resolve(&endpoints)
+        .map_err(anyhow::Error::msg)?;
+    let store = Store::new(endpoints, &config.etcd_prefix, access);
     let app = Arc::new(App::new(store, auth).with_keyring(keyring));
     serve(listener, app, shutdown).await
 }

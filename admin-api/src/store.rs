@@ -152,15 +152,17 @@ pub enum DeleteOutcome {
 /// The etcd state the admin-api uses; all its state lives in etcd, so replicas agree.
 pub struct Store {
     endpoints: Vec<String>,
+    access: common::etcd::Access,
     prefix: String,
     client: OnceCell<Client>,
 }
 
 impl Store {
     /// Does not connect: the first request does, so the admin-api starts while etcd is down.
-    pub fn new(endpoints: Vec<String>, prefix: &str) -> Store {
+    pub fn new(endpoints: Vec<String>, prefix: &str, access: common::etcd::Access) -> Store {
         Store {
             endpoints,
+            access,
             prefix: prefix.to_string(),
             client: OnceCell::new(),
         }
@@ -178,7 +180,7 @@ impl Store {
                     .with_timeout(REQUEST_TIMEOUT)
                     .with_connect_timeout(CONNECT_TIMEOUT)
                     .with_keep_alive(KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT);
-                Client::connect(&self.endpoints, Some(options))
+                Client::connect(&self.endpoints, Some(self.access.apply(options)))
                     .await
                     .map_err(StoreError::from_etcd)
             })

@@ -20,6 +20,8 @@ pub struct Config {
     /// Key prefix that holds the resources (`/apisix` reads APISIX's data).
     #[arg(long, env = "ETCD_PREFIX", default_value = "/gateway")]
     pub etcd_prefix: String,
+    #[command(flatten)]
+    pub etcd_access: common::etcd::EtcdAccess,
     /// `text` or `json`; levels come from RUST_LOG.
     #[arg(long, env = "LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     pub log_format: String,

@@ -87,6 +87,10 @@ impl Shared {
 pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
     let keyring =
         model::Keyring::new(&config.data_encryption_keys).map_err(|e| anyhow::anyhow!(e))?;
+    let etcd_access = config
+        .etcd_access
+        .resolve(&config.etcd_endpoints)
+        .map_err(anyhow::Error::msg)?;
     let workers = config
         .workers
         .map_or_else(workers::default_count, std::num::NonZeroUsize::get);
@@ -117,6 +121,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     ));
     let watcher = tokio::spawn(watch::run(
         config.etcd_endpoints.clone(),
+        etcd_access,
         config.etcd_prefix.clone(),
         shared.clone(),
         stop_rx.clone(),

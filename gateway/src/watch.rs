@@ -81,6 +81,7 @@ pub struct DnsLink {
 
 pub async fn run(
     endpoints: Vec<String>,
+    access: common::etcd::Access,
     prefix: String,
     shared: Arc<Shared>,
     mut shutdown: watch::Receiver<bool>,
@@ -95,7 +96,7 @@ pub async fn run(
             return;
         }
         let client = tokio::select! {
-            c = Client::connect(&endpoints, Some(connect_options())) => c,
+            c = Client::connect(&endpoints, Some(access.apply(connect_options()))) => c,
             _ = crate::stopped(&mut shutdown) => return,
         };
         let mut client = match client {

@@ -18,6 +18,8 @@ pub struct Args {
     pub etcd_endpoints: Vec<String>,
     #[arg(long, env = "ETCD_PREFIX", default_value = "/gateway")]
     pub etcd_prefix: String,
+    #[command(flatten)]
+    pub etcd_access: common::etcd::EtcdAccess,
     #[arg(long, env = "LOG_FORMAT", default_value = "text")]
     pub log_format: String,
     /// Kubeconfig file; without it the in-cluster configuration (service account) is used.

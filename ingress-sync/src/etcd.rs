@@ -22,8 +22,12 @@ pub enum StoreError {
     NotLeader,
 }
 
-pub fn connect_options(request_timeout: Option<Duration>) -> ConnectOptions {
-    let o = ConnectOptions::new()
+pub fn connect_options(
+    request_timeout: Option<Duration>,
+    access: &common::etcd::Access,
+) -> ConnectOptions {
+    let o = access
+        .apply(ConnectOptions::new())
         .with_connect_timeout(Duration::from_secs(3))
         // Below 5 s idle watches were seen to die (dependency-notes.md).
         .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5))
@@ -38,8 +42,9 @@ pub fn connect_options(request_timeout: Option<Duration>) -> ConnectOptions {
 pub async fn connect(
     endpoints: &[String],
     timeout: Option<Duration>,
+    access: &common::etcd::Access,
 ) -> Result<Client, StoreError> {
-    Ok(Client::connect(endpoints, Some(connect_options(timeout))).await?)
+    Ok(Client::connect(endpoints, Some(connect_options(timeout, access))).await?)
 }
 
 /// What is under the prefix for the kinds we write.

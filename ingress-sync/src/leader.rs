@@ -13,6 +13,7 @@ pub type Leadership = Option<(Vec<u8>, i64)>;
 /// Runs until `stop` turns true, publishing our leadership on `tx`.
 pub async fn run(
     endpoints: Vec<String>,
+    access: common::etcd::Access,
     election: String,
     identity: String,
     ttl: i64,
@@ -21,7 +22,11 @@ pub async fn run(
 ) {
     let mut backoff = Duration::from_millis(200);
     while !*stop.borrow() {
-        match lead_once(&endpoints, &election, &identity, ttl, &tx, &mut stop).await {
+        match lead_once(
+            &endpoints, &access, &election, &identity, ttl, &tx, &mut stop,
+        )
+        .await
+        {
             Ok(()) => backoff = Duration::from_millis(200),
             Err(e) => {
                 tracing::warn!(error = %e, "leader election failed; retrying");
@@ -39,6 +44,7 @@ pub async fn run(
 /// One term: grant a lease, keep it alive, campaign, lead until the lease is lost.
 async fn lead_once(
     endpoints: &[String],
+    access: &common::etcd::Access,
     election: &str,
     identity: &str,
     ttl: i64,
@@ -46,7 +52,8 @@ async fn lead_once(
     stop: &mut watch::Receiver<bool>,
 ) -> Result<(), etcd_client::Error> {
     // No request timeout: `campaign` blocks until we are elected.
-    let mut client = Client::connect(endpoints, Some(crate::etcd::connect_options(None))).await?;
+    let mut client =
+        Client::connect(endpoints, Some(crate::etcd::connect_options(None, access))).await?;
     let lease = client.lease_grant(ttl, None).await?.id();
     let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
     let interval = Duration::from_millis((ttl.max(1) as u64 * 1000) / 3);

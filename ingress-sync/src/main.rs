@@ -74,8 +74,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let (leader_tx, leader_rx) = watch::channel::<leader::Leadership>(None);
     let (stop_tx, stop_rx) = watch::channel(false);
+    let access = args
+        .etcd_access
+        .resolve(&args.etcd_endpoints)
+        .map_err(anyhow::Error::msg)?;
     let election = tokio::spawn(leader::run(
         args.etcd_endpoints.clone(),
+        access.clone(),
         args.election_name(),
         identity,
         args.leader_ttl,
@@ -91,8 +96,17 @@ async fn main() -> anyhow::Result<()> {
         },
         allow_external_name: args.allow_external_name,
     };
+    let cx = SyncContext {
+        args: &args,
+        kube: &client,
+        stores: &stores,
+        settings: &settings,
+        keyring: &keyring,
+        trigger: &trigger,
+        etcd_access: &access,
+    };
     tokio::select! {
-        () = run(&args, &client, &stores, &settings, &keyring, &trigger, leader_rx) => {}
+        () = run(&cx, leader_rx) => {}
         () = shutdown_signal() => tracing::info!("stopping"),
     }
     // Resign (revoke the lease) so that another replica takes over at once.
@@ -116,17 +130,29 @@ async fn shutdown_signal() {
     }
 }
 
+/// What the sync loop works with, set up once in `main`.
+struct SyncContext<'a> {
+    args: &'a Args,
+    kube: &'a kube::Client,
+    stores: &'a kube_watch::Stores,
+    settings: &'a translate::Settings,
+    keyring: &'a model::Keyring,
+    trigger: &'a Notify,
+    etcd_access: &'a common::etcd::Access,
+}
+
 /// The sync loop: wait for a change (or leadership, or the resync period), then, while
 /// leading, translate, reconcile, patch status.
-async fn run(
-    args: &Args,
-    client: &kube::Client,
-    stores: &kube_watch::Stores,
-    settings: &translate::Settings,
-    keyring: &model::Keyring,
-    trigger: &Notify,
-    mut leader_rx: watch::Receiver<leader::Leadership>,
-) {
+async fn run(cx: &SyncContext<'_>, mut leader_rx: watch::Receiver<leader::Leadership>) {
+    let SyncContext {
+        args,
+        kube: client,
+        stores,
+        settings,
+        keyring,
+        trigger,
+        etcd_access,
+    } = *cx;
     stores.wait_ready().await;
     tracing::info!("kubernetes stores listed");
 
@@ -144,7 +170,16 @@ async fn run(
                 }
                 last_warnings = desired.warnings.clone();
             }
-            match sync(args, &mut etcd_client, &desired, keyring, &fence).await {
+            match sync(
+                args,
+                etcd_access,
+                &mut etcd_client,
+                &desired,
+                keyring,
+                &fence,
+            )
+            .await
+            {
                 Ok(()) => {
                     if let Some(addr) = &args.publish_address {
                         status::update(client, &cluster.ingresses, &desired.served, addr).await;
@@ -175,6 +210,7 @@ async fn run(
 /// One reconcile: read what we own, write the difference.
 async fn sync(
     args: &Args,
+    access: &common::etcd::Access,
     client: &mut Option<etcd_client::Client>,
     desired: &translate::Desired,
     keyring: &model::Keyring,
@@ -182,9 +218,9 @@ async fn sync(
 ) -> anyhow::Result<()> {
     let c = match client {
         Some(c) => c,
-        None => {
-            client.insert(etcd::connect(&args.etcd_endpoints, Some(Duration::from_secs(5))).await?)
-        }
+        None => client.insert(
+            etcd::connect(&args.etcd_endpoints, Some(Duration::from_secs(5)), access).await?,
+        ),
     };
     let stored = etcd::read_stored(c, &args.etcd_prefix, &args.controller_name).await?;
     let mut values = desired.values.clone();

@@ -168,27 +168,121 @@ pub struct Etcd {
     peer_port: u16,
     pub dir: tempfile::TempDir,
     proc: Option<Proc>,
+    /// TLS with client certificates, when started so.
+    pub certs: Option<EtcdCerts>,
+    /// The `root` user's password, when auth is enabled.
+    pub root_password: Option<String>,
+}
+
+/// The files a client of a TLS etcd needs (PEM): the CA, and a client certificate.
+pub struct EtcdCerts {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 impl Etcd {
     pub fn start() -> Etcd {
+        Self::start_secured(false, None)
+    }
+
+    /// An etcd that serves only TLS and asks every client for a certificate of its CA
+    /// (`tls`), and/or with `auth enable` and a `root` user with `root_password`.
+    pub fn start_secured(tls: bool, root_password: Option<&str>) -> Etcd {
         let dir = tempfile::tempdir().unwrap();
         let client_port = free_port();
         let peer_port = free_port();
+        let certs = tls.then(|| {
+            let ca = tls::TestCa::new("etcd test CA");
+            let (server_cert, server_key) = ca.leaf(&["127.0.0.1", "localhost"]);
+            let (client_cert, client_key) = ca.client("gateway");
+            let write = |name: &str, pem: &str| {
+                let p = dir.path().join(name);
+                std::fs::write(&p, pem).unwrap();
+                p
+            };
+            write("server.pem", &server_cert);
+            write("server-key.pem", &server_key);
+            EtcdCerts {
+                ca: write("ca.pem", &ca.pem()),
+                cert: write("client.pem", &client_cert),
+                key: write("client-key.pem", &client_key),
+            }
+        });
+        let scheme = if tls { "https" } else { "http" };
         let mut etcd = Etcd {
-            url: format!("http://127.0.0.1:{client_port}"),
+            url: format!("{scheme}://127.0.0.1:{client_port}"),
             client_port,
             peer_port,
             dir,
             proc: None,
+            certs,
+            root_password: None,
         };
         etcd.spawn();
+        if let Some(pw) = root_password {
+            etcd.ctl(&["user", "add", &format!("root:{pw}")]);
+            etcd.ctl(&["auth", "enable"]);
+            etcd.root_password = Some(pw.to_string());
+        }
         etcd
+    }
+
+    /// The flags a binary needs to reach this etcd (TLS files, user and password; the
+    /// password may come from `ETCD_PASSWORD` instead, see [`Etcd::client_env`]).
+    pub fn client_flags(&self) -> Vec<String> {
+        let mut flags = self.client_flags_without_password();
+        if let Some(pw) = &self.root_password {
+            flags.push(format!("--etcd-password={pw}"));
+        }
+        flags
+    }
+
+    /// [`Etcd::client_flags`] less the password.
+    pub fn client_flags_without_password(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(c) = &self.certs {
+            flags.push(format!("--etcd-cacert={}", c.ca.display()));
+            flags.push(format!("--etcd-cert={}", c.cert.display()));
+            flags.push(format!("--etcd-key={}", c.key.display()));
+        }
+        if self.root_password.is_some() {
+            flags.push("--etcd-user=root".into());
+        }
+        flags
+    }
+
+    pub fn client_env(&self) -> Vec<(&'static str, String)> {
+        self.root_password
+            .iter()
+            .map(|p| ("ETCD_PASSWORD", p.clone()))
+            .collect()
+    }
+
+    /// etcdctl's flags for this member: endpoint, TLS files, user.
+    fn ctl_args(&self) -> Vec<String> {
+        let mut args = vec![format!("--endpoints={}", self.url)];
+        if let Some(c) = &self.certs {
+            args.push(format!("--cacert={}", c.ca.display()));
+            args.push(format!("--cert={}", c.cert.display()));
+            args.push(format!("--key={}", c.key.display()));
+        }
+        if let Some(pw) = &self.root_password {
+            args.push(format!("--user=root:{pw}"));
+        }
+        args
     }
 
     fn spawn(&mut self) {
         let peer = format!("http://127.0.0.1:{}", self.peer_port);
         let mut cmd = Command::new("etcd");
+        if self.certs.is_some() {
+            let d = self.dir.path();
+            cmd.arg(format!("--cert-file={}", d.join("server.pem").display()))
+                .arg(format!("--key-file={}", d.join("server-key.pem").display()))
+                .arg(format!("--trusted-ca-file={}", d.join("ca.pem").display()))
+                .arg("--client-cert-auth");
+        }
         cmd.arg("--name=test")
             .arg(format!(
                 "--data-dir={}",
@@ -210,7 +304,7 @@ impl Etcd {
         while Instant::now() < deadline {
             let out = Command::new("etcdctl")
                 .env("ETCDCTL_API", "3")
-                .arg(format!("--endpoints={}", self.url))
+                .args(self.ctl_args())
                 .args(["endpoint", "health"])
                 .output();
             if matches!(out, Ok(o) if o.status.success()) {
@@ -273,7 +367,7 @@ impl Etcd {
     pub fn ctl(&self, args: &[&str]) -> String {
         let out = Command::new("etcdctl")
             .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints={}", self.url))
+            .args(self.ctl_args())
             .args(args)
             .output()
             .unwrap();

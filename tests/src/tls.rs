@@ -41,6 +41,21 @@ impl TestCa {
     }
 }
 
+impl TestCa {
+    /// A client certificate signed by this CA, for servers that ask for one (etcd's
+    /// `--client-cert-auth`): `(certificate PEM, private key PEM)`.
+    pub fn client(&self, name: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.distinguished_name = common_name(name);
+        params.is_ca = IsCa::NoCa;
+        params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+}
+
 /// A self-signed server certificate for `names`: `(certificate PEM, private key PEM)`.
 pub fn self_signed(names: &[&str]) -> (String, String) {
     let key = KeyPair::generate().unwrap();

@@ -23,8 +23,15 @@ impl Env {
     }
 
     async fn start_with(gateway_args: &[&str]) -> Env {
-        let etcd = Etcd::start();
-        let gw = Gateway::start(&etcd.url, PREFIX, gateway_args);
+        Self::start_on(Etcd::start(), gateway_args).await
+    }
+
+    /// With this etcd (a secured one, say): every binary gets its client flags.
+    async fn start_on(etcd: Etcd, gateway_args: &[&str]) -> Env {
+        let mut args = etcd.client_flags();
+        args.extend(gateway_args.iter().map(|a| a.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let gw = Gateway::start(&etcd.url, PREFIX, &args);
         gw.wait_ready().await;
         let kube = KubeApi::start().await;
         kube.apply(json!({"kind": "IngressClass", "metadata": {"name": "gw"},
@@ -43,6 +50,7 @@ impl Env {
             "--publish-address=203.0.113.7".to_string(),
             "--debounce-ms=50".to_string(),
         ];
+        args.extend(self.etcd.client_flags());
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         IngressSync::start(&self.etcd.url, PREFIX, self.kube.kubeconfig(), &args)
@@ -554,4 +562,24 @@ async fn tls_secrets_become_encrypted_ssls_served_by_sni() {
             .is_empty()
     })
     .await;
+}
+
+/// ingress-sync and the gateway reach an etcd that asks for client certificates and a
+/// user: the leader election, the reconcile and the watch all go through TLS and auth.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn syncs_through_an_etcd_with_client_certificates_and_a_user() {
+    let env = Env::start_on(Etcd::start_secured(true, Some("root-password-1234")), &[]).await;
+    let a = Backend::start("a").await;
+    env.kube.apply(service("app"));
+    env.kube.apply(slice("app", &a));
+    env.kube.apply(ingress("secure", None, "/secure", "app"));
+    let sync = env.sync(&[]);
+    eventually(Duration::from_secs(15), "ingress served", || async {
+        env.who("x", "/secure/a").await == Ok("a".into())
+    })
+    .await;
+    assert!(sync.is_leader(), "{}", sync.proc.log());
+    // The keys are there, read back with etcdctl through TLS and the user.
+    let keys = env.etcd.ctl(&["get", PREFIX, "--prefix", "--keys-only"]);
+    assert!(keys.contains("/routes/"), "{keys}");
 }
