@@ -312,13 +312,15 @@ async fn http2_over_tls_and_h2c_route_like_http1() {
         assert_eq!(echo["backend"], "api", "{echo}");
         assert_eq!(echo["headers"]["host"], "app.example.com", "{echo}");
     }
-    // The same request in the clear with HTTP/2 prior knowledge routes the same way.
+    // The same request in the clear with HTTP/2 prior knowledge routes the same way, on
+    // `:authority` (a `host` header differing from it would be malformed: RFC 9113 §8.3.1).
+    let port = t.gw.http.port();
     let h2c = reqwest::Client::builder()
         .http2_prior_knowledge()
+        .resolve("app.example.com", t.gw.http)
         .build()
         .unwrap()
-        .get(t.gw.url("/api/x"))
-        .header("host", "app.example.com")
+        .get(format!("http://app.example.com:{port}/api/x"))
         .send()
         .await
         .unwrap();
