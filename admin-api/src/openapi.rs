@@ -51,8 +51,8 @@ pub fn document() -> Value {
             },
             "parameters": {
                 "id": {"name": "id", "in": "path", "required": true,
-                    "description": "1 to 64 characters of letters, digits, '-', '_' and '.'",
-                    "schema": {"type": "string", "pattern": "^[a-zA-Z0-9_.-]{1,64}$"}},
+                    "description": "1 to 64 characters of letters, digits, '-', '_' and '.', not '.' or '..'",
+                    "schema": {"type": "string", "pattern": "^(?!\\.{1,2}$)[a-zA-Z0-9_.-]{1,64}$"}},
                 "path": {"name": "path", "in": "path", "required": true,
                     "description": "Slash-separated field path inside the resource, e.g. `upstream/nodes`",
                     "schema": {"type": "string"}},
@@ -69,6 +69,7 @@ pub fn document() -> Value {
             "responses": {
                 "BadRequest": error_response("Invalid body, field, reference or parameter"),
                 "Unauthorized": error_response("Missing or wrong admin key"),
+                "Forbidden": error_response("The viewer key may only read"),
                 "NotFound": error_response("No such resource"),
                 "Conflict": error_response("The resource kept changing concurrently; retry"),
                 "TooLarge": error_response("The body is larger than 1.5 MiB"),
@@ -121,7 +122,7 @@ fn kind_paths(kind: Kind) -> (Value, Value, Value) {
         json!({"required": required, "content": json_content(schema),
             "description": format!("The {name} as JSON")})
     };
-    let bad = [("400", "BadRequest"), ("413", "TooLarge")];
+    let bad = [("400", "BadRequest"), ("403", "Forbidden"), ("413", "TooLarge")];
     let collection = json!({
         "get": {
             "summary": format!("List {plural}"),
@@ -148,7 +149,7 @@ fn kind_paths(kind: Kind) -> (Value, Value, Value) {
         "get": {
             "summary": format!("Get one {name}"),
             "operationId": format!("get_{name}"),
-            "responses": responses(&[("200", "The resource", "Item")], &[("404", "NotFound")])
+            "responses": responses(&[("200", "The resource", "Item")], &[("400", "BadRequest"), ("404", "NotFound")])
         },
         "put": {
             "summary": format!("Create or replace a {name}"),
@@ -162,14 +163,14 @@ fn kind_paths(kind: Kind) -> (Value, Value, Value) {
             "requestBody": {"required": true, "content": {"application/merge-patch+json": {"schema": {"type": "object"}},
                                                           "application/json": {"schema": {"type": "object"}}}},
             "responses": responses(&[("200", "Patched", "Written")],
-                &[("400", "BadRequest"), ("404", "NotFound"), ("409", "Conflict"), ("413", "TooLarge")])
+                &[("400", "BadRequest"), ("403", "Forbidden"), ("404", "NotFound"), ("409", "Conflict"), ("413", "TooLarge")])
         },
         "delete": {
             "summary": format!("Delete a {name}"),
             "operationId": format!("delete_{name}"),
             "parameters": [{"$ref": "#/components/parameters/force"}],
             "responses": responses(&[("200", "Deleted", "Deleted")],
-                &[("400", "BadRequest"), ("404", "NotFound"), ("409", "Conflict")])
+                &[("400", "BadRequest"), ("403", "Forbidden"), ("404", "NotFound"), ("409", "Conflict")])
         }
     });
     let sub = json!({
@@ -179,7 +180,7 @@ fn kind_paths(kind: Kind) -> (Value, Value, Value) {
             "operationId": format!("patch_{name}_path"),
             "requestBody": {"required": true, "content": {"application/json": {"schema": {}}}},
             "responses": responses(&[("200", "Patched", "Written")],
-                &[("400", "BadRequest"), ("404", "NotFound"), ("409", "Conflict"), ("413", "TooLarge")])
+                &[("400", "BadRequest"), ("403", "Forbidden"), ("404", "NotFound"), ("409", "Conflict"), ("413", "TooLarge")])
         }
     });
     (collection, one, sub)
@@ -311,7 +312,8 @@ fn schemas() -> Value {
         "labels".into(),
         json!({"type": "object", "additionalProperties": {"type": "string"}}),
     );
-    let any = json!({"oneOf": [{"$ref": "#/components/schemas/Route"},
+    // anyOf, not oneOf: a minimal value (a service with no fields) fits several kinds.
+    let any = json!({"anyOf": [{"$ref": "#/components/schemas/Route"},
         {"$ref": "#/components/schemas/Service"}, {"$ref": "#/components/schemas/Upstream"},
         {"$ref": "#/components/schemas/Ssl"}]});
     let item = json!({"type": "object", "required": ["key", "value", "createdIndex", "modifiedIndex"],
