@@ -19,4 +19,9 @@ trap 'rm -f "$log"' EXIT
 status=0
 cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
-exit "$status"
+[ "$status" -eq 0 ] || exit "$status"
+
+# Seconds of every fuzz target (fuzz/README.md); SKIP_FUZZ=1 leaves it out locally.
+if [ "${SKIP_FUZZ:-0}" != 1 ]; then
+  scripts/fuzz-smoke.sh 5
+fi
