@@ -122,7 +122,11 @@ fn kind_paths(kind: Kind) -> (Value, Value, Value) {
         json!({"required": required, "content": json_content(schema),
             "description": format!("The {name} as JSON")})
     };
-    let bad = [("400", "BadRequest"), ("403", "Forbidden"), ("413", "TooLarge")];
+    let bad = [
+        ("400", "BadRequest"),
+        ("403", "Forbidden"),
+        ("413", "TooLarge"),
+    ];
     let collection = json!({
         "get": {
             "summary": format!("List {plural}"),
