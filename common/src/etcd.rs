@@ -117,7 +117,11 @@ impl Access {
             None => options,
         };
         match &self.user {
-            Some((user, password)) => options.with_user(user.clone(), password.clone()),
+            // Simple tokens expire (5 min idle, or an etcd restart): without the refresh a
+            // long-lived client fails every call from then on.
+            Some((user, password)) => options
+                .with_user(user.clone(), password.clone())
+                .with_auto_token_refresh(true),
             None => options,
         }
     }

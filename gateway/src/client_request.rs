@@ -68,18 +68,25 @@ pub fn request_host(parts: &http::request::Parts) -> Result<RequestHost, ProxyEr
 /// (`gzip, chunked`) would reach the node decoded from chunked but still gzip-encoded
 /// with nothing saying so: the body would change meaning. nginx answers 501 too.
 pub fn check_framing(headers: &http::HeaderMap) -> Result<(), ProxyError> {
+    // Exactly one `chunked` over every header: hyper removes one layer, so a second one
+    // would reach the node still chunk-encoded with nothing saying so.
+    let mut codings = 0;
+    let mut ok = true;
     for value in headers.get_all(TRANSFER_ENCODING) {
-        let ok = value.to_str().is_ok_and(|v| {
+        ok &= value.to_str().is_ok_and(|v| {
             v.split(',')
                 .map(str::trim)
                 .filter(|c| !c.is_empty())
-                .all(|c| c.eq_ignore_ascii_case("chunked"))
+                .all(|c| {
+                    codings += 1;
+                    c.eq_ignore_ascii_case("chunked")
+                })
         });
-        if !ok {
-            return Err(ProxyError::NotImplemented(
-                "transfer codings other than chunked are not supported",
-            ));
-        }
+    }
+    if !ok || codings > 1 {
+        return Err(ProxyError::NotImplemented(
+            "transfer codings other than chunked are not supported",
+        ));
     }
     Ok(())
 }
@@ -235,7 +242,8 @@ mod tests {
             (&["gzip, chunked"], false),
             (&["gzip", "chunked"], false),
             (&["identity"], false),
-            (&["chunked, chunked"], true),
+            (&["chunked, chunked"], false),
+            (&["chunked", "chunked"], false),
             (&[], true),
         ] {
             let mut h = http::HeaderMap::new();

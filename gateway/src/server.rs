@@ -380,15 +380,16 @@ impl Connections {
 /// The status hyper's HTTP/1 parser answers by itself for this error, if any (hyper's
 /// `Server::on_error`: 431 for a head too large, 414 for a target over 64 KiB, else 400).
 fn parser_answer(e: &hyper::Error) -> Option<u16> {
+    // hyper has no predicate for its URI-too-long kind, which `is_parse_too_large`
+    // covers too; its message is stable.
     if e.is_parse_too_large() {
-        Some(431)
-    } else if e.is_parse() && !e.is_parse_version_h2() {
-        // hyper has no predicate for its URI-too-long kind; its message is stable.
         Some(if e.to_string().contains("URI too long") {
             414
         } else {
-            400
+            431
         })
+    } else if e.is_parse() && !e.is_parse_version_h2() {
+        Some(400)
     } else {
         None
     }
