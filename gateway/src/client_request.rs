@@ -103,6 +103,9 @@ pub fn normalized_target(uri: &http::Uri) -> Result<Option<http::uri::PathAndQue
     let path = normalize_path(pq.path()).map_err(|e| match e {
         PathError::AboveRoot => ProxyError::BadRequest("the path climbs above the root"),
         PathError::BadPercent => ProxyError::BadRequest("invalid percent-encoding in the path"),
+        PathError::HiddenDotSegment => {
+            ProxyError::BadRequest("a '.' or '..' segment hidden behind %2F, %5C, '\\' or ';'")
+        }
     })?;
     let std::borrow::Cow::Owned(path) = path else {
         return Ok(None);

@@ -1,8 +1,14 @@
-//! The request path as routes see it and backends get it, normalised as nginx normalises
-//! `$uri`: `%XX` of unreserved characters decoded, `.` and `..` segments resolved, `//`
-//! merged. Without it `/public/../admin/secret` matches `/public/*` while the backend
-//! resolves it to `/admin/secret`: a prefix guard bypassed. The path is also forwarded
-//! normalised, so that what was checked is what the backend gets. Pure, and fuzzed.
+//! The request path as routes see it and backends get it: `%XX` of unreserved characters
+//! decoded, `.` and `..` segments resolved, `//` merged. Without it `/public/../admin/secret`
+//! matches `/public/*` while the backend resolves it to `/admin/secret`: a prefix guard
+//! bypassed. The path is also forwarded normalised, so that what was checked is what the
+//! backend gets. Pure, and fuzzed.
+//!
+//! Unlike nginx's `$uri`, reserved escapes (`%2F`, `%3F`…) stay encoded, because APIs put
+//! them in identifiers (`/projects/group%2Fname`) and decoding them changes the path. A
+//! backend may still split on them, on `\`, or drop `;params` before resolving dots
+//! (Tomcat's `/..;/`), so a segment that hides a dot segment behind one of those is refused
+//! rather than guessed at.
 use std::borrow::Cow;
 
 /// Why a path cannot be normalised; each is the client's fault (400).
@@ -12,6 +18,8 @@ pub enum PathError {
     AboveRoot,
     #[error("the path has an invalid percent-encoding")]
     BadPercent,
+    #[error("the path hides a '.' or '..' segment behind '%2F', '%5C', '\\' or ';'")]
+    HiddenDotSegment,
 }
 
 /// Unreserved characters (RFC 3986 §2.3): their percent-encoding means the same as the
@@ -30,12 +38,40 @@ fn hex(b: u8) -> Option<u8> {
     }
 }
 
-/// True when the path may need work: it holds a `%`, a `//`, or a segment starting with
-/// `.`. One pass over the bytes, so a plain path costs no allocation.
+/// True when the path may need work: it holds a `%`, a `\`, a `//`, or a segment starting
+/// with `.`. One pass over the bytes, so a plain path costs no allocation.
 fn needs_work(path: &[u8]) -> bool {
-    path.iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'%' || (b == b'/' && matches!(path.get(i + 1), Some(b'/' | b'.'))))
+    path.iter().enumerate().any(|(i, &b)| {
+        b == b'%' || b == b'\\' || (b == b'/' && matches!(path.get(i + 1), Some(b'/' | b'.')))
+    })
+}
+
+/// True when a segment that is not itself `.` or `..` becomes one for a backend that splits
+/// on `%2F`, `%5C` or `\`, or strips `;params`: `..%2F`, `a\..`, `..;x`.
+fn hides_dot_segment(segment: &[u8]) -> bool {
+    let is_dot = |piece: &[u8]| {
+        let bare = piece.split(|&b| b == b';').next().unwrap_or_default();
+        matches!(bare, b"." | b"..") && bare != segment
+    };
+    let (mut start, mut i) = (0, 0);
+    while i < segment.len() {
+        let sep = match &segment[i..] {
+            [b'\\', ..] => 1,
+            [b'%', a, b, ..] if (*a == b'2' && b.eq_ignore_ascii_case(&b'f'))
+                || (*a == b'5' && b.eq_ignore_ascii_case(&b'c')) => 3,
+            _ => 0,
+        };
+        if sep == 0 {
+            i += 1;
+            continue;
+        }
+        if is_dot(&segment[start..i]) {
+            return true;
+        }
+        i += sep;
+        start = i;
+    }
+    is_dot(&segment[start..])
 }
 
 /// The normalised form of an origin-form path (starting with `/`). Anything else (`*` of
@@ -73,6 +109,9 @@ pub fn normalize_path(path: &str) -> Result<Cow<'_, str>, PathError> {
     let mut segments: Vec<&[u8]> = Vec::new();
     let mut trailing_slash = false;
     for segment in decoded[1..].split(|&b| b == b'/') {
+        if hides_dot_segment(segment) {
+            return Err(PathError::HiddenDotSegment);
+        }
         trailing_slash = false;
         match segment {
             b"" | b"." => trailing_slash = true,
@@ -120,8 +159,20 @@ mod tests {
             ("/%41%62%7e%5F", Ok("/Ab~_")),
             // Reserved characters stay encoded: %2F is not a segment separator.
             ("/a%2Fb", Ok("/a%2Fb")),
-            ("/a%2f..%2fb", Ok("/a%2f..%2fb")),
-            ("/a/%2e%2e%2fb", Ok("/a/..%2fb")),
+            ("/projects/group%2Fname/a..b%2F.c", Ok("/projects/group%2Fname/a..b%2F.c")),
+            ("/a%2f..%2fb", Err(PathError::HiddenDotSegment)),
+            ("/a/%2e%2e%2fb", Err(PathError::HiddenDotSegment)),
+            ("/public/..%2Fadmin", Err(PathError::HiddenDotSegment)),
+            ("/public/..%5cadmin", Err(PathError::HiddenDotSegment)),
+            ("/public/a%5C.", Err(PathError::HiddenDotSegment)),
+            ("/public/..\\admin", Err(PathError::HiddenDotSegment)),
+            ("/public\\..\\admin", Err(PathError::HiddenDotSegment)),
+            ("/public/..;/admin", Err(PathError::HiddenDotSegment)),
+            ("/public/.;x/admin", Err(PathError::HiddenDotSegment)),
+            ("/public/%2e%2e;jsessionid=1/admin", Err(PathError::HiddenDotSegment)),
+            ("/a\\b", Ok("/a\\b")),
+            ("/a;b=1/c", Ok("/a;b=1/c")),
+            ("/a/..b;x", Ok("/a/..b;x")),
             ("/%25", Ok("/%25")),
             ("/a%", Err(PathError::BadPercent)),
             ("/a%4", Err(PathError::BadPercent)),
@@ -149,7 +200,7 @@ mod tests {
 
     #[test]
     fn normalising_twice_changes_nothing() {
-        for p in ["/a/../b", "//x/./y/", "/%2e/a", "/a%2Fb/../c"] {
+        for p in ["/a/../b", "//x/./y/", "/%2e/a", "/a%2Fb/../c", "/a\\b/./c"] {
             let once = normalize_path(p).unwrap().into_owned();
             assert_eq!(normalize_path(&once).unwrap(), once, "{p}");
         }
