@@ -57,8 +57,12 @@ fn hides_dot_segment(segment: &[u8]) -> bool {
     while i < segment.len() {
         let sep = match &segment[i..] {
             [b'\\', ..] => 1,
-            [b'%', a, b, ..] if (*a == b'2' && b.eq_ignore_ascii_case(&b'f'))
-                || (*a == b'5' && b.eq_ignore_ascii_case(&b'c')) => 3,
+            [b'%', a, b, ..]
+                if (*a == b'2' && b.eq_ignore_ascii_case(&b'f'))
+                    || (*a == b'5' && b.eq_ignore_ascii_case(&b'c')) =>
+            {
+                3
+            }
             _ => 0,
         };
         if sep == 0 {
@@ -159,7 +163,10 @@ mod tests {
             ("/%41%62%7e%5F", Ok("/Ab~_")),
             // Reserved characters stay encoded: %2F is not a segment separator.
             ("/a%2Fb", Ok("/a%2Fb")),
-            ("/projects/group%2Fname/a..b%2F.c", Ok("/projects/group%2Fname/a..b%2F.c")),
+            (
+                "/projects/group%2Fname/a..b%2F.c",
+                Ok("/projects/group%2Fname/a..b%2F.c"),
+            ),
             ("/a%2f..%2fb", Err(PathError::HiddenDotSegment)),
             ("/a/%2e%2e%2fb", Err(PathError::HiddenDotSegment)),
             ("/public/..%2Fadmin", Err(PathError::HiddenDotSegment)),
@@ -169,7 +176,10 @@ mod tests {
             ("/public\\..\\admin", Err(PathError::HiddenDotSegment)),
             ("/public/..;/admin", Err(PathError::HiddenDotSegment)),
             ("/public/.;x/admin", Err(PathError::HiddenDotSegment)),
-            ("/public/%2e%2e;jsessionid=1/admin", Err(PathError::HiddenDotSegment)),
+            (
+                "/public/%2e%2e;jsessionid=1/admin",
+                Err(PathError::HiddenDotSegment),
+            ),
             ("/a\\b", Ok("/a\\b")),
             ("/a;b=1/c", Ok("/a;b=1/c")),
             ("/a/..b;x", Ok("/a/..b;x")),

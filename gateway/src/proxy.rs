@@ -42,16 +42,16 @@ pub struct ConnInfo {
     pub scheme: &'static str,
 }
 
-/// Held by what must end before a listener's drain is over (`server.rs`): every client
-/// connection holds one, and a WebSocket handshake passes one on to its tunnel, which
-/// outlives the connection's HTTP exchange but gets the same grace period.
+/// What a client connection holds that its WebSocket tunnel must hold too, since the tunnel
+/// outlives the connection's HTTP exchange (`server.rs` puts it on handshake requests): the
+/// drain waits for it, and it still counts against `--worker-connections`. Opaque here.
 #[derive(Clone)]
-pub struct DrainGuard(pub tokio::sync::watch::Receiver<bool>);
+pub struct TunnelGuard(pub Arc<dyn Send + Sync>);
 
 /// The client's side of an allowed WebSocket handshake.
 struct ClientSide {
     on: OnUpgrade,
-    guard: Option<DrainGuard>,
+    guard: Option<TunnelGuard>,
 }
 
 /// How many stale pooled connections one request may discard before connecting anew.
@@ -63,14 +63,29 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<RespBody> {
     let grpc = is_grpc(&req);
+    let mut unanswered = Unanswered(Some(&shared.metrics));
     let resp = match route_and_forward(&shared, conn, req).await {
         Ok(r) => r,
         // gRPC clients read a status from trailers, not an HTTP error page.
         Err(e) if grpc => e.into_grpc_response(),
         Err(e) => e.into_response(),
     };
+    unanswered.0 = None;
     shared.metrics.response(resp.status().as_u16());
     resp
+}
+
+/// Counts a request whose handling was dropped before it had an answer as 499: hyper drops
+/// it when its HTTP/2 stream is reset, by the client or by h2 for a malformed stream (DATA
+/// beyond `content-length`), so that every request shows up in the status counts.
+struct Unanswered<'a>(Option<&'a crate::metrics::Metrics>);
+
+impl Drop for Unanswered<'_> {
+    fn drop(&mut self) {
+        if let Some(m) = self.0 {
+            m.response(499);
+        }
+    }
 }
 
 /// Every way a request can fail before an upstream answers; `into_response` is the one
@@ -262,7 +277,7 @@ async fn route_and_forward(
     let upgrade = match websocket_upgrade(&parts) {
         Some(protocol) if target.websocket && !upstream.transport.http2() => {
             parts.extensions.remove::<OnUpgrade>().map(|on| {
-                let guard = parts.extensions.remove::<DrainGuard>();
+                let guard = parts.extensions.remove::<TunnelGuard>();
                 (ClientSide { on, guard }, protocol)
             })
         }
@@ -725,7 +740,7 @@ fn tunnel(
         // Counted in flight while open, as least_conn should see it; a drain waits for it
         // (within its grace period) as for any connection.
         let _in_flight = in_flight;
-        let _drain = guard;
+        let _connection = guard;
         let (client, node) = match tokio::try_join!(client, node) {
             Ok(both) => both,
             Err(e) => {

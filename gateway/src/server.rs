@@ -35,7 +35,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-/// A client that has not finished its TLS handshake by then is dropped.
+/// A client that has not finished its TLS handshake by then (or by the header timeout, if
+/// shorter: it counts from accept) is dropped.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Largest request head accepted; beyond it the client gets 431.
@@ -229,10 +230,12 @@ impl Connections {
             tracing::debug!(peer = %remote, worker, max = self.limits.max_connections, "worker_connections reached; connection closed");
             return;
         }
-        let slot = OpenSlot {
+        let slot = Arc::new(OpenSlot {
             shared: self.shared.clone(),
             worker,
-        };
+        });
+        // From accept: the header timeout covers a TLS handshake too.
+        let activity = Arc::new(Activity::new());
         let _ = stream.set_nodelay(true);
         let local = stream.local_addr().ok().or(self.local).unwrap_or(remote);
         // Below TLS, so that a stalled encrypted write counts too.
@@ -247,10 +250,7 @@ impl Connections {
                     local,
                     scheme: "http",
                 };
-                tokio::spawn(async move {
-                    let _slot = slot;
-                    conns.run(stream, info, drain).await
-                });
+                tokio::spawn(async move { conns.run(stream, info, drain, slot, activity).await });
             }
             Some(acceptor) => {
                 let info = ConnInfo {
@@ -259,10 +259,10 @@ impl Connections {
                     scheme: "https",
                 };
                 let handshake = acceptor.accept(stream);
+                let within = TLS_HANDSHAKE_TIMEOUT.min(self.limits.header_timeout);
                 tokio::spawn(async move {
-                    let _slot = slot;
-                    match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, handshake).await {
-                        Ok(Ok(tls)) => conns.run(tls, info, drain).await,
+                    match tokio::time::timeout(within, handshake).await {
+                        Ok(Ok(tls)) => conns.run(tls, info, drain, slot, activity).await,
                         failed => {
                             conns
                                 .shared
@@ -282,13 +282,18 @@ impl Connections {
     }
 
     /// Serves one connection to its end (or the drain's, or the idle timer's).
-    async fn run<I>(self: Arc<Self>, io: I, info: ConnInfo, mut drain: watch::Receiver<bool>)
-    where
+    async fn run<I>(
+        self: Arc<Self>,
+        io: I,
+        info: ConnInfo,
+        mut drain: watch::Receiver<bool>,
+        slot: Arc<OpenSlot>,
+        activity: Arc<Activity>,
+    ) where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
         let remote = info.remote;
         let http2 = Arc::new(AtomicBool::new(false));
-        let activity = Arc::new(Activity::new());
         let svc = {
             let (shared, draining, http2) =
                 (self.shared.clone(), self.draining.clone(), http2.clone());
@@ -297,11 +302,13 @@ impl Connections {
             service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
                 let (shared, draining) = (shared.clone(), draining.clone());
                 let end = activity.begin();
-                // A WebSocket tunnel keeps the drain waiting after its connection is done
-                // (subscribed only then, so the drain's counts stay one per connection).
+                // A WebSocket tunnel keeps the drain waiting and its worker's connection
+                // slot taken after its connection is done (subscribed only then, so the
+                // drain's counts stay one per connection).
                 if req.headers().contains_key(header::UPGRADE) {
+                    let held = (conns.drain.subscribe(), slot.clone());
                     req.extensions_mut()
-                        .insert(proxy::DrainGuard(conns.drain.subscribe()));
+                        .insert(proxy::TunnelGuard(Arc::new(held)));
                 }
                 let http1 = req.version() < Version::HTTP_2;
                 if !http1 {
@@ -338,9 +345,14 @@ impl Connections {
                     IdlePhase::Keepalive => metrics.keepalive_timeouts.fetch_add(1, Ordering::Relaxed),
                 };
                 tracing::debug!(peer = %remote, ?phase, "idle connection closed");
-                // Idle: HTTP/1 closes at once, HTTP/2 says GOAWAY first.
+                // Idle: HTTP/1 closes at once, HTTP/2 says GOAWAY first. A request that
+                // arrived as the timer fired is answered, however long it takes.
                 conn.as_mut().graceful_shutdown();
-                tokio::time::timeout(linger, conn.as_mut()).await.unwrap_or(Ok(()))
+                match tokio::time::timeout(linger, conn.as_mut()).await {
+                    Ok(r) => r,
+                    Err(_) if activity.in_flight.load(Ordering::Relaxed) > 0 => conn.await,
+                    Err(_) => Ok(()),
+                }
             }
             _ = crate::stopped(&mut drain) => 'drained: {
                 if !http2.load(Ordering::Relaxed) {

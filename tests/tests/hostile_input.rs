@@ -138,6 +138,13 @@ async fn idle_connections_are_closed() {
         silent.closed_within(Duration::from_secs(5)).await,
         "a silent connection stayed open"
     );
+    // On the HTTPS port too: the header timeout counts from accept, the TLS handshake
+    // included.
+    let mut silent = RawConn::connect(s.gw.https()).await;
+    assert!(
+        silent.closed_within(Duration::from_secs(5)).await,
+        "a silent HTTPS connection stayed open past the header timeout"
+    );
 
     // Idle after a response: closed after about two seconds.
     let mut idle = RawConn::connect(s.gw.http).await;
@@ -205,6 +212,48 @@ async fn connections_per_worker_are_capped() {
     })
     .await;
     assert_eq!(status(&s, &get("/up/again")).await, Some(200));
+}
+
+/// A WebSocket tunnel outlives its connection's HTTP exchange but is still an open client
+/// connection: it keeps its worker's slot until it closes, so tunnels cannot pile up past
+/// `--worker-connections`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_tunnels_count_against_worker_connections() {
+    let s = Stack::start(&["--workers=1", "--worker-connections=1"]).await;
+    let ws = e2e::ws::WsBackend::start("ws").await;
+    s.admin
+        .ok(
+            "PUT",
+            "/upstreams/ws",
+            Some(json!({"nodes": {ws.node(): 1}})),
+        )
+        .await;
+    route(
+        &s,
+        "ws",
+        json!({"uri": "/ws", "upstream_id": "ws", "enable_websocket": true}),
+    )
+    .await;
+    let open = "gateway_connections_open{worker=\"0\"}";
+    let (tunnel, _) = tokio_tungstenite::connect_async(format!("ws://{}/ws", s.gw.http))
+        .await
+        .unwrap();
+    eventually(WAIT, "the tunnel is open", || async {
+        s.gw.metric_value("gateway_websockets_open").await == Some(1.0)
+    })
+    .await;
+    assert_eq!(s.gw.metric_value(open).await, Some(1.0));
+    assert_eq!(status(&s, &get("/ws")).await, None, "served past the cap");
+    assert_eq!(
+        s.gw.metric_value("gateway_connections_refused_total{worker=\"0\"}")
+            .await,
+        Some(1.0)
+    );
+    drop(tunnel);
+    eventually(WAIT, "the tunnel's slot is freed", || async {
+        s.gw.metric_value(open).await == Some(0.0)
+    })
+    .await;
 }
 
 /// Routes match the normalised path, and the backend gets that path: a `..` cannot walk
@@ -532,6 +581,55 @@ async fn smuggling_and_malformed_heads_never_reach_the_backend() {
         started.elapsed()
     );
     assert!(rec.requests().iter().all(|r| r.target != "/up/slow"));
+}
+
+/// An HTTP/2 body longer than its `content-length` is malformed (RFC 9113 §8.1.1): the
+/// stream is reset, the backend never gets the excess, and the request still shows in the
+/// status counts (499: it was dropped unanswered, as for a client's own RST_STREAM).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_data_beyond_content_length_is_reset_and_counted() {
+    let (s, rec) = stack_with_backend(&[]).await;
+    let mut c = RawConn::connect(s.gw.http).await;
+    let block = [
+        h2::literal(0, ":method", "POST"),
+        h2::literal(0, ":scheme", "http"),
+        h2::literal(0, ":path", "/up/overrun"),
+        h2::literal(0, ":authority", "h"),
+        h2::literal(0, "content-length", "5"),
+    ]
+    .concat();
+    let head = [
+        h2::PREFACE.to_vec(),
+        h2::frame(h2::SETTINGS, 0, 0, &[]),
+        h2::frame(h2::HEADERS, h2::END_HEADERS, 1, &block),
+    ]
+    .concat();
+    c.send(&head).await;
+    // Once the request is on its way to the backend, so that its body is being read.
+    eventually(WAIT, "the request reaches the backend", || async {
+        !rec.bytes().is_empty()
+    })
+    .await;
+    c.send(&h2::frame(h2::DATA, h2::END_STREAM, 1, b"0123456789"))
+        .await;
+    let (frames, _) = h2::read_frames(&mut c.stream, Duration::from_secs(2)).await;
+    assert!(
+        frames
+            .iter()
+            .any(|(t, _, id)| *t == h2::RST_STREAM && *id == 1),
+        "the overrun stream was not reset: {frames:?}"
+    );
+    let seen = String::from_utf8_lossy(&rec.bytes()).into_owned();
+    assert!(
+        !seen.contains("56789"),
+        "the excess reached the backend: {seen:?}"
+    );
+    eventually(WAIT, "the dropped request is counted", || async {
+        s.gw.metric_value("gateway_http_responses_total{code=\"499\"}")
+            .await
+            == Some(1.0)
+    })
+    .await;
 }
 
 /// HTTP/2 attacks on the connection: rapid reset, a CONTINUATION flood and an HPACK bomb
