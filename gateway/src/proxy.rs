@@ -4,6 +4,7 @@ use crate::client_request::{self, RequestHost};
 use crate::headers::{join_cookies, set_forwarded, strip_hop_by_hop, Forwarded};
 use crate::lb::health::Outcome;
 use crate::lb::InFlightGuard;
+use crate::plugins::{Req, Run};
 use crate::pool::{connect, BoxError, Conn, ConnectError, UpBody};
 use crate::request_body::{ClientFault, Progress, RequestBody};
 use crate::request_vars::RequestVars;
@@ -12,7 +13,7 @@ use crate::snapshot::{NodeRt, RouteTarget, UpstreamRt};
 use crate::upstream_body::UpstreamBody;
 use crate::Shared;
 use bytes::Bytes;
-use http::header::{CONNECTION, HOST, LOCATION, TE, UPGRADE};
+use http::header::{CONNECTION, HOST, TE, UPGRADE};
 use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use http_body_util::combinators::UnsyncBoxBody;
@@ -64,7 +65,7 @@ pub async fn handle(
 ) -> Response<RespBody> {
     let grpc = is_grpc(&req);
     let mut unanswered = Unanswered(Some(&shared.metrics));
-    let resp = match route_and_forward(&shared, conn, req).await {
+    let resp = match route_and_forward(&shared, conn, req, grpc).await {
         Ok(r) => r,
         // gRPC clients read a status from trailers, not an HTTP error page.
         Err(e) if grpc => e.into_grpc_response(),
@@ -220,6 +221,7 @@ async fn route_and_forward(
     shared: &Arc<Shared>,
     conn: ConnInfo,
     req: Request<Incoming>,
+    grpc: bool,
 ) -> Result<Response<RespBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     client_request::check_framing(&parts.headers)?;
@@ -231,10 +233,44 @@ async fn route_and_forward(
     if let Some(pq) = client_request::normalized_target(&parts.uri)? {
         parts.uri = Uri::from(pq);
     }
-    // The snapshot is held only while routing: the matched target carries everything the
-    // rest of the request needs, so a long download does not pin an old router in memory.
-    let (target, upstream): (Arc<RouteTarget>, _) = {
+    // The snapshot is held only while routing (and running the synchronous request phases
+    // of the route's plugins): the matched target carries everything the rest of the
+    // request needs, so a long download does not pin an old router in memory.
+    let (target, upstream, run): (Arc<RouteTarget>, _, Option<Run>) = {
         let snapshot = shared.snapshot.load();
+        let found = snapshot
+            .router
+            .find(&router::Request {
+                host: &host,
+                path: parts.uri.path(),
+                method: parts.method.as_str(),
+                remote_addr: conn.remote.ip(),
+                vars: &RequestVars {
+                    parts: &parts,
+                    host: &host,
+                    remote: conn.remote,
+                    local: conn.local,
+                    scheme: conn.scheme,
+                },
+            })
+            .map(|m| m.value.clone());
+        let target = found.ok_or(ProxyError::NoRoute)?;
+        let mut run = None;
+        if let Some(chain) = &target.chain {
+            let mut r = Run::default();
+            let mut req = Req {
+                parts: &mut parts,
+                host: &host,
+                conn,
+                https_port: shared.https_port,
+            };
+            if let Some(answer) = chain.request(&mut req, &mut r) {
+                let mut resp = answer.into_response();
+                chain.response(&r, &mut resp);
+                return Ok(resp);
+            }
+            run = Some(r);
+        }
         let vars = RequestVars {
             parts: &parts,
             host: &host,
@@ -242,29 +278,53 @@ async fn route_and_forward(
             local: conn.local,
             scheme: conn.scheme,
         };
-        let found = snapshot.router.find(&router::Request {
-            host: &host,
-            path: parts.uri.path(),
-            method: parts.method.as_str(),
-            remote_addr: conn.remote.ip(),
-            vars: &vars,
-        });
-        let target = found.ok_or(ProxyError::NoRoute)?.value.clone();
-        if let Some(r) = &target.redirect {
-            if let Some(to) = crate::redirect::location(r, &vars, shared.https_port) {
-                return Ok(redirect_response(r.ret_code, &to));
-            }
-        }
         let upstream = snapshot.upstream_for(&target, &vars);
         let hash_key = match &upstream {
             Ok(u) => u.hash_key(&vars),
             Err(_) => None,
         };
-        (target, upstream.map(|u| (u, hash_key)))
+        (target, upstream.map(|u| (u, hash_key)), run)
     };
+    let (Some(chain), Some(run)) = (target.chain.clone(), run) else {
+        return forward_matched(shared, conn, parts, body, raw_host, &target, upstream, None).await;
+    };
+    // Whatever answers the client, the plugins that ran see its headers.
+    let mut resp = match forward_matched(
+        shared,
+        conn,
+        parts,
+        body,
+        raw_host,
+        &target,
+        upstream,
+        Some(&run),
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(e) if grpc => e.into_grpc_response(),
+        Err(e) => e.into_response(),
+    };
+    chain.response(&run, &mut resp);
+    Ok(resp)
+}
+
+/// The request to its route's upstream, once routing and the plugins' request phases are
+/// done.
+#[allow(clippy::too_many_arguments)]
+async fn forward_matched(
+    shared: &Arc<Shared>,
+    conn: ConnInfo,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    raw_host: Option<HeaderValue>,
+    target: &RouteTarget,
+    upstream: Result<(Arc<UpstreamRt>, Option<Vec<u8>>), String>,
+    run: Option<&Run>,
+) -> Result<Response<RespBody>, ProxyError> {
     let (upstream, hash_key) = upstream.map_err(ProxyError::Unavailable)?;
-    let body_limit = target
-        .max_body_size
+    let body_limit = run
+        .and_then(|r| r.max_body_size)
         .or(shared.max_body_size)
         .filter(|l| *l > 0);
     if let (Some(limit), Some(len)) = (body_limit, body.size_hint().exact()) {
@@ -310,7 +370,8 @@ async fn route_and_forward(
         },
     );
     // HTTP/2 requests have no Host header; the upstream speaks HTTP/1.1 and needs one.
-    if let Some(h) = raw_host {
+    // `proxy-rewrite.host` replaces it (and `pass_host: node/rewrite` still win over both).
+    if let Some(h) = run.and_then(|r| r.upstream_host.clone()).or(raw_host) {
         parts.headers.insert(HOST, h);
     }
     parts.uri = parts
@@ -362,17 +423,6 @@ fn websocket_upgrade(parts: &http::request::Parts) -> Option<HeaderValue> {
         })
     });
     connection_upgrade.then(|| protocol.clone())
-}
-
-fn redirect_response(code: u16, location: &str) -> Response<RespBody> {
-    let mut resp = json_response(
-        StatusCode::from_u16(code).unwrap_or(StatusCode::FOUND),
-        &format!("redirecting to {location}"),
-    );
-    if let Ok(v) = HeaderValue::from_str(location) {
-        resp.headers_mut().insert(LOCATION, v);
-    }
-    resp
 }
 
 fn is_idempotent(m: &Method) -> bool {

@@ -95,6 +95,41 @@ impl VarSource for RequestVars<'_> {
     }
 }
 
+/// A template with request variables (`$name`, `${name}`) replaced by their values, an
+/// unset one by nothing, as APISIX resolves them in `vars_combinations` keys, `redirect`
+/// and `proxy-rewrite` values. A `$` not followed by a name stays.
+pub fn expand(template: &str, vars: &dyn VarSource) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        let (name, used) = match after.strip_prefix('{') {
+            Some(inner) => match inner.find('}') {
+                Some(end) => (inner[..end].trim(), end + 2),
+                None => ("", 0),
+            },
+            None => {
+                let len = after
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                    .unwrap_or(after.len());
+                (&after[..len], len)
+            }
+        };
+        if name.is_empty() {
+            out.push('$');
+            rest = after;
+            continue;
+        }
+        if let Some(v) = vars.get(name) {
+            out.push_str(&v);
+        }
+        rest = &after[used..];
+    }
+    out.push_str(rest);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,5 +178,34 @@ mod tests {
         }
         assert_eq!(vars.get_all("arg_a"), vec!["1", "3"]);
         assert_eq!(vars.get_all("http_accept"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn vars_combinations_templates() {
+        struct V;
+        impl VarSource for V {
+            fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+                match name {
+                    "remote_addr" => Some("10.0.0.1".into()),
+                    "arg_user" => Some("bob".into()),
+                    _ => None,
+                }
+            }
+        }
+        for (template, want) in [
+            ("$remote_addr", "10.0.0.1"),
+            ("$arg_user-$remote_addr", "bob-10.0.0.1"),
+            ("u:$arg_user:$missing:", "u:bob::"),
+            ("$", "$"),
+            ("$$arg_user", "$bob"),
+            ("plain", "plain"),
+            ("", ""),
+            ("${arg_user}x", "bobx"),
+            ("${ arg_user }", "bob"),
+            ("${missing}-", "-"),
+            ("${unclosed", "${unclosed"),
+        ] {
+            assert_eq!(expand(template, &V), want, "{template}");
+        }
     }
 }

@@ -7,6 +7,7 @@ use crate::lb::health::{self, Candidate, Outcome, Thresholds, Transition};
 use crate::lb::least_conn::LeastConn;
 use crate::lb::NodeState;
 use crate::metrics::ConfigCounts;
+use crate::plugins::Chain;
 use crate::router::{RouteSpec, Router};
 use crate::split::{Choice, Split};
 use crate::state::{Dirty, State};
@@ -54,10 +55,9 @@ pub struct RouteTarget {
     pub split: Option<Arc<Split>>,
     /// `enable_websocket` of the route, else of its service.
     pub websocket: bool,
-    /// The route's `redirect` plugin: answered here, never proxied (when it applies).
-    pub redirect: Option<Arc<model::redirect::Redirect>>,
-    /// `client-control.max_body_size`: overrides `--client-max-body-size` (0: no limit).
-    pub max_body_size: Option<u64>,
+    /// The plugins of the route over those of its service, compiled; `None` when there
+    /// are none to run per request.
+    pub chain: Option<Arc<Chain>>,
 }
 /// An upstream ready for requests.
 pub struct UpstreamRt {
@@ -378,7 +378,7 @@ fn set_split(
             map.checked.remove(key);
         }
     }
-    let Some(def) = route.and_then(|r| r.traffic_split.as_ref()) else {
+    let Some(def) = route.and_then(|r| r.parsed_plugins.traffic_split()) else {
         return;
     };
     let (split, inline) = Split::compile(
@@ -422,8 +422,12 @@ fn route_spec(
             .enable_websocket
             .or(service.and_then(|(_, s)| s.enable_websocket))
             .unwrap_or(false),
-        redirect: route.redirect.clone().map(Arc::new),
-        max_body_size: route.client_control.and_then(|c| c.max_body_size),
+        chain: match &service {
+            Some((_, svc)) if !svc.parsed_plugins.is_empty() => {
+                Chain::compile(&svc.parsed_plugins.merged(&route.parsed_plugins))
+            }
+            _ => Chain::compile(&route.parsed_plugins),
+        },
     });
     Some(RouteSpec {
         id: id.clone(),
@@ -466,27 +470,6 @@ fn target_upstream(
         }
         None => Err("missing upstream configuration".into()),
     }
-}
-
-/// `vars_combinations` keys: `$name` replaced by the request variable (empty if unset).
-pub(crate) fn expand_vars(template: &str, vars: &dyn VarSource) -> String {
-    let mut out = String::new();
-    let mut rest = template;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let name_len = rest[at + 1..]
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(rest.len() - at - 1);
-        let name = &rest[at + 1..at + 1 + name_len];
-        if name.is_empty() {
-            out.push('$');
-        } else if let Some(v) = vars.get(name) {
-            out.push_str(&v);
-        }
-        rest = &rest[at + 1 + name_len..];
-    }
-    out.push_str(rest);
-    out
 }
 
 pub(crate) fn log_transition(upstream: &str, node: &str, change: Transition, by: &str) {
@@ -700,7 +683,7 @@ impl UpstreamRt {
             HashOn::Cookie => vars.get(&format!("cookie_{key}")).map(|v| v.into_owned()),
             // No consumers (authentication plugins) exist yet to name one.
             HashOn::Consumer => None,
-            HashOn::VarsCombinations => Some(expand_vars(key, vars)),
+            HashOn::VarsCombinations => Some(crate::request_vars::expand(key, vars)),
         };
         let value = value
             .filter(|v| !v.is_empty())
@@ -1189,30 +1172,5 @@ mod tests {
 
     fn id(s: &str) -> Id {
         Id::parse(s).unwrap()
-    }
-
-    #[test]
-    fn vars_combinations_templates() {
-        struct V;
-        impl VarSource for V {
-            fn get(&self, name: &str) -> Option<Cow<'_, str>> {
-                match name {
-                    "remote_addr" => Some("10.0.0.1".into()),
-                    "arg_user" => Some("bob".into()),
-                    _ => None,
-                }
-            }
-        }
-        for (template, want) in [
-            ("$remote_addr", "10.0.0.1"),
-            ("$arg_user-$remote_addr", "bob-10.0.0.1"),
-            ("u:$arg_user:$missing:", "u:bob::"),
-            ("$", "$"),
-            ("$$arg_user", "$bob"),
-            ("plain", "plain"),
-            ("", ""),
-        ] {
-            assert_eq!(expand_vars(template, &V), want, "{template}");
-        }
     }
 }

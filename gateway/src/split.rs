@@ -2,7 +2,7 @@
 //! variables; the first that matches picks one of its weighted upstreams by smooth
 //! weighted round robin. Built by the snapshot compile, read per request.
 use crate::balancer::Balancer;
-use model::traffic_split::TrafficSplit;
+use model::plugins::traffic_split::TrafficSplit;
 use model::vars::{Expr, VarSource};
 use std::sync::Arc;
 
@@ -129,7 +129,11 @@ mod tests {
             "uri": "/", "upstream_id": "own", "plugins": {"traffic-split": def}
         }))
         .expect("valid route");
-        let def = route.traffic_split.expect("has a split");
+        let def = route
+            .parsed_plugins
+            .traffic_split()
+            .cloned()
+            .expect("has a split");
         Split::compile("routes/r", &def, |id| format!("upstreams/{id}"), None).0
     }
 
@@ -175,7 +179,11 @@ mod tests {
                 ]}}
             }))
             .expect("valid route");
-            route.traffic_split.expect("has a split")
+            route
+                .parsed_plugins
+                .traffic_split()
+                .cloned()
+                .expect("has a split")
         };
         let key = |id: &model::Id| format!("upstreams/{id}");
         let (first, _) = Split::compile("routes/r", &def(3), key, None);

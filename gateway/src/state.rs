@@ -333,7 +333,7 @@ fn itself(u: &Upstream) -> Vec<&Upstream> {
 
 /// A route's own inline upstream and those inside its `traffic-split` rules.
 fn route_upstreams(r: &Route) -> Vec<&Upstream> {
-    let split = r.traffic_split.iter().flat_map(|t| {
+    let split = r.parsed_plugins.traffic_split().into_iter().flat_map(|t| {
         t.rules.iter().flat_map(|rule| {
             rule.weighted_upstreams
                 .iter()

@@ -1,7 +1,7 @@
 //! Decoding stored or submitted JSON into validated resources, with errors that name the field.
 use crate::{Id, Kind, ValidationError};
 use serde::de::DeserializeOwned;
-use serde_json::{Map, Value};
+use serde_json::Value;
 use std::collections::BTreeMap;
 
 /// A resource kind the model can validate.
@@ -92,29 +92,6 @@ pub(crate) fn check_meta(
                 "label keys and values must be 1 to 256 characters long",
             ));
         }
-    }
-    Ok(())
-}
-
-/// Plugins other than `supported` are rejected rather than silently ignored.
-pub(crate) fn check_plugins(
-    plugins: Option<&Map<String, Value>>,
-    supported: &[&str],
-) -> Result<(), ValidationError> {
-    if let Some(name) = plugins
-        .into_iter()
-        .flat_map(|p| p.keys())
-        .find(|name| !supported.contains(&name.as_str()))
-    {
-        let what = if supported.is_empty() {
-            "no plugin is supported here yet".to_string()
-        } else {
-            format!("supported: {}", supported.join(", "))
-        };
-        return Err(ValidationError::new(
-            format!("plugins.{name}"),
-            format!("plugin {name:?} is not supported ({what})"),
-        ));
     }
     Ok(())
 }

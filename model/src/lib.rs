@@ -3,7 +3,6 @@
 #![forbid(unsafe_code)]
 
 pub mod checks;
-pub mod client_control;
 pub mod codec;
 pub mod error;
 pub mod host;
@@ -12,12 +11,11 @@ pub mod key;
 pub mod keyring;
 pub mod path;
 pub mod pem;
-pub mod redirect;
+pub mod plugins;
 pub mod route;
 pub mod service;
 pub mod ssl;
 pub mod timeout;
-pub mod traffic_split;
 pub mod upstream;
 pub mod vars;
 

@@ -1,11 +1,9 @@
 //! Routes: which requests match, and where they go.
-use crate::client_control::{self, ClientControl};
-use crate::codec::{check_meta, check_plugins};
+use crate::codec::check_meta;
 use crate::host::HostPattern;
 use crate::path::PathPattern;
-use crate::redirect::{self, Redirect};
+use crate::plugins::{self, Plugins, Scope};
 use crate::timeout::Timeout;
-use crate::traffic_split::{self, TrafficSplit};
 use crate::vars::{parse_ip_or_cidr, Expr};
 use crate::{Id, Kind, Resource, Upstream, ValidationError};
 use ipnet::IpNet;
@@ -31,15 +29,9 @@ pub struct Route {
     pub upstream_id: Option<Id>,
     pub service_id: Option<Id>,
     pub plugins: Option<Map<String, Value>>,
-    /// `plugins.traffic-split`, parsed by [`Resource::parse_plugins`].
+    /// `plugins`, parsed by [`Resource::parse_plugins`] (the enabled ones).
     #[serde(skip)]
-    pub traffic_split: Option<TrafficSplit>,
-    /// `plugins.redirect`, parsed by [`Resource::parse_plugins`].
-    #[serde(skip)]
-    pub redirect: Option<Redirect>,
-    /// `plugins.client-control`, parsed by [`Resource::parse_plugins`].
-    #[serde(skip)]
-    pub client_control: Option<ClientControl>,
+    pub parsed_plugins: Plugins,
     #[serde(default = "enabled")]
     pub status: Status,
     pub timeout: Option<Timeout>,
@@ -178,10 +170,6 @@ impl Resource for Route {
             self.desc.as_deref(),
             self.labels.as_ref(),
         )?;
-        check_plugins(
-            self.plugins.as_ref(),
-            &[traffic_split::NAME, redirect::NAME, client_control::NAME],
-        )?;
         exclusive(self.uri.is_some(), self.uris.is_some(), "uri", "uris")?;
         exclusive(self.host.is_some(), self.hosts.is_some(), "host", "hosts")?;
         exclusive(
@@ -228,26 +216,7 @@ impl Resource for Route {
     }
 
     fn parse_plugins(&mut self) -> Result<(), ValidationError> {
-        self.traffic_split = match self
-            .plugins
-            .as_ref()
-            .and_then(|p| p.get(traffic_split::NAME))
-        {
-            Some(v) => Some(TrafficSplit::parse(v)?),
-            None => None,
-        };
-        self.redirect = match self.plugins.as_ref().and_then(|p| p.get(redirect::NAME)) {
-            Some(v) => Some(Redirect::parse(v)?),
-            None => None,
-        };
-        self.client_control = match self
-            .plugins
-            .as_ref()
-            .and_then(|p| p.get(client_control::NAME))
-        {
-            Some(v) => Some(ClientControl::parse(v)?),
-            None => None,
-        };
+        self.parsed_plugins = plugins::parse(self.plugins.as_ref(), Scope::Route)?;
         Ok(())
     }
 
@@ -259,13 +228,7 @@ impl Resource for Route {
         if let Some(id) = &self.service_id {
             refs.push((Kind::Services, id, "service_id".to_string()));
         }
-        if let Some(split) = &self.traffic_split {
-            refs.extend(
-                split
-                    .upstream_ids()
-                    .map(|(field, id)| (Kind::Upstreams, id, field)),
-            );
-        }
+        refs.extend(self.parsed_plugins.references());
         refs
     }
 }

@@ -1,6 +1,7 @@
 //! Services: shared hosts and upstream that routes can inherit through `service_id`.
-use crate::codec::{check_meta, check_plugins};
+use crate::codec::check_meta;
 use crate::host::HostPattern;
+use crate::plugins::{self, Plugins, Scope};
 use crate::{Id, Kind, Resource, Upstream, ValidationError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
@@ -14,6 +15,9 @@ pub struct Service {
     pub upstream_id: Option<Id>,
     pub hosts: Option<Vec<HostPattern>>,
     pub plugins: Option<Map<String, Value>>,
+    /// `plugins`, parsed by [`Resource::parse_plugins`]; merged under each route's.
+    #[serde(skip)]
+    pub parsed_plugins: Plugins,
     pub enable_websocket: Option<bool>,
     pub name: Option<String>,
     pub desc: Option<String>,
@@ -35,7 +39,6 @@ impl Resource for Service {
             self.desc.as_deref(),
             self.labels.as_ref(),
         )?;
-        check_plugins(self.plugins.as_ref(), &[])?;
         if self.upstream.is_some() && self.upstream_id.is_some() {
             return Err(ValidationError::new(
                 "upstream_id",
@@ -51,6 +54,11 @@ impl Resource for Service {
                 "must not be empty when given",
             ));
         }
+        Ok(())
+    }
+
+    fn parse_plugins(&mut self) -> Result<(), ValidationError> {
+        self.parsed_plugins = plugins::parse(self.plugins.as_ref(), Scope::Service)?;
         Ok(())
     }
 

@@ -740,7 +740,7 @@ fn invalid_traffic_splits() {
     check_err::<Route>(
         json!({"uri": "/a", "upstream_id": "1", "plugins": {"traffic-split": {}, "limit-count": {}}}),
         "plugins.limit-count",
-        "supported: traffic-split",
+        "traffic-split, redirect)",
     );
     check_err::<Service>(
         json!({"upstream_id": "1", "plugins": {"traffic-split": {}}}),

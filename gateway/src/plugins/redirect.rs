@@ -1,12 +1,32 @@
-//! The `redirect` plugin at request time: where a matched route sends the client instead
-//! of proxying. Pure, so every case is a table row.
-use crate::snapshot::expand_vars;
-use model::redirect::{Redirect, Target};
+//! The `redirect` plugin (rewrite phase): where a matched route sends the client instead
+//! of proxying. [`location`] is pure, so every case is a table row.
+use super::{Answer, Phases, Req, Run};
+use crate::request_vars::expand as expand_vars;
+use http::{HeaderValue, StatusCode};
+use model::plugins::redirect::Target;
 use model::vars::VarSource;
+
+pub struct Redirect(pub model::plugins::redirect::Redirect);
+
+impl Phases for Redirect {
+    fn rewrite(&self, req: &mut Req<'_>, _run: &mut Run) -> Option<Answer> {
+        let to = location(&self.0, &req.vars(), req.https_port)?;
+        let status = StatusCode::from_u16(self.0.ret_code).unwrap_or(StatusCode::FOUND);
+        let mut answer = Answer::message(status, &format!("redirecting to {to}"));
+        if let Ok(v) = HeaderValue::from_str(&to) {
+            answer.headers.insert(http::header::LOCATION, v);
+        }
+        Some(answer)
+    }
+}
 
 /// The `Location` for this request, or `None` when the plugin does not apply (already
 /// HTTPS for `http_to_https`, or a path `regex_uri` does not match).
-pub fn location(r: &Redirect, vars: &dyn VarSource, https_port: u16) -> Option<String> {
+pub fn location(
+    r: &model::plugins::redirect::Redirect,
+    vars: &dyn VarSource,
+    https_port: u16,
+) -> Option<String> {
     let get = |name: &str| vars.get(name).map(|v| v.into_owned()).unwrap_or_default();
     let mut to = match &r.target {
         Target::Https => {
@@ -139,7 +159,7 @@ mod tests {
             ),
         ];
         for (conf, vars, port, want) in cases {
-            let r = Redirect::parse(conf).unwrap();
+            let r = model::plugins::redirect::Redirect::parse(conf).unwrap();
             assert_eq!(location(&r, *vars, *port).as_deref(), *want, "{conf}");
         }
     }
