@@ -82,6 +82,15 @@ pub async fn put_without_id(
     let kind = kind_of(&path?.0)?;
     query(&uri, &[])?;
     let doc = object_body(&body?)?;
+    if resource::put_only(kind) {
+        // APISIX's `PUT /consumers` names the consumer in the body.
+        let username = doc
+            .get("username")
+            .and_then(Value::as_str)
+            .unwrap_or_default();
+        let id = Id::parse(username).map_err(|e| ValidationError::new("username", e))?;
+        return put(&app, kind, id, doc).await;
+    }
     let id = resource::body_id(&doc)?.ok_or_else(|| {
         ValidationError::new(
             "id",
@@ -95,9 +104,13 @@ pub async fn put_without_id(
     put(&app, kind, id, doc).await
 }
 
-async fn put(app: &App, kind: Kind, id: Id, doc: Map<String, Value>) -> Result<Response> {
+async fn put(app: &App, kind: Kind, id: Id, mut doc: Map<String, Value>) -> Result<Response> {
+    resource::fill_identity(kind, &mut doc, &id);
     // Validate before touching etcd: an invalid body is a 400 even while etcd is down.
     prepare(app, kind, &id, doc.clone(), None, now(), false)?;
+    if kind == Kind::Consumers {
+        unique_credentials(app, &id, &Value::Object(doc.clone())).await?;
+    }
     let key = app.key(kind, &id);
     for attempt in 0..ATTEMPTS {
         let previous = app.store.get(&key).await?;
@@ -135,6 +148,9 @@ pub async fn create(
 ) -> Result<Response> {
     let kind = kind_of(&path?.0)?;
     query(&uri, &[])?;
+    if resource::put_only(kind) {
+        return Err(put_only(kind));
+    }
     let doc = object_body(&body?)?;
     if doc.contains_key("id") {
         return Err(ValidationError::new(
@@ -207,6 +223,9 @@ pub async fn patch_path(
 }
 
 async fn patch(app: &App, kind: Kind, id: Id, change: Change) -> Result<Response> {
+    if resource::put_only(kind) {
+        return Err(put_only(kind));
+    }
     let key = app.key(kind, &id);
     for attempt in 0..ATTEMPTS {
         let Some(current) = app.store.get(&key).await? else {
@@ -331,6 +350,40 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ApiError::MethodNotAllowed(format!(
         "{method} is not allowed on {}; see GET /apisix/admin/openapi.json",
         uri.path()
+    ))
+}
+
+/// Refuses a consumer whose `key-auth` key another consumer has already: the key would
+/// no longer say who is calling. (Two writes racing can still both pass; the gateway then
+/// gives the key to the smaller username and logs the clash.)
+async fn unique_credentials(app: &App, id: &Id, doc: &Value) -> Result<()> {
+    let key_of = |v: &Value| {
+        v.pointer("/plugins/key-auth/key")
+            .and_then(Value::as_str)
+            .map(|k| app.keyring.open_secret(k))
+    };
+    let Some(key) = key_of(doc) else {
+        return Ok(());
+    };
+    let listing = app.store.list(Kind::Consumers, None).await?;
+    for entry in &listing.entries {
+        let other = stored_json(&entry.value);
+        let name = other["username"].as_str().unwrap_or_default();
+        if name != id.as_str() && key_of(&other).is_some_and(|k| k == key) {
+            return Err(ValidationError::new(
+                "plugins.key-auth.key",
+                format!("duplicate key of plugin key-auth found with consumer: {name}"),
+            )
+            .into());
+        }
+    }
+    Ok(())
+}
+
+fn put_only(kind: Kind) -> ApiError {
+    ApiError::MethodNotAllowed(format!(
+        "{} are written with PUT /apisix/admin/{0}/{{username}} only, as in APISIX",
+        kind.as_str()
     ))
 }
 

@@ -2,11 +2,31 @@
 //! submitted document becomes the stored value (string `id`, `create_time`, `update_time`,
 //! encrypted secrets), model validation, and who may reference whom.
 use model::codec::decode_value;
-use model::{Id, Keyring, Kind, Resource, Route, Service, Ssl, Upstream, ValidationError};
+use model::{
+    Consumer, Id, Keyring, Kind, Resource, Route, Service, Ssl, Upstream, ValidationError,
+};
 use serde_json::{Map, Value};
 
 /// The kinds this admin-api serves; the others of design.md answer "not supported yet".
-pub const SUPPORTED: [Kind; 4] = [Kind::Routes, Kind::Services, Kind::Upstreams, Kind::Ssls];
+pub const SUPPORTED: [Kind; 5] = [
+    Kind::Routes,
+    Kind::Services,
+    Kind::Upstreams,
+    Kind::Ssls,
+    Kind::Consumers,
+];
+
+/// Kinds written only with PUT (APISIX: consumers are named by their `username`).
+pub fn put_only(kind: Kind) -> bool {
+    kind == Kind::Consumers
+}
+
+/// For consumers: the `username` is the id; filled in from the URL when the body has none.
+pub fn fill_identity(kind: Kind, doc: &mut Map<String, Value>, id: &Id) {
+    if kind == Kind::Consumers && !doc.contains_key("username") {
+        doc.insert("username".into(), Value::String(id.as_str().to_string()));
+    }
+}
 
 pub fn supported(kind: Kind) -> bool {
     SUPPORTED.contains(&kind)
@@ -31,6 +51,7 @@ pub fn validate(kind: Kind, value: &Value) -> Result<Vec<Reference>, ValidationE
         Kind::Services => refs::<Service>(value),
         Kind::Upstreams => refs::<Upstream>(value),
         Kind::Ssls => refs::<Ssl>(value),
+        Kind::Consumers => refs::<Consumer>(value),
         other => Err(ValidationError::new(
             "",
             format!("{} are not supported yet", other.as_str()),
@@ -43,6 +64,10 @@ pub fn validate(kind: Kind, value: &Value) -> Result<Vec<Reference>, ValidationE
 /// checks them against the certificates, records the leaf's `validity_start` /
 /// `validity_end`, and seals every key again with the keyring's first key (none: plaintext).
 pub fn seal(kind: Kind, value: &mut Value, keyring: &Keyring) -> Result<(), ValidationError> {
+    if kind == Kind::Consumers {
+        seal_credentials(value, keyring);
+        return Ok(());
+    }
     if kind != Kind::Ssls {
         return Ok(());
     }
@@ -62,11 +87,38 @@ pub fn seal(kind: Kind, value: &mut Value, keyring: &Keyring) -> Result<(), Vali
     Ok(())
 }
 
-/// What a response may show of a stored value: never a private key.
+/// Encrypts the secret fields of a consumer's credentials (`plugins.key-auth.key`). A value
+/// already sealed (kept by a merge) is opened first, so it is never sealed twice.
+fn seal_credentials(value: &mut Value, keyring: &Keyring) {
+    for (plugin, field) in model::consumer::SECRET_FIELDS {
+        if let Some(Value::String(secret)) = value
+            .get_mut("plugins")
+            .and_then(|p| p.get_mut(*plugin))
+            .and_then(|p| p.get_mut(*field))
+        {
+            *secret = keyring.encrypt(&keyring.open_secret(secret));
+        }
+    }
+}
+
+/// What a response may show of a stored value: never a private key or a credential's
+/// secret (encrypted or not).
 pub fn redact(kind: Kind, value: &mut Value) {
-    if let (Kind::Ssls, Value::Object(map)) = (kind, value) {
-        map.remove("key");
-        map.remove("keys");
+    match (kind, value) {
+        (Kind::Ssls, Value::Object(map)) => {
+            map.remove("key");
+            map.remove("keys");
+        }
+        (Kind::Consumers, value) => {
+            for (plugin, field) in model::consumer::SECRET_FIELDS {
+                if let Some(Value::Object(conf)) =
+                    value.get_mut("plugins").and_then(|p| p.get_mut(*plugin))
+                {
+                    conf.remove(*field);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -254,6 +306,34 @@ mod tests {
 
     fn keyring(keys: &[&str]) -> Keyring {
         Keyring::new(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>()).expect("keys")
+    }
+
+    #[test]
+    fn consumer_keys_are_sealed_once_and_redacted() {
+        let ring = keyring(&["0123456789abcdef"]);
+        let mut v = json!({"username": "jack", "plugins": {"key-auth": {"key": "auth-one"}}});
+        seal(Kind::Consumers, &mut v, &ring).unwrap();
+        let sealed = v["plugins"]["key-auth"]["key"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        assert_ne!(sealed, "auth-one");
+        assert_eq!(ring.open_secret(&sealed), "auth-one");
+        // A merge keeps the sealed value; sealing again must not wrap it twice.
+        seal(Kind::Consumers, &mut v, &ring).unwrap();
+        assert_eq!(
+            ring.open_secret(v["plugins"]["key-auth"]["key"].as_str().unwrap()),
+            "auth-one"
+        );
+        // Without a keyring: plaintext at rest, still never answered.
+        let mut plain = json!({"username": "jack", "plugins": {"key-auth": {"key": "auth-one"}}});
+        seal(Kind::Consumers, &mut plain, &Keyring::default()).unwrap();
+        assert_eq!(plain["plugins"]["key-auth"]["key"], "auth-one");
+        redact(Kind::Consumers, &mut plain);
+        assert_eq!(
+            plain,
+            json!({"username": "jack", "plugins": {"key-auth": {}}})
+        );
     }
 
     #[test]

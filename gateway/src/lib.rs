@@ -5,6 +5,7 @@
 pub mod balancer;
 pub mod client_request;
 pub mod config;
+pub mod consumers;
 pub mod dns;
 pub mod headers;
 pub mod health_check;

@@ -51,6 +51,8 @@ pub struct ConfigCounts {
     pub invalid_upstreams: usize,
     pub ssls: usize,
     pub invalid_ssls: usize,
+    pub consumers: usize,
+    pub invalid_consumers: usize,
 }
 
 impl Metrics {

@@ -251,6 +251,7 @@ async fn route_and_forward(
                     remote: conn.remote,
                     local: conn.local,
                     scheme: conn.scheme,
+                    consumer: None,
                 },
             })
             .map(|m| m.value.clone());
@@ -263,8 +264,12 @@ async fn route_and_forward(
                 host: &host,
                 conn,
                 https_port: shared.https_port,
+                consumers: &snapshot.consumers,
+                consumer: None,
             };
-            if let Some(answer) = chain.request(&mut req, &mut r) {
+            let answer = chain.request(&mut req, &mut r);
+            r.consumer = req.consumer.take();
+            if let Some(answer) = answer {
                 let mut resp = answer.into_response();
                 chain.response(&r, &mut resp);
                 return Ok(resp);
@@ -277,6 +282,10 @@ async fn route_and_forward(
             remote: conn.remote,
             local: conn.local,
             scheme: conn.scheme,
+            consumer: run
+                .as_ref()
+                .and_then(|r| r.consumer.as_deref())
+                .map(|c| c.username.as_str()),
         };
         let upstream = snapshot.upstream_for(&target, &vars);
         let hash_key = match &upstream {

@@ -12,6 +12,8 @@ pub struct RequestVars<'a> {
     pub remote: SocketAddr,
     pub local: SocketAddr,
     pub scheme: &'a str,
+    /// The authenticated consumer's username (`consumer_name`).
+    pub consumer: Option<&'a str>,
 }
 
 impl RequestVars<'_> {
@@ -75,6 +77,7 @@ impl VarSource for RequestVars<'_> {
             "host" | "server_name" => Some(Cow::Borrowed(self.host)),
             "request_method" => Some(Cow::Borrowed(self.parts.method.as_str())),
             "scheme" => Some(Cow::Borrowed(self.scheme)),
+            "consumer_name" => self.consumer.map(Cow::Borrowed),
             "remote_addr" => owned(self.remote.ip().to_string()),
             "remote_port" => owned(self.remote.port().to_string()),
             "server_addr" => owned(self.local.ip().to_string()),
@@ -152,6 +155,7 @@ mod tests {
             remote: "10.1.1.1:5555".parse().unwrap(),
             local: "127.0.0.1:9080".parse().unwrap(),
             scheme: "http",
+            consumer: Some("jack"),
         };
         for (name, want) in [
             ("arg_a", Some("1")),
@@ -172,6 +176,7 @@ mod tests {
             ("remote_port", Some("5555")),
             ("server_port", Some("9080")),
             ("scheme", Some("http")),
+            ("consumer_name", Some("jack")),
             ("unknown", None),
         ] {
             assert_eq!(vars.get(name).as_deref(), want, "{name}");

@@ -1,6 +1,7 @@
 //! The immutable routing snapshot: compiled from `State` away from requests, swapped in
 //! whole. A request loads one snapshot and uses only it.
 use crate::balancer::Balancer;
+use crate::consumers::Consumers;
 use crate::lb::chash::Ring;
 use crate::lb::ewma::Ewma;
 use crate::lb::health::{self, Candidate, Outcome, Thresholds, Transition};
@@ -42,6 +43,8 @@ pub struct Snapshot {
     pub counts: ConfigCounts,
     /// Server certificates by SNI for the HTTPS listener, rebuilt only when an ssl changes.
     pub certs: Arc<CertTable>,
+    /// Consumers by credential, rebuilt only when a consumer changes.
+    pub consumers: Arc<Consumers>,
 }
 
 /// What a matched route sends its request to.
@@ -143,6 +146,7 @@ impl Snapshot {
             splits: imbl::HashMap::new(),
             counts: ConfigCounts::default(),
             certs: Arc::default(),
+            consumers: Arc::default(),
         }
     }
 
@@ -201,6 +205,11 @@ impl Snapshot {
                 Arc::new(CertTable::build(&state.certs))
             } else {
                 prev.certs.clone()
+            },
+            consumers: if dirty.all || !dirty.consumers.is_empty() {
+                Arc::new(Consumers::build(state))
+            } else {
+                prev.consumers.clone()
             },
         }
     }

@@ -3,7 +3,7 @@
 use crate::metrics::ConfigCounts;
 use crate::tls::CertSet;
 use model::key::parse_key;
-use model::{decode, Id, Keyring, Kind, Resource, Route, Service, Ssl, Upstream};
+use model::{decode, Consumer, Id, Keyring, Kind, Resource, Route, Service, Ssl, Upstream};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -38,6 +38,8 @@ pub struct State {
     pub services: BTreeMap<Id, Entry<Service>>,
     pub upstreams: BTreeMap<Id, Entry<Upstream>>,
     pub ssls: BTreeMap<Id, Entry<Ssl>>,
+    /// By username. Their credentials' secrets are still sealed here; the snapshot opens them.
+    pub consumers: BTreeMap<Id, Entry<Consumer>>,
     /// The enabled ssls whose keys decrypted and matched their certificates, ready to
     /// serve. An ssl that fails that is invalid (its entry holds the reason).
     pub certs: BTreeMap<Id, Arc<CertSet>>,
@@ -65,6 +67,7 @@ pub struct Dirty {
     pub services: BTreeSet<Id>,
     pub upstreams: BTreeSet<Id>,
     pub ssls: BTreeSet<Id>,
+    pub consumers: BTreeSet<Id>,
 }
 
 impl Dirty {
@@ -81,6 +84,7 @@ impl Dirty {
             && self.services.is_empty()
             && self.upstreams.is_empty()
             && self.ssls.is_empty()
+            && self.consumers.is_empty()
     }
 }
 
@@ -133,6 +137,12 @@ impl State {
                 &mut self.dirty.ssls,
                 &mut c.ssls,
                 &mut c.invalid_ssls,
+            ),
+            Kind::Consumers => (
+                replace(&mut self.consumers, &id, value, |_| Vec::new()),
+                &mut self.dirty.consumers,
+                &mut c.consumers,
+                &mut c.invalid_consumers,
             ),
             _ => return Applied::Ignored,
         };
@@ -231,6 +241,7 @@ impl State {
             .chain(errs(Kind::Services, &self.services))
             .chain(errs(Kind::Upstreams, &self.upstreams))
             .chain(errs(Kind::Ssls, &self.ssls))
+            .chain(errs(Kind::Consumers, &self.consumers))
             .collect()
     }
 }
@@ -574,7 +585,7 @@ mod tests {
                 2,
             ),
             (put("/gw/routes/2", route), Applied::Changed, 2, 1),
-            (put("/gw/consumers/1", "{}"), Applied::Ignored, 2, 1),
+            (put("/gw/global_rules/1", "{}"), Applied::Ignored, 2, 1),
             (put("/other/routes/9", route), Applied::Ignored, 2, 1),
             (put("/gw/routes/", route), Applied::Ignored, 2, 1),
             (del("/gw/routes/1"), Applied::Changed, 1, 1),

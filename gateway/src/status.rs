@@ -91,11 +91,13 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
                 "services": c.services,
                 "upstreams": c.upstreams,
                 "ssls": c.ssls,
+                "consumers": c.consumers,
                 "invalid": {
                     "routes": c.invalid_routes,
                     "services": c.invalid_services,
                     "upstreams": c.invalid_upstreams,
                     "ssls": c.invalid_ssls,
+                    "consumers": c.invalid_consumers,
                 },
                 "etcd_connected": shared.etcd_connected.load(Ordering::Relaxed),
                 "workers": shared.workers,

@@ -83,6 +83,24 @@ impl Keyring {
         STANDARD.encode(out)
     }
 
+    /// A secret field as stored (an API key, a password): decrypted when it was encrypted
+    /// with one of the keys, else taken as written in plaintext (stored without a keyring,
+    /// or by hand), as APISIX does. AES-GCM's tag makes a plaintext that happens to decrypt
+    /// practically impossible.
+    pub fn open_secret(&self, stored: &str) -> String {
+        if self.keys.is_empty() {
+            return stored.to_string();
+        }
+        let Ok(bytes) = STANDARD.decode(stored.trim()) else {
+            return stored.to_string();
+        };
+        self.keys
+            .iter()
+            .find_map(|k| decrypt_gcm(k, &bytes))
+            .or_else(|| self.keys.iter().find_map(|k| decrypt_apisix(k, &bytes)))
+            .unwrap_or_else(|| stored.to_string())
+    }
+
     /// Decrypts a stored value. One that starts with `-----BEGIN` is plaintext PEM (written
     /// without a keyring) and is returned as is; otherwise each key is tried, in our format
     /// and then in APISIX's.

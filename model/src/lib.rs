@@ -4,6 +4,7 @@
 
 pub mod checks;
 pub mod codec;
+pub mod consumer;
 pub mod error;
 pub mod host;
 pub mod id;
@@ -20,6 +21,7 @@ pub mod upstream;
 pub mod vars;
 
 pub use codec::{decode, Resource};
+pub use consumer::Consumer;
 pub use error::ValidationError;
 pub use id::Id;
 pub use key::Kind;

@@ -416,3 +416,192 @@ async fn bad_plugin_configurations_name_the_field() {
     let (status, _) = e.s.admin.call("GET", "/routes/bad", None).await;
     assert_eq!(status, 404);
 }
+
+/// APISIX's key-auth example: a consumer with a key, a route that asks for one. The
+/// upstream learns who called; a missing, wrong or deleted key is a 401 and never reaches
+/// it. A plugin filtered on `consumer_name` runs for one consumer only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn key_auth_with_consumers() {
+    let e = env().await;
+    // PUT on the collection, the username in the body, as APISIX's documentation does.
+    let (status, body) =
+        e.s.admin
+            .call(
+                "PUT",
+                "/consumers",
+                Some(
+                    json!({"username": "jack", "plugins": {"key-auth": {"key": "auth-one"}},
+                "labels": {"custom_id": "c-1"}}),
+                ),
+            )
+            .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        body["value"]["plugins"]["key-auth"].get("key").is_none(),
+        "a secret was answered: {body}"
+    );
+    e.s.admin
+        .ok(
+            "PUT",
+            "/consumers/rose",
+            Some(json!({"plugins": {"key-auth": {"key": "auth-two"}}})),
+        )
+        .await;
+    let stored = e.s.admin.ok("GET", "/consumers/rose", None).await;
+    assert_eq!(stored["value"]["username"], "rose");
+    assert!(stored["value"]["plugins"]["key-auth"].get("key").is_none());
+
+    e.route(
+        "1",
+        json!({"methods": ["GET"], "uri": "/index.html", "upstream_id": "rec",
+            "plugins": {"key-auth": {}, "ip-restriction": {"blacklist": ["127.0.0.1"],
+                "_meta": {"filter": [["consumer_name", "==", "rose"]]}}}}),
+        "/index.html",
+        401,
+    )
+    .await;
+    let call = |key: Option<&str>, path: &str| {
+        let mut r = e.request("GET", path);
+        if let Some(k) = key {
+            r = r.header("apikey", k);
+        }
+        r.send()
+    };
+    let ok = call(Some("auth-one"), "/index.html").await.unwrap();
+    assert_eq!(ok.status(), 200);
+    let seen = e.seen();
+    assert_eq!(seen.header("x-consumer-username"), ["jack"]);
+    assert_eq!(seen.header("x-consumer-custom-id"), ["c-1"]);
+    assert_eq!(
+        seen.header("apikey"),
+        ["auth-one"],
+        "kept without hide_credentials"
+    );
+
+    for (key, path, message) in [
+        (None, "/index.html", "Missing API key in request"),
+        (
+            Some("abcabcabc"),
+            "/index.html",
+            "Invalid API key in request",
+        ),
+        (Some(""), "/index.html", "Invalid API key in request"),
+        (
+            None,
+            "/index.html?apikey=wrong",
+            "Invalid API key in request",
+        ),
+    ] {
+        let resp = call(key, path).await.unwrap();
+        assert_eq!(resp.status(), 401, "{key:?} {path}");
+        assert_eq!(resp.headers()["www-authenticate"], "apikey realm=\"key\"");
+        let body: Value = resp.json().await.unwrap();
+        assert_eq!(body, json!({"message": message}), "{key:?} {path}");
+    }
+    assert!(
+        e.rec.requests().is_empty(),
+        "an unauthenticated request reached the upstream"
+    );
+    let by_query = call(None, "/index.html?apikey=auth-one&x=1").await.unwrap();
+    assert_eq!(by_query.status(), 200);
+    assert_eq!(e.seen().target, "/index.html?apikey=auth-one&x=1");
+    // The filtered ip-restriction holds for rose only.
+    assert_eq!(
+        call(Some("auth-two"), "/index.html")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+
+    // hide_credentials: the upstream never sees the key, from the header or the query.
+    e.route(
+        "1",
+        json!({"uri": "/index.html", "upstream_id": "rec",
+            "plugins": {"key-auth": {"hide_credentials": true, "header": "X-Key", "query": "k"}}}),
+        "/index.html?k=auth-one",
+        200,
+    )
+    .await;
+    let resp = e
+        .request("GET", "/index.html")
+        .header("X-Key", "auth-one")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(e.seen().header("x-key").is_empty());
+    call(None, "/index.html?a=1&k=auth-one").await.unwrap();
+    assert_eq!(e.seen().target, "/index.html?a=1");
+
+    // A deleted consumer's key no longer opens anything.
+    e.s.admin.ok("DELETE", "/consumers/jack", None).await;
+    eventually(WAIT, "the deleted consumer's key is refused", || async {
+        let resp = e
+            .request("GET", "/index.html")
+            .header("X-Key", "auth-one")
+            .send()
+            .await
+            .unwrap();
+        resp.status() == 401
+    })
+    .await;
+}
+
+/// Consumers are written with PUT only (as APISIX), and no two may share a key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consumers_are_put_only_and_keys_unique() {
+    let e = env().await;
+    let admin = &e.s.admin;
+    admin
+        .ok(
+            "PUT",
+            "/consumers/jack",
+            Some(json!({"plugins": {"key-auth": {"key": "auth-one"}}})),
+        )
+        .await;
+    let (status, body) = admin
+        .call(
+            "PUT",
+            "/consumers/rose",
+            Some(json!({"plugins": {"key-auth": {"key": "auth-one"}}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let msg = body["error_msg"].as_str().unwrap();
+    assert!(
+        msg.contains("plugins.key-auth.key") && msg.contains("jack"),
+        "{msg}"
+    );
+    // Replacing jack's own key with itself is no clash.
+    admin
+        .ok(
+            "PUT",
+            "/consumers/jack",
+            Some(json!({"username": "jack", "plugins": {"key-auth": {"key": "auth-one"}}})),
+        )
+        .await;
+    for (method, path) in [("POST", "/consumers"), ("PATCH", "/consumers/jack")] {
+        let (status, body) = admin.call(method, path, Some(json!({"desc": "x"}))).await;
+        assert_eq!(status, 405, "{method} {path}: {body}");
+    }
+    for (path, body, field) in [
+        ("/consumers/a%20b", json!({}), "id"),
+        ("/consumers/jack", json!({"username": "other"}), "username"),
+        (
+            "/consumers/x",
+            json!({"plugins": {"key-auth": {}}}),
+            "plugins.key-auth.key",
+        ),
+        (
+            "/consumers/x",
+            json!({"plugins": {"proxy-rewrite": {"uri": "x"}}}),
+            "plugins.proxy-rewrite.uri",
+        ),
+    ] {
+        let (status, resp) = admin.call("PUT", path, Some(body.clone())).await;
+        assert_eq!(status, 400, "{path} {body}: {resp}");
+        let msg = resp["error_msg"].as_str().unwrap_or_default();
+        assert!(msg.contains(field), "{path} {body}: {msg}");
+    }
+}

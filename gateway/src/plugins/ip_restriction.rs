@@ -5,6 +5,10 @@ use http::StatusCode;
 pub struct IpRestriction(pub model::plugins::ip_restriction::IpRestriction);
 
 impl Phases for IpRestriction {
+    fn in_rewrite(&self) -> bool {
+        false
+    }
+
     fn access(&self, req: &mut Req<'_>, _run: &mut Run) -> Option<Answer> {
         if self.0.allows(req.conn.remote.ip()) {
             return None;

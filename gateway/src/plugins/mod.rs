@@ -8,10 +8,12 @@
 pub mod client_control;
 pub mod cors;
 pub mod ip_restriction;
+pub mod key_auth;
 pub mod proxy_rewrite;
 pub mod redirect;
 pub mod request_id;
 
+use crate::consumers::{ConsumerRt, Consumers};
 use crate::proxy::{full, ConnInfo, RespBody};
 use crate::request_vars::RequestVars;
 use bytes::Bytes;
@@ -68,6 +70,10 @@ pub struct Req<'a> {
     pub conn: ConnInfo,
     /// The HTTPS listener's port, for redirects to HTTPS.
     pub https_port: u16,
+    /// The snapshot's consumers, for authentication plugins.
+    pub consumers: &'a Consumers,
+    /// Set once an authentication plugin has recognised the request's credential.
+    pub consumer: Option<Arc<ConsumerRt>>,
 }
 
 impl Req<'_> {
@@ -79,6 +85,7 @@ impl Req<'_> {
             remote: self.conn.remote,
             local: self.conn.local,
             scheme: self.conn.scheme,
+            consumer: self.consumer.as_deref().map(|c| c.username.as_str()),
         }
     }
 }
@@ -97,10 +104,17 @@ pub struct Run {
     /// `cors`: the request's `Origin` and `Access-Control-Request-Headers`.
     pub origin: Option<HeaderValue>,
     pub cors_request_headers: Option<HeaderValue>,
+    /// The consumer an authentication plugin recognised.
+    pub consumer: Option<Arc<ConsumerRt>>,
 }
 
 /// What a plugin does in each phase; every phase does nothing unless the plugin says so.
 pub trait Phases: Send + Sync {
+    /// Whether the plugin acts in the rewrite phase; when it does not, its `_meta.filter`
+    /// is evaluated at the access phase instead.
+    fn in_rewrite(&self) -> bool {
+        true
+    }
     fn rewrite(&self, _req: &mut Req<'_>, _run: &mut Run) -> Option<Answer> {
         None
     }
@@ -142,8 +156,7 @@ impl Chain {
                     Config::ProxyRewrite(c) => Arc::new(proxy_rewrite::ProxyRewrite((**c).clone())),
                     Config::Redirect(c) => Arc::new(redirect::Redirect(c.clone())),
                     Config::RequestId(c) => Arc::new(request_id::RequestId(c.clone())),
-                    // Until consumers exist, a route with key-auth lets no request through.
-                    Config::KeyAuth(_) => Arc::new(Unauthenticated),
+                    Config::KeyAuth(c) => Arc::new(key_auth::KeyAuth(c.clone())),
                     Config::TrafficSplit(_) => return None,
                 };
                 Some(Instance {
@@ -164,20 +177,20 @@ impl Chain {
     /// `rewrite`, then `access`, of every instance whose filter holds; stops at the first
     /// answer.
     pub fn request(&self, req: &mut Req<'_>, run: &mut Run) -> Option<Answer> {
-        // Filters are evaluated once, before any plugin changes the request (APISIX
-        // caches the first evaluation for the request).
-        for (i, inst) in self.instances.iter().enumerate() {
-            let on = match &inst.filter {
-                Some(f) => f.eval(&req.vars()),
-                None => true,
-            };
-            if on {
-                run.active |= 1 << i;
-            }
-        }
+        // A filter is evaluated once, just before the first phase its plugin runs in (as
+        // APISIX caches it): an access-phase plugin's filter sees what rewrite-phase
+        // plugins did, the consumer included.
+        let mut decided = 0u64;
         for phase in [Phase::Rewrite, Phase::Access] {
             for (i, inst) in self.instances.iter().enumerate() {
-                if run.active & (1 << i) == 0 {
+                let bit = 1u64 << i;
+                if decided & bit == 0 && (phase == Phase::Access || inst.phases.in_rewrite()) {
+                    decided |= bit;
+                    if inst.filter.as_ref().is_none_or(|f| f.eval(&req.vars())) {
+                        run.active |= bit;
+                    }
+                }
+                if run.active & bit == 0 {
                     continue;
                 }
                 let answer = match phase {
@@ -203,22 +216,10 @@ impl Chain {
     }
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Rewrite,
     Access,
-}
-
-/// `key-auth` before consumers can be configured: no key can be valid.
-struct Unauthenticated;
-
-impl Phases for Unauthenticated {
-    fn rewrite(&self, _req: &mut Req<'_>, _run: &mut Run) -> Option<Answer> {
-        Some(Answer::message(
-            StatusCode::UNAUTHORIZED,
-            "Invalid API key in request",
-        ))
-    }
 }
 
 #[cfg(test)]
@@ -284,11 +285,14 @@ mod tests {
         ] {
             let mut parts = request(uri);
             let mut run = Run::default();
+            let consumers = Consumers::default();
             let mut req = Req {
                 parts: &mut parts,
                 host: "h",
                 conn: conn(),
                 https_port: 443,
+                consumers: &consumers,
+                consumer: None,
             };
             let answer = c.request(&mut req, &mut run);
             assert_eq!(

@@ -1,0 +1,105 @@
+//! The `key-auth` plugin (rewrite phase): the request's API key, from the configured header
+//! or else the query argument, must be a consumer's; the request then is that consumer's.
+use super::{Answer, Phases, Req, Run};
+use http::header::WWW_AUTHENTICATE;
+use http::{HeaderName, HeaderValue, StatusCode, Uri};
+use model::plugins::key_auth::KeyAuth as Conf;
+
+pub struct KeyAuth(pub Conf);
+
+fn unauthorized(message: &str) -> Answer {
+    let mut a = Answer::message(StatusCode::UNAUTHORIZED, message);
+    a.headers.insert(
+        WWW_AUTHENTICATE,
+        HeaderValue::from_static("apikey realm=\"key\""),
+    );
+    a
+}
+
+/// The first value of query argument `name`, as sent (not decoded, as nginx's `$arg_`).
+fn query_arg<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        (k == name).then_some(v)
+    })
+}
+
+/// The URI without query argument `name`.
+fn without_arg(uri: &Uri, name: &str) -> Option<Uri> {
+    let kept: Vec<&str> = uri
+        .query()?
+        .split('&')
+        .filter(|pair| pair.split_once('=').map_or(*pair, |(k, _)| k) != name)
+        .collect();
+    let pq = match kept.is_empty() {
+        true => uri.path().to_string(),
+        false => format!("{}?{}", uri.path(), kept.join("&")),
+    };
+    pq.parse().ok()
+}
+
+impl Phases for KeyAuth {
+    fn rewrite(&self, req: &mut Req<'_>, _run: &mut Run) -> Option<Answer> {
+        let Conf::Check {
+            header,
+            query,
+            hide_credentials,
+        } = &self.0
+        else {
+            // A consumer's credential is not a check; never compiled into a route's chain.
+            return None;
+        };
+        let from_header = req.parts.headers.get(header).map(|v| v.as_bytes());
+        let key = match from_header {
+            Some(k) => String::from_utf8_lossy(k).into_owned(),
+            None => match query_arg(req.parts.uri.query(), query) {
+                Some(k) => k.to_string(),
+                None => return Some(unauthorized("Missing API key in request")),
+            },
+        };
+        let Some(consumer) = req.consumers.by_api_key(&key).cloned() else {
+            return Some(unauthorized("Invalid API key in request"));
+        };
+        if *hide_credentials {
+            if from_header.is_some() {
+                req.parts.headers.remove(header);
+            } else if let Some(uri) = without_arg(&req.parts.uri, query) {
+                req.parts.uri = uri;
+            }
+        }
+        let headers = &mut req.parts.headers;
+        if let Ok(v) = HeaderValue::from_str(&consumer.username) {
+            headers.insert(HeaderName::from_static("x-consumer-username"), v);
+        }
+        match consumer.custom_id.as_deref().map(HeaderValue::from_str) {
+            Some(Ok(v)) => {
+                headers.insert(HeaderName::from_static("x-consumer-custom-id"), v);
+            }
+            _ => {
+                headers.remove("x-consumer-custom-id");
+            }
+        }
+        req.consumer = Some(consumer);
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn query_arguments() {
+        assert_eq!(
+            query_arg(Some("a=1&apikey=k&apikey=2"), "apikey"),
+            Some("k")
+        );
+        assert_eq!(query_arg(Some("apikey"), "apikey"), Some(""));
+        assert_eq!(query_arg(Some("xapikey=1"), "apikey"), None);
+        assert_eq!(query_arg(None, "apikey"), None);
+        let uri: Uri = "/p?a=1&apikey=k&b".parse().unwrap();
+        assert_eq!(without_arg(&uri, "apikey").unwrap(), "/p?a=1&b");
+        let uri: Uri = "/p?apikey=k".parse().unwrap();
+        assert_eq!(without_arg(&uri, "apikey").unwrap(), "/p");
+    }
+}
