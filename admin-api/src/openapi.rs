@@ -1,6 +1,6 @@
 //! The OpenAPI 3.0 document of the Admin API, written by hand so that it says exactly what
 //! the handlers do. Served without authentication so that tools can discover the API.
-use crate::resource::SUPPORTED;
+use crate::resource::{put_only, SUPPORTED};
 use axum::Json;
 use model::Kind;
 use serde_json::{json, Map, Value};
@@ -14,13 +14,19 @@ pub async fn serve() -> Json<Value> {
 pub fn document() -> Value {
     let mut paths = Map::new();
     for kind in SUPPORTED {
-        let (collection, one, sub) = kind_paths(kind);
+        let (mut collection, mut one, sub) = kind_paths(kind);
+        if put_only(kind) {
+            // Written with PUT only, as APISIX: no POST, no PATCH (405).
+            collection.as_object_mut().map(|c| c.remove("post"));
+            one.as_object_mut().map(|o| o.remove("patch"));
+        } else {
+            paths.insert(
+                format!("/apisix/admin/{}/{{id}}/{{path}}", kind.as_str()),
+                sub,
+            );
+        }
         paths.insert(format!("/apisix/admin/{}", kind.as_str()), collection);
         paths.insert(format!("/apisix/admin/{}/{{id}}", kind.as_str()), one);
-        paths.insert(
-            format!("/apisix/admin/{}/{{id}}/{{path}}", kind.as_str()),
-            sub,
-        );
     }
     paths.insert(
         OPENAPI_PATH.into(),
@@ -195,6 +201,7 @@ fn schema_name(kind: Kind) -> &'static str {
         Kind::Routes => "Route",
         Kind::Services => "Service",
         Kind::Ssls => "Ssl",
+        Kind::Consumers => "Consumer",
         _ => "Upstream",
     }
 }
@@ -254,22 +261,33 @@ fn schemas() -> Value {
             "properties": {"vars": {"type": "array"}}}},
         "weighted_upstreams": {"type": "array", "minItems": 1, "maxItems": 20, "items": weighted}
     }});
-    let route_plugins = json!({
-        "type": "object",
-        "description": "traffic-split, redirect and client-control are supported; any other plugin is rejected",
-        "additionalProperties": false,
-        "properties": {"traffic-split": {"type": "object", "additionalProperties": false,
-            "properties": {"rules": {"type": "array", "items": rule}}},
-            "redirect": {"type": "object", "additionalProperties": false,
-                "description": "Exactly one of http_to_https, uri, regex_uri",
-                "properties": {"http_to_https": {"type": "boolean"}, "uri": {"type": "string"},
-                    "regex_uri": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
-                    "ret_code": {"type": "integer", "minimum": 200, "maximum": 599},
-                    "append_query_string": {"type": "boolean"}}},
-            "client-control": {"type": "object", "additionalProperties": false,
-                "properties": {"max_body_size": {"type": "integer", "minimum": 0,
-                    "description": "Most request body bytes; 0 lifts the gateway's default limit"}}}}
-    });
+    let redirect = json!({"type": "object", "additionalProperties": false,
+        "description": "Exactly one of http_to_https, uri, regex_uri",
+        "properties": {"http_to_https": {"type": "boolean"}, "uri": {"type": "string"},
+            "regex_uri": {"type": "array", "items": {"type": "string"}, "minItems": 2, "maxItems": 2},
+            "ret_code": {"type": "integer", "minimum": 200, "maximum": 599},
+            "append_query_string": {"type": "boolean"}, "_meta": {"$ref": "#/components/schemas/PluginMeta"}}});
+    let split = json!({"type": "object", "additionalProperties": false,
+        "properties": {"rules": {"type": "array", "items": rule},
+            "_meta": {"$ref": "#/components/schemas/PluginMeta"}}});
+    let plugins = |scope: model::plugins::Scope| {
+        let mut props = Map::new();
+        for spec in model::plugins::REGISTRY
+            .iter()
+            .filter(|s| s.allowed_in(scope))
+        {
+            let schema = match spec.name {
+                "redirect" => redirect.clone(),
+                "traffic-split" => split.clone(),
+                name => json!({"type": "object",
+                    "description": format!("APISIX's {name} plugin (docs/plugins.md); _meta: priority, disable, filter")}),
+            };
+            props.insert(spec.name.into(), schema);
+        }
+        json!({"type": "object", "additionalProperties": false, "properties": props,
+            "description": "Plugins by name; any other name is rejected (docs/plugins.md)"})
+    };
+    let route_plugins = plugins(model::plugins::Scope::Route);
     let route = meta(obj(json!({
         "uri": {"type": "string"}, "uris": strings,
         "host": {"type": "string"}, "hosts": strings,
@@ -288,9 +306,20 @@ fn schemas() -> Value {
         "upstream": {"$ref": "#/components/schemas/Upstream"},
         "upstream_id": id,
         "hosts": strings,
-        "plugins": {"type": "object", "description": "No plugin is supported yet; must be empty"},
+        "plugins": plugins(model::plugins::Scope::Service),
         "enable_websocket": {"type": "boolean", "default": false}
     })));
+    let consumer = obj(json!({
+        "id": id,
+        "username": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,100}$",
+            "description": "The consumer's id; filled in from the URL when absent"},
+        "plugins": plugins(model::plugins::Scope::Consumer),
+        "desc": {"type": "string", "maxLength": 256},
+        "labels": {"type": "object", "additionalProperties": {"type": "string"},
+            "description": "labels.custom_id is sent upstream as X-Consumer-Custom-ID"},
+        "create_time": {"type": "integer"},
+        "update_time": {"type": "integer"}
+    }));
     let mut ssl = obj(json!({
         "id": id,
         "cert": {"type": "string", "description": "PEM certificate chain, leaf first"},
@@ -319,7 +348,7 @@ fn schemas() -> Value {
     // anyOf, not oneOf: a minimal value (a service with no fields) fits several kinds.
     let any = json!({"anyOf": [{"$ref": "#/components/schemas/Route"},
         {"$ref": "#/components/schemas/Service"}, {"$ref": "#/components/schemas/Upstream"},
-        {"$ref": "#/components/schemas/Ssl"}]});
+        {"$ref": "#/components/schemas/Ssl"}, {"$ref": "#/components/schemas/Consumer"}]});
     let item = json!({"type": "object", "required": ["key", "value", "createdIndex", "modifiedIndex"],
         "properties": {"key": {"type": "string", "example": "/gateway/routes/1"}, "value": any,
             "createdIndex": {"type": "integer"}, "modifiedIndex": {"type": "integer"}}});
@@ -331,6 +360,11 @@ fn schemas() -> Value {
         "Ssl": {"type": "object", "additionalProperties": false, "required": ["cert", "key"], "properties": ssl,
             "description": "Needs sni or snis; key (and keys) must match cert (and certs). \
                 Responses never include key or keys"},
+        "Consumer": {"type": "object", "additionalProperties": false, "properties": consumer,
+            "description": "Credentials' secrets (key-auth.key) are encrypted at rest and never returned"},
+        "PluginMeta": {"type": "object", "additionalProperties": false, "properties": {
+            "priority": {"type": "integer"}, "disable": {"type": "boolean"},
+            "filter": {"type": "array", "description": "A vars expression: the plugin runs only when it holds"}}},
         "Item": item,
         "List": {"type": "object", "required": ["list", "total"], "properties": {
             "list": {"type": "array", "items": {"$ref": "#/components/schemas/Item"}},
@@ -360,14 +394,24 @@ mod tests {
         let doc = document();
         for kind in SUPPORTED {
             let base = format!("/apisix/admin/{}", kind.as_str());
-            for (path, methods) in [
-                (base.clone(), &["get", "put", "post"][..]),
-                (
-                    format!("{base}/{{id}}"),
-                    &["get", "put", "patch", "delete"][..],
-                ),
-                (format!("{base}/{{id}}/{{path}}"), &["patch"][..]),
-            ] {
+            let methods = if put_only(kind) {
+                [
+                    (base.clone(), &["get", "put"][..]),
+                    (format!("{base}/{{id}}"), &["get", "put", "delete"][..]),
+                ]
+                .to_vec()
+            } else {
+                [
+                    (base.clone(), &["get", "put", "post"][..]),
+                    (
+                        format!("{base}/{{id}}"),
+                        &["get", "put", "patch", "delete"][..],
+                    ),
+                    (format!("{base}/{{id}}/{{path}}"), &["patch"][..]),
+                ]
+                .to_vec()
+            };
+            for (path, methods) in methods {
                 for m in methods {
                     assert!(doc["paths"][&path][m].is_object(), "{m} {path}");
                 }
@@ -375,7 +419,7 @@ mod tests {
         }
         // Each kind's body has its own schema.
         for kind in SUPPORTED {
-            let body = &doc["paths"][format!("/apisix/admin/{}", kind.as_str())]["post"];
+            let body = &doc["paths"][format!("/apisix/admin/{}", kind.as_str())]["put"];
             assert_eq!(
                 body["requestBody"]["content"]["application/json"]["schema"]["$ref"],
                 format!("#/components/schemas/{}", schema_name(kind))

@@ -107,6 +107,12 @@ pub const REGISTRY: &[Spec] = &[
     },
 ];
 
+impl Spec {
+    pub fn allowed_in(&self, scope: Scope) -> bool {
+        self.scopes.contains(&scope)
+    }
+}
+
 pub fn spec(name: &str) -> Option<&'static Spec> {
     REGISTRY.iter().find(|s| s.name == name)
 }
