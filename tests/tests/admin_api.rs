@@ -146,7 +146,7 @@ async fn unknown_paths_kinds_and_methods_answer_json() {
         404,
         "unknown resource kind \"widgets\"",
     );
-    for kind in ["consumers", "global_rules", "plugin_configs"] {
+    for kind in ["global_rules", "plugin_configs"] {
         assert_error(
             admin.call("GET", &format!("/{kind}"), None).await,
             400,
