@@ -202,7 +202,9 @@ fn schema_name(kind: Kind) -> &'static str {
         Kind::Services => "Service",
         Kind::Ssls => "Ssl",
         Kind::Consumers => "Consumer",
-        _ => "Upstream",
+        Kind::PluginConfigs => "PluginConfig",
+        Kind::GlobalRules => "GlobalRule",
+        Kind::Upstreams => "Upstream",
     }
 }
 
@@ -296,7 +298,7 @@ fn schemas() -> Value {
         "vars": {"type": "array"},
         "priority": {"type": "integer", "default": 0},
         "upstream": {"$ref": "#/components/schemas/Upstream"},
-        "upstream_id": id, "service_id": id,
+        "upstream_id": id, "service_id": id, "plugin_config_id": id,
         "plugins": route_plugins,
         "status": {"type": "integer", "enum": [0, 1], "default": 1},
         "timeout": timeout,
@@ -309,6 +311,15 @@ fn schemas() -> Value {
         "plugins": plugins(model::plugins::Scope::Service),
         "enable_websocket": {"type": "boolean", "default": false}
     })));
+    let plugin_config = meta(obj(json!({
+        "plugins": plugins(model::plugins::Scope::PluginConfig)
+    })));
+    let global_rule = obj(json!({
+        "id": id,
+        "plugins": plugins(model::plugins::Scope::GlobalRule),
+        "create_time": {"type": "integer"},
+        "update_time": {"type": "integer"}
+    }));
     let consumer = obj(json!({
         "id": id,
         "username": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,100}$",
@@ -348,7 +359,8 @@ fn schemas() -> Value {
     // anyOf, not oneOf: a minimal value (a service with no fields) fits several kinds.
     let any = json!({"anyOf": [{"$ref": "#/components/schemas/Route"},
         {"$ref": "#/components/schemas/Service"}, {"$ref": "#/components/schemas/Upstream"},
-        {"$ref": "#/components/schemas/Ssl"}, {"$ref": "#/components/schemas/Consumer"}]});
+        {"$ref": "#/components/schemas/Ssl"}, {"$ref": "#/components/schemas/Consumer"},
+        {"$ref": "#/components/schemas/PluginConfig"}, {"$ref": "#/components/schemas/GlobalRule"}]});
     let item = json!({"type": "object", "required": ["key", "value", "createdIndex", "modifiedIndex"],
         "properties": {"key": {"type": "string", "example": "/gateway/routes/1"}, "value": any,
             "createdIndex": {"type": "integer"}, "modifiedIndex": {"type": "integer"}}});
@@ -360,6 +372,11 @@ fn schemas() -> Value {
         "Ssl": {"type": "object", "additionalProperties": false, "required": ["cert", "key"], "properties": ssl,
             "description": "Needs sni or snis; key (and keys) must match cert (and certs). \
                 Responses never include key or keys"},
+        "PluginConfig": {"type": "object", "additionalProperties": false, "required": ["plugins"],
+            "properties": plugin_config,
+            "description": "Plugins for the routes whose plugin_config_id names it; a route's own plugins win"},
+        "GlobalRule": {"type": "object", "additionalProperties": false, "required": ["plugins"],
+            "properties": global_rule, "description": "Plugins run for every request, before the route's"},
         "Consumer": {"type": "object", "additionalProperties": false, "properties": consumer,
             "description": "Credentials' secrets (key-auth.key) are encrypted at rest and never returned"},
         "PluginMeta": {"type": "object", "additionalProperties": false, "properties": {

@@ -3,17 +3,20 @@
 //! encrypted secrets), model validation, and who may reference whom.
 use model::codec::decode_value;
 use model::{
-    Consumer, Id, Keyring, Kind, Resource, Route, Service, Ssl, Upstream, ValidationError,
+    Consumer, GlobalRule, Id, Keyring, Kind, PluginConfig, Resource, Route, Service, Ssl, Upstream,
+    ValidationError,
 };
 use serde_json::{Map, Value};
 
 /// The kinds this admin-api serves; the others of design.md answer "not supported yet".
-pub const SUPPORTED: [Kind; 5] = [
+pub const SUPPORTED: [Kind; 7] = [
     Kind::Routes,
     Kind::Services,
     Kind::Upstreams,
     Kind::Ssls,
     Kind::Consumers,
+    Kind::PluginConfigs,
+    Kind::GlobalRules,
 ];
 
 /// Kinds written only with PUT (APISIX: consumers are named by their `username`).
@@ -52,10 +55,8 @@ pub fn validate(kind: Kind, value: &Value) -> Result<Vec<Reference>, ValidationE
         Kind::Upstreams => refs::<Upstream>(value),
         Kind::Ssls => refs::<Ssl>(value),
         Kind::Consumers => refs::<Consumer>(value),
-        other => Err(ValidationError::new(
-            "",
-            format!("{} are not supported yet", other.as_str()),
-        )),
+        Kind::PluginConfigs => refs::<PluginConfig>(value),
+        Kind::GlobalRules => refs::<GlobalRule>(value),
     }
 }
 
@@ -140,6 +141,7 @@ pub fn referrers(kind: Kind) -> &'static [Kind] {
     match kind {
         Kind::Upstreams => &[Kind::Routes, Kind::Services],
         Kind::Services => &[Kind::Routes],
+        Kind::PluginConfigs => &[Kind::Routes],
         _ => &[],
     }
 }

@@ -53,6 +53,10 @@ pub struct ConfigCounts {
     pub invalid_ssls: usize,
     pub consumers: usize,
     pub invalid_consumers: usize,
+    pub plugin_configs: usize,
+    pub invalid_plugin_configs: usize,
+    pub global_rules: usize,
+    pub invalid_global_rules: usize,
 }
 
 impl Metrics {

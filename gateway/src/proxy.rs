@@ -4,7 +4,7 @@ use crate::client_request::{self, RequestHost};
 use crate::headers::{join_cookies, set_forwarded, strip_hop_by_hop, Forwarded};
 use crate::lb::health::Outcome;
 use crate::lb::InFlightGuard;
-use crate::plugins::{Req, Run};
+use crate::plugins::{Ran, Req};
 use crate::pool::{connect, BoxError, Conn, ConnectError, UpBody};
 use crate::request_body::{ClientFault, Progress, RequestBody};
 use crate::request_vars::RequestVars;
@@ -233,21 +233,47 @@ async fn route_and_forward(
     if let Some(pq) = client_request::normalized_target(&parts.uri)? {
         parts.uri = Uri::from(pq);
     }
-    // The snapshot is held only while routing (and running the synchronous request phases
-    // of the route's plugins): the matched target carries everything the rest of the
-    // request needs, so a long download does not pin an old router in memory.
-    let (target, upstream, run): (Arc<RouteTarget>, _, Option<Run>) = {
+    let mut ran = Ran::default();
+    let result = dispatch(shared, conn, parts, body, &host, raw_host, &mut ran).await;
+    if ran.is_empty() {
+        return result;
+    }
+    // Whatever answers the client (a plugin, the upstream, an error), the plugins that
+    // ran see its headers.
+    let mut resp = match result {
+        Ok(r) => r,
+        Err(e) if grpc => e.into_grpc_response(),
+        Err(e) => e.into_response(),
+    };
+    ran.response(&mut resp);
+    Ok(resp)
+}
+
+/// Routing, the request phases of the global rules' and the route's plugins, and the
+/// forward. The snapshot is held only while routing and running those (synchronous)
+/// phases: the matched target carries everything the rest of the request needs, so a long
+/// download does not pin an old router in memory.
+async fn dispatch(
+    shared: &Arc<Shared>,
+    conn: ConnInfo,
+    mut parts: http::request::Parts,
+    body: Incoming,
+    host: &str,
+    raw_host: Option<HeaderValue>,
+    ran: &mut Ran,
+) -> Result<Response<RespBody>, ProxyError> {
+    let (target, upstream) = {
         let snapshot = shared.snapshot.load();
         let found = snapshot
             .router
             .find(&router::Request {
-                host: &host,
+                host,
                 path: parts.uri.path(),
                 method: parts.method.as_str(),
                 remote_addr: conn.remote.ip(),
                 vars: &RequestVars {
                     parts: &parts,
-                    host: &host,
+                    host,
                     remote: conn.remote,
                     local: conn.local,
                     scheme: conn.scheme,
@@ -255,67 +281,41 @@ async fn route_and_forward(
                 },
             })
             .map(|m| m.value.clone());
-        let target = found.ok_or(ProxyError::NoRoute)?;
-        let mut run = None;
-        if let Some(chain) = &target.chain {
-            let mut r = Run::default();
-            let mut req = Req {
-                parts: &mut parts,
-                host: &host,
-                conn,
-                https_port: shared.https_port,
-                consumers: &snapshot.consumers,
-                consumer: None,
-            };
-            let answer = chain.request(&mut req, &mut r);
-            r.consumer = req.consumer.take();
-            if let Some(answer) = answer {
-                let mut resp = answer.into_response();
-                chain.response(&r, &mut resp);
-                return Ok(resp);
+        // Global rules run for every request, a route matched or not, before the route's.
+        let chains = snapshot
+            .global
+            .iter()
+            .chain(found.iter().filter_map(|t| t.chain.as_ref()));
+        let mut req = Req {
+            parts: &mut parts,
+            host,
+            conn,
+            https_port: shared.https_port,
+            consumers: &snapshot.consumers,
+            consumer: None,
+        };
+        for chain in chains {
+            if let Some(answer) = ran.request(chain, &mut req) {
+                return Ok(answer.into_response());
             }
-            run = Some(r);
         }
+        let target = found.ok_or(ProxyError::NoRoute)?;
         let vars = RequestVars {
             parts: &parts,
-            host: &host,
+            host,
             remote: conn.remote,
             local: conn.local,
             scheme: conn.scheme,
-            consumer: run
-                .as_ref()
-                .and_then(|r| r.consumer.as_deref())
-                .map(|c| c.username.as_str()),
+            consumer: ran.consumer().map(|c| c.username.as_str()),
         };
         let upstream = snapshot.upstream_for(&target, &vars);
         let hash_key = match &upstream {
             Ok(u) => u.hash_key(&vars),
             Err(_) => None,
         };
-        (target, upstream.map(|u| (u, hash_key)), run)
+        (target, upstream.map(|u| (u, hash_key)))
     };
-    let (Some(chain), Some(run)) = (target.chain.clone(), run) else {
-        return forward_matched(shared, conn, parts, body, raw_host, &target, upstream, None).await;
-    };
-    // Whatever answers the client, the plugins that ran see its headers.
-    let mut resp = match forward_matched(
-        shared,
-        conn,
-        parts,
-        body,
-        raw_host,
-        &target,
-        upstream,
-        Some(&run),
-    )
-    .await
-    {
-        Ok(r) => r,
-        Err(e) if grpc => e.into_grpc_response(),
-        Err(e) => e.into_response(),
-    };
-    chain.response(&run, &mut resp);
-    Ok(resp)
+    forward_matched(shared, conn, parts, body, raw_host, &target, upstream, ran).await
 }
 
 /// The request to its route's upstream, once routing and the plugins' request phases are
@@ -329,11 +329,11 @@ async fn forward_matched(
     raw_host: Option<HeaderValue>,
     target: &RouteTarget,
     upstream: Result<(Arc<UpstreamRt>, Option<Vec<u8>>), String>,
-    run: Option<&Run>,
+    ran: &Ran,
 ) -> Result<Response<RespBody>, ProxyError> {
     let (upstream, hash_key) = upstream.map_err(ProxyError::Unavailable)?;
-    let body_limit = run
-        .and_then(|r| r.max_body_size)
+    let body_limit = ran
+        .max_body_size()
         .or(shared.max_body_size)
         .filter(|l| *l > 0);
     if let (Some(limit), Some(len)) = (body_limit, body.size_hint().exact()) {
@@ -380,7 +380,7 @@ async fn forward_matched(
     );
     // HTTP/2 requests have no Host header; the upstream speaks HTTP/1.1 and needs one.
     // `proxy-rewrite.host` replaces it (and `pass_host: node/rewrite` still win over both).
-    if let Some(h) = run.and_then(|r| r.upstream_host.clone()).or(raw_host) {
+    if let Some(h) = ran.upstream_host().or(raw_host) {
         parts.headers.insert(HOST, h);
     }
     parts.uri = parts

@@ -45,6 +45,9 @@ pub struct Snapshot {
     pub certs: Arc<CertTable>,
     /// Consumers by credential, rebuilt only when a consumer changes.
     pub consumers: Arc<Consumers>,
+    /// The plugins of every global rule, run for every request before the route's;
+    /// rebuilt only when a global rule changes.
+    pub global: Option<Arc<Chain>>,
 }
 
 /// What a matched route sends its request to.
@@ -147,6 +150,7 @@ impl Snapshot {
             counts: ConfigCounts::default(),
             certs: Arc::default(),
             consumers: Arc::default(),
+            global: None,
         }
     }
 
@@ -211,8 +215,48 @@ impl Snapshot {
             } else {
                 prev.consumers.clone()
             },
+            global: if dirty.all || !dirty.global_rules.is_empty() {
+                global_chain(state)
+            } else {
+                prev.global.clone()
+            },
         }
     }
+}
+
+/// A route's plugins over its plugin config's over its service's (APISIX's precedence).
+fn route_chain(
+    route: &Route,
+    service: Option<&Service>,
+    plugin_config: Option<&model::PluginConfig>,
+) -> Option<Arc<Chain>> {
+    let mut plugins = std::borrow::Cow::Borrowed(&route.parsed_plugins);
+    for under in [
+        plugin_config.map(|p| &p.parsed_plugins),
+        service.map(|s| &s.parsed_plugins),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if !under.is_empty() {
+            plugins = std::borrow::Cow::Owned(under.merged(&plugins));
+        }
+    }
+    Chain::compile(&plugins)
+}
+
+/// Every valid global rule's plugins as one chain. A plugin in several rules runs once,
+/// configured as in the rule with the smallest id.
+fn global_chain(state: &State) -> Option<Arc<Chain>> {
+    let mut all = model::plugins::Plugins::default();
+    let mut ids: Vec<&Id> = state.global_rules.keys().collect();
+    ids.sort_by_key(|id| id.sort_key());
+    for id in ids {
+        if let Ok(rule) = &state.global_rules[id].parsed {
+            all = rule.parsed_plugins.merged(&all);
+        }
+    }
+    Chain::compile(&all)
 }
 
 #[derive(Default)]
@@ -261,10 +305,18 @@ fn compile_changes(
     // A route depends on its service (hosts, upstream, whether it is served at all) but
     // only on upstreams by key, so upstream changes never touch the router.
     let mut redo: BTreeSet<&Id> = dirty.routes.iter().collect();
-    if !dirty.services.is_empty() {
+    if !dirty.services.is_empty() || !dirty.plugin_configs.is_empty() {
         redo.extend(state.routes.iter().filter_map(|(id, e)| {
-            let sid = e.parsed.as_ref().ok()?.service_id.as_ref()?;
-            dirty.services.contains(sid).then_some(id)
+            let r = e.parsed.as_ref().ok()?;
+            let by_service = r
+                .service_id
+                .as_ref()
+                .is_some_and(|s| dirty.services.contains(s));
+            let by_config = r
+                .plugin_config_id
+                .as_ref()
+                .is_some_and(|p| dirty.plugin_configs.contains(p));
+            (by_service || by_config).then_some(id)
         }));
     }
     let router = if redo.is_empty() {
@@ -418,6 +470,11 @@ fn route_spec(
         Some(sid) => Some((sid, valid_service(state, sid)?)),
         None => None,
     };
+    // Without the plugins it names (an authentication, say) the route must not be served.
+    let plugin_config = match &route.plugin_config_id {
+        Some(pid) => Some(state.plugin_configs.get(pid)?.parsed.as_ref().ok()?),
+        None => None,
+    };
     let hosts = match (route.own_hosts().is_empty(), &service) {
         (true, Some((_, svc))) => svc.hosts.clone().unwrap_or_default(),
         _ => route.own_hosts().into_iter().cloned().collect(),
@@ -431,12 +488,11 @@ fn route_spec(
             .enable_websocket
             .or(service.and_then(|(_, s)| s.enable_websocket))
             .unwrap_or(false),
-        chain: match &service {
-            Some((_, svc)) if !svc.parsed_plugins.is_empty() => {
-                Chain::compile(&svc.parsed_plugins.merged(&route.parsed_plugins))
-            }
-            _ => Chain::compile(&route.parsed_plugins),
-        },
+        chain: route_chain(
+            route,
+            service.map(|(_, s)| &**s),
+            plugin_config.map(|p| &**p),
+        ),
     });
     Some(RouteSpec {
         id: id.clone(),
@@ -778,6 +834,24 @@ mod tests {
 
     /// The matched route's split as data: per rule, each target's upstream key (`own` for
     /// the route's), its weight and whether the snapshot can serve it.
+    /// The plugin names of the matched route's chain, and of the global rules'.
+    fn chain_of(
+        snap: &Snapshot,
+        host: &str,
+        path: &str,
+    ) -> (Option<Vec<&'static str>>, Vec<&'static str>) {
+        let global = snap.global.iter().flat_map(|c| c.names()).collect();
+        let m = snap.router.find(&crate::router::Request {
+            host,
+            path,
+            method: "GET",
+            remote_addr: "127.0.0.1".parse().unwrap(),
+            vars: &NoVars,
+        });
+        let route = m.map(|m| m.value.chain.iter().flat_map(|c| c.names()).collect());
+        (route, global)
+    }
+
     fn split_of(snap: &Snapshot, host: &str, path: &str) -> Option<Vec<Vec<(String, i64, bool)>>> {
         let m = snap.router.find(&crate::router::Request {
             host,
@@ -1024,6 +1098,34 @@ mod tests {
             ),
             ("upstreams/u2", Some(r#"{"nodes":{"127.0.0.1:2":1}}"#)),
             ("routes/r5", None),
+            // Plugin configs: their routes follow each change, and are not served while
+            // the config is missing or invalid.
+            (
+                "plugin_configs/p1",
+                Some(r#"{"plugins":{"proxy-rewrite":{"uri":"/x"},"request-id":{}}}"#),
+            ),
+            (
+                "routes/r2",
+                Some(
+                    r#"{"uri":"/r2","upstream_id":"u2","plugin_config_id":"p1","plugins":{"cors":{}}}"#,
+                ),
+            ),
+            (
+                "plugin_configs/p1",
+                Some(r#"{"plugins":{"ip-restriction":{"whitelist":["1.1.1.1"]}}}"#),
+            ),
+            (
+                "plugin_configs/p1",
+                Some(r#"{"plugins":{"cors":{"max_age":"x"}}}"#),
+            ),
+            ("plugin_configs/p1", None),
+            ("plugin_configs/p1", Some(r#"{"plugins":{}}"#)),
+            ("global_rules/g1", Some(r#"{"plugins":{"request-id":{}}}"#)),
+            (
+                "global_rules/g2",
+                Some(r#"{"plugins":{"request-id":{"header_name":"X-B"},"cors":{}}}"#),
+            ),
+            ("global_rules/g1", None),
         ];
         let requests: Vec<(&str, &str)> = ["a.com", "b.com", "c.com", "d.com", "x.com"]
             .into_iter()
@@ -1049,6 +1151,12 @@ mod tests {
                 assert_eq!(
                     resolve(&incremental, host, path),
                     resolve(&full, host, path),
+                    "after change {n} ({:?}), {host}{path}",
+                    changes[n]
+                );
+                assert_eq!(
+                    chain_of(&incremental, host, path),
+                    chain_of(&full, host, path),
                     "after change {n} ({:?}), {host}{path}",
                     changes[n]
                 );

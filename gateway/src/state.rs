@@ -3,7 +3,10 @@
 use crate::metrics::ConfigCounts;
 use crate::tls::CertSet;
 use model::key::parse_key;
-use model::{decode, Consumer, Id, Keyring, Kind, Resource, Route, Service, Ssl, Upstream};
+use model::{
+    decode, Consumer, GlobalRule, Id, Keyring, Kind, PluginConfig, Resource, Route, Service, Ssl,
+    Upstream,
+};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -40,6 +43,8 @@ pub struct State {
     pub ssls: BTreeMap<Id, Entry<Ssl>>,
     /// By username. Their credentials' secrets are still sealed here; the snapshot opens them.
     pub consumers: BTreeMap<Id, Entry<Consumer>>,
+    pub plugin_configs: BTreeMap<Id, Entry<PluginConfig>>,
+    pub global_rules: BTreeMap<Id, Entry<GlobalRule>>,
     /// The enabled ssls whose keys decrypted and matched their certificates, ready to
     /// serve. An ssl that fails that is invalid (its entry holds the reason).
     pub certs: BTreeMap<Id, Arc<CertSet>>,
@@ -68,6 +73,8 @@ pub struct Dirty {
     pub upstreams: BTreeSet<Id>,
     pub ssls: BTreeSet<Id>,
     pub consumers: BTreeSet<Id>,
+    pub plugin_configs: BTreeSet<Id>,
+    pub global_rules: BTreeSet<Id>,
 }
 
 impl Dirty {
@@ -85,6 +92,8 @@ impl Dirty {
             && self.upstreams.is_empty()
             && self.ssls.is_empty()
             && self.consumers.is_empty()
+            && self.plugin_configs.is_empty()
+            && self.global_rules.is_empty()
     }
 }
 
@@ -144,7 +153,18 @@ impl State {
                 &mut c.consumers,
                 &mut c.invalid_consumers,
             ),
-            _ => return Applied::Ignored,
+            Kind::PluginConfigs => (
+                replace(&mut self.plugin_configs, &id, value, |_| Vec::new()),
+                &mut self.dirty.plugin_configs,
+                &mut c.plugin_configs,
+                &mut c.invalid_plugin_configs,
+            ),
+            Kind::GlobalRules => (
+                replace(&mut self.global_rules, &id, value, |_| Vec::new()),
+                &mut self.dirty.global_rules,
+                &mut c.global_rules,
+                &mut c.invalid_global_rules,
+            ),
         };
         for name in r.old_names {
             if let Some(n) = self.names.get_mut(&name) {
@@ -242,6 +262,8 @@ impl State {
             .chain(errs(Kind::Upstreams, &self.upstreams))
             .chain(errs(Kind::Ssls, &self.ssls))
             .chain(errs(Kind::Consumers, &self.consumers))
+            .chain(errs(Kind::PluginConfigs, &self.plugin_configs))
+            .chain(errs(Kind::GlobalRules, &self.global_rules))
             .collect()
     }
 }
@@ -585,7 +607,7 @@ mod tests {
                 2,
             ),
             (put("/gw/routes/2", route), Applied::Changed, 2, 1),
-            (put("/gw/global_rules/1", "{}"), Applied::Ignored, 2, 1),
+            (put("/gw/protos/1", "{}"), Applied::Ignored, 2, 1),
             (put("/other/routes/9", route), Applied::Ignored, 2, 1),
             (put("/gw/routes/", route), Applied::Ignored, 2, 1),
             (del("/gw/routes/1"), Applied::Changed, 1, 1),

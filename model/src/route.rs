@@ -28,6 +28,8 @@ pub struct Route {
     pub upstream: Option<Upstream>,
     pub upstream_id: Option<Id>,
     pub service_id: Option<Id>,
+    /// A plugin config whose plugins run under the route's own.
+    pub plugin_config_id: Option<Id>,
     pub plugins: Option<Map<String, Value>>,
     /// `plugins`, parsed by [`Resource::parse_plugins`] (the enabled ones).
     #[serde(skip)]
@@ -227,6 +229,9 @@ impl Resource for Route {
         }
         if let Some(id) = &self.service_id {
             refs.push((Kind::Services, id, "service_id".to_string()));
+        }
+        if let Some(id) = &self.plugin_config_id {
+            refs.push((Kind::PluginConfigs, id, "plugin_config_id".to_string()));
         }
         refs.extend(self.parsed_plugins.references());
         refs

@@ -146,17 +146,6 @@ async fn unknown_paths_kinds_and_methods_answer_json() {
         404,
         "unknown resource kind \"widgets\"",
     );
-    for kind in ["global_rules", "plugin_configs"] {
-        assert_error(
-            admin.call("GET", &format!("/{kind}"), None).await,
-            400,
-            "not supported yet",
-        );
-        let put = admin
-            .call("PUT", &format!("/{kind}/1"), Some(json!({"id": "1"})))
-            .await;
-        assert_error(put, 400, &format!("{kind} are not supported yet"));
-    }
     assert_error(
         admin.call("POST", "/routes/1", Some(json!({}))).await,
         405,

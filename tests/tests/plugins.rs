@@ -605,3 +605,126 @@ async fn consumers_are_put_only_and_keys_unique() {
         assert!(msg.contains(field), "{path} {body}: {msg}");
     }
 }
+
+/// A plugin config's plugins run for the routes that name it, under their own; a change
+/// to it reaches those routes; it cannot be deleted while in use or named when missing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_configs_merge_between_service_and_route() {
+    let e = env().await;
+    let admin = &e.s.admin;
+    let (status, body) = admin
+        .call(
+            "PUT",
+            "/routes/x",
+            Some(json!({"uri": "/x", "upstream_id": "rec", "plugin_config_id": "pc"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_msg"]
+            .as_str()
+            .unwrap()
+            .contains("plugin_config_id"),
+        "{body}"
+    );
+    admin
+        .ok(
+            "PUT",
+            "/plugin_configs/pc",
+            Some(json!({"desc": "shared", "plugins": {
+                "proxy-rewrite": {"uri": "/from-config"},
+                "request-id": {"header_name": "X-Pc"}}})),
+        )
+        .await;
+    e.route(
+        "a",
+        json!({"uri": "/a", "upstream_id": "rec", "plugin_config_id": "pc"}),
+        "/a",
+        200,
+    )
+    .await;
+    e.route(
+        "b",
+        json!({"uri": "/b", "upstream_id": "rec", "plugin_config_id": "pc",
+            "plugins": {"proxy-rewrite": {"uri": "/from-route"}}}),
+        "/b",
+        200,
+    )
+    .await;
+    let a = e.request("GET", "/a").send().await.unwrap();
+    assert!(a.headers().contains_key("x-pc"));
+    assert_eq!(e.seen().target, "/from-config");
+    e.request("GET", "/b").send().await.unwrap();
+    assert_eq!(e.seen().target, "/from-route");
+
+    admin
+        .ok(
+            "PUT",
+            "/plugin_configs/pc",
+            Some(json!({"plugins": {"proxy-rewrite": {"uri": "/changed"}}})),
+        )
+        .await;
+    eventually(WAIT, "the config's change reaches its route", || async {
+        e.request("GET", "/a").send().await.unwrap();
+        let seen = e.rec.requests();
+        e.rec.clear();
+        seen.last().is_some_and(|s| s.target == "/changed")
+    })
+    .await;
+    let (status, body) = admin.call("DELETE", "/plugin_configs/pc", None).await;
+    assert_eq!(status, 400, "{body}");
+}
+
+/// Global rules run for every request, before the route's plugins and also when no route
+/// matches; removing the rule stops them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn global_rules_run_for_every_request() {
+    let e = env().await;
+    e.route(
+        "open",
+        json!({"uri": "/open", "upstream_id": "rec"}),
+        "/open",
+        200,
+    )
+    .await;
+    e.s.admin
+        .ok(
+            "PUT",
+            "/global_rules/1",
+            Some(json!({"plugins": {
+                "request-id": {"header_name": "X-Global-Id"},
+                "ip-restriction": {"blacklist": ["127.0.0.1"],
+                    "_meta": {"filter": [["http_x_block", "==", "yes"]]}}}})),
+        )
+        .await;
+    eventually(WAIT, "the global rule runs", || async {
+        let r = e.request("GET", "/open").send().await.unwrap();
+        r.headers().contains_key("x-global-id")
+    })
+    .await;
+    e.rec.clear();
+    let r = e.request("GET", "/open").send().await.unwrap();
+    let id = r.headers()["x-global-id"].to_str().unwrap().to_string();
+    assert_eq!(e.seen().header("x-global-id"), [id.as_str()]);
+    let missing = e.request("GET", "/no-such-route").send().await.unwrap();
+    assert_eq!(missing.status(), 404);
+    assert!(
+        missing.headers().contains_key("x-global-id"),
+        "a 404 skipped the global rule"
+    );
+    let blocked = e
+        .request("GET", "/open")
+        .header("X-Block", "yes")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(blocked.status(), 403);
+    assert!(e.rec.requests().is_empty());
+
+    e.s.admin.ok("DELETE", "/global_rules/1", None).await;
+    eventually(WAIT, "the removed rule no longer runs", || async {
+        let r = e.request("GET", "/open").send().await.unwrap();
+        !r.headers().contains_key("x-global-id")
+    })
+    .await;
+}

@@ -216,6 +216,55 @@ impl Chain {
     }
 }
 
+/// The chains that ran for one request (the global rules', then the route's), each with
+/// what it decided; empty, and never allocated, for a request no plugin touched.
+#[derive(Default)]
+pub struct Ran {
+    chains: Vec<(Arc<Chain>, Run)>,
+}
+
+impl Ran {
+    pub fn is_empty(&self) -> bool {
+        self.chains.is_empty()
+    }
+
+    /// `chain`'s request phases; the consumer found by an earlier chain stays on `req`.
+    pub fn request(&mut self, chain: &Arc<Chain>, req: &mut Req<'_>) -> Option<Answer> {
+        let mut run = Run::default();
+        let answer = chain.request(req, &mut run);
+        run.consumer = req.consumer.clone();
+        self.chains.push((chain.clone(), run));
+        answer
+    }
+
+    /// The header filters of every chain that ran, in the order they ran.
+    pub fn response(&self, resp: &mut Response<RespBody>) {
+        for (chain, run) in &self.chains {
+            chain.response(run, resp);
+        }
+    }
+
+    /// The route's setting over the global rules'.
+    fn last<T>(&self, f: impl Fn(&Run) -> Option<T>) -> Option<T> {
+        self.chains.iter().rev().find_map(|(_, r)| f(r))
+    }
+
+    pub fn max_body_size(&self) -> Option<u64> {
+        self.last(|r| r.max_body_size)
+    }
+
+    pub fn upstream_host(&self) -> Option<HeaderValue> {
+        self.last(|r| r.upstream_host.clone())
+    }
+
+    pub fn consumer(&self) -> Option<&ConsumerRt> {
+        self.chains
+            .iter()
+            .rev()
+            .find_map(|(_, r)| r.consumer.as_deref())
+    }
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Rewrite,

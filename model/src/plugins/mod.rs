@@ -26,6 +26,10 @@ pub enum Scope {
     /// A consumer's plugins: its credential (`key-auth.key`) and the plugins merged over the
     /// route's once it is authenticated.
     Consumer,
+    /// A plugin config, merged under the routes that name it.
+    PluginConfig,
+    /// A global rule: runs for every request.
+    GlobalRule,
 }
 
 /// A plugin's typed configuration.
@@ -50,7 +54,13 @@ pub struct Spec {
     parse: fn(&Value, Scope) -> Result<Config, ValidationError>,
 }
 
-const ROUTE: &[Scope] = &[Scope::Route, Scope::Service, Scope::Consumer];
+const ROUTE: &[Scope] = &[
+    Scope::Route,
+    Scope::Service,
+    Scope::Consumer,
+    Scope::PluginConfig,
+    Scope::GlobalRule,
+];
 const ROUTE_ONLY: &[Scope] = &[Scope::Route];
 
 /// Every plugin, by name. Priorities are APISIX's (`apisix/plugins/*.lua`).
@@ -82,7 +92,7 @@ pub const REGISTRY: &[Spec] = &[
     Spec {
         name: key_auth::NAME,
         priority: 2500,
-        scopes: &[Scope::Route, Scope::Service, Scope::Consumer],
+        scopes: ROUTE,
         parse: |v, scope| key_auth::KeyAuth::parse(v, scope).map(Config::KeyAuth),
     },
     Spec {
