@@ -813,19 +813,24 @@ mod tests {
 
     /// What a request for `host` + `path` resolves to: the route id and its upstream key,
     /// or the reason it cannot be served.
+    fn find<'s>(snap: &'s Snapshot, host: &str, path: &str) -> Option<&'s Arc<RouteTarget>> {
+        snap.router
+            .find(&crate::router::Request {
+                host,
+                path,
+                method: "GET",
+                remote_addr: "127.0.0.1".parse().unwrap(),
+                vars: &NoVars,
+            })
+            .map(|m| m.value)
+    }
+
     fn resolve(
         snap: &Snapshot,
         host: &str,
         path: &str,
     ) -> Option<(String, Result<String, String>)> {
-        let m = snap.router.find(&crate::router::Request {
-            host,
-            path,
-            method: "GET",
-            remote_addr: "127.0.0.1".parse().unwrap(),
-            vars: &NoVars,
-        })?;
-        let target = m.value;
+        let target = find(snap, host, path)?;
         Some((
             target.route_id.to_string(),
             snap.upstream_of(target).map(|u| u.key.clone()),
@@ -841,26 +846,14 @@ mod tests {
         path: &str,
     ) -> (Option<Vec<&'static str>>, Vec<&'static str>) {
         let global = snap.global.iter().flat_map(|c| c.names()).collect();
-        let m = snap.router.find(&crate::router::Request {
-            host,
-            path,
-            method: "GET",
-            remote_addr: "127.0.0.1".parse().unwrap(),
-            vars: &NoVars,
-        });
-        let route = m.map(|m| m.value.chain.iter().flat_map(|c| c.names()).collect());
+        let route =
+            find(snap, host, path).map(|t| t.chain.iter().flat_map(|c| c.names()).collect());
         (route, global)
     }
 
     fn split_of(snap: &Snapshot, host: &str, path: &str) -> Option<Vec<Vec<(String, i64, bool)>>> {
-        let m = snap.router.find(&crate::router::Request {
-            host,
-            path,
-            method: "GET",
-            remote_addr: "127.0.0.1".parse().unwrap(),
-            vars: &NoVars,
-        })?;
-        let split = m.value.split.as_ref()?;
+        let target = find(snap, host, path)?;
+        let split = target.split.as_ref()?;
         Some(
             split
                 .rules
@@ -871,7 +864,7 @@ mod tests {
                         .zip(r.balancer.weights())
                         .map(|(t, w)| match t {
                             Some(key) => (key.clone(), *w, snap.upstreams.contains_key(key)),
-                            None => ("own".to_string(), *w, snap.upstream_of(m.value).is_ok()),
+                            None => ("own".to_string(), *w, snap.upstream_of(target).is_ok()),
                         })
                         .collect()
                 })

@@ -4,6 +4,7 @@ use super::{Answer, Phases, Req, Run};
 use http::header::WWW_AUTHENTICATE;
 use http::{HeaderName, HeaderValue, StatusCode, Uri};
 use model::plugins::key_auth::KeyAuth as Conf;
+use model::vars::VarSource;
 
 pub struct KeyAuth(pub Conf);
 
@@ -14,14 +15,6 @@ fn unauthorized(message: &str) -> Answer {
         HeaderValue::from_static("apikey realm=\"key\""),
     );
     a
-}
-
-/// The first value of query argument `name`, as sent (not decoded, as nginx's `$arg_`).
-fn query_arg<'a>(query: Option<&'a str>, name: &str) -> Option<&'a str> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        (k == name).then_some(v)
-    })
 }
 
 /// The URI without query argument `name`.
@@ -52,8 +45,9 @@ impl Phases for KeyAuth {
         let from_header = req.parts.headers.get(header).map(|v| v.as_bytes());
         let key = match from_header {
             Some(k) => String::from_utf8_lossy(k).into_owned(),
-            None => match query_arg(req.parts.uri.query(), query) {
-                Some(k) => k.to_string(),
+            // As nginx's `$arg_`: the first value, as sent.
+            None => match req.vars().get(&format!("arg_{query}")) {
+                Some(k) => k.into_owned(),
                 None => return Some(unauthorized("Missing API key in request")),
             },
         };
@@ -89,14 +83,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn query_arguments() {
-        assert_eq!(
-            query_arg(Some("a=1&apikey=k&apikey=2"), "apikey"),
-            Some("k")
-        );
-        assert_eq!(query_arg(Some("apikey"), "apikey"), Some(""));
-        assert_eq!(query_arg(Some("xapikey=1"), "apikey"), None);
-        assert_eq!(query_arg(None, "apikey"), None);
+    fn a_hidden_query_key_is_removed_from_the_uri() {
         let uri: Uri = "/p?a=1&apikey=k&b".parse().unwrap();
         assert_eq!(without_arg(&uri, "apikey").unwrap(), "/p?a=1&b");
         let uri: Uri = "/p?apikey=k".parse().unwrap();

@@ -173,20 +173,6 @@ impl Plugins {
         })
     }
 
-    pub fn redirect(&self) -> Option<&redirect::Redirect> {
-        self.0.iter().find_map(|p| match &p.config {
-            Config::Redirect(r) => Some(r),
-            _ => None,
-        })
-    }
-
-    pub fn client_control(&self) -> Option<&client_control::ClientControl> {
-        self.0.iter().find_map(|p| match &p.config {
-            Config::ClientControl(c) => Some(c),
-            _ => None,
-        })
-    }
-
     /// Other resources the plugins point at, with the field that names each.
     pub fn references(&self) -> Vec<(Kind, &Id, String)> {
         let mut refs = Vec::new();
