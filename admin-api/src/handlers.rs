@@ -353,28 +353,41 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
     ))
 }
 
-/// Refuses a consumer whose `key-auth` key another consumer has already: the key would
-/// no longer say who is calling. (Two writes racing can still both pass; the gateway then
-/// gives the key to the smaller username and logs the clash.)
+/// Refuses a consumer whose credential (`key-auth` key, `basic-auth` username, `jwt-auth`
+/// key) another consumer has already: it would no longer say who is calling. (Two writes
+/// racing can still both pass; the gateway then gives it to the smaller username and logs
+/// the clash.)
 async fn unique_credentials(app: &App, id: &Id, doc: &Value) -> Result<()> {
-    let key_of = |v: &Value| {
-        v.pointer("/plugins/key-auth/key")
-            .and_then(Value::as_str)
-            .map(|k| app.keyring.open_secret(k))
+    let fields = model::consumer::IDENTITY_FIELDS;
+    let value_of = |v: &Value, (plugin, field, secret): (&str, &str, bool)| {
+        let raw = v.get("plugins")?.get(plugin)?.get(field)?.as_str()?;
+        Some(match secret {
+            true => app.keyring.open_secret(raw),
+            false => raw.to_string(),
+        })
     };
-    let Some(key) = key_of(doc) else {
+    let mine: Vec<_> = fields
+        .iter()
+        .filter_map(|f| Some((*f, value_of(doc, *f)?)))
+        .collect();
+    if mine.is_empty() {
         return Ok(());
-    };
+    }
     let listing = app.store.list(Kind::Consumers, None).await?;
     for entry in &listing.entries {
         let other = stored_json(&entry.value);
         let name = other["username"].as_str().unwrap_or_default();
-        if name != id.as_str() && key_of(&other).is_some_and(|k| k == key) {
-            return Err(ValidationError::new(
-                "plugins.key-auth.key",
-                format!("duplicate key of plugin key-auth found with consumer: {name}"),
-            )
-            .into());
+        if name == id.as_str() {
+            continue;
+        }
+        for ((plugin, field, secret), value) in &mine {
+            if value_of(&other, (plugin, field, *secret)).is_some_and(|v| v == *value) {
+                return Err(ValidationError::new(
+                    format!("plugins.{plugin}.{field}"),
+                    format!("duplicate {field} of plugin {plugin} found with consumer: {name}"),
+                )
+                .into());
+            }
         }
     }
     Ok(())

@@ -1,15 +1,56 @@
 //! The consumers of a snapshot, looked up by credential. Rebuilt whole when a consumer
 //! changes (there are few compared to routes), with every credential's secret opened.
+use crate::plugins::{Chain, Of};
 use crate::state::State;
 use std::collections::HashMap;
 use std::sync::Arc;
 
 /// A consumer as an authenticated request carries it.
-#[derive(Debug)]
 pub struct ConsumerRt {
     pub username: String,
     /// `labels.custom_id`, sent upstream as `X-Consumer-Custom-ID` (APISIX).
     pub custom_id: Option<String>,
+    /// Its plugins other than credentials, merged over the route's once authenticated.
+    pub chain: Option<Arc<Chain>>,
+}
+
+impl std::fmt::Debug for ConsumerRt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsumerRt")
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What verifies one consumer's JWTs.
+pub struct JwtVerifier {
+    key: jsonwebtoken::DecodingKey,
+    validation: jsonwebtoken::Validation,
+}
+
+impl JwtVerifier {
+    fn new(cred: &model::plugins::jwt_auth::Credential) -> Option<JwtVerifier> {
+        use model::plugins::jwt_auth::Algorithm as A;
+        let key = cred.decoding_key().ok()?;
+        let alg = match cred.algorithm {
+            A::HS256 => jsonwebtoken::Algorithm::HS256,
+            A::HS512 => jsonwebtoken::Algorithm::HS512,
+            A::RS256 => jsonwebtoken::Algorithm::RS256,
+            A::ES256 => jsonwebtoken::Algorithm::ES256,
+        };
+        // Only the consumer's algorithm (so never `none`, nor a public key used as an
+        // HMAC secret); `exp` and `nbf` checked when present, as APISIX does.
+        let mut validation = jsonwebtoken::Validation::new(alg);
+        validation.required_spec_claims.clear();
+        validation.validate_nbf = true;
+        validation.validate_aud = false;
+        validation.leeway = cred.lifetime_grace_period;
+        Some(JwtVerifier { key, validation })
+    }
+
+    pub fn verify(&self, token: &str) -> bool {
+        jsonwebtoken::decode::<serde_json::Value>(token, &self.key, &self.validation).is_ok()
+    }
 }
 
 #[derive(Default)]
@@ -17,6 +58,10 @@ pub struct Consumers {
     /// By the SHA-256 of the key: a lookup compares digests, so its timing says nothing
     /// about the keys it did not match.
     by_api_key: HashMap<[u8; 32], Arc<ConsumerRt>>,
+    /// `basic-auth` by user name, with the SHA-256 of the password.
+    by_basic_user: HashMap<String, ([u8; 32], Arc<ConsumerRt>)>,
+    /// `jwt-auth` by the consumer's `key`.
+    by_jwt_key: HashMap<String, (Arc<ConsumerRt>, JwtVerifier)>,
 }
 
 fn digest(secret: &str) -> [u8; 32] {
@@ -30,7 +75,9 @@ impl Consumers {
     /// From every valid consumer; a key two consumers share goes to the smaller username
     /// (the admin-api refuses it; two racing writes can still make one).
     pub fn build(state: &State) -> Consumers {
-        let mut by_api_key = HashMap::new();
+        let mut by_api_key: HashMap<[u8; 32], Arc<ConsumerRt>> = HashMap::new();
+        let mut by_basic_user: HashMap<String, ([u8; 32], Arc<ConsumerRt>)> = HashMap::new();
+        let mut by_jwt_key: HashMap<String, (Arc<ConsumerRt>, JwtVerifier)> = HashMap::new();
         for (id, entry) in &state.consumers {
             let Ok(c) = &entry.parsed else { continue };
             let mut c = (**c).clone();
@@ -38,29 +85,73 @@ impl Consumers {
             let rt = Arc::new(ConsumerRt {
                 username: c.username.clone(),
                 custom_id: c.labels.as_ref().and_then(|l| l.get("custom_id").cloned()),
+                chain: Chain::compile(&c.route_plugins(), Of::Consumer),
             });
+            let clash = |plugin: &str, first: &ConsumerRt| {
+                tracing::warn!(consumer = %id, kept = %first.username, "two consumers have the same {plugin} credential; the first keeps it");
+            };
             if let Some(key) = c.api_key() {
-                if let Some(first) = by_api_key.get(&digest(key)) {
-                    let first: &Arc<ConsumerRt> = first;
-                    tracing::warn!(consumer = %id, kept = %first.username, "two consumers have the same key-auth key; the first keeps it");
-                    continue;
+                match by_api_key.get(&digest(key)) {
+                    Some(first) => clash("key-auth", first),
+                    None => {
+                        by_api_key.insert(digest(key), rt.clone());
+                    }
                 }
-                by_api_key.insert(digest(key), rt);
+            }
+            if let Some((user, password)) = c.basic_auth() {
+                match by_basic_user.get(user) {
+                    Some((_, first)) => clash("basic-auth", first),
+                    None => {
+                        by_basic_user.insert(user.to_string(), (digest(password), rt.clone()));
+                    }
+                }
+            }
+            if let Some(cred) = c.jwt_auth() {
+                match (by_jwt_key.get(&cred.key), JwtVerifier::new(cred)) {
+                    (Some((first, _)), _) => clash("jwt-auth", first),
+                    (None, Some(v)) => {
+                        by_jwt_key.insert(cred.key.clone(), (rt.clone(), v));
+                    }
+                    (None, None) => {
+                        tracing::warn!(consumer = %id, "jwt-auth credential cannot be used (its secret or public key does not open)")
+                    }
+                }
             }
         }
-        Consumers { by_api_key }
+        Consumers {
+            by_api_key,
+            by_basic_user,
+            by_jwt_key,
+        }
     }
 
     pub fn by_api_key(&self, key: &str) -> Option<&Arc<ConsumerRt>> {
         self.by_api_key.get(&digest(key))
     }
 
+    /// The consumer whose `basic-auth` credential this is; passwords are compared as
+    /// digests, in constant time.
+    pub fn by_basic_auth(&self, user: &str, password: &str) -> Option<&Arc<ConsumerRt>> {
+        let (want, consumer) = self.by_basic_user.get(user)?;
+        let got = digest(password);
+        let diff = want
+            .iter()
+            .zip(got.iter())
+            .fold(0u8, |acc, (a, b)| acc | (a ^ b));
+        (diff == 0).then_some(consumer)
+    }
+
+    pub fn by_jwt_key(&self, key: &str) -> Option<&(Arc<ConsumerRt>, JwtVerifier)> {
+        self.by_jwt_key.get(key)
+    }
+
+    /// Credentials in all (a consumer with two counts twice).
     pub fn len(&self) -> usize {
-        self.by_api_key.len()
+        self.by_api_key.len() + self.by_basic_user.len() + self.by_jwt_key.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.by_api_key.is_empty()
+        self.len() == 0
     }
 }
 

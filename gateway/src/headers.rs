@@ -77,7 +77,10 @@ pub fn join_cookies(headers: &mut HeaderMap) {
 
 /// What the gateway knows about the client side of a request.
 pub struct Forwarded<'a> {
+    /// The connection's peer, appended to `X-Forwarded-For`.
     pub client_ip: IpAddr,
+    /// The client behind it, as `real-ip` found it: `X-Real-IP` (else the peer).
+    pub real_ip: Option<IpAddr>,
     pub proto: &'static str,
     /// The `Host` the client sent (with its port, if any).
     pub host: Option<&'a HeaderValue>,
@@ -102,15 +105,21 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
         joined
     });
     // An IP address is always a valid header value; both headers share its bytes.
-    if let Ok(real_ip) = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)) {
+    if let Ok(peer) = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)) {
         let xff = match joined {
             Some(j) => HeaderValue::from_str(&j).ok(),
-            None => Some(real_ip.clone()),
+            None => Some(peer.clone()),
         };
         if let Some(v) = xff {
             headers.insert(X_FORWARDED_FOR.clone(), v);
         }
-        headers.insert(X_REAL_IP.clone(), real_ip);
+        let real = match f.real_ip {
+            Some(ip) => HeaderValue::from_str(&ip.to_string()).ok(),
+            None => Some(peer),
+        };
+        if let Some(real) = real {
+            headers.insert(X_REAL_IP.clone(), real);
+        }
     }
     headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
     if let Some(h) = f.host {
@@ -217,6 +226,7 @@ mod tests {
             ("x-forwarded-for", "2.2.2.2, 3.3.3.3"),
         ]);
         let f = Forwarded {
+            real_ip: None,
             client_ip: "10.0.0.9".parse().unwrap(),
             proto: "http",
             host: None,
@@ -240,6 +250,7 @@ mod tests {
             set_forwarded(
                 &mut h,
                 &Forwarded {
+                    real_ip: None,
                     client_ip: ip,
                     proto: "http",
                     host: Some(&HeaderValue::from_static("a.com:9080")),

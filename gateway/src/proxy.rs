@@ -262,7 +262,7 @@ async fn dispatch(
     raw_host: Option<HeaderValue>,
     ran: &mut Ran,
 ) -> Result<Response<RespBody>, ProxyError> {
-    let (target, upstream) = {
+    let next = {
         let snapshot = shared.snapshot.load();
         let found = snapshot
             .router
@@ -292,28 +292,49 @@ async fn dispatch(
             conn,
             https_port: shared.https_port,
             consumers: &snapshot.consumers,
+            route_id: found.as_ref().map(|t| t.route_id.as_str()),
+            service_id: found
+                .as_ref()
+                .and_then(|t| t.service_id.as_ref().map(|s| s.as_str())),
             consumer: None,
         };
+        let mut answer = None;
         for chain in chains {
-            if let Some(answer) = ran.request(chain, &mut req) {
-                return Ok(answer.into_response());
+            answer = ran.request(chain, &mut req);
+            if answer.is_some() {
+                break;
             }
         }
-        let target = found.ok_or(ProxyError::NoRoute)?;
-        let vars = RequestVars {
-            parts: &parts,
-            host,
-            remote: conn.remote,
-            local: conn.local,
-            scheme: conn.scheme,
-            consumer: ran.consumer().map(|c| c.username.as_str()),
-        };
-        let upstream = snapshot.upstream_for(&target, &vars);
-        let hash_key = match &upstream {
-            Ok(u) => u.hash_key(&vars),
-            Err(_) => None,
-        };
-        (target, upstream.map(|u| (u, hash_key)))
+        // `real-ip` may have said who the client is.
+        let client = req.conn;
+        match (answer, found) {
+            (Some(answer), _) => Err(answer),
+            (None, None) => return Err(ProxyError::NoRoute),
+            (None, Some(target)) => {
+                let vars = RequestVars {
+                    parts: &parts,
+                    host,
+                    remote: client.remote,
+                    local: client.local,
+                    scheme: client.scheme,
+                    consumer: ran.consumer().map(|c| c.username.as_str()),
+                };
+                let upstream = snapshot.upstream_for(&target, &vars);
+                let hash_key = match &upstream {
+                    Ok(u) => u.hash_key(&vars),
+                    Err(_) => None,
+                };
+                Ok((target, upstream.map(|u| (u, hash_key))))
+            }
+        }
+    };
+    // `fault-injection.delay`, with the snapshot released.
+    if let Some(delay) = ran.delay() {
+        tokio::time::sleep(delay).await;
+    }
+    let (target, upstream) = match next {
+        Ok(forward) => forward,
+        Err(answer) => return Ok(answer.into_response()),
     };
     forward_matched(shared, conn, parts, body, raw_host, &target, upstream, ran).await
 }
@@ -373,6 +394,7 @@ async fn forward_matched(
         &mut parts.headers,
         &Forwarded {
             client_ip: conn.remote.ip(),
+            real_ip: ran.real_ip(),
             proto: conn.scheme,
             host: raw_host.as_ref(),
             port: conn.local.port(),

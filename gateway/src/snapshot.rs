@@ -8,7 +8,7 @@ use crate::lb::health::{self, Candidate, Outcome, Thresholds, Transition};
 use crate::lb::least_conn::LeastConn;
 use crate::lb::NodeState;
 use crate::metrics::ConfigCounts;
-use crate::plugins::Chain;
+use crate::plugins::{Chain, Of};
 use crate::router::{RouteSpec, Router};
 use crate::split::{Choice, Split};
 use crate::state::{Dirty, State};
@@ -53,6 +53,7 @@ pub struct Snapshot {
 /// What a matched route sends its request to.
 pub struct RouteTarget {
     pub route_id: Id,
+    pub service_id: Option<Id>,
     /// The key of the upstream in [`Snapshot::upstreams`], or why the route has none.
     pub upstream: Result<String, String>,
     /// The route's own `timeout`, which overrides the upstream's.
@@ -242,7 +243,7 @@ fn route_chain(
             plugins = std::borrow::Cow::Owned(under.merged(&plugins));
         }
     }
-    Chain::compile(&plugins)
+    Chain::compile(&plugins, Of::Route)
 }
 
 /// Every valid global rule's plugins as one chain. A plugin in several rules runs once,
@@ -256,7 +257,7 @@ fn global_chain(state: &State) -> Option<Arc<Chain>> {
             all = rule.parsed_plugins.merged(&all);
         }
     }
-    Chain::compile(&all)
+    Chain::compile(&all, Of::GlobalRules)
 }
 
 #[derive(Default)]
@@ -481,6 +482,7 @@ fn route_spec(
     };
     let target = Arc::new(RouteTarget {
         route_id: id.clone(),
+        service_id: route.service_id.clone(),
         upstream: target_upstream(id, route, service),
         timeout: route.timeout,
         split: splits.get(id).cloned(),

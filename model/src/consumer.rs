@@ -24,7 +24,19 @@ pub struct Consumer {
 }
 
 /// Credentials whose secret is stored encrypted: (plugin, field).
-pub const SECRET_FIELDS: &[(&str, &str)] = &[(plugins::key_auth::NAME, "key")];
+pub const SECRET_FIELDS: &[(&str, &str)] = &[
+    (plugins::key_auth::NAME, "key"),
+    (plugins::basic_auth::NAME, "password"),
+    (plugins::jwt_auth::NAME, "secret"),
+];
+
+/// The fields that say who a credential belongs to: two consumers may not share a value
+/// (plugin, field, whether it is a secret stored encrypted).
+pub const IDENTITY_FIELDS: &[(&str, &str, bool)] = &[
+    (plugins::key_auth::NAME, "key", true),
+    (plugins::basic_auth::NAME, "username", false),
+    (plugins::jwt_auth::NAME, "key", false),
+];
 
 impl Consumer {
     /// The consumer's `key-auth` key, if it has one.
@@ -35,13 +47,69 @@ impl Consumer {
         })
     }
 
+    /// The consumer's `basic-auth` credential: (username, password).
+    pub fn basic_auth(&self) -> Option<(&str, &str)> {
+        self.parsed_plugins.0.iter().find_map(|p| match &p.config {
+            Config::BasicAuth(plugins::basic_auth::BasicAuth::Credential {
+                username,
+                password,
+            }) => Some((username.as_str(), password.as_str())),
+            _ => None,
+        })
+    }
+
+    /// The consumer's `jwt-auth` credential.
+    pub fn jwt_auth(&self) -> Option<&plugins::jwt_auth::Credential> {
+        self.parsed_plugins.0.iter().find_map(|p| match &p.config {
+            Config::JwtAuth(j) => match &**j {
+                plugins::jwt_auth::JwtAuth::Credential(c) => Some(c),
+                _ => None,
+            },
+            _ => None,
+        })
+    }
+
     /// Opens the secrets of its credentials (encrypted at rest by the admin-api).
     pub fn open_secrets(&mut self, keyring: &Keyring) {
+        use plugins::{basic_auth::BasicAuth, jwt_auth::JwtAuth, key_auth::KeyAuth};
         for p in &mut self.parsed_plugins.0 {
-            if let Config::KeyAuth(plugins::key_auth::KeyAuth::Credential { key }) = &mut p.config {
-                *key = keyring.open_secret(key);
-            }
+            let secret = match &mut p.config {
+                Config::KeyAuth(KeyAuth::Credential { key }) => key,
+                Config::BasicAuth(BasicAuth::Credential { password, .. }) => password,
+                Config::JwtAuth(j) => match &mut **j {
+                    JwtAuth::Credential(c) => match &mut c.secret {
+                        Some(s) => s,
+                        None => continue,
+                    },
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            *secret = keyring.open_secret(secret);
         }
+    }
+
+    /// The plugins merged over a route's once this consumer is authenticated: all but
+    /// its credentials.
+    pub fn route_plugins(&self) -> Plugins {
+        Plugins(
+            self.parsed_plugins
+                .0
+                .iter()
+                .filter(|p| !is_credential(&p.config))
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+fn is_credential(c: &Config) -> bool {
+    use plugins::{basic_auth::BasicAuth, jwt_auth::JwtAuth, key_auth::KeyAuth};
+    match c {
+        Config::KeyAuth(k) => matches!(k, KeyAuth::Credential { .. }),
+        Config::BasicAuth(b) => matches!(b, BasicAuth::Credential { .. }),
+        Config::JwtAuth(j) => matches!(**j, JwtAuth::Credential(_)),
+        _ => false,
     }
 }
 

@@ -71,6 +71,24 @@ impl Expr {
         }
     }
 
+    /// Every variable the expression reads.
+    pub fn var_names(&self) -> Vec<&str> {
+        fn walk<'a>(e: &'a Expr, out: &mut Vec<&'a str>) {
+            match e {
+                Expr::And(es) | Expr::Or(es) => es.iter().for_each(|e| walk(e, out)),
+                Expr::Not(e) => walk(e, out),
+                Expr::Cmp(c) => {
+                    if !out.contains(&c.var.as_str()) {
+                        out.push(&c.var)
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        walk(self, &mut out);
+        out
+    }
+
     pub fn eval(&self, src: &dyn VarSource) -> bool {
         match self {
             Expr::And(es) => es.iter().all(|e| e.eval(src)),

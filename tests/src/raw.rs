@@ -177,10 +177,13 @@ impl Seen {
 struct Log {
     bytes: Vec<u8>,
     requests: Vec<Seen>,
+    /// The status it answers with; 0 means 200.
+    status: u16,
 }
 
 /// An HTTP/1.1 upstream that records every byte it is sent and every request it parsed
-/// from them, and answers each with 200 `ok`.
+/// from them, and answers each with `ok` (200 unless [`RecordingBackend::respond_with`]
+/// says otherwise).
 pub struct RecordingBackend {
     pub addr: SocketAddr,
     log: Arc<Mutex<Log>>,
@@ -231,10 +234,18 @@ impl RecordingBackend {
                                             .collect(),
                                         body,
                                     };
-                                    log.lock().unwrap().requests.push(seen);
-                                    Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                        Full::new(Bytes::from_static(b"ok")),
-                                    ))
+                                    let status = {
+                                        let mut log = log.lock().unwrap();
+                                        log.requests.push(seen);
+                                        log.status
+                                    };
+                                    let mut resp =
+                                        hyper::Response::new(Full::new(Bytes::from_static(b"ok")));
+                                    if status != 0 {
+                                        *resp.status_mut() =
+                                            hyper::StatusCode::from_u16(status).unwrap();
+                                    }
+                                    Ok::<_, std::convert::Infallible>(resp)
                                 }
                             },
                         );
@@ -259,6 +270,11 @@ impl RecordingBackend {
 
     pub fn requests(&self) -> Vec<Seen> {
         self.log.lock().unwrap().requests.clone()
+    }
+
+    /// The status every later request is answered with.
+    pub fn respond_with(&self, status: u16) {
+        self.log.lock().unwrap().status = status;
     }
 
     pub fn clear(&self) {

@@ -8,6 +8,11 @@ use e2e::stack::Stack;
 use serde_json::{json, Value};
 use std::time::Duration;
 
+#[path = "plugins/auth.rs"]
+mod auth;
+#[path = "plugins/traffic.rs"]
+mod traffic;
+
 const WAIT: Duration = Duration::from_secs(10);
 
 struct Env {

@@ -1,24 +1,19 @@
 //! The `key-auth` plugin (rewrite phase): the request's API key, from the configured header
 //! or else the query argument, must be a consumer's; the request then is that consumer's.
+use super::auth::{authenticated, unauthorized as challenge};
 use super::{Answer, Phases, Req, Run};
-use http::header::WWW_AUTHENTICATE;
-use http::{HeaderName, HeaderValue, StatusCode, Uri};
+use http::Uri;
 use model::plugins::key_auth::KeyAuth as Conf;
 use model::vars::VarSource;
 
 pub struct KeyAuth(pub Conf);
 
 fn unauthorized(message: &str) -> Answer {
-    let mut a = Answer::message(StatusCode::UNAUTHORIZED, message);
-    a.headers.insert(
-        WWW_AUTHENTICATE,
-        HeaderValue::from_static("apikey realm=\"key\""),
-    );
-    a
+    challenge(message, "apikey realm=\"key\"")
 }
 
 /// The URI without query argument `name`.
-fn without_arg(uri: &Uri, name: &str) -> Option<Uri> {
+pub fn without_arg(uri: &Uri, name: &str) -> Option<Uri> {
     let kept: Vec<&str> = uri
         .query()?
         .split('&')
@@ -61,19 +56,7 @@ impl Phases for KeyAuth {
                 req.parts.uri = uri;
             }
         }
-        let headers = &mut req.parts.headers;
-        if let Ok(v) = HeaderValue::from_str(&consumer.username) {
-            headers.insert(HeaderName::from_static("x-consumer-username"), v);
-        }
-        match consumer.custom_id.as_deref().map(HeaderValue::from_str) {
-            Some(Ok(v)) => {
-                headers.insert(HeaderName::from_static("x-consumer-custom-id"), v);
-            }
-            _ => {
-                headers.remove("x-consumer-custom-id");
-            }
-        }
-        req.consumer = Some(consumer);
+        authenticated(req, consumer);
         None
     }
 }

@@ -5,13 +5,22 @@
 //! One file per plugin; each implements only the phases it needs.
 //!
 //! A route without plugins has no chain, and the request path then skips all of this.
+pub mod auth;
+pub mod basic_auth;
 pub mod client_control;
+pub mod consumer_restriction;
 pub mod cors;
+pub mod fault_injection;
 pub mod ip_restriction;
+pub mod jwt_auth;
 pub mod key_auth;
 pub mod proxy_rewrite;
+pub mod real_ip;
 pub mod redirect;
+pub mod referer_restriction;
 pub mod request_id;
+pub mod response_rewrite;
+pub mod ua_restriction;
 
 use crate::consumers::{ConsumerRt, Consumers};
 use crate::proxy::{full, ConnInfo, RespBody};
@@ -21,6 +30,7 @@ use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use model::plugins::{Config, Plugins};
 use model::vars::Expr;
 use std::sync::Arc;
+use std::time::Duration;
 
 /// An answer a plugin gives instead of proxying: the one type for 401, 403, 429, a CORS
 /// preflight's 200 or a redirect.
@@ -72,6 +82,9 @@ pub struct Req<'a> {
     pub https_port: u16,
     /// The snapshot's consumers, for authentication plugins.
     pub consumers: &'a Consumers,
+    /// The matched route and its service (`consumer-restriction` by `route_id`).
+    pub route_id: Option<&'a str>,
+    pub service_id: Option<&'a str>,
     /// Set once an authentication plugin has recognised the request's credential.
     pub consumer: Option<Arc<ConsumerRt>>,
 }
@@ -106,6 +119,12 @@ pub struct Run {
     pub cors_request_headers: Option<HeaderValue>,
     /// The consumer an authentication plugin recognised.
     pub consumer: Option<Arc<ConsumerRt>>,
+    /// `real-ip`: the client behind the proxy that connected.
+    pub real_ip: Option<std::net::IpAddr>,
+    /// `fault-injection.delay`: how long the proxy waits before going on.
+    pub delay: Option<Duration>,
+    /// `response-rewrite`: what it read of the request for the response.
+    pub response_rewrite: Option<Box<response_rewrite::Captured>>,
 }
 
 /// What a plugin does in each phase; every phase does nothing unless the plugin says so.
@@ -121,18 +140,39 @@ pub trait Phases: Send + Sync {
     fn access(&self, _req: &mut Req<'_>, _run: &mut Run) -> Option<Answer> {
         None
     }
+    /// Once the request phases are over (the request proxied, or answered by a plugin,
+    /// this one included or not): what the response phases will need of the request.
+    fn before_response(&self, _req: &Req<'_>, _run: &mut Run) {}
     fn header_filter(&self, _run: &Run, _status: StatusCode, _headers: &mut HeaderMap) {}
+    /// The whole response (status, headers, body); by default its headers only.
+    fn response(&self, run: &Run, resp: &mut Response<RespBody>) {
+        let status = resp.status();
+        self.header_filter(run, status, resp.headers_mut());
+    }
 }
 
+#[derive(Clone)]
 struct Instance {
     name: &'static str,
-    filter: Option<Expr>,
+    priority: i64,
+    filter: Option<Arc<Expr>>,
     phases: Arc<dyn Phases>,
 }
 
 /// The plugins of one route, highest priority first.
 pub struct Chain {
     instances: Vec<Instance>,
+    /// A route's chain takes in the plugins of the consumer its request authenticates as;
+    /// the global rules' and a consumer's own do not.
+    merges_consumer: bool,
+}
+
+/// Whose plugins a chain is.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Of {
+    Route,
+    GlobalRules,
+    Consumer,
 }
 
 /// A chain holds at most this many instances (one bit each in [`Run`]); APISIX has about
@@ -142,32 +182,96 @@ const MAX_INSTANCES: usize = 64;
 impl Chain {
     /// The chain of a route's merged plugins, or `None` when none of them runs per request
     /// (`traffic-split` is the router's, not the chain's).
-    pub fn compile(plugins: &Plugins) -> Option<Arc<Chain>> {
-        let mut sorted: Vec<_> = plugins.0.iter().collect();
-        // Higher priority first; equal priorities by name, so every replica runs one order.
-        sorted.sort_by(|a, b| b.priority.cmp(&a.priority).then(a.name.cmp(b.name)));
-        let instances: Vec<Instance> = sorted
-            .into_iter()
+    pub fn compile(plugins: &Plugins, of: Of) -> Option<Arc<Chain>> {
+        let mut instances: Vec<Instance> = plugins
+            .0
+            .iter()
             .filter_map(|p| {
                 let phases: Arc<dyn Phases> = match &p.config {
+                    Config::BasicAuth(c) => Arc::new(basic_auth::BasicAuth(c.clone())),
                     Config::ClientControl(c) => Arc::new(client_control::ClientControl(*c)),
+                    Config::ConsumerRestriction(c) => {
+                        Arc::new(consumer_restriction::ConsumerRestriction(c.clone()))
+                    }
                     Config::Cors(c) => Arc::new(cors::Cors((**c).clone())),
+                    Config::FaultInjection(c) => {
+                        Arc::new(fault_injection::FaultInjection((**c).clone()))
+                    }
                     Config::IpRestriction(c) => Arc::new(ip_restriction::IpRestriction(c.clone())),
-                    Config::ProxyRewrite(c) => Arc::new(proxy_rewrite::ProxyRewrite((**c).clone())),
-                    Config::Redirect(c) => Arc::new(redirect::Redirect(c.clone())),
-                    Config::RequestId(c) => Arc::new(request_id::RequestId(c.clone())),
+                    Config::JwtAuth(c) => Arc::new(jwt_auth::JwtAuth((**c).clone())),
                     Config::KeyAuth(c) => Arc::new(key_auth::KeyAuth(c.clone())),
+                    Config::ProxyRewrite(c) => Arc::new(proxy_rewrite::ProxyRewrite((**c).clone())),
+                    Config::RealIp(c) => Arc::new(real_ip::RealIp(c.clone())),
+                    Config::Redirect(c) => Arc::new(redirect::Redirect(c.clone())),
+                    Config::RefererRestriction(c) => {
+                        Arc::new(referer_restriction::RefererRestriction(c.clone()))
+                    }
+                    Config::RequestId(c) => Arc::new(request_id::RequestId(c.clone())),
+                    Config::ResponseRewrite(c) => {
+                        Arc::new(response_rewrite::ResponseRewrite((**c).clone()))
+                    }
+                    Config::UaRestriction(c) => Arc::new(ua_restriction::UaRestriction(c.clone())),
                     Config::TrafficSplit(_) => return None,
                 };
                 Some(Instance {
                     name: p.name,
-                    filter: p.filter.clone(),
+                    priority: p.priority,
+                    filter: p.filter.clone().map(Arc::new),
                     phases,
                 })
             })
-            .take(MAX_INSTANCES)
             .collect();
-        (!instances.is_empty()).then(|| Arc::new(Chain { instances }))
+        sort(&mut instances);
+        instances.truncate(MAX_INSTANCES);
+        (!instances.is_empty()).then(|| {
+            Arc::new(Chain {
+                instances,
+                merges_consumer: of == Of::Route,
+            })
+        })
+    }
+
+    /// This chain with `consumer`'s plugins over its own (APISIX's `merge_consumer_route`),
+    /// after the rewrite phase: what `run` decided for the instances kept is carried over;
+    /// the second value marks the consumer's instances.
+    fn with_consumer(&self, consumer: &Chain, run: &mut Run, decided: &mut u64) -> (Chain, u64) {
+        // (instance, its bit in this chain, or None for the consumer's)
+        let mut all: Vec<(Instance, Option<u64>)> = consumer
+            .instances
+            .iter()
+            .map(|i| (i.clone(), None))
+            .chain(
+                self.instances
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, i)| !consumer.instances.iter().any(|c| c.name == i.name))
+                    .map(|(n, i)| (i.clone(), Some(1u64 << n))),
+            )
+            .collect();
+        all.sort_by(|(a, _), (b, _)| order(a, b));
+        all.truncate(MAX_INSTANCES);
+        let (mut active, mut now_decided, mut from_consumer) = (0u64, 0u64, 0u64);
+        for (n, (_, old)) in all.iter().enumerate() {
+            let bit = 1u64 << n;
+            match old {
+                Some(old) => {
+                    if run.active & old != 0 {
+                        active |= bit;
+                    }
+                    if *decided & old != 0 {
+                        now_decided |= bit;
+                    }
+                }
+                None => from_consumer |= bit,
+            }
+        }
+        run.active = active;
+        *decided = now_decided;
+        let chain = Chain {
+            instances: all.into_iter().map(|(i, _)| i).collect(),
+            merges_consumer: false,
+        };
+        (chain, from_consumer)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -175,43 +279,125 @@ impl Chain {
     }
 
     /// `rewrite`, then `access`, of every instance whose filter holds; stops at the first
-    /// answer.
-    pub fn request(&self, req: &mut Req<'_>, run: &mut Run) -> Option<Answer> {
+    /// answer. When the rewrite phase authenticated a consumer with plugins of its own,
+    /// the rest runs on the merged chain, which is returned: the response phases run on it.
+    pub fn request(
+        self: &Arc<Self>,
+        req: &mut Req<'_>,
+        run: &mut Run,
+    ) -> (Option<Answer>, Option<Arc<Chain>>) {
         // A filter is evaluated once, just before the first phase its plugin runs in (as
         // APISIX caches it): an access-phase plugin's filter sees what rewrite-phase
         // plugins did, the consumer included.
         let mut decided = 0u64;
-        for phase in [Phase::Rewrite, Phase::Access] {
-            for (i, inst) in self.instances.iter().enumerate() {
-                let bit = 1u64 << i;
-                if decided & bit == 0 && (phase == Phase::Access || inst.phases.in_rewrite()) {
-                    decided |= bit;
-                    if inst.filter.as_ref().is_none_or(|f| f.eval(&req.vars())) {
-                        run.active |= bit;
-                    }
+        if let Some(a) = self.phase(Phase::Rewrite, req, run, &mut decided, u64::MAX) {
+            self.before_response(req, run, &mut decided);
+            return (Some(a), None);
+        }
+        let consumer = match self.merges_consumer {
+            true => req.consumer.as_ref().and_then(|c| c.chain.clone()),
+            false => None,
+        };
+        let Some(consumer) = consumer else {
+            let answer = self.phase(Phase::Access, req, run, &mut decided, u64::MAX);
+            self.before_response(req, run, &mut decided);
+            return (answer, None);
+        };
+        let (merged, from_consumer) = self.with_consumer(&consumer, run, &mut decided);
+        // The consumer's plugins had no rewrite phase yet (APISIX's rewrite_in_consumer).
+        let answer = merged
+            .phase(Phase::Rewrite, req, run, &mut decided, from_consumer)
+            .or_else(|| merged.phase(Phase::Access, req, run, &mut decided, u64::MAX));
+        merged.before_response(req, run, &mut decided);
+        (answer, Some(Arc::new(merged)))
+    }
+
+    /// As APISIX runs every plugin's header filter on an answer a plugin gave early, the
+    /// plugins that did not get to run are decided now, and each one that runs reads what
+    /// its response phases need.
+    fn before_response(&self, req: &Req<'_>, run: &mut Run, decided: &mut u64) {
+        for (i, inst) in self.instances.iter().enumerate() {
+            let bit = 1u64 << i;
+            if *decided & bit == 0 {
+                *decided |= bit;
+                if inst.filter.as_ref().is_none_or(|f| f.eval(&req.vars())) {
+                    run.active |= bit;
                 }
-                if run.active & bit == 0 {
-                    continue;
+            }
+            if run.active & bit != 0 {
+                inst.phases.before_response(req, run);
+            }
+        }
+    }
+
+    /// One phase over the instances in `mask`.
+    fn phase(
+        &self,
+        phase: Phase,
+        req: &mut Req<'_>,
+        run: &mut Run,
+        decided: &mut u64,
+        mask: u64,
+    ) -> Option<Answer> {
+        for (i, inst) in self.instances.iter().enumerate() {
+            let bit = 1u64 << i;
+            if mask & bit == 0 {
+                continue;
+            }
+            if *decided & bit == 0 && (phase == Phase::Access || inst.phases.in_rewrite()) {
+                *decided |= bit;
+                if inst.filter.as_ref().is_none_or(|f| f.eval(&req.vars())) {
+                    run.active |= bit;
                 }
-                let answer = match phase {
-                    Phase::Rewrite => inst.phases.rewrite(req, run),
-                    Phase::Access => inst.phases.access(req, run),
-                };
-                if answer.is_some() {
-                    return answer;
-                }
+            }
+            if run.active & bit == 0 {
+                continue;
+            }
+            let answer = match phase {
+                Phase::Rewrite => inst.phases.rewrite(req, run),
+                Phase::Access => inst.phases.access(req, run),
+            };
+            if answer.is_some() {
+                return answer;
             }
         }
         None
     }
 
-    /// `header_filter` of every instance that ran, on whatever answers the client.
+    /// The response phases of every instance that ran, on whatever answers the client.
     pub fn response(&self, run: &Run, resp: &mut Response<RespBody>) {
-        let status = resp.status();
         for (i, inst) in self.instances.iter().enumerate() {
             if run.active & (1 << i) != 0 {
-                inst.phases.header_filter(run, status, resp.headers_mut());
+                inst.phases.response(run, resp);
             }
+        }
+    }
+}
+
+fn order(a: &Instance, b: &Instance) -> std::cmp::Ordering {
+    // Higher priority first; equal priorities by name, so every replica runs one order.
+    b.priority.cmp(&a.priority).then(a.name.cmp(b.name))
+}
+
+fn sort(instances: &mut [Instance]) {
+    instances.sort_by(order);
+}
+
+/// Removes the cookie `name` from the request's `Cookie` headers, keeping the others.
+pub fn without_cookie(headers: &mut HeaderMap, name: &str) {
+    let kept: Vec<String> = headers
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.split_once('=').map_or(*c, |(k, _)| k) != name)
+        .map(str::to_string)
+        .collect();
+    headers.remove(http::header::COOKIE);
+    if let Ok(v) = HeaderValue::from_str(&kept.join("; ")) {
+        if !kept.is_empty() {
+            headers.insert(http::header::COOKIE, v);
         }
     }
 }
@@ -231,10 +417,23 @@ impl Ran {
     /// `chain`'s request phases; the consumer found by an earlier chain stays on `req`.
     pub fn request(&mut self, chain: &Arc<Chain>, req: &mut Req<'_>) -> Option<Answer> {
         let mut run = Run::default();
-        let answer = chain.request(req, &mut run);
+        let (answer, merged) = chain.request(req, &mut run);
         run.consumer = req.consumer.clone();
-        self.chains.push((chain.clone(), run));
+        self.chains
+            .push((merged.unwrap_or_else(|| chain.clone()), run));
         answer
+    }
+
+    pub fn real_ip(&self) -> Option<std::net::IpAddr> {
+        self.last(|r| r.real_ip)
+    }
+
+    /// The `fault-injection` delays of every chain, summed.
+    pub fn delay(&self) -> Option<Duration> {
+        self.chains
+            .iter()
+            .filter_map(|(_, r)| r.delay)
+            .reduce(|a, b| a + b)
     }
 
     /// The header filters of every chain that ran, in the order they ran.
@@ -278,7 +477,7 @@ mod tests {
 
     fn chain(v: serde_json::Value) -> Arc<Chain> {
         let plugins = model::plugins::parse(v.as_object(), model::plugins::Scope::Route).unwrap();
-        Chain::compile(&plugins).unwrap()
+        Chain::compile(&plugins, Of::Route).unwrap()
     }
 
     fn request(uri: &str) -> http::request::Parts {
@@ -316,9 +515,79 @@ mod tests {
         )
         .unwrap();
         assert!(
-            Chain::compile(&none).is_none(),
+            Chain::compile(&none, Of::Route).is_none(),
             "nothing to run per request"
         );
+    }
+
+    /// A consumer's plugins replace the route's of the same name and add their own, in
+    /// priority order; what the rewrite phase decided for the route's is kept.
+    #[test]
+    fn consumer_plugins_merge_over_the_routes() {
+        let mut state = crate::state::State::default();
+        for (user, plugins) in [
+            ("jack", json!({"key-auth": {"key": "k-jack"}})),
+            (
+                "rose",
+                json!({"key-auth": {"key": "k-rose"},
+                    "proxy-rewrite": {"uri": "/consumer"},
+                    "ip-restriction": {"blacklist": ["10.0.0.0/8"]}}),
+            ),
+        ] {
+            state.apply(
+                "/gw",
+                crate::state::Change::Put {
+                    key: format!("/gw/consumers/{user}"),
+                    value: json!({"username": user, "plugins": plugins})
+                        .to_string()
+                        .into_bytes(),
+                },
+            );
+        }
+        let consumers = Consumers::build(&state);
+        let c = chain(json!({
+            "key-auth": {},
+            "proxy-rewrite": {"uri": "/route"},
+            "request-id": {"_meta": {"filter": [["arg_id", "==", "1"]]}},
+        }));
+        for (key, uri, path, status, names) in [
+            (
+                "k-jack",
+                "/a?id=1",
+                "/route",
+                None,
+                vec!["request-id", "key-auth", "proxy-rewrite"],
+            ),
+            (
+                "k-rose",
+                "/a?id=1",
+                "/consumer",
+                Some(403),
+                vec!["request-id", "ip-restriction", "key-auth", "proxy-rewrite"],
+            ),
+        ] {
+            let mut parts = request(uri);
+            parts.headers.insert("apikey", key.parse().unwrap());
+            let mut run = Run::default();
+            let mut req = Req {
+                parts: &mut parts,
+                host: "h",
+                conn: conn(),
+                https_port: 443,
+                consumers: &consumers,
+                route_id: None,
+                service_id: None,
+                consumer: None,
+            };
+            let (answer, merged) = c.request(&mut req, &mut run);
+            assert_eq!(answer.map(|a| a.status.as_u16()), status, "{key}");
+            assert_eq!(parts.uri.path(), path, "{key}");
+            let ran = merged.unwrap_or_else(|| c.clone());
+            assert_eq!(ran.names().collect::<Vec<_>>(), names, "{key}");
+            // request-id's filter held before the merge and still does after it.
+            let request_id = names.iter().position(|n| *n == "request-id").unwrap();
+            assert_ne!(run.active & (1 << request_id), 0, "{key}");
+        }
     }
 
     #[test]
@@ -341,9 +610,11 @@ mod tests {
                 conn: conn(),
                 https_port: 443,
                 consumers: &consumers,
+                route_id: None,
+                service_id: None,
                 consumer: None,
             };
-            let answer = c.request(&mut req, &mut run);
+            let (answer, _) = c.request(&mut req, &mut run);
             assert_eq!(
                 answer.map(|a| a.status.as_u16()),
                 blocked.then_some(403),

@@ -740,7 +740,7 @@ fn invalid_traffic_splits() {
     check_err::<Route>(
         json!({"uri": "/a", "upstream_id": "1", "plugins": {"traffic-split": {}, "limit-count": {}}}),
         "plugins.limit-count",
-        "traffic-split, redirect)",
+        "traffic-split, redirect, response-rewrite)",
     );
     check_err::<Service>(
         json!({"upstream_id": "1", "plugins": {"traffic-split": {}}}),

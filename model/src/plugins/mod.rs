@@ -5,14 +5,22 @@
 //!
 //! `_meta` (`priority`, `disable`, `filter`) is read here for every plugin, so no plugin's
 //! own parser sees it.
+pub mod basic_auth;
 pub mod client_control;
+pub mod consumer_restriction;
 pub mod cors;
+pub mod fault_injection;
 pub mod ip_restriction;
+pub mod jwt_auth;
 pub mod key_auth;
 pub mod proxy_rewrite;
+pub mod real_ip;
 pub mod redirect;
+pub mod referer_restriction;
 pub mod request_id;
+pub mod response_rewrite;
 pub mod traffic_split;
+pub mod ua_restriction;
 
 use crate::vars::Expr;
 use crate::{Id, Kind, ValidationError};
@@ -35,14 +43,22 @@ pub enum Scope {
 /// A plugin's typed configuration.
 #[derive(Debug, Clone)]
 pub enum Config {
+    BasicAuth(basic_auth::BasicAuth),
     ClientControl(client_control::ClientControl),
+    ConsumerRestriction(consumer_restriction::ConsumerRestriction),
     Cors(Box<cors::Cors>),
+    FaultInjection(Box<fault_injection::FaultInjection>),
     IpRestriction(ip_restriction::IpRestriction),
+    JwtAuth(Box<jwt_auth::JwtAuth>),
     KeyAuth(key_auth::KeyAuth),
     ProxyRewrite(Box<proxy_rewrite::ProxyRewrite>),
+    RealIp(real_ip::RealIp),
     Redirect(redirect::Redirect),
+    RefererRestriction(referer_restriction::RefererRestriction),
     RequestId(request_id::RequestId),
+    ResponseRewrite(Box<response_rewrite::ResponseRewrite>),
     TrafficSplit(traffic_split::TrafficSplit),
+    UaRestriction(ua_restriction::UaRestriction),
 }
 
 /// One registered plugin.
@@ -66,6 +82,12 @@ const ROUTE_ONLY: &[Scope] = &[Scope::Route];
 /// Every plugin, by name. Priorities are APISIX's (`apisix/plugins/*.lua`).
 pub const REGISTRY: &[Spec] = &[
     Spec {
+        name: real_ip::NAME,
+        priority: 23000,
+        scopes: ROUTE,
+        parse: |v, _| real_ip::RealIp::parse(v).map(Config::RealIp),
+    },
+    Spec {
         name: client_control::NAME,
         priority: 22000,
         scopes: ROUTE,
@@ -76,6 +98,14 @@ pub const REGISTRY: &[Spec] = &[
         priority: 12015,
         scopes: ROUTE,
         parse: |v, _| request_id::RequestId::parse(v).map(Config::RequestId),
+    },
+    Spec {
+        name: fault_injection::NAME,
+        priority: 11000,
+        scopes: ROUTE,
+        parse: |v, _| {
+            fault_injection::FaultInjection::parse(v).map(|c| Config::FaultInjection(Box::new(c)))
+        },
     },
     Spec {
         name: cors::NAME,
@@ -90,10 +120,44 @@ pub const REGISTRY: &[Spec] = &[
         parse: |v, _| ip_restriction::IpRestriction::parse(v).map(Config::IpRestriction),
     },
     Spec {
+        name: ua_restriction::NAME,
+        priority: 2999,
+        scopes: ROUTE,
+        parse: |v, _| ua_restriction::UaRestriction::parse(v).map(Config::UaRestriction),
+    },
+    Spec {
+        name: referer_restriction::NAME,
+        priority: 2990,
+        scopes: ROUTE,
+        parse: |v, _| {
+            referer_restriction::RefererRestriction::parse(v).map(Config::RefererRestriction)
+        },
+    },
+    Spec {
+        name: basic_auth::NAME,
+        priority: 2520,
+        scopes: ROUTE,
+        parse: |v, scope| basic_auth::BasicAuth::parse(v, scope).map(Config::BasicAuth),
+    },
+    Spec {
+        name: jwt_auth::NAME,
+        priority: 2510,
+        scopes: ROUTE,
+        parse: |v, scope| jwt_auth::JwtAuth::parse(v, scope).map(|c| Config::JwtAuth(Box::new(c))),
+    },
+    Spec {
         name: key_auth::NAME,
         priority: 2500,
         scopes: ROUTE,
         parse: |v, scope| key_auth::KeyAuth::parse(v, scope).map(Config::KeyAuth),
+    },
+    Spec {
+        name: consumer_restriction::NAME,
+        priority: 2400,
+        scopes: ROUTE,
+        parse: |v, _| {
+            consumer_restriction::ConsumerRestriction::parse(v).map(Config::ConsumerRestriction)
+        },
     },
     Spec {
         name: proxy_rewrite::NAME,
@@ -114,6 +178,15 @@ pub const REGISTRY: &[Spec] = &[
         priority: 900,
         scopes: ROUTE,
         parse: |v, _| redirect::Redirect::parse(v).map(Config::Redirect),
+    },
+    Spec {
+        name: response_rewrite::NAME,
+        priority: 899,
+        scopes: ROUTE,
+        parse: |v, _| {
+            response_rewrite::ResponseRewrite::parse(v)
+                .map(|c| Config::ResponseRewrite(Box::new(c)))
+        },
     },
 ];
 
