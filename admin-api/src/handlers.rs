@@ -109,7 +109,7 @@ async fn put(app: &App, kind: Kind, id: Id, mut doc: Map<String, Value>) -> Resu
     // Validate before touching etcd: an invalid body is a 400 even while etcd is down.
     prepare(app, kind, &id, doc.clone(), None, now(), false)?;
     if kind == Kind::Consumers {
-        unique_credentials(app, &id, &Value::Object(doc.clone())).await?;
+        unique_credentials(app, &app.key(kind, &id), &Value::Object(doc.clone())).await?;
     }
     let key = app.key(kind, &id);
     for attempt in 0..ATTEMPTS {
@@ -150,6 +150,12 @@ pub async fn create(
     query(&uri, &[])?;
     if resource::put_only(kind) {
         return Err(put_only(kind));
+    }
+    if resource::no_post(kind) {
+        return Err(ApiError::MethodNotAllowed(format!(
+            "{} are created with PUT /apisix/admin/{0}/{{id}}, not POST, as in APISIX",
+            kind.as_str()
+        )));
     }
     let doc = object_body(&body?)?;
     if doc.contains_key("id") {
@@ -320,7 +326,14 @@ pub async fn delete(
             Some((revision, referrers))
         };
         // The delete fails if any possible user changed after the scan's revision.
-        match app.store.delete_if(&key, guard).await? {
+        // A consumer's credentials go with it.
+        let children = (kind == Kind::Consumers)
+            .then(|| model::credential::credentials_prefix(app.store.prefix(), &id));
+        match app
+            .store
+            .delete_if(&key, guard, children.as_deref())
+            .await?
+        {
             DeleteOutcome::Deleted => return Ok(Json(json!({ "deleted": "1", "key": key }))),
             DeleteOutcome::NotFound => return Err(not_found(kind, &id)),
             DeleteOutcome::Changed => backoff(attempt).await,
@@ -357,7 +370,7 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 /// key) another consumer has already: it would no longer say who is calling. (Two writes
 /// racing can still both pass; the gateway then gives it to the smaller username and logs
 /// the clash.)
-async fn unique_credentials(app: &App, id: &Id, doc: &Value) -> Result<()> {
+pub(crate) async fn unique_credentials(app: &App, own_key: &str, doc: &Value) -> Result<()> {
     let fields = model::consumer::IDENTITY_FIELDS;
     let value_of = |v: &Value, (plugin, field, secret): (&str, &str, bool)| {
         let raw = v.get("plugins")?.get(plugin)?.get(field)?.as_str()?;
@@ -373,18 +386,23 @@ async fn unique_credentials(app: &App, id: &Id, doc: &Value) -> Result<()> {
     if mine.is_empty() {
         return Ok(());
     }
-    let listing = app.store.list(Kind::Consumers, None).await?;
-    for entry in &listing.entries {
-        let other = stored_json(&entry.value);
-        let name = other["username"].as_str().unwrap_or_default();
-        if name == id.as_str() {
+    // Consumers and their credentials share one range.
+    let prefix = model::key::kind_prefix(app.store.prefix(), Kind::Consumers);
+    for entry in app.store.range(&prefix).await? {
+        if entry.key == own_key {
             continue;
         }
+        let other = stored_json(&entry.value);
+        let owner = entry.key[prefix.len()..]
+            .split('/')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         for ((plugin, field, secret), value) in &mine {
             if value_of(&other, (plugin, field, *secret)).is_some_and(|v| v == *value) {
                 return Err(ValidationError::new(
                     format!("plugins.{plugin}.{field}"),
-                    format!("duplicate {field} of plugin {plugin} found with consumer: {name}"),
+                    format!("duplicate {field} of plugin {plugin} found with consumer: {owner}"),
                 )
                 .into());
             }
@@ -430,7 +448,7 @@ fn kind_and_id((kind, id): (String, String)) -> Result<(Kind, Id)> {
 }
 
 /// The query parameters, refusing unknown ones rather than ignoring them.
-fn query(uri: &Uri, allowed: &[&str]) -> Result<BTreeMap<String, String>> {
+pub(crate) fn query(uri: &Uri, allowed: &[&str]) -> Result<BTreeMap<String, String>> {
     let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri)?;
     let mut params = BTreeMap::new();
     for (name, value) in pairs {
@@ -456,7 +474,7 @@ fn query(uri: &Uri, allowed: &[&str]) -> Result<BTreeMap<String, String>> {
     Ok(params)
 }
 
-fn json_body(bytes: &[u8]) -> Result<Value> {
+pub(crate) fn json_body(bytes: &[u8]) -> Result<Value> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::BadRequest(
             "the request body is empty; send a JSON document".into(),
@@ -466,7 +484,7 @@ fn json_body(bytes: &[u8]) -> Result<Value> {
         .map_err(|e| ApiError::BadRequest(format!("invalid JSON in the request body: {e}")))
 }
 
-fn object_body(bytes: &[u8]) -> Result<Map<String, Value>> {
+pub(crate) fn object_body(bytes: &[u8]) -> Result<Map<String, Value>> {
     match json_body(bytes)? {
         Value::Object(map) => Ok(map),
         _ => Err(ValidationError::new("", "the body must be a JSON object").into()),
@@ -474,7 +492,7 @@ fn object_body(bytes: &[u8]) -> Result<Map<String, Value>> {
 }
 
 /// A stored value as JSON; something else than JSON (written by another tool) as a string.
-fn stored_json(bytes: &[u8]) -> Value {
+pub(crate) fn stored_json(bytes: &[u8]) -> Value {
     serde_json::from_slice(bytes)
         .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(bytes).into_owned()))
 }
@@ -584,14 +602,14 @@ fn conflict(kind: Kind, id: &Id) -> ApiError {
     ))
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
 }
 
 /// A short random pause, growing with the attempt, so contending writers spread out.
-async fn backoff(attempt: u32) {
+pub(crate) async fn backoff(attempt: u32) {
     let max = 5 + 10 * u64::from(attempt);
     let ms = rand::rng().random_range(1..=max);
     tokio::time::sleep(Duration::from_millis(ms)).await;

@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod credentials;
 pub mod error;
 pub mod handlers;
 pub mod ids;
@@ -74,6 +75,16 @@ pub fn router(app: Arc<App>) -> Router {
                 .put(handlers::put_with_id)
                 .patch(handlers::patch_merge)
                 .delete(handlers::delete),
+        )
+        .route(
+            "/apisix/admin/consumers/{username}/credentials",
+            get(credentials::list),
+        )
+        .route(
+            "/apisix/admin/consumers/{username}/credentials/{id}",
+            get(credentials::get_one)
+                .put(credentials::put)
+                .delete(credentials::delete),
         )
         .route(
             "/apisix/admin/{kind}/{id}/{*path}",

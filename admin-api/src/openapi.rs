@@ -1,6 +1,6 @@
 //! The OpenAPI 3.0 document of the Admin API, written by hand so that it says exactly what
 //! the handlers do. Served without authentication so that tools can discover the API.
-use crate::resource::{put_only, SUPPORTED};
+use crate::resource::{no_post, put_only, SUPPORTED};
 use axum::Json;
 use model::Kind;
 use serde_json::{json, Map, Value};
@@ -20,6 +20,9 @@ pub fn document() -> Value {
             collection.as_object_mut().map(|c| c.remove("post"));
             one.as_object_mut().map(|o| o.remove("patch"));
         } else {
+            if no_post(kind) {
+                collection.as_object_mut().map(|c| c.remove("post"));
+            }
             paths.insert(
                 format!("/apisix/admin/{}/{{id}}/{{path}}", kind.as_str()),
                 sub,
@@ -204,6 +207,7 @@ fn schema_name(kind: Kind) -> &'static str {
         Kind::Consumers => "Consumer",
         Kind::PluginConfigs => "PluginConfig",
         Kind::GlobalRules => "GlobalRule",
+        Kind::ConsumerGroups => "ConsumerGroup",
         Kind::Upstreams => "Upstream",
     }
 }
@@ -314,6 +318,9 @@ fn schemas() -> Value {
     let plugin_config = meta(obj(json!({
         "plugins": plugins(model::plugins::Scope::PluginConfig)
     })));
+    let consumer_group = meta(obj(json!({
+        "plugins": plugins(model::plugins::Scope::PluginConfig)
+    })));
     let global_rule = obj(json!({
         "id": id,
         "plugins": plugins(model::plugins::Scope::GlobalRule),
@@ -325,6 +332,8 @@ fn schemas() -> Value {
         "username": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,100}$",
             "description": "The consumer's id; filled in from the URL when absent"},
         "plugins": plugins(model::plugins::Scope::Consumer),
+        "group_id": {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}],
+            "description": "A consumer group whose plugins this consumer's own are merged over"},
         "desc": {"type": "string", "maxLength": 256},
         "labels": {"type": "object", "additionalProperties": {"type": "string"},
             "description": "labels.custom_id is sent upstream as X-Consumer-Custom-ID"},
@@ -360,7 +369,8 @@ fn schemas() -> Value {
     let any = json!({"anyOf": [{"$ref": "#/components/schemas/Route"},
         {"$ref": "#/components/schemas/Service"}, {"$ref": "#/components/schemas/Upstream"},
         {"$ref": "#/components/schemas/Ssl"}, {"$ref": "#/components/schemas/Consumer"},
-        {"$ref": "#/components/schemas/PluginConfig"}, {"$ref": "#/components/schemas/GlobalRule"}]});
+        {"$ref": "#/components/schemas/PluginConfig"}, {"$ref": "#/components/schemas/GlobalRule"},
+        {"$ref": "#/components/schemas/ConsumerGroup"}]});
     let item = json!({"type": "object", "required": ["key", "value", "createdIndex", "modifiedIndex"],
         "properties": {"key": {"type": "string", "example": "/gateway/routes/1"}, "value": any,
             "createdIndex": {"type": "integer"}, "modifiedIndex": {"type": "integer"}}});
@@ -375,6 +385,9 @@ fn schemas() -> Value {
         "PluginConfig": {"type": "object", "additionalProperties": false, "required": ["plugins"],
             "properties": plugin_config,
             "description": "Plugins for the routes whose plugin_config_id names it; a route's own plugins win"},
+        "ConsumerGroup": {"type": "object", "additionalProperties": false, "required": ["plugins"],
+            "properties": consumer_group,
+            "description": "Plugins for the consumers whose group_id names it; a consumer's own win"},
         "GlobalRule": {"type": "object", "additionalProperties": false, "required": ["plugins"],
             "properties": global_rule, "description": "Plugins run for every request, before the route's"},
         "Consumer": {"type": "object", "additionalProperties": false, "properties": consumer,
@@ -418,8 +431,12 @@ mod tests {
                 ]
                 .to_vec()
             } else {
+                let collection: &[&str] = match no_post(kind) {
+                    true => &["get", "put"],
+                    false => &["get", "put", "post"],
+                };
                 [
-                    (base.clone(), &["get", "put", "post"][..]),
+                    (base.clone(), collection),
                     (
                         format!("{base}/{{id}}"),
                         &["get", "put", "patch", "delete"][..],
@@ -432,6 +449,9 @@ mod tests {
                 for m in methods {
                     assert!(doc["paths"][&path][m].is_object(), "{m} {path}");
                 }
+            }
+            if no_post(kind) {
+                assert!(doc["paths"][&base]["post"].is_null(), "post {base}");
             }
         }
         // Each kind's body has its own schema.

@@ -3,13 +3,13 @@
 //! encrypted secrets), model validation, and who may reference whom.
 use model::codec::decode_value;
 use model::{
-    Consumer, GlobalRule, Id, Keyring, Kind, PluginConfig, Resource, Route, Service, Ssl, Upstream,
-    ValidationError,
+    Consumer, ConsumerGroup, GlobalRule, Id, Keyring, Kind, PluginConfig, Resource, Route, Service,
+    Ssl, Upstream, ValidationError,
 };
 use serde_json::{Map, Value};
 
 /// The kinds this admin-api serves; the others of design.md answer "not supported yet".
-pub const SUPPORTED: [Kind; 7] = [
+pub const SUPPORTED: [Kind; 8] = [
     Kind::Routes,
     Kind::Services,
     Kind::Upstreams,
@@ -17,11 +17,17 @@ pub const SUPPORTED: [Kind; 7] = [
     Kind::Consumers,
     Kind::PluginConfigs,
     Kind::GlobalRules,
+    Kind::ConsumerGroups,
 ];
 
 /// Kinds written only with PUT (APISIX: consumers are named by their `username`).
 pub fn put_only(kind: Kind) -> bool {
     kind == Kind::Consumers
+}
+
+/// Kinds that cannot be created with POST (an id of their own is required), as APISIX.
+pub fn no_post(kind: Kind) -> bool {
+    matches!(kind, Kind::Consumers | Kind::ConsumerGroups)
 }
 
 /// For consumers: the `username` is the id; filled in from the URL when the body has none.
@@ -57,6 +63,7 @@ pub fn validate(kind: Kind, value: &Value) -> Result<Vec<Reference>, ValidationE
         Kind::Consumers => refs::<Consumer>(value),
         Kind::PluginConfigs => refs::<PluginConfig>(value),
         Kind::GlobalRules => refs::<GlobalRule>(value),
+        Kind::ConsumerGroups => refs::<ConsumerGroup>(value),
     }
 }
 
@@ -66,7 +73,7 @@ pub fn validate(kind: Kind, value: &Value) -> Result<Vec<Reference>, ValidationE
 /// `validity_end`, and seals every key again with the keyring's first key (none: plaintext).
 pub fn seal(kind: Kind, value: &mut Value, keyring: &Keyring) -> Result<(), ValidationError> {
     if kind == Kind::Consumers {
-        seal_credentials(value, keyring);
+        seal_secrets(value, keyring);
         return Ok(());
     }
     if kind != Kind::Ssls {
@@ -88,9 +95,10 @@ pub fn seal(kind: Kind, value: &mut Value, keyring: &Keyring) -> Result<(), Vali
     Ok(())
 }
 
-/// Encrypts the secret fields of a consumer's credentials (`plugins.key-auth.key`). A value
-/// already sealed (kept by a merge) is opened first, so it is never sealed twice.
-fn seal_credentials(value: &mut Value, keyring: &Keyring) {
+/// Encrypts the secret fields of a consumer's (or a credential's) authentication plugins
+/// (`plugins.key-auth.key`). A value already sealed (kept by a merge) is opened first, so
+/// it is never sealed twice.
+pub fn seal_secrets(value: &mut Value, keyring: &Keyring) {
     for (plugin, field) in model::consumer::SECRET_FIELDS {
         if let Some(Value::String(secret)) = value
             .get_mut("plugins")
@@ -110,16 +118,18 @@ pub fn redact(kind: Kind, value: &mut Value) {
             map.remove("key");
             map.remove("keys");
         }
-        (Kind::Consumers, value) => {
-            for (plugin, field) in model::consumer::SECRET_FIELDS {
-                if let Some(Value::Object(conf)) =
-                    value.get_mut("plugins").and_then(|p| p.get_mut(*plugin))
-                {
-                    conf.remove(*field);
-                }
-            }
-        }
+        (Kind::Consumers, value) => redact_secrets(value),
         _ => {}
+    }
+}
+
+/// Removes the secret fields of a consumer's (or a credential's) authentication plugins.
+pub fn redact_secrets(value: &mut Value) {
+    for (plugin, field) in model::consumer::SECRET_FIELDS {
+        if let Some(Value::Object(conf)) = value.get_mut("plugins").and_then(|p| p.get_mut(*plugin))
+        {
+            conf.remove(*field);
+        }
     }
 }
 
@@ -133,6 +143,7 @@ pub fn reference_field(kind: Kind) -> &'static str {
         Kind::Ssls => "ssl_id",
         Kind::Routes => "route_id",
         Kind::GlobalRules => "global_rule_id",
+        Kind::ConsumerGroups => "group_id",
     }
 }
 
@@ -142,6 +153,7 @@ pub fn referrers(kind: Kind) -> &'static [Kind] {
         Kind::Upstreams => &[Kind::Routes, Kind::Services],
         Kind::Services => &[Kind::Routes],
         Kind::PluginConfigs => &[Kind::Routes],
+        Kind::ConsumerGroups => &[Kind::Consumers],
         _ => &[],
     }
 }

@@ -2,8 +2,8 @@
 //! conditional transactions that keep concurrent writers (and replicas) from losing updates.
 use crate::paging::Page;
 use etcd_client::{
-    Client, Compare, CompareOp, ConnectOptions, GetOptions, GetResponse, KeyValue, Txn, TxnOp,
-    TxnOpResponse,
+    Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, GetResponse, KeyValue,
+    Txn, TxnOp, TxnOpResponse,
 };
 use model::key::{kind_prefix, range_end};
 use model::Kind;
@@ -233,6 +233,9 @@ impl Store {
     /// One kind's resources in key order: all of them, or one page. Every `get` is
     /// bounded by a limit and pinned to the revision of the first, so a page is consistent.
     pub async fn list(&self, kind: Kind, page: Option<Page>) -> Result<Listing, StoreError> {
+        if kind == Kind::Consumers {
+            return self.list_consumers(page).await;
+        }
         let start = kind_prefix(&self.prefix, kind).into_bytes();
         let end = range_end(&kind_prefix(&self.prefix, kind));
         let mut from = start;
@@ -293,6 +296,44 @@ impl Store {
             entries,
             total: total.unwrap_or(0),
         })
+    }
+
+    /// Consumers share their range with their credentials
+    /// (`consumers/{username}/credentials/{id}`): those are left out, so consumers are
+    /// read whole and paged here. There are few (one per API client, not per request).
+    async fn list_consumers(&self, page: Option<Page>) -> Result<Listing, StoreError> {
+        let prefix = kind_prefix(&self.prefix, Kind::Consumers);
+        let mut entries = self.range(&prefix).await?;
+        entries.retain(|e| !e.key[prefix.len()..].contains('/'));
+        let total = entries.len() as i64;
+        if let Some(p) = page {
+            let from = (p.offset() as usize).min(entries.len());
+            let to = from.saturating_add(p.size as usize).min(entries.len());
+            entries = entries.drain(from..to).collect();
+        }
+        Ok(Listing { entries, total })
+    }
+
+    /// Every key under `prefix`, at one revision.
+    pub async fn range(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+        let end = range_end(prefix);
+        let mut from = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        let mut entries = Vec::new();
+        loop {
+            let opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(BATCH)
+                .with_revision(revision);
+            let resp = self.get_raw(from.clone(), opts).await?;
+            revision = header_revision(&resp, revision);
+            entries.extend(resp.kvs().iter().map(Entry::from_kv));
+            match resp.kvs().last() {
+                Some(last) if resp.more() => from = after(last.key()),
+                _ => break,
+            }
+        }
+        Ok(entries)
     }
 
     /// Every resource of `kinds` at one revision, which is returned with them.
@@ -376,10 +417,13 @@ impl Store {
     /// Deletes `key`. With `unchanged_since = (revision, kinds)`, only if no resource of
     /// those kinds was created or modified after `revision` (etcd range compares), so a
     /// reference added after the in-use scan makes the delete fail instead of dangle.
+    /// With `children`, every key under that prefix goes in the same transaction (a
+    /// consumer's credentials).
     pub async fn delete_if(
         &self,
         key: &str,
         unchanged_since: Option<(i64, &[Kind])>,
+        children: Option<&str>,
     ) -> Result<DeleteOutcome, StoreError> {
         let mut compares = Vec::new();
         if let Some((revision, kinds)) = unchanged_since {
@@ -391,9 +435,14 @@ impl Store {
                 );
             }
         }
-        let txn = Txn::new()
-            .when(compares)
-            .and_then(vec![TxnOp::delete(key, None)]);
+        let mut ops = vec![TxnOp::delete(key, None)];
+        if let Some(prefix) = children {
+            ops.push(TxnOp::delete(
+                prefix,
+                Some(DeleteOptions::new().with_range(range_end(prefix))),
+            ));
+        }
+        let txn = Txn::new().when(compares).and_then(ops);
         let resp = self
             .call(false, |mut c| {
                 let txn = txn.clone();
@@ -406,7 +455,8 @@ impl Store {
         let deleted = resp
             .op_responses()
             .into_iter()
-            .any(|op| matches!(op, TxnOpResponse::Delete(d) if d.deleted() > 0));
+            .next()
+            .is_some_and(|op| matches!(op, TxnOpResponse::Delete(d) if d.deleted() > 0));
         Ok(if deleted {
             DeleteOutcome::Deleted
         } else {

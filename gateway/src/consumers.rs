@@ -2,6 +2,7 @@
 //! changes (there are few compared to routes), with every credential's secret opened.
 use crate::plugins::{Chain, Of};
 use crate::state::State;
+use model::consumer;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -80,40 +81,59 @@ impl Consumers {
         let mut by_jwt_key: HashMap<String, (Arc<ConsumerRt>, JwtVerifier)> = HashMap::new();
         for (id, entry) in &state.consumers {
             let Ok(c) = &entry.parsed else { continue };
-            let mut c = (**c).clone();
-            c.open_secrets(state.keyring());
+            // Its own plugins over its group's (APISIX); a consumer whose group is missing
+            // or invalid is not served, rather than served without the group's limits.
+            let plugins = match &c.group_id {
+                None => c.route_plugins(),
+                Some(g) => match state.consumer_groups.get(g).map(|e| &e.parsed) {
+                    Some(Ok(group)) => group.parsed_plugins.merged(&c.route_plugins()),
+                    _ => {
+                        tracing::warn!(consumer = %id, group = %g, "consumer group missing or invalid: consumer not served");
+                        continue;
+                    }
+                },
+            };
             let rt = Arc::new(ConsumerRt {
                 username: c.username.clone(),
                 custom_id: c.labels.as_ref().and_then(|l| l.get("custom_id").cloned()),
-                chain: Chain::compile(&c.route_plugins(), Of::Consumer),
+                chain: Chain::compile(&plugins, Of::Consumer),
             });
             let clash = |plugin: &str, first: &ConsumerRt| {
                 tracing::warn!(consumer = %id, kept = %first.username, "two consumers have the same {plugin} credential; the first keeps it");
             };
-            if let Some(key) = c.api_key() {
-                match by_api_key.get(&digest(key)) {
-                    Some(first) => clash("key-auth", first),
-                    None => {
-                        by_api_key.insert(digest(key), rt.clone());
+            // Its own plugins, then its credentials' (in id order).
+            let credentials = state.credentials.get(id).into_iter().flatten();
+            let sources = std::iter::once(&c.parsed_plugins).chain(
+                credentials.filter_map(|(_, e)| e.parsed.as_ref().ok().map(|c| &c.parsed_plugins)),
+            );
+            for plugins in sources {
+                let mut plugins = plugins.clone();
+                consumer::open_secrets(&mut plugins, state.keyring());
+                if let Some(key) = consumer::api_key(&plugins) {
+                    match by_api_key.get(&digest(key)) {
+                        Some(first) => clash("key-auth", first),
+                        None => {
+                            by_api_key.insert(digest(key), rt.clone());
+                        }
                     }
                 }
-            }
-            if let Some((user, password)) = c.basic_auth() {
-                match by_basic_user.get(user) {
-                    Some((_, first)) => clash("basic-auth", first),
-                    None => {
-                        by_basic_user.insert(user.to_string(), (digest(password), rt.clone()));
+                if let Some((user, password)) = consumer::basic_auth(&plugins) {
+                    match by_basic_user.get(user) {
+                        Some((_, first)) => clash("basic-auth", first),
+                        None => {
+                            by_basic_user.insert(user.to_string(), (digest(password), rt.clone()));
+                        }
                     }
                 }
-            }
-            if let Some(cred) = c.jwt_auth() {
-                match (by_jwt_key.get(&cred.key), JwtVerifier::new(cred)) {
-                    (Some((first, _)), _) => clash("jwt-auth", first),
-                    (None, Some(v)) => {
-                        by_jwt_key.insert(cred.key.clone(), (rt.clone(), v));
-                    }
-                    (None, None) => {
-                        tracing::warn!(consumer = %id, "jwt-auth credential cannot be used (its secret or public key does not open)")
+                if let Some(cred) = consumer::jwt_auth(&plugins) {
+                    match (by_jwt_key.get(&cred.key), JwtVerifier::new(cred)) {
+                        (Some((first, _)), _) => clash("jwt-auth", first),
+                        (None, Some(v)) => {
+                            by_jwt_key.insert(cred.key.clone(), (rt.clone(), v));
+                        }
+                        (None, None) => {
+                            tracing::warn!(consumer = %id, "jwt-auth credential cannot be used (its secret or public key does not open)")
+                        }
                     }
                 }
             }
@@ -177,6 +197,15 @@ mod tests {
                 r#"{"username":"tom","plugins":{"key-auth":{"key":"auth-two"}}}"#,
             ),
             ("bad", r#"{"username":"bad","plugins":{"key-auth":{}}}"#),
+            // Credentials: jack's second key; one of a consumer that does not exist.
+            (
+                "jack/credentials/c1",
+                r#"{"plugins":{"key-auth":{"key":"auth-cred"}}}"#,
+            ),
+            (
+                "ghost/credentials/c1",
+                r#"{"plugins":{"key-auth":{"key":"auth-ghost"}}}"#,
+            ),
         ] {
             s.apply(
                 "/gw",
@@ -187,7 +216,9 @@ mod tests {
             );
         }
         let c = Consumers::build(&s);
-        assert_eq!(c.len(), 2);
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.by_api_key("auth-cred").unwrap().username, "jack");
+        assert!(c.by_api_key("auth-ghost").is_none());
         let jack = c.by_api_key("auth-one").unwrap();
         assert_eq!(
             (jack.username.as_str(), jack.custom_id.as_deref()),

@@ -55,6 +55,8 @@ pub struct ConfigCounts {
     pub invalid_consumers: usize,
     pub plugin_configs: usize,
     pub invalid_plugin_configs: usize,
+    pub consumer_groups: usize,
+    pub invalid_consumer_groups: usize,
     pub global_rules: usize,
     pub invalid_global_rules: usize,
 }

@@ -211,7 +211,10 @@ impl Snapshot {
             } else {
                 prev.certs.clone()
             },
-            consumers: if dirty.all || !dirty.consumers.is_empty() {
+            consumers: if dirty.all
+                || !dirty.consumers.is_empty()
+                || !dirty.consumer_groups.is_empty()
+            {
                 Arc::new(Consumers::build(state))
             } else {
                 prev.consumers.clone()

@@ -2,10 +2,11 @@
 //! Pure: the watch feeds it changes, the snapshot compiler reads it.
 use crate::metrics::ConfigCounts;
 use crate::tls::CertSet;
+use model::credential::parse_credential_key;
 use model::key::parse_key;
 use model::{
-    decode, Consumer, GlobalRule, Id, Keyring, Kind, PluginConfig, Resource, Route, Service, Ssl,
-    Upstream,
+    decode, Consumer, ConsumerGroup, Credential, GlobalRule, Id, Keyring, Kind, PluginConfig,
+    Resource, Route, Service, Ssl, Upstream,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -43,7 +44,11 @@ pub struct State {
     pub ssls: BTreeMap<Id, Entry<Ssl>>,
     /// By username. Their credentials' secrets are still sealed here; the snapshot opens them.
     pub consumers: BTreeMap<Id, Entry<Consumer>>,
+    /// By username, then credential id; a consumer's credentials count only while it
+    /// exists.
+    pub credentials: BTreeMap<Id, BTreeMap<Id, Entry<Credential>>>,
     pub plugin_configs: BTreeMap<Id, Entry<PluginConfig>>,
+    pub consumer_groups: BTreeMap<Id, Entry<ConsumerGroup>>,
     pub global_rules: BTreeMap<Id, Entry<GlobalRule>>,
     /// The enabled ssls whose keys decrypted and matched their certificates, ready to
     /// serve. An ssl that fails that is invalid (its entry holds the reason).
@@ -74,6 +79,7 @@ pub struct Dirty {
     pub ssls: BTreeSet<Id>,
     pub consumers: BTreeSet<Id>,
     pub plugin_configs: BTreeSet<Id>,
+    pub consumer_groups: BTreeSet<Id>,
     pub global_rules: BTreeSet<Id>,
 }
 
@@ -93,6 +99,7 @@ impl Dirty {
             && self.ssls.is_empty()
             && self.consumers.is_empty()
             && self.plugin_configs.is_empty()
+            && self.consumer_groups.is_empty()
             && self.global_rules.is_empty()
     }
 }
@@ -114,6 +121,17 @@ impl State {
         let key = match &change {
             Change::Put { key, .. } | Change::Delete { key } => key,
         };
+        if let Some((user, id)) = parse_credential_key(prefix, key) {
+            let value = match change {
+                Change::Put { value, .. } => Some(value),
+                Change::Delete { .. } => None,
+            };
+            let applied = upsert_credential(&mut self.credentials, &user, &id, value);
+            if applied == Applied::Changed {
+                self.dirty.consumers.insert(user);
+            }
+            return applied;
+        }
         let Some((kind, id)) = parse_key(prefix, key) else {
             return Applied::Ignored;
         };
@@ -158,6 +176,12 @@ impl State {
                 &mut self.dirty.plugin_configs,
                 &mut c.plugin_configs,
                 &mut c.invalid_plugin_configs,
+            ),
+            Kind::ConsumerGroups => (
+                replace(&mut self.consumer_groups, &id, value, |_| Vec::new()),
+                &mut self.dirty.consumer_groups,
+                &mut c.consumer_groups,
+                &mut c.invalid_consumer_groups,
             ),
             Kind::GlobalRules => (
                 replace(&mut self.global_rules, &id, value, |_| Vec::new()),
@@ -263,6 +287,7 @@ impl State {
             .chain(errs(Kind::Ssls, &self.ssls))
             .chain(errs(Kind::Consumers, &self.consumers))
             .chain(errs(Kind::PluginConfigs, &self.plugin_configs))
+            .chain(errs(Kind::ConsumerGroups, &self.consumer_groups))
             .chain(errs(Kind::GlobalRules, &self.global_rules))
             .collect()
     }
@@ -434,6 +459,40 @@ fn same_but_update_time(a: &[u8], b: &[u8]) -> bool {
         (Some(x), Some(y)) => x == y,
         _ => false,
     }
+}
+
+/// [`upsert`] for a credential, which is not a resource kind of its own.
+fn upsert_credential(
+    all: &mut BTreeMap<Id, BTreeMap<Id, Entry<Credential>>>,
+    user: &Id,
+    id: &Id,
+    value: Option<Vec<u8>>,
+) -> Applied {
+    let Some(raw) = value else {
+        let Some(of_user) = all.get_mut(user) else {
+            return Applied::Unchanged;
+        };
+        let removed = of_user.remove(id).is_some();
+        if of_user.is_empty() {
+            all.remove(user);
+        }
+        return match removed {
+            true => Applied::Changed,
+            false => Applied::Unchanged,
+        };
+    };
+    let of_user = all.entry(user.clone()).or_default();
+    if of_user.get(id).is_some_and(|e| e.raw == raw) {
+        return Applied::Unchanged;
+    }
+    let parsed = Credential::decode(&raw)
+        .map(Arc::new)
+        .map_err(|e| e.to_string());
+    if let Err(e) = &parsed {
+        tracing::warn!(consumer = %user, credential = %id, error = %e, "invalid credential in etcd: disabled");
+    }
+    of_user.insert(id.clone(), Entry { raw, parsed });
+    Applied::Changed
 }
 
 fn parse<T: Resource>(id: &Id, raw: &[u8]) -> Result<Arc<T>, String> {

@@ -93,6 +93,7 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
                 "ssls": c.ssls,
                 "consumers": c.consumers,
                 "plugin_configs": c.plugin_configs,
+                "consumer_groups": c.consumer_groups,
                 "global_rules": c.global_rules,
                 "invalid": {
                     "routes": c.invalid_routes,
@@ -101,6 +102,7 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
                     "ssls": c.invalid_ssls,
                     "consumers": c.invalid_consumers,
                     "plugin_configs": c.invalid_plugin_configs,
+                    "consumer_groups": c.invalid_consumer_groups,
                     "global_rules": c.invalid_global_rules,
                 },
                 "etcd_connected": shared.etcd_connected.load(Ordering::Relaxed),

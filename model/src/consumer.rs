@@ -19,6 +19,8 @@ pub struct Consumer {
     pub parsed_plugins: Plugins,
     pub desc: Option<String>,
     pub labels: Option<BTreeMap<String, String>>,
+    /// Its consumer group, whose plugins its own are merged over.
+    pub group_id: Option<Id>,
     pub create_time: Option<u64>,
     pub update_time: Option<u64>,
 }
@@ -41,52 +43,7 @@ pub const IDENTITY_FIELDS: &[(&str, &str, bool)] = &[
 impl Consumer {
     /// The consumer's `key-auth` key, if it has one.
     pub fn api_key(&self) -> Option<&str> {
-        self.parsed_plugins.0.iter().find_map(|p| match &p.config {
-            Config::KeyAuth(plugins::key_auth::KeyAuth::Credential { key }) => Some(key.as_str()),
-            _ => None,
-        })
-    }
-
-    /// The consumer's `basic-auth` credential: (username, password).
-    pub fn basic_auth(&self) -> Option<(&str, &str)> {
-        self.parsed_plugins.0.iter().find_map(|p| match &p.config {
-            Config::BasicAuth(plugins::basic_auth::BasicAuth::Credential {
-                username,
-                password,
-            }) => Some((username.as_str(), password.as_str())),
-            _ => None,
-        })
-    }
-
-    /// The consumer's `jwt-auth` credential.
-    pub fn jwt_auth(&self) -> Option<&plugins::jwt_auth::Credential> {
-        self.parsed_plugins.0.iter().find_map(|p| match &p.config {
-            Config::JwtAuth(j) => match &**j {
-                plugins::jwt_auth::JwtAuth::Credential(c) => Some(c),
-                _ => None,
-            },
-            _ => None,
-        })
-    }
-
-    /// Opens the secrets of its credentials (encrypted at rest by the admin-api).
-    pub fn open_secrets(&mut self, keyring: &Keyring) {
-        use plugins::{basic_auth::BasicAuth, jwt_auth::JwtAuth, key_auth::KeyAuth};
-        for p in &mut self.parsed_plugins.0 {
-            let secret = match &mut p.config {
-                Config::KeyAuth(KeyAuth::Credential { key }) => key,
-                Config::BasicAuth(BasicAuth::Credential { password, .. }) => password,
-                Config::JwtAuth(j) => match &mut **j {
-                    JwtAuth::Credential(c) => match &mut c.secret {
-                        Some(s) => s,
-                        None => continue,
-                    },
-                    _ => continue,
-                },
-                _ => continue,
-            };
-            *secret = keyring.open_secret(secret);
-        }
+        api_key(&self.parsed_plugins)
     }
 
     /// The plugins merged over a route's once this consumer is authenticated: all but
@@ -103,7 +60,58 @@ impl Consumer {
     }
 }
 
-fn is_credential(c: &Config) -> bool {
+/// The `key-auth` key among a consumer's (or a credential's) plugins.
+pub fn api_key(plugins: &Plugins) -> Option<&str> {
+    plugins.0.iter().find_map(|p| match &p.config {
+        Config::KeyAuth(plugins::key_auth::KeyAuth::Credential { key }) => Some(key.as_str()),
+        _ => None,
+    })
+}
+
+/// The `basic-auth` credential: (username, password).
+pub fn basic_auth(plugins: &Plugins) -> Option<(&str, &str)> {
+    plugins.0.iter().find_map(|p| match &p.config {
+        Config::BasicAuth(plugins::basic_auth::BasicAuth::Credential { username, password }) => {
+            Some((username.as_str(), password.as_str()))
+        }
+        _ => None,
+    })
+}
+
+/// The `jwt-auth` credential.
+pub fn jwt_auth(plugins: &Plugins) -> Option<&plugins::jwt_auth::Credential> {
+    plugins.0.iter().find_map(|p| match &p.config {
+        Config::JwtAuth(j) => match &**j {
+            plugins::jwt_auth::JwtAuth::Credential(c) => Some(c),
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
+/// Opens the secrets of the credentials among `plugins` (encrypted at rest by the
+/// admin-api).
+pub fn open_secrets(plugins: &mut Plugins, keyring: &Keyring) {
+    use plugins::{basic_auth::BasicAuth, jwt_auth::JwtAuth, key_auth::KeyAuth};
+    for p in &mut plugins.0 {
+        let secret = match &mut p.config {
+            Config::KeyAuth(KeyAuth::Credential { key }) => key,
+            Config::BasicAuth(BasicAuth::Credential { password, .. }) => password,
+            Config::JwtAuth(j) => match &mut **j {
+                JwtAuth::Credential(c) => match &mut c.secret {
+                    Some(s) => s,
+                    None => continue,
+                },
+                _ => continue,
+            },
+            _ => continue,
+        };
+        *secret = keyring.open_secret(secret);
+    }
+}
+
+/// Whether a plugin's configuration is a credential (a consumer's key, password…).
+pub fn is_credential(c: &Config) -> bool {
     use plugins::{basic_auth::BasicAuth, jwt_auth::JwtAuth, key_auth::KeyAuth};
     match c {
         Config::KeyAuth(k) => matches!(k, KeyAuth::Credential { .. }),
@@ -151,6 +159,13 @@ impl Resource for Consumer {
         self.parsed_plugins = plugins::parse(self.plugins.as_ref(), Scope::Consumer)?;
         Ok(())
     }
+
+    fn references(&self) -> Vec<(Kind, &Id, String)> {
+        let group = self.group_id.iter();
+        group
+            .map(|g| (Kind::ConsumerGroups, g, "group_id".to_string()))
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -165,6 +180,13 @@ mod tests {
         assert_eq!(c.api_key(), Some("auth-one"));
         let none: Consumer = decode(br#"{"username":"anon"}"#).unwrap();
         assert_eq!(none.api_key(), None);
+        let grouped: Consumer = decode(br#"{"username":"g","group_id":"company_a"}"#).unwrap();
+        let refs = grouped.references();
+        assert_eq!(refs.len(), 1);
+        assert_eq!(
+            (refs[0].0, refs[0].1.as_str()),
+            (Kind::ConsumerGroups, "company_a")
+        );
         for (bad, field) in [
             (r#"{}"#, "username"),
             (r#"{"username":"a b"}"#, "username"),
@@ -177,7 +199,7 @@ mod tests {
                 r#"{"username":"j","plugins":{"traffic-split":{}}}"#,
                 "plugins.traffic-split",
             ),
-            (r#"{"username":"j","group_id":"g"}"#, "group_id"),
+            (r#"{"username":"j","group_id":"a b"}"#, "group_id"),
         ] {
             let e = decode::<Consumer>(bad.as_bytes()).unwrap_err();
             assert_eq!(e.field, field, "{bad}: {e}");

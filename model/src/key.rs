@@ -11,10 +11,11 @@ pub enum Kind {
     Consumers,
     GlobalRules,
     PluginConfigs,
+    ConsumerGroups,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 7] = [
+    pub const ALL: [Kind; 8] = [
         Kind::Routes,
         Kind::Services,
         Kind::Upstreams,
@@ -22,6 +23,7 @@ impl Kind {
         Kind::Consumers,
         Kind::GlobalRules,
         Kind::PluginConfigs,
+        Kind::ConsumerGroups,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -33,6 +35,7 @@ impl Kind {
             Kind::Consumers => "consumers",
             Kind::GlobalRules => "global_rules",
             Kind::PluginConfigs => "plugin_configs",
+            Kind::ConsumerGroups => "consumer_groups",
         }
     }
 
@@ -46,6 +49,7 @@ impl Kind {
             Kind::Consumers => "consumer",
             Kind::GlobalRules => "global rule",
             Kind::PluginConfigs => "plugin config",
+            Kind::ConsumerGroups => "consumer group",
         }
     }
 

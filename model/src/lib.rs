@@ -5,6 +5,7 @@
 pub mod checks;
 pub mod codec;
 pub mod consumer;
+pub mod credential;
 pub mod error;
 pub mod host;
 pub mod id;
@@ -23,11 +24,12 @@ pub mod vars;
 
 pub use codec::{decode, Resource};
 pub use consumer::Consumer;
+pub use credential::Credential;
 pub use error::ValidationError;
 pub use id::Id;
 pub use key::Kind;
 pub use keyring::Keyring;
-pub use plugin_config::{GlobalRule, PluginConfig};
+pub use plugin_config::{ConsumerGroup, GlobalRule, PluginConfig};
 pub use route::Route;
 pub use service::Service;
 pub use ssl::Ssl;

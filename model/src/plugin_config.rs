@@ -1,6 +1,7 @@
-//! Plugin configs and global rules: named sets of plugins. A route takes a plugin config's
-//! plugins through `plugin_config_id` (its own win); global rules run for every request,
-//! before the route's plugins.
+//! Plugin configs, consumer groups and global rules: named sets of plugins. A route takes a
+//! plugin config's plugins through `plugin_config_id` (its own win); a consumer takes its
+//! group's through `group_id` (its own win); global rules run for every request, before
+//! the route's plugins.
 use crate::codec::check_meta;
 use crate::plugins::{self, Plugins, Scope};
 use crate::{Id, Kind, Resource, ValidationError};
@@ -37,6 +38,43 @@ impl Resource for PluginConfig {
         )
     }
 
+    fn parse_plugins(&mut self) -> Result<(), ValidationError> {
+        self.parsed_plugins = plugins::parse(Some(&self.plugins), Scope::PluginConfig)?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerGroup {
+    pub id: Option<Id>,
+    pub plugins: Map<String, Value>,
+    #[serde(skip)]
+    pub parsed_plugins: Plugins,
+    pub name: Option<String>,
+    pub desc: Option<String>,
+    pub labels: Option<BTreeMap<String, String>>,
+    pub create_time: Option<u64>,
+    pub update_time: Option<u64>,
+}
+
+impl Resource for ConsumerGroup {
+    const KIND: Kind = Kind::ConsumerGroups;
+
+    fn id(&self) -> Option<&Id> {
+        self.id.as_ref()
+    }
+
+    fn validate(&self) -> Result<(), ValidationError> {
+        check_meta(
+            self.name.as_deref(),
+            self.desc.as_deref(),
+            self.labels.as_ref(),
+        )
+    }
+
+    /// A group's plugins are merged under its consumers' after authentication, so it
+    /// takes what a plugin config takes (credentials belong to consumers only).
     fn parse_plugins(&mut self) -> Result<(), ValidationError> {
         self.parsed_plugins = plugins::parse(Some(&self.plugins), Scope::PluginConfig)?;
         Ok(())

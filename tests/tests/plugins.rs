@@ -10,6 +10,8 @@ use std::time::Duration;
 
 #[path = "plugins/auth.rs"]
 mod auth;
+#[path = "plugins/consumers.rs"]
+mod consumers;
 #[path = "plugins/traffic.rs"]
 mod traffic;
 
