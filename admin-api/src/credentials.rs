@@ -112,7 +112,13 @@ pub async fn put(
         let bytes = value.to_string().into_bytes();
         match app
             .store
-            .put_if(&key, bytes, expect, std::slice::from_ref(&consumer_key))
+            .put_if(
+                &key,
+                bytes,
+                expect,
+                std::slice::from_ref(&consumer_key),
+                None,
+            )
             .await?
         {
             WriteOutcome::Written { .. } => {

@@ -1,6 +1,7 @@
 //! The Admin API's HTTP handlers: they turn requests into validated values and
 //! conditional etcd writes, retrying when a concurrent writer got there first.
 use crate::error::ApiError;
+use crate::filter;
 use crate::paging;
 use crate::patch;
 use crate::resource;
@@ -35,14 +36,29 @@ pub async fn list(
     uri: Uri,
 ) -> Result<Json<Value>> {
     let kind = kind_of(&path?.0)?;
-    let params = query(&uri, &["page", "page_size"])?;
+    let mut accepted = vec!["page", "page_size"];
+    accepted.extend(filter::PARAMS);
+    let params = query(&uri, &accepted)?;
     let page = paging::parse(
         params.get("page").map(String::as_str),
         params.get("page_size").map(String::as_str),
     )?;
-    let listing = app.store.list(kind, page).await?;
-    let list: Vec<Value> = listing.entries.iter().map(|e| item(kind, e)).collect();
-    Ok(Json(json!({ "list": list, "total": listing.total })))
+    let Some(filter) = filter::Filter::parse(&params)? else {
+        let listing = app.store.list(kind, page).await?;
+        let list: Vec<Value> = listing.entries.iter().map(|e| item(kind, e)).collect();
+        return Ok(Json(json!({ "list": list, "total": listing.total })));
+    };
+    // Filtered: the whole kind is read, then paged, so that `total` counts the matches.
+    let mut entries = app.store.list(kind, None).await?.entries;
+    entries.retain(|e| filter.matches(&stored_json(&e.value)));
+    let total = entries.len();
+    if let Some(p) = page {
+        let from = usize::try_from(p.offset()).unwrap_or(usize::MAX).min(total);
+        let to = from.saturating_add(p.size as usize).min(total);
+        entries = entries.drain(from..to).collect();
+    }
+    let list: Vec<Value> = entries.iter().map(|e| item(kind, e)).collect();
+    Ok(Json(json!({ "list": list, "total": total })))
 }
 
 pub async fn get_one(
@@ -66,10 +82,10 @@ pub async fn put_with_id(
     body: Body,
 ) -> Result<Response> {
     let (kind, id) = kind_and_id(path?.0)?;
-    query(&uri, &[])?;
+    let ttl = ttl(&query(&uri, &["ttl"])?)?;
     let doc = object_body(&body?)?;
     resource::check_body_id(&doc, &id)?;
-    put(&app, kind, id, doc).await
+    put(&app, kind, id, doc, ttl).await
 }
 
 /// `PUT /{kind}` with the id in the body, as APISIX allows.
@@ -80,7 +96,7 @@ pub async fn put_without_id(
     body: Body,
 ) -> Result<Response> {
     let kind = kind_of(&path?.0)?;
-    query(&uri, &[])?;
+    let ttl = ttl(&query(&uri, &["ttl"])?)?;
     let doc = object_body(&body?)?;
     if resource::put_only(kind) {
         // APISIX's `PUT /consumers` names the consumer in the body.
@@ -89,7 +105,7 @@ pub async fn put_without_id(
             .and_then(Value::as_str)
             .unwrap_or_default();
         let id = Id::parse(username).map_err(|e| ValidationError::new("username", e))?;
-        return put(&app, kind, id, doc).await;
+        return put(&app, kind, id, doc, ttl).await;
     }
     let id = resource::body_id(&doc)?.ok_or_else(|| {
         ValidationError::new(
@@ -101,16 +117,49 @@ pub async fn put_without_id(
             ),
         )
     })?;
-    put(&app, kind, id, doc).await
+    put(&app, kind, id, doc, ttl).await
 }
 
-async fn put(app: &App, kind: Kind, id: Id, mut doc: Map<String, Value>) -> Result<Response> {
+/// `?ttl=` (seconds): the resource is deleted by etcd when its lease expires (APISIX).
+fn ttl(params: &BTreeMap<String, String>) -> Result<Option<i64>> {
+    let Some(raw) = params.get("ttl") else {
+        return Ok(None);
+    };
+    match raw.parse::<i64>() {
+        Ok(n) if (1..=MAX_TTL).contains(&n) => Ok(Some(n)),
+        _ => Err(ValidationError::new(
+            "ttl",
+            format!("invalid argument ttl: should be a number of seconds from 1 to {MAX_TTL}, got {raw:?}"),
+        )
+        .into()),
+    }
+}
+
+/// A year: etcd's leases are meant for expiry, not for storage.
+const MAX_TTL: i64 = 365 * 24 * 3600;
+
+/// A lease for `ttl`, granted only once the body is known to be valid.
+async fn lease(app: &App, ttl: Option<i64>) -> Result<Option<i64>> {
+    match ttl {
+        Some(t) => Ok(Some(app.store.grant(t).await?)),
+        None => Ok(None),
+    }
+}
+
+async fn put(
+    app: &App,
+    kind: Kind,
+    id: Id,
+    mut doc: Map<String, Value>,
+    ttl: Option<i64>,
+) -> Result<Response> {
     resource::fill_identity(kind, &mut doc, &id);
     // Validate before touching etcd: an invalid body is a 400 even while etcd is down.
     prepare(app, kind, &id, doc.clone(), None, now(), false)?;
     if kind == Kind::Consumers {
         unique_credentials(app, &app.key(kind, &id), &Value::Object(doc.clone())).await?;
     }
+    let lease = lease(app, ttl).await?;
     let key = app.key(kind, &id);
     for attempt in 0..ATTEMPTS {
         let previous = app.store.get(&key).await?;
@@ -127,7 +176,7 @@ async fn put(app: &App, kind: Kind, id: Id, mut doc: Map<String, Value>) -> Resu
         let expect = previous
             .as_ref()
             .map_or(Expect::Absent, |e| Expect::ModRevision(e.mod_revision));
-        if write(app, &key, &value, expect, &refs).await? {
+        if write(app, &key, &value, expect, &refs, lease).await? {
             let status = match expect {
                 Expect::Absent => StatusCode::CREATED,
                 Expect::ModRevision(_) => StatusCode::OK,
@@ -147,7 +196,7 @@ pub async fn create(
     body: Body,
 ) -> Result<Response> {
     let kind = kind_of(&path?.0)?;
-    query(&uri, &[])?;
+    let ttl = ttl(&query(&uri, &["ttl"])?)?;
     if resource::put_only(kind) {
         return Err(put_only(kind));
     }
@@ -168,13 +217,24 @@ pub async fn create(
         )
         .into());
     }
+    // Validate before the lease: an invalid body leaves nothing behind.
+    prepare(
+        &app,
+        kind,
+        &Id::parse("0").expect("a valid id"),
+        doc.clone(),
+        None,
+        now(),
+        false,
+    )?;
+    let lease = lease(&app, ttl).await?;
     for attempt in 0..ATTEMPTS {
         let id = Id::parse(&ids::generate())
             .map_err(|e| ApiError::BadRequest(format!("cannot generate an id: {e}")))?;
         let key = app.key(kind, &id);
         let (value, refs) = prepare(&app, kind, &id, doc.clone(), None, now(), false)?;
         // Create-only: two replicas that drew the same id cannot overwrite each other.
-        if write(&app, &key, &value, Expect::Absent, &refs).await? {
+        if write(&app, &key, &value, Expect::Absent, &refs, lease).await? {
             return Ok((StatusCode::CREATED, written(kind, &key, value)).into_response());
         }
         tracing::warn!(%key, "generated id already taken, drawing another");
@@ -269,12 +329,15 @@ async fn patch(app: &App, kind: Kind, id: Id, change: Change) -> Result<Response
             reset_update_time,
         )?;
         // Compare-and-swap on the revision we merged into: a concurrent change is re-read.
+        // A patch keeps the resource's expiry (`?ttl=` when it was put).
+        let lease = Some(current.lease).filter(|l| *l != 0);
         if write(
             app,
             &key,
             &value,
             Expect::ModRevision(current.mod_revision),
             &refs,
+            lease,
         )
         .await?
         {
@@ -540,6 +603,7 @@ async fn write(
     value: &Value,
     expect: Expect,
     refs: &[resource::Reference],
+    lease: Option<i64>,
 ) -> Result<bool> {
     // One check per key: a traffic-split may name the route's own upstream again.
     let mut ref_keys: Vec<String> = Vec::new();
@@ -550,7 +614,11 @@ async fn write(
         }
     }
     let bytes = value.to_string().into_bytes();
-    match app.store.put_if(key, bytes, expect, &ref_keys).await? {
+    match app
+        .store
+        .put_if(key, bytes, expect, &ref_keys, lease)
+        .await?
+    {
         WriteOutcome::Written { .. } => Ok(true),
         WriteOutcome::Changed => Ok(false),
         WriteOutcome::MissingReference(missing) => {

@@ -7,11 +7,13 @@ pub mod auth;
 pub mod config;
 pub mod credentials;
 pub mod error;
+pub mod filter;
 pub mod handlers;
 pub mod ids;
 pub mod openapi;
 pub mod paging;
 pub mod patch;
+pub mod plugin_info;
 pub mod resource;
 pub mod store;
 
@@ -75,6 +77,12 @@ pub fn router(app: Arc<App>) -> Router {
                 .put(handlers::put_with_id)
                 .patch(handlers::patch_merge)
                 .delete(handlers::delete),
+        )
+        .route("/apisix/admin/plugins/list", get(plugin_info::list))
+        .route("/apisix/admin/plugins/{name}", get(plugin_info::get_schema))
+        .route(
+            "/apisix/admin/schema/plugins/{name}",
+            get(plugin_info::get_schema),
         )
         .route(
             "/apisix/admin/consumers/{username}/credentials",

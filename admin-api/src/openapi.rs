@@ -31,6 +31,7 @@ pub fn document() -> Value {
         paths.insert(format!("/apisix/admin/{}", kind.as_str()), collection);
         paths.insert(format!("/apisix/admin/{}/{{id}}", kind.as_str()), one);
     }
+    extra_paths(&mut paths);
     paths.insert(
         OPENAPI_PATH.into(),
         json!({"get": {
@@ -71,6 +72,23 @@ pub fn document() -> Value {
                 "page_size": {"name": "page_size", "in": "query", "required": false,
                     "description": "Resources per page; without it the whole list is returned",
                     "schema": {"type": "integer", "minimum": 1, "maximum": 500}},
+                "ttl": {"name": "ttl", "in": "query", "required": false,
+                    "description": "Seconds until etcd deletes the resource (a lease); a PATCH keeps it",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 31536000}},
+                "name": {"name": "name", "in": "query", "required": false,
+                    "description": "Only resources whose name matches this regular expression (unanchored)",
+                    "schema": {"type": "string", "maxLength": 256}},
+                "label": {"name": "label", "in": "query", "required": false,
+                    "description": "Only resources that have this label key",
+                    "schema": {"type": "string"}},
+                "uri": {"name": "uri", "in": "query", "required": false,
+                    "description": "Only resources whose uri or one of whose uris matches this regular expression",
+                    "schema": {"type": "string", "maxLength": 256}},
+                "username": {"name": "username", "in": "path", "required": true,
+                    "schema": {"type": "string", "pattern": "^[a-zA-Z0-9_-]{1,100}$"}},
+                "plugin": {"name": "name", "in": "path", "required": true,
+                    "description": "A plugin name, as GET /apisix/admin/plugins/list gives them",
+                    "schema": {"type": "string"}},
                 "force": {"name": "force", "in": "query", "required": false,
                     "description": "Delete even if other resources still reference this one",
                     "schema": {"type": "boolean", "default": false}}
@@ -141,18 +159,23 @@ fn kind_paths(kind: Kind) -> (Value, Value, Value) {
             "summary": format!("List {plural}"),
             "operationId": format!("list_{plural}"),
             "parameters": [{"$ref": "#/components/parameters/page"},
-                           {"$ref": "#/components/parameters/page_size"}],
+                           {"$ref": "#/components/parameters/page_size"},
+                           {"$ref": "#/components/parameters/name"},
+                           {"$ref": "#/components/parameters/label"},
+                           {"$ref": "#/components/parameters/uri"}],
             "responses": responses(&[("200", "The list, in key order", "List")], &[("400", "BadRequest")])
         },
         "post": {
             "summary": format!("Create a {name} with a server-assigned id"),
             "operationId": format!("create_{name}"),
+            "parameters": [{"$ref": "#/components/parameters/ttl"}],
             "requestBody": body(true),
             "responses": responses(&[("201", "Created", "Written")], &bad)
         },
         "put": {
             "summary": format!("Create or replace the {name} whose id is in the body"),
             "operationId": format!("put_{name}_with_body_id"),
+            "parameters": [{"$ref": "#/components/parameters/ttl"}],
             "requestBody": body(true),
             "responses": responses(&[("201", "Created", "Written"), ("200", "Replaced", "Written")], &bad)
         }
@@ -167,6 +190,7 @@ fn kind_paths(kind: Kind) -> (Value, Value, Value) {
         "put": {
             "summary": format!("Create or replace a {name}"),
             "operationId": format!("put_{name}"),
+            "parameters": [{"$ref": "#/components/parameters/ttl"}],
             "requestBody": body(true),
             "responses": responses(&[("201", "Created", "Written"), ("200", "Replaced", "Written")], &bad)
         },
@@ -197,6 +221,65 @@ fn kind_paths(kind: Kind) -> (Value, Value, Value) {
         }
     });
     (collection, one, sub)
+}
+
+/// Paths outside the kinds: credentials, and what the registry says of plugins.
+fn extra_paths(paths: &mut Map<String, Value>) {
+    let user = json!({"$ref": "#/components/parameters/username"});
+    let id = json!({"$ref": "#/components/parameters/id"});
+    let cred_body = json!({"required": true, "content": json_content("Credential")});
+    paths.insert(
+        "/apisix/admin/consumers/{username}/credentials".into(),
+        json!({"parameters": [user],
+            "get": {"summary": "List a consumer's credentials (secrets left out)",
+                "operationId": "list_credentials",
+                "responses": responses(&[("200", "The list", "List")], &[("400", "BadRequest"), ("404", "NotFound")])}}),
+    );
+    paths.insert(
+        "/apisix/admin/consumers/{username}/credentials/{id}".into(),
+        json!({"parameters": [user, id],
+            "get": {"summary": "Get one credential (secrets left out)", "operationId": "get_credential",
+                "responses": responses(&[("200", "The credential", "Item")], &[("400", "BadRequest"), ("404", "NotFound")])},
+            "put": {"summary": "Create or replace a credential of an existing consumer",
+                "operationId": "put_credential", "requestBody": cred_body,
+                "responses": responses(&[("201", "Created", "Written"), ("200", "Replaced", "Written")],
+                    &[("400", "BadRequest"), ("403", "Forbidden"), ("404", "NotFound"), ("409", "Conflict"), ("413", "TooLarge")])},
+            "delete": {"summary": "Delete a credential", "operationId": "delete_credential",
+                "responses": responses(&[("200", "Deleted", "Deleted")], &[("400", "BadRequest"), ("403", "Forbidden"), ("404", "NotFound")])}}),
+    );
+    paths.insert(
+        "/apisix/admin/plugins/list".into(),
+        json!({"get": {"summary": "Every plugin's name, highest priority first",
+            "operationId": "list_plugins",
+            "parameters": [{"name": "subsystem", "in": "query", "required": false,
+                "schema": {"type": "string", "enum": ["http", "stream"], "default": "http"}}],
+            "responses": {"200": {"description": "Plugin names",
+                "content": {"application/json": {"schema": {"type": "array", "items": {"type": "string"}}}}},
+                "400": {"$ref": "#/components/responses/BadRequest"},
+                "401": {"$ref": "#/components/responses/Unauthorized"}}}}),
+    );
+    for (path, op) in [
+        ("/apisix/admin/plugins/{name}", "get_plugin_schema"),
+        (
+            "/apisix/admin/schema/plugins/{name}",
+            "get_plugin_schema_alias",
+        ),
+    ] {
+        paths.insert(
+            path.into(),
+            json!({"parameters": [{"$ref": "#/components/parameters/plugin"}],
+                "get": {"summary": "The JSON schema of a plugin's configuration", "operationId": op,
+                "parameters": [{"name": "schema_type", "in": "query", "required": false,
+                    "schema": {"type": "string", "enum": ["route", "consumer"], "default": "route"}},
+                    {"name": "subsystem", "in": "query", "required": false,
+                    "schema": {"type": "string", "enum": ["http"], "default": "http"}}],
+                "responses": {"200": {"description": "A JSON schema",
+                    "content": {"application/json": {"schema": {"type": "object"}}}},
+                    "400": {"$ref": "#/components/responses/BadRequest"},
+                    "401": {"$ref": "#/components/responses/Unauthorized"},
+                    "404": {"$ref": "#/components/responses/NotFound"}}}}),
+        );
+    }
 }
 
 fn schema_name(kind: Kind) -> &'static str {
@@ -385,6 +468,13 @@ fn schemas() -> Value {
         "PluginConfig": {"type": "object", "additionalProperties": false, "required": ["plugins"],
             "properties": plugin_config,
             "description": "Plugins for the routes whose plugin_config_id names it; a route's own plugins win"},
+        "Credential": {"type": "object", "additionalProperties": false, "required": ["plugins"],
+            "properties": {"id": id, "name": {"type": "string", "maxLength": 100},
+                "desc": {"type": "string", "maxLength": 256},
+                "labels": {"type": "object", "additionalProperties": {"type": "string"}},
+                "plugins": {"type": "object", "minProperties": 1, "maxProperties": 1,
+                    "description": "One authentication plugin's credential (key-auth, basic-auth, jwt-auth); its secret is encrypted at rest and never returned"},
+                "create_time": {"type": "integer"}, "update_time": {"type": "integer"}}},
         "ConsumerGroup": {"type": "object", "additionalProperties": false, "required": ["plugins"],
             "properties": consumer_group,
             "description": "Plugins for the consumers whose group_id names it; a consumer's own win"},

@@ -3,7 +3,7 @@
 use crate::paging::Page;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, GetResponse, KeyValue,
-    Txn, TxnOp, TxnOpResponse,
+    PutOptions, Txn, TxnOp, TxnOpResponse,
 };
 use model::key::{kind_prefix, range_end};
 use model::Kind;
@@ -101,6 +101,8 @@ pub struct Entry {
     pub value: Vec<u8>,
     pub create_revision: i64,
     pub mod_revision: i64,
+    /// The lease the key expires with (`?ttl=`), 0 for none.
+    pub lease: i64,
 }
 
 impl Entry {
@@ -110,6 +112,7 @@ impl Entry {
             value: kv.value().to_vec(),
             create_revision: kv.create_revision(),
             mod_revision: kv.mod_revision(),
+            lease: kv.lease(),
         }
     }
 }
@@ -314,6 +317,14 @@ impl Store {
         Ok(Listing { entries, total })
     }
 
+    /// A lease of `ttl` seconds, for keys that must expire by themselves.
+    pub async fn grant(&self, ttl: i64) -> Result<i64, StoreError> {
+        let resp = self
+            .call(false, |mut c| async move { c.lease_grant(ttl, None).await })
+            .await?;
+        Ok(resp.id())
+    }
+
     /// Every key under `prefix`, at one revision.
     pub async fn range(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
         let end = range_end(prefix);
@@ -369,12 +380,14 @@ impl Store {
 
     /// Writes `value` at `key` if `expect` holds and every key in `references` exists,
     /// in one transaction: a reference cannot be deleted between the check and the write.
+    /// With `lease`, the key goes when the lease expires (`?ttl=`).
     pub async fn put_if(
         &self,
         key: &str,
         value: Vec<u8>,
         expect: Expect,
         references: &[String],
+        lease: Option<i64>,
     ) -> Result<WriteOutcome, StoreError> {
         let mut compares = vec![match expect {
             Expect::Absent => Compare::create_revision(key, CompareOp::Equal, 0),
@@ -392,7 +405,11 @@ impl Store {
             .collect();
         let txn = Txn::new()
             .when(compares)
-            .and_then(vec![TxnOp::put(key, value, None)])
+            .and_then(vec![TxnOp::put(
+                key,
+                value,
+                lease.map(|id| PutOptions::new().with_lease(id)),
+            )])
             .or_else(on_failure);
         let resp = self
             .call(false, |mut c| {

@@ -1004,3 +1004,174 @@ async fn the_viewer_key_may_only_read() {
     .await;
     assert_error(wrong, 401, "wrong admin key");
 }
+
+/// APISIX's list filters: `name` and `uri` search (regular expressions), `label` names a
+/// label key; they combine, and `total` counts the matches before paging.
+#[tokio::test]
+async fn list_filters() {
+    let (_etcd, admin) = start();
+    upstream(&admin, "u").await;
+    for (id, def) in [
+        (
+            "1",
+            json!({"name": "orders-api", "uri": "/orders/*", "labels": {"env": "prod"}}),
+        ),
+        (
+            "2",
+            json!({"name": "users-api", "uris": ["/users", "/users/:id"], "labels": {"env": "dev"}}),
+        ),
+        ("3", json!({"uri": "/health"})),
+    ] {
+        let mut def = def;
+        def["upstream_id"] = json!("u");
+        assert_eq!(route(&admin, id, def).await.0, 201);
+    }
+    let ids = |v: &Value| -> Vec<String> {
+        v["list"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["value"]["id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    for (query, want) in [
+        ("name=api", vec!["1", "2"]),
+        ("name=^orders", vec!["1"]),
+        ("label=env", vec!["1", "2"]),
+        ("label=prod", vec![]),
+        ("uri=users", vec!["2"]),
+        ("uri=/&label=env&name=users", vec!["2"]),
+        ("name=api&page=2&page_size=1", vec!["2"]),
+    ] {
+        let list = admin.ok("GET", &format!("/routes?{query}"), None).await;
+        assert_eq!(ids(&list), want, "{query}: {list}");
+        let total = if query.contains("page=") {
+            2
+        } else {
+            want.len()
+        };
+        assert_eq!(list["total"], total, "{query}: {list}");
+    }
+    let (status, body) = admin.call("GET", "/routes?name=(", None).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error_msg"].as_str().unwrap().contains("name"),
+        "{body}"
+    );
+}
+
+/// `?ttl=` puts a resource on an etcd lease: it is gone when the lease expires; a PATCH
+/// keeps the expiry; a bad ttl is a 400 that writes nothing.
+#[tokio::test]
+async fn ttl_expires_resources() {
+    let (etcd, admin) = start();
+    let (status, body) = admin
+        .call(
+            "PUT",
+            "/upstreams/short?ttl=2",
+            Some(json!({"nodes": {"127.0.0.1:1980": 1}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = admin
+        .call(
+            "POST",
+            "/upstreams?ttl=2",
+            Some(json!({"nodes": {"127.0.0.1:1981": 1}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let posted = body["value"]["id"].as_str().unwrap().to_string();
+    upstream(&admin, "kept").await;
+    admin
+        .ok(
+            "PATCH",
+            "/upstreams/short",
+            Some(json!({"desc": "patched"})),
+        )
+        .await;
+    let lease = etcd.ctl(&["get", "/gateway/upstreams/short", "-w", "json"]);
+    assert!(
+        lease.contains("\"lease\""),
+        "PATCH dropped the lease: {lease}"
+    );
+    for bad in ["0", "-1", "x", "99999999999"] {
+        let (status, body) = admin
+            .call(
+                "PUT",
+                &format!("/upstreams/bad?ttl={bad}"),
+                Some(json!({"nodes": {"127.0.0.1:1980": 1}})),
+            )
+            .await;
+        assert_eq!(status, 400, "ttl={bad}: {body}");
+        assert!(
+            body["error_msg"].as_str().unwrap().contains("ttl"),
+            "{body}"
+        );
+    }
+    eventually(
+        Duration::from_secs(10),
+        "the leased upstreams expire",
+        || async {
+            admin.call("GET", "/upstreams/short", None).await.0 == 404
+                && admin
+                    .call("GET", &format!("/upstreams/{posted}"), None)
+                    .await
+                    .0
+                    == 404
+        },
+    )
+    .await;
+    assert_eq!(admin.call("GET", "/upstreams/kept", None).await.0, 200);
+    assert_eq!(admin.call("GET", "/upstreams/bad", None).await.0, 404);
+}
+
+/// `GET /plugins/list` and each plugin's schema, as APISIX answers them.
+#[tokio::test]
+async fn plugin_list_and_schemas() {
+    let (_etcd, admin) = start();
+    let list = admin.ok("GET", "/plugins/list", None).await;
+    let names: Vec<&str> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    for n in [
+        "key-auth",
+        "proxy-rewrite",
+        "cors",
+        "traffic-split",
+        "jwt-auth",
+    ] {
+        assert!(names.contains(&n), "{n}: {list}");
+    }
+    let at = |n: &str| names.iter().position(|x| *x == n).unwrap();
+    assert!(at("request-id") < at("key-auth"), "priority order: {list}");
+    assert_eq!(
+        admin.call("GET", "/plugins/list?subsystem=x", None).await.0,
+        400
+    );
+
+    for path in ["/plugins/key-auth", "/schema/plugins/key-auth"] {
+        let schema = admin.ok("GET", path, None).await;
+        assert!(
+            schema["properties"]["header"].is_object(),
+            "{path}: {schema}"
+        );
+        assert!(
+            schema["properties"]["_meta"].is_object(),
+            "{path}: {schema}"
+        );
+    }
+    let consumer = admin
+        .ok("GET", "/plugins/key-auth?schema_type=consumer", None)
+        .await;
+    assert_eq!(consumer["required"], json!(["key"]), "{consumer}");
+    let (status, body) = admin.call("GET", "/plugins/no-such-plugin", None).await;
+    assert_eq!(status, 404, "{body}");
+    let (status, _) = admin
+        .call("GET", "/plugins/cors?schema_type=consumer", None)
+        .await;
+    assert_eq!(status, 400);
+}

@@ -3,6 +3,7 @@
 use super::Scope;
 use crate::codec::from_value;
 use crate::ValidationError;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -16,16 +17,16 @@ pub enum BasicAuth {
     Credential { username: String, password: String },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawCheck {
+pub(super) struct RawCheck {
     #[serde(default)]
     hide_credentials: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawCredential {
+pub(super) struct RawCredential {
     username: String,
     password: String,
 }

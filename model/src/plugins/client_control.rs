@@ -2,6 +2,7 @@
 //! today `max_body_size` (nginx's `client_max_body_size` for that route).
 use crate::codec::from_value;
 use crate::ValidationError;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -15,9 +16,9 @@ pub struct ClientControl {
     pub max_body_size: Option<u64>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub(super) struct Raw {
     max_body_size: Option<u64>,
     /// APISIX's plugin-level switch, accepted for stored data.
     #[serde(rename = "_meta")]

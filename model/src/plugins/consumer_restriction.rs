@@ -2,13 +2,14 @@
 //! (or routes, or services) through, optionally per HTTP method.
 use crate::codec::from_value;
 use crate::ValidationError;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
 pub const NAME: &str = "consumer-restriction";
 
 /// What the lists name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Subject {
     ConsumerName,
@@ -39,9 +40,9 @@ pub struct ConsumerRestriction {
     pub rejected_msg: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub(super) struct Raw {
     #[serde(rename = "type")]
     subject: Option<Subject>,
     whitelist: Option<Vec<String>>,
@@ -51,9 +52,9 @@ struct Raw {
     rejected_msg: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawByMethod {
+pub(super) struct RawByMethod {
     user: String,
     #[serde(default)]
     methods: Vec<String>,

@@ -4,6 +4,7 @@
 use crate::codec::from_value;
 use crate::ValidationError;
 use regex::Regex;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -38,9 +39,9 @@ pub struct Cors {
     pub allow_credential: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub(super) struct Raw {
     allow_origins: Option<String>,
     allow_methods: Option<String>,
     allow_headers: Option<String>,

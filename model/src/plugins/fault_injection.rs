@@ -3,6 +3,7 @@
 use crate::codec::from_value;
 use crate::vars::Expr;
 use crate::ValidationError;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::time::Duration;
@@ -39,16 +40,16 @@ pub struct When {
     pub vars: Vec<Expr>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub(super) struct Raw {
     abort: Option<RawAbort>,
     delay: Option<RawDelay>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawAbort {
+pub(super) struct RawAbort {
     http_status: u16,
     body: Option<String>,
     headers: Option<Map<String, Value>>,
@@ -56,9 +57,9 @@ struct RawAbort {
     vars: Option<Vec<Value>>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawDelay {
+pub(super) struct RawDelay {
     duration: f64,
     percentage: Option<u8>,
     vars: Option<Vec<Value>>,

@@ -4,6 +4,7 @@ use crate::codec::from_value;
 use crate::vars::parse_ip_or_cidr;
 use crate::ValidationError;
 use ipnet::IpNet;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use std::net::IpAddr;
@@ -19,9 +20,9 @@ pub struct IpRestriction {
     pub response_code: u16,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub(super) struct Raw {
     whitelist: Option<Vec<String>>,
     blacklist: Option<Vec<String>>,
     message: Option<String>,

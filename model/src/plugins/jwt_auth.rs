@@ -3,6 +3,7 @@
 use super::Scope;
 use crate::codec::from_value;
 use crate::ValidationError;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -28,7 +29,7 @@ pub struct Check {
     pub key_claim_name: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, JsonSchema)]
 pub enum Algorithm {
     HS256,
     HS512,
@@ -56,9 +57,9 @@ pub struct Credential {
     pub lifetime_grace_period: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawCheck {
+pub(super) struct RawCheck {
     header: Option<String>,
     query: Option<String>,
     cookie: Option<String>,
@@ -67,9 +68,9 @@ struct RawCheck {
     key_claim_name: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawCredential {
+pub(super) struct RawCredential {
     key: String,
     secret: Option<String>,
     algorithm: Option<Algorithm>,

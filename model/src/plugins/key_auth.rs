@@ -4,6 +4,7 @@
 use super::Scope;
 use crate::codec::from_value;
 use crate::ValidationError;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -22,18 +23,18 @@ pub enum KeyAuth {
     Credential { key: String },
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawCheck {
+pub(super) struct RawCheck {
     header: Option<String>,
     query: Option<String>,
     #[serde(default)]
     hide_credentials: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawCredential {
+pub(super) struct RawCredential {
     key: String,
 }
 

@@ -68,6 +68,13 @@ pub struct Spec {
     pub priority: i64,
     scopes: &'static [Scope],
     parse: fn(&Value, Scope) -> Result<Config, ValidationError>,
+    /// The JSON schema of its configuration where it is configured (a consumer's
+    /// credential differs from a route's check), without `_meta`.
+    schema: fn(Scope) -> Value,
+}
+
+fn schema_of<T: schemars::JsonSchema>() -> Value {
+    serde_json::to_value(schemars::schema_for!(T)).unwrap_or(Value::Null)
 }
 
 const ROUTE: &[Scope] = &[
@@ -83,24 +90,28 @@ const ROUTE_ONLY: &[Scope] = &[Scope::Route];
 pub const REGISTRY: &[Spec] = &[
     Spec {
         name: real_ip::NAME,
+        schema: |_| schema_of::<real_ip::Raw>(),
         priority: 23000,
         scopes: ROUTE,
         parse: |v, _| real_ip::RealIp::parse(v).map(Config::RealIp),
     },
     Spec {
         name: client_control::NAME,
+        schema: |_| schema_of::<client_control::Raw>(),
         priority: 22000,
         scopes: ROUTE,
         parse: |v, _| client_control::ClientControl::parse(v).map(Config::ClientControl),
     },
     Spec {
         name: request_id::NAME,
+        schema: |_| schema_of::<request_id::Raw>(),
         priority: 12015,
         scopes: ROUTE,
         parse: |v, _| request_id::RequestId::parse(v).map(Config::RequestId),
     },
     Spec {
         name: fault_injection::NAME,
+        schema: |_| schema_of::<fault_injection::Raw>(),
         priority: 11000,
         scopes: ROUTE,
         parse: |v, _| {
@@ -109,24 +120,28 @@ pub const REGISTRY: &[Spec] = &[
     },
     Spec {
         name: cors::NAME,
+        schema: |_| schema_of::<cors::Raw>(),
         priority: 4000,
         scopes: ROUTE,
         parse: |v, _| cors::Cors::parse(v).map(|c| Config::Cors(Box::new(c))),
     },
     Spec {
         name: ip_restriction::NAME,
+        schema: |_| schema_of::<ip_restriction::Raw>(),
         priority: 3000,
         scopes: ROUTE,
         parse: |v, _| ip_restriction::IpRestriction::parse(v).map(Config::IpRestriction),
     },
     Spec {
         name: ua_restriction::NAME,
+        schema: |_| schema_of::<ua_restriction::Raw>(),
         priority: 2999,
         scopes: ROUTE,
         parse: |v, _| ua_restriction::UaRestriction::parse(v).map(Config::UaRestriction),
     },
     Spec {
         name: referer_restriction::NAME,
+        schema: |_| schema_of::<referer_restriction::Raw>(),
         priority: 2990,
         scopes: ROUTE,
         parse: |v, _| {
@@ -135,24 +150,37 @@ pub const REGISTRY: &[Spec] = &[
     },
     Spec {
         name: basic_auth::NAME,
+        schema: |s| match s {
+            Scope::Consumer => schema_of::<basic_auth::RawCredential>(),
+            _ => schema_of::<basic_auth::RawCheck>(),
+        },
         priority: 2520,
         scopes: ROUTE,
         parse: |v, scope| basic_auth::BasicAuth::parse(v, scope).map(Config::BasicAuth),
     },
     Spec {
         name: jwt_auth::NAME,
+        schema: |s| match s {
+            Scope::Consumer => schema_of::<jwt_auth::RawCredential>(),
+            _ => schema_of::<jwt_auth::RawCheck>(),
+        },
         priority: 2510,
         scopes: ROUTE,
         parse: |v, scope| jwt_auth::JwtAuth::parse(v, scope).map(|c| Config::JwtAuth(Box::new(c))),
     },
     Spec {
         name: key_auth::NAME,
+        schema: |s| match s {
+            Scope::Consumer => schema_of::<key_auth::RawCredential>(),
+            _ => schema_of::<key_auth::RawCheck>(),
+        },
         priority: 2500,
         scopes: ROUTE,
         parse: |v, scope| key_auth::KeyAuth::parse(v, scope).map(Config::KeyAuth),
     },
     Spec {
         name: consumer_restriction::NAME,
+        schema: |_| schema_of::<consumer_restriction::Raw>(),
         priority: 2400,
         scopes: ROUTE,
         parse: |v, _| {
@@ -161,6 +189,7 @@ pub const REGISTRY: &[Spec] = &[
     },
     Spec {
         name: proxy_rewrite::NAME,
+        schema: |_| schema_of::<proxy_rewrite::Raw>(),
         priority: 1008,
         scopes: ROUTE,
         parse: |v, _| {
@@ -169,18 +198,21 @@ pub const REGISTRY: &[Spec] = &[
     },
     Spec {
         name: traffic_split::NAME,
+        schema: |_| schema_of::<traffic_split::TrafficSplit>(),
         priority: 966,
         scopes: ROUTE_ONLY,
         parse: |v, _| traffic_split::TrafficSplit::parse(v).map(Config::TrafficSplit),
     },
     Spec {
         name: redirect::NAME,
+        schema: |_| schema_of::<redirect::Raw>(),
         priority: 900,
         scopes: ROUTE,
         parse: |v, _| redirect::Redirect::parse(v).map(Config::Redirect),
     },
     Spec {
         name: response_rewrite::NAME,
+        schema: |_| schema_of::<response_rewrite::Raw>(),
         priority: 899,
         scopes: ROUTE,
         parse: |v, _| {
@@ -194,6 +226,28 @@ impl Spec {
     pub fn allowed_in(&self, scope: Scope) -> bool {
         self.scopes.contains(&scope)
     }
+
+    /// The JSON schema of its configuration in `scope`, with `_meta` as every plugin
+    /// takes it (APISIX's `/apisix/admin/plugins/{name}`).
+    pub fn schema(&self, scope: Scope) -> Value {
+        let mut schema = (self.schema)(scope);
+        if let Some(props) = schema.get_mut("properties").and_then(Value::as_object_mut) {
+            props.insert("_meta".into(), meta_schema());
+        }
+        schema
+    }
+}
+
+fn meta_schema() -> Value {
+    serde_json::json!({
+        "type": "object",
+        "additionalProperties": false,
+        "properties": {
+            "priority": {"type": "integer", "description": "overrides the plugin's priority"},
+            "disable": {"type": "boolean", "description": "configured but off"},
+            "filter": {"type": "array", "description": "a vars expression: the plugin runs only for requests that match"}
+        }
+    })
 }
 
 pub fn spec(name: &str) -> Option<&'static Spec> {

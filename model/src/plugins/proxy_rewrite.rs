@@ -4,6 +4,7 @@
 use crate::codec::from_value;
 use crate::ValidationError;
 use regex::Regex;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -32,9 +33,9 @@ pub struct ProxyRewrite {
     pub use_real_request_uri_unsafe: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub(super) struct Raw {
     uri: Option<String>,
     regex_uri: Option<Vec<String>>,
     host: Option<String>,

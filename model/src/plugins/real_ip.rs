@@ -4,6 +4,7 @@ use crate::codec::from_value;
 use crate::vars::parse_ip_or_cidr;
 use crate::ValidationError;
 use ipnet::IpNet;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 use std::net::{IpAddr, SocketAddr};
@@ -20,9 +21,9 @@ pub struct RealIp {
     pub recursive: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub(super) struct Raw {
     source: String,
     trusted_addresses: Option<Vec<String>>,
     #[serde(default)]

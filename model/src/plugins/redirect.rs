@@ -3,6 +3,7 @@
 use crate::codec::from_value;
 use crate::ValidationError;
 use regex::Regex;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -29,9 +30,9 @@ pub struct Redirect {
     pub append_query_string: bool,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub(super) struct Raw {
     #[serde(default)]
     http_to_https: bool,
     uri: Option<String>,

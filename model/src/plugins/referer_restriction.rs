@@ -2,6 +2,7 @@
 //! `Referer` names one of the listed hosts (`*.example.com` for any subdomain) through.
 use crate::codec::from_value;
 use crate::ValidationError;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -18,9 +19,9 @@ pub struct RefererRestriction {
     pub message: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub(super) struct Raw {
     whitelist: Option<Vec<String>>,
     blacklist: Option<Vec<String>>,
     #[serde(default)]

@@ -2,6 +2,7 @@
 //! back to the client in one header; an id the client already sent is kept.
 use crate::codec::from_value;
 use crate::ValidationError;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -29,18 +30,18 @@ pub struct RequestId {
     pub algorithm: Algorithm,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub(super) struct Raw {
     header_name: Option<String>,
     include_in_response: Option<bool>,
     algorithm: Option<String>,
     range_id: Option<RawRange>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct RawRange {
+pub(super) struct RawRange {
     char_set: Option<String>,
     length: Option<u64>,
 }

@@ -3,6 +3,7 @@
 use crate::codec::from_value;
 use crate::vars::Expr;
 use crate::ValidationError;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -22,9 +23,9 @@ pub struct ResponseRewrite {
     pub vars: Option<Expr>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub(super) struct Raw {
     status_code: Option<u16>,
     body: Option<String>,
     #[serde(default)]

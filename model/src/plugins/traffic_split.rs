@@ -5,6 +5,7 @@ use crate::route::Vars;
 use crate::upstream::MAX_WEIGHT;
 use crate::vars::Expr;
 use crate::{Id, Resource, Upstream, ValidationError};
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -15,7 +16,7 @@ pub const NAME: &str = "traffic-split";
 pub const MAX_WEIGHTED_UPSTREAMS: usize = 20;
 
 /// A validated `traffic-split` configuration.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrafficSplit {
     #[serde(default)]
@@ -24,7 +25,7 @@ pub struct TrafficSplit {
 
 /// One rule: when any of `matches` holds (or there is none), the request goes to one of
 /// `weighted_upstreams`, chosen by smooth weighted round robin.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SplitRule {
     #[serde(rename = "match", default)]
@@ -34,18 +35,23 @@ pub struct SplitRule {
     pub weighted_upstreams: Vec<WeightedUpstream>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SplitMatch {
+    /// A `vars` expression (APISIX's lua-resty-expr), as on routes.
+    #[schemars(with = "Vec<serde_json::Value>")]
     pub vars: Vars,
 }
 
 /// One target of a rule. Neither `upstream_id` nor `upstream` means the route's own
 /// upstream (or its service's).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WeightedUpstream {
+    #[schemars(with = "Option<String>")]
     pub upstream_id: Option<Id>,
+    /// An upstream, as the `upstreams` resource takes it.
+    #[schemars(with = "Option<serde_json::Map<String, serde_json::Value>>")]
     pub upstream: Option<Upstream>,
     #[serde(default = "one")]
     pub weight: u32,

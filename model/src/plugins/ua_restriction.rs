@@ -3,6 +3,7 @@
 use crate::codec::from_value;
 use crate::ValidationError;
 use regex::Regex;
+use schemars::JsonSchema;
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -18,9 +19,9 @@ pub struct UaRestriction {
     pub message: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
-struct Raw {
+pub(super) struct Raw {
     allowlist: Option<Vec<String>>,
     denylist: Option<Vec<String>>,
     #[serde(default)]
