@@ -50,9 +50,11 @@ pub fn schema(name: &str, schema_type: Option<&str>) -> Result<Value> {
     let scope = match schema_type {
         None | Some("route") => Scope::Route,
         Some("consumer") if is_auth(name) => Scope::Consumer,
-        Some("consumer") => return Err(ApiError::BadRequest(format!(
+        Some("consumer") => {
+            return Err(ApiError::BadRequest(format!(
             "not found schema: {name} has no consumer schema (it is not an authentication plugin)"
-        ))),
+        )))
+        }
         Some(other) => {
             return Err(ApiError::BadRequest(format!(
                 "schema_type must be route or consumer, got {other:?}"

@@ -1,5 +1,6 @@
 //! The consumers of a snapshot, looked up by credential. Rebuilt whole when a consumer
 //! changes (there are few compared to routes), with every credential's secret opened.
+use crate::plugin_state::PluginStates;
 use crate::plugins::{Chain, Of};
 use crate::state::State;
 use model::consumer;
@@ -75,7 +76,7 @@ fn digest(secret: &str) -> [u8; 32] {
 impl Consumers {
     /// From every valid consumer; a key two consumers share goes to the smaller username
     /// (the admin-api refuses it; two racing writes can still make one).
-    pub fn build(state: &State) -> Consumers {
+    pub fn build(state: &State, states: &PluginStates) -> Consumers {
         let mut by_api_key: HashMap<[u8; 32], Arc<ConsumerRt>> = HashMap::new();
         let mut by_basic_user: HashMap<String, ([u8; 32], Arc<ConsumerRt>)> = HashMap::new();
         let mut by_jwt_key: HashMap<String, (Arc<ConsumerRt>, JwtVerifier)> = HashMap::new();
@@ -96,7 +97,7 @@ impl Consumers {
             let rt = Arc::new(ConsumerRt {
                 username: c.username.clone(),
                 custom_id: c.labels.as_ref().and_then(|l| l.get("custom_id").cloned()),
-                chain: Chain::compile(&plugins, Of::Consumer),
+                chain: Chain::compile(&plugins, Of::Consumer, states, &format!("consumers/{id}")),
             });
             let clash = |plugin: &str, first: &ConsumerRt| {
                 tracing::warn!(consumer = %id, kept = %first.username, "two consumers have the same {plugin} credential; the first keeps it");
@@ -215,7 +216,7 @@ mod tests {
                 },
             );
         }
-        let c = Consumers::build(&s);
+        let c = Consumers::build(&s, &PluginStates::default());
         assert_eq!(c.len(), 3);
         assert_eq!(c.by_api_key("auth-cred").unwrap().username, "jack");
         assert!(c.by_api_key("auth-ghost").is_none());

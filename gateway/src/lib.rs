@@ -12,6 +12,7 @@ pub mod health_check;
 pub mod lb;
 pub mod metrics;
 pub mod normalize;
+pub mod plugin_state;
 pub mod plugins;
 pub mod pool;
 pub mod proxy;

@@ -8,6 +8,7 @@ use crate::lb::health::{self, Candidate, Outcome, Thresholds, Transition};
 use crate::lb::least_conn::LeastConn;
 use crate::lb::NodeState;
 use crate::metrics::ConfigCounts;
+use crate::plugin_state::PluginStates;
 use crate::plugins::{Chain, Of};
 use crate::router::{RouteSpec, Router};
 use crate::split::{Choice, Split};
@@ -48,6 +49,9 @@ pub struct Snapshot {
     /// The plugins of every global rule, run for every request before the route's;
     /// rebuilt only when a global rule changes.
     pub global: Option<Arc<Chain>>,
+    /// Plugin state that outlives snapshots (rate-limit windows), handed from each
+    /// snapshot to the next.
+    pub states: Arc<PluginStates>,
 }
 
 /// What a matched route sends its request to.
@@ -152,6 +156,7 @@ impl Snapshot {
             certs: Arc::default(),
             consumers: Arc::default(),
             global: None,
+            states: Arc::default(),
         }
     }
 
@@ -186,6 +191,9 @@ impl Snapshot {
     /// `all`. Balancer state of upstreams whose nodes did not change is carried over from
     /// `prev`, so a route change does not reset the rotation.
     pub fn compile(state: &State, dirty: &Dirty, revision: i64, prev: &Snapshot) -> Snapshot {
+        // States no snapshot holds any more are dropped first, so that a configuration
+        // changed back to an earlier one starts afresh rather than finding its old count.
+        prev.states.sweep();
         let (
             router,
             Upstreams {
@@ -198,7 +206,8 @@ impl Snapshot {
         } else {
             compile_changes(state, dirty, prev)
         };
-        Snapshot {
+        let states = &prev.states;
+        let next = Snapshot {
             revision,
             router,
             upstreams: all,
@@ -215,21 +224,26 @@ impl Snapshot {
                 || !dirty.consumers.is_empty()
                 || !dirty.consumer_groups.is_empty()
             {
-                Arc::new(Consumers::build(state))
+                Arc::new(Consumers::build(state, states))
             } else {
                 prev.consumers.clone()
             },
             global: if dirty.all || !dirty.global_rules.is_empty() {
-                global_chain(state)
+                global_chain(state, states)
             } else {
                 prev.global.clone()
             },
-        }
+            states: states.clone(),
+        };
+        states.sweep();
+        next
     }
 }
 
 /// A route's plugins over its plugin config's over its service's (APISIX's precedence).
 fn route_chain(
+    states: &PluginStates,
+    id: &Id,
     route: &Route,
     service: Option<&Service>,
     plugin_config: Option<&model::PluginConfig>,
@@ -246,12 +260,12 @@ fn route_chain(
             plugins = std::borrow::Cow::Owned(under.merged(&plugins));
         }
     }
-    Chain::compile(&plugins, Of::Route)
+    Chain::compile(&plugins, Of::Route, states, &route_key(id))
 }
 
 /// Every valid global rule's plugins as one chain. A plugin in several rules runs once,
 /// configured as in the rule with the smallest id.
-fn global_chain(state: &State) -> Option<Arc<Chain>> {
+fn global_chain(state: &State, states: &PluginStates) -> Option<Arc<Chain>> {
     let mut all = model::plugins::Plugins::default();
     let mut ids: Vec<&Id> = state.global_rules.keys().collect();
     ids.sort_by_key(|id| id.sort_key());
@@ -260,7 +274,7 @@ fn global_chain(state: &State) -> Option<Arc<Chain>> {
             all = rule.parsed_plugins.merged(&all);
         }
     }
-    Chain::compile(&all, Of::GlobalRules)
+    Chain::compile(&all, Of::GlobalRules, states, "global_rules")
 }
 
 #[derive(Default)]
@@ -283,7 +297,7 @@ fn compile_all(state: &State, prev: &Snapshot) -> (Router<Arc<RouteTarget>>, Ups
     let specs = state
         .routes
         .keys()
-        .filter_map(|id| route_spec(state, id, &upstreams.splits))
+        .filter_map(|id| route_spec(state, id, &upstreams.splits, &prev.states))
         .collect();
     (Router::build(specs), upstreams)
 }
@@ -326,10 +340,10 @@ fn compile_changes(
     let router = if redo.is_empty() {
         prev.router.clone()
     } else {
-        prev.router.update(
-            redo.into_iter()
-                .map(|id| (id.clone(), route_spec(state, id, &upstreams.splits))),
-        )
+        prev.router.update(redo.into_iter().map(|id| {
+            let spec = route_spec(state, id, &upstreams.splits, &prev.states);
+            (id.clone(), spec)
+        }))
     };
     (router, upstreams)
 }
@@ -465,6 +479,7 @@ fn route_spec(
     state: &State,
     id: &Id,
     splits: &imbl::HashMap<Id, Arc<Split>>,
+    states: &PluginStates,
 ) -> Option<RouteSpec<Arc<RouteTarget>>> {
     let route = state.routes.get(id)?.parsed.as_ref().ok()?;
     if !route.enabled() {
@@ -494,6 +509,8 @@ fn route_spec(
             .or(service.and_then(|(_, s)| s.enable_websocket))
             .unwrap_or(false),
         chain: route_chain(
+            states,
+            id,
             route,
             service.map(|(_, s)| &**s),
             plugin_config.map(|p| &**p),
@@ -1283,6 +1300,94 @@ mod tests {
             &second.upstreams["routes/s/split/0/0"].balancer,
             &third.upstreams["routes/s/split/0/0"].balancer
         ));
+    }
+
+    /// One request through the matched route's chain: the status a plugin answered, else
+    /// 200 (it would be proxied).
+    fn through_chain(snap: &Snapshot, path: &str) -> u16 {
+        let target = find(snap, "", path).expect("a route");
+        let chain = target.chain.as_ref().expect("a chain");
+        let (mut parts, _) = http::Request::builder()
+            .uri(path)
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut req = crate::plugins::Req {
+            parts: &mut parts,
+            host: "",
+            conn: crate::proxy::ConnInfo {
+                remote: "10.0.0.1:1000".parse().unwrap(),
+                local: "127.0.0.1:9080".parse().unwrap(),
+                scheme: "http",
+            },
+            https_port: 443,
+            consumers: &snap.consumers,
+            route_id: None,
+            service_id: None,
+            consumer: None,
+        };
+        let mut ran = crate::plugins::Ran::default();
+        ran.request(chain, &mut req)
+            .map_or(200, |a| a.status.as_u16())
+    }
+
+    /// Plugin state outlives snapshots: a change to an unrelated field of the route, or to
+    /// another route, keeps the count; a change to the plugin's own configuration starts
+    /// a new one; a deleted route's state is dropped once no snapshot holds it.
+    #[test]
+    fn plugin_state_survives_unrelated_changes_only() {
+        let up = r#"{"nodes":{"10.0.0.1:80":1}}"#;
+        let limited = |count: u32, desc: &str| {
+            format!(
+                r#"{{"uri":"/a","upstream_id":"u","desc":"{desc}","plugins":{{"limit-count":{{"count":{count},"time_window":60}}}}}}"#
+            )
+        };
+        let mut s = state(&[("upstreams/u", up), ("routes/1", &limited(2, "one"))]);
+        s.mark_all_dirty();
+        let mut snap = step(&mut s, 1, &Snapshot::empty());
+        let statuses = |snap: &Snapshot, n: usize| -> Vec<u16> {
+            (0..n).map(|_| through_chain(snap, "/a")).collect()
+        };
+        assert_eq!(statuses(&snap, 3), [200, 200, 503]);
+        let changes: [(&str, Option<String>, u16); 4] = [
+            // Unrelated: the route's desc, another route.
+            ("routes/1", Some(limited(2, "two")), 503),
+            (
+                "routes/2",
+                Some(r#"{"uri":"/b","upstream_id":"u"}"#.to_string()),
+                503,
+            ),
+            // The plugin's own configuration: a fresh count.
+            ("routes/1", Some(limited(3, "two")), 200),
+            // Back to a count of 2: also fresh (the old count was dropped).
+            ("routes/1", Some(limited(2, "two")), 200),
+        ];
+        for (rev, (key, value, want)) in changes.into_iter().enumerate() {
+            let change = match value {
+                Some(v) => Change::Put {
+                    key: format!("/gw/{key}"),
+                    value: v.into_bytes(),
+                },
+                None => Change::Delete {
+                    key: format!("/gw/{key}"),
+                },
+            };
+            s.apply("/gw", change);
+            snap = step(&mut s, rev as i64 + 2, &snap);
+            assert_eq!(through_chain(&snap, "/a"), want, "after {key}");
+        }
+        // The count-3 state is kept while the snapshot before this one may still serve.
+        assert_eq!(snap.states.len(), 2);
+        s.apply(
+            "/gw",
+            Change::Delete {
+                key: "/gw/routes/1".into(),
+            },
+        );
+        let next = step(&mut s, 10, &snap);
+        drop(snap);
+        let last = step(&mut s, 11, &next);
+        assert!(last.states.is_empty(), "a deleted route's state is dropped");
     }
 
     fn id(s: &str) -> Id {

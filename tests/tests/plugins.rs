@@ -12,6 +12,8 @@ use std::time::Duration;
 mod auth;
 #[path = "plugins/consumers.rs"]
 mod consumers;
+#[path = "plugins/limits.rs"]
+mod limits;
 #[path = "plugins/traffic.rs"]
 mod traffic;
 

@@ -14,6 +14,7 @@ pub mod fault_injection;
 pub mod ip_restriction;
 pub mod jwt_auth;
 pub mod key_auth;
+pub mod limit_count;
 pub mod proxy_rewrite;
 pub mod real_ip;
 pub mod redirect;
@@ -23,6 +24,7 @@ pub mod response_rewrite;
 pub mod ua_restriction;
 
 use crate::consumers::{ConsumerRt, Consumers};
+use crate::plugin_state::{PluginStates, StateKey};
 use crate::proxy::{full, ConnInfo, RespBody};
 use crate::request_vars::RequestVars;
 use bytes::Bytes;
@@ -123,6 +125,8 @@ pub struct Run {
     pub real_ip: Option<std::net::IpAddr>,
     /// `fault-injection.delay`: how long the proxy waits before going on.
     pub delay: Option<Duration>,
+    /// `limit-count`: the quota left, for the `X-RateLimit-*` headers.
+    pub quota: Option<limit_count::Quota>,
     /// `response-rewrite`: what it read of the request for the response.
     pub response_rewrite: Option<Box<response_rewrite::Captured>>,
 }
@@ -181,8 +185,14 @@ const MAX_INSTANCES: usize = 64;
 
 impl Chain {
     /// The chain of a route's merged plugins, or `None` when none of them runs per request
-    /// (`traffic-split` is the router's, not the chain's).
-    pub fn compile(plugins: &Plugins, of: Of) -> Option<Arc<Chain>> {
+    /// (`traffic-split` is the router's, not the chain's). Stateful plugins take their
+    /// state from `states`, as `owner`'s (`routes/1`).
+    pub fn compile(
+        plugins: &Plugins,
+        of: Of,
+        states: &PluginStates,
+        owner: &str,
+    ) -> Option<Arc<Chain>> {
         let mut instances: Vec<Instance> = plugins
             .0
             .iter()
@@ -200,6 +210,22 @@ impl Chain {
                     Config::IpRestriction(c) => Arc::new(ip_restriction::IpRestriction(c.clone())),
                     Config::JwtAuth(c) => Arc::new(jwt_auth::JwtAuth((**c).clone())),
                     Config::KeyAuth(c) => Arc::new(key_auth::KeyAuth(c.clone())),
+                    Config::LimitCount(c) => {
+                        // A group's count is shared by every route that names it.
+                        let owner = match &c.group {
+                            Some(g) => format!("limit-count-group/{g}"),
+                            None => owner.to_string(),
+                        };
+                        let key = StateKey {
+                            owner,
+                            plugin: p.name,
+                            source: p.source.clone(),
+                        };
+                        Arc::new(limit_count::LimitCount {
+                            conf: (**c).clone(),
+                            windows: states.get_or_insert(key, limit_count::Windows::default),
+                        })
+                    }
                     Config::ProxyRewrite(c) => Arc::new(proxy_rewrite::ProxyRewrite((**c).clone())),
                     Config::RealIp(c) => Arc::new(real_ip::RealIp(c.clone())),
                     Config::Redirect(c) => Arc::new(redirect::Redirect(c.clone())),
@@ -477,7 +503,7 @@ mod tests {
 
     fn chain(v: serde_json::Value) -> Arc<Chain> {
         let plugins = model::plugins::parse(v.as_object(), model::plugins::Scope::Route).unwrap();
-        Chain::compile(&plugins, Of::Route).unwrap()
+        Chain::compile(&plugins, Of::Route, &PluginStates::default(), "routes/1").unwrap()
     }
 
     fn request(uri: &str) -> http::request::Parts {
@@ -515,7 +541,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            Chain::compile(&none, Of::Route).is_none(),
+            Chain::compile(&none, Of::Route, &PluginStates::default(), "routes/1").is_none(),
             "nothing to run per request"
         );
     }
@@ -544,7 +570,7 @@ mod tests {
                 },
             );
         }
-        let consumers = Consumers::build(&state);
+        let consumers = Consumers::build(&state, &PluginStates::default());
         let c = chain(json!({
             "key-auth": {},
             "proxy-rewrite": {"uri": "/route"},

@@ -13,6 +13,7 @@ pub mod fault_injection;
 pub mod ip_restriction;
 pub mod jwt_auth;
 pub mod key_auth;
+pub mod limit_count;
 pub mod proxy_rewrite;
 pub mod real_ip;
 pub mod redirect;
@@ -51,6 +52,7 @@ pub enum Config {
     IpRestriction(ip_restriction::IpRestriction),
     JwtAuth(Box<jwt_auth::JwtAuth>),
     KeyAuth(key_auth::KeyAuth),
+    LimitCount(Box<limit_count::LimitCount>),
     ProxyRewrite(Box<proxy_rewrite::ProxyRewrite>),
     RealIp(real_ip::RealIp),
     Redirect(redirect::Redirect),
@@ -167,6 +169,13 @@ pub const REGISTRY: &[Spec] = &[
         priority: 2510,
         scopes: ROUTE,
         parse: |v, scope| jwt_auth::JwtAuth::parse(v, scope).map(|c| Config::JwtAuth(Box::new(c))),
+    },
+    Spec {
+        name: limit_count::NAME,
+        schema: |_| schema_of::<limit_count::Raw>(),
+        priority: 1002,
+        scopes: ROUTE,
+        parse: |v, _| limit_count::LimitCount::parse(v).map(|c| Config::LimitCount(Box::new(c))),
     },
     Spec {
         name: key_auth::NAME,

@@ -1,0 +1,164 @@
+//! `limit-count` (local policy) end to end: APISIX's documented example, its headers and
+//! codes, keys per consumer, groups shared by routes, windows that reset on time, and a
+//! count that survives unrelated changes but not a change of its own configuration.
+use super::{env, WAIT};
+use e2e::eventually;
+use serde_json::{json, Value};
+use std::time::Duration;
+
+fn quota(resp: &reqwest::Response) -> [String; 3] {
+    [
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    ]
+    .map(|h| {
+        resp.headers()
+            .get(h)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default()
+    })
+}
+
+/// APISIX's example: 2 requests per 60 s per client address, then 503.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_count_documented_example() {
+    let e = env().await;
+    let route = |count: u64, desc: &str| {
+        json!({"uri": "/index.html", "upstream_id": "rec", "desc": desc, "plugins": {"limit-count": {
+            "count": count, "time_window": 60, "rejected_code": 503, "key_type": "var", "key": "remote_addr"}}})
+    };
+    e.s.admin.ok("PUT", "/routes/1", Some(route(2, "a"))).await;
+    eventually(WAIT, "the route is served", || async {
+        e.request("GET", "/index.html")
+            .send()
+            .await
+            .is_ok_and(|r| r.headers().contains_key("x-ratelimit-limit"))
+    })
+    .await;
+    // The probe above took the first of the two.
+    let second = e.request("GET", "/index.html").send().await.unwrap();
+    assert_eq!(second.status(), 200);
+    let [limit, remaining, reset] = quota(&second);
+    assert_eq!((limit.as_str(), remaining.as_str()), ("2", "0"));
+    let reset: u64 = reset.parse().unwrap();
+    assert!((55..=60).contains(&reset), "reset {reset}");
+    let third = e.request("GET", "/index.html").send().await.unwrap();
+    assert_eq!(third.status(), 503);
+    assert_eq!(quota(&third)[..2], ["2".to_string(), "0".to_string()]);
+    let seen = e.rec.requests().len();
+
+    // An unrelated change of the route keeps the count: still refused.
+    e.s.admin.ok("PUT", "/routes/1", Some(route(2, "b"))).await;
+    e.s.admin
+        .ok(
+            "PUT",
+            "/routes/other",
+            Some(json!({"uri": "/other", "upstream_id": "rec"})),
+        )
+        .await;
+    eventually(WAIT, "the other route is served", || async {
+        e.request("GET", "/other")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let resp = e.request("GET", "/index.html").send().await.unwrap();
+    assert_eq!(resp.status(), 503, "an unrelated change reset the count");
+    // A change of the plugin's own configuration starts a new count.
+    e.s.admin.ok("PUT", "/routes/1", Some(route(3, "b"))).await;
+    eventually(WAIT, "the new limit applies", || async {
+        e.request("GET", "/index.html")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200 && quota(&r)[0] == "3")
+    })
+    .await;
+    // Refused requests never reached the upstream.
+    assert_eq!(e.rec.requests().len(), seen + 2);
+}
+
+/// `rejected_code`/`rejected_msg`, a window that resets on time, counts per consumer,
+/// and a group shared by two routes; `show_limit_quota_header: false` hides the headers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_count_keys_groups_and_windows() {
+    let e = env().await;
+    for (user, key) in [("jack", "k-jack"), ("rose", "k-rose")] {
+        e.s.admin
+            .ok(
+                "PUT",
+                &format!("/consumers/{user}"),
+                Some(json!({"plugins": {"key-auth": {"key": key}}})),
+            )
+            .await;
+    }
+    e.route(
+        "per-consumer",
+        json!({"uri": "/c", "upstream_id": "rec", "plugins": {
+            "key-auth": {},
+            "limit-count": {"count": 1, "time_window": 1, "key": "consumer_name",
+                "rejected_code": 429, "rejected_msg": "Requests are too frequent, please try again later."}}}),
+        "/c",
+        401,
+    )
+    .await;
+    let call = |key: &'static str| e.request("GET", "/c").header("apikey", key).send();
+    // Within one window of 1 s: one each; a window that ends lets the next one through.
+    let mut in_window = false;
+    for _ in 0..5 {
+        let first = call("k-jack").await.unwrap().status().as_u16();
+        let other = call("k-rose").await.unwrap().status().as_u16();
+        let again = call("k-jack").await.unwrap();
+        if first == 200 && other == 200 && again.status() == 429 {
+            let body: Value = again.json().await.unwrap();
+            assert_eq!(
+                body["error_msg"],
+                "Requests are too frequent, please try again later."
+            );
+            in_window = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+    assert!(in_window, "never saw one request per consumer per window");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        call("k-jack").await.unwrap().status(),
+        200,
+        "the window reset"
+    );
+
+    // A group: two routes, one count.
+    for (id, uri) in [("g1", "/g1"), ("g2", "/g2")] {
+        e.s.admin
+            .ok(
+                "PUT",
+                &format!("/routes/{id}"),
+                Some(
+                    json!({"uri": uri, "upstream_id": "rec", "plugins": {"limit-count": {
+                    "count": 2, "time_window": 60, "group": "shared", "key_type": "constant",
+                    "key": "all", "show_limit_quota_header": false}}}),
+                ),
+            )
+            .await;
+    }
+    eventually(WAIT, "both group routes are served", || async {
+        let mut ok = true;
+        for uri in ["/g1", "/g2"] {
+            ok &= e
+                .request("GET", uri)
+                .send()
+                .await
+                .is_ok_and(|r| r.status() != 404);
+        }
+        ok
+    })
+    .await;
+    // The probe spent the group's two requests, one on each route.
+    for uri in ["/g1", "/g2"] {
+        let resp = e.request("GET", uri).send().await.unwrap();
+        assert_eq!(resp.status(), 503, "{uri}");
+        assert!(resp.headers().get("x-ratelimit-limit").is_none());
+    }
+}
