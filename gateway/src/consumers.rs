@@ -64,6 +64,8 @@ pub struct Consumers {
     by_basic_user: HashMap<String, ([u8; 32], Arc<ConsumerRt>)>,
     /// `jwt-auth` by the consumer's `key`.
     by_jwt_key: HashMap<String, (Arc<ConsumerRt>, JwtVerifier)>,
+    /// `hmac-auth` by `key_id`, with the secret the signature is checked with.
+    by_hmac_key: HashMap<String, (Arc<ConsumerRt>, Vec<u8>)>,
 }
 
 fn digest(secret: &str) -> [u8; 32] {
@@ -80,6 +82,7 @@ impl Consumers {
         let mut by_api_key: HashMap<[u8; 32], Arc<ConsumerRt>> = HashMap::new();
         let mut by_basic_user: HashMap<String, ([u8; 32], Arc<ConsumerRt>)> = HashMap::new();
         let mut by_jwt_key: HashMap<String, (Arc<ConsumerRt>, JwtVerifier)> = HashMap::new();
+        let mut by_hmac_key: HashMap<String, (Arc<ConsumerRt>, Vec<u8>)> = HashMap::new();
         for (id, entry) in &state.consumers {
             let Ok(c) = &entry.parsed else { continue };
             // Its own plugins over its group's (APISIX); a consumer whose group is missing
@@ -126,6 +129,15 @@ impl Consumers {
                         }
                     }
                 }
+                if let Some((key_id, secret)) = consumer::hmac_auth(&plugins) {
+                    match by_hmac_key.get(key_id) {
+                        Some((first, _)) => clash("hmac-auth", first),
+                        None => {
+                            let entry = (rt.clone(), secret.as_bytes().to_vec());
+                            by_hmac_key.insert(key_id.to_string(), entry);
+                        }
+                    }
+                }
                 if let Some(cred) = consumer::jwt_auth(&plugins) {
                     match (by_jwt_key.get(&cred.key), JwtVerifier::new(cred)) {
                         (Some((first, _)), _) => clash("jwt-auth", first),
@@ -143,7 +155,15 @@ impl Consumers {
             by_api_key,
             by_basic_user,
             by_jwt_key,
+            by_hmac_key,
         }
+    }
+
+    /// The consumer whose `hmac-auth` key this is, with its secret.
+    pub fn by_hmac_key(&self, key_id: &str) -> Option<(&Arc<ConsumerRt>, &[u8])> {
+        self.by_hmac_key
+            .get(key_id)
+            .map(|(c, secret)| (c, secret.as_slice()))
     }
 
     pub fn by_api_key(&self, key: &str) -> Option<&Arc<ConsumerRt>> {
@@ -168,7 +188,10 @@ impl Consumers {
 
     /// Credentials in all (a consumer with two counts twice).
     pub fn len(&self) -> usize {
-        self.by_api_key.len() + self.by_basic_user.len() + self.by_jwt_key.len()
+        self.by_api_key.len()
+            + self.by_basic_user.len()
+            + self.by_jwt_key.len()
+            + self.by_hmac_key.len()
     }
 
     pub fn is_empty(&self) -> bool {

@@ -30,6 +30,7 @@ pub const SECRET_FIELDS: &[(&str, &str)] = &[
     (plugins::key_auth::NAME, "key"),
     (plugins::basic_auth::NAME, "password"),
     (plugins::jwt_auth::NAME, "secret"),
+    (plugins::hmac_auth::NAME, "secret_key"),
 ];
 
 /// The fields that say who a credential belongs to: two consumers may not share a value
@@ -38,6 +39,7 @@ pub const IDENTITY_FIELDS: &[(&str, &str, bool)] = &[
     (plugins::key_auth::NAME, "key", true),
     (plugins::basic_auth::NAME, "username", false),
     (plugins::jwt_auth::NAME, "key", false),
+    (plugins::hmac_auth::NAME, "key_id", false),
 ];
 
 impl Consumer {
@@ -89,12 +91,29 @@ pub fn jwt_auth(plugins: &Plugins) -> Option<&plugins::jwt_auth::Credential> {
     })
 }
 
+/// The `hmac-auth` credential: (key_id, secret_key).
+pub fn hmac_auth(plugins: &Plugins) -> Option<(&str, &str)> {
+    plugins.0.iter().find_map(|p| match &p.config {
+        Config::HmacAuth(h) => match &**h {
+            plugins::hmac_auth::HmacAuth::Credential { key_id, secret_key } => {
+                Some((key_id.as_str(), secret_key.as_str()))
+            }
+            _ => None,
+        },
+        _ => None,
+    })
+}
+
 /// Opens the secrets of the credentials among `plugins` (encrypted at rest by the
 /// admin-api).
 pub fn open_secrets(plugins: &mut Plugins, keyring: &Keyring) {
     use plugins::{basic_auth::BasicAuth, jwt_auth::JwtAuth, key_auth::KeyAuth};
     for p in &mut plugins.0 {
         let secret = match &mut p.config {
+            Config::HmacAuth(h) => match &mut **h {
+                plugins::hmac_auth::HmacAuth::Credential { secret_key, .. } => secret_key,
+                _ => continue,
+            },
             Config::KeyAuth(KeyAuth::Credential { key }) => key,
             Config::BasicAuth(BasicAuth::Credential { password, .. }) => password,
             Config::JwtAuth(j) => match &mut **j {
@@ -117,6 +136,7 @@ pub fn is_credential(c: &Config) -> bool {
         Config::KeyAuth(k) => matches!(k, KeyAuth::Credential { .. }),
         Config::BasicAuth(b) => matches!(b, BasicAuth::Credential { .. }),
         Config::JwtAuth(j) => matches!(**j, JwtAuth::Credential(_)),
+        Config::HmacAuth(h) => matches!(**h, plugins::hmac_auth::HmacAuth::Credential { .. }),
         _ => false,
     }
 }

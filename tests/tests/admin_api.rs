@@ -186,8 +186,8 @@ async fn invalid_bodies_name_the_field() {
             "invalid field \"filter_func\"",
         ),
         (
-            json!({"uri": "/a", "upstream_id": "1", "plugins": {"limit-count": {}}}),
-            "invalid field \"plugins.limit-count\"",
+            json!({"uri": "/a", "upstream_id": "1", "plugins": {"serverless-pre-function": {}}}),
+            "invalid field \"plugins.serverless-pre-function\"",
         ),
         (
             json!({"uri": "/a", "upstream": {"nodes": {"127.0.0.1:0": 1}}}),

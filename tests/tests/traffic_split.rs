@@ -184,7 +184,7 @@ async fn admin_api_checks_rule_upstreams() {
         .call(
             "PUT",
             "/routes/r",
-            Some(json!({"uri": "/r", "upstream_id": "stable", "plugins": {"limit-count": {}}})),
+            Some(json!({"uri": "/r", "upstream_id": "stable", "plugins": {"serverless-pre-function": {}}})),
         )
         .await;
     assert_eq!(status, 400, "{body}");

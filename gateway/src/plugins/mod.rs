@@ -11,6 +11,7 @@ pub mod client_control;
 pub mod consumer_restriction;
 pub mod cors;
 pub mod fault_injection;
+pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwt_auth;
 pub mod key_auth;
@@ -207,6 +208,7 @@ impl Chain {
                     Config::FaultInjection(c) => {
                         Arc::new(fault_injection::FaultInjection((**c).clone()))
                     }
+                    Config::HmacAuth(c) => Arc::new(hmac_auth::HmacAuth((**c).clone())),
                     Config::IpRestriction(c) => Arc::new(ip_restriction::IpRestriction(c.clone())),
                     Config::JwtAuth(c) => Arc::new(jwt_auth::JwtAuth((**c).clone())),
                     Config::KeyAuth(c) => Arc::new(key_auth::KeyAuth(c.clone())),

@@ -107,8 +107,8 @@ fn invalid_routes() {
             "only letters",
         ),
         (
-            json!({"uri": "/a", "upstream_id": "1", "plugins": {"limit-count": {}}}),
-            "plugins.limit-count",
+            json!({"uri": "/a", "upstream_id": "1", "plugins": {"serverless-pre-function": {}}}),
+            "plugins.serverless-pre-function",
             "not supported",
         ),
         (
@@ -738,8 +738,8 @@ fn invalid_traffic_splits() {
     }
     // Other plugins stay rejected, beside traffic-split and on services.
     check_err::<Route>(
-        json!({"uri": "/a", "upstream_id": "1", "plugins": {"traffic-split": {}, "limit-count": {}}}),
-        "plugins.limit-count",
+        json!({"uri": "/a", "upstream_id": "1", "plugins": {"traffic-split": {}, "serverless-pre-function": {}}}),
+        "plugins.serverless-pre-function",
         "traffic-split, redirect, response-rewrite)",
     );
     check_err::<Service>(

@@ -10,6 +10,7 @@ pub mod client_control;
 pub mod consumer_restriction;
 pub mod cors;
 pub mod fault_injection;
+pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwt_auth;
 pub mod key_auth;
@@ -49,6 +50,7 @@ pub enum Config {
     ConsumerRestriction(consumer_restriction::ConsumerRestriction),
     Cors(Box<cors::Cors>),
     FaultInjection(Box<fault_injection::FaultInjection>),
+    HmacAuth(Box<hmac_auth::HmacAuth>),
     IpRestriction(ip_restriction::IpRestriction),
     JwtAuth(Box<jwt_auth::JwtAuth>),
     KeyAuth(key_auth::KeyAuth),
@@ -148,6 +150,18 @@ pub const REGISTRY: &[Spec] = &[
         scopes: ROUTE,
         parse: |v, _| {
             referer_restriction::RefererRestriction::parse(v).map(Config::RefererRestriction)
+        },
+    },
+    Spec {
+        name: hmac_auth::NAME,
+        schema: |s| match s {
+            Scope::Consumer => schema_of::<hmac_auth::RawCredential>(),
+            _ => schema_of::<hmac_auth::RawCheck>(),
+        },
+        priority: 2530,
+        scopes: ROUTE,
+        parse: |v, scope| {
+            hmac_auth::HmacAuth::parse(v, scope).map(|c| Config::HmacAuth(Box::new(c)))
         },
     },
     Spec {
