@@ -291,6 +291,7 @@ fn schema_name(kind: Kind) -> &'static str {
         Kind::PluginConfigs => "PluginConfig",
         Kind::GlobalRules => "GlobalRule",
         Kind::ConsumerGroups => "ConsumerGroup",
+        Kind::PluginMetadata => "PluginMetadata",
         Kind::Upstreams => "Upstream",
     }
 }
@@ -453,7 +454,8 @@ fn schemas() -> Value {
         {"$ref": "#/components/schemas/Service"}, {"$ref": "#/components/schemas/Upstream"},
         {"$ref": "#/components/schemas/Ssl"}, {"$ref": "#/components/schemas/Consumer"},
         {"$ref": "#/components/schemas/PluginConfig"}, {"$ref": "#/components/schemas/GlobalRule"},
-        {"$ref": "#/components/schemas/ConsumerGroup"}]});
+        {"$ref": "#/components/schemas/ConsumerGroup"},
+        {"$ref": "#/components/schemas/PluginMetadata"}]});
     let item = json!({"type": "object", "required": ["key", "value", "createdIndex", "modifiedIndex"],
         "properties": {"key": {"type": "string", "example": "/gateway/routes/1"}, "value": any,
             "createdIndex": {"type": "integer"}, "modifiedIndex": {"type": "integer"}}});
@@ -474,6 +476,13 @@ fn schemas() -> Value {
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                 "plugins": {"type": "object", "minProperties": 1, "maxProperties": 1,
                     "description": "One authentication plugin's credential (key-auth, basic-auth, jwt-auth); its secret is encrypted at rest and never returned"},
+                "create_time": {"type": "integer"}, "update_time": {"type": "integer"}}},
+        "PluginMetadata": {"type": "object",
+            "description": "Shared settings of one plugin, by its name: cors takes allow_origins (name to comma-separated origins, used by allow_origins_by_metadata); limit-count takes limit_header, remaining_header, reset_header",
+            "properties": {"id": {"type": "string"},
+                "allow_origins": {"type": "object", "additionalProperties": {"type": "string"}},
+                "limit_header": {"type": "string"}, "remaining_header": {"type": "string"},
+                "reset_header": {"type": "string"},
                 "create_time": {"type": "integer"}, "update_time": {"type": "integer"}}},
         "ConsumerGroup": {"type": "object", "additionalProperties": false, "required": ["plugins"],
             "properties": consumer_group,

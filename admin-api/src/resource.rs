@@ -3,13 +3,13 @@
 //! encrypted secrets), model validation, and who may reference whom.
 use model::codec::decode_value;
 use model::{
-    Consumer, ConsumerGroup, GlobalRule, Id, Keyring, Kind, PluginConfig, Resource, Route, Service,
-    Ssl, Upstream, ValidationError,
+    Consumer, ConsumerGroup, GlobalRule, Id, Keyring, Kind, PluginConfig, PluginMetadata, Resource,
+    Route, Service, Ssl, Upstream, ValidationError,
 };
 use serde_json::{Map, Value};
 
 /// The kinds this admin-api serves; the others of design.md answer "not supported yet".
-pub const SUPPORTED: [Kind; 8] = [
+pub const SUPPORTED: [Kind; 9] = [
     Kind::Routes,
     Kind::Services,
     Kind::Upstreams,
@@ -18,6 +18,7 @@ pub const SUPPORTED: [Kind; 8] = [
     Kind::PluginConfigs,
     Kind::GlobalRules,
     Kind::ConsumerGroups,
+    Kind::PluginMetadata,
 ];
 
 /// Kinds written only with PUT (APISIX: consumers are named by their `username`).
@@ -27,7 +28,10 @@ pub fn put_only(kind: Kind) -> bool {
 
 /// Kinds that cannot be created with POST (an id of their own is required), as APISIX.
 pub fn no_post(kind: Kind) -> bool {
-    matches!(kind, Kind::Consumers | Kind::ConsumerGroups)
+    matches!(
+        kind,
+        Kind::Consumers | Kind::ConsumerGroups | Kind::PluginMetadata
+    )
 }
 
 /// For consumers: the `username` is the id; filled in from the URL when the body has none.
@@ -64,6 +68,7 @@ pub fn validate(kind: Kind, value: &Value) -> Result<Vec<Reference>, ValidationE
         Kind::PluginConfigs => refs::<PluginConfig>(value),
         Kind::GlobalRules => refs::<GlobalRule>(value),
         Kind::ConsumerGroups => refs::<ConsumerGroup>(value),
+        Kind::PluginMetadata => refs::<PluginMetadata>(value),
     }
 }
 
@@ -144,6 +149,7 @@ pub fn reference_field(kind: Kind) -> &'static str {
         Kind::Routes => "route_id",
         Kind::GlobalRules => "global_rule_id",
         Kind::ConsumerGroups => "group_id",
+        Kind::PluginMetadata => "plugin_name",
     }
 }
 

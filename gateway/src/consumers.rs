@@ -1,6 +1,6 @@
 //! The consumers of a snapshot, looked up by credential. Rebuilt whole when a consumer
 //! changes (there are few compared to routes), with every credential's secret opened.
-use crate::plugin_state::PluginStates;
+use crate::plugin_state::{ChainEnv, PluginStates};
 use crate::plugins::{Chain, Of};
 use crate::state::State;
 use model::consumer;
@@ -85,6 +85,10 @@ impl Consumers {
         let mut by_hmac_key: HashMap<String, (Arc<ConsumerRt>, Vec<u8>)> = HashMap::new();
         for (id, entry) in &state.consumers {
             let Ok(c) = &entry.parsed else { continue };
+            let env = ChainEnv {
+                states,
+                metadata: &state.plugin_metadata,
+            };
             // Its own plugins over its group's (APISIX); a consumer whose group is missing
             // or invalid is not served, rather than served without the group's limits.
             let plugins = match &c.group_id {
@@ -100,7 +104,7 @@ impl Consumers {
             let rt = Arc::new(ConsumerRt {
                 username: c.username.clone(),
                 custom_id: c.labels.as_ref().and_then(|l| l.get("custom_id").cloned()),
-                chain: Chain::compile(&plugins, Of::Consumer, states, &format!("consumers/{id}")),
+                chain: Chain::compile(&plugins, Of::Consumer, env, &format!("consumers/{id}")),
             });
             let clash = |plugin: &str, first: &ConsumerRt| {
                 tracing::warn!(consumer = %id, kept = %first.username, "two consumers have the same {plugin} credential; the first keeps it");

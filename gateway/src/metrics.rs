@@ -57,6 +57,8 @@ pub struct ConfigCounts {
     pub invalid_plugin_configs: usize,
     pub consumer_groups: usize,
     pub invalid_consumer_groups: usize,
+    pub plugin_metadata: usize,
+    pub invalid_plugin_metadata: usize,
     pub global_rules: usize,
     pub invalid_global_rules: usize,
 }

@@ -5,9 +5,34 @@
 //!
 //! Only the snapshot compiler touches this table (one watch task): the request path holds
 //! the state itself, through the compiled chain.
+use crate::state::Entry;
+use model::plugin_metadata::{Metadata, PluginMetadata};
+use model::Id;
 use std::any::Any;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
+
+/// What compiling a chain reads besides the plugins' configurations: the state that
+/// outlives snapshots, and the plugins' metadata (`plugin_metadata/{name}`).
+#[derive(Clone, Copy)]
+pub struct ChainEnv<'a> {
+    pub states: &'a PluginStates,
+    pub metadata: &'a BTreeMap<Id, Entry<PluginMetadata>>,
+}
+
+impl ChainEnv<'_> {
+    /// The valid metadata of `plugin`, if any.
+    pub fn metadata(&self, plugin: &str) -> Option<&Metadata> {
+        let id = Id::parse(plugin).ok()?;
+        self.metadata
+            .get(&id)?
+            .parsed
+            .as_ref()
+            .ok()?
+            .parsed
+            .as_ref()
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StateKey {

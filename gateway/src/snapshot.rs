@@ -8,7 +8,7 @@ use crate::lb::health::{self, Candidate, Outcome, Thresholds, Transition};
 use crate::lb::least_conn::LeastConn;
 use crate::lb::NodeState;
 use crate::metrics::ConfigCounts;
-use crate::plugin_state::PluginStates;
+use crate::plugin_state::{ChainEnv, PluginStates};
 use crate::plugins::{Chain, Of};
 use crate::router::{RouteSpec, Router};
 use crate::split::{Choice, Split};
@@ -242,7 +242,7 @@ impl Snapshot {
 
 /// A route's plugins over its plugin config's over its service's (APISIX's precedence).
 fn route_chain(
-    states: &PluginStates,
+    env: ChainEnv<'_>,
     id: &Id,
     route: &Route,
     service: Option<&Service>,
@@ -260,7 +260,7 @@ fn route_chain(
             plugins = std::borrow::Cow::Owned(under.merged(&plugins));
         }
     }
-    Chain::compile(&plugins, Of::Route, states, &route_key(id))
+    Chain::compile(&plugins, Of::Route, env, &route_key(id))
 }
 
 /// Every valid global rule's plugins as one chain. A plugin in several rules runs once,
@@ -274,7 +274,11 @@ fn global_chain(state: &State, states: &PluginStates) -> Option<Arc<Chain>> {
             all = rule.parsed_plugins.merged(&all);
         }
     }
-    Chain::compile(&all, Of::GlobalRules, states, "global_rules")
+    let env = ChainEnv {
+        states,
+        metadata: &state.plugin_metadata,
+    };
+    Chain::compile(&all, Of::GlobalRules, env, "global_rules")
 }
 
 #[derive(Default)]
@@ -509,7 +513,10 @@ fn route_spec(
             .or(service.and_then(|(_, s)| s.enable_websocket))
             .unwrap_or(false),
         chain: route_chain(
-            states,
+            ChainEnv {
+                states,
+                metadata: &state.plugin_metadata,
+            },
             id,
             route,
             service.map(|(_, s)| &**s),

@@ -6,7 +6,7 @@ use model::credential::parse_credential_key;
 use model::key::parse_key;
 use model::{
     decode, Consumer, ConsumerGroup, Credential, GlobalRule, Id, Keyring, Kind, PluginConfig,
-    Resource, Route, Service, Ssl, Upstream,
+    PluginMetadata, Resource, Route, Service, Ssl, Upstream,
 };
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -49,6 +49,8 @@ pub struct State {
     pub credentials: BTreeMap<Id, BTreeMap<Id, Entry<Credential>>>,
     pub plugin_configs: BTreeMap<Id, Entry<PluginConfig>>,
     pub consumer_groups: BTreeMap<Id, Entry<ConsumerGroup>>,
+    /// By plugin name.
+    pub plugin_metadata: BTreeMap<Id, Entry<PluginMetadata>>,
     pub global_rules: BTreeMap<Id, Entry<GlobalRule>>,
     /// The enabled ssls whose keys decrypted and matched their certificates, ready to
     /// serve. An ssl that fails that is invalid (its entry holds the reason).
@@ -80,6 +82,7 @@ pub struct Dirty {
     pub consumers: BTreeSet<Id>,
     pub plugin_configs: BTreeSet<Id>,
     pub consumer_groups: BTreeSet<Id>,
+    pub plugin_metadata: BTreeSet<Id>,
     pub global_rules: BTreeSet<Id>,
 }
 
@@ -100,6 +103,7 @@ impl Dirty {
             && self.consumers.is_empty()
             && self.plugin_configs.is_empty()
             && self.consumer_groups.is_empty()
+            && self.plugin_metadata.is_empty()
             && self.global_rules.is_empty()
     }
 }
@@ -183,6 +187,19 @@ impl State {
                 &mut c.consumer_groups,
                 &mut c.invalid_consumer_groups,
             ),
+            Kind::PluginMetadata => {
+                // Read when chains are compiled: every chain is compiled again.
+                let r = replace(&mut self.plugin_metadata, &id, value, |_| Vec::new());
+                if r.applied == Applied::Changed {
+                    self.dirty.all = true;
+                }
+                (
+                    r,
+                    &mut self.dirty.plugin_metadata,
+                    &mut c.plugin_metadata,
+                    &mut c.invalid_plugin_metadata,
+                )
+            }
             Kind::GlobalRules => (
                 replace(&mut self.global_rules, &id, value, |_| Vec::new()),
                 &mut self.dirty.global_rules,
@@ -288,6 +305,7 @@ impl State {
             .chain(errs(Kind::Consumers, &self.consumers))
             .chain(errs(Kind::PluginConfigs, &self.plugin_configs))
             .chain(errs(Kind::ConsumerGroups, &self.consumer_groups))
+            .chain(errs(Kind::PluginMetadata, &self.plugin_metadata))
             .chain(errs(Kind::GlobalRules, &self.global_rules))
             .collect()
     }

@@ -94,6 +94,7 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
                 "consumers": c.consumers,
                 "plugin_configs": c.plugin_configs,
                 "consumer_groups": c.consumer_groups,
+                "plugin_metadata": c.plugin_metadata,
                 "global_rules": c.global_rules,
                 "invalid": {
                     "routes": c.invalid_routes,
@@ -103,6 +104,7 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
                     "consumers": c.invalid_consumers,
                     "plugin_configs": c.invalid_plugin_configs,
                     "consumer_groups": c.invalid_consumer_groups,
+                    "plugin_metadata": c.invalid_plugin_metadata,
                     "global_rules": c.invalid_global_rules,
                 },
                 "etcd_connected": shared.etcd_connected.load(Ordering::Relaxed),

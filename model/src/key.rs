@@ -12,10 +12,11 @@ pub enum Kind {
     GlobalRules,
     PluginConfigs,
     ConsumerGroups,
+    PluginMetadata,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 8] = [
+    pub const ALL: [Kind; 9] = [
         Kind::Routes,
         Kind::Services,
         Kind::Upstreams,
@@ -24,6 +25,7 @@ impl Kind {
         Kind::GlobalRules,
         Kind::PluginConfigs,
         Kind::ConsumerGroups,
+        Kind::PluginMetadata,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -36,6 +38,7 @@ impl Kind {
             Kind::GlobalRules => "global_rules",
             Kind::PluginConfigs => "plugin_configs",
             Kind::ConsumerGroups => "consumer_groups",
+            Kind::PluginMetadata => "plugin_metadata",
         }
     }
 
@@ -50,6 +53,7 @@ impl Kind {
             Kind::GlobalRules => "global rule",
             Kind::PluginConfigs => "plugin config",
             Kind::ConsumerGroups => "consumer group",
+            Kind::PluginMetadata => "plugin metadata",
         }
     }
 

@@ -3,7 +3,8 @@
 //! compiler hands over from one snapshot to the next (`plugin_state.rs`).
 use super::{Answer, Phases, Req, Run};
 use crate::request_vars::expand;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
+use model::plugin_metadata::LimitCountHeaders;
 use model::plugins::limit_count::{Key, LimitCount as Conf};
 use model::vars::VarSource;
 use std::collections::hash_map::DefaultHasher;
@@ -15,6 +16,8 @@ use std::time::{Duration, Instant};
 pub struct LimitCount {
     pub conf: Conf,
     pub windows: Arc<Windows>,
+    /// Its header names (plugin metadata, APISIX 3.12+).
+    pub headers: LimitCountHeaders,
 }
 
 /// What one request was told about its quota (for the response headers).
@@ -170,12 +173,13 @@ impl Phases for LimitCount {
 
     fn header_filter(&self, run: &Run, _status: StatusCode, headers: &mut HeaderMap) {
         let Some(q) = run.quota else { return };
+        let h = &self.headers;
         for (name, value) in [
-            ("x-ratelimit-limit", q.limit),
-            ("x-ratelimit-remaining", q.remaining),
-            ("x-ratelimit-reset", q.reset),
+            (&h.limit, q.limit),
+            (&h.remaining, q.remaining),
+            (&h.reset, q.reset),
         ] {
-            headers.insert(HeaderName::from_static(name), HeaderValue::from(value));
+            headers.insert(name.clone(), HeaderValue::from(value));
         }
     }
 }
@@ -251,6 +255,7 @@ mod tests {
         let plugin = |v: serde_json::Value| LimitCount {
             conf: Conf::parse(&v).unwrap(),
             windows: Arc::default(),
+            headers: LimitCountHeaders::default(),
         };
         for (conf, want) in [
             (serde_json::json!({}), "10.0.0.1"),

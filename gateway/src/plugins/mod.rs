@@ -25,11 +25,12 @@ pub mod response_rewrite;
 pub mod ua_restriction;
 
 use crate::consumers::{ConsumerRt, Consumers};
-use crate::plugin_state::{PluginStates, StateKey};
+use crate::plugin_state::{ChainEnv, StateKey};
 use crate::proxy::{full, ConnInfo, RespBody};
 use crate::request_vars::RequestVars;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use model::plugin_metadata::{LimitCountHeaders, Metadata};
 use model::plugins::{Config, Plugins};
 use model::vars::Expr;
 use std::sync::Arc;
@@ -191,7 +192,7 @@ impl Chain {
     pub fn compile(
         plugins: &Plugins,
         of: Of,
-        states: &PluginStates,
+        env: ChainEnv<'_>,
         owner: &str,
     ) -> Option<Arc<Chain>> {
         let mut instances: Vec<Instance> = plugins
@@ -204,7 +205,9 @@ impl Chain {
                     Config::ConsumerRestriction(c) => {
                         Arc::new(consumer_restriction::ConsumerRestriction(c.clone()))
                     }
-                    Config::Cors(c) => Arc::new(cors::Cors((**c).clone())),
+                    Config::Cors(c) => {
+                        Arc::new(cors::Cors::new((**c).clone(), env.metadata(p.name)))
+                    }
                     Config::FaultInjection(c) => {
                         Arc::new(fault_injection::FaultInjection((**c).clone()))
                     }
@@ -225,7 +228,11 @@ impl Chain {
                         };
                         Arc::new(limit_count::LimitCount {
                             conf: (**c).clone(),
-                            windows: states.get_or_insert(key, limit_count::Windows::default),
+                            windows: env.states.get_or_insert(key, limit_count::Windows::default),
+                            headers: match env.metadata(p.name) {
+                                Some(Metadata::LimitCount(h)) => h.clone(),
+                                _ => LimitCountHeaders::default(),
+                            },
                         })
                     }
                     Config::ProxyRewrite(c) => Arc::new(proxy_rewrite::ProxyRewrite((**c).clone())),
@@ -503,9 +510,22 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn test_env() -> ChainEnv<'static> {
+        static STATES: std::sync::LazyLock<crate::plugin_state::PluginStates> =
+            std::sync::LazyLock::new(Default::default);
+        static NONE: std::collections::BTreeMap<
+            model::Id,
+            crate::state::Entry<model::PluginMetadata>,
+        > = std::collections::BTreeMap::new();
+        ChainEnv {
+            states: &STATES,
+            metadata: &NONE,
+        }
+    }
+
     fn chain(v: serde_json::Value) -> Arc<Chain> {
         let plugins = model::plugins::parse(v.as_object(), model::plugins::Scope::Route).unwrap();
-        Chain::compile(&plugins, Of::Route, &PluginStates::default(), "routes/1").unwrap()
+        Chain::compile(&plugins, Of::Route, test_env(), "routes/1").unwrap()
     }
 
     fn request(uri: &str) -> http::request::Parts {
@@ -543,7 +563,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            Chain::compile(&none, Of::Route, &PluginStates::default(), "routes/1").is_none(),
+            Chain::compile(&none, Of::Route, test_env(), "routes/1").is_none(),
             "nothing to run per request"
         );
     }
@@ -572,7 +592,7 @@ mod tests {
                 },
             );
         }
-        let consumers = Consumers::build(&state, &PluginStates::default());
+        let consumers = Consumers::build(&state, &crate::plugin_state::PluginStates::default());
         let c = chain(json!({
             "key-auth": {},
             "proxy-rewrite": {"uri": "/route"},

@@ -29,6 +29,8 @@ pub struct Cors {
     pub allow_origins: Origins,
     /// When given, the only test of an origin (`allow_origins` is then ignored).
     pub allow_origins_by_regex: Vec<Regex>,
+    /// Names of origin lists in the plugin's metadata, tried first.
+    pub allow_origins_by_metadata: Vec<String>,
     /// `Vary: Origin` is added unless `allow_origins` is `*`.
     pub vary: bool,
     pub allow_methods: String,
@@ -50,6 +52,8 @@ pub(super) struct Raw {
     #[serde(default)]
     allow_credential: bool,
     allow_origins_by_regex: Option<Vec<String>>,
+    /// Names of the origin lists in the `cors` plugin metadata's `allow_origins`.
+    allow_origins_by_metadata: Option<Vec<String>>,
 }
 
 fn header_safe(field: &str, s: &str) -> Result<(), ValidationError> {
@@ -123,6 +127,7 @@ impl Cors {
             vary: origins != "*",
             allow_origins,
             allow_origins_by_regex,
+            allow_origins_by_metadata: raw.allow_origins_by_metadata.unwrap_or_default(),
             allow_methods: if methods == "**" {
                 ALL_METHODS.into()
             } else {

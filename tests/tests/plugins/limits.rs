@@ -162,3 +162,83 @@ async fn limit_count_keys_groups_and_windows() {
         assert!(resp.headers().get("x-ratelimit-limit").is_none());
     }
 }
+
+/// Plugin metadata: `cors` origin lists named by routes' `allow_origins_by_metadata`,
+/// `limit-count` header names; a change reaches the routes without touching them; a
+/// plugin that reads no metadata, or no plugin, is a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plugin_metadata_applies_to_routes() {
+    let e = env().await;
+    let a = &e.s.admin;
+    for (path, body, want) in [
+        ("/plugin_metadata/key-auth", json!({"x": 1}), 400),
+        ("/plugin_metadata/no-such-plugin", json!({}), 400),
+        (
+            "/plugin_metadata/cors",
+            json!({"allow_origins": {"A": ""}}),
+            400,
+        ),
+    ] {
+        let (status, resp) = a.call("PUT", path, Some(body)).await;
+        assert_eq!(status, want, "{path}: {resp}");
+    }
+    let (status, _) = a.call("POST", "/plugin_metadata", Some(json!({}))).await;
+    assert_eq!(status, 405);
+    a.ok(
+        "PUT",
+        "/plugin_metadata/cors",
+        Some(json!({"allow_origins": {"EXAMPLE": "https://example.com"}})),
+    )
+    .await;
+    a.ok(
+        "PUT",
+        "/plugin_metadata/limit-count",
+        Some(json!({"limit_header": "X-Limit", "remaining_header": "X-Left", "reset_header": "X-Reset"})),
+    )
+    .await;
+    e.route(
+        "1",
+        json!({"uri": "/m", "upstream_id": "rec", "plugins": {
+            "cors": {"allow_origins_by_metadata": ["EXAMPLE"]},
+            "limit-count": {"count": 100, "time_window": 60}}}),
+        "/m",
+        200,
+    )
+    .await;
+    let origin = |o: &'static str| e.request("GET", "/m").header("origin", o).send();
+    let resp = origin("https://example.com").await.unwrap();
+    assert_eq!(
+        resp.headers()["access-control-allow-origin"],
+        "https://example.com"
+    );
+    assert_eq!(resp.headers()["x-limit"], "100");
+    assert!(resp.headers().contains_key("x-left"));
+    assert!(resp.headers().get("x-ratelimit-limit").is_none());
+    let resp = origin("https://other.com").await.unwrap();
+    assert!(resp.headers().get("access-control-allow-origin").is_none());
+
+    // The metadata changes; the route is not touched.
+    a.ok(
+        "PUT",
+        "/plugin_metadata/cors",
+        Some(json!({"allow_origins": {"EXAMPLE": "https://example.com,https://other.com"}})),
+    )
+    .await;
+    eventually(WAIT, "the new origin list applies", || async {
+        origin("https://other.com").await.is_ok_and(|r| {
+            r.headers()
+                .get("access-control-allow-origin")
+                .is_some_and(|v| v == "https://other.com")
+        })
+    })
+    .await;
+    let got = a.ok("GET", "/plugin_metadata/cors", None).await;
+    assert_eq!(got["value"]["id"], "cors", "{got}");
+    a.ok("DELETE", "/plugin_metadata/limit-count", None).await;
+    eventually(WAIT, "default header names again", || async {
+        origin("https://example.com")
+            .await
+            .is_ok_and(|r| r.headers().contains_key("x-ratelimit-limit"))
+    })
+    .await;
+}
