@@ -38,6 +38,10 @@ fn item(entry: &Entry) -> Value {
     })
 }
 
+fn credential_missing(user: &Id, id: &Id) -> ApiError {
+    ApiError::NotFound(format!("credential {id} of consumer {user} not found"))
+}
+
 fn consumer_missing(user: &Id) -> ApiError {
     ApiError::NotFound(format!("consumer {user} not found"))
 }
@@ -75,9 +79,7 @@ pub async fn get_one(
     let key = credential_key(app.store.prefix(), &user, &id);
     match app.store.get(&key).await? {
         Some(entry) => Ok(Json(item(&entry))),
-        None => Err(ApiError::NotFound(format!(
-            "credential {id} of consumer {user} not found"
-        ))),
+        None => Err(credential_missing(&user, &id)),
     }
 }
 
@@ -148,8 +150,6 @@ pub async fn delete(
     let key = credential_key(app.store.prefix(), &user, &id);
     match app.store.delete_if(&key, None, None).await? {
         DeleteOutcome::Deleted => Ok(Json(json!({ "deleted": "1", "key": key }))),
-        DeleteOutcome::NotFound | DeleteOutcome::Changed => Err(ApiError::NotFound(format!(
-            "credential {id} of consumer {user} not found"
-        ))),
+        DeleteOutcome::NotFound | DeleteOutcome::Changed => Err(credential_missing(&user, &id)),
     }
 }

@@ -157,6 +157,14 @@ async fn put(
     // Validate before touching etcd: an invalid body is a 400 even while etcd is down.
     prepare(app, kind, &id, doc.clone(), None, now(), false)?;
     if kind == Kind::Consumers {
+        if ttl.is_some() {
+            return Err(ValidationError::new(
+                "ttl",
+                "consumers cannot expire: their credentials (kept under them) would outlive \
+                 them and come back with a consumer of the same name",
+            )
+            .into());
+        }
         unique_credentials(app, &app.key(kind, &id), &Value::Object(doc.clone())).await?;
     }
     let lease = lease(app, ttl).await?;
@@ -430,9 +438,9 @@ pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
 }
 
 /// Refuses a consumer whose credential (`key-auth` key, `basic-auth` username, `jwt-auth`
-/// key) another consumer has already: it would no longer say who is calling. (Two writes
-/// racing can still both pass; the gateway then gives it to the smaller username and logs
-/// the clash.)
+/// key, `hmac-auth` key_id) another consumer has already: it would no longer say who is
+/// calling. (Two writes racing can still both pass; the gateway then gives it to the
+/// smaller username and logs the clash.)
 pub(crate) async fn unique_credentials(app: &App, own_key: &str, doc: &Value) -> Result<()> {
     let fields = model::consumer::IDENTITY_FIELDS;
     let value_of = |v: &Value, (plugin, field, secret): (&str, &str, bool)| {
@@ -638,7 +646,10 @@ async fn write(
 fn users_of(app: &App, entries: &[Entry], kind: Kind, id: &Id) -> Vec<String> {
     entries
         .iter()
-        .filter(|e| resource::references_to(&stored_json(&e.value), kind, id))
+        .filter(|e| {
+            let user = parse_key(app.store.prefix(), &e.key).map(|(k, _)| k);
+            resource::references_to(user, &stored_json(&e.value), kind, id)
+        })
         .map(|e| match parse_key(app.store.prefix(), &e.key) {
             Some((user_kind, user_id)) => format!("{} {user_id}", user_kind.singular()),
             None => e.key.clone(),

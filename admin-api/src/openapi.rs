@@ -475,7 +475,7 @@ fn schemas() -> Value {
                 "desc": {"type": "string", "maxLength": 256},
                 "labels": {"type": "object", "additionalProperties": {"type": "string"}},
                 "plugins": {"type": "object", "minProperties": 1, "maxProperties": 1,
-                    "description": "One authentication plugin's credential (key-auth, basic-auth, jwt-auth); its secret is encrypted at rest and never returned"},
+                    "description": "One authentication plugin's credential (key-auth, basic-auth, jwt-auth, hmac-auth); its secret is encrypted at rest and never returned"},
                 "create_time": {"type": "integer"}, "update_time": {"type": "integer"}}},
         "PluginMetadata": {"type": "object",
             "description": "Shared settings of one plugin, by its name: cors takes allow_origins (name to comma-separated origins, used by allow_origins_by_metadata); limit-count takes limit_header, remaining_header, reset_header",

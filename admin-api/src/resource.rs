@@ -164,10 +164,18 @@ pub fn referrers(kind: Kind) -> &'static [Kind] {
     }
 }
 
-/// Whether a stored value references `kind`/`id`. Reads the raw JSON so that a stored
-/// value that no longer validates still counts as a user. Upstreams are also referenced
-/// from the rules of a `traffic-split` plugin.
-pub fn references_to(value: &Value, kind: Kind, id: &Id) -> bool {
+/// Whether a stored value of kind `user` references `kind`/`id`: as the model says (its
+/// `references()`, `traffic-split` rules included) when the value validates; read raw
+/// when it does not (or its kind is unknown), so that a stored value that no longer
+/// validates still counts as a user.
+pub fn references_to(user: Option<Kind>, value: &Value, kind: Kind, id: &Id) -> bool {
+    if let Some(Ok(refs)) = user.map(|u| validate(u, value)) {
+        return refs.iter().any(|(k, i, _)| *k == kind && i == id);
+    }
+    raw_references_to(value, kind, id)
+}
+
+fn raw_references_to(value: &Value, kind: Kind, id: &Id) -> bool {
     let is_id = |v: &Value| id_text(v).is_some_and(|v| v == id.as_str());
     if value.get(reference_field(kind)).is_some_and(is_id) {
         return true;
@@ -402,21 +410,25 @@ mod tests {
     fn references() {
         let upstream = id("1");
         assert!(references_to(
+            None,
             &json!({"upstream_id": "1"}),
             Kind::Upstreams,
             &upstream
         ));
         assert!(references_to(
+            None,
             &json!({"upstream_id": 1}),
             Kind::Upstreams,
             &upstream
         ));
         assert!(!references_to(
+            None,
             &json!({"upstream_id": "10"}),
             Kind::Upstreams,
             &upstream
         ));
         assert!(!references_to(
+            None,
             &json!({"service_id": "1"}),
             Kind::Upstreams,
             &upstream
@@ -437,10 +449,24 @@ mod tests {
             {"weighted_upstreams": [{"weight": 1}]},
             {"weighted_upstreams": [{"upstream_id": 2}, {"upstream_id": "1", "weight": 3}]}
         ]}}});
-        assert!(references_to(&split, Kind::Upstreams, &upstream));
-        assert!(references_to(&split, Kind::Upstreams, &id("2")));
-        assert!(!references_to(&split, Kind::Upstreams, &id("3")));
-        assert!(!references_to(&split, Kind::Services, &upstream));
+        assert!(references_to(None, &split, Kind::Upstreams, &upstream));
+        assert!(references_to(None, &split, Kind::Upstreams, &id("2")));
+        assert!(!references_to(None, &split, Kind::Upstreams, &id("3")));
+        assert!(!references_to(None, &split, Kind::Services, &upstream));
+        // Through the model when the value validates: the same answers.
+        for (i, want) in [(upstream.clone(), true), (id("2"), true), (id("3"), false)] {
+            assert_eq!(
+                references_to(Some(Kind::Routes), &split, Kind::Upstreams, &i),
+                want
+            );
+        }
+        let grouped = json!({"username": "jack", "group_id": "g"});
+        assert!(references_to(
+            Some(Kind::Consumers),
+            &grouped,
+            Kind::ConsumerGroups,
+            &id("g")
+        ));
         assert_eq!(
             validate(Kind::Routes, &split).expect("valid route")[2],
             (

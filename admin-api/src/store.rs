@@ -327,24 +327,34 @@ impl Store {
 
     /// Every key under `prefix`, at one revision.
     pub async fn range(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
+        let mut entries = Vec::new();
+        self.range_at(prefix, &mut 0, &mut entries).await?;
+        Ok(entries)
+    }
+
+    /// Appends every key under `prefix` to `entries`, in bounded batches pinned to
+    /// `revision` (0: the first batch's, which is then kept).
+    async fn range_at(
+        &self,
+        prefix: &str,
+        revision: &mut i64,
+        entries: &mut Vec<Entry>,
+    ) -> Result<(), StoreError> {
         let end = range_end(prefix);
         let mut from = prefix.as_bytes().to_vec();
-        let mut revision = 0;
-        let mut entries = Vec::new();
         loop {
             let opts = GetOptions::new()
                 .with_range(end.clone())
                 .with_limit(BATCH)
-                .with_revision(revision);
+                .with_revision(*revision);
             let resp = self.get_raw(from.clone(), opts).await?;
-            revision = header_revision(&resp, revision);
+            *revision = header_revision(&resp, *revision);
             entries.extend(resp.kvs().iter().map(Entry::from_kv));
             match resp.kvs().last() {
                 Some(last) if resp.more() => from = after(last.key()),
-                _ => break,
+                _ => return Ok(()),
             }
         }
-        Ok(entries)
     }
 
     /// Every resource of `kinds` at one revision, which is returned with them.
@@ -352,21 +362,8 @@ impl Store {
         let mut revision = 0;
         let mut entries = Vec::new();
         for kind in kinds {
-            let end = range_end(&kind_prefix(&self.prefix, *kind));
-            let mut from = kind_prefix(&self.prefix, *kind).into_bytes();
-            loop {
-                let opts = GetOptions::new()
-                    .with_range(end.clone())
-                    .with_limit(BATCH)
-                    .with_revision(revision);
-                let resp = self.get_raw(from.clone(), opts).await?;
-                revision = header_revision(&resp, revision);
-                entries.extend(resp.kvs().iter().map(Entry::from_kv));
-                match resp.kvs().last() {
-                    Some(last) if resp.more() => from = after(last.key()),
-                    _ => break,
-                }
-            }
+            let prefix = kind_prefix(&self.prefix, *kind);
+            self.range_at(&prefix, &mut revision, &mut entries).await?;
         }
         if revision == 0 {
             // No kinds asked for: any current revision will do.

@@ -12,6 +12,8 @@ pub struct ConsumerRt {
     pub username: String,
     /// `labels.custom_id`, sent upstream as `X-Consumer-Custom-ID` (APISIX).
     pub custom_id: Option<String>,
+    /// Its consumer group (`consumer-restriction` by `consumer_group_id`).
+    pub group_id: Option<String>,
     /// Its plugins other than credentials, merged over the route's once authenticated.
     pub chain: Option<Arc<Chain>>,
 }
@@ -104,6 +106,7 @@ impl Consumers {
             let rt = Arc::new(ConsumerRt {
                 username: c.username.clone(),
                 custom_id: c.labels.as_ref().and_then(|l| l.get("custom_id").cloned()),
+                group_id: c.group_id.as_ref().map(|g| g.as_str().to_string()),
                 chain: Chain::compile(&plugins, Of::Consumer, env, &format!("consumers/{id}")),
             });
             let clash = |plugin: &str, first: &ConsumerRt| {

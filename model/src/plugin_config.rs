@@ -8,10 +8,14 @@ use crate::{Id, Kind, Resource, ValidationError};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::marker::PhantomData;
 
+/// A named set of plugins, stored as the kind `K` says: a plugin config or a consumer
+/// group (the same fields in APISIX; a group's plugins are checked as a plugin config's,
+/// so neither holds a credential).
 #[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PluginConfig {
+#[serde(deny_unknown_fields, bound = "")]
+pub struct PluginSet<K> {
     pub id: Option<Id>,
     pub plugins: Map<String, Value>,
     #[serde(skip)]
@@ -21,45 +25,34 @@ pub struct PluginConfig {
     pub labels: Option<BTreeMap<String, String>>,
     pub create_time: Option<u64>,
     pub update_time: Option<u64>,
+    #[serde(skip)]
+    kind: PhantomData<K>,
 }
 
-impl Resource for PluginConfig {
+/// Which kind a [`PluginSet`] is.
+pub trait SetKind: std::fmt::Debug + Clone + Send + Sync + 'static {
+    const KIND: Kind;
+}
+
+#[derive(Debug, Clone)]
+pub struct OfPluginConfigs;
+impl SetKind for OfPluginConfigs {
     const KIND: Kind = Kind::PluginConfigs;
-
-    fn id(&self) -> Option<&Id> {
-        self.id.as_ref()
-    }
-
-    fn validate(&self) -> Result<(), ValidationError> {
-        check_meta(
-            self.name.as_deref(),
-            self.desc.as_deref(),
-            self.labels.as_ref(),
-        )
-    }
-
-    fn parse_plugins(&mut self) -> Result<(), ValidationError> {
-        self.parsed_plugins = plugins::parse(Some(&self.plugins), Scope::PluginConfig)?;
-        Ok(())
-    }
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ConsumerGroup {
-    pub id: Option<Id>,
-    pub plugins: Map<String, Value>,
-    #[serde(skip)]
-    pub parsed_plugins: Plugins,
-    pub name: Option<String>,
-    pub desc: Option<String>,
-    pub labels: Option<BTreeMap<String, String>>,
-    pub create_time: Option<u64>,
-    pub update_time: Option<u64>,
-}
-
-impl Resource for ConsumerGroup {
+#[derive(Debug, Clone)]
+pub struct OfConsumerGroups;
+impl SetKind for OfConsumerGroups {
     const KIND: Kind = Kind::ConsumerGroups;
+}
+
+/// Plugins for the routes whose `plugin_config_id` names it.
+pub type PluginConfig = PluginSet<OfPluginConfigs>;
+/// Plugins for the consumers whose `group_id` names it.
+pub type ConsumerGroup = PluginSet<OfConsumerGroups>;
+
+impl<K: SetKind> Resource for PluginSet<K> {
+    const KIND: Kind = K::KIND;
 
     fn id(&self) -> Option<&Id> {
         self.id.as_ref()
@@ -73,8 +66,6 @@ impl Resource for ConsumerGroup {
         )
     }
 
-    /// A group's plugins are merged under its consumers' after authentication, so it
-    /// takes what a plugin config takes (credentials belong to consumers only).
     fn parse_plugins(&mut self) -> Result<(), ValidationError> {
         self.parsed_plugins = plugins::parse(Some(&self.plugins), Scope::PluginConfig)?;
         Ok(())

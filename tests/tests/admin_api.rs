@@ -1095,6 +1095,15 @@ async fn ttl_expires_resources() {
         lease.contains("\"lease\""),
         "PATCH dropped the lease: {lease}"
     );
+    // A consumer cannot expire: its credentials would outlive it.
+    let (status, body) = admin
+        .call(
+            "PUT",
+            "/consumers/temp?ttl=5",
+            Some(json!({"username": "temp"})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
     for bad in ["0", "-1", "x", "99999999999"] {
         let (status, body) = admin
             .call(

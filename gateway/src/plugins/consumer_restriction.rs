@@ -17,8 +17,7 @@ impl Phases for ConsumerRestriction {
             Subject::ConsumerName => req.consumer.as_ref().map(|c| c.username.as_str()),
             Subject::RouteId => req.route_id,
             Subject::ServiceId => req.service_id,
-            // Consumer groups are not served yet: no request has one.
-            Subject::ConsumerGroupId => None,
+            Subject::ConsumerGroupId => req.consumer.as_ref().and_then(|c| c.group_id.as_deref()),
         };
         let Some(value) = value else {
             return Some(Answer::message(

@@ -98,10 +98,17 @@ impl RefererRestriction {
 /// The host of an `http(s)://host[:port]/…` referer, lower case (APISIX reads it with
 /// `^https?://([^:/]+)`).
 fn referer_host(referer: &str) -> Option<String> {
-    let lower = referer.get(..8).map(|s| s.to_ascii_lowercase())?;
-    let rest = if lower.starts_with("https://") {
+    // Compared as bytes: a multi-byte character right after the scheme must not make
+    // the referer look absent (with `bypass_missing`, that would let it through).
+    let starts = |scheme: &str| {
+        referer
+            .as_bytes()
+            .get(..scheme.len())
+            .is_some_and(|b| b.eq_ignore_ascii_case(scheme.as_bytes()))
+    };
+    let rest = if starts("https://") {
         &referer[8..]
-    } else if lower.starts_with("http://") {
+    } else if starts("http://") {
         &referer[7..]
     } else {
         return None;
@@ -134,6 +141,9 @@ mod tests {
             (&black, Some("http://good.org"), true),
             (&black, None, true),
             (&black, Some("garbage"), true),
+            // A multi-byte host right after the scheme is still read.
+            (&white, Some("http://é.xx.com/"), true),
+            (&black, Some("http://é.bad.org"), true),
         ] {
             assert_eq!(conf.allows(referer), passes, "{referer:?}");
         }

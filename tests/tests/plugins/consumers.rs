@@ -245,4 +245,54 @@ async fn consumer_groups_share_plugins() {
     .await;
     let groups = a.ok("GET", "/consumer_groups", None).await;
     assert_eq!(groups["total"], 1, "{groups}");
+
+    // consumer-restriction by group: jack's group is listed; tom has none, which APISIX
+    // answers 401 (no value to check), not 403.
+    a.ok(
+        "PUT",
+        "/consumers/tom",
+        Some(json!({"plugins": {"key-auth": {"key": "k-tom"}}})),
+    )
+    .await;
+    e.route(
+        "2",
+        json!({"uri": "/group-only", "upstream_id": "rec", "plugins": {
+            "key-auth": {},
+            "consumer-restriction": {"type": "consumer_group_id", "whitelist": ["company_a"]}}}),
+        "/group-only",
+        401,
+    )
+    .await;
+    let only = |key: &'static str| e.request("GET", "/group-only").header("apikey", key).send();
+    eventually(WAIT, "jack's group passes", || async {
+        only("k-jack").await.is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let resp = only("k-tom").await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("consumer_group_id"),
+        "{body}"
+    );
+    // A group not on the list: 403.
+    a.ok(
+        "PUT",
+        "/consumer_groups/company_b",
+        Some(json!({"plugins": {"request-id": {}}})),
+    )
+    .await;
+    a.ok(
+        "PUT",
+        "/consumers/tom",
+        Some(json!({"group_id": "company_b", "plugins": {"key-auth": {"key": "k-tom"}}})),
+    )
+    .await;
+    eventually(WAIT, "tom's group is refused", || async {
+        only("k-tom").await.is_ok_and(|r| r.status() == 403)
+    })
+    .await;
 }
