@@ -9,6 +9,7 @@ pub mod consumers;
 pub mod dns;
 pub mod headers;
 pub mod health_check;
+pub mod held_body;
 pub mod lb;
 pub mod metrics;
 pub mod normalize;

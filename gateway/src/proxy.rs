@@ -53,6 +53,9 @@ pub struct TunnelGuard(pub Arc<dyn Send + Sync>);
 struct ClientSide {
     on: OnUpgrade,
     guard: Option<TunnelGuard>,
+    /// What the plugins hold until the exchange ends (`limit-conn` slots): a tunnel's
+    /// exchange ends when it closes.
+    held: Vec<Arc<dyn Send + Sync>>,
 }
 
 /// How many stale pooled connections one request may discard before connecting anew.
@@ -246,7 +249,8 @@ async fn route_and_forward(
         Err(e) => e.into_response(),
     };
     ran.response(&mut resp);
-    Ok(resp)
+    // A `limit-conn` slot is given back when the response has been sent (or dropped).
+    Ok(crate::held_body::hold(resp, ran.held()))
 }
 
 /// Routing, the request phases of the global rules' and the route's plugins, and the
@@ -368,7 +372,8 @@ async fn forward_matched(
         Some(protocol) if target.websocket && !upstream.transport.http2() => {
             parts.extensions.remove::<OnUpgrade>().map(|on| {
                 let guard = parts.extensions.remove::<TunnelGuard>();
-                (ClientSide { on, guard }, protocol)
+                let held = ran.held();
+                (ClientSide { on, guard, held }, protocol)
             })
         }
         _ => None,
@@ -816,12 +821,17 @@ fn tunnel(
     let node = hyper::upgrade::on(&mut resp);
     let addr = addr.to_string();
     let shared = shared.clone();
-    let ClientSide { on: client, guard } = client;
+    let ClientSide {
+        on: client,
+        guard,
+        held,
+    } = client;
     tokio::spawn(async move {
         // Counted in flight while open, as least_conn should see it; a drain waits for it
         // (within its grace period) as for any connection.
         let _in_flight = in_flight;
         let _connection = guard;
+        let _held = held;
         let (client, node) = match tokio::try_join!(client, node) {
             Ok(both) => both,
             Err(e) => {

@@ -1,16 +1,14 @@
 //! The `limit-count` plugin (local policy): fixed windows of `time_window` seconds per key,
 //! at most `count` requests in each; the count lives in [`Windows`], which the snapshot
 //! compiler hands over from one snapshot to the next (`plugin_state.rs`).
+use super::keyed::{Expiring, Keyed};
 use super::{Answer, Phases, Req, Run};
 use crate::request_vars::expand;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use model::plugin_metadata::LimitCountHeaders;
 use model::plugins::limit_count::{Key, LimitCount as Conf};
 use model::vars::VarSource;
-use std::collections::hash_map::DefaultHasher;
-use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct LimitCount {
@@ -30,82 +28,35 @@ pub struct Quota {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Window {
+pub struct Window {
     ends: Instant,
     used: u64,
 }
 
-/// Shards, so that workers counting different keys rarely wait for each other.
-const SHARDS: usize = 16;
-/// Keys one shard holds before it drops the windows that ended.
-const SWEEP_AT: usize = 4096;
-/// Past this many live keys in a shard, new keys share one window, so a flood of
-/// distinct keys cannot grow memory without bound (they are limited together, never let
-/// through).
-const MAX_KEYS: usize = 65_536;
-const OVERFLOW_KEY: &str = "\u{0}overflow";
-
-#[derive(Default)]
-struct Shard {
-    map: HashMap<String, Window>,
-    /// The size at which the next sweep runs: twice what the last one left, so sweeping
-    /// costs O(1) per new key however many stay live.
-    sweep_at: usize,
-    /// When it last swept: a full shard sweeps at most once a second.
-    swept: Option<Instant>,
-}
-
-pub struct Windows {
-    shards: Vec<Mutex<Shard>>,
-    max_keys: usize,
-}
-
-impl Default for Windows {
-    fn default() -> Windows {
-        Windows::with_max_keys(MAX_KEYS)
+impl Expiring for Window {
+    fn expired(&self, now: Instant) -> bool {
+        self.ends <= now
     }
 }
 
-impl Windows {
-    fn with_max_keys(max_keys: usize) -> Windows {
-        Windows {
-            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            max_keys,
-        }
-    }
+/// The fixed windows of one `limit-count` configuration, by key.
+pub type Windows = Keyed<Window>;
 
-    /// Counts one request of `key` at `now`: whether it is allowed, and the quota left.
-    pub fn hit(&self, key: &str, count: u64, window: Duration, now: Instant) -> (bool, Quota) {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
-        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
-        let Shard {
-            map,
-            sweep_at,
-            swept,
-        } = &mut *shard;
-        let full = map.len() >= self.max_keys
-            && swept.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
-        if !map.contains_key(key) && (map.len() >= (*sweep_at).max(SWEEP_AT) || full) {
-            map.retain(|_, w| w.ends > now);
-            *sweep_at = map.len() * 2;
-            *swept = Some(now);
-        }
-        let key = if map.contains_key(key) || map.len() < self.max_keys {
-            key
-        } else {
-            OVERFLOW_KEY
-        };
-        let w = map.entry(key.to_string()).or_insert(Window {
-            ends: now + window,
-            used: 0,
-        });
-        if w.ends <= now {
-            *w = Window {
-                ends: now + window,
-                used: 0,
-            };
+/// Counts one request of `key` at `now`: whether it is allowed, and the quota left.
+pub fn hit(
+    windows: &Windows,
+    key: &str,
+    count: u64,
+    window: Duration,
+    now: Instant,
+) -> (bool, Quota) {
+    let fresh = || Window {
+        ends: now + window,
+        used: 0,
+    };
+    windows.with(key, now, fresh, |w| {
+        if w.expired(now) {
+            *w = fresh();
         }
         let allowed = w.used < count;
         if allowed {
@@ -113,32 +64,41 @@ impl Windows {
         }
         let left = w.ends.saturating_duration_since(now);
         let reset = left.as_secs() + u64::from(left.subsec_nanos() > 0);
-        (
-            allowed,
-            Quota {
-                limit: count,
-                remaining: count.saturating_sub(w.used),
-                reset,
-            },
-        )
-    }
+        let quota = Quota {
+            limit: count,
+            remaining: count.saturating_sub(w.used),
+            reset,
+        };
+        (allowed, quota)
+    })
 }
 
-impl LimitCount {
-    /// The key of one request; an empty one falls back to the client address (APISIX).
-    fn key(&self, vars: &dyn VarSource) -> String {
-        let key = match &self.conf.key {
-            Key::Var(name) => vars.get(name).map(|v| v.into_owned()).unwrap_or_default(),
-            Key::Combination(template) => expand(template, vars),
-            Key::Constant(c) => c.clone(),
-        };
-        if key.is_empty() {
-            return vars
-                .get("remote_addr")
-                .map(|v| v.into_owned())
-                .unwrap_or_default();
+/// The key of one request; an empty one falls back to the client address (APISIX).
+pub fn resolve_key(key: &Key, vars: &dyn VarSource) -> String {
+    let resolved = match key {
+        Key::Var(name) => vars.get(name).map(|v| v.into_owned()).unwrap_or_default(),
+        Key::Combination(template) => expand(template, vars),
+        Key::Constant(c) => c.clone(),
+    };
+    if resolved.is_empty() {
+        return vars
+            .get("remote_addr")
+            .map(|v| v.into_owned())
+            .unwrap_or_default();
+    }
+    resolved
+}
+
+/// A rate limiter's refusal: `rejected_code`, with `{"error_msg": …}` when configured.
+pub fn rejected(code: u16, msg: Option<&str>) -> Answer {
+    let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    match msg {
+        Some(msg) => {
+            let mut a = Answer::message(status, msg);
+            a.body = serde_json::json!({ "error_msg": msg }).to_string().into();
+            a
         }
-        key
+        None => Answer::empty(status),
     }
 }
 
@@ -148,27 +108,19 @@ impl Phases for LimitCount {
     }
 
     fn access(&self, req: &mut Req<'_>, run: &mut Run) -> Option<Answer> {
-        let key = self.key(&req.vars());
+        let key = resolve_key(&self.conf.key, &req.vars());
         let window = Duration::from_secs(self.conf.time_window);
-        let (allowed, quota) = self
-            .windows
-            .hit(&key, self.conf.count, window, Instant::now());
+        let (allowed, quota) = hit(&self.windows, &key, self.conf.count, window, Instant::now());
         if self.conf.show_limit_quota_header {
             run.quota = Some(quota);
         }
         if allowed {
             return None;
         }
-        let status = StatusCode::from_u16(self.conf.rejected_code)
-            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-        Some(match &self.conf.rejected_msg {
-            Some(msg) => {
-                let mut a = Answer::message(status, msg);
-                a.body = serde_json::json!({ "error_msg": msg }).to_string().into();
-                a
-            }
-            None => Answer::empty(status),
-        })
+        Some(rejected(
+            self.conf.rejected_code,
+            self.conf.rejected_msg.as_deref(),
+        ))
     }
 
     fn header_filter(&self, run: &Run, _status: StatusCode, headers: &mut HeaderMap) {
@@ -193,7 +145,7 @@ mod tests {
         let w = Windows::default();
         let t0 = Instant::now();
         let win = Duration::from_secs(60);
-        let hit = |key: &str, at: u64| w.hit(key, 2, win, t0 + Duration::from_secs(at));
+        let hit = |key: &str, at: u64| hit(&w, key, 2, win, t0 + Duration::from_secs(at));
         let q = |remaining, reset| Quota {
             limit: 2,
             remaining,
@@ -215,27 +167,32 @@ mod tests {
         let w = Windows::with_max_keys(max);
         let t0 = Instant::now();
         let win = Duration::from_secs(60);
-        let kept =
-            |w: &Windows| -> usize { w.shards.iter().map(|s| s.lock().unwrap().map.len()).sum() };
-        for i in 0..(SHARDS * max + 1000) {
-            w.hit(&i.to_string(), 1_000_000, win, t0);
+        let shards = Windows::SHARDS;
+        for i in 0..(shards * max + 1000) {
+            hit(&w, &i.to_string(), 1_000_000, win, t0);
         }
-        assert!(kept(&w) <= SHARDS * (max + 1), "{} keys kept", kept(&w));
+        assert!(w.held() <= shards * (max + 1), "{} keys kept", w.held());
         // Past the cap, new keys share one window: limited together.
-        let (allowed, _) = w.hit("new-1", 1, win, t0);
-        let (again, _) = w.hit("new-2", 1, win, t0);
+        let (allowed, _) = hit(&w, "new-1", 1, win, t0);
+        let (again, _) = hit(&w, "new-2", 1, win, t0);
         assert!(
             !(allowed && again),
             "two new keys past the cap were both let through"
         );
         // Once their windows end, old keys are dropped to make room.
-        for i in 0..(SHARDS * 10) {
-            w.hit(&format!("late-{i}"), 1, win, t0 + Duration::from_secs(61));
+        for i in 0..(shards * 10) {
+            hit(
+                &w,
+                &format!("late-{i}"),
+                1,
+                win,
+                t0 + Duration::from_secs(61),
+            );
         }
         assert!(
-            kept(&w) < SHARDS * max / 2,
+            w.held() < shards * max / 2,
             "{} keys kept after the window",
-            kept(&w)
+            w.held()
         );
     }
 
@@ -277,7 +234,11 @@ mod tests {
             let mut conf = conf;
             conf["count"] = 1.into();
             conf["time_window"] = 1.into();
-            assert_eq!(plugin(conf.clone()).key(&V), want, "{conf}");
+            assert_eq!(
+                resolve_key(&plugin(conf.clone()).conf.key, &V),
+                want,
+                "{conf}"
+            );
         }
     }
 }

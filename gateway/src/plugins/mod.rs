@@ -15,7 +15,10 @@ pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwt_auth;
 pub mod key_auth;
+pub mod keyed;
+pub mod limit_conn;
 pub mod limit_count;
+pub mod limit_req;
 pub mod proxy_rewrite;
 pub mod real_ip;
 pub mod redirect;
@@ -127,6 +130,9 @@ pub struct Run {
     pub real_ip: Option<std::net::IpAddr>,
     /// `fault-injection.delay`: how long the proxy waits before going on.
     pub delay: Option<Duration>,
+    /// What must live until the response has ended (a `limit-conn` slot): moved into
+    /// the response body, or into a WebSocket tunnel.
+    pub held: Vec<Arc<dyn Send + Sync>>,
     /// `limit-count`: the quota left, for the `X-RateLimit-*` headers.
     pub quota: Option<limit_count::Quota>,
     /// `response-rewrite`: what it read of the request for the response.
@@ -199,6 +205,12 @@ impl Chain {
             .0
             .iter()
             .filter_map(|p| {
+                // State that outlives snapshots: the owner's, for this configuration.
+                let state_key = |owner: &str| StateKey {
+                    owner: owner.to_string(),
+                    plugin: p.name,
+                    source: p.source.clone(),
+                };
                 let phases: Arc<dyn Phases> = match &p.config {
                     Config::BasicAuth(c) => Arc::new(basic_auth::BasicAuth(c.clone())),
                     Config::ClientControl(c) => Arc::new(client_control::ClientControl(*c)),
@@ -215,17 +227,22 @@ impl Chain {
                     Config::IpRestriction(c) => Arc::new(ip_restriction::IpRestriction(c.clone())),
                     Config::JwtAuth(c) => Arc::new(jwt_auth::JwtAuth((**c).clone())),
                     Config::KeyAuth(c) => Arc::new(key_auth::KeyAuth(c.clone())),
+                    Config::LimitConn(c) => Arc::new(limit_conn::LimitConn {
+                        conf: (**c).clone(),
+                        counts: env
+                            .states
+                            .get_or_insert(state_key(owner), limit_conn::Counts::default),
+                    }),
+                    Config::LimitReq(c) => Arc::new(limit_req::LimitReq {
+                        conf: (**c).clone(),
+                        buckets: env
+                            .states
+                            .get_or_insert(state_key(owner), limit_req::Buckets::default),
+                    }),
                     Config::LimitCount(c) => {
                         // A group's count is shared by every route that names it.
-                        let owner = match &c.group {
-                            Some(g) => format!("limit-count-group/{g}"),
-                            None => owner.to_string(),
-                        };
-                        let key = StateKey {
-                            owner,
-                            plugin: p.name,
-                            source: p.source.clone(),
-                        };
+                        let group = c.group.as_ref().map(|g| format!("limit-count-group/{g}"));
+                        let key = state_key(group.as_deref().unwrap_or(owner));
                         Arc::new(limit_count::LimitCount {
                             conf: (**c).clone(),
                             windows: env.states.get_or_insert(key, limit_count::Windows::default),
@@ -481,6 +498,14 @@ impl Ran {
     /// The route's setting over the global rules'.
     fn last<T>(&self, f: impl Fn(&Run) -> Option<T>) -> Option<T> {
         self.chains.iter().rev().find_map(|(_, r)| f(r))
+    }
+
+    /// What the response (or a WebSocket tunnel) must hold until it ends.
+    pub fn held(&self) -> Vec<Arc<dyn Send + Sync>> {
+        self.chains
+            .iter()
+            .flat_map(|(_, r)| r.held.iter().cloned())
+            .collect()
     }
 
     pub fn max_body_size(&self) -> Option<u64> {

@@ -61,6 +61,78 @@ pub(super) struct Raw {
     group: Option<String>,
 }
 
+impl Key {
+    /// `key_type` and `key` as the rate-limiting plugins take them: the key defaults to
+    /// the client address; `constant` only where `allow_constant` (limit-count).
+    pub(super) fn parse(
+        key_type: Option<&str>,
+        key: Option<String>,
+        allow_constant: bool,
+        within: &str,
+    ) -> Result<Key, ValidationError> {
+        let text = key.unwrap_or_else(|| "remote_addr".into());
+        if text.is_empty() {
+            return Err(ValidationError::new(
+                format!("{within}.key"),
+                "must not be empty",
+            ));
+        }
+        Ok(match key_type.unwrap_or("var") {
+            "var" => Key::Var(text),
+            "var_combination" => Key::Combination(text),
+            "constant" if allow_constant => Key::Constant(text),
+            other => {
+                let allowed = match allow_constant {
+                    true => "var, var_combination or constant",
+                    false => "var or var_combination",
+                };
+                return Err(ValidationError::new(
+                    format!("{within}.key_type"),
+                    format!("must be {allowed}, got {other:?}"),
+                ));
+            }
+        })
+    }
+}
+
+/// `rejected_code` (200 to 599, default 503) and `rejected_msg` (not empty).
+pub(super) fn rejection(
+    code: Option<u16>,
+    msg: Option<String>,
+    within: &str,
+) -> Result<(u16, Option<String>), ValidationError> {
+    let code = code.unwrap_or(503);
+    if !(200..=599).contains(&code) {
+        return Err(ValidationError::new(
+            format!("{within}.rejected_code"),
+            "must be from 200 to 599",
+        ));
+    }
+    if msg.as_deref() == Some("") {
+        return Err(ValidationError::new(
+            format!("{within}.rejected_msg"),
+            "must not be empty",
+        ));
+    }
+    Ok((code, msg))
+}
+
+/// Only the `local` policy (a count per gateway replica) is served; the Redis ones are
+/// refused rather than silently counted locally.
+pub(super) fn local_policy(policy: Option<&str>, within: &str) -> Result<(), ValidationError> {
+    match policy.unwrap_or("local") {
+        "local" => Ok(()),
+        "redis" | "redis-cluster" | "redis-sentinel" => Err(ValidationError::new(
+            format!("{within}.policy"),
+            "only the local policy is supported yet (a count per gateway replica)",
+        )),
+        other => Err(ValidationError::new(
+            format!("{within}.policy"),
+            format!("must be local, redis or redis-cluster, got {other:?}"),
+        )),
+    }
+}
+
 /// A window longer than a year is a configuration mistake, not a limit.
 const MAX_WINDOW: u64 = 366 * 24 * 3600;
 
@@ -78,49 +150,10 @@ impl LimitCount {
                 format!("must be from 1 to {MAX_WINDOW} seconds"),
             ));
         }
-        let key_text = raw.key.unwrap_or_else(|| "remote_addr".into());
-        if key_text.is_empty() {
-            return Err(ValidationError::new(at("key"), "must not be empty"));
-        }
-        let key = match raw.key_type.as_deref().unwrap_or("var") {
-            "var" => Key::Var(key_text),
-            "var_combination" => Key::Combination(key_text),
-            "constant" => Key::Constant(key_text),
-            other => {
-                return Err(ValidationError::new(
-                    at("key_type"),
-                    format!("must be var, var_combination or constant, got {other:?}"),
-                ))
-            }
-        };
-        let rejected_code = raw.rejected_code.unwrap_or(503);
-        if !(200..=599).contains(&rejected_code) {
-            return Err(ValidationError::new(
-                at("rejected_code"),
-                "must be from 200 to 599",
-            ));
-        }
-        if raw.rejected_msg.as_deref() == Some("") {
-            return Err(ValidationError::new(
-                at("rejected_msg"),
-                "must not be empty",
-            ));
-        }
-        match raw.policy.as_deref().unwrap_or("local") {
-            "local" => {}
-            "redis" | "redis-cluster" | "redis-sentinel" => {
-                return Err(ValidationError::new(
-                    at("policy"),
-                    "only the local policy is supported yet (a count per gateway replica)",
-                ))
-            }
-            other => {
-                return Err(ValidationError::new(
-                    at("policy"),
-                    format!("must be local, redis or redis-cluster, got {other:?}"),
-                ))
-            }
-        }
+        let key = Key::parse(raw.key_type.as_deref(), raw.key, true, &within)?;
+        let (rejected_code, rejected_msg) =
+            rejection(raw.rejected_code, raw.rejected_msg, &within)?;
+        local_policy(raw.policy.as_deref(), &within)?;
         let _ = raw.allow_degradation;
         if raw.group.as_deref() == Some("") {
             return Err(ValidationError::new(at("group"), "must not be empty"));
@@ -130,7 +163,7 @@ impl LimitCount {
             time_window: raw.time_window,
             key,
             rejected_code,
-            rejected_msg: raw.rejected_msg,
+            rejected_msg,
             show_limit_quota_header: raw.show_limit_quota_header.unwrap_or(true),
             group: raw.group,
         })

@@ -14,7 +14,9 @@ pub mod hmac_auth;
 pub mod ip_restriction;
 pub mod jwt_auth;
 pub mod key_auth;
+pub mod limit_conn;
 pub mod limit_count;
+pub mod limit_req;
 pub mod proxy_rewrite;
 pub mod real_ip;
 pub mod redirect;
@@ -54,7 +56,9 @@ pub enum Config {
     IpRestriction(ip_restriction::IpRestriction),
     JwtAuth(Box<jwt_auth::JwtAuth>),
     KeyAuth(key_auth::KeyAuth),
+    LimitConn(Box<limit_conn::LimitConn>),
     LimitCount(Box<limit_count::LimitCount>),
+    LimitReq(Box<limit_req::LimitReq>),
     ProxyRewrite(Box<proxy_rewrite::ProxyRewrite>),
     RealIp(real_ip::RealIp),
     Redirect(redirect::Redirect),
@@ -183,6 +187,20 @@ pub const REGISTRY: &[Spec] = &[
         priority: 2510,
         scopes: ROUTE,
         parse: |v, scope| jwt_auth::JwtAuth::parse(v, scope).map(|c| Config::JwtAuth(Box::new(c))),
+    },
+    Spec {
+        name: limit_req::NAME,
+        schema: |_| schema_of::<limit_req::Raw>(),
+        priority: 1001,
+        scopes: ROUTE,
+        parse: |v, _| limit_req::LimitReq::parse(v).map(|c| Config::LimitReq(Box::new(c))),
+    },
+    Spec {
+        name: limit_conn::NAME,
+        schema: |_| schema_of::<limit_conn::Raw>(),
+        priority: 1003,
+        scopes: ROUTE,
+        parse: |v, _| limit_conn::LimitConn::parse(v).map(|c| Config::LimitConn(Box::new(c))),
     },
     Spec {
         name: limit_count::NAME,

@@ -242,3 +242,162 @@ async fn plugin_metadata_applies_to_routes() {
     })
     .await;
 }
+
+/// `limit-req` (a leaky bucket per client): within the burst a request waits its turn
+/// (or passes at once with `nodelay`); beyond it, it is refused with `rejected_code`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_req_delays_then_refuses() {
+    let e = env().await;
+    let route = |nodelay: bool| {
+        json!({"uri": "/req", "upstream_id": "rec", "plugins": {"limit-req": {
+            "rate": 2, "burst": 1, "key_type": "var", "key": "remote_addr",
+            "rejected_code": 429, "rejected_msg": "slow down", "nodelay": nodelay}}})
+    };
+    e.s.admin.ok("PUT", "/routes/1", Some(route(false))).await;
+    eventually(WAIT, "the route is served", || async {
+        e.request("GET", "/req")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    // Let the probe's request drain (rate 2/s).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let timed = || async {
+        let started = std::time::Instant::now();
+        let resp = e.request("GET", "/req").send().await.unwrap();
+        let status = resp.status().as_u16();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        (status, started.elapsed(), body)
+    };
+    let (a, b, c) = tokio::join!(timed(), timed(), timed());
+    let mut all = [a, b, c];
+    all.sort_by_key(|(s, t, _)| (*s, *t));
+    let [(s1, t1, _), (s2, t2, _), (s3, _, body)] = all;
+    assert_eq!(
+        (s1, s2, s3),
+        (200, 200, 429),
+        "one at once, one delayed, one refused"
+    );
+    assert!(t1 < Duration::from_millis(300), "the first waited {t1:?}");
+    assert!(
+        t2 >= Duration::from_millis(400),
+        "the second did not wait its turn: {t2:?}"
+    );
+    assert_eq!(body["error_msg"], "slow down");
+
+    // nodelay: the burst passes at once.
+    e.s.admin.ok("PUT", "/routes/1", Some(route(true))).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let (a, b, c) = tokio::join!(timed(), timed(), timed());
+    let mut all = [a, b, c];
+    all.sort_by_key(|(s, t, _)| (*s, *t));
+    let statuses: Vec<u16> = all.iter().map(|(s, _, _)| *s).collect();
+    assert_eq!(statuses, [200, 200, 429]);
+    assert!(
+        all[1].1 < Duration::from_millis(300),
+        "nodelay waited {:?}",
+        all[1].1
+    );
+}
+
+/// `limit-conn`: one request in flight per client; a second meanwhile is refused; the
+/// slot comes back when the response has been sent, also when the client gave up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_conn_counts_requests_in_flight() {
+    let e = env().await;
+    let slow = e2e::backend::Backend::start_with(
+        "slow",
+        e2e::backend::BackendOptions {
+            delay: Some(Duration::from_millis(600)),
+            ..Default::default()
+        },
+    )
+    .await;
+    e.s.admin
+        .ok(
+            "PUT",
+            "/routes/1",
+            Some(
+                json!({"uri": "/conn", "upstream": {"nodes": {slow.addr.to_string(): 1}},
+                "plugins": {"limit-conn": {"conn": 1, "burst": 0, "default_conn_delay": 0.1,
+                    "key_type": "var", "key": "remote_addr", "rejected_code": 429}}}),
+            ),
+        )
+        .await;
+    eventually(WAIT, "the route is served", || async {
+        e.request("GET", "/conn")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let first = tokio::spawn(e.request("GET", "/conn").send());
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let second = e.request("GET", "/conn").send().await.unwrap();
+    assert_eq!(second.status(), 429, "a second request in flight");
+    assert_eq!(first.await.unwrap().unwrap().status(), 200);
+    assert_eq!(
+        e.request("GET", "/conn").send().await.unwrap().status(),
+        200,
+        "the slot came back with the response"
+    );
+
+    // A client that gives up: its slot still comes back.
+    let impatient = e
+        .request("GET", "/conn")
+        .timeout(Duration::from_millis(100))
+        .send()
+        .await;
+    assert!(impatient.is_err(), "the client should have timed out");
+    eventually(WAIT, "the aborted request's slot comes back", || async {
+        e.request("GET", "/conn")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+}
+
+/// A WebSocket holds its `limit-conn` slot while its tunnel is open, and gives it back
+/// when the tunnel closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_conn_holds_a_websocket_until_it_closes() {
+    let e = env().await;
+    let ws = e2e::ws::WsBackend::start("ws").await;
+    e.s.admin
+        .ok(
+            "PUT",
+            "/routes/ws",
+            Some(json!({"uri": "/ws", "enable_websocket": true,
+                "upstream": {"nodes": {ws.node(): 1}},
+                "plugins": {"limit-conn": {"conn": 1, "burst": 0, "default_conn_delay": 0.1,
+                    "rejected_code": 429}}})),
+        )
+        .await;
+    let url = format!("ws://{}/ws", e.s.gw.http);
+    let mut open = None;
+    for _ in 0..100 {
+        if let Ok((s, _)) = tokio_tungstenite::connect_async(url.as_str()).await {
+            open = Some(s);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut open = open.expect("a tunnel opens");
+    let refused = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .expect_err("a second tunnel while the first is open");
+    assert!(
+        matches!(refused, tokio_tungstenite::tungstenite::Error::Http(ref r) if r.status() == 429),
+        "{refused:?}"
+    );
+    open.close(None).await.unwrap();
+    drop(open);
+    eventually(
+        WAIT,
+        "the slot comes back when the tunnel closes",
+        || async { tokio_tungstenite::connect_async(url.as_str()).await.is_ok() },
+    )
+    .await;
+}

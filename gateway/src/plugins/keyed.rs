@@ -1,0 +1,106 @@
+//! Per-key state of the rate-limiting plugins (a `limit-count` window, a `limit-req`
+//! bucket), shared by every worker: sharded so that workers counting different keys
+//! rarely wait for each other, and bounded so that a flood of distinct keys cannot grow
+//! memory without end.
+use std::collections::hash_map::DefaultHasher;
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// State that stops mattering at some point (a window that ended, a bucket that drained):
+/// it is then dropped to make room.
+pub trait Expiring {
+    fn expired(&self, now: Instant) -> bool;
+}
+
+const SHARDS: usize = 16;
+/// Keys one shard holds before it drops the expired ones.
+const SWEEP_AT: usize = 4096;
+/// Past this many live keys in a shard, new keys share one entry: they are limited
+/// together, never let through.
+pub const MAX_KEYS: usize = 65_536;
+const OVERFLOW_KEY: &str = "\u{0}overflow";
+
+struct Shard<V> {
+    map: HashMap<String, V>,
+    /// The size at which the next sweep runs: twice what the last one left, so sweeping
+    /// costs O(1) per new key however many stay live.
+    sweep_at: usize,
+    /// When it last swept: a full shard sweeps at most once a second.
+    swept: Option<Instant>,
+}
+
+impl<V> Default for Shard<V> {
+    fn default() -> Self {
+        Shard {
+            map: HashMap::new(),
+            sweep_at: 0,
+            swept: None,
+        }
+    }
+}
+
+pub struct Keyed<V> {
+    shards: Vec<Mutex<Shard<V>>>,
+    max_keys: usize,
+}
+
+impl<V: Expiring> Default for Keyed<V> {
+    fn default() -> Self {
+        Keyed::with_max_keys(MAX_KEYS)
+    }
+}
+
+impl<V: Expiring> Keyed<V> {
+    pub fn with_max_keys(max_keys: usize) -> Self {
+        Keyed {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            max_keys,
+        }
+    }
+
+    /// Runs `f` on `key`'s state (made by `new` if it has none) under its shard's lock.
+    pub fn with<R>(
+        &self,
+        key: &str,
+        now: Instant,
+        new: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> R {
+        let mut h = DefaultHasher::new();
+        key.hash(&mut h);
+        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
+        let Shard {
+            map,
+            sweep_at,
+            swept,
+        } = &mut *shard;
+        let full = map.len() >= self.max_keys
+            && swept.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
+        if !map.contains_key(key) && (map.len() >= (*sweep_at).max(SWEEP_AT) || full) {
+            map.retain(|_, v| !v.expired(now));
+            *sweep_at = map.len() * 2;
+            *swept = Some(now);
+        }
+        let key = if map.contains_key(key) || map.len() < self.max_keys {
+            key
+        } else {
+            OVERFLOW_KEY
+        };
+        f(map.entry(key.to_string()).or_insert_with(new))
+    }
+
+    /// Keys held (live or not yet swept).
+    #[cfg(test)]
+    pub fn held(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().unwrap_or_else(|e| e.into_inner()).map.len())
+            .sum()
+    }
+
+    #[cfg(test)]
+    pub const SHARDS: usize = SHARDS;
+}
