@@ -241,6 +241,16 @@ async fn route_and_forward(
     if ran.is_empty() {
         return result;
     }
+    // What the upstream said, as nginx's `$upstream_status` has it: its own status, or
+    // 502/504 when it failed; nothing when a plugin answered or no upstream was reached.
+    let upstream_status = match &result {
+        Ok(r) if !ran.answered() => Some(r.status().as_u16()),
+        Err(e) if e.node_outcome().is_some() => Some(e.status().as_u16()),
+        _ => None,
+    };
+    if let Some(status) = upstream_status {
+        ran.set_upstream_status(status);
+    }
     // Whatever answers the client (a plugin, the upstream, an error), the plugins that
     // ran see its headers.
     let mut resp = match result {

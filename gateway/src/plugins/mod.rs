@@ -5,6 +5,7 @@
 //! One file per plugin; each implements only the phases it needs.
 //!
 //! A route without plugins has no chain, and the request path then skips all of this.
+pub mod api_breaker;
 pub mod auth;
 pub mod basic_auth;
 pub mod client_control;
@@ -130,6 +131,9 @@ pub struct Run {
     pub real_ip: Option<std::net::IpAddr>,
     /// `fault-injection.delay`: how long the proxy waits before going on.
     pub delay: Option<Duration>,
+    /// The upstream's status for this request (502/504 when it failed), `None` when a
+    /// plugin answered or no upstream was reached (`api-breaker` counts only these).
+    pub upstream_status: Option<u16>,
     /// What must live until the response has ended (a `limit-conn` slot): moved into
     /// the response body, or into a WebSocket tunnel.
     pub held: Vec<Arc<dyn Send + Sync>>,
@@ -212,6 +216,12 @@ impl Chain {
                     source: p.source.clone(),
                 };
                 let phases: Arc<dyn Phases> = match &p.config {
+                    Config::ApiBreaker(c) => Arc::new(api_breaker::ApiBreaker {
+                        conf: (**c).clone(),
+                        state: env
+                            .states
+                            .get_or_insert(state_key(owner), api_breaker::Breaker::default),
+                    }),
                     Config::BasicAuth(c) => Arc::new(basic_auth::BasicAuth(c.clone())),
                     Config::ClientControl(c) => Arc::new(client_control::ClientControl(*c)),
                     Config::ConsumerRestriction(c) => {
@@ -459,6 +469,8 @@ pub fn without_cookie(headers: &mut HeaderMap, name: &str) {
 #[derive(Default)]
 pub struct Ran {
     chains: Vec<(Arc<Chain>, Run)>,
+    /// A plugin answered the request itself.
+    answered: bool,
 }
 
 impl Ran {
@@ -470,6 +482,7 @@ impl Ran {
     pub fn request(&mut self, chain: &Arc<Chain>, req: &mut Req<'_>) -> Option<Answer> {
         let mut run = Run::default();
         let (answer, merged) = chain.request(req, &mut run);
+        self.answered |= answer.is_some();
         run.consumer = req.consumer.clone();
         self.chains
             .push((merged.unwrap_or_else(|| chain.clone()), run));
@@ -486,6 +499,18 @@ impl Ran {
             .iter()
             .filter_map(|(_, r)| r.delay)
             .reduce(|a, b| a + b)
+    }
+
+    /// Whether a plugin answered the request instead of the upstream.
+    pub fn answered(&self) -> bool {
+        self.answered
+    }
+
+    /// What the upstream answered (or 502/504 when it failed), for the response phases.
+    pub fn set_upstream_status(&mut self, status: u16) {
+        for (_, run) in &mut self.chains {
+            run.upstream_status = Some(status);
+        }
     }
 
     /// The header filters of every chain that ran, in the order they ran.

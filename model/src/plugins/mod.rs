@@ -5,6 +5,7 @@
 //!
 //! `_meta` (`priority`, `disable`, `filter`) is read here for every plugin, so no plugin's
 //! own parser sees it.
+pub mod api_breaker;
 pub mod basic_auth;
 pub mod client_control;
 pub mod consumer_restriction;
@@ -47,6 +48,7 @@ pub enum Scope {
 /// A plugin's typed configuration.
 #[derive(Debug, Clone)]
 pub enum Config {
+    ApiBreaker(Box<api_breaker::ApiBreaker>),
     BasicAuth(basic_auth::BasicAuth),
     ClientControl(client_control::ClientControl),
     ConsumerRestriction(consumer_restriction::ConsumerRestriction),
@@ -194,6 +196,13 @@ pub const REGISTRY: &[Spec] = &[
         priority: 1001,
         scopes: ROUTE,
         parse: |v, _| limit_req::LimitReq::parse(v).map(|c| Config::LimitReq(Box::new(c))),
+    },
+    Spec {
+        name: api_breaker::NAME,
+        schema: |_| schema_of::<api_breaker::Raw>(),
+        priority: 1005,
+        scopes: ROUTE,
+        parse: |v, _| api_breaker::ApiBreaker::parse(v).map(|c| Config::ApiBreaker(Box::new(c))),
     },
     Spec {
         name: limit_conn::NAME,

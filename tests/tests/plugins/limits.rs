@@ -401,3 +401,72 @@ async fn limit_conn_holds_a_websocket_until_it_closes() {
     )
     .await;
 }
+
+/// APISIX's api-breaker example: three 500s from the upstream open the breaker (502
+/// without reaching it, body and headers as configured); after 2^1 s one request goes
+/// through, and a healthy answer closes it. The breaker's state survives the route's
+/// upstream being changed (an unrelated field for the plugin).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_breaker_opens_and_closes() {
+    use e2e::backend::{Backend, BackendOptions};
+    let e = env().await;
+    let failing = Backend::start_with(
+        "failing",
+        BackendOptions {
+            status: Some(500),
+            ..Default::default()
+        },
+    )
+    .await;
+    let healthy = Backend::start("healthy").await;
+    let route = |node: String| {
+        json!({"uri": "/api", "upstream": {"nodes": {node: 1}}, "plugins": {"api-breaker": {
+            "break_response_code": 502, "break_response_body": "breaker open",
+            "break_response_headers": [{"key": "X-Breaker", "value": "open"}],
+            "unhealthy": {"http_statuses": [500, 503], "failures": 3},
+            "healthy": {"http_statuses": [200], "successes": 1}}}})
+    };
+    e.s.admin
+        .ok("PUT", "/routes/1", Some(route(failing.addr.to_string())))
+        .await;
+    eventually(WAIT, "the route is served", || async {
+        e.request("GET", "/api")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 500)
+    })
+    .await;
+    // The probe's was the first failure; two more open the breaker.
+    for _ in 0..2 {
+        assert_eq!(e.request("GET", "/api").send().await.unwrap().status(), 500);
+    }
+    let hits = failing.hits();
+    let resp = e.request("GET", "/api").send().await.unwrap();
+    assert_eq!(resp.status(), 502);
+    assert_eq!(resp.headers()["x-breaker"], "open");
+    assert_eq!(resp.text().await.unwrap(), "breaker open");
+    assert_eq!(
+        failing.hits(),
+        hits,
+        "an open breaker does not reach the upstream"
+    );
+
+    // The upstream recovers; the breaker stays open until its 2 s are over.
+    e.s.admin
+        .ok("PUT", "/routes/1", Some(route(healthy.addr.to_string())))
+        .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        e.request("GET", "/api").send().await.unwrap().status(),
+        502,
+        "a route change kept the breaker's state"
+    );
+    eventually(Duration::from_secs(5), "half open, then closed", || async {
+        e.request("GET", "/api")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    assert_eq!(e.request("GET", "/api").send().await.unwrap().status(), 200);
+}
