@@ -42,7 +42,7 @@ impl Counts {
     pub fn observe(&mut self, c: &Conf, status: u16, now: Instant) {
         if c.unhealthy_statuses.contains(&status) {
             self.unhealthy += 1;
-            if self.unhealthy % c.failures == 0 {
+            if self.unhealthy.is_multiple_of(c.failures) {
                 self.tripped_at = Some(now);
             }
             self.healthy = 0;
