@@ -21,7 +21,7 @@ ok_server "$work/origin" $ORIGIN 1
 etcd_with_route "$work/etcd" $ETCD $PEER $ORIGIN
 start() { # binary -> "pid port"
   local p=$(port) s=$(port)
-  TOKIO_WORKER_THREADS=1 GATEWAY_WORKERS=1 RUST_LOG=warn taskset -c 0 "$1" --etcd-endpoints http://127.0.0.1:$ETCD \
+  GATEWAY_ACCESS_LOG=off TOKIO_WORKER_THREADS=1 GATEWAY_WORKERS=1 RUST_LOG=warn taskset -c 0 "$1" --etcd-endpoints http://127.0.0.1:$ETCD \
     --etcd-prefix /bench --listen 127.0.0.1:$p --tls-listen 127.0.0.1:$(port) \
     --status-listen 127.0.0.1:$s >"$work/gw-$p.log" 2>&1 &
   local pid=$!

@@ -56,7 +56,7 @@ echo "|---|---|---:|---:|"
 for binary in "$@"; do
   GW=$(port); GWS=$(port)
   out="$work/callgrind.out"
-  GATEWAY_WORKERS=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+  GATEWAY_ACCESS_LOG=off GATEWAY_WORKERS=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
     "$binary" --etcd-endpoints http://127.0.0.1:$ETCD --etcd-prefix /bench \
     --listen 127.0.0.1:$GW --tls-listen 127.0.0.1:$(port) --status-listen 127.0.0.1:$GWS \
     >"$work/gateway.log" 2>&1 &

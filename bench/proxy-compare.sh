@@ -61,7 +61,7 @@ haproxy_pid=$!
 
 # etcd (core 1, idle during the runs) and our gateway: one tokio worker on core 0.
 etcd_with_route "$work/etcd" $ETCD $PEER $ORIGIN
-GATEWAY_WORKERS=1 RUST_LOG=warn taskset -c 0 "$bin/gateway" --etcd-endpoints http://127.0.0.1:$ETCD \
+GATEWAY_ACCESS_LOG=off GATEWAY_WORKERS=1 RUST_LOG=warn taskset -c 0 "$bin/gateway" --etcd-endpoints http://127.0.0.1:$ETCD \
   --etcd-prefix /bench --listen 127.0.0.1:$GW --tls-listen 127.0.0.1:$(port) --status-listen 127.0.0.1:$GWS \
   >"$work/gateway.log" 2>&1 & pids+=($!)
 gw_pid=$!

@@ -74,11 +74,32 @@ pub struct Config {
     #[arg(long, env = "GATEWAY_CLIENT_MAX_BODY_SIZE", default_value = "0", value_parser = parse_size)]
     pub client_max_body_size: u64,
     /// AES keys (16 or 32 characters), comma-separated, to decrypt stored private keys.
+    /// The access log: `stdout`, a file path (reopened on SIGUSR1), or `off`.
+    #[arg(long, env = "GATEWAY_ACCESS_LOG", default_value = "stdout")]
+    pub access_log: String,
+    /// `combined` (nginx's), `json`, or a template of `$variables` (docs/operations.md).
+    #[arg(long, env = "GATEWAY_ACCESS_LOG_FORMAT", default_value = "combined", value_parser = parse_access_log_format)]
+    pub access_log_format: crate::access_log::Format,
     #[arg(long, env = "DATA_ENCRYPTION_KEYS", value_delimiter = ',')]
     pub data_encryption_keys: Vec<String>,
 }
 
 /// Parses `250ms`, `15s`, `2m` or a bare number of seconds.
+fn parse_access_log_format(s: &str) -> Result<crate::access_log::Format, String> {
+    crate::access_log::Format::parse(s)
+}
+
+impl Config {
+    /// Where the access log goes, `None` when it is off.
+    pub fn access_log_target(&self) -> Option<crate::access_log::Target> {
+        match self.access_log.as_str() {
+            "off" => None,
+            "stdout" | "-" | "" => Some(crate::access_log::Target::Stdout),
+            path => Some(crate::access_log::Target::File(path.into())),
+        }
+    }
+}
+
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
     let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {

@@ -2,6 +2,7 @@
 //! held in an `arc-swap` snapshot, fed by an etcd watch. See docs/architecture.md.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod balancer;
 pub mod client_request;
 pub mod config;
@@ -61,6 +62,8 @@ pub struct Shared {
     pub workers: usize,
     /// `--client-max-body-size` (`None`: no limit); a route's `client-control` overrides it.
     pub max_body_size: Option<u64>,
+    /// `--access-log`, unless `off`.
+    pub access_log: Option<Arc<access_log::AccessLog>>,
 }
 
 impl Shared {
@@ -69,6 +72,7 @@ impl Shared {
         https_port: u16,
         workers: usize,
         max_body_size: Option<u64>,
+        access_log: Option<Arc<access_log::AccessLog>>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             snapshot: ArcSwap::from_pointee(snapshot::Snapshot::empty()),
@@ -76,6 +80,7 @@ impl Shared {
             metrics: metrics::Metrics::new(workers),
             workers,
             max_body_size,
+            access_log,
             ready: AtomicBool::new(false),
             etcd_connected: AtomicBool::new(false),
             zone,
@@ -103,7 +108,32 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     let listeners = workers::bind(workers, config.listen, config.tls_listen)?;
     let https_port = listeners[0].https.local_addr()?.port();
     let max_body_size = Some(config.client_max_body_size).filter(|n| *n > 0);
-    let shared = Shared::new(config.zone.clone(), https_port, workers, max_body_size);
+    let access_log = match config.access_log_target() {
+        Some(target) => {
+            let log = access_log::AccessLog::start(target, config.access_log_format.clone())
+                .map_err(|e| {
+                    anyhow::anyhow!("cannot open --access-log {}: {e}", config.access_log)
+                })?;
+            // logrotate's postrotate sends SIGUSR1: the file is opened again.
+            let reopen = log.clone();
+            let mut usr1 =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::user_defined1())?;
+            tokio::spawn(async move {
+                while usr1.recv().await.is_some() {
+                    reopen.reopen();
+                }
+            });
+            Some(log)
+        }
+        None => None,
+    };
+    let shared = Shared::new(
+        config.zone.clone(),
+        https_port,
+        workers,
+        max_body_size,
+        access_log,
+    );
     let status = server::bind(config.status_listen).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {} (--status-listen): {e}",

@@ -67,8 +67,14 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<RespBody> {
     let grpc = is_grpc(&req);
+    // Only when the access log is on: what it needs of the request, before it is consumed.
+    let mut entry = shared
+        .access_log
+        .as_ref()
+        .map(|_| (Box::new(log_entry(&req, conn)), Instant::now()));
     let mut unanswered = Unanswered(Some(&shared.metrics));
-    let resp = match route_and_forward(&shared, conn, req, grpc).await {
+    let log = entry.as_mut().map(|(e, _)| &mut **e);
+    let resp = match route_and_forward(&shared, conn, req, grpc, log).await {
         Ok(r) => r,
         // gRPC clients read a status from trailers, not an HTTP error page.
         Err(e) if grpc => e.into_grpc_response(),
@@ -76,7 +82,65 @@ pub async fn handle(
     };
     unanswered.0 = None;
     shared.metrics.response(resp.status().as_u16());
+    if let (Some(log), Some((mut e, started))) = (&shared.access_log, entry) {
+        finish_entry(&mut e, &resp, started);
+        log.log(*e);
+    }
     resp
+}
+
+/// The request's part of its access log entry.
+fn log_entry(req: &Request<Incoming>, conn: ConnInfo) -> crate::access_log::Entry {
+    let header = |name| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    crate::access_log::Entry {
+        remote: Some(conn.remote),
+        time: Some(std::time::SystemTime::now()),
+        method: req.method().as_str().to_string(),
+        request_uri: req
+            .uri()
+            .path_and_query()
+            .map_or_else(|| req.uri().to_string(), |pq| pq.as_str().to_string()),
+        protocol: match req.version() {
+            Version::HTTP_10 => "HTTP/1.0",
+            Version::HTTP_2 => "HTTP/2.0",
+            _ => "HTTP/1.1",
+        },
+        host: header(HOST).unwrap_or_else(|| req.uri().host().unwrap_or_default().to_string()),
+        referer: header(http::header::REFERER),
+        user_agent: header(http::header::USER_AGENT),
+        ..Default::default()
+    }
+}
+
+/// The response's part: status, size when known, timings, what the upstream said.
+fn finish_entry(e: &mut crate::access_log::Entry, resp: &Response<RespBody>, started: Instant) {
+    e.status = resp.status().as_u16();
+    e.body_bytes_sent = resp.body().size_hint().exact();
+    e.request_time = started.elapsed().as_secs_f64();
+    e.request_id = resp
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(up) = resp.extensions().get::<UpstreamSeen>() {
+        e.upstream_addr = Some(up.addr.clone());
+        e.upstream_status = Some(up.status);
+        e.upstream_response_time = Some(up.took.as_secs_f64());
+    }
+}
+
+/// What the access log needs of the node that answered; put on the response only when
+/// the log is on.
+#[derive(Clone)]
+struct UpstreamSeen {
+    addr: String,
+    status: u16,
+    took: Duration,
 }
 
 /// Counts a request whose handling was dropped before it had an answer as 499: hyper drops
@@ -225,6 +289,7 @@ async fn route_and_forward(
     conn: ConnInfo,
     req: Request<Incoming>,
     grpc: bool,
+    mut log: Option<&mut crate::access_log::Entry>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let (mut parts, body) = req.into_parts();
     client_request::check_framing(&parts.headers)?;
@@ -237,7 +302,20 @@ async fn route_and_forward(
         parts.uri = Uri::from(pq);
     }
     let mut ran = Ran::default();
-    let result = dispatch(shared, conn, parts, body, &host, raw_host, &mut ran).await;
+    let result = dispatch(
+        shared,
+        conn,
+        parts,
+        body,
+        &host,
+        raw_host,
+        &mut ran,
+        log.as_deref_mut(),
+    )
+    .await;
+    if let Some(e) = log {
+        e.consumer_name = ran.consumer().map(|c| c.username.clone());
+    }
     if ran.is_empty() {
         return result;
     }
@@ -267,6 +345,7 @@ async fn route_and_forward(
 /// forward. The snapshot is held only while routing and running those (synchronous)
 /// phases: the matched target carries everything the rest of the request needs, so a long
 /// download does not pin an old router in memory.
+#[allow(clippy::too_many_arguments)]
 async fn dispatch(
     shared: &Arc<Shared>,
     conn: ConnInfo,
@@ -275,6 +354,7 @@ async fn dispatch(
     host: &str,
     raw_host: Option<HeaderValue>,
     ran: &mut Ran,
+    log: Option<&mut crate::access_log::Entry>,
 ) -> Result<Response<RespBody>, ProxyError> {
     let next = {
         let snapshot = shared.snapshot.load();
@@ -295,6 +375,9 @@ async fn dispatch(
                 },
             })
             .map(|m| m.value.clone());
+        if let (Some(e), Some(t)) = (log, &found) {
+            e.route_id = Some(t.route_id.as_str().to_string());
+        }
         // Global rules run for every request, a route matched or not, before the route's.
         let chains = snapshot
             .global
@@ -571,8 +654,19 @@ async fn forward(
         if let Some(h) = host {
             req.headers_mut().insert(HOST, h.clone());
         }
+        let sent = shared.access_log.as_ref().map(|_| Instant::now());
         match send_to_node(shared, upstream, node, req, ex).await {
-            Ok(resp) => return Ok(resp),
+            Ok(mut resp) => {
+                if let Some(sent) = sent {
+                    let status = resp.status().as_u16();
+                    resp.extensions_mut().insert(UpstreamSeen {
+                        addr: node.addr.clone(),
+                        status,
+                        took: sent.elapsed(),
+                    });
+                }
+                return Ok(resp);
+            }
             Err(SendError::Connect(e, back)) => {
                 upstream.observe(
                     node,

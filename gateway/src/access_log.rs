@@ -1,0 +1,409 @@
+//! The access log: one line per request, in nginx's `combined` format by default, a
+//! template of `$variables`, or JSON. Lines are rendered and written by one thread of
+//! their own: the request path only hands an [`Entry`] to a bounded channel, and when the
+//! channel is full the entry is dropped and counted rather than the request made to wait.
+use std::fmt::Write as _;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+/// What one request leaves for its log line; rendered off the request path.
+#[derive(Debug, Clone, Default)]
+pub struct Entry {
+    pub remote: Option<SocketAddr>,
+    pub time: Option<SystemTime>,
+    pub method: String,
+    /// The target as the client sent it.
+    pub request_uri: String,
+    pub protocol: &'static str,
+    pub host: String,
+    pub status: u16,
+    /// From the response's exact size, when known before its body is sent.
+    pub body_bytes_sent: Option<u64>,
+    pub referer: Option<String>,
+    pub user_agent: Option<String>,
+    /// Seconds from the request head to the response head.
+    pub request_time: f64,
+    pub upstream_addr: Option<String>,
+    pub upstream_status: Option<u16>,
+    pub upstream_response_time: Option<f64>,
+    pub route_id: Option<String>,
+    pub consumer_name: Option<String>,
+    pub request_id: Option<String>,
+}
+
+/// The variables a template may name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Var {
+    RemoteAddr,
+    RemoteUser,
+    TimeLocal,
+    TimeIso8601,
+    Request,
+    RequestMethod,
+    RequestUri,
+    ServerProtocol,
+    Host,
+    Status,
+    BodyBytesSent,
+    HttpReferer,
+    HttpUserAgent,
+    RequestTime,
+    UpstreamAddr,
+    UpstreamStatus,
+    UpstreamResponseTime,
+    RouteId,
+    ConsumerName,
+    RequestId,
+}
+
+const VARS: &[(&str, Var)] = &[
+    ("remote_addr", Var::RemoteAddr),
+    ("remote_user", Var::RemoteUser),
+    ("time_local", Var::TimeLocal),
+    ("time_iso8601", Var::TimeIso8601),
+    ("request", Var::Request),
+    ("request_method", Var::RequestMethod),
+    ("request_uri", Var::RequestUri),
+    ("server_protocol", Var::ServerProtocol),
+    ("host", Var::Host),
+    ("status", Var::Status),
+    ("body_bytes_sent", Var::BodyBytesSent),
+    ("http_referer", Var::HttpReferer),
+    ("http_user_agent", Var::HttpUserAgent),
+    ("request_time", Var::RequestTime),
+    ("upstream_addr", Var::UpstreamAddr),
+    ("upstream_status", Var::UpstreamStatus),
+    ("upstream_response_time", Var::UpstreamResponseTime),
+    ("route_id", Var::RouteId),
+    ("consumer_name", Var::ConsumerName),
+    ("request_id", Var::RequestId),
+];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Part {
+    Text(String),
+    Var(Var),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Format {
+    /// One JSON object per line, every variable by name.
+    Json,
+    Template(Vec<Part>),
+}
+
+/// nginx's `combined`.
+pub const COMBINED: &str = "$remote_addr - $remote_user [$time_local] \"$request\" $status \
+     $body_bytes_sent \"$http_referer\" \"$http_user_agent\"";
+
+impl Format {
+    /// `combined`, `json`, or a template of `$variables` (an unknown one is an error).
+    pub fn parse(s: &str) -> Result<Format, String> {
+        match s {
+            "combined" => Format::parse(COMBINED),
+            "json" => Ok(Format::Json),
+            template => {
+                let mut parts = Vec::new();
+                let mut text = String::new();
+                let mut rest = template;
+                while let Some(at) = rest.find('$') {
+                    text.push_str(&rest[..at]);
+                    let after = &rest[at + 1..];
+                    let (name, used) = match after.strip_prefix('{') {
+                        Some(inner) => match inner.find('}') {
+                            Some(end) => (&inner[..end], end + 2),
+                            None => return Err(format!("unclosed ${{ in {template:?}")),
+                        },
+                        None => {
+                            let len = after
+                                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                                .unwrap_or(after.len());
+                            (&after[..len], len)
+                        }
+                    };
+                    if name.is_empty() {
+                        // A `$` that names nothing stays as it is.
+                        text.push('$');
+                        rest = after;
+                        continue;
+                    }
+                    let var = VARS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
+                    let Some(var) = var else {
+                        let known: Vec<&str> = VARS.iter().map(|(n, _)| *n).collect();
+                        return Err(format!(
+                            "unknown variable ${name} in the access log format (known: {})",
+                            known.join(", ")
+                        ));
+                    };
+                    if !text.is_empty() {
+                        parts.push(Part::Text(std::mem::take(&mut text)));
+                    }
+                    parts.push(Part::Var(var));
+                    rest = &after[used..];
+                }
+                text.push_str(rest);
+                if !text.is_empty() {
+                    parts.push(Part::Text(text));
+                }
+                Ok(Format::Template(parts))
+            }
+        }
+    }
+}
+
+/// nginx prints `-` for an empty value.
+fn or_dash(v: Option<String>) -> String {
+    v.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into())
+}
+
+fn value(var: Var, e: &Entry) -> String {
+    let secs = |t: f64| format!("{t:.3}");
+    match var {
+        Var::RemoteAddr => or_dash(e.remote.map(|r| r.ip().to_string())),
+        Var::RemoteUser => "-".into(),
+        Var::TimeLocal => e.time.map_or("-".into(), |t| {
+            httpdate::fmt_http_date(t)
+                .split_once(", ")
+                .map(|(_, d)| {
+                    // "07 Dec 2026 03:20:08 GMT" → nginx's "07/Dec/2026:03:20:08 +0000"
+                    let f: Vec<&str> = d.split(' ').collect();
+                    match f.as_slice() {
+                        [day, mon, year, time, _] => format!("{day}/{mon}/{year}:{time} +0000"),
+                        _ => d.to_string(),
+                    }
+                })
+                .unwrap_or_default()
+        }),
+        Var::TimeIso8601 => e.time.map_or("-".into(), iso8601),
+        Var::Request => format!("{} {} {}", e.method, e.request_uri, e.protocol),
+        Var::RequestMethod => e.method.clone(),
+        Var::RequestUri => e.request_uri.clone(),
+        Var::ServerProtocol => e.protocol.to_string(),
+        Var::Host => or_dash(Some(e.host.clone())),
+        Var::Status => e.status.to_string(),
+        Var::BodyBytesSent => e.body_bytes_sent.unwrap_or(0).to_string(),
+        Var::HttpReferer => or_dash(e.referer.clone()),
+        Var::HttpUserAgent => or_dash(e.user_agent.clone()),
+        Var::RequestTime => secs(e.request_time),
+        Var::UpstreamAddr => or_dash(e.upstream_addr.clone()),
+        Var::UpstreamStatus => or_dash(e.upstream_status.map(|s| s.to_string())),
+        Var::UpstreamResponseTime => or_dash(e.upstream_response_time.map(secs)),
+        Var::RouteId => or_dash(e.route_id.clone()),
+        Var::ConsumerName => or_dash(e.consumer_name.clone()),
+        Var::RequestId => or_dash(e.request_id.clone()),
+    }
+}
+
+/// `2026-12-07T03:20:08+00:00` (UTC).
+fn iso8601(t: SystemTime) -> String {
+    let secs = t
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil from days (Howard Hinnant's algorithm), for 1970 onwards.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}+00:00",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// One line, without its newline.
+pub fn render(format: &Format, e: &Entry) -> String {
+    match format {
+        Format::Template(parts) => {
+            let mut line = String::with_capacity(160);
+            for p in parts {
+                match p {
+                    Part::Text(t) => line.push_str(t),
+                    Part::Var(v) => {
+                        let _ = write!(line, "{}", value(*v, e));
+                    }
+                }
+            }
+            line
+        }
+        Format::Json => {
+            let mut obj = serde_json::Map::new();
+            for (name, var) in VARS {
+                obj.insert((*name).into(), serde_json::Value::String(value(*var, e)));
+            }
+            serde_json::Value::Object(obj).to_string()
+        }
+    }
+}
+
+/// Where lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Stdout,
+    /// Appended to; reopened on SIGUSR1 (after logrotate moved it).
+    File(PathBuf),
+}
+
+/// Entries waiting for the writer before new ones are dropped.
+const QUEUE: usize = 16_384;
+
+pub struct AccessLog {
+    tx: SyncSender<Entry>,
+    dropped: AtomicU64,
+    reopen: Arc<AtomicBool>,
+}
+
+impl AccessLog {
+    /// Starts the writer thread. Fails when the file cannot be opened.
+    pub fn start(target: Target, format: Format) -> std::io::Result<Arc<AccessLog>> {
+        let out = open(&target)?;
+        let (tx, rx) = sync_channel(QUEUE);
+        let reopen = Arc::new(AtomicBool::new(false));
+        let flag = reopen.clone();
+        std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(rx, out, target, format, flag))?;
+        Ok(Arc::new(AccessLog {
+            tx,
+            dropped: AtomicU64::new(0),
+            reopen,
+        }))
+    }
+
+    /// Hands `entry` to the writer; never waits.
+    pub fn log(&self, entry: Entry) {
+        if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = self.tx.try_send(entry)
+        {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Entries dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Reopens the file before the next line (logrotate's `postrotate` sends SIGUSR1).
+    pub fn reopen(&self) {
+        self.reopen.store(true, Ordering::Relaxed);
+    }
+}
+
+fn open(target: &Target) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        Target::Stdout => Box::new(std::io::stdout()),
+        Target::File(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+    })
+}
+
+fn write_lines(
+    rx: Receiver<Entry>,
+    out: Box<dyn Write + Send>,
+    target: Target,
+    format: Format,
+    reopen: Arc<AtomicBool>,
+) {
+    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    loop {
+        // Flushed whenever the queue runs dry, so a quiet gateway's lines are not held.
+        let entry = match rx.recv_timeout(Duration::from_millis(200)) {
+            Ok(e) => e,
+            Err(RecvTimeoutError::Timeout) => {
+                let _ = out.flush();
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        if reopen.swap(false, Ordering::Relaxed) {
+            let _ = out.flush();
+            match open(&target) {
+                Ok(f) => out = std::io::BufWriter::with_capacity(64 * 1024, f),
+                Err(e) => tracing::error!(error = %e, "cannot reopen the access log"),
+            }
+        }
+        let mut line = render(&format, &entry);
+        line.push('\n');
+        if out.write_all(line.as_bytes()).is_err() {
+            continue;
+        }
+        if rx
+            .try_recv()
+            .is_err_and(|e| e == std::sync::mpsc::TryRecvError::Empty)
+        {
+            let _ = out.flush();
+        }
+    }
+    let _ = out.flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            remote: Some("10.0.0.1:5000".parse().unwrap()),
+            time: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_796_613_608)),
+            method: "GET".into(),
+            request_uri: "/a?b=1".into(),
+            protocol: "HTTP/1.1",
+            host: "example.com".into(),
+            status: 200,
+            body_bytes_sent: Some(2),
+            referer: None,
+            user_agent: Some("curl/8".into()),
+            request_time: 0.0123,
+            upstream_addr: Some("127.0.0.1:8080".into()),
+            upstream_status: Some(200),
+            upstream_response_time: Some(0.01),
+            route_id: Some("r1".into()),
+            consumer_name: None,
+            request_id: None,
+        }
+    }
+
+    #[test]
+    fn formats() {
+        let e = entry();
+        assert_eq!(
+            render(&Format::parse("combined").unwrap(), &e),
+            "10.0.0.1 - - [07/Dec/2026:03:20:08 +0000] \"GET /a?b=1 HTTP/1.1\" 200 2 \"-\" \"curl/8\""
+        );
+        let t = Format::parse("$route_id ${upstream_addr} $upstream_status $request_time $consumer_name $time_iso8601").unwrap();
+        assert_eq!(
+            render(&t, &e),
+            "r1 127.0.0.1:8080 200 0.012 - 2026-12-07T03:20:08+00:00"
+        );
+        let json: serde_json::Value = serde_json::from_str(&render(&Format::Json, &e)).unwrap();
+        assert_eq!(json["status"], "200");
+        assert_eq!(json["route_id"], "r1");
+        assert_eq!(json["http_referer"], "-");
+        assert!(Format::parse("$nope").unwrap_err().contains("$nope"));
+        assert!(Format::parse("${status").is_err());
+        assert_eq!(
+            Format::parse("a $$status b").unwrap(),
+            Format::Template(vec![
+                Part::Text("a $".into()),
+                Part::Var(Var::Status),
+                Part::Text(" b".into())
+            ])
+        );
+    }
+}
