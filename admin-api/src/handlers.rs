@@ -156,15 +156,18 @@ async fn put(
     resource::fill_identity(kind, &mut doc, &id);
     // Validate before touching etcd: an invalid body is a 400 even while etcd is down.
     prepare(app, kind, &id, doc.clone(), None, now(), false)?;
+    if ttl.is_some() && !resource::may_expire(kind) {
+        return Err(ValidationError::new(
+            "ttl",
+            format!(
+                "{} cannot expire: what references them (or, for consumers, their \
+                 credentials) would be left dangling",
+                kind.as_str()
+            ),
+        )
+        .into());
+    }
     if kind == Kind::Consumers {
-        if ttl.is_some() {
-            return Err(ValidationError::new(
-                "ttl",
-                "consumers cannot expire: their credentials (kept under them) would outlive \
-                 them and come back with a consumer of the same name",
-            )
-            .into());
-        }
         unique_credentials(app, &app.key(kind, &id), &Value::Object(doc.clone())).await?;
     }
     let lease = lease(app, ttl).await?;
@@ -220,6 +223,16 @@ pub async fn create(
             "id",
             format!(
                 "POST assigns the id; to choose one, use PUT /apisix/admin/{}/{{id}}",
+                kind.as_str()
+            ),
+        )
+        .into());
+    }
+    if ttl.is_some() && !resource::may_expire(kind) {
+        return Err(ValidationError::new(
+            "ttl",
+            format!(
+                "{} cannot expire: what references them would be left dangling",
                 kind.as_str()
             ),
         )

@@ -26,6 +26,13 @@ pub fn put_only(kind: Kind) -> bool {
     kind == Kind::Consumers
 }
 
+/// Kinds that may be put on a lease (`?ttl=`): not those other resources reference,
+/// whose expiry the delete check would never see, nor consumers, whose credentials would
+/// outlive them.
+pub fn may_expire(kind: Kind) -> bool {
+    referrers(kind).is_empty() && kind != Kind::Consumers
+}
+
 /// Kinds that cannot be created with POST (an id of their own is required), as APISIX.
 pub fn no_post(kind: Kind) -> bool {
     matches!(

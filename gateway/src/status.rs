@@ -120,11 +120,18 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
             });
             (StatusCode::OK, "application/json", body.to_string())
         }
-        "/metrics" => (
-            StatusCode::OK,
-            "text/plain; version=0.0.4",
-            shared.metrics.render(&snap.counts, &node_health(&snap)),
-        ),
+        "/metrics" => {
+            let mut text = shared.metrics.render(&snap.counts, &node_health(&snap));
+            if let Some(log) = &shared.access_log {
+                text.push_str(&format!(
+                    "# HELP gateway_access_log_dropped_total Access log lines dropped because \
+                     the writer fell behind.\n# TYPE gateway_access_log_dropped_total counter\n\
+                     gateway_access_log_dropped_total {}\n",
+                    log.dropped()
+                ));
+            }
+            (StatusCode::OK, "text/plain; version=0.0.4", text)
+        }
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

@@ -225,4 +225,32 @@ mod tests {
             assert_eq!(e.field, field, "{bad}: {e}");
         }
     }
+
+    /// Secrets are stored sealed, longer than written: the longest valid ones still
+    /// decode once sealed (else the gateway would drop the whole consumer).
+    #[test]
+    fn sealed_secrets_of_the_longest_valid_length_decode() {
+        let ring = crate::Keyring::new(&["0123456789abcdef".to_string()]).unwrap();
+        for (plugin, field, n, extra) in [
+            ("key-auth", "key", 4096, serde_json::json!({})),
+            (
+                "basic-auth",
+                "password",
+                4096,
+                serde_json::json!({"username": "u"}),
+            ),
+            (
+                "hmac-auth",
+                "secret_key",
+                256,
+                serde_json::json!({"key_id": "k"}),
+            ),
+        ] {
+            let mut conf = extra;
+            conf[field] = ring.encrypt(&"s".repeat(n)).into();
+            let doc = serde_json::json!({"username": "jack", "plugins": {plugin: conf}});
+            let c = decode::<Consumer>(doc.to_string().as_bytes());
+            assert!(c.is_ok(), "{plugin}: {:?}", c.err());
+        }
+    }
 }

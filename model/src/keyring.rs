@@ -31,6 +31,13 @@ impl fmt::Debug for Keyring {
     }
 }
 
+/// The longest a secret of `plain` bytes is once sealed (nonce, tag, base64): a length
+/// limit on a secret field must admit it, or a valid secret stored encrypted would make
+/// its whole consumer invalid.
+pub const fn sealed_len(plain: usize) -> usize {
+    4 * (NONCE_LEN + 16 + plain).div_ceil(3)
+}
+
 impl Keyring {
     /// A keyring of `keys` (16 bytes for AES-128, 32 for AES-256). Blank entries (a
     /// trailing comma) are skipped; no key at all means no encryption. The error names
@@ -60,6 +67,7 @@ impl Keyring {
     }
 
     /// Encrypts with the first key; returns `plaintext` unchanged when there is no key.
+    /// The result is at most [`sealed_len`] of the plaintext's length.
     pub fn encrypt(&self, plaintext: &str) -> String {
         let Some(key) = self.keys.first() else {
             return plaintext.to_string();
@@ -175,6 +183,16 @@ mod tests {
 
     fn ring(keys: &[&str]) -> Keyring {
         Keyring::new(&keys.iter().map(|k| k.to_string()).collect::<Vec<_>>()).expect("valid keys")
+    }
+
+    #[test]
+    fn sealed_lengths_are_bounded() {
+        for keys in [&[A][..], &[B][..]] {
+            for n in [0, 1, 255, 256, 4096] {
+                let sealed = ring(keys).encrypt(&"x".repeat(n));
+                assert_eq!(sealed.len(), sealed_len(n), "{n} bytes");
+            }
+        }
     }
 
     #[test]

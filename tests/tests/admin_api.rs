@@ -1061,55 +1061,54 @@ async fn list_filters() {
 }
 
 /// `?ttl=` puts a resource on an etcd lease: it is gone when the lease expires; a PATCH
-/// keeps the expiry; a bad ttl is a 400 that writes nothing.
+/// keeps the expiry; a bad ttl is a 400 that writes nothing; kinds that others reference
+/// (and consumers) cannot expire.
 #[tokio::test]
 async fn ttl_expires_resources() {
     let (etcd, admin) = start();
+    upstream(&admin, "u").await;
+    let route = |uri: &str| json!({"uri": uri, "upstream_id": "u"});
     let (status, body) = admin
-        .call(
-            "PUT",
-            "/upstreams/short?ttl=2",
-            Some(json!({"nodes": {"127.0.0.1:1980": 1}})),
-        )
+        .call("PUT", "/routes/short?ttl=5", Some(route("/short")))
         .await;
     assert_eq!(status, 201, "{body}");
     let (status, body) = admin
-        .call(
-            "POST",
-            "/upstreams?ttl=2",
-            Some(json!({"nodes": {"127.0.0.1:1981": 1}})),
-        )
+        .call("POST", "/routes?ttl=5", Some(route("/posted")))
         .await;
     assert_eq!(status, 201, "{body}");
     let posted = body["value"]["id"].as_str().unwrap().to_string();
-    upstream(&admin, "kept").await;
+    admin.ok("PUT", "/routes/kept", Some(route("/kept"))).await;
     admin
-        .ok(
-            "PATCH",
-            "/upstreams/short",
-            Some(json!({"desc": "patched"})),
-        )
+        .ok("PATCH", "/routes/short", Some(json!({"desc": "patched"})))
         .await;
-    let lease = etcd.ctl(&["get", "/gateway/upstreams/short", "-w", "json"]);
+    let lease = etcd.ctl(&["get", "/gateway/routes/short", "-w", "json"]);
     assert!(
         lease.contains("\"lease\""),
         "PATCH dropped the lease: {lease}"
     );
-    // A consumer cannot expire: its credentials would outlive it.
-    let (status, body) = admin
-        .call(
-            "PUT",
-            "/consumers/temp?ttl=5",
-            Some(json!({"username": "temp"})),
-        )
-        .await;
-    assert_eq!(status, 400, "{body}");
+    // What others reference cannot expire (their references would dangle), nor can a
+    // consumer (its credentials would outlive it).
+    for (path, def) in [
+        (
+            "/upstreams/temp?ttl=5",
+            json!({"nodes": {"127.0.0.1:1980": 1}}),
+        ),
+        ("/consumer_groups/temp?ttl=5", json!({"plugins": {}})),
+        ("/consumers/temp?ttl=5", json!({"username": "temp"})),
+    ] {
+        let (status, body) = admin.call("PUT", path, Some(def)).await;
+        assert_eq!(status, 400, "{path}: {body}");
+        assert!(
+            body["error_msg"].as_str().unwrap().contains("ttl"),
+            "{body}"
+        );
+    }
     for bad in ["0", "-1", "x", "99999999999"] {
         let (status, body) = admin
             .call(
                 "PUT",
-                &format!("/upstreams/bad?ttl={bad}"),
-                Some(json!({"nodes": {"127.0.0.1:1980": 1}})),
+                &format!("/routes/bad?ttl={bad}"),
+                Some(route("/bad")),
             )
             .await;
         assert_eq!(status, 400, "ttl={bad}: {body}");
@@ -1119,20 +1118,21 @@ async fn ttl_expires_resources() {
         );
     }
     eventually(
-        Duration::from_secs(10),
-        "the leased upstreams expire",
+        Duration::from_secs(20),
+        "the leased routes expire",
         || async {
-            admin.call("GET", "/upstreams/short", None).await.0 == 404
+            admin.call("GET", "/routes/short", None).await.0 == 404
                 && admin
-                    .call("GET", &format!("/upstreams/{posted}"), None)
+                    .call("GET", &format!("/routes/{posted}"), None)
                     .await
                     .0
                     == 404
         },
     )
     .await;
-    assert_eq!(admin.call("GET", "/upstreams/kept", None).await.0, 200);
-    assert_eq!(admin.call("GET", "/upstreams/bad", None).await.0, 404);
+    assert_eq!(admin.call("GET", "/routes/kept", None).await.0, 200);
+    assert_eq!(admin.call("GET", "/routes/bad", None).await.0, 404);
+    assert_eq!(admin.call("GET", "/upstreams/temp", None).await.0, 404);
 }
 
 /// `GET /plugins/list` and each plugin's schema, as APISIX answers them.

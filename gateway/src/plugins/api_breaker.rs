@@ -34,8 +34,10 @@ impl Counts {
         }
         let exp = (self.unhealthy / c.failures).min(63) as u32;
         let secs = 2u64.saturating_pow(exp).min(c.max_breaker_sec);
-        self.tripped_at
-            .is_some_and(|at| now < at + Duration::from_secs(secs))
+        self.tripped_at.is_some_and(|at| {
+            at.checked_add(Duration::from_secs(secs))
+                .is_none_or(|end| now < end)
+        })
     }
 
     /// One answer of the upstream.

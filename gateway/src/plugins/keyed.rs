@@ -2,9 +2,9 @@
 //! bucket), shared by every worker: sharded so that workers counting different keys
 //! rarely wait for each other, and bounded so that a flood of distinct keys cannot grow
 //! memory without end.
-use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::hash::{Hash, Hasher};
+use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -41,9 +41,18 @@ impl<V> Default for Shard<V> {
     }
 }
 
+/// Where one key's state is kept.
+#[derive(Debug, Clone)]
+pub struct Place {
+    shard: usize,
+    key: String,
+}
+
 pub struct Keyed<V> {
     shards: Vec<Mutex<Shard<V>>>,
     max_keys: usize,
+    /// Seeded per table: a client choosing keys cannot aim them all at one shard.
+    hasher: RandomState,
 }
 
 impl<V: Expiring> Default for Keyed<V> {
@@ -57,20 +66,22 @@ impl<V: Expiring> Keyed<V> {
         Keyed {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             max_keys,
+            hasher: RandomState::new(),
         }
     }
 
-    /// Runs `f` on `key`'s state (made by `new` if it has none) under its shard's lock.
+    /// Runs `f` on `key`'s state (made by `new` if it has none) under its shard's lock,
+    /// with where that state is kept: `key`'s own entry, or its shard's shared overflow
+    /// entry when the shard is full (what is given back later must go to the same one).
     pub fn with<R>(
         &self,
         key: &str,
         now: Instant,
         new: impl FnOnce() -> V,
-        f: impl FnOnce(&mut V) -> R,
+        f: impl FnOnce(Place, &mut V) -> R,
     ) -> R {
-        let mut h = DefaultHasher::new();
-        key.hash(&mut h);
-        let shard = &self.shards[(h.finish() as usize) % SHARDS];
+        let index = (self.hasher.hash_one(key) as usize) % SHARDS;
+        let shard = &self.shards[index];
         let mut shard = shard.lock().unwrap_or_else(|e| e.into_inner());
         let Shard {
             map,
@@ -89,7 +100,19 @@ impl<V: Expiring> Keyed<V> {
         } else {
             OVERFLOW_KEY
         };
-        f(map.entry(key.to_string()).or_insert_with(new))
+        let place = Place {
+            shard: index,
+            key: key.to_string(),
+        };
+        f(place, map.entry(key.to_string()).or_insert_with(new))
+    }
+
+    /// Runs `f` on the state kept at `place`, if it is still there.
+    pub fn at<R>(&self, place: &Place, f: impl FnOnce(&mut V) -> R) -> Option<R> {
+        let mut shard = self.shards[place.shard]
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        shard.map.get_mut(&place.key).map(f)
     }
 
     /// Keys held (live or not yet swept).
@@ -103,4 +126,20 @@ impl<V: Expiring> Keyed<V> {
 
     #[cfg(test)]
     pub const SHARDS: usize = SHARDS;
+
+    /// `f` summed over every entry.
+    #[cfg(test)]
+    pub fn sum(&self, f: impl Fn(&V) -> u64) -> u64 {
+        self.shards
+            .iter()
+            .map(|s| {
+                s.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .map
+                    .values()
+                    .map(&f)
+                    .sum::<u64>()
+            })
+            .sum()
+    }
 }

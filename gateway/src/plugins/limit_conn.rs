@@ -2,7 +2,7 @@
 //! lua-resty-limit-traffic's `limit.conn` counts them. A request takes a [`Slot`] in the
 //! access phase; the slot goes back when the last holder drops it: the response body once
 //! sent (or dropped by an aborted client), or a WebSocket tunnel once closed.
-use super::keyed::{Expiring, Keyed};
+use super::keyed::{Expiring, Keyed, Place};
 use super::limit_count::{rejected, resolve_key};
 use super::{Answer, Phases, Req, Run};
 use std::sync::Arc;
@@ -27,15 +27,12 @@ pub type Counts = Keyed<InFlight>;
 /// One request's place in its key's count, given back on drop.
 pub struct Slot {
     counts: Arc<Counts>,
-    key: String,
+    place: Place,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.counts
-            .with(&self.key, Instant::now(), InFlight::default, |n| {
-                n.0 = n.0.saturating_sub(1);
-            });
+        self.counts.at(&self.place, |n| n.0 = n.0.saturating_sub(1));
     }
 }
 
@@ -49,16 +46,17 @@ pub fn incoming(
     delay: Duration,
 ) -> Option<(Slot, Duration)> {
     let now = Instant::now();
-    let n = counts.with(key, now, InFlight::default, |n| {
+    let (n, place) = counts.with(key, now, InFlight::default, |place, n| {
         if n.0 >= conn.saturating_add(burst) {
             return None;
         }
         n.0 += 1;
-        Some(n.0)
+        Some((n.0, place))
     })?;
+    // Given back where it was counted (its shard's overflow entry, when that was full).
     let slot = Slot {
         counts: counts.clone(),
-        key: key.to_string(),
+        place,
     };
     let wait = match n > conn {
         true => delay.saturating_mul(u32::try_from((n - 1) / conn).unwrap_or(u32::MAX)),
@@ -112,5 +110,19 @@ mod tests {
         assert_eq!(wait_d, d);
         drop((b, c, _d));
         assert!(incoming(&counts, "k", 2, 1, d).is_some());
+    }
+
+    /// A key counted under the shared overflow entry (its shard full) is given back
+    /// there, not to an entry of its own that did not count it.
+    #[test]
+    fn overflowed_slots_go_back_where_they_were_counted() {
+        let counts = Arc::new(Counts::with_max_keys(1));
+        let d = Duration::from_millis(1);
+        let slots: Vec<_> = (0..100)
+            .map(|i| incoming(&counts, &format!("k{i}"), 1000, 0, d).unwrap().0)
+            .collect();
+        assert_eq!(counts.sum(|n| n.0), 100);
+        drop(slots);
+        assert_eq!(counts.sum(|n| n.0), 0, "every slot came back");
     }
 }

@@ -54,7 +54,7 @@ pub fn hit(
         ends: now + window,
         used: 0,
     };
-    windows.with(key, now, fresh, |w| {
+    windows.with(key, now, fresh, |_, w| {
         if w.expired(now) {
             *w = fresh();
         }

@@ -45,7 +45,7 @@ pub fn incoming(
         last: None,
         empty_at: now,
     };
-    buckets.with(key, now, fresh, |b| {
+    buckets.with(key, now, fresh, |_, b| {
         // The first request of a key finds the bucket empty, as resty's does.
         let excess = match b.last {
             None => 0.0,
@@ -57,12 +57,18 @@ pub fn incoming(
         if excess > burst {
             return None;
         }
+        // Bounded by the configuration (burst ≤ 1e9, rate ≥ 0.001); refused rather than
+        // panicking should those bounds ever be passed.
+        let wait = Duration::try_from_secs_f64(excess / rate).ok()?;
+        let empty_at = Duration::try_from_secs_f64((excess + 1.0) / rate)
+            .ok()
+            .and_then(|d| now.checked_add(d))?;
         *b = Bucket {
             excess,
             last: Some(now),
-            empty_at: now + Duration::from_secs_f64((excess + 1.0) / rate),
+            empty_at,
         };
-        Some(Duration::from_secs_f64(excess / rate))
+        Some(wait)
     })
 }
 

@@ -72,6 +72,9 @@ fn statuses(list: Option<Vec<u16>>, default: u16, at: String) -> Result<Vec<u16>
     Ok(list)
 }
 
+/// A year: beyond it the breaker is a configuration mistake, not a pause.
+const MAX_BREAKER_SEC: u64 = 366 * 24 * 3600;
+
 impl ApiBreaker {
     pub fn parse(value: &Value) -> Result<ApiBreaker, ValidationError> {
         let within = format!("plugins.{NAME}");
@@ -98,10 +101,10 @@ impl ApiBreaker {
             }
         }
         let max_breaker_sec = raw.max_breaker_sec.unwrap_or(300);
-        if max_breaker_sec < 3 {
+        if !(3..=MAX_BREAKER_SEC).contains(&max_breaker_sec) {
             return Err(ValidationError::new(
                 at("max_breaker_sec"),
-                "must be at least 3",
+                format!("must be from 3 to {MAX_BREAKER_SEC} seconds"),
             ));
         }
         let unhealthy = raw.unhealthy.unwrap_or(RawUnhealthy {
@@ -164,6 +167,10 @@ mod tests {
             ),
             (
                 json!({"break_response_code": 502, "max_breaker_sec": 2}),
+                "plugins.api-breaker.max_breaker_sec",
+            ),
+            (
+                json!({"break_response_code": 502, "max_breaker_sec": u64::MAX}),
                 "plugins.api-breaker.max_breaker_sec",
             ),
             (

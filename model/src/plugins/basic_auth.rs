@@ -48,7 +48,7 @@ impl BasicAuth {
                 "must be 1 to 256 characters long, without ':'",
             ));
         }
-        if raw.password.is_empty() || raw.password.len() > 4096 {
+        if raw.password.is_empty() || raw.password.len() > crate::keyring::sealed_len(4096) {
             return Err(ValidationError::new(
                 format!("{within}.password"),
                 "must be 1 to 4096 characters long",

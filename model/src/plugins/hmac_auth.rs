@@ -52,7 +52,8 @@ pub(super) struct RawCheck {
     allowed_algorithms: Option<Vec<String>>,
     /// Seconds; default 300, at least 1.
     clock_skew: Option<u64>,
-    /// Headers the signature must cover.
+    /// Headers the signature must cover; default `["date"]` (APISIX 3.17), so that a
+    /// captured signature cannot be replayed with a fresh `Date`.
     signed_headers: Option<Vec<String>>,
     /// Not served: the body would have to be read whole before proxying.
     validate_request_body: Option<bool>,
@@ -73,11 +74,16 @@ impl HmacAuth {
         let at = |f: &str| format!("{within}.{f}");
         if scope == Scope::Consumer {
             let raw: RawCredential = from_value(value).map_err(|e| e.within(&within))?;
-            for (field, v) in [("key_id", &raw.key_id), ("secret_key", &raw.secret_key)] {
-                if v.is_empty() || v.len() > 256 {
+            // The secret is stored sealed: its limit admits the sealed form of 256 bytes.
+            let secret_max = crate::keyring::sealed_len(256);
+            for (field, v, max) in [
+                ("key_id", &raw.key_id, 256),
+                ("secret_key", &raw.secret_key, secret_max),
+            ] {
+                if v.is_empty() || v.len() > max {
                     return Err(ValidationError::new(
                         at(field),
-                        "must be 1 to 256 characters long",
+                        format!("must be 1 to {max} characters long"),
                     ));
                 }
             }
@@ -118,7 +124,8 @@ impl HmacAuth {
             ));
         }
         let mut signed_headers = Vec::new();
-        for h in raw.signed_headers.unwrap_or_default() {
+        let listed = raw.signed_headers.unwrap_or_else(|| vec!["date".into()]);
+        for h in listed {
             if h.is_empty() || h.len() > 50 || h.contains(' ') {
                 return Err(ValidationError::new(
                     at("signed_headers"),
@@ -154,7 +161,7 @@ mod tests {
         };
         assert_eq!(allowed_algorithms.len(), 3);
         assert_eq!((clock_skew, hide_credentials), (300, false));
-        assert!(signed_headers.is_empty());
+        assert_eq!(signed_headers, ["date"]);
         let HmacAuth::Check { signed_headers, .. } = HmacAuth::parse(
             &json!({"signed_headers": ["Date", "x-custom-a"]}),
             Scope::Route,

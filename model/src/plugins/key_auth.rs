@@ -43,7 +43,7 @@ impl KeyAuth {
         let within = format!("plugins.{NAME}");
         if scope == Scope::Consumer {
             let raw: RawCredential = from_value(value).map_err(|e| e.within(&within))?;
-            if raw.key.is_empty() || raw.key.len() > 4096 {
+            if raw.key.is_empty() || raw.key.len() > crate::keyring::sealed_len(4096) {
                 return Err(ValidationError::new(
                     format!("{within}.key"),
                     "must be 1 to 4096 characters long",

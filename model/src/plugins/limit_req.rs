@@ -48,16 +48,19 @@ pub(super) struct Raw {
 
 /// Beyond this many requests per second, or of burst, the numbers are a mistake.
 const MAX: f64 = 1e9;
+/// One request every 1,000 s: slower is not a rate limit but a block, and would make
+/// the waits it computes overflow.
+const MIN_RATE: f64 = 0.001;
 
 impl LimitReq {
     pub fn parse(value: &Value) -> Result<LimitReq, ValidationError> {
         let within = format!("plugins.{NAME}");
         let raw: Raw = from_value(value).map_err(|e| e.within(&within))?;
         let at = |f: &str| format!("{within}.{f}");
-        if !(raw.rate > 0.0 && raw.rate <= MAX) {
+        if !(MIN_RATE..=MAX).contains(&raw.rate) {
             return Err(ValidationError::new(
                 at("rate"),
-                "must be greater than 0 (requests per second)",
+                format!("must be from {MIN_RATE} to {MAX} (requests per second)"),
             ));
         }
         if !(raw.burst >= 0.0 && raw.burst <= MAX) {
@@ -102,6 +105,10 @@ mod tests {
             (json!({"burst": 1}), "plugins.limit-req.rate"),
             (json!({"rate": 1}), "plugins.limit-req.burst"),
             (json!({"rate": 0, "burst": 1}), "plugins.limit-req.rate"),
+            (
+                json!({"rate": 1e-300, "burst": 1}),
+                "plugins.limit-req.rate",
+            ),
             (json!({"rate": 1, "burst": -1}), "plugins.limit-req.burst"),
             (
                 json!({"rate": 1, "burst": 1, "key_type": "constant"}),

@@ -248,12 +248,14 @@ async fn plugin_metadata_applies_to_routes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limit_req_delays_then_refuses() {
     let e = env().await;
-    let route = |nodelay: bool| {
-        json!({"uri": "/req", "upstream_id": "rec", "plugins": {"limit-req": {
+    let route = |uri: &str, nodelay: bool| {
+        json!({"uri": uri, "upstream_id": "rec", "plugins": {"limit-req": {
             "rate": 2, "burst": 1, "key_type": "var", "key": "remote_addr",
             "rejected_code": 429, "rejected_msg": "slow down", "nodelay": nodelay}}})
     };
-    e.s.admin.ok("PUT", "/routes/1", Some(route(false))).await;
+    e.s.admin
+        .ok("PUT", "/routes/1", Some(route("/req", false)))
+        .await;
     eventually(WAIT, "the route is served", || async {
         e.request("GET", "/req")
             .send()
@@ -263,14 +265,17 @@ async fn limit_req_delays_then_refuses() {
     .await;
     // Let the probe's request drain (rate 2/s).
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let timed = || async {
-        let started = std::time::Instant::now();
-        let resp = e.request("GET", "/req").send().await.unwrap();
-        let status = resp.status().as_u16();
-        let body: Value = resp.json().await.unwrap_or(Value::Null);
-        (status, started.elapsed(), body)
+    let timed = |uri: &'static str| {
+        let req = e.request("GET", uri);
+        async move {
+            let started = std::time::Instant::now();
+            let resp = req.send().await.unwrap();
+            let status = resp.status().as_u16();
+            let body: Value = resp.json().await.unwrap_or(Value::Null);
+            (status, started.elapsed(), body)
+        }
     };
-    let (a, b, c) = tokio::join!(timed(), timed(), timed());
+    let (a, b, c) = tokio::join!(timed("/req"), timed("/req"), timed("/req"));
     let mut all = [a, b, c];
     all.sort_by_key(|(s, t, _)| (*s, *t));
     let [(s1, t1, _), (s2, t2, _), (s3, _, body)] = all;
@@ -279,23 +284,36 @@ async fn limit_req_delays_then_refuses() {
         (200, 200, 429),
         "one at once, one delayed, one refused"
     );
-    assert!(t1 < Duration::from_millis(300), "the first waited {t1:?}");
+    assert!(
+        t1 < t2,
+        "the first waited as long as the second: {t1:?} {t2:?}"
+    );
     assert!(
         t2 >= Duration::from_millis(400),
         "the second did not wait its turn: {t2:?}"
     );
     assert_eq!(body["error_msg"], "slow down");
 
-    // nodelay: the burst passes at once.
-    e.s.admin.ok("PUT", "/routes/1", Some(route(true))).await;
+    // nodelay (a route of its own, so that no request meets the old configuration): the
+    // burst passes at once.
+    e.s.admin
+        .ok("PUT", "/routes/2", Some(route("/req2", true)))
+        .await;
+    eventually(WAIT, "the nodelay route is served", || async {
+        e.request("GET", "/req2")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    let (a, b, c) = tokio::join!(timed(), timed(), timed());
+    let (a, b, c) = tokio::join!(timed("/req2"), timed("/req2"), timed("/req2"));
     let mut all = [a, b, c];
     all.sort_by_key(|(s, t, _)| (*s, *t));
     let statuses: Vec<u16> = all.iter().map(|(s, _, _)| *s).collect();
     assert_eq!(statuses, [200, 200, 429]);
     assert!(
-        all[1].1 < Duration::from_millis(300),
+        all[1].1 < Duration::from_millis(450),
         "nodelay waited {:?}",
         all[1].1
     );
@@ -332,8 +350,13 @@ async fn limit_conn_counts_requests_in_flight() {
             .is_ok_and(|r| r.status() == 200)
     })
     .await;
+    let before = slow.hits();
     let first = tokio::spawn(e.request("GET", "/conn").send());
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The first is in flight once the node has it.
+    eventually(WAIT, "the first request reaches the node", || async {
+        slow.hits() > before
+    })
+    .await;
     let second = e.request("GET", "/conn").send().await.unwrap();
     assert_eq!(second.status(), 429, "a second request in flight");
     assert_eq!(first.await.unwrap().unwrap().status(), 200);
@@ -455,7 +478,22 @@ async fn api_breaker_opens_and_closes() {
     e.s.admin
         .ok("PUT", "/routes/1", Some(route(healthy.addr.to_string())))
         .await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // A later write is served only after the route change (etcd's order): once it is,
+    // the route's change is live too.
+    e.s.admin
+        .ok(
+            "PUT",
+            "/routes/marker",
+            Some(json!({"uri": "/marker", "upstream_id": "rec"})),
+        )
+        .await;
+    eventually(WAIT, "the marker is served", || async {
+        e.request("GET", "/marker")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
     assert_eq!(
         e.request("GET", "/api").send().await.unwrap().status(),
         502,
