@@ -302,17 +302,31 @@ async fn route_and_forward(
         parts.uri = Uri::from(pq);
     }
     let mut ran = Ran::default();
-    let result = dispatch(
+    // Routing and the plugins' request phases are synchronous: done here, so that only
+    // the waits below are states of this future (a nested future would be moved, parts
+    // and all, on every request).
+    let decision = decide(
         shared,
         conn,
-        parts,
-        body,
+        &mut parts,
         &host,
-        raw_host,
         &mut ran,
         log.as_deref_mut(),
-    )
-    .await;
+    );
+    // `fault-injection.delay` and `limit-req`'s wait, with the snapshot released.
+    if let Some(delay) = ran.delay() {
+        tokio::time::sleep(delay).await;
+    }
+    let result = match decision {
+        Ok(Ok((target, upstream))) => {
+            match prepare_forward(shared, conn, parts, body, raw_host, &target, upstream, &ran) {
+                Ok((upstream, req, exchange)) => forward(shared, &upstream, req, &exchange).await,
+                Err(e) => Err(e),
+            }
+        }
+        Ok(Err(answer)) => Ok(answer.into_response()),
+        Err(e) => Err(e),
+    };
     if let Some(e) = log {
         e.consumer_name = ran.consumer().map(|c| c.username.clone());
     }
@@ -341,50 +355,57 @@ async fn route_and_forward(
     Ok(crate::held_body::hold(resp, ran.held()))
 }
 
-/// Routing, the request phases of the global rules' and the route's plugins, and the
-/// forward. The snapshot is held only while routing and running those (synchronous)
-/// phases: the matched target carries everything the rest of the request needs, so a long
+/// What the upstream needs once routing is done: the matched route and its upstream (or
+/// why it has none), with the key a hash balancer uses.
+type Forward = (
+    Arc<RouteTarget>,
+    Result<(Arc<UpstreamRt>, Option<Vec<u8>>), String>,
+);
+
+/// Routing and the request phases of the global rules' and the route's plugins: where
+/// the request goes, or the answer a plugin gave. The snapshot is held only while this
+/// runs: the matched target carries everything the rest of the request needs, so a long
 /// download does not pin an old router in memory.
-#[allow(clippy::too_many_arguments)]
-async fn dispatch(
+fn decide(
     shared: &Arc<Shared>,
     conn: ConnInfo,
-    mut parts: http::request::Parts,
-    body: Incoming,
+    parts: &mut http::request::Parts,
     host: &str,
-    raw_host: Option<HeaderValue>,
     ran: &mut Ran,
     log: Option<&mut crate::access_log::Entry>,
-) -> Result<Response<RespBody>, ProxyError> {
-    let next = {
-        let snapshot = shared.snapshot.load();
-        let found = snapshot
-            .router
-            .find(&router::Request {
+) -> Result<Result<Forward, crate::plugins::Answer>, ProxyError> {
+    let snapshot = shared.snapshot.load();
+    let found = snapshot
+        .router
+        .find(&router::Request {
+            host,
+            path: parts.uri.path(),
+            method: parts.method.as_str(),
+            remote_addr: conn.remote.ip(),
+            vars: &RequestVars {
+                parts: &*parts,
                 host,
-                path: parts.uri.path(),
-                method: parts.method.as_str(),
-                remote_addr: conn.remote.ip(),
-                vars: &RequestVars {
-                    parts: &parts,
-                    host,
-                    remote: conn.remote,
-                    local: conn.local,
-                    scheme: conn.scheme,
-                    consumer: None,
-                },
-            })
-            .map(|m| m.value.clone());
-        if let (Some(e), Some(t)) = (log, &found) {
-            e.route_id = Some(t.route_id.as_str().to_string());
-        }
-        // Global rules run for every request, a route matched or not, before the route's.
-        let chains = snapshot
-            .global
-            .iter()
-            .chain(found.iter().filter_map(|t| t.chain.as_ref()));
+                remote: conn.remote,
+                local: conn.local,
+                scheme: conn.scheme,
+                consumer: None,
+            },
+        })
+        .map(|m| m.value.clone());
+    if let (Some(e), Some(t)) = (log, &found) {
+        e.route_id = Some(t.route_id.as_str().to_string());
+    }
+    // Global rules run for every request, a route matched or not, before the route's.
+    let chains = snapshot
+        .global
+        .iter()
+        .chain(found.iter().filter_map(|t| t.chain.as_ref()));
+    let mut answer = None;
+    let mut client = conn;
+    // A route without plugins, and no global rules: nothing to set up.
+    if snapshot.global.is_some() || found.as_ref().is_some_and(|t| t.chain.is_some()) {
         let mut req = Req {
-            parts: &mut parts,
+            parts: &mut *parts,
             host,
             conn,
             https_port: shared.https_port,
@@ -395,7 +416,6 @@ async fn dispatch(
                 .and_then(|t| t.service_id.as_ref().map(|s| s.as_str())),
             consumer: None,
         };
-        let mut answer = None;
         for chain in chains {
             answer = ran.request(chain, &mut req);
             if answer.is_some() {
@@ -403,43 +423,35 @@ async fn dispatch(
             }
         }
         // `real-ip` may have said who the client is.
-        let client = req.conn;
-        match (answer, found) {
-            (Some(answer), _) => Err(answer),
-            (None, None) => return Err(ProxyError::NoRoute),
-            (None, Some(target)) => {
-                let vars = RequestVars {
-                    parts: &parts,
-                    host,
-                    remote: client.remote,
-                    local: client.local,
-                    scheme: client.scheme,
-                    consumer: ran.consumer().map(|c| c.username.as_str()),
-                };
-                let upstream = snapshot.upstream_for(&target, &vars);
-                let hash_key = match &upstream {
-                    Ok(u) => u.hash_key(&vars),
-                    Err(_) => None,
-                };
-                Ok((target, upstream.map(|u| (u, hash_key))))
-            }
-        }
-    };
-    // `fault-injection.delay`, with the snapshot released.
-    if let Some(delay) = ran.delay() {
-        tokio::time::sleep(delay).await;
+        client = req.conn;
     }
-    let (target, upstream) = match next {
-        Ok(forward) => forward,
-        Err(answer) => return Ok(answer.into_response()),
-    };
-    forward_matched(shared, conn, parts, body, raw_host, &target, upstream, ran).await
+    match (answer, found) {
+        (Some(answer), _) => Ok(Err(answer)),
+        (None, None) => Err(ProxyError::NoRoute),
+        (None, Some(target)) => {
+            let vars = RequestVars {
+                parts: &*parts,
+                host,
+                remote: client.remote,
+                local: client.local,
+                scheme: client.scheme,
+                consumer: ran.consumer().map(|c| c.username.as_str()),
+            };
+            let upstream = snapshot.upstream_for(&target, &vars);
+            let hash_key = match &upstream {
+                Ok(u) => u.hash_key(&vars),
+                Err(_) => None,
+            };
+            Ok(Ok((target, upstream.map(|u| (u, hash_key)))))
+        }
+    }
 }
 
 /// The request to its route's upstream, once routing and the plugins' request phases are
-/// done.
+/// done: what [`forward`] sends. Synchronous, so that it adds no future of its own to the
+/// request's (each nested future is moved, whole, on every request).
 #[allow(clippy::too_many_arguments)]
-async fn forward_matched(
+fn prepare_forward(
     shared: &Arc<Shared>,
     conn: ConnInfo,
     mut parts: http::request::Parts,
@@ -448,7 +460,7 @@ async fn forward_matched(
     target: &RouteTarget,
     upstream: Result<(Arc<UpstreamRt>, Option<Vec<u8>>), String>,
     ran: &Ran,
-) -> Result<Response<RespBody>, ProxyError> {
+) -> Result<(Arc<UpstreamRt>, Request<UpBody>, Exchange), ProxyError> {
     let (upstream, hash_key) = upstream.map_err(ProxyError::Unavailable)?;
     let body_limit = ran
         .max_body_size()
@@ -533,7 +545,7 @@ async fn forward_matched(
         body_limit: body_limit.unwrap_or(u64::MAX),
         upgrade: std::sync::Mutex::new(upgrade),
     };
-    forward(shared, &upstream, req, &exchange).await
+    Ok((upstream, req, exchange))
 }
 
 /// The protocol a request asks to upgrade to, when it is a WebSocket handshake
