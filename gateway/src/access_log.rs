@@ -2,6 +2,7 @@
 //! template of `$variables`, or JSON. Lines are rendered and written by one thread of
 //! their own: the request path only hands an [`Entry`] to a bounded channel, and when the
 //! channel is full the entry is dropped and counted rather than the request made to wait.
+use crate::request_vars::Piece;
 use std::fmt::Write as _;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -109,46 +110,20 @@ impl Format {
             "json" => Ok(Format::Json),
             template => {
                 let mut parts = Vec::new();
-                let mut text = String::new();
-                let mut rest = template;
-                while let Some(at) = rest.find('$') {
-                    text.push_str(&rest[..at]);
-                    let after = &rest[at + 1..];
-                    let (name, used) = match after.strip_prefix('{') {
-                        Some(inner) => match inner.find('}') {
-                            Some(end) => (&inner[..end], end + 2),
-                            None => return Err(format!("unclosed ${{ in {template:?}")),
-                        },
-                        None => {
-                            let len = after
-                                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                                .unwrap_or(after.len());
-                            (&after[..len], len)
+                for piece in crate::request_vars::pieces(template) {
+                    match piece {
+                        Piece::Text(t) => parts.push(Part::Text(t.to_string())),
+                        Piece::Var(name) => {
+                            let Some((_, var)) = VARS.iter().find(|(n, _)| *n == name) else {
+                                let known: Vec<&str> = VARS.iter().map(|(n, _)| *n).collect();
+                                return Err(format!(
+                                    "unknown variable ${name} in the access log format (known: {})",
+                                    known.join(", ")
+                                ));
+                            };
+                            parts.push(Part::Var(*var));
                         }
-                    };
-                    if name.is_empty() {
-                        // A `$` that names nothing stays as it is.
-                        text.push('$');
-                        rest = after;
-                        continue;
                     }
-                    let var = VARS.iter().find(|(n, _)| *n == name).map(|(_, v)| *v);
-                    let Some(var) = var else {
-                        let known: Vec<&str> = VARS.iter().map(|(n, _)| *n).collect();
-                        return Err(format!(
-                            "unknown variable ${name} in the access log format (known: {})",
-                            known.join(", ")
-                        ));
-                    };
-                    if !text.is_empty() {
-                        parts.push(Part::Text(std::mem::take(&mut text)));
-                    }
-                    parts.push(Part::Var(var));
-                    rest = &after[used..];
-                }
-                text.push_str(rest);
-                if !text.is_empty() {
-                    parts.push(Part::Text(text));
                 }
                 Ok(Format::Template(parts))
             }
@@ -396,7 +371,11 @@ mod tests {
         assert_eq!(json["route_id"], "r1");
         assert_eq!(json["http_referer"], "-");
         assert!(Format::parse("$nope").unwrap_err().contains("$nope"));
-        assert!(Format::parse("${status").is_err());
+        // An unclosed `${` is text, as in every other template.
+        assert_eq!(
+            Format::parse("${status").unwrap(),
+            Format::Template(vec![Part::Text("${status".into())])
+        );
         assert_eq!(
             Format::parse("a $$status b").unwrap(),
             Format::Template(vec![

@@ -98,14 +98,25 @@ impl VarSource for RequestVars<'_> {
     }
 }
 
-/// A template with request variables (`$name`, `${name}`) replaced by their values, an
-/// unset one by nothing, as APISIX resolves them in `vars_combinations` keys, `redirect`
-/// and `proxy-rewrite` values. A `$` not followed by a name stays.
-pub fn expand(template: &str, vars: &dyn VarSource) -> String {
-    let mut out = String::with_capacity(template.len());
+/// One piece of a template of request variables.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Piece<'a> {
+    Text(&'a str),
+    /// A variable's name (`$name`, `${name}`).
+    Var(&'a str),
+}
+
+/// A template split into text and variables: `$name` takes letters, digits and `_`;
+/// `${ name }` takes what is inside the braces, trimmed. A `$` that names nothing (`$$`,
+/// `$-`, an unclosed `${`) is text.
+pub fn pieces(template: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
     let mut rest = template;
+    let mut text_from = 0usize;
+    let base = template.as_ptr() as usize;
+    let offset = |s: &str| s.as_ptr() as usize - base;
     while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
+        let dollar = offset(rest) + at;
         let after = &rest[at + 1..];
         let (name, used) = match after.strip_prefix('{') {
             Some(inner) => match inner.find('}') {
@@ -120,16 +131,38 @@ pub fn expand(template: &str, vars: &dyn VarSource) -> String {
             }
         };
         if name.is_empty() {
-            out.push('$');
+            // Stays part of the text.
             rest = after;
             continue;
         }
-        if let Some(v) = vars.get(name) {
-            out.push_str(&v);
+        if dollar > text_from {
+            out.push(Piece::Text(&template[text_from..dollar]));
         }
+        out.push(Piece::Var(name));
         rest = &after[used..];
+        text_from = offset(rest);
     }
-    out.push_str(rest);
+    if text_from < template.len() {
+        out.push(Piece::Text(&template[text_from..]));
+    }
+    out
+}
+
+/// A template with request variables (`$name`, `${name}`) replaced by their values, an
+/// unset one by nothing, as APISIX resolves them in `vars_combinations` keys, `redirect`
+/// and `proxy-rewrite` values. A `$` not followed by a name stays.
+pub fn expand(template: &str, vars: &dyn VarSource) -> String {
+    let mut out = String::with_capacity(template.len());
+    for piece in pieces(template) {
+        match piece {
+            Piece::Text(t) => out.push_str(t),
+            Piece::Var(name) => {
+                if let Some(v) = vars.get(name) {
+                    out.push_str(&v);
+                }
+            }
+        }
+    }
     out
 }
 
@@ -183,6 +216,21 @@ mod tests {
         }
         assert_eq!(vars.get_all("arg_a"), vec!["1", "3"]);
         assert_eq!(vars.get_all("http_accept"), vec!["a", "b"]);
+    }
+
+    #[test]
+    fn template_pieces() {
+        use Piece::{Text, Var};
+        for (template, want) in [
+            ("", vec![]),
+            ("plain", vec![Text("plain")]),
+            ("$a-${ b }c", vec![Var("a"), Text("-"), Var("b"), Text("c")]),
+            ("x$$y", vec![Text("x$"), Var("y")]),
+            ("${open", vec![Text("${open")]),
+            ("é$é", vec![Text("é$é")]),
+        ] {
+            assert_eq!(pieces(template), want, "{template}");
+        }
     }
 
     #[test]
