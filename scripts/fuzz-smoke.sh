@@ -12,6 +12,9 @@ if ! rustup toolchain list 2>/dev/null | grep -q '^nightly'; then
   echo "fuzz smoke: SKIPPED, no nightly toolchain (rustup toolchain install nightly)"
   exit 0
 fi
+# libfuzzer-sys builds libFuzzer, which is C++: a fresh machine with a nightly toolchain
+# but no C++ compiler would fail here (found by fresh-machine-check.sh).
+command -v c++ >/dev/null 2>&1 || ../scripts/install-deps.sh g++
 if ! cargo fuzz --version >/dev/null 2>&1; then
   echo "fuzz smoke: installing cargo-fuzz"
   if ! cargo +nightly install cargo-fuzz --locked --quiet; then
