@@ -21,7 +21,9 @@ type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 const ATTEMPTS: u32 = 10;
 
-fn ids((user, id): (String, String)) -> Result<(Id, Id)> {
+/// The consumer and credential a request names; no query parameter is taken.
+fn target((user, id): (String, String), uri: &Uri) -> Result<(Id, Id)> {
+    query(uri, &[])?;
     let user = Id::parse(&user).map_err(|e| ValidationError::new("username", e))?;
     let id = Id::parse(&id).map_err(|e| ValidationError::new("id", e))?;
     Ok((user, id))
@@ -74,8 +76,7 @@ pub async fn get_one(
     path: Result<Path<(String, String)>, PathRejection>,
     uri: Uri,
 ) -> Result<Json<Value>> {
-    let (user, id) = ids(path?.0)?;
-    query(&uri, &[])?;
+    let (user, id) = target(path?.0, &uri)?;
     let key = credential_key(app.store.prefix(), &user, &id);
     match app.store.get(&key).await? {
         Some(entry) => Ok(Json(item(&entry))),
@@ -90,8 +91,7 @@ pub async fn put(
     uri: Uri,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response> {
-    let (user, id) = ids(path?.0)?;
-    query(&uri, &[])?;
+    let (user, id) = target(path?.0, &uri)?;
     let doc = object_body(&body?)?;
     resource::check_body_id(&doc, &id)?;
     let key = credential_key(app.store.prefix(), &user, &id);
@@ -145,8 +145,7 @@ pub async fn delete(
     path: Result<Path<(String, String)>, PathRejection>,
     uri: Uri,
 ) -> Result<Json<Value>> {
-    let (user, id) = ids(path?.0)?;
-    query(&uri, &[])?;
+    let (user, id) = target(path?.0, &uri)?;
     let key = credential_key(app.store.prefix(), &user, &id);
     match app.store.delete_if(&key, None, None).await? {
         DeleteOutcome::Deleted => Ok(Json(json!({ "deleted": "1", "key": key }))),

@@ -82,7 +82,7 @@ pub async fn put_with_id(
     body: Body,
 ) -> Result<Response> {
     let (kind, id) = kind_and_id(path?.0)?;
-    let ttl = ttl(&query(&uri, &["ttl"])?)?;
+    let ttl = ttl(&query(&uri, &["ttl"])?, kind)?;
     let doc = object_body(&body?)?;
     resource::check_body_id(&doc, &id)?;
     put(&app, kind, id, doc, ttl).await
@@ -96,7 +96,7 @@ pub async fn put_without_id(
     body: Body,
 ) -> Result<Response> {
     let kind = kind_of(&path?.0)?;
-    let ttl = ttl(&query(&uri, &["ttl"])?)?;
+    let ttl = ttl(&query(&uri, &["ttl"])?, kind)?;
     let doc = object_body(&body?)?;
     if resource::put_only(kind) {
         // APISIX's `PUT /consumers` names the consumer in the body.
@@ -121,10 +121,22 @@ pub async fn put_without_id(
 }
 
 /// `?ttl=` (seconds): the resource is deleted by etcd when its lease expires (APISIX).
-fn ttl(params: &BTreeMap<String, String>) -> Result<Option<i64>> {
+/// Only kinds that may expire take one (`resource::may_expire`).
+fn ttl(params: &BTreeMap<String, String>, kind: Kind) -> Result<Option<i64>> {
     let Some(raw) = params.get("ttl") else {
         return Ok(None);
     };
+    if !resource::may_expire(kind) {
+        return Err(ValidationError::new(
+            "ttl",
+            format!(
+                "{} cannot expire: what references them (or, for consumers, their \
+                 credentials) would be left dangling",
+                kind.as_str()
+            ),
+        )
+        .into());
+    }
     match raw.parse::<i64>() {
         Ok(n) if (1..=MAX_TTL).contains(&n) => Ok(Some(n)),
         _ => Err(ValidationError::new(
@@ -156,17 +168,6 @@ async fn put(
     resource::fill_identity(kind, &mut doc, &id);
     // Validate before touching etcd: an invalid body is a 400 even while etcd is down.
     prepare(app, kind, &id, doc.clone(), None, now(), false)?;
-    if ttl.is_some() && !resource::may_expire(kind) {
-        return Err(ValidationError::new(
-            "ttl",
-            format!(
-                "{} cannot expire: what references them (or, for consumers, their \
-                 credentials) would be left dangling",
-                kind.as_str()
-            ),
-        )
-        .into());
-    }
     if kind == Kind::Consumers {
         unique_credentials(app, &app.key(kind, &id), &Value::Object(doc.clone())).await?;
     }
@@ -207,7 +208,7 @@ pub async fn create(
     body: Body,
 ) -> Result<Response> {
     let kind = kind_of(&path?.0)?;
-    let ttl = ttl(&query(&uri, &["ttl"])?)?;
+    let ttl = ttl(&query(&uri, &["ttl"])?, kind)?;
     if resource::put_only(kind) {
         return Err(put_only(kind));
     }
@@ -223,16 +224,6 @@ pub async fn create(
             "id",
             format!(
                 "POST assigns the id; to choose one, use PUT /apisix/admin/{}/{{id}}",
-                kind.as_str()
-            ),
-        )
-        .into());
-    }
-    if ttl.is_some() && !resource::may_expire(kind) {
-        return Err(ValidationError::new(
-            "ttl",
-            format!(
-                "{} cannot expire: what references them would be left dangling",
                 kind.as_str()
             ),
         )
