@@ -461,7 +461,7 @@ fn schemas() -> Value {
             "createdIndex": {"type": "integer"}, "modifiedIndex": {"type": "integer"}}});
     json!({
         "Route": {"type": "object", "additionalProperties": false, "properties": route,
-            "description": "Needs uri or uris, and upstream, upstream_id or service_id"},
+            "description": "Needs uri or uris, and upstream, upstream_id, service_id, plugins or plugin_config_id"},
         "Service": {"type": "object", "additionalProperties": false, "properties": service},
         "Upstream": {"type": "object", "additionalProperties": false, "required": ["nodes"], "properties": upstream},
         "Ssl": {"type": "object", "additionalProperties": false, "required": ["cert", "key"], "properties": ssl,

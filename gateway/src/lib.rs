@@ -17,6 +17,7 @@ pub mod normalize;
 pub mod plugin_state;
 pub mod plugins;
 pub mod pool;
+pub mod prometheus;
 pub mod proxy;
 pub mod request_body;
 pub mod request_vars;
@@ -64,6 +65,11 @@ pub struct Shared {
     pub max_body_size: Option<u64>,
     /// `--access-log`, unless `off`.
     pub access_log: Option<Arc<access_log::AccessLog>>,
+    /// The `prometheus` plugin's request metrics.
+    pub requests: Arc<prometheus::RequestMetrics>,
+    /// Whether any route or global rule of the current snapshot has the `prometheus`
+    /// plugin: until one does, requests skip the timing and labels it needs.
+    pub records_metrics: AtomicBool,
 }
 
 impl Shared {
@@ -78,6 +84,8 @@ impl Shared {
             snapshot: ArcSwap::from_pointee(snapshot::Snapshot::empty()),
             pool: Arc::new(pool::Pool::new(workers)),
             metrics: metrics::Metrics::new(workers),
+            requests: Arc::new(prometheus::RequestMetrics::new(workers)),
+            records_metrics: AtomicBool::new(false),
             workers,
             max_body_size,
             access_log,

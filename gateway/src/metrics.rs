@@ -1,14 +1,8 @@
 //! Counters for `/metrics`, kept as atomics so the request path never takes a lock.
-use std::fmt::Write;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::metrics::MetricType;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-
-/// One metric family: name, type, help, and its `(labels, value)` rows.
-type Family = (
-    &'static str,
-    &'static str,
-    &'static str,
-    Vec<(String, String)>,
-);
 
 #[derive(Default)]
 pub struct Metrics {
@@ -107,10 +101,15 @@ impl Metrics {
         }
     }
 
-    /// `nodes`: the checked upstreams' nodes as (upstream key, address, healthy, in flight).
-    pub fn render(&self, counts: &ConfigCounts, nodes: &[NodeHealthRow]) -> String {
-        let mut out = String::new();
-        let one = |v: u64| vec![(String::new(), v.to_string())];
+    /// Every metric as one family per row, for the exposition (`status::exposition`).
+    /// `nodes`: the checked upstreams' nodes.
+    pub fn families(
+        &self,
+        counts: &ConfigCounts,
+        nodes: &[NodeHealthRow],
+        etcd_connected: bool,
+    ) -> Vec<Family> {
+        let one = |v: u64| vec![(Vec::new(), Value::Int(v))];
         let kinds = |r: usize, s: usize, u: usize, t: usize| {
             [
                 ("routes", r),
@@ -119,7 +118,7 @@ impl Metrics {
                 ("ssls", t),
             ]
             .into_iter()
-            .map(|(k, v)| (format!("{{kind=\"{k}\"}}"), v.to_string()))
+            .map(|(k, v)| (vec![("kind", k.to_string())], Value::Int(v as u64)))
             .collect()
         };
         let codes = self
@@ -128,184 +127,172 @@ impl Metrics {
             .enumerate()
             .filter_map(|(i, c)| {
                 let v = c.load(Relaxed);
-                (v > 0).then(|| (format!("{{code=\"{}\"}}", i + 100), v.to_string()))
+                (v > 0).then(|| (vec![("code", (i + 100).to_string())], Value::Int(v)))
             })
             .collect();
-        let node_label = |n: &NodeHealthRow| {
-            format!(
-                "{{upstream=\"{}\",node=\"{}\"}}",
-                escape(&n.upstream),
-                escape(&n.node)
-            )
-        };
+        let node_labels =
+            |n: &NodeHealthRow| vec![("upstream", n.upstream.clone()), ("node", n.node.clone())];
         let healthy = nodes
             .iter()
-            .map(|n| (node_label(n), u8::from(n.healthy).to_string()))
+            .map(|n| (node_labels(n), Value::Int(u64::from(n.healthy))))
             .collect();
         let in_flight = nodes
             .iter()
-            .map(|n| (node_label(n), n.in_flight.to_string()))
+            .map(|n| (node_labels(n), Value::Int(n.in_flight as u64)))
+            .collect();
+        // APISIX's: the node's address split into ip and port, the upstream as `name`.
+        let upstream_status = nodes
+            .iter()
+            .map(|n| {
+                let (ip, port) = n.node.rsplit_once(':').unwrap_or((&n.node, ""));
+                let labels = vec![
+                    ("name", n.upstream.clone()),
+                    ("ip", ip.trim_matches(['[', ']']).to_string()),
+                    ("port", port.to_string()),
+                ];
+                (labels, Value::Int(u64::from(n.healthy)))
+            })
             .collect();
         let per_worker = |v: &[AtomicU64]| {
             v.iter()
                 .enumerate()
-                .map(|(i, c)| (format!("{{worker=\"{i}\"}}"), c.load(Relaxed).to_string()))
+                .map(|(i, c)| (vec![("worker", i.to_string())], Value::Int(c.load(Relaxed))))
                 .collect()
         };
-        let rows: [Family; 20] = [
-            (
-                "gateway_connections_accepted_total",
-                "counter",
+        let sum = |v: &[AtomicU64]| v.iter().map(|c| c.load(Relaxed)).sum::<u64>();
+        let accepted = sum(&self.accepted);
+        let responses = sum(&self.responses);
+        use MetricType::{Counter, Gauge};
+        vec![
+            Family("gateway_connections_accepted", Counter,
                 "Client connections accepted (HTTP and HTTPS), by worker thread.",
-                per_worker(&self.accepted),
-            ),
-            (
-                "gateway_connections_open",
-                "gauge",
+                per_worker(&self.accepted)),
+            Family("gateway_connections_open", Gauge,
                 "Client connections open now, by worker thread.",
-                per_worker(&self.open),
-            ),
-            (
-                "gateway_connections_refused_total",
-                "counter",
+                per_worker(&self.open)),
+            Family("gateway_connections_refused", Counter,
                 "Client connections closed at accept because their worker had --worker-connections open.",
-                per_worker(&self.refused),
-            ),
-            (
-                "gateway_client_idle_closes_total",
-                "counter",
+                per_worker(&self.refused)),
+            Family("gateway_client_idle_closes", Counter,
                 "Client connections closed for sending no request: before the first head (header) or between requests (keepalive).",
                 vec![
-                    (
-                        "{phase=\"header\"}".to_string(),
-                        self.header_timeouts.load(Relaxed).to_string(),
-                    ),
-                    (
-                        "{phase=\"keepalive\"}".to_string(),
-                        self.keepalive_timeouts.load(Relaxed).to_string(),
-                    ),
-                ],
-            ),
-            (
-                "gateway_tls_unknown_sni_total",
-                "counter",
+                    (vec![("phase", "header".into())], Value::Int(self.header_timeouts.load(Relaxed))),
+                    (vec![("phase", "keepalive".into())], Value::Int(self.keepalive_timeouts.load(Relaxed))),
+                ]),
+            Family("gateway_tls_unknown_sni", Counter,
                 "TLS handshakes refused: no SNI, or no certificate for the name.",
-                one(self.tls_unknown_sni.load(Relaxed)),
-            ),
-            (
-                "gateway_tls_handshake_failures_total",
-                "counter",
+                one(self.tls_unknown_sni.load(Relaxed))),
+            Family("gateway_tls_handshake_failures", Counter,
                 "TLS handshakes that failed or timed out.",
-                one(self.tls_handshake_failures.load(Relaxed)),
-            ),
-            (
-                "gateway_websockets_open",
-                "gauge",
+                one(self.tls_handshake_failures.load(Relaxed))),
+            Family("gateway_websockets_open", Gauge,
                 "WebSocket tunnels open now.",
-                one(self.websockets_open.load(Relaxed)),
-            ),
-            (
-                "gateway_upstream_node_healthy",
-                "gauge",
+                one(self.websockets_open.load(Relaxed))),
+            Family("gateway_upstream_node_healthy", Gauge,
                 "1 while a node of an upstream with checks is healthy, 0 while it is skipped.",
-                healthy,
-            ),
-            (
-                "gateway_upstream_node_in_flight",
-                "gauge",
+                healthy),
+            Family("gateway_upstream_node_in_flight", Gauge,
                 "Requests in flight to a node of an upstream with checks.",
-                in_flight,
-            ),
-            (
-                "gateway_http_responses_total",
-                "counter",
+                in_flight),
+            Family("gateway_http_responses", Counter,
                 "Responses sent to clients by status code.",
-                codes,
-            ),
-            (
-                "gateway_upstream_connect_errors_total",
-                "counter",
+                codes),
+            Family("gateway_upstream_connect_errors", Counter,
                 "Failed attempts to connect to an upstream node.",
-                one(self.upstream_connect_errors.load(Relaxed)),
-            ),
-            (
-                "gateway_upstream_timeouts_total",
-                "counter",
+                one(self.upstream_connect_errors.load(Relaxed))),
+            Family("gateway_upstream_timeouts", Counter,
                 "Upstream requests that timed out.",
-                one(self.upstream_timeouts.load(Relaxed)),
-            ),
-            (
-                "gateway_config_revision",
-                "gauge",
+                one(self.upstream_timeouts.load(Relaxed))),
+            Family("gateway_config_revision", Gauge,
                 "etcd revision of the applied configuration.",
-                one(self.revision.load(Relaxed)),
-            ),
-            (
-                "gateway_ready",
-                "gauge",
+                one(self.revision.load(Relaxed))),
+            Family("gateway_ready", Gauge,
                 "1 once the first full list from etcd is applied.",
-                one(self.ready.load(Relaxed)),
-            ),
-            (
-                "gateway_snapshot_builds_total",
-                "counter",
+                one(self.ready.load(Relaxed))),
+            Family("gateway_snapshot_builds", Counter,
                 "Routing snapshots compiled and swapped in.",
-                one(self.snapshot_builds.load(Relaxed)),
-            ),
-            (
-                "gateway_snapshot_build_seconds_total",
-                "counter",
+                one(self.snapshot_builds.load(Relaxed))),
+            Family("gateway_snapshot_build_seconds", Counter,
                 "Time spent compiling snapshots.",
-                vec![(
-                    String::new(),
-                    format!(
-                        "{:.6}",
-                        self.snapshot_build_micros.load(Relaxed) as f64 / 1e6
-                    ),
-                )],
-            ),
-            (
-                "gateway_etcd_watch_restarts_total",
-                "counter",
+                vec![(Vec::new(), Value::Float(self.snapshot_build_micros.load(Relaxed) as f64 / 1e6))]),
+            Family("gateway_etcd_watch_restarts", Counter,
                 "Times the etcd watch was re-established after an error.",
-                one(self.watch_restarts.load(Relaxed)),
-            ),
-            (
-                "gateway_etcd_relists_total",
-                "counter",
+                one(self.watch_restarts.load(Relaxed))),
+            Family("gateway_etcd_relists", Counter,
                 "Full lists of the prefix (start-up, after compaction).",
-                one(self.relists.load(Relaxed)),
-            ),
-            (
-                "gateway_config_resources",
-                "gauge",
+                one(self.relists.load(Relaxed))),
+            Family("gateway_config_resources", Gauge,
                 "Valid resources in the applied configuration.",
-                kinds(
-                    counts.routes,
-                    counts.services,
-                    counts.upstreams,
-                    counts.ssls,
-                ),
-            ),
-            (
-                "gateway_config_invalid_resources",
-                "gauge",
+                kinds(counts.routes, counts.services, counts.upstreams, counts.ssls)),
+            Family("gateway_config_invalid_resources", Gauge,
                 "Resources in etcd that failed to parse or validate and are disabled.",
-                kinds(
-                    counts.invalid_routes,
-                    counts.invalid_services,
-                    counts.invalid_upstreams,
-                    counts.invalid_ssls,
-                ),
-            ),
-        ];
-        for (name, kind, help, values) in rows {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-            for (labels, v) in values {
-                let _ = writeln!(out, "{name}{labels} {v}");
+                kinds(counts.invalid_routes, counts.invalid_services, counts.invalid_upstreams, counts.invalid_ssls)),
+            // APISIX's names for what nginx's stub_status and its etcd client report.
+            Family("apisix_nginx_http_current_connections", Gauge,
+                "Number of HTTP connections",
+                vec![
+                    (vec![("state", "active".into())], Value::Int(sum(&self.open))),
+                    (vec![("state", "accepted".into())], Value::Int(accepted)),
+                    (vec![("state", "handled".into())], Value::Int(accepted.saturating_sub(sum(&self.refused)))),
+                ]),
+            Family("apisix_http_requests", Counter,
+                "The total number of client requests since this gateway started",
+                one(responses)),
+            Family("apisix_etcd_reachable", Gauge,
+                "Config server etcd reachable from this gateway, 0 is unreachable",
+                one(u64::from(etcd_connected))),
+            Family("apisix_etcd_modify_indexes", Gauge,
+                "Etcd modify index for APISIX keys (x_etcd_index: the revision applied)",
+                vec![(vec![("key", "x_etcd_index".into())], Value::Int(self.revision.load(Relaxed)))]),
+            Family("apisix_upstream_status", Gauge,
+                "Upstream status from health check",
+                upstream_status),
+        ]
+    }
+}
+
+/// A label set: names are static, values are ids and addresses.
+pub type Labels = Vec<(&'static str, String)>;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value {
+    Int(u64),
+    Float(f64),
+}
+
+/// One metric family: its name (without `_total`, which the encoder adds to counters),
+/// type, help, and its rows.
+#[derive(Debug)]
+pub struct Family(
+    pub &'static str,
+    pub MetricType,
+    pub &'static str,
+    pub Vec<(Labels, Value)>,
+);
+
+/// The families as a `prometheus-client` collector.
+#[derive(Debug)]
+pub struct Families(pub Vec<Family>);
+
+impl Collector for Families {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        for Family(name, kind, help, rows) in &self.0 {
+            let mut family = encoder.encode_descriptor(name, help, None, *kind)?;
+            for (labels, value) in rows {
+                let mut m = family.encode_family(labels)?;
+                match (kind, value) {
+                    (MetricType::Counter, Value::Int(v)) => {
+                        m.encode_counter::<Labels, _, u64>(v, None)?
+                    }
+                    (MetricType::Counter, Value::Float(v)) => {
+                        m.encode_counter::<Labels, _, f64>(v, None)?
+                    }
+                    (_, Value::Int(v)) => m.encode_gauge(v)?,
+                    (_, Value::Float(v)) => m.encode_gauge(v)?,
+                }
             }
         }
-        out
+        Ok(())
     }
 }
 
@@ -316,11 +303,4 @@ pub struct NodeHealthRow {
     pub healthy: bool,
     pub state: &'static str,
     pub in_flight: usize,
-}
-
-/// Label values are ids and `host:port`s, but a stray quote must not break the format.
-fn escape(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
 }

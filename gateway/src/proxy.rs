@@ -302,6 +302,13 @@ async fn route_and_forward(
         parts.uri = Uri::from(pq);
     }
     let mut ran = Ran::default();
+    // What the `prometheus` plugin's metrics need of the request as it came, taken only
+    // once some chain has the plugin.
+    let measure = crate::plugins::prometheus::seen().then(|| {
+        let ingress = crate::prometheus::request_len(&parts, body.size_hint().exact());
+        (Instant::now(), ingress, parts.uri.path().to_string())
+    });
+    let mut matched = None;
     // Routing and the plugins' request phases are synchronous: done here, so that only
     // the waits below are states of this future (a nested future would be moved, parts
     // and all, on every request).
@@ -311,7 +318,7 @@ async fn route_and_forward(
         &mut parts,
         &host,
         &mut ran,
-        log.as_deref_mut(),
+        (log.as_deref_mut(), &mut matched),
     );
     // `fault-injection.delay` and `limit-req`'s wait, with the snapshot released.
     if let Some(delay) = ran.delay() {
@@ -324,6 +331,7 @@ async fn route_and_forward(
                 Err(e) => Err(e),
             }
         }
+        Ok(Err(answer)) if answer.exposition => Ok(exposition(shared, answer)),
         Ok(Err(answer)) => Ok(answer.into_response()),
         Err(e) => Err(e),
     };
@@ -351,8 +359,58 @@ async fn route_and_forward(
         Err(e) => e.into_response(),
     };
     ran.response(&mut resp);
+    if let (Some(conf), Some(measure)) = (ran.prometheus(), measure) {
+        resp = record_on_end(shared, resp, &ran, conf, matched.as_deref(), measure, &host);
+    }
     // A `limit-conn` slot is given back when the response has been sent (or dropped).
     Ok(crate::held_body::hold(resp, ran.held()))
+}
+
+/// The `public-api` answer: every metric, as the status listener serves them.
+fn exposition(shared: &Shared, answer: crate::plugins::Answer) -> Response<RespBody> {
+    let mut resp = answer.into_response();
+    *resp.body_mut() = full(crate::status::exposition(shared));
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static(prometheus_client::encoding::prometheus_text::CONTENT_TYPE),
+    );
+    resp
+}
+
+/// `resp`, counted in the `apisix_*` metrics once its body is done.
+fn record_on_end(
+    shared: &Shared,
+    resp: Response<RespBody>,
+    ran: &Ran,
+    conf: model::plugins::prometheus::Prometheus,
+    route: Option<&RouteTarget>,
+    (started, ingress, path): (Instant, u64, String),
+    host: &str,
+) -> Response<RespBody> {
+    let mut labels = route.map_or_else(crate::prometheus::Labels::default, |r| {
+        r.labels.labels(conf.prefer_name, &path, host)
+    });
+    if let Some(c) = ran.consumer() {
+        labels.consumer = c.username.as_str().into();
+    }
+    let seen = resp.extensions().get::<UpstreamSeen>();
+    if let Some(up) = seen {
+        labels.node = crate::prometheus::node_label(&up.addr);
+    }
+    let obs = crate::prometheus::Observation {
+        status: resp.status().as_u16(),
+        request_ms: 0.0,
+        upstream_ms: seen.map(|u| u.took.as_secs_f64() * 1e3),
+        ingress,
+        egress: 0,
+    };
+    crate::prometheus::record_on_end(
+        resp,
+        shared.requests.clone(),
+        labels,
+        obs,
+        started.into_std(),
+    )
 }
 
 /// What the upstream needs once routing is done: the matched route and its upstream (or
@@ -372,7 +430,10 @@ fn decide(
     parts: &mut http::request::Parts,
     host: &str,
     ran: &mut Ran,
-    log: Option<&mut crate::access_log::Entry>,
+    (log, matched): (
+        Option<&mut crate::access_log::Entry>,
+        &mut Option<Arc<RouteTarget>>,
+    ),
 ) -> Result<Result<Forward, crate::plugins::Answer>, ProxyError> {
     let snapshot = shared.snapshot.load();
     let found = snapshot
@@ -424,6 +485,8 @@ fn decide(
         }
         // `real-ip` may have said who the client is.
         client = req.conn;
+        // For the plugins' metrics, whatever answers.
+        matched.clone_from(&found);
     }
     match (answer, found) {
         (Some(answer), _) => Ok(Err(answer)),
@@ -666,7 +729,8 @@ async fn forward(
         if let Some(h) = host {
             req.headers_mut().insert(HOST, h.clone());
         }
-        let sent = shared.access_log.as_ref().map(|_| Instant::now());
+        let sent =
+            (shared.access_log.is_some() || crate::plugins::prometheus::seen()).then(Instant::now);
         match send_to_node(shared, upstream, node, req, ex).await {
             Ok(mut resp) => {
                 if let Some(sent) = sent {

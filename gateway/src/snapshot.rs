@@ -69,6 +69,8 @@ pub struct RouteTarget {
     /// The plugins of the route over those of its service, compiled; `None` when there
     /// are none to run per request.
     pub chain: Option<Arc<Chain>>,
+    /// What the `prometheus` plugin labels the route's requests with.
+    pub labels: Arc<crate::prometheus::RouteLabels>,
 }
 /// An upstream ready for requests.
 pub struct UpstreamRt {
@@ -522,6 +524,21 @@ fn route_spec(
             service.map(|(_, s)| &**s),
             plugin_config.map(|p| &**p),
         ),
+        labels: Arc::new(crate::prometheus::RouteLabels {
+            id: id.as_str().into(),
+            name: route.name.as_deref().map(Arc::from),
+            service: route.service_id.as_ref().map_or("", |s| s.as_str()).into(),
+            service_name: service.and_then(|(_, s)| s.name.as_deref().map(Arc::from)),
+            uris: route
+                .paths()
+                .into_iter()
+                .map(|p| (p.clone(), Arc::from(p.to_string())))
+                .collect(),
+            hosts: hosts
+                .iter()
+                .map(|h| (h.clone(), Arc::from(h.to_string())))
+                .collect(),
+        }),
     });
     Some(RouteSpec {
         id: id.clone(),

@@ -1,6 +1,7 @@
 //! The status listener: liveness, readiness, a JSON summary and Prometheus metrics.
 use crate::lb::health::State;
-use crate::metrics::NodeHealthRow;
+use crate::metrics::{Families, Family, NodeHealthRow, Value};
+use crate::prometheus::RequestCollector;
 use crate::proxy::{full, RespBody};
 use crate::snapshot::Snapshot;
 use crate::Shared;
@@ -8,6 +9,9 @@ use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
+use prometheus_client::encoding::prometheus_text;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use tokio::net::TcpListener;
@@ -70,6 +74,44 @@ fn node_health(snap: &Snapshot) -> Vec<NodeHealthRow> {
     rows
 }
 
+/// Every metric in the Prometheus text format: the status listener's `/metrics` and
+/// `/apisix/prometheus/metrics`, and a route's `public-api`.
+pub fn exposition(shared: &Shared) -> String {
+    let snap = shared.snapshot.load();
+    let mut families = shared.metrics.families(
+        &snap.counts,
+        &node_health(&snap),
+        shared.etcd_connected.load(Ordering::Relaxed),
+    );
+    if let Some(log) = &shared.access_log {
+        families.push(Family(
+            "gateway_access_log_dropped",
+            MetricType::Counter,
+            "Access log lines dropped because the writer fell behind.",
+            vec![(Vec::new(), Value::Int(log.dropped()))],
+        ));
+    }
+    families.push(Family(
+        "apisix_node_info",
+        MetricType::Gauge,
+        "Info of this gateway",
+        vec![(vec![("hostname", hostname())], Value::Int(1))],
+    ));
+    let mut registry = Registry::default();
+    registry.register_collector(Box::new(Families(families)));
+    registry.register_collector(Box::new(RequestCollector(shared.requests.clone())));
+    let mut text = String::new();
+    // Writing to a String cannot fail.
+    let _ = prometheus_text::encode(&mut text, &registry);
+    text
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_default()
+}
+
 fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
     let snap = shared.snapshot.load();
     let ready = shared.ready.load(Ordering::Relaxed);
@@ -120,18 +162,11 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
             });
             (StatusCode::OK, "application/json", body.to_string())
         }
-        "/metrics" => {
-            let mut text = shared.metrics.render(&snap.counts, &node_health(&snap));
-            if let Some(log) = &shared.access_log {
-                text.push_str(&format!(
-                    "# HELP gateway_access_log_dropped_total Access log lines dropped because \
-                     the writer fell behind.\n# TYPE gateway_access_log_dropped_total counter\n\
-                     gateway_access_log_dropped_total {}\n",
-                    log.dropped()
-                ));
-            }
-            (StatusCode::OK, "text/plain; version=0.0.4", text)
-        }
+        "/metrics" | model::plugins::prometheus::EXPORT_URI => (
+            StatusCode::OK,
+            prometheus_text::CONTENT_TYPE,
+            exposition(shared),
+        ),
         _ => (
             StatusCode::NOT_FOUND,
             "text/plain",

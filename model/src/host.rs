@@ -42,6 +42,16 @@ impl HostPattern {
     }
 }
 
+/// The pattern as it was written, lower case (`*.foo.com`).
+impl std::fmt::Display for HostPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HostPattern::Exact(h) => f.write_str(h),
+            HostPattern::Wildcard(suffix) => write!(f, "*{suffix}"),
+        }
+    }
+}
+
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 253 {
         return Err("a host name must be 1 to 253 characters long".into());

@@ -78,6 +78,61 @@ impl PathPattern {
     }
 }
 
+impl PathPattern {
+    /// Whether `path` (without its query) is one this pattern matches, as the router
+    /// decides it; for labels that name the pattern a request matched (metrics), not for
+    /// routing itself.
+    pub fn matches(&self, path: &str) -> bool {
+        match self {
+            PathPattern::Exact(p) => p == path,
+            PathPattern::Prefix(p) => path.starts_with(p.as_str()),
+            PathPattern::Params(segments) => {
+                let Some(rest) = path.strip_prefix('/') else {
+                    return false;
+                };
+                let mut parts = rest.split('/');
+                for seg in segments {
+                    match seg {
+                        Segment::CatchAll(_) => return true,
+                        Segment::Static(s) => {
+                            if parts.next() != Some(s.as_str()) {
+                                return false;
+                            }
+                        }
+                        Segment::Param(_) => {
+                            if parts.next().is_none_or(str::is_empty) {
+                                return false;
+                            }
+                        }
+                    }
+                }
+                parts.next().is_none()
+            }
+        }
+    }
+}
+
+/// The pattern as it was written (`/a*`, `/u/:id`).
+impl std::fmt::Display for PathPattern {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PathPattern::Exact(p) => f.write_str(p),
+            PathPattern::Prefix(p) => write!(f, "{p}*"),
+            PathPattern::Params(segments) => {
+                for seg in segments {
+                    match seg {
+                        Segment::Static(s) => write!(f, "/{s}")?,
+                        Segment::Param(n) => write!(f, "/:{n}")?,
+                        Segment::CatchAll(None) => f.write_str("/*")?,
+                        Segment::CatchAll(Some(n)) => write!(f, "/*{n}")?,
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 fn check_param(raw: &str, name: &str) -> Result<(), String> {
     if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
         return Err(format!(
@@ -131,6 +186,28 @@ mod tests {
         ];
         for (input, want) in table {
             assert_eq!(PathPattern::parse(input).map_err(|_| ()), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn matches_and_displays_as_written() {
+        for (pattern, path, want) in [
+            ("/a/b", "/a/b", true),
+            ("/a/b", "/a/b/", false),
+            ("/a*", "/abc", true),
+            ("/a*", "/b", false),
+            ("/u/:id", "/u/7", true),
+            ("/u/:id", "/u/", false),
+            ("/u/:id", "/u/7/x", false),
+            ("/u/:id/x", "/u/7/x", true),
+            ("/f/*rest", "/f/", true),
+            ("/f/*rest", "/f/a/b", true),
+            ("/f/*rest", "/g/a", false),
+            ("/u/:id/*", "/u/1/z", true),
+        ] {
+            let p = PathPattern::parse(pattern).unwrap();
+            assert_eq!(p.matches(path), want, "{pattern} {path}");
+            assert_eq!(p.to_string(), pattern);
         }
     }
 }

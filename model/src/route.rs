@@ -202,10 +202,18 @@ impl Resource for Route {
                 return Err(ValidationError::new(field, "must not be empty when given"));
             }
         }
-        if self.upstream.is_none() && self.upstream_id.is_none() && self.service_id.is_none() {
+        // As APISIX's schema: plugins alone make a route (one that `public-api`,
+        // `redirect` or an authentication answers; anything else it answers 503).
+        let has_plugins = self.plugins.as_ref().is_some_and(|p| !p.is_empty());
+        if self.upstream.is_none()
+            && self.upstream_id.is_none()
+            && self.service_id.is_none()
+            && self.plugin_config_id.is_none()
+            && !has_plugins
+        {
             return Err(ValidationError::new(
                 "upstream",
-                "a route needs upstream, upstream_id or service_id",
+                "a route needs upstream, upstream_id, service_id, plugins or plugin_config_id",
             ));
         }
         if let Some(u) = &self.upstream {

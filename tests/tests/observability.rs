@@ -166,3 +166,140 @@ fn bad_access_log_flags_stop_the_gateway() {
         assert!(err.contains(needle), "{flag}: {err}");
     }
 }
+
+/// The `prometheus` plugin: APISIX's metric names and labels for a route's requests,
+/// whoever answered them (the upstream, or an authentication plugin), the exposition
+/// through a route's `public-api`, and all of it accepted by `promtool check metrics`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_plugin_metrics_with_apisix_names() {
+    let s = Stack::start(&[]).await;
+    let backend = Backend::start("b").await;
+    s.admin
+        .ok(
+            "PUT",
+            "/consumers/jack",
+            Some(json!({"plugins": {"key-auth": {"key": "jack-key-0123"}}})),
+        )
+        .await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/r1",
+            Some(
+                json!({"name": "hello-route", "uris": ["/nothing", "/hello*"],
+                "upstream": {"nodes": {backend.addr.to_string(): 1}},
+                "plugins": {"key-auth": {}, "prometheus": {"prefer_name": true}}}),
+            ),
+        )
+        .await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/metrics",
+            Some(json!({"uri": "/apisix/prometheus/metrics",
+                "plugins": {"public-api": {}}})),
+        )
+        .await;
+    let client = reqwest::Client::new();
+    eventually(WAIT, "the route is served", || async {
+        client
+            .get(s.gw.url("/hello/1"))
+            .header("apikey", "jack-key-0123")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    for _ in 0..2 {
+        let r = client
+            .get(s.gw.url("/hello/2"))
+            .header("apikey", "jack-key-0123")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.bytes().await.unwrap();
+    }
+    let r = client.get(s.gw.url("/hello/3")).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+    // Requests of routes without the plugin are not labelled.
+    client.get(s.gw.url("/unrouted")).send().await.unwrap();
+
+    let ip = backend.addr.ip().to_string();
+    let ok = format!(
+        r#"apisix_http_status{{code="200",route="hello-route",matched_uri="/hello*",matched_host="",service="",consumer="jack",node="{ip}"}} 3"#
+    );
+    let denied = r#"apisix_http_status{code="401",route="hello-route",matched_uri="/hello*",matched_host="",service="",consumer="",node=""} 1"#;
+    let request_count = format!(
+        r#"apisix_http_latency_count{{type="request",route="hello-route",service="",consumer="jack",node="{ip}"}} 3"#
+    );
+    let upstream_count = format!(
+        r#"apisix_http_latency_count{{type="upstream",route="hello-route",service="",consumer="jack",node="{ip}"}} 3"#
+    );
+    eventually(WAIT, "the requests are counted", || async {
+        let text = s.gw.metrics().await;
+        text.contains(&ok) && text.contains(denied)
+    })
+    .await;
+    let text = s.gw.metrics().await;
+    for want in [&request_count, &upstream_count] {
+        assert!(text.contains(want.as_str()), "missing {want} in\n{text}");
+    }
+    assert!(!text.contains("unrouted"), "{text}");
+    let egress = format!(
+        r#"apisix_bandwidth{{type="egress",route="hello-route",service="",consumer="jack",node="{ip}"}} "#
+    );
+    let bytes: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix(egress.as_str()))
+        .unwrap_or_else(|| panic!("no egress line in\n{text}"))
+        .parse()
+        .unwrap();
+    // Three responses, each with a head and a body: more than a few bytes each.
+    assert!(bytes > 3 * 40, "{bytes}");
+    for line in [
+        "# TYPE apisix_http_status untyped",
+        "# TYPE apisix_http_latency histogram",
+        "apisix_etcd_reachable 1",
+        r#"apisix_nginx_http_current_connections{state="active"}"#,
+        "# TYPE apisix_http_requests_total counter",
+        "# TYPE gateway_http_responses_total counter",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+
+    // The same exposition on the data plane, through the route's public-api.
+    let r = client
+        .get(s.gw.url("/apisix/prometheus/metrics"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let public = r.text().await.unwrap();
+    assert!(public.contains(&ok), "{public}");
+
+    // promtool (Debian's prometheus package) parses and lints what we expose.
+    for exposition in [&text, &public] {
+        let mut child = Command::new("promtool")
+            .args(["check", "metrics"])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("promtool (scripts/install-deps.sh installs Debian's prometheus package)");
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(exposition.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "promtool: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

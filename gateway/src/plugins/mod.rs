@@ -20,7 +20,9 @@ pub mod keyed;
 pub mod limit_conn;
 pub mod limit_count;
 pub mod limit_req;
+pub mod prometheus;
 pub mod proxy_rewrite;
+pub mod public_api;
 pub mod real_ip;
 pub mod redirect;
 pub mod referer_restriction;
@@ -47,6 +49,8 @@ pub struct Answer {
     pub status: StatusCode,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// `public-api`: the body is the metrics exposition, rendered by the proxy.
+    pub exposition: bool,
 }
 
 impl Answer {
@@ -61,6 +65,7 @@ impl Answer {
             status,
             headers,
             body: serde_json::json!({ "message": message }).to_string().into(),
+            exposition: false,
         }
     }
 
@@ -69,6 +74,7 @@ impl Answer {
             status,
             headers: HeaderMap::new(),
             body: Bytes::new(),
+            exposition: false,
         }
     }
 
@@ -139,6 +145,8 @@ pub struct Run {
     pub held: Vec<Arc<dyn Send + Sync>>,
     /// `limit-count`: the quota left, for the `X-RateLimit-*` headers.
     pub quota: Option<limit_count::Quota>,
+    /// `prometheus`: the request is counted in the `apisix_*` metrics, so labelled.
+    pub prometheus: Option<model::plugins::prometheus::Prometheus>,
     /// `response-rewrite`: what it read of the request for the response.
     pub response_rewrite: Option<Box<response_rewrite::Captured>>,
 }
@@ -262,7 +270,9 @@ impl Chain {
                             },
                         })
                     }
+                    Config::Prometheus(c) => Arc::new(prometheus::Prometheus::new(*c)),
                     Config::ProxyRewrite(c) => Arc::new(proxy_rewrite::ProxyRewrite((**c).clone())),
+                    Config::PublicApi(c) => Arc::new(public_api::PublicApi(c.clone())),
                     Config::RealIp(c) => Arc::new(real_ip::RealIp(c.clone())),
                     Config::Redirect(c) => Arc::new(redirect::Redirect(c.clone())),
                     Config::RefererRestriction(c) => {
@@ -531,6 +541,12 @@ impl Ran {
             .iter()
             .flat_map(|(_, r)| r.held.iter().cloned())
             .collect()
+    }
+
+    /// The `prometheus` plugin's settings when it ran for this request (the route's
+    /// over the global rules').
+    pub fn prometheus(&self) -> Option<model::plugins::prometheus::Prometheus> {
+        self.last(|r| r.prometheus)
     }
 
     pub fn max_body_size(&self) -> Option<u64> {

@@ -49,7 +49,7 @@ fn invalid_routes() {
         (
             json!({"uri": "/a"}),
             "upstream",
-            "upstream_id or service_id",
+            "service_id, plugins or plugin_config_id",
         ),
         (
             json!({"uri": "a", "upstream_id": "1"}),
@@ -740,7 +740,7 @@ fn invalid_traffic_splits() {
     check_err::<Route>(
         json!({"uri": "/a", "upstream_id": "1", "plugins": {"traffic-split": {}, "serverless-pre-function": {}}}),
         "plugins.serverless-pre-function",
-        "traffic-split, redirect, response-rewrite)",
+        "traffic-split, redirect, public-api, prometheus, response-rewrite)",
     );
     check_err::<Service>(
         json!({"upstream_id": "1", "plugins": {"traffic-split": {}}}),

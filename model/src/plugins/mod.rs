@@ -18,7 +18,9 @@ pub mod key_auth;
 pub mod limit_conn;
 pub mod limit_count;
 pub mod limit_req;
+pub mod prometheus;
 pub mod proxy_rewrite;
+pub mod public_api;
 pub mod real_ip;
 pub mod redirect;
 pub mod referer_restriction;
@@ -61,7 +63,9 @@ pub enum Config {
     LimitConn(Box<limit_conn::LimitConn>),
     LimitCount(Box<limit_count::LimitCount>),
     LimitReq(Box<limit_req::LimitReq>),
+    Prometheus(prometheus::Prometheus),
     ProxyRewrite(Box<proxy_rewrite::ProxyRewrite>),
+    PublicApi(public_api::PublicApi),
     RealIp(real_ip::RealIp),
     Redirect(redirect::Redirect),
     RefererRestriction(referer_restriction::RefererRestriction),
@@ -259,6 +263,25 @@ pub const REGISTRY: &[Spec] = &[
         priority: 900,
         scopes: ROUTE,
         parse: |v, _| redirect::Redirect::parse(v).map(Config::Redirect),
+    },
+    Spec {
+        name: public_api::NAME,
+        schema: |_| schema_of::<public_api::Raw>(),
+        priority: 501,
+        scopes: ROUTE_ONLY,
+        parse: |v, _| public_api::PublicApi::parse(v).map(Config::PublicApi),
+    },
+    Spec {
+        name: prometheus::NAME,
+        schema: |_| schema_of::<prometheus::Raw>(),
+        priority: 500,
+        scopes: &[
+            Scope::Route,
+            Scope::Service,
+            Scope::PluginConfig,
+            Scope::GlobalRule,
+        ],
+        parse: |v, _| prometheus::Prometheus::parse(v).map(Config::Prometheus),
     },
     Spec {
         name: response_rewrite::NAME,
