@@ -312,7 +312,7 @@ async fn route_and_forward(
     // Routing and the plugins' request phases are synchronous: done here, so that only
     // the waits below are states of this future (a nested future would be moved, parts
     // and all, on every request).
-    let decision = decide(
+    let mut decision = decide(
         shared,
         conn,
         &mut parts,
@@ -320,6 +320,12 @@ async fn route_and_forward(
         &mut ran,
         (log.as_deref_mut(), &mut matched),
     );
+    // A count kept in Redis: a rejection stands in for anything else decided.
+    if ran.has_deferred() {
+        if let Some(answer) = ran.settle().await {
+            decision = Ok(Err(answer));
+        }
+    }
     // `fault-injection.delay` and `limit-req`'s wait, with the snapshot released.
     if let Some(delay) = ran.delay() {
         tokio::time::sleep(delay).await;

@@ -161,6 +161,54 @@ impl Drop for Proc {
     }
 }
 
+/// A real `redis-server` on a free loopback port, without persistence, its files in a
+/// temporary directory; killed when dropped.
+pub struct Redis {
+    pub port: u16,
+    pub dir: tempfile::TempDir,
+    proc: Option<Proc>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut r = Redis {
+            port: free_port(),
+            dir: tempfile::tempdir().unwrap(),
+            proc: None,
+        };
+        r.spawn();
+        r
+    }
+
+    fn spawn(&mut self) {
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1"])
+            .args(["--save", ""])
+            .args(["--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path());
+        self.proc = Some(Proc::spawn("redis", &mut cmd, self.dir.path()));
+        wait_for_tcp(
+            SocketAddr::from(([127, 0, 0, 1], self.port)),
+            Duration::from_secs(20),
+        );
+    }
+
+    /// Stops the server (a Redis outage).
+    pub fn stop(&mut self) {
+        if let Some(mut p) = self.proc.take() {
+            p.kill();
+        }
+    }
+
+    /// Starts it again on the same port, empty.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+    }
+}
+
 /// A single-member etcd with its data in a temporary directory.
 pub struct Etcd {
     pub url: String,

@@ -2,7 +2,8 @@
 //! at most `count` requests in each; the count lives in [`Windows`], which the snapshot
 //! compiler hands over from one snapshot to the next (`plugin_state.rs`).
 use super::keyed::{Expiring, Keyed};
-use super::{Answer, Phases, Req, Run};
+use super::redis_count::RedisCounter;
+use super::{Answer, Phases, Req, Run, Settled};
 use crate::request_vars::expand;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use model::plugin_metadata::LimitCountHeaders;
@@ -12,8 +13,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct LimitCount {
-    pub conf: Conf,
+    pub conf: Arc<Conf>,
     pub windows: Arc<Windows>,
+    /// `policy: redis`: the shared count, and the prefix of this configuration's keys
+    /// in it (the same on every replica).
+    pub redis: Option<(Arc<RedisCounter>, String)>,
     /// Its header names (plugin metadata, APISIX 3.12+).
     pub headers: LimitCountHeaders,
 }
@@ -102,6 +106,35 @@ pub fn rejected(code: u16, msg: Option<&str>) -> Answer {
     }
 }
 
+/// The `redis` policy's decision, awaited by the proxy once the request phases are over.
+/// Redis failing (or slower than `redis_timeout`) lets the request through with
+/// `allow_degradation`, and is a 500 otherwise, as in APISIX.
+async fn count_in_redis(counter: Arc<RedisCounter>, conf: Arc<Conf>, key: String) -> Settled {
+    match counter.hit(&key, conf.count, conf.time_window).await {
+        Ok((left, ttl)) => {
+            let quota = conf.show_limit_quota_header.then_some(Quota {
+                limit: conf.count,
+                remaining: u64::try_from(left).unwrap_or(0),
+                reset: ttl,
+            });
+            let answer =
+                (left < 0).then(|| rejected(conf.rejected_code, conf.rejected_msg.as_deref()));
+            Settled { answer, quota }
+        }
+        Err(_) if conf.allow_degradation => Settled::default(),
+        Err(_) => {
+            let mut a = Answer::message(StatusCode::INTERNAL_SERVER_ERROR, "");
+            a.body = serde_json::json!({"error_msg": "failed to limit count"})
+                .to_string()
+                .into();
+            Settled {
+                answer: Some(a),
+                quota: None,
+            }
+        }
+    }
+}
+
 impl Phases for LimitCount {
     fn in_rewrite(&self) -> bool {
         false
@@ -109,6 +142,14 @@ impl Phases for LimitCount {
 
     fn access(&self, req: &mut Req<'_>, run: &mut Run) -> Option<Answer> {
         let key = resolve_key(&self.conf.key, &req.vars());
+        if let Some((counter, prefix)) = &self.redis {
+            run.deferred = Some(Box::pin(count_in_redis(
+                counter.clone(),
+                self.conf.clone(),
+                format!("{prefix}:{key}"),
+            )));
+            return None;
+        }
         let window = Duration::from_secs(self.conf.time_window);
         let (allowed, quota) = hit(&self.windows, &key, self.conf.count, window, Instant::now());
         if self.conf.show_limit_quota_header {
@@ -210,7 +251,8 @@ mod tests {
             }
         }
         let plugin = |v: serde_json::Value| LimitCount {
-            conf: Conf::parse(&v).unwrap(),
+            conf: Conf::parse(&v).unwrap().into(),
+            redis: None,
             windows: Arc::default(),
             headers: LimitCountHeaders::default(),
         };

@@ -25,6 +25,7 @@ pub mod proxy_rewrite;
 pub mod public_api;
 pub mod real_ip;
 pub mod redirect;
+pub mod redis_count;
 pub mod referer_restriction;
 pub mod request_id;
 pub mod response_rewrite;
@@ -37,6 +38,7 @@ use crate::request_vars::RequestVars;
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Response, StatusCode};
 use model::plugin_metadata::{LimitCountHeaders, Metadata};
+use model::plugins::limit_count::Policy;
 use model::plugins::{Config, Plugins};
 use model::vars::Expr;
 use std::sync::Arc;
@@ -84,6 +86,20 @@ impl Answer {
         *resp.headers_mut() = self.headers;
         resp
     }
+}
+
+/// A plugin's check that waits on I/O (a count kept in Redis). The request phases are
+/// synchronous, so the plugin leaves the check in its [`Run`]; the proxy awaits it once
+/// the phases are over, before anything is sent upstream, and its answer (a rejection)
+/// then stands in for the upstream's. Plugins of lower priority in the access phase have
+/// already run by then: what they did is dropped with the request when it is rejected.
+pub type Deferred = std::pin::Pin<Box<dyn std::future::Future<Output = Settled> + Send>>;
+
+/// What a deferred check decided.
+#[derive(Debug, Default)]
+pub struct Settled {
+    pub answer: Option<Answer>,
+    pub quota: Option<limit_count::Quota>,
 }
 
 /// The request as the request-side phases see and change it.
@@ -145,6 +161,8 @@ pub struct Run {
     pub held: Vec<Arc<dyn Send + Sync>>,
     /// `limit-count`: the quota left, for the `X-RateLimit-*` headers.
     pub quota: Option<limit_count::Quota>,
+    /// `limit-count` with Redis: the count to await (see [`Deferred`]).
+    pub deferred: Option<Deferred>,
     /// `prometheus`: the request is counted in the `apisix_*` metrics, so labelled.
     pub prometheus: Option<model::plugins::prometheus::Prometheus>,
     /// `response-rewrite`: what it read of the request for the response.
@@ -260,9 +278,27 @@ impl Chain {
                     Config::LimitCount(c) => {
                         // A group's count is shared by every route that names it.
                         let group = c.group.as_ref().map(|g| format!("limit-count-group/{g}"));
-                        let key = state_key(group.as_deref().unwrap_or(owner));
+                        let scope = group.as_deref().unwrap_or(owner);
+                        let key = state_key(scope);
+                        let redis = match &c.policy {
+                            Policy::Local => None,
+                            Policy::Redis(r) => {
+                                // One client per server, shared by every route using it.
+                                let client = StateKey {
+                                    owner: "redis".into(),
+                                    plugin: p.name,
+                                    source: format!("{r:?}"),
+                                };
+                                let counter = env.states.get_or_insert(client, || {
+                                    redis_count::RedisCounter::new((**r).clone())
+                                });
+                                // A changed configuration counts afresh, as a local one does.
+                                Some((counter, redis_count::key_prefix(scope, &p.source)))
+                            }
+                        };
                         Arc::new(limit_count::LimitCount {
-                            conf: (**c).clone(),
+                            conf: Arc::new((**c).clone()),
+                            redis,
                             windows: env.states.get_or_insert(key, limit_count::Windows::default),
                             headers: match env.metadata(p.name) {
                                 Some(Metadata::LimitCount(h)) => h.clone(),
@@ -496,6 +532,30 @@ impl Ran {
         run.consumer = req.consumer.clone();
         self.chains
             .push((merged.unwrap_or_else(|| chain.clone()), run));
+        answer
+    }
+
+    /// Whether a plugin left a check to await ([`Deferred`]).
+    pub fn has_deferred(&self) -> bool {
+        self.chains.iter().any(|(_, r)| r.deferred.is_some())
+    }
+
+    /// Awaits the checks plugins deferred, in the order their chains ran; the first
+    /// answer (a rejection) stands.
+    pub async fn settle(&mut self) -> Option<Answer> {
+        let mut answer = None;
+        for (_, run) in &mut self.chains {
+            if let Some(check) = run.deferred.take() {
+                let settled = check.await;
+                if settled.quota.is_some() {
+                    run.quota = settled.quota;
+                }
+                if answer.is_none() {
+                    answer = settled.answer;
+                }
+            }
+        }
+        self.answered |= answer.is_some();
         answer
     }
 

@@ -2,8 +2,9 @@
 //! for each key (the client address by default), in fixed windows; the rest are answered
 //! `rejected_code`. `group` shares one count among every route that names it.
 //!
-//! Only the `local` policy (a count per gateway replica, as APISIX's) is served here; the
-//! `redis` policies are refused with a 400 rather than silently counted locally.
+//! `policy`: `local` counts per gateway replica (as APISIX's); `redis` keeps one count for
+//! every replica in a Redis server. `redis-cluster` and `redis_ssl` are refused with a 400
+//! rather than silently counted some other way.
 use crate::codec::from_value;
 use crate::ValidationError;
 use schemars::JsonSchema;
@@ -33,6 +34,28 @@ pub struct LimitCount {
     pub show_limit_quota_header: bool,
     /// Routes naming the same group share one count.
     pub group: Option<String>,
+    pub policy: Policy,
+    /// With Redis unreachable: let requests through (true) or answer 500 (false).
+    pub allow_degradation: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Policy {
+    #[default]
+    Local,
+    Redis(Box<Redis>),
+}
+
+/// Where the `redis` policy keeps its counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Redis {
+    pub host: String,
+    pub port: u16,
+    pub username: Option<String>,
+    pub password: Option<String>,
+    pub database: i64,
+    /// Longest wait for one answer (connecting included), in milliseconds.
+    pub timeout_ms: u64,
 }
 
 #[derive(Deserialize, JsonSchema)]
@@ -51,10 +74,27 @@ pub(super) struct Raw {
     rejected_code: Option<u16>,
     /// Body of a rejected request, as `{"error_msg": …}`.
     rejected_msg: Option<String>,
-    /// Only `local` is served here.
+    /// `local` (default) or `redis`.
     policy: Option<String>,
-    /// What to do when the count's store is unreachable (redis policies only).
+    /// What to do when Redis is unreachable: pass requests (true) or answer 500.
     allow_degradation: Option<bool>,
+    /// The `redis` policy's server; `redis_host` is required with it.
+    redis_host: Option<String>,
+    /// Default 6379.
+    redis_port: Option<u64>,
+    redis_username: Option<String>,
+    redis_password: Option<String>,
+    /// Default 0.
+    redis_database: Option<i64>,
+    /// Milliseconds, default 1000.
+    redis_timeout: Option<u64>,
+    /// TLS to Redis is not served yet: only false is accepted.
+    redis_ssl: Option<bool>,
+    redis_ssl_verify: Option<bool>,
+    /// APISIX's cosocket pool settings, accepted for stored data: one multiplexed
+    /// connection per worker serves every request here.
+    redis_keepalive_timeout: Option<u64>,
+    redis_keepalive_pool: Option<u64>,
     /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` on responses; default true.
     show_limit_quota_header: Option<bool>,
     /// Routes naming the same group share one count (their configurations must match).
@@ -150,11 +190,25 @@ impl LimitCount {
                 format!("must be from 1 to {MAX_WINDOW} seconds"),
             ));
         }
-        let key = Key::parse(raw.key_type.as_deref(), raw.key, true, &within)?;
+        let key = Key::parse(raw.key_type.as_deref(), raw.key.clone(), true, &within)?;
         let (rejected_code, rejected_msg) =
-            rejection(raw.rejected_code, raw.rejected_msg, &within)?;
-        local_policy(raw.policy.as_deref(), &within)?;
-        let _ = raw.allow_degradation;
+            rejection(raw.rejected_code, raw.rejected_msg.clone(), &within)?;
+        let policy = match raw.policy.as_deref().unwrap_or("local") {
+            "local" => Policy::Local,
+            "redis" => Policy::Redis(Box::new(redis(&raw, &at)?)),
+            "redis-cluster" | "redis-sentinel" => {
+                return Err(ValidationError::new(
+                    at("policy"),
+                    "only local and redis are supported (redis-cluster is not yet)",
+                ))
+            }
+            other => {
+                return Err(ValidationError::new(
+                    at("policy"),
+                    format!("must be local or redis, got {other:?}"),
+                ))
+            }
+        };
         if raw.group.as_deref() == Some("") {
             return Err(ValidationError::new(at("group"), "must not be empty"));
         }
@@ -166,8 +220,66 @@ impl LimitCount {
             rejected_msg,
             show_limit_quota_header: raw.show_limit_quota_header.unwrap_or(true),
             group: raw.group,
+            policy,
+            allow_degradation: raw.allow_degradation.unwrap_or(false),
         })
     }
+}
+
+fn redis(raw: &Raw, at: &dyn Fn(&str) -> String) -> Result<Redis, ValidationError> {
+    let host = match raw.redis_host.as_deref() {
+        Some(h) if !h.is_empty() && !h.chars().any(|c| c.is_whitespace() || c == '/') => h,
+        Some(_) => {
+            return Err(ValidationError::new(
+                at("redis_host"),
+                "must be a host name or address",
+            ))
+        }
+        None => {
+            return Err(ValidationError::new(
+                at("redis_host"),
+                "is required with the redis policy",
+            ))
+        }
+    };
+    let port = raw.redis_port.unwrap_or(6379);
+    let port = u16::try_from(port)
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| ValidationError::new(at("redis_port"), "must be from 1 to 65535"))?;
+    let database = raw.redis_database.unwrap_or(0);
+    if database < 0 {
+        return Err(ValidationError::new(
+            at("redis_database"),
+            "must be 0 or more",
+        ));
+    }
+    let timeout_ms = raw.redis_timeout.unwrap_or(1000);
+    if !(1..=60_000).contains(&timeout_ms) {
+        return Err(ValidationError::new(
+            at("redis_timeout"),
+            "must be from 1 to 60000 milliseconds",
+        ));
+    }
+    if raw.redis_ssl == Some(true) {
+        return Err(ValidationError::new(
+            at("redis_ssl"),
+            "TLS to Redis is not supported yet",
+        ));
+    }
+    let _ = (
+        raw.redis_ssl_verify,
+        raw.redis_keepalive_timeout,
+        raw.redis_keepalive_pool,
+    );
+    Ok(Redis {
+        host: host.to_string(),
+        port,
+        username: raw.redis_username.clone().filter(|u| !u.is_empty()),
+        password: raw.redis_password.clone().filter(|p| !p.is_empty()),
+        database,
+        timeout_ms,
+    })
 }
 
 #[cfg(test)]
@@ -188,8 +300,26 @@ mod tests {
                 rejected_msg: None,
                 show_limit_quota_header: true,
                 group: None,
+                policy: Policy::Local,
+                allow_degradation: false,
             }
         );
+        let c = LimitCount::parse(&json!({"count": 2, "time_window": 60, "policy": "redis",
+            "redis_host": "10.0.0.5", "redis_password": "pw", "redis_database": 2,
+            "redis_timeout": 200, "redis_keepalive_pool": 100, "allow_degradation": true}))
+        .unwrap();
+        assert_eq!(
+            c.policy,
+            Policy::Redis(Box::new(Redis {
+                host: "10.0.0.5".into(),
+                port: 6379,
+                username: None,
+                password: Some("pw".into()),
+                database: 2,
+                timeout_ms: 200,
+            }))
+        );
+        assert!(c.allow_degradation);
         let c = LimitCount::parse(&json!({"count": 1, "time_window": 1,
             "key_type": "var_combination", "key": "$remote_addr $consumer_name",
             "rejected_code": 429, "rejected_msg": "slow down", "policy": "local",
@@ -224,6 +354,29 @@ mod tests {
             ),
             (
                 json!({"count": 1, "time_window": 1, "policy": "redis"}),
+                "plugins.limit-count.redis_host",
+            ),
+            (
+                json!({"count": 1, "time_window": 1, "policy": "redis", "redis_host": "h",
+                    "redis_port": 70000}),
+                "plugins.limit-count.redis_port",
+            ),
+            (
+                json!({"count": 1, "time_window": 1, "policy": "redis", "redis_host": "h",
+                    "redis_timeout": 0}),
+                "plugins.limit-count.redis_timeout",
+            ),
+            (
+                json!({"count": 1, "time_window": 1, "policy": "redis", "redis_host": "h",
+                    "redis_ssl": true}),
+                "plugins.limit-count.redis_ssl",
+            ),
+            (
+                json!({"count": 1, "time_window": 1, "policy": "redis-cluster"}),
+                "plugins.limit-count.policy",
+            ),
+            (
+                json!({"count": 1, "time_window": 1, "policy": "memcached"}),
                 "plugins.limit-count.policy",
             ),
             (
