@@ -14,6 +14,7 @@ pub mod held_body;
 pub mod lb;
 pub mod metrics;
 pub mod normalize;
+pub mod outbound;
 pub mod plugin_state;
 pub mod plugins;
 pub mod pool;
@@ -21,6 +22,7 @@ pub mod prometheus;
 pub mod proxy;
 pub mod request_body;
 pub mod request_vars;
+pub mod response_end;
 pub mod router;
 pub mod send_timeout;
 pub mod server;
@@ -142,6 +144,12 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         max_body_size,
         access_log,
     );
+    // Before the first snapshot is built: chains take the client from the states.
+    shared
+        .snapshot
+        .load()
+        .states
+        .set_outbound(outbound::Outbound::start());
     let status = server::bind(config.status_listen).map_err(|e| {
         anyhow::anyhow!(
             "cannot listen on {} (--status-listen): {e}",

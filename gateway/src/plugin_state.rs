@@ -48,9 +48,20 @@ type Shared = Arc<dyn Any + Send + Sync>;
 #[derive(Default)]
 pub struct PluginStates {
     all: Mutex<HashMap<StateKey, Shared>>,
+    /// The client of the requests plugins send on their own (mirror copies, log
+    /// batches); set once when the gateway starts, absent in unit tests.
+    outbound: std::sync::OnceLock<Arc<crate::outbound::Outbound>>,
 }
 
 impl PluginStates {
+    pub fn set_outbound(&self, outbound: Arc<crate::outbound::Outbound>) {
+        let _ = self.outbound.set(outbound);
+    }
+
+    pub fn outbound(&self) -> Option<&Arc<crate::outbound::Outbound>> {
+        self.outbound.get()
+    }
+
     /// The state of `key`, made by `new` the first time.
     pub fn get_or_insert<T: Any + Send + Sync>(
         &self,

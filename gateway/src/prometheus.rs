@@ -6,21 +6,14 @@
 //! its own (a mutex that only a scrape also takes, to sum the shards). A request is
 //! recorded when its response body is dropped, sent or abandoned, as APISIX records in its
 //! log phase: latency and bytes cover the whole response.
-use crate::pool::BoxError;
-use crate::proxy::RespBody;
-use bytes::Bytes;
-use http::Response;
-use http_body::{Body, Frame, SizeHint};
-use http_body_util::combinators::UnsyncBoxBody;
+use crate::response_end::{Ended, OnEnd};
 use model::host::HostPattern;
 use model::path::PathPattern;
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::DescriptorEncoder;
 use prometheus_client::metrics::MetricType;
 use std::collections::{BTreeMap, HashMap};
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Instant;
 
 /// APISIX's default latency buckets, in milliseconds.
@@ -327,92 +320,20 @@ impl Collector for RequestCollector {
     }
 }
 
-/// A response body that records its request when it is dropped (sent in full, or
-/// abandoned by the client), with the bytes that went out.
-struct Counted {
-    inner: RespBody,
-    sent: u64,
-    done: Option<Box<Pending>>,
-}
-
-struct Pending {
-    metrics: Arc<RequestMetrics>,
-    labels: Labels,
-    obs: Observation,
-    started: Instant,
-}
-
-impl Body for Counted {
-    type Data = Bytes;
-    type Error = BoxError;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.sent += data.len() as u64;
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        if let Some(p) = self.done.take() {
-            let mut obs = p.obs;
-            obs.request_ms = p.started.elapsed().as_secs_f64() * 1e3;
-            obs.egress += self.sent;
-            p.metrics.record(p.labels, &obs);
-        }
-    }
-}
-
-/// `resp`, whose request is recorded with `labels` once its body is done. `obs` has what
-/// is known at the response head: status, upstream latency, request bytes and the bytes of
+/// What records one request in `metrics` once its response is over. `obs` has what is
+/// known at the response head: status, upstream latency, request bytes and the bytes of
 /// the response head; the body's bytes and the total latency are added at the end.
-pub fn record_on_end(
-    resp: Response<RespBody>,
+pub fn recorder(
     metrics: Arc<RequestMetrics>,
     labels: Labels,
     mut obs: Observation,
     started: Instant,
-) -> Response<RespBody> {
-    obs.egress += head_len(&resp);
-    resp.map(|inner| {
-        UnsyncBoxBody::new(Counted {
-            inner,
-            sent: 0,
-            done: Some(Box::new(Pending {
-                metrics,
-                labels,
-                obs,
-                started,
-            })),
-        })
+) -> OnEnd {
+    Box::new(move |ended: Ended| {
+        obs.request_ms = started.elapsed().as_secs_f64() * 1e3;
+        obs.egress += ended.body_bytes;
+        metrics.record(labels, &obs);
     })
-}
-
-/// The size of a response head as HTTP/1.1 writes it (nginx's `$bytes_sent` counts it).
-fn head_len<B>(resp: &Response<B>) -> u64 {
-    let status_line = "HTTP/1.1 200 OK\r\n".len();
-    let headers: usize = resp
-        .headers()
-        .iter()
-        .map(|(n, v)| n.as_str().len() + 2 + v.len() + 2)
-        .sum();
-    (status_line + headers + 2) as u64
 }
 
 /// The size of a request as HTTP/1.1 would carry it (nginx's `$request_length`): its head,
@@ -433,7 +354,6 @@ pub fn request_len(parts: &http::request::Parts, body_len: Option<u64>) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use http_body_util::BodyExt;
 
     fn labels(route: &str, node: &str) -> Labels {
         Labels {
@@ -537,22 +457,20 @@ mod tests {
 
     #[tokio::test]
     async fn a_response_is_recorded_when_its_body_ends_with_the_bytes_sent() {
+        use http_body_util::BodyExt;
         let m = Arc::new(RequestMetrics::new(1));
-        let resp = Response::new(crate::proxy::full("hello"));
-        let head = head_len(&resp);
-        let resp = record_on_end(
-            resp,
-            m.clone(),
-            labels("r", "n"),
-            obs(200, 0.0, None),
-            Instant::now(),
-        );
+        let resp = http::Response::new(crate::proxy::full("hello"));
+        let head = crate::response_end::head_len(&resp);
+        let mut o = obs(200, 0.0, None);
+        o.egress = head;
+        let rec = recorder(m.clone(), labels("r", "n"), o, Instant::now());
+        let resp = crate::response_end::on_end(resp, vec![rec]);
         assert!(m.merged().is_empty(), "nothing before the body is done");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "hello");
         let all = m.merged();
         let s = &all[&labels("r", "n")];
-        assert_eq!(s.bandwidth, [100, 10 + head + 5]);
+        assert_eq!(s.bandwidth, [100, head + 5]);
         assert_eq!(s.latency[0].count, 1);
     }
 

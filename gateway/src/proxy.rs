@@ -304,7 +304,7 @@ async fn route_and_forward(
     let mut ran = Ran::default();
     // What the `prometheus` plugin's metrics need of the request as it came, taken only
     // once some chain has the plugin.
-    let measure = crate::plugins::prometheus::seen().then(|| {
+    let measure = crate::plugins::log_phase_seen().then(|| {
         let ingress = crate::prometheus::request_len(&parts, body.size_hint().exact());
         (Instant::now(), ingress, parts.uri.path().to_string())
     });
@@ -365,8 +365,33 @@ async fn route_and_forward(
         Err(e) => e.into_response(),
     };
     ran.response(&mut resp);
-    if let (Some(conf), Some(measure)) = (ran.prometheus(), measure) {
-        resp = record_on_end(shared, resp, &ran, conf, matched.as_deref(), measure, &host);
+    // The log phase: what records the request once its response is over.
+    if let Some(measure) = measure {
+        let mut on_end = Vec::new();
+        if let Some(conf) = ran.prometheus() {
+            on_end.push(prometheus_recorder(
+                shared,
+                &resp,
+                &ran,
+                conf,
+                matched.as_deref(),
+                &measure,
+                &host,
+            ));
+        }
+        let seen = resp.extensions().get::<UpstreamSeen>();
+        let finished = crate::plugins::http_logger::Finished {
+            status: resp.status().as_u16(),
+            headers: resp.headers(),
+            upstream: seen.map(|s| s.addr.as_str()),
+            upstream_status: seen.map(|s| s.status),
+            upstream_ms: seen.map(|s| s.took.as_secs_f64() * 1e3),
+            started: measure.0.into_std(),
+            request_len: measure.1,
+            head_len: crate::response_end::head_len(&resp),
+        };
+        on_end.extend(ran.take_logs().map(|draft| draft.on_end(&finished)));
+        resp = crate::response_end::on_end(resp, on_end);
     }
     // A `limit-conn` slot is given back when the response has been sent (or dropped).
     Ok(crate::held_body::hold(resp, ran.held()))
@@ -383,18 +408,18 @@ fn exposition(shared: &Shared, answer: crate::plugins::Answer) -> Response<RespB
     resp
 }
 
-/// `resp`, counted in the `apisix_*` metrics once its body is done.
-fn record_on_end(
+/// What counts `resp` in the `apisix_*` metrics once its body is done.
+fn prometheus_recorder(
     shared: &Shared,
-    resp: Response<RespBody>,
+    resp: &Response<RespBody>,
     ran: &Ran,
     conf: model::plugins::prometheus::Prometheus,
     route: Option<&RouteTarget>,
-    (started, ingress, path): (Instant, u64, String),
+    (started, ingress, path): &(Instant, u64, String),
     host: &str,
-) -> Response<RespBody> {
+) -> crate::response_end::OnEnd {
     let mut labels = route.map_or_else(crate::prometheus::Labels::default, |r| {
-        r.labels.labels(conf.prefer_name, &path, host)
+        r.labels.labels(conf.prefer_name, path, host)
     });
     if let Some(c) = ran.consumer() {
         labels.consumer = c.username.as_str().into();
@@ -407,16 +432,10 @@ fn record_on_end(
         status: resp.status().as_u16(),
         request_ms: 0.0,
         upstream_ms: seen.map(|u| u.took.as_secs_f64() * 1e3),
-        ingress,
-        egress: 0,
+        ingress: *ingress,
+        egress: crate::response_end::head_len(resp),
     };
-    crate::prometheus::record_on_end(
-        resp,
-        shared.requests.clone(),
-        labels,
-        obs,
-        started.into_std(),
-    )
+    crate::prometheus::recorder(shared.requests.clone(), labels, obs, started.into_std())
 }
 
 /// What the upstream needs once routing is done: the matched route and its upstream (or
@@ -591,6 +610,11 @@ fn prepare_forward(
         .unwrap_or_else(|| Uri::from_static("/"));
     parts.version = Version::HTTP_11;
     let timeout = target.timeout.unwrap_or(upstream.timeout);
+    // `proxy-mirror`: a copy of what the upstream gets, at the mirror's path.
+    let mirror = ran.mirror().map(|plan| {
+        let head = crate::plugins::proxy_mirror::copy_head(plan, &parts);
+        (plan.clone(), head, timeout.connect() + timeout.read())
+    });
     // A request without a body can be replayed if a pooled connection turns out to have
     // been closed by the node mid-exchange; keep what is needed to rebuild it.
     let (body, progress, replayable) = if body.is_end_stream() {
@@ -603,6 +627,16 @@ fn prepare_forward(
     } else {
         let (b, p) = RequestBody::new(body, timeout.send(), body_limit);
         (b.boxed_unsync(), Some(p), false)
+    };
+    let body = match mirror {
+        None => body,
+        Some((plan, head, t)) if body.is_end_stream() => {
+            crate::plugins::proxy_mirror::send_now(&plan, head, t);
+            body
+        }
+        Some((plan, head, t)) => {
+            crate::plugins::proxy_mirror::Tee::new(body, plan, head, t).boxed_unsync()
+        }
     };
     let req = Request::from_parts(parts, body);
     let exchange = Exchange {
@@ -736,7 +770,7 @@ async fn forward(
             req.headers_mut().insert(HOST, h.clone());
         }
         let sent =
-            (shared.access_log.is_some() || crate::plugins::prometheus::seen()).then(Instant::now);
+            (shared.access_log.is_some() || crate::plugins::log_phase_seen()).then(Instant::now);
         match send_to_node(shared, upstream, node, req, ex).await {
             Ok(mut resp) => {
                 if let Some(sent) = sent {

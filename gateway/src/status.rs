@@ -91,6 +91,35 @@ pub fn exposition(shared: &Shared) -> String {
             vec![(Vec::new(), Value::Int(log.dropped()))],
         ));
     }
+    if let Some(out) = snap.states.outbound() {
+        let rows = |o: &crate::outbound::Outcomes| {
+            [
+                ("sent", &o.sent),
+                ("failed", &o.failed),
+                ("dropped", &o.dropped),
+            ]
+            .into_iter()
+            .map(|(k, v)| {
+                (
+                    vec![("result", k.to_string())],
+                    Value::Int(v.load(Ordering::Relaxed)),
+                )
+            })
+            .collect()
+        };
+        families.push(Family(
+            "gateway_mirror_requests",
+            MetricType::Counter,
+            "proxy-mirror copies: sent (any answer), failed (no answer), dropped (queue full or body too large).",
+            rows(&out.mirror),
+        ));
+        families.push(Family(
+            "gateway_http_logger_entries",
+            MetricType::Counter,
+            "http-logger entries: sent, failed (after every retry), dropped (buffer full).",
+            rows(&out.logger),
+        ));
+    }
     families.push(Family(
         "apisix_node_info",
         MetricType::Gauge,

@@ -14,6 +14,8 @@ mod auth;
 mod consumers;
 #[path = "plugins/limits.rs"]
 mod limits;
+#[path = "plugins/outbound.rs"]
+mod outbound;
 #[path = "plugins/redis_limits.rs"]
 mod redis_limits;
 #[path = "plugins/traffic.rs"]

@@ -13,6 +13,7 @@ pub mod consumer_restriction;
 pub mod cors;
 pub mod fault_injection;
 pub mod hmac_auth;
+pub mod http_logger;
 pub mod ip_restriction;
 pub mod jwt_auth;
 pub mod key_auth;
@@ -21,6 +22,7 @@ pub mod limit_conn;
 pub mod limit_count;
 pub mod limit_req;
 pub mod prometheus;
+pub mod proxy_mirror;
 pub mod proxy_rewrite;
 pub mod public_api;
 pub mod real_ip;
@@ -43,6 +45,20 @@ use model::plugins::{Config, Plugins};
 use model::vars::Expr;
 use std::sync::Arc;
 use std::time::Duration;
+
+/// Set once a chain with a log-phase plugin (`prometheus`, `http-logger`) has been
+/// compiled in this process: until then the request path skips the timing and sizes that
+/// they need. Never reset, as it only switches on that bookkeeping; what is recorded
+/// follows each request's chain.
+static LOG_PHASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+pub fn log_phase_seen() -> bool {
+    LOG_PHASE.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn log_phase_compiled() {
+    LOG_PHASE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
 
 /// An answer a plugin gives instead of proxying: the one type for 401, 403, 429, a CORS
 /// preflight's 200 or a redirect.
@@ -161,6 +177,10 @@ pub struct Run {
     pub held: Vec<Arc<dyn Send + Sync>>,
     /// `limit-count`: the quota left, for the `X-RateLimit-*` headers.
     pub quota: Option<limit_count::Quota>,
+    /// `http-logger`: the entry, to be completed when the response is over.
+    pub log: Option<Box<http_logger::Draft>>,
+    /// `proxy-mirror`: where this request's copy goes.
+    pub mirror: Option<Box<proxy_mirror::Plan>>,
     /// `limit-count` with Redis: the count to await (see [`Deferred`]).
     pub deferred: Option<Deferred>,
     /// `prometheus`: the request is counted in the `apisix_*` metrics, so labelled.
@@ -260,6 +280,17 @@ impl Chain {
                         Arc::new(fault_injection::FaultInjection((**c).clone()))
                     }
                     Config::HmacAuth(c) => Arc::new(hmac_auth::HmacAuth((**c).clone())),
+                    Config::HttpLogger(c) => {
+                        // One batch queue per configuration, kept across snapshots.
+                        let batcher = env.states.outbound().map(|out| {
+                            let out = out.clone();
+                            let conf = Arc::new((**c).clone());
+                            env.states.get_or_insert(state_key(owner), || {
+                                http_logger::Batcher::start(conf, out)
+                            })
+                        });
+                        Arc::new(http_logger::HttpLogger::new((**c).clone(), batcher))
+                    }
                     Config::IpRestriction(c) => Arc::new(ip_restriction::IpRestriction(c.clone())),
                     Config::JwtAuth(c) => Arc::new(jwt_auth::JwtAuth((**c).clone())),
                     Config::KeyAuth(c) => Arc::new(key_auth::KeyAuth(c.clone())),
@@ -307,6 +338,13 @@ impl Chain {
                         })
                     }
                     Config::Prometheus(c) => Arc::new(prometheus::Prometheus::new(*c)),
+                    Config::ProxyMirror(c) => Arc::new(proxy_mirror::ProxyMirror {
+                        conf: (**c).clone(),
+                        to: env.states.outbound().and_then(|o| {
+                            let target = crate::outbound::Target::parse(&c.host, false).ok()?;
+                            Some((o.clone(), Arc::new(target)))
+                        }),
+                    }),
                     Config::ProxyRewrite(c) => Arc::new(proxy_rewrite::ProxyRewrite((**c).clone())),
                     Config::PublicApi(c) => Arc::new(public_api::PublicApi(c.clone())),
                     Config::RealIp(c) => Arc::new(real_ip::RealIp(c.clone())),
@@ -607,6 +645,21 @@ impl Ran {
     /// over the global rules').
     pub fn prometheus(&self) -> Option<model::plugins::prometheus::Prometheus> {
         self.last(|r| r.prometheus)
+    }
+
+    /// The `http-logger` entries of this request, one per chain that has the plugin.
+    pub fn take_logs(&mut self) -> impl Iterator<Item = http_logger::Draft> + '_ {
+        self.chains
+            .iter_mut()
+            .filter_map(|(_, r)| r.log.take().map(|d| *d))
+    }
+
+    /// `proxy-mirror`'s plan for this request (the route's over the global rules').
+    pub fn mirror(&self) -> Option<&proxy_mirror::Plan> {
+        self.chains
+            .iter()
+            .rev()
+            .find_map(|(_, r)| r.mirror.as_deref())
     }
 
     pub fn max_body_size(&self) -> Option<u64> {

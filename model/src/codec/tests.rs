@@ -740,7 +740,7 @@ fn invalid_traffic_splits() {
     check_err::<Route>(
         json!({"uri": "/a", "upstream_id": "1", "plugins": {"traffic-split": {}, "serverless-pre-function": {}}}),
         "plugins.serverless-pre-function",
-        "traffic-split, redirect, public-api, prometheus, response-rewrite)",
+        "redirect, public-api, http-logger, prometheus, response-rewrite)",
     );
     check_err::<Service>(
         json!({"upstream_id": "1", "plugins": {"traffic-split": {}}}),

@@ -12,6 +12,7 @@ pub mod consumer_restriction;
 pub mod cors;
 pub mod fault_injection;
 pub mod hmac_auth;
+pub mod http_logger;
 pub mod ip_restriction;
 pub mod jwt_auth;
 pub mod key_auth;
@@ -19,6 +20,7 @@ pub mod limit_conn;
 pub mod limit_count;
 pub mod limit_req;
 pub mod prometheus;
+pub mod proxy_mirror;
 pub mod proxy_rewrite;
 pub mod public_api;
 pub mod real_ip;
@@ -57,6 +59,7 @@ pub enum Config {
     Cors(Box<cors::Cors>),
     FaultInjection(Box<fault_injection::FaultInjection>),
     HmacAuth(Box<hmac_auth::HmacAuth>),
+    HttpLogger(Box<http_logger::HttpLogger>),
     IpRestriction(ip_restriction::IpRestriction),
     JwtAuth(Box<jwt_auth::JwtAuth>),
     KeyAuth(key_auth::KeyAuth),
@@ -64,6 +67,7 @@ pub enum Config {
     LimitCount(Box<limit_count::LimitCount>),
     LimitReq(Box<limit_req::LimitReq>),
     Prometheus(prometheus::Prometheus),
+    ProxyMirror(Box<proxy_mirror::ProxyMirror>),
     ProxyRewrite(Box<proxy_rewrite::ProxyRewrite>),
     PublicApi(public_api::PublicApi),
     RealIp(real_ip::RealIp),
@@ -242,6 +246,13 @@ pub const REGISTRY: &[Spec] = &[
         },
     },
     Spec {
+        name: proxy_mirror::NAME,
+        schema: |_| schema_of::<proxy_mirror::Raw>(),
+        priority: 1010,
+        scopes: ROUTE,
+        parse: |v, _| proxy_mirror::ProxyMirror::parse(v).map(|c| Config::ProxyMirror(Box::new(c))),
+    },
+    Spec {
         name: proxy_rewrite::NAME,
         schema: |_| schema_of::<proxy_rewrite::Raw>(),
         priority: 1008,
@@ -270,6 +281,18 @@ pub const REGISTRY: &[Spec] = &[
         priority: 501,
         scopes: ROUTE_ONLY,
         parse: |v, _| public_api::PublicApi::parse(v).map(Config::PublicApi),
+    },
+    Spec {
+        name: http_logger::NAME,
+        schema: |_| schema_of::<http_logger::Raw>(),
+        priority: 410,
+        scopes: &[
+            Scope::Route,
+            Scope::Service,
+            Scope::PluginConfig,
+            Scope::GlobalRule,
+        ],
+        parse: |v, _| http_logger::HttpLogger::parse(v).map(|c| Config::HttpLogger(Box::new(c))),
     },
     Spec {
         name: prometheus::NAME,
