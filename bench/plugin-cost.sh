@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # What the plugin chain costs per proxied request, in user-space instructions counted by
-# callgrind (exact and repeatable, unlike wall clock on this VM): a route without plugins
-# against the same route with key-auth + proxy-rewrite + request-id + cors.
+# callgrind (exact and repeatable, unlike wall clock on this VM), all side by side in one
+# run, each row the same route to the same origin:
+#   /plain        no plugins
+#   /plugged      key-auth + proxy-rewrite + request-id + cors
+#   /count-local  limit-count, local policy
+#   /count-redis  limit-count, redis policy (a real redis-server on loopback)
+#   /prom         prometheus
+#   /count-prom   limit-count (local) + prometheus
+# and, from a second gateway process with the access log on (to a file): /plain and
+# /prom ("prometheus + access log"). Limits are never reached (count 10^9).
 #
 #   bench/plugin-cost.sh [REQUESTS] [GATEWAY_BINARY ...]
 #
@@ -16,7 +24,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 requests=${1:-2000}
 shift || true
-scripts/install-deps.sh nginx
+scripts/install-deps.sh nginx redis-server
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 1; }
 if [ $# -eq 0 ]; then
   cargo build --release --locked -p gateway --bin gateway >/dev/null
@@ -36,6 +44,16 @@ up="{\"nodes\":{\"127.0.0.1:$ORIGIN\":1}}"
 put routes/1 "{\"uri\":\"/plain\",\"upstream\":$up}"
 put routes/2 "{\"uri\":\"/plugged\",\"upstream\":$up,\"plugins\":{\"key-auth\":{},\"proxy-rewrite\":{\"uri\":\"/x\",\"headers\":{\"set\":{\"X-Api-Version\":\"v1\"}}},\"request-id\":{},\"cors\":{}}}"
 put consumers/jack '{"username":"jack","plugins":{"key-auth":{"key":"bench-key-0123456789"}}}'
+REDIS=$(port)
+redis-server --port $REDIS --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
+pids+=($!)
+wait_port $REDIS
+local_count='"limit-count":{"count":1000000000,"time_window":3600}'
+redis_count="\"limit-count\":{\"count\":1000000000,\"time_window\":3600,\"policy\":\"redis\",\"redis_host\":\"127.0.0.1\",\"redis_port\":$REDIS}"
+put routes/3 "{\"uri\":\"/count-local\",\"upstream\":$up,\"plugins\":{$local_count}}"
+put routes/4 "{\"uri\":\"/count-redis\",\"upstream\":$up,\"plugins\":{$redis_count}}"
+put routes/5 "{\"uri\":\"/prom\",\"upstream\":$up,\"plugins\":{\"prometheus\":{}}}"
+put routes/6 "{\"uri\":\"/count-prom\",\"upstream\":$up,\"plugins\":{$local_count,\"prometheus\":{}}}"
 
 # Sends $3 GET requests to 127.0.0.1:$1$2 on one keepalive connection; fails on any non-200.
 send() {
@@ -51,21 +69,26 @@ for _ in range(n):
 PY
 }
 
-echo "| binary | path | requests | instructions/request |"
-echo "|---|---|---:|---:|"
-for binary in "$@"; do
+echo "| binary | access log | path | requests | instructions/request |"
+echo "|---|---|---|---:|---:|"
+# One gateway process under callgrind ($1: binary, $2: access log target), then each path.
+measure() {
+  local binary=$1 log=$2
+  shift 2
   GW=$(port); GWS=$(port)
   out="$work/callgrind.out"
-  GATEWAY_ACCESS_LOG=off GATEWAY_WORKERS=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
+  GATEWAY_ACCESS_LOG=$log GATEWAY_WORKERS=1 RUST_LOG=warn valgrind --tool=callgrind --callgrind-out-file="$out.%p" \
     "$binary" --etcd-endpoints http://127.0.0.1:$ETCD --etcd-prefix /bench \
     --listen 127.0.0.1:$GW --tls-listen 127.0.0.1:$(port) --status-listen 127.0.0.1:$GWS \
     >"$work/gateway.log" 2>&1 &
   pid=$!
   pids+=($pid)
   for _ in $(seq 1 600); do curl -fs http://127.0.0.1:$GWS/readyz >/dev/null 2>&1 && break; sleep 0.1; done
-  for path in /plain /plugged; do
+  local shown=$log
+  [ "$log" = off ] || shown=file
+  for path in "$@"; do
     if ! send $GW $path 200 2>/dev/null; then
-      echo "| $(basename "$(dirname "$binary")")/$(basename "$binary") | $path | – | not served by this build |"
+      echo "| $binary | $shown | $path | – | not served by this build |"
       continue
     fi
     callgrind_control -z $pid >/dev/null 2>&1
@@ -73,9 +96,14 @@ for binary in "$@"; do
     callgrind_control -d $pid >/dev/null 2>&1
     dump=$(ls -t "$out.$pid".* | head -1)
     total=$(awk '/^(summary|totals):/ {print $2}' "$dump" | tail -1)
-    echo "| $binary | $path | $requests | $((total / requests)) |"
-    [ -n "${KEEP_DUMPS:-}" ] && cp "$dump" "$KEEP_DUMPS/$(basename "$binary")$(echo $path | tr / -).callgrind"
+    echo "| $binary | $shown | $path | $requests | $((total / requests)) |"
+    [ -n "${KEEP_DUMPS:-}" ] && cp "$dump" "$KEEP_DUMPS/$(basename "$binary")-$shown$(echo $path | tr / -).callgrind"
     rm -f "$dump"
   done
   kill $pid; wait $pid 2>/dev/null || true
+}
+for binary in "$@"; do
+  # Redis last: its connection stays open on the worker once used.
+  measure "$binary" off /plain /plugged /count-local /prom /count-prom /count-redis
+  measure "$binary" "$work/access.log" /plain /prom
 done

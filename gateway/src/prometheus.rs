@@ -6,7 +6,6 @@
 //! its own (a mutex that only a scrape also takes, to sum the shards). A request is
 //! recorded when its response body is dropped, sent or abandoned, as APISIX records in its
 //! log phase: latency and bytes cover the whole response.
-use crate::response_end::{Ended, OnEnd};
 use model::host::HostPattern;
 use model::path::PathPattern;
 use prometheus_client::collector::Collector;
@@ -68,31 +67,53 @@ pub struct RouteLabels {
     pub hosts: Vec<(HostPattern, Arc<str>)>,
 }
 
+/// Which of a route's paths and hosts a request matched (indexes into
+/// [`RouteLabels::uris`] and [`RouteLabels::hosts`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Matched {
+    pub uri: Option<u16>,
+    pub host: Option<u16>,
+}
+
 impl RouteLabels {
-    /// The labels of a request of this route: `path` and `host` as it was routed.
-    /// `prefer_name`: the route's and service's names where they have one.
-    pub fn labels(&self, prefer_name: bool, path: &str, host: &str) -> Labels {
-        let pick = |id: &Arc<str>, name: &Option<Arc<str>>| match (prefer_name, name) {
-            (true, Some(n)) => n.clone(),
-            _ => id.clone(),
-        };
-        let empty = || Arc::<str>::from("");
-        Labels {
-            route: pick(&self.id, &self.name),
-            service: pick(&self.service, &self.service_name),
-            matched_uri: self
+    /// The pattern and host of this route that a request to `path` on `host` matched.
+    pub fn matched(&self, path: &str, host: &str) -> Matched {
+        let index = |i: usize| u16::try_from(i).ok();
+        Matched {
+            uri: self
                 .uris
                 .iter()
-                .find(|(p, _)| p.matches(path))
-                .map_or_else(empty, |(_, s)| s.clone()),
-            matched_host: self
+                .position(|(p, _)| p.matches(path))
+                .and_then(index),
+            host: self
                 .hosts
                 .iter()
-                .find(|(h, _)| h.matches(host))
-                .map_or_else(empty, |(_, s)| s.clone()),
-            consumer: empty(),
-            node: empty(),
+                .position(|(h, _)| h.matches(host))
+                .and_then(index),
         }
+    }
+
+    /// `(route, service, matched_uri, matched_host)`. `prefer_name`: the route's and
+    /// service's names where they have one.
+    pub fn values(&self, prefer_name: bool, m: Matched) -> [&str; 4] {
+        let route = match (prefer_name, &self.name) {
+            (true, Some(n)) => &**n,
+            _ => &*self.id,
+        };
+        let service = match (prefer_name, &self.service_name) {
+            (true, Some(n)) => &**n,
+            _ => &*self.service,
+        };
+        fn at<T>(list: &[(T, Arc<str>)], i: Option<u16>) -> &str {
+            i.and_then(|i| list.get(usize::from(i)))
+                .map_or("", |(_, s)| &**s)
+        }
+        [
+            route,
+            service,
+            at(&self.uris, m.uri),
+            at(&self.hosts, m.host),
+        ]
     }
 }
 
@@ -101,6 +122,44 @@ pub fn node_label(addr: &str) -> Arc<str> {
     match addr.parse::<std::net::SocketAddr>() {
         Ok(a) => a.ip().to_string().into(),
         Err(_) => addr.rsplit_once(':').map_or(addr, |(h, _)| h).into(),
+    }
+}
+
+/// One request's label values, borrowed: a request of a series already kept copies
+/// nothing and touches no shared reference count.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+pub struct LabelsRef<'a> {
+    pub route: &'a str,
+    pub matched_uri: &'a str,
+    pub matched_host: &'a str,
+    pub service: &'a str,
+    pub consumer: &'a str,
+    pub node: &'a str,
+}
+
+impl LabelsRef<'_> {
+    fn owned(&self) -> Labels {
+        Labels {
+            route: self.route.into(),
+            matched_uri: self.matched_uri.into(),
+            matched_host: self.matched_host.into(),
+            service: self.service.into(),
+            consumer: self.consumer.into(),
+            node: self.node.into(),
+        }
+    }
+}
+
+impl Labels {
+    fn as_ref(&self) -> LabelsRef<'_> {
+        LabelsRef {
+            route: &self.route,
+            matched_uri: &self.matched_uri,
+            matched_host: &self.matched_host,
+            service: &self.service,
+            consumer: &self.consumer,
+            node: &self.node,
+        }
     }
 }
 
@@ -184,9 +243,13 @@ impl Series {
     }
 }
 
+/// One worker's series, by a hash of their label values (hashed from borrowed values, so
+/// finding a kept series copies nothing); a list per hash, for collisions.
+type Shard = HashMap<u64, Vec<(Labels, Series)>>;
+
 /// The request metrics of every worker.
 pub struct RequestMetrics {
-    shards: Box<[Mutex<HashMap<Labels, Series>>]>,
+    shards: Box<[Mutex<Shard>]>,
 }
 
 impl std::fmt::Debug for RequestMetrics {
@@ -205,15 +268,38 @@ impl RequestMetrics {
     }
 
     /// Adds one request to the calling worker's shard.
-    pub fn record(&self, labels: Labels, o: &Observation) {
+    pub fn record(&self, labels: &LabelsRef<'_>, o: &Observation) {
+        use std::hash::BuildHasher;
         let shard = &self.shards[crate::workers::current() % self.shards.len()];
-        let mut series = shard.lock().unwrap_or_else(|p| p.into_inner());
-        let full = series.len() >= MAX_SERIES;
-        let labels = match full && !series.contains_key(&labels) {
-            true => Labels::overflow(),
-            false => labels,
+        let mut shard = shard.lock().unwrap_or_else(|p| p.into_inner());
+        let hash = foldhash::fast::FixedState::default().hash_one(labels);
+        if let Some((_, s)) = shard
+            .get_mut(&hash)
+            .and_then(|list| list.iter_mut().find(|(l, _)| l.as_ref() == *labels))
+        {
+            s.observe(o);
+            return;
+        }
+        let held: usize = shard.values().map(Vec::len).sum();
+        let (hash, labels) = match held >= MAX_SERIES {
+            true => {
+                let o = Labels::overflow();
+                (
+                    foldhash::fast::FixedState::default().hash_one(o.as_ref()),
+                    o,
+                )
+            }
+            false => (hash, labels.owned()),
         };
-        series.entry(labels).or_default().observe(o);
+        let list = shard.entry(hash).or_default();
+        match list.iter_mut().find(|(l, _)| *l == labels) {
+            Some((_, s)) => s.observe(o),
+            None => {
+                let mut s = Series::default();
+                s.observe(o);
+                list.push((labels, s));
+            }
+        }
     }
 
     /// Every shard summed, in label order.
@@ -221,7 +307,7 @@ impl RequestMetrics {
         let mut all: BTreeMap<Labels, Series> = BTreeMap::new();
         for shard in self.shards.iter() {
             let series = shard.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            for (labels, s) in series {
+            for (labels, s) in series.into_values().flatten() {
                 all.entry(labels).or_default().add(&s);
             }
         }
@@ -320,20 +406,46 @@ impl Collector for RequestCollector {
     }
 }
 
-/// What records one request in `metrics` once its response is over. `obs` has what is
-/// known at the response head: status, upstream latency, request bytes and the bytes of
-/// the response head; the body's bytes and the total latency are added at the end.
-pub fn recorder(
-    metrics: Arc<RequestMetrics>,
-    labels: Labels,
-    mut obs: Observation,
-    started: Instant,
-) -> OnEnd {
-    Box::new(move |ended: Ended| {
-        obs.request_ms = started.elapsed().as_secs_f64() * 1e3;
-        obs.egress += ended.body_bytes;
-        metrics.record(labels, &obs);
-    })
+/// Whose request it was: what the labels are read from when it is recorded.
+pub struct Owner {
+    pub route: Option<Arc<RouteLabels>>,
+    pub matched: Matched,
+    pub prefer_name: bool,
+    pub consumer: Option<Arc<crate::consumers::ConsumerRt>>,
+    pub node: Option<Arc<str>>,
+}
+
+/// One request to record in `metrics` once its response is over. `obs` has what is known
+/// at the response head: status, upstream latency, request bytes and the bytes of the
+/// response head; the body's bytes and the total latency are added at the end. Kept
+/// inline in the response body (`response_end.rs`), not boxed: it is on every request of
+/// a route with the plugin.
+pub struct Recording {
+    pub metrics: Arc<RequestMetrics>,
+    pub owner: Owner,
+    pub obs: Observation,
+    pub started: Instant,
+}
+
+impl Recording {
+    pub fn finish(mut self, body_bytes: u64) {
+        self.obs.request_ms = self.started.elapsed().as_secs_f64() * 1e3;
+        self.obs.egress += body_bytes;
+        let o = &self.owner;
+        let [route, service, matched_uri, matched_host] = match &o.route {
+            Some(r) => r.values(o.prefer_name, o.matched),
+            None => [""; 4],
+        };
+        let labels = LabelsRef {
+            route,
+            matched_uri,
+            matched_host,
+            service,
+            consumer: o.consumer.as_ref().map_or("", |c| c.username.as_str()),
+            node: o.node.as_deref().unwrap_or(""),
+        };
+        self.metrics.record(&labels, &self.obs);
+    }
 }
 
 /// The size of a request as HTTP/1.1 would carry it (nginx's `$request_length`): its head,
@@ -384,10 +496,16 @@ mod tests {
     #[test]
     fn series_sum_codes_latencies_and_bytes() {
         let m = Arc::new(RequestMetrics::new(2));
-        m.record(labels("1", "127.0.0.1"), &obs(200, 3.0, Some(1.0)));
-        m.record(labels("1", "127.0.0.1"), &obs(200, 40.0, Some(39.5)));
-        m.record(labels("1", "127.0.0.1"), &obs(503, 0.5, None));
-        m.record(labels("", ""), &obs(404, 0.2, None));
+        m.record(
+            &labels("1", "127.0.0.1").as_ref(),
+            &obs(200, 3.0, Some(1.0)),
+        );
+        m.record(
+            &labels("1", "127.0.0.1").as_ref(),
+            &obs(200, 40.0, Some(39.5)),
+        );
+        m.record(&labels("1", "127.0.0.1").as_ref(), &obs(503, 0.5, None));
+        m.record(&labels("", "").as_ref(), &obs(404, 0.2, None));
         let text = exposition(&m);
         for line in [
             "# TYPE apisix_http_status untyped",
@@ -429,12 +547,8 @@ mod tests {
             (true, "/bcd", "a.y.com", "orders", "/b*", "*.y.com"),
             (true, "/zz", "other", "orders", "", ""),
         ] {
-            let l = rl.labels(prefer, path, host);
-            assert_eq!(
-                (&*l.route, &*l.matched_uri, &*l.matched_host),
-                (route, uri, mhost),
-                "{path} {host}"
-            );
+            let [r, _, u, h] = rl.values(prefer, rl.matched(path, host));
+            assert_eq!((r, u, h), (route, uri, mhost), "{path} {host}");
         }
         assert_eq!(&*node_label("10.0.0.1:80"), "10.0.0.1");
         assert_eq!(&*node_label("[::1]:80"), "::1");
@@ -445,10 +559,10 @@ mod tests {
     fn new_label_sets_beyond_the_cap_share_the_overflow_set() {
         let m = Arc::new(RequestMetrics::new(1));
         for i in 0..MAX_SERIES + 10 {
-            m.record(labels(&i.to_string(), ""), &obs(200, 1.0, None));
+            m.record(&labels(&i.to_string(), "").as_ref(), &obs(200, 1.0, None));
         }
         // An existing set still counts on its own.
-        m.record(labels("0", ""), &obs(200, 1.0, None));
+        m.record(&labels("0", "").as_ref(), &obs(200, 1.0, None));
         let all = m.merged();
         assert_eq!(all.len(), MAX_SERIES + 1);
         assert_eq!(all[&Labels::overflow()].codes, vec![(200, 10)]);
@@ -463,8 +577,23 @@ mod tests {
         let head = crate::response_end::head_len(&resp);
         let mut o = obs(200, 0.0, None);
         o.egress = head;
-        let rec = recorder(m.clone(), labels("r", "n"), o, Instant::now());
-        let resp = crate::response_end::on_end(resp, vec![rec]);
+        let owner = Owner {
+            route: Some(Arc::new(RouteLabels {
+                id: "r".into(),
+                ..Default::default()
+            })),
+            matched: Matched::default(),
+            prefer_name: false,
+            consumer: None,
+            node: Some("n".into()),
+        };
+        let rec = Recording {
+            metrics: m.clone(),
+            owner,
+            obs: o,
+            started: Instant::now(),
+        };
+        let resp = crate::response_end::on_end(resp, Some(rec), Vec::new());
         assert!(m.merged().is_empty(), "nothing before the body is done");
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "hello");

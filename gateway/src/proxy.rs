@@ -127,18 +127,15 @@ fn finish_entry(e: &mut crate::access_log::Entry, resp: &Response<RespBody>, sta
         .get("x-request-id")
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if let Some(up) = resp.extensions().get::<UpstreamSeen>() {
-        e.upstream_addr = Some(up.addr.clone());
-        e.upstream_status = Some(up.status);
-        e.upstream_response_time = Some(up.took.as_secs_f64());
-    }
 }
 
-/// What the access log needs of the node that answered; put on the response only when
-/// the log is on.
+/// What the access log and the log-phase plugins need of the node that answered; kept
+/// only when one of them is on.
 #[derive(Clone)]
 struct UpstreamSeen {
-    addr: String,
+    addr: Arc<str>,
+    /// The node's metrics label.
+    label: Arc<str>,
     status: u16,
     took: Duration,
 }
@@ -302,12 +299,11 @@ async fn route_and_forward(
         parts.uri = Uri::from(pq);
     }
     let mut ran = Ran::default();
-    // What the `prometheus` plugin's metrics need of the request as it came, taken only
-    // once some chain has the plugin.
-    let measure = crate::plugins::log_phase_seen().then(|| {
-        let ingress = crate::prometheus::request_len(&parts, body.size_hint().exact());
-        (Instant::now(), ingress, parts.uri.path().to_string())
-    });
+    // The log-phase plugins (`prometheus`, `http-logger`) time the whole request: the
+    // clock is read only once a chain with one of them exists in this process, and the
+    // rest of what they need only for requests whose chains have them (`decide`).
+    let started = crate::plugins::log_phase_seen().then(Instant::now);
+    let mut measure = None;
     let mut matched = None;
     // Routing and the plugins' request phases are synchronous: done here, so that only
     // the waits below are states of this future (a nested future would be moved, parts
@@ -318,22 +314,37 @@ async fn route_and_forward(
         &mut parts,
         &host,
         &mut ran,
-        (log.as_deref_mut(), &mut matched),
+        Seen {
+            log: log.as_deref_mut(),
+            matched: &mut matched,
+            measure: started.map(|at| (at, &mut measure, body.size_hint().exact())),
+        },
     );
-    // A count kept in Redis: a rejection stands in for anything else decided.
+    // A count kept in Redis: a rejection stands in for anything else decided, and is
+    // answered at once, as a local one is.
+    let mut refused = false;
     if ran.has_deferred() {
         if let Some(answer) = ran.settle().await {
             decision = Ok(Err(answer));
+            refused = true;
         }
     }
     // `fault-injection.delay` and `limit-req`'s wait, with the snapshot released.
-    if let Some(delay) = ran.delay() {
+    if let Some(delay) = ran.delay().filter(|_| !refused) {
         tokio::time::sleep(delay).await;
     }
+    let mut upstream_seen = None;
     let result = match decision {
         Ok(Ok((target, upstream))) => {
             match prepare_forward(shared, conn, parts, body, raw_host, &target, upstream, &ran) {
-                Ok((upstream, req, exchange)) => forward(shared, &upstream, req, &exchange).await,
+                Ok((upstream, req, exchange)) => {
+                    let r = forward(shared, &upstream, req, &exchange).await;
+                    upstream_seen = exchange
+                        .seen
+                        .into_inner()
+                        .unwrap_or_else(|p| p.into_inner());
+                    r
+                }
                 Err(e) => Err(e),
             }
         }
@@ -342,6 +353,11 @@ async fn route_and_forward(
         Err(e) => Err(e),
     };
     if let Some(e) = log {
+        if let Some(up) = &upstream_seen {
+            e.upstream_addr = Some(up.addr.to_string());
+            e.upstream_status = Some(up.status);
+            e.upstream_response_time = Some(up.took.as_secs_f64());
+        }
         e.consumer_name = ran.consumer().map(|c| c.username.clone());
     }
     if ran.is_empty() {
@@ -367,31 +383,34 @@ async fn route_and_forward(
     ran.response(&mut resp);
     // The log phase: what records the request once its response is over.
     if let Some(measure) = measure {
-        let mut on_end = Vec::new();
+        let mut metrics = None;
         if let Some(conf) = ran.prometheus() {
-            on_end.push(prometheus_recorder(
+            metrics = Some(prometheus_recording(
                 shared,
                 &resp,
                 &ran,
                 conf,
                 matched.as_deref(),
                 &measure,
-                &host,
+                upstream_seen.as_ref(),
             ));
         }
-        let seen = resp.extensions().get::<UpstreamSeen>();
+        let seen = upstream_seen.as_ref();
         let finished = crate::plugins::http_logger::Finished {
             status: resp.status().as_u16(),
             headers: resp.headers(),
-            upstream: seen.map(|s| s.addr.as_str()),
+            upstream: seen.map(|s| &*s.addr),
             upstream_status: seen.map(|s| s.status),
             upstream_ms: seen.map(|s| s.took.as_secs_f64() * 1e3),
             started: measure.0.into_std(),
             request_len: measure.1,
             head_len: crate::response_end::head_len(&resp),
         };
-        on_end.extend(ran.take_logs().map(|draft| draft.on_end(&finished)));
-        resp = crate::response_end::on_end(resp, on_end);
+        let logs = ran
+            .take_logs()
+            .map(|draft| draft.on_end(&finished))
+            .collect();
+        resp = crate::response_end::on_end(resp, metrics, logs);
     }
     // A `limit-conn` slot is given back when the response has been sent (or dropped).
     Ok(crate::held_body::hold(resp, ran.held()))
@@ -409,25 +428,22 @@ fn exposition(shared: &Shared, answer: crate::plugins::Answer) -> Response<RespB
 }
 
 /// What counts `resp` in the `apisix_*` metrics once its body is done.
-fn prometheus_recorder(
+fn prometheus_recording(
     shared: &Shared,
     resp: &Response<RespBody>,
     ran: &Ran,
     conf: model::plugins::prometheus::Prometheus,
     route: Option<&RouteTarget>,
-    (started, ingress, path): &(Instant, u64, String),
-    host: &str,
-) -> crate::response_end::OnEnd {
-    let mut labels = route.map_or_else(crate::prometheus::Labels::default, |r| {
-        r.labels.labels(conf.prefer_name, path, host)
-    });
-    if let Some(c) = ran.consumer() {
-        labels.consumer = c.username.as_str().into();
-    }
-    let seen = resp.extensions().get::<UpstreamSeen>();
-    if let Some(up) = seen {
-        labels.node = crate::prometheus::node_label(&up.addr);
-    }
+    (started, ingress, matched): &Measure,
+    seen: Option<&UpstreamSeen>,
+) -> crate::prometheus::Recording {
+    let owner = crate::prometheus::Owner {
+        route: route.map(|r| r.labels.clone()),
+        matched: *matched,
+        prefer_name: conf.prefer_name,
+        consumer: ran.consumer_arc(),
+        node: seen.map(|s| s.label.clone()),
+    };
     let obs = crate::prometheus::Observation {
         status: resp.status().as_u16(),
         request_ms: 0.0,
@@ -435,8 +451,27 @@ fn prometheus_recorder(
         ingress: *ingress,
         egress: crate::response_end::head_len(resp),
     };
-    crate::prometheus::recorder(shared.requests.clone(), labels, obs, started.into_std())
+    crate::prometheus::Recording {
+        metrics: shared.requests.clone(),
+        owner,
+        obs,
+        started: started.into_std(),
+    }
 }
+
+/// What `decide` reports beside its decision, for the access log and the log-phase
+/// plugins.
+struct Seen<'a> {
+    log: Option<&'a mut crate::access_log::Entry>,
+    /// The route matched, when plugins ran.
+    matched: &'a mut Option<Arc<RouteTarget>>,
+    /// When the request began, where to put what the log-phase plugins need of it (its
+    /// start, size and routed path), and its body's declared length.
+    measure: Option<(Instant, &'a mut Option<Measure>, Option<u64>)>,
+}
+
+/// When the request began, its size, and which of its route's paths and hosts it matched.
+type Measure = (Instant, u64, crate::prometheus::Matched);
 
 /// What the upstream needs once routing is done: the matched route and its upstream (or
 /// why it has none), with the key a hash balancer uses.
@@ -455,11 +490,14 @@ fn decide(
     parts: &mut http::request::Parts,
     host: &str,
     ran: &mut Ran,
-    (log, matched): (
-        Option<&mut crate::access_log::Entry>,
-        &mut Option<Arc<RouteTarget>>,
-    ),
+    seen: Seen<'_>,
 ) -> Result<Result<Forward, crate::plugins::Answer>, ProxyError> {
+    let Seen {
+        log,
+        matched,
+        measure,
+    } = seen;
+    let measure_start = measure.as_ref().map(|(at, _, _)| *at);
     let snapshot = shared.snapshot.load();
     let found = snapshot
         .router
@@ -490,6 +528,20 @@ fn decide(
     let mut client = conn;
     // A route without plugins, and no global rules: nothing to set up.
     if snapshot.global.is_some() || found.as_ref().is_some_and(|t| t.chain.is_some()) {
+        let logs = snapshot.global.as_ref().is_some_and(|c| c.logs())
+            || found
+                .as_ref()
+                .and_then(|t| t.chain.as_ref())
+                .is_some_and(|c| c.logs());
+        // The request as it came, before the plugins change it.
+        if let (true, Some((at, out, body_len))) = (logs, measure) {
+            let ingress = crate::prometheus::request_len(parts, body_len);
+            let matched = found
+                .as_ref()
+                .map(|t| t.labels.matched(parts.uri.path(), host))
+                .unwrap_or_default();
+            *out = Some((at, ingress, matched));
+        }
         let mut req = Req {
             parts: &mut *parts,
             host,
@@ -501,6 +553,10 @@ fn decide(
                 .as_ref()
                 .and_then(|t| t.service_id.as_ref().map(|s| s.as_str())),
             consumer: None,
+            now: match measure_start {
+                Some(at) => std::cell::OnceCell::from(at.into_std()),
+                None => std::cell::OnceCell::new(),
+            },
         };
         for chain in chains {
             answer = ran.request(chain, &mut req);
@@ -646,6 +702,8 @@ fn prepare_forward(
         hash_key,
         te_trailers,
         body_limit: body_limit.unwrap_or(u64::MAX),
+        upstream_seen: shared.access_log.is_some() || ran.logs(),
+        seen: std::sync::Mutex::new(None),
         upgrade: std::sync::Mutex::new(upgrade),
     };
     Ok((upstream, req, exchange))
@@ -721,6 +779,10 @@ struct Exchange {
     /// The client's side of an allowed WebSocket handshake, joined to the node's side
     /// once the node answers 101.
     upgrade: std::sync::Mutex<Option<ClientSide>>,
+    /// Whether to keep [`UpstreamSeen`] (the access log or a log-phase plugin reads it),
+    /// and where.
+    upstream_seen: bool,
+    seen: std::sync::Mutex<Option<UpstreamSeen>>,
 }
 
 /// Sends `req` to a node of `upstream`, moving to the next node when a connection cannot
@@ -769,15 +831,14 @@ async fn forward(
         if let Some(h) = host {
             req.headers_mut().insert(HOST, h.clone());
         }
-        let sent =
-            (shared.access_log.is_some() || crate::plugins::log_phase_seen()).then(Instant::now);
+        let sent = ex.upstream_seen.then(Instant::now);
         match send_to_node(shared, upstream, node, req, ex).await {
-            Ok(mut resp) => {
+            Ok(resp) => {
                 if let Some(sent) = sent {
-                    let status = resp.status().as_u16();
-                    resp.extensions_mut().insert(UpstreamSeen {
-                        addr: node.addr.clone(),
-                        status,
+                    *ex.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(UpstreamSeen {
+                        addr: node.shown.clone(),
+                        label: node.label.clone(),
+                        status: resp.status().as_u16(),
                         took: sent.elapsed(),
                     });
                 }

@@ -3,6 +3,7 @@
 //! request once it is over (`prometheus`, `http-logger`), as APISIX's runs after nginx
 //! has sent the response.
 use crate::pool::BoxError;
+use crate::prometheus::Recording;
 use crate::proxy::RespBody;
 use bytes::Bytes;
 use http::Response;
@@ -22,6 +23,7 @@ pub type OnEnd = Box<dyn FnOnce(Ended) + Send>;
 struct Watched {
     inner: RespBody,
     sent: u64,
+    metrics: Option<Recording>,
     on_end: Vec<OnEnd>,
 }
 
@@ -56,21 +58,30 @@ impl Drop for Watched {
         let ended = Ended {
             body_bytes: self.sent,
         };
+        if let Some(m) = self.metrics.take() {
+            m.finish(self.sent);
+        }
         for f in self.on_end.drain(..) {
             f(ended);
         }
     }
 }
 
-/// `resp`, whose `on_end` run when its body is done; unchanged when there are none.
-pub fn on_end(resp: Response<RespBody>, on_end: Vec<OnEnd>) -> Response<RespBody> {
-    if on_end.is_empty() {
+/// `resp`, whose request is recorded in the metrics and whose `on_end` run when its body
+/// is done; unchanged when there is nothing to do.
+pub fn on_end(
+    resp: Response<RespBody>,
+    metrics: Option<Recording>,
+    on_end: Vec<OnEnd>,
+) -> Response<RespBody> {
+    if metrics.is_none() && on_end.is_empty() {
         return resp;
     }
     resp.map(|inner| {
         UnsyncBoxBody::new(Watched {
             inner,
             sent: 0,
+            metrics,
             on_end,
         })
     })
@@ -99,6 +110,7 @@ mod tests {
         let s = seen.clone();
         let resp = on_end(
             Response::new(crate::proxy::full("hello")),
+            None,
             vec![Box::new(move |e: Ended| {
                 s.lock().unwrap().push(e.body_bytes)
             })],
@@ -111,6 +123,7 @@ mod tests {
         let s = seen.clone();
         drop(on_end(
             Response::new(crate::proxy::full("x")),
+            None,
             vec![Box::new(move |e: Ended| {
                 s.lock().unwrap().push(e.body_bytes)
             })],

@@ -99,6 +99,10 @@ pub struct UpstreamRt {
 pub struct NodeRt {
     /// `host:port`, what we connect to.
     pub addr: String,
+    /// The same, shared by the responses that name it (the access log's
+    /// `$upstream_addr`), and its `node` label for the metrics (the IP alone).
+    pub shown: Arc<str>,
+    pub label: Arc<str>,
     /// Connections to the node are pooled under this: the address, plus the transport's
     /// scheme, server name and TLS settings when it is not plain HTTP.
     pub pool_key: String,
@@ -677,6 +681,8 @@ impl UpstreamRt {
                     host_header: HeaderValue::from_str(&host).ok(),
                     pool_key,
                     tls_name,
+                    shown: Arc::from(addr.as_str()),
+                    label: crate::prometheus::node_label(&addr),
                     addr,
                     weight: n.weight,
                     priority: n.priority,
@@ -1349,6 +1355,7 @@ mod tests {
             route_id: None,
             service_id: None,
             consumer: None,
+            now: Default::default(),
         };
         let mut ran = crate::plugins::Ran::default();
         ran.request(chain, &mut req)

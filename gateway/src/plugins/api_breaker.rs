@@ -62,9 +62,9 @@ impl Phases for ApiBreaker {
         false
     }
 
-    fn access(&self, _req: &mut Req<'_>, _run: &mut Run) -> Option<Answer> {
+    fn access(&self, req: &mut Req<'_>, _run: &mut Run) -> Option<Answer> {
         let counts = *self.state.0.lock().unwrap_or_else(|e| e.into_inner());
-        if !counts.open(&self.conf, Instant::now()) {
+        if !counts.open(&self.conf, req.now()) {
             return None;
         }
         let c = &self.conf;

@@ -48,6 +48,22 @@ pub struct Place {
     key: String,
 }
 
+/// Where one key's state is kept, while its shard is locked.
+pub struct PlaceRef<'a> {
+    shard: usize,
+    key: &'a str,
+}
+
+impl PlaceRef<'_> {
+    /// Kept, to come back to the same state later (a `limit-conn` slot).
+    pub fn owned(&self) -> Place {
+        Place {
+            shard: self.shard,
+            key: self.key.to_string(),
+        }
+    }
+}
+
 pub struct Keyed<V> {
     shards: Vec<Mutex<Shard<V>>>,
     max_keys: usize,
@@ -78,7 +94,7 @@ impl<V: Expiring> Keyed<V> {
         key: &str,
         now: Instant,
         new: impl FnOnce() -> V,
-        f: impl FnOnce(Place, &mut V) -> R,
+        f: impl FnOnce(PlaceRef<'_>, &mut V) -> R,
     ) -> R {
         let index = (self.hasher.hash_one(key) as usize) % SHARDS;
         let shard = &self.shards[index];
@@ -88,23 +104,25 @@ impl<V: Expiring> Keyed<V> {
             sweep_at,
             swept,
         } = &mut *shard;
+        // Most requests find their key: one lookup, nothing copied.
+        if let Some(v) = map.get_mut(key) {
+            return f(PlaceRef { shard: index, key }, v);
+        }
         let full = map.len() >= self.max_keys
             && swept.is_none_or(|at| now.saturating_duration_since(at) >= Duration::from_secs(1));
-        if !map.contains_key(key) && (map.len() >= (*sweep_at).max(SWEEP_AT) || full) {
+        if map.len() >= (*sweep_at).max(SWEEP_AT) || full {
             map.retain(|_, v| !v.expired(now));
             *sweep_at = map.len() * 2;
             *swept = Some(now);
         }
-        let key = if map.contains_key(key) || map.len() < self.max_keys {
-            key
-        } else {
-            OVERFLOW_KEY
+        let key = match map.len() < self.max_keys {
+            true => key,
+            false => OVERFLOW_KEY,
         };
-        let place = Place {
-            shard: index,
-            key: key.to_string(),
-        };
-        f(place, map.entry(key.to_string()).or_insert_with(new))
+        f(
+            PlaceRef { shard: index, key },
+            map.entry(key.to_string()).or_insert_with(new),
+        )
     }
 
     /// Runs `f` on the state kept at `place`, if it is still there.

@@ -51,7 +51,7 @@ pub fn incoming(
             return None;
         }
         n.0 += 1;
-        Some((n.0, place))
+        Some((n.0, place.owned()))
     })?;
     // Given back where it was counted (its shard's overflow entry, when that was full).
     let slot = Slot {
@@ -72,7 +72,7 @@ impl Phases for LimitConn {
 
     fn access(&self, req: &mut Req<'_>, run: &mut Run) -> Option<Answer> {
         let c = &self.conf;
-        let key = resolve_key(&c.key, &req.vars());
+        let key = resolve_key(&c.key, &req.vars(), req.conn.remote.ip());
         let delay = Duration::from_secs_f64(c.default_conn_delay);
         let Some((slot, wait)) = incoming(&self.counts, &key, c.conn, c.burst, delay) else {
             return Some(rejected(c.rejected_code, c.rejected_msg.as_deref()));

@@ -9,6 +9,7 @@ use http::{HeaderMap, HeaderValue, StatusCode};
 use model::plugin_metadata::LimitCountHeaders;
 use model::plugins::limit_count::{Key, LimitCount as Conf};
 use model::vars::VarSource;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,8 @@ pub struct LimitCount {
     pub redis: Option<(Arc<RedisCounter>, String)>,
     /// Its header names (plugin metadata, APISIX 3.12+).
     pub headers: LimitCountHeaders,
+    /// `count`, as the `X-RateLimit-Limit` value: made once.
+    pub limit_value: HeaderValue,
 }
 
 /// What one request was told about its quota (for the response headers).
@@ -77,20 +80,46 @@ pub fn hit(
     })
 }
 
-/// The key of one request; an empty one falls back to the client address (APISIX).
-pub fn resolve_key(key: &Key, vars: &dyn VarSource) -> String {
+/// A rate-limit key. Most are the client's IPv4 address, kept inline: no allocation.
+pub enum KeyText {
+    V4([u8; 15], usize),
+    Text(String),
+}
+
+impl std::ops::Deref for KeyText {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        match self {
+            KeyText::V4(bytes, len) => std::str::from_utf8(&bytes[..*len]).unwrap_or_default(),
+            KeyText::Text(s) => s,
+        }
+    }
+}
+
+fn client_key(client: IpAddr) -> KeyText {
+    match client {
+        IpAddr::V4(v4) => {
+            let (bytes, len) = crate::request_vars::ipv4_text(v4);
+            KeyText::V4(bytes, len)
+        }
+        IpAddr::V6(_) => KeyText::Text(client.to_string()),
+    }
+}
+
+/// The key of one request (`client`: its `remote_addr`); an empty one falls back to the
+/// client address (APISIX).
+pub fn resolve_key(key: &Key, vars: &dyn VarSource, client: IpAddr) -> KeyText {
     let resolved = match key {
+        Key::Var(name) if name == "remote_addr" => return client_key(client),
         Key::Var(name) => vars.get(name).map(|v| v.into_owned()).unwrap_or_default(),
         Key::Combination(template) => expand(template, vars),
         Key::Constant(c) => c.clone(),
     };
     if resolved.is_empty() {
-        return vars
-            .get("remote_addr")
-            .map(|v| v.into_owned())
-            .unwrap_or_default();
+        return client_key(client);
     }
-    resolved
+    KeyText::Text(resolved)
 }
 
 /// A rate limiter's refusal: `rejected_code`, with `{"error_msg": …}` when configured.
@@ -135,23 +164,52 @@ async fn count_in_redis(counter: Arc<RedisCounter>, conf: Arc<Conf>, key: String
     }
 }
 
+/// Header values of numbers up to this are made once, and shared without a reference
+/// count; `HeaderValue::from(u64)` allocates each time.
+const SMALL: u64 = 4096;
+
+/// `n` as a header value.
+pub fn number(n: u64) -> HeaderValue {
+    static SMALL_NUMBERS: std::sync::LazyLock<Vec<&'static str>> = std::sync::LazyLock::new(|| {
+        (0..=SMALL)
+            .map(|n| &*Box::leak(n.to_string().into_boxed_str()))
+            .collect()
+    });
+    if let Some(text) = SMALL_NUMBERS.get(n as usize) {
+        return HeaderValue::from_static(text);
+    }
+    // Digits on the stack, then one copy.
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut rest = n;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    HeaderValue::from_bytes(&digits[at..]).unwrap_or_else(|_| HeaderValue::from(n))
+}
+
 impl Phases for LimitCount {
     fn in_rewrite(&self) -> bool {
         false
     }
 
     fn access(&self, req: &mut Req<'_>, run: &mut Run) -> Option<Answer> {
-        let key = resolve_key(&self.conf.key, &req.vars());
+        let key = resolve_key(&self.conf.key, &req.vars(), req.conn.remote.ip());
         if let Some((counter, prefix)) = &self.redis {
             run.deferred = Some(Box::pin(count_in_redis(
                 counter.clone(),
                 self.conf.clone(),
-                format!("{prefix}:{key}"),
+                format!("{prefix}:{}", &*key),
             )));
             return None;
         }
         let window = Duration::from_secs(self.conf.time_window);
-        let (allowed, quota) = hit(&self.windows, &key, self.conf.count, window, Instant::now());
+        let (allowed, quota) = hit(&self.windows, &key, self.conf.count, window, req.now());
         if self.conf.show_limit_quota_header {
             run.quota = Some(quota);
         }
@@ -167,19 +225,26 @@ impl Phases for LimitCount {
     fn header_filter(&self, run: &Run, _status: StatusCode, headers: &mut HeaderMap) {
         let Some(q) = run.quota else { return };
         let h = &self.headers;
-        for (name, value) in [
-            (&h.limit, q.limit),
-            (&h.remaining, q.remaining),
-            (&h.reset, q.reset),
-        ] {
-            headers.insert(name.clone(), HeaderValue::from(value));
-        }
+        let limit = match q.limit == self.conf.count {
+            true => self.limit_value.clone(),
+            false => number(q.limit),
+        };
+        headers.insert(h.limit.clone(), limit);
+        headers.insert(h.remaining.clone(), number(q.remaining));
+        headers.insert(h.reset.clone(), number(q.reset));
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn numbers_as_header_values() {
+        for n in [0, 7, 59, 4096, 4097, 1_000_000_000, u64::MAX] {
+            assert_eq!(number(n), HeaderValue::from(n), "{n}");
+        }
+    }
 
     #[test]
     fn fixed_windows_per_key() {
@@ -257,6 +322,7 @@ mod tests {
             redis: None,
             windows: Arc::default(),
             headers: LimitCountHeaders::default(),
+            limit_value: HeaderValue::from_static("0"),
         };
         for (conf, want) in [
             (serde_json::json!({}), "10.0.0.1"),
@@ -279,7 +345,11 @@ mod tests {
             conf["count"] = 1.into();
             conf["time_window"] = 1.into();
             assert_eq!(
-                resolve_key(&plugin(conf.clone()).conf.key, &V),
+                &*resolve_key(
+                    &plugin(conf.clone()).conf.key,
+                    &V,
+                    "10.0.0.1".parse().unwrap()
+                ),
                 want,
                 "{conf}"
             );

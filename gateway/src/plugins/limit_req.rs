@@ -79,8 +79,8 @@ impl Phases for LimitReq {
 
     fn access(&self, req: &mut Req<'_>, run: &mut Run) -> Option<Answer> {
         let c = &self.conf;
-        let key = resolve_key(&c.key, &req.vars());
-        match incoming(&self.buckets, &key, c.rate, c.burst, Instant::now()) {
+        let key = resolve_key(&c.key, &req.vars(), req.conn.remote.ip());
+        match incoming(&self.buckets, &key, c.rate, c.burst, req.now()) {
             None => Some(rejected(c.rejected_code, c.rejected_msg.as_deref())),
             // APISIX sleeps only for a millisecond or more.
             Some(wait) if !c.nodelay && wait >= Duration::from_millis(1) => {

@@ -52,6 +52,11 @@ use std::time::Duration;
 /// follows each request's chain.
 static LOG_PHASE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
+const LOG_PHASE_PLUGINS: &[&str] = &[
+    model::plugins::prometheus::NAME,
+    model::plugins::http_logger::NAME,
+];
+
 pub fn log_phase_seen() -> bool {
     LOG_PHASE.load(std::sync::atomic::Ordering::Relaxed)
 }
@@ -133,9 +138,17 @@ pub struct Req<'a> {
     pub service_id: Option<&'a str>,
     /// Set once an authentication plugin has recognised the request's credential.
     pub consumer: Option<Arc<ConsumerRt>>,
+    /// The clock, read once per request at most (`Req::now`); already set when the
+    /// request is timed for the log phase.
+    pub now: std::cell::OnceCell<std::time::Instant>,
 }
 
 impl Req<'_> {
+    /// The time of the request, for the limiters: one clock read whoever asks.
+    pub fn now(&self) -> std::time::Instant {
+        *self.now.get_or_init(std::time::Instant::now)
+    }
+
     /// The request's variables as they are now (after earlier plugins' changes).
     pub fn vars(&self) -> RequestVars<'_> {
         RequestVars {
@@ -224,6 +237,9 @@ struct Instance {
 /// The plugins of one route, highest priority first.
 pub struct Chain {
     instances: Vec<Instance>,
+    /// It has a log-phase plugin (`prometheus`, `http-logger`), which needs the request
+    /// timed and measured.
+    logs: bool,
     /// A route's chain takes in the plugins of the consumer its request authenticates as;
     /// the global rules' and a consumer's own do not.
     merges_consumer: bool,
@@ -328,6 +344,7 @@ impl Chain {
                             }
                         };
                         Arc::new(limit_count::LimitCount {
+                            limit_value: limit_count::number(c.count),
                             conf: Arc::new((**c).clone()),
                             redis,
                             windows: env.states.get_or_insert(key, limit_count::Windows::default),
@@ -369,9 +386,13 @@ impl Chain {
             .collect();
         sort(&mut instances);
         instances.truncate(MAX_INSTANCES);
+        let logs = instances
+            .iter()
+            .any(|i| LOG_PHASE_PLUGINS.contains(&i.name));
         (!instances.is_empty()).then(|| {
             Arc::new(Chain {
                 instances,
+                logs,
                 merges_consumer: of == Of::Route,
             })
         })
@@ -413,11 +434,20 @@ impl Chain {
         }
         run.active = active;
         *decided = now_decided;
+        let instances: Vec<Instance> = all.into_iter().map(|(i, _)| i).collect();
         let chain = Chain {
-            instances: all.into_iter().map(|(i, _)| i).collect(),
+            logs: instances
+                .iter()
+                .any(|i| LOG_PHASE_PLUGINS.contains(&i.name)),
+            instances,
             merges_consumer: false,
         };
         (chain, from_consumer)
+    }
+
+    /// Whether it has a log-phase plugin.
+    pub fn logs(&self) -> bool {
+        self.logs
     }
 
     pub fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
@@ -564,13 +594,26 @@ impl Ran {
 
     /// `chain`'s request phases; the consumer found by an earlier chain stays on `req`.
     pub fn request(&mut self, chain: &Arc<Chain>, req: &mut Req<'_>) -> Option<Answer> {
-        let mut run = Run::default();
-        let (answer, merged) = chain.request(req, &mut run);
-        self.answered |= answer.is_some();
+        if self.chains.capacity() == 0 {
+            // The global rules' chain and the route's: sized for both at once, which
+            // also keeps the allocation small enough for the allocator's fast path.
+            self.chains.reserve_exact(2);
+        }
+        // Made in place: a `Run` is a few hundred bytes, not worth a copy per request.
+        self.chains.push((chain.clone(), Run::default()));
+        let (ran_chain, run) = self.chains.last_mut()?;
+        let (answer, merged) = chain.request(req, run);
         run.consumer = req.consumer.clone();
-        self.chains
-            .push((merged.unwrap_or_else(|| chain.clone()), run));
+        if let Some(merged) = merged {
+            *ran_chain = merged;
+        }
+        self.answered |= answer.is_some();
         answer
+    }
+
+    /// Whether a chain that ran has a log-phase plugin.
+    pub fn logs(&self) -> bool {
+        self.chains.iter().any(|(c, _)| c.logs())
     }
 
     /// Whether a plugin left a check to await ([`Deferred`]).
@@ -668,6 +711,13 @@ impl Ran {
 
     pub fn upstream_host(&self) -> Option<HeaderValue> {
         self.last(|r| r.upstream_host.clone())
+    }
+
+    pub fn consumer_arc(&self) -> Option<Arc<ConsumerRt>> {
+        self.chains
+            .iter()
+            .rev()
+            .find_map(|(_, r)| r.consumer.clone())
     }
 
     pub fn consumer(&self) -> Option<&ConsumerRt> {
@@ -805,6 +855,7 @@ mod tests {
                 route_id: None,
                 service_id: None,
                 consumer: None,
+                now: Default::default(),
             };
             let (answer, merged) = c.request(&mut req, &mut run);
             assert_eq!(answer.map(|a| a.status.as_u16()), status, "{key}");
@@ -840,6 +891,7 @@ mod tests {
                 route_id: None,
                 service_id: None,
                 consumer: None,
+                now: Default::default(),
             };
             let (answer, _) = c.request(&mut req, &mut run);
             assert_eq!(

@@ -3,8 +3,8 @@
 //! `rejected_code`. `group` shares one count among every route that names it.
 //!
 //! `policy`: `local` counts per gateway replica (as APISIX's); `redis` keeps one count for
-//! every replica in a Redis server. `redis-cluster` and `redis_ssl` are refused with a 400
-//! rather than silently counted some other way.
+//! every replica in a Redis server. `redis-cluster`, `redis-sentinel` and `redis_ssl` are
+//! refused with a 400 rather than silently counted some other way.
 use crate::codec::from_value;
 use crate::ValidationError;
 use schemars::JsonSchema;
@@ -164,11 +164,11 @@ pub(super) fn local_policy(policy: Option<&str>, within: &str) -> Result<(), Val
         "local" => Ok(()),
         "redis" | "redis-cluster" | "redis-sentinel" => Err(ValidationError::new(
             format!("{within}.policy"),
-            "only the local policy is supported yet (a count per gateway replica)",
+            "only the local policy is supported for this plugin (a count per gateway replica)",
         )),
         other => Err(ValidationError::new(
             format!("{within}.policy"),
-            format!("must be local, redis or redis-cluster, got {other:?}"),
+            format!("must be local, got {other:?}"),
         )),
     }
 }
@@ -193,22 +193,21 @@ impl LimitCount {
         let key = Key::parse(raw.key_type.as_deref(), raw.key.clone(), true, &within)?;
         let (rejected_code, rejected_msg) =
             rejection(raw.rejected_code, raw.rejected_msg.clone(), &within)?;
-        let policy = match raw.policy.as_deref().unwrap_or("local") {
-            "local" => Policy::Local,
-            "redis" => Policy::Redis(Box::new(redis(&raw, &at)?)),
-            "redis-cluster" | "redis-sentinel" => {
-                return Err(ValidationError::new(
+        let policy =
+            match raw.policy.as_deref().unwrap_or("local") {
+                "local" => Policy::Local,
+                "redis" => Policy::Redis(Box::new(redis(&raw, &at)?)),
+                "redis-cluster" | "redis-sentinel" => return Err(ValidationError::new(
                     at("policy"),
-                    "only local and redis are supported (redis-cluster is not yet)",
-                ))
-            }
-            other => {
-                return Err(ValidationError::new(
-                    at("policy"),
-                    format!("must be local or redis, got {other:?}"),
-                ))
-            }
-        };
+                    "only local and redis are supported (not redis-cluster or redis-sentinel yet)",
+                )),
+                other => {
+                    return Err(ValidationError::new(
+                        at("policy"),
+                        format!("must be local or redis, got {other:?}"),
+                    ))
+                }
+            };
         if raw.group.as_deref() == Some("") {
             return Err(ValidationError::new(at("group"), "must not be empty"));
         }

@@ -9,8 +9,8 @@ use serde_json::Value;
 
 pub const NAME: &str = "prometheus";
 
-/// APISIX's default `export_uri`, served by the status listener and, through the
-/// `public-api` plugin, by any route that carries both.
+/// APISIX's default `export_uri`, served by the status listener and by any route with
+/// the `public-api` plugin (which needs no `prometheus` beside it).
 pub const EXPORT_URI: &str = "/apisix/prometheus/metrics";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -131,6 +131,8 @@ async fn http_logger_batches_entries_and_retries() {
         !receiver.requests().is_empty()
     })
     .await;
+    // Past one more inactive_timeout: any other probe's entry has gone too.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     receiver.clear();
     for i in 0..3 {
         let r = e
