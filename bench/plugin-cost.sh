@@ -2,14 +2,15 @@
 # What the plugin chain costs per proxied request, in user-space instructions counted by
 # callgrind (exact and repeatable, unlike wall clock on this VM), all side by side in one
 # run, each row the same route to the same origin:
-#   /plain        no plugins
-#   /plugged      key-auth + proxy-rewrite + request-id + cors
-#   /count-local  limit-count, local policy
-#   /count-redis  limit-count, redis policy (a real redis-server on loopback)
-#   /prom         prometheus
-#   /count-prom   limit-count (local) + prometheus
+#   /plain   no plugins
+#   /chain   key-auth + proxy-rewrite + request-id + cors
+#   /limit   limit-count, local policy
+#   /redis   limit-count, redis policy (a real redis-server on loopback)
+#   /metrc   prometheus
+#   /lprom   limit-count (local) + prometheus
 # and, from a second gateway process with the access log on (to a file): /plain and
-# /prom ("prometheus + access log"). Limits are never reached (count 10^9).
+# /metrc ("prometheus + access log"). Every path is six bytes long, so that routing and
+# path normalisation cost the same on each row. Limits are never reached (count 10^9).
 #
 #   bench/plugin-cost.sh [REQUESTS] [GATEWAY_BINARY ...]
 #
@@ -42,7 +43,7 @@ etcd_with_route "$work/etcd" $ETCD $PEER $ORIGIN
 put() { ETCDCTL_API=3 etcdctl --endpoints=http://127.0.0.1:$ETCD put "/bench/$1" "$2" >/dev/null; }
 up="{\"nodes\":{\"127.0.0.1:$ORIGIN\":1}}"
 put routes/1 "{\"uri\":\"/plain\",\"upstream\":$up}"
-put routes/2 "{\"uri\":\"/plugged\",\"upstream\":$up,\"plugins\":{\"key-auth\":{},\"proxy-rewrite\":{\"uri\":\"/x\",\"headers\":{\"set\":{\"X-Api-Version\":\"v1\"}}},\"request-id\":{},\"cors\":{}}}"
+put routes/2 "{\"uri\":\"/chain\",\"upstream\":$up,\"plugins\":{\"key-auth\":{},\"proxy-rewrite\":{\"uri\":\"/x\",\"headers\":{\"set\":{\"X-Api-Version\":\"v1\"}}},\"request-id\":{},\"cors\":{}}}"
 put consumers/jack '{"username":"jack","plugins":{"key-auth":{"key":"bench-key-0123456789"}}}'
 REDIS=$(port)
 redis-server --port $REDIS --bind 127.0.0.1 --save '' --appendonly no --dir "$work" >"$work/redis.log" 2>&1 &
@@ -50,10 +51,10 @@ pids+=($!)
 wait_port $REDIS
 local_count='"limit-count":{"count":1000000000,"time_window":3600}'
 redis_count="\"limit-count\":{\"count\":1000000000,\"time_window\":3600,\"policy\":\"redis\",\"redis_host\":\"127.0.0.1\",\"redis_port\":$REDIS}"
-put routes/3 "{\"uri\":\"/count-local\",\"upstream\":$up,\"plugins\":{$local_count}}"
-put routes/4 "{\"uri\":\"/count-redis\",\"upstream\":$up,\"plugins\":{$redis_count}}"
-put routes/5 "{\"uri\":\"/prom\",\"upstream\":$up,\"plugins\":{\"prometheus\":{}}}"
-put routes/6 "{\"uri\":\"/count-prom\",\"upstream\":$up,\"plugins\":{$local_count,\"prometheus\":{}}}"
+put routes/3 "{\"uri\":\"/limit\",\"upstream\":$up,\"plugins\":{$local_count}}"
+put routes/4 "{\"uri\":\"/redis\",\"upstream\":$up,\"plugins\":{$redis_count}}"
+put routes/5 "{\"uri\":\"/metrc\",\"upstream\":$up,\"plugins\":{\"prometheus\":{}}}"
+put routes/6 "{\"uri\":\"/lprom\",\"upstream\":$up,\"plugins\":{$local_count,\"prometheus\":{}}}"
 
 # Sends $3 GET requests to 127.0.0.1:$1$2 on one keepalive connection; fails on any non-200.
 send() {
@@ -104,6 +105,6 @@ measure() {
 }
 for binary in "$@"; do
   # Redis last: its connection stays open on the worker once used.
-  measure "$binary" off /plain /plugged /count-local /prom /count-prom /count-redis
-  measure "$binary" "$work/access.log" /plain /prom
+  measure "$binary" off /plain /chain /limit /metrc /lprom /redis
+  measure "$binary" "$work/access.log" /plain /metrc
 done

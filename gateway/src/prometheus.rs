@@ -127,7 +127,7 @@ pub fn node_label(addr: &str) -> Arc<str> {
 
 /// One request's label values, borrowed: a request of a series already kept copies
 /// nothing and touches no shared reference count.
-#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LabelsRef<'a> {
     pub route: &'a str,
     pub matched_uri: &'a str,
@@ -135,6 +135,17 @@ pub struct LabelsRef<'a> {
     pub service: &'a str,
     pub consumer: &'a str,
     pub node: &'a str,
+}
+
+/// The route, consumer and node only: the service follows the route, and a route's few
+/// matched paths and hosts share a hash (equality still tells them apart). Half the
+/// hashing of every label.
+impl std::hash::Hash for LabelsRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.route.hash(state);
+        self.consumer.hash(state);
+        self.node.hash(state);
+    }
 }
 
 impl LabelsRef<'_> {
@@ -517,6 +528,7 @@ mod tests {
             r#"apisix_http_latency_bucket{type="request",route="1",service="",consumer="",node="127.0.0.1",le="1"} 1"#,
             r#"apisix_http_latency_bucket{type="request",route="1",service="",consumer="",node="127.0.0.1",le="5"} 2"#,
             r#"apisix_http_latency_bucket{type="request",route="1",service="",consumer="",node="127.0.0.1",le="50"} 3"#,
+            r#"apisix_http_latency_bucket{type="request",route="1",service="",consumer="",node="127.0.0.1",le="+Inf"} 3"#,
             r#"apisix_http_latency_count{type="upstream",route="1",service="",consumer="",node="127.0.0.1"} 2"#,
             r#"apisix_http_latency_sum{type="apisix",route="1",service="",consumer="",node="127.0.0.1"} 3.0"#,
             r#"apisix_bandwidth{type="ingress",route="1",service="",consumer="",node="127.0.0.1"} 300"#,

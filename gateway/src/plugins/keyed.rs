@@ -2,7 +2,6 @@
 //! bucket), shared by every worker: sharded so that workers counting different keys
 //! rarely wait for each other, and bounded so that a flood of distinct keys cannot grow
 //! memory without end.
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::Mutex;
@@ -67,8 +66,10 @@ impl PlaceRef<'_> {
 pub struct Keyed<V> {
     shards: Vec<Mutex<Shard<V>>>,
     max_keys: usize,
-    /// Seeded per table: a client choosing keys cannot aim them all at one shard.
-    hasher: RandomState,
+    /// Picks the shard: seeded per table, so a client choosing keys cannot aim them all
+    /// at one shard, and fast (the maps inside keep SipHash, whose collisions a client
+    /// cannot find).
+    hasher: foldhash::fast::RandomState,
 }
 
 impl<V: Expiring> Default for Keyed<V> {
@@ -82,7 +83,7 @@ impl<V: Expiring> Keyed<V> {
         Keyed {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             max_keys,
-            hasher: RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
         }
     }
 
