@@ -50,7 +50,7 @@ if ! well_known_types_ok; then
   echo "protoc cannot compile an import of google/protobuf/descriptor.proto: install libprotobuf-dev" >&2
   exit 1
 fi
-for cmd in etcd etcdctl curl cc python3 promtool redis-server; do
+for cmd in etcd etcdctl curl cc python3 promtool redis-server redis-cli; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "$cmd is still missing after installing" >&2; exit 1; }
 done
 if ! command -v cargo >/dev/null 2>&1; then

@@ -209,6 +209,104 @@ impl Redis {
     }
 }
 
+/// A Redis Cluster of three masters (`redis-server --cluster-enabled yes`, joined by
+/// `redis-cli --cluster create`), each on a free loopback port; killed when dropped.
+pub struct RedisCluster {
+    pub ports: Vec<u16>,
+    pub dir: tempfile::TempDir,
+    _procs: Vec<Proc>,
+}
+
+impl RedisCluster {
+    pub fn start() -> RedisCluster {
+        let dir = tempfile::tempdir().unwrap();
+        let ports: Vec<u16> = (0..3).map(|_| free_port()).collect();
+        let mut procs = Vec::new();
+        for port in &ports {
+            let node_dir = dir.path().join(port.to_string());
+            std::fs::create_dir_all(&node_dir).unwrap();
+            let mut cmd = Command::new("redis-server");
+            cmd.args(["--port", &port.to_string()])
+                .args(["--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", "nodes.conf"])
+                .args(["--save", ""])
+                .args(["--appendonly", "no"])
+                .arg("--dir")
+                .arg(&node_dir);
+            procs.push(Proc::spawn("redis-cluster", &mut cmd, dir.path()));
+            wait_for_tcp(
+                SocketAddr::from(([127, 0, 0, 1], *port)),
+                Duration::from_secs(20),
+            );
+        }
+        let nodes: Vec<String> = ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let out = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&nodes)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .expect("redis-cli (Debian's redis-tools, installed with redis-server)");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        // Every node must agree that all slots are served before the first request.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        for port in &ports {
+            loop {
+                let info = Command::new("redis-cli")
+                    .args(["-p", &port.to_string(), "cluster", "info"])
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                if info.contains("cluster_state:ok") {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the cluster never became ok: {info}"
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+        RedisCluster {
+            ports,
+            dir,
+            _procs: procs,
+        }
+    }
+
+    /// The seed nodes, as `redis_cluster_nodes` takes them.
+    pub fn nodes(&self) -> Vec<String> {
+        self.ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect()
+    }
+
+    /// The keys each master holds, by a `KEYS pattern` on each.
+    pub fn keys_per_node(&self, pattern: &str) -> Vec<usize> {
+        self.ports
+            .iter()
+            .map(|p| {
+                Command::new("redis-cli")
+                    .args(["-p", &p.to_string(), "--raw", "keys", pattern])
+                    .output()
+                    .map(|o| {
+                        String::from_utf8_lossy(&o.stdout)
+                            .lines()
+                            .filter(|l| !l.is_empty())
+                            .count()
+                    })
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+}
+
 /// A single-member etcd with its data in a temporary directory.
 pub struct Etcd {
     pub url: String,

@@ -327,22 +327,26 @@ impl Chain {
                         let group = c.group.as_ref().map(|g| format!("limit-count-group/{g}"));
                         let scope = group.as_deref().unwrap_or(owner);
                         let key = state_key(scope);
-                        let redis = match &c.policy {
+                        let server = match &c.policy {
                             Policy::Local => None,
-                            Policy::Redis(r) => {
-                                // One client per server, shared by every route using it.
-                                let client = StateKey {
-                                    owner: "redis".into(),
-                                    plugin: p.name,
-                                    source: format!("{r:?}"),
-                                };
-                                let counter = env.states.get_or_insert(client, || {
-                                    redis_count::RedisCounter::new((**r).clone())
-                                });
-                                // A changed configuration counts afresh, as a local one does.
-                                Some((counter, redis_count::key_prefix(scope, &p.source)))
+                            Policy::Redis(r) => Some(redis_count::Server::Single((**r).clone())),
+                            Policy::RedisCluster(r) => {
+                                Some(redis_count::Server::Cluster((**r).clone()))
                             }
                         };
+                        let redis = server.map(|server| {
+                            // One client per server, shared by every route using it.
+                            let client = StateKey {
+                                owner: "redis".into(),
+                                plugin: p.name,
+                                source: format!("{server:?}"),
+                            };
+                            let counter = env
+                                .states
+                                .get_or_insert(client, || redis_count::RedisCounter::new(server));
+                            // A changed configuration counts afresh, as a local one does.
+                            (counter, redis_count::key_prefix(scope, &p.source))
+                        });
                         Arc::new(limit_count::LimitCount {
                             limit_value: limit_count::number(c.count),
                             conf: Arc::new((**c).clone()),

@@ -1,14 +1,15 @@
-//! Fixed-window counts kept in Redis (`limit-count` with `policy: redis`), so that every
-//! gateway replica counts against one limit. One Lua script per request does what
+//! Fixed-window counts kept in Redis (`limit-count` with `policy: redis` or
+//! `redis-cluster`), so that every gateway replica counts against one limit. One Lua script per request does what
 //! APISIX's `limit-count-redis` does: the first request of a window sets the key with
 //! the window as its expiry, the others decrement it; a negative result is a rejection.
 //!
 //! Each worker thread has its own multiplexed connection (made lazily, on that worker's
-//! runtime, and re-made by the connection manager after a failure), so no request waits
-//! for another worker's. Every call is bounded by `redis_timeout`: a request never hangs
-//! on Redis.
-use model::plugins::limit_count::Redis as Conf;
+//! runtime, and re-made after a failure), so no request waits for another worker's. In a
+//! cluster, the one key of each call decides the node, as for any single-key command.
+//! Every call is bounded by `redis_timeout`: a request never hangs on Redis.
+use model::plugins::limit_count::{Redis, RedisCluster};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::OnceLock;
 use std::time::Duration;
@@ -25,11 +26,24 @@ end
 return {redis.call('incrby', KEYS[1], 0 - ARGV[3]), ttl}
 ";
 
+/// Where the counts are kept.
+#[derive(Debug, Clone)]
+pub enum Server {
+    Single(Redis),
+    Cluster(RedisCluster),
+}
+
+/// Connections by worker index.
+enum Conns {
+    Single(Box<[OnceLock<ConnectionManager>]>),
+    /// Made by an async handshake with the seed nodes (slots, then the nodes).
+    Cluster(Box<[tokio::sync::OnceCell<ClusterConnection>]>),
+}
+
 pub struct RedisCounter {
-    conf: Conf,
+    server: Server,
     script: redis::Script,
-    /// By worker index.
-    conns: Box<[OnceLock<ConnectionManager>]>,
+    conns: Conns,
     /// Whether the last call failed: failures are logged when they start and stop, not
     /// once per request.
     failing: AtomicBool,
@@ -41,29 +55,58 @@ pub enum CountError {
     Redis(#[from] redis::RedisError),
     #[error("redis did not answer within {0} ms")]
     Timeout(u64),
+    /// Connections made for another kind of server: cannot happen, as both come from
+    /// one `Server`.
+    #[error("redis connections do not match the server kind")]
+    Mismatch,
 }
 
 impl RedisCounter {
-    pub fn new(conf: Conf) -> RedisCounter {
+    pub fn new(server: Server) -> RedisCounter {
+        let workers = 0..crate::workers::MAX;
+        let conns = match &server {
+            Server::Single(_) => Conns::Single(workers.map(|_| OnceLock::new()).collect()),
+            Server::Cluster(_) => {
+                Conns::Cluster(workers.map(|_| tokio::sync::OnceCell::new()).collect())
+            }
+        };
         RedisCounter {
-            conf,
+            server,
             script: redis::Script::new(SCRIPT),
-            conns: (0..crate::workers::MAX).map(|_| OnceLock::new()).collect(),
+            conns,
             failing: AtomicBool::new(false),
         }
     }
 
-    fn timeout(&self) -> Duration {
-        Duration::from_millis(self.conf.timeout_ms)
+    fn timeout_ms(&self) -> u64 {
+        match &self.server {
+            Server::Single(c) => c.timeout_ms,
+            Server::Cluster(c) => c.timeout_ms,
+        }
     }
 
-    /// The calling worker's connection; must be called on its runtime.
-    fn conn(&self) -> Result<ConnectionManager, CountError> {
-        let slot = &self.conns[crate::workers::current() % self.conns.len()];
+    fn timeout(&self) -> Duration {
+        Duration::from_millis(self.timeout_ms())
+    }
+
+    /// What logs name it by.
+    fn shown(&self) -> String {
+        match &self.server {
+            Server::Single(c) => format!("{}:{}", c.host, c.port),
+            Server::Cluster(c) => format!("cluster {} ({})", c.name, c.nodes.join(",")),
+        }
+    }
+
+    /// The calling worker's connection to a single server; must be called on its runtime.
+    fn single(
+        &self,
+        c: &Redis,
+        slots: &[OnceLock<ConnectionManager>],
+    ) -> Result<ConnectionManager, CountError> {
+        let slot = &slots[crate::workers::current() % slots.len()];
         if let Some(c) = slot.get() {
             return Ok(c.clone());
         }
-        let c = &self.conf;
         let mut settings = redis::RedisConnectionInfo::default().set_db(c.database);
         if let Some(u) = &c.username {
             settings = settings.set_username(u);
@@ -84,6 +127,30 @@ impl RedisCounter {
         Ok(slot.get_or_init(|| made).clone())
     }
 
+    /// The calling worker's connection to the cluster, made on first use (the seed
+    /// nodes' slot map); a failed handshake is tried again by the next request.
+    async fn cluster(
+        &self,
+        c: &RedisCluster,
+        slots: &[tokio::sync::OnceCell<ClusterConnection>],
+    ) -> Result<ClusterConnection, CountError> {
+        let slot = &slots[crate::workers::current() % slots.len()];
+        let conn = slot
+            .get_or_try_init(|| async {
+                let nodes = c.nodes.iter().map(|n| format!("redis://{n}"));
+                let mut builder = redis::cluster::ClusterClient::builder(nodes)
+                    .connection_timeout(self.timeout())
+                    .response_timeout(self.timeout())
+                    .retries(1);
+                if let Some(p) = &c.password {
+                    builder = builder.password(p);
+                }
+                builder.build()?.get_async_connection().await
+            })
+            .await?;
+        Ok(conn.clone())
+    }
+
     /// Counts one request of `key` against `limit` per `window` seconds: the requests
     /// left in the window (negative when over the limit) and its seconds left.
     pub async fn hit(&self, key: &str, limit: u64, window: u64) -> Result<(i64, u64), CountError> {
@@ -92,27 +159,38 @@ impl RedisCounter {
         if self.failing.swap(failed, Relaxed) != failed {
             match &result {
                 Err(e) => tracing::warn!(
-                    host = %self.conf.host, port = self.conf.port, error = %e,
-                    "limit-count: redis unreachable"
+                    redis = %self.shown(), error = %e, "limit-count: redis unreachable"
                 ),
-                Ok(_) => tracing::info!(
-                    host = %self.conf.host, port = self.conf.port,
-                    "limit-count: redis reachable again"
-                ),
+                Ok(_) => {
+                    tracing::info!(redis = %self.shown(), "limit-count: redis reachable again")
+                }
             }
         }
         result
     }
 
     async fn call(&self, key: &str, limit: u64, window: u64) -> Result<(i64, u64), CountError> {
-        let mut conn = self.conn()?;
         let mut invocation = self.script.key(key);
         invocation.arg(limit).arg(window).arg(1);
-        let call = invocation.invoke_async::<(i64, i64)>(&mut conn);
+        // Connecting counts against the timeout too.
+        let call = async {
+            let answer: (i64, i64) = match (&self.server, &self.conns) {
+                (Server::Single(c), Conns::Single(slots)) => {
+                    let mut conn = self.single(c, slots)?;
+                    invocation.invoke_async(&mut conn).await?
+                }
+                (Server::Cluster(c), Conns::Cluster(slots)) => {
+                    let mut conn = self.cluster(c, slots).await?;
+                    invocation.invoke_async(&mut conn).await?
+                }
+                _ => return Err(CountError::Mismatch),
+            };
+            Ok::<_, CountError>(answer)
+        };
         match tokio::time::timeout(self.timeout(), call).await {
             Ok(Ok((left, ttl))) => Ok((left, u64::try_from(ttl).unwrap_or(0))),
-            Ok(Err(e)) => Err(e.into()),
-            Err(_) => Err(CountError::Timeout(self.conf.timeout_ms)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(CountError::Timeout(self.timeout_ms())),
         }
     }
 }

@@ -3,8 +3,8 @@
 //! `rejected_code`. `group` shares one count among every route that names it.
 //!
 //! `policy`: `local` counts per gateway replica (as APISIX's); `redis` keeps one count for
-//! every replica in a Redis server. `redis-cluster`, `redis-sentinel` and `redis_ssl` are
-//! refused with a 400 rather than silently counted some other way.
+//! every replica in a Redis server, `redis-cluster` in a Redis Cluster. `redis-sentinel`
+//! and TLS to Redis are refused with a 400 rather than silently counted some other way.
 use crate::codec::from_value;
 use crate::ValidationError;
 use schemars::JsonSchema;
@@ -44,6 +44,19 @@ pub enum Policy {
     #[default]
     Local,
     Redis(Box<Redis>),
+    RedisCluster(Box<RedisCluster>),
+}
+
+/// Where the `redis-cluster` policy keeps its counts: the cluster's seed nodes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisCluster {
+    /// `host:port` of each seed node; the others are found from them.
+    pub nodes: Vec<String>,
+    /// APISIX's `redis_cluster_name` (its shared-dict name for the slot cache): required
+    /// as in APISIX, used here only in logs.
+    pub name: String,
+    pub password: Option<String>,
+    pub timeout_ms: u64,
 }
 
 /// Where the `redis` policy keeps its counts.
@@ -95,6 +108,13 @@ pub(super) struct Raw {
     /// connection per worker serves every request here.
     redis_keepalive_timeout: Option<u64>,
     redis_keepalive_pool: Option<u64>,
+    /// The `redis-cluster` policy's seed nodes (`host:port`, at least one).
+    redis_cluster_nodes: Option<Vec<String>>,
+    /// Required with `redis-cluster` (APISIX's); names the cluster in logs.
+    redis_cluster_name: Option<String>,
+    /// TLS to the cluster is not served yet: only false is accepted.
+    redis_cluster_ssl: Option<bool>,
+    redis_cluster_ssl_verify: Option<bool>,
     /// `X-RateLimit-Limit`, `-Remaining` and `-Reset` on responses; default true.
     show_limit_quota_header: Option<bool>,
     /// Routes naming the same group share one count (their configurations must match).
@@ -193,21 +213,23 @@ impl LimitCount {
         let key = Key::parse(raw.key_type.as_deref(), raw.key.clone(), true, &within)?;
         let (rejected_code, rejected_msg) =
             rejection(raw.rejected_code, raw.rejected_msg.clone(), &within)?;
-        let policy =
-            match raw.policy.as_deref().unwrap_or("local") {
-                "local" => Policy::Local,
-                "redis" => Policy::Redis(Box::new(redis(&raw, &at)?)),
-                "redis-cluster" | "redis-sentinel" => return Err(ValidationError::new(
+        let policy = match raw.policy.as_deref().unwrap_or("local") {
+            "local" => Policy::Local,
+            "redis" => Policy::Redis(Box::new(redis(&raw, &at)?)),
+            "redis-cluster" => Policy::RedisCluster(Box::new(redis_cluster(&raw, &at)?)),
+            "redis-sentinel" => {
+                return Err(ValidationError::new(
                     at("policy"),
-                    "only local and redis are supported (not redis-cluster or redis-sentinel yet)",
-                )),
-                other => {
-                    return Err(ValidationError::new(
-                        at("policy"),
-                        format!("must be local or redis, got {other:?}"),
-                    ))
-                }
-            };
+                    "redis-sentinel is not supported yet (local, redis, redis-cluster are)",
+                ))
+            }
+            other => {
+                return Err(ValidationError::new(
+                    at("policy"),
+                    format!("must be local, redis or redis-cluster, got {other:?}"),
+                ))
+            }
+        };
         if raw.group.as_deref() == Some("") {
             return Err(ValidationError::new(at("group"), "must not be empty"));
         }
@@ -223,6 +245,65 @@ impl LimitCount {
             allow_degradation: raw.allow_degradation.unwrap_or(false),
         })
     }
+}
+
+/// `redis_timeout`: milliseconds, 1 to 60,000, default 1,000.
+fn timeout_ms(raw: &Raw, at: &dyn Fn(&str) -> String) -> Result<u64, ValidationError> {
+    let timeout_ms = raw.redis_timeout.unwrap_or(1000);
+    if !(1..=60_000).contains(&timeout_ms) {
+        return Err(ValidationError::new(
+            at("redis_timeout"),
+            "must be from 1 to 60000 milliseconds",
+        ));
+    }
+    Ok(timeout_ms)
+}
+
+fn redis_cluster(raw: &Raw, at: &dyn Fn(&str) -> String) -> Result<RedisCluster, ValidationError> {
+    let nodes = match &raw.redis_cluster_nodes {
+        Some(n) if !n.is_empty() => n,
+        _ => {
+            return Err(ValidationError::new(
+                at("redis_cluster_nodes"),
+                "is required with the redis-cluster policy (at least one host:port)",
+            ))
+        }
+    };
+    for (i, node) in nodes.iter().enumerate() {
+        let ok = node.rsplit_once(':').is_some_and(|(host, port)| {
+            !host.is_empty()
+                && !host.chars().any(|c| c.is_whitespace() || c == '/')
+                && port.parse::<u16>().is_ok_and(|p| p > 0)
+        });
+        if !ok {
+            return Err(ValidationError::new(
+                at(&format!("redis_cluster_nodes[{i}]")),
+                "must be host:port",
+            ));
+        }
+    }
+    let name = match raw.redis_cluster_name.as_deref() {
+        Some(n) if !n.is_empty() => n.to_string(),
+        _ => {
+            return Err(ValidationError::new(
+                at("redis_cluster_name"),
+                "is required with the redis-cluster policy",
+            ))
+        }
+    };
+    if raw.redis_cluster_ssl == Some(true) {
+        return Err(ValidationError::new(
+            at("redis_cluster_ssl"),
+            "TLS to Redis is not supported yet",
+        ));
+    }
+    let _ = raw.redis_cluster_ssl_verify;
+    Ok(RedisCluster {
+        nodes: nodes.clone(),
+        name,
+        password: raw.redis_password.clone().filter(|p| !p.is_empty()),
+        timeout_ms: timeout_ms(raw, at)?,
+    })
 }
 
 fn redis(raw: &Raw, at: &dyn Fn(&str) -> String) -> Result<Redis, ValidationError> {
@@ -253,13 +334,7 @@ fn redis(raw: &Raw, at: &dyn Fn(&str) -> String) -> Result<Redis, ValidationErro
             "must be 0 or more",
         ));
     }
-    let timeout_ms = raw.redis_timeout.unwrap_or(1000);
-    if !(1..=60_000).contains(&timeout_ms) {
-        return Err(ValidationError::new(
-            at("redis_timeout"),
-            "must be from 1 to 60000 milliseconds",
-        ));
-    }
+    let timeout_ms = timeout_ms(raw, at)?;
     if raw.redis_ssl == Some(true) {
         return Err(ValidationError::new(
             at("redis_ssl"),
@@ -319,6 +394,19 @@ mod tests {
             }))
         );
         assert!(c.allow_degradation);
+        let c = LimitCount::parse(&json!({"count": 2, "time_window": 60,
+            "policy": "redis-cluster", "redis_cluster_nodes": ["10.0.0.1:7000", "10.0.0.2:7000"],
+            "redis_cluster_name": "limits", "redis_password": "pw"}))
+        .unwrap();
+        assert_eq!(
+            c.policy,
+            Policy::RedisCluster(Box::new(RedisCluster {
+                nodes: vec!["10.0.0.1:7000".into(), "10.0.0.2:7000".into()],
+                name: "limits".into(),
+                password: Some("pw".into()),
+                timeout_ms: 1000,
+            }))
+        );
         let c = LimitCount::parse(&json!({"count": 1, "time_window": 1,
             "key_type": "var_combination", "key": "$remote_addr $consumer_name",
             "rejected_code": 429, "rejected_msg": "slow down", "policy": "local",
@@ -372,6 +460,21 @@ mod tests {
             ),
             (
                 json!({"count": 1, "time_window": 1, "policy": "redis-cluster"}),
+                "plugins.limit-count.redis_cluster_nodes",
+            ),
+            (
+                json!({"count": 1, "time_window": 1, "policy": "redis-cluster",
+                    "redis_cluster_nodes": ["127.0.0.1:7000", "nohost"],
+                    "redis_cluster_name": "c"}),
+                "plugins.limit-count.redis_cluster_nodes[1]",
+            ),
+            (
+                json!({"count": 1, "time_window": 1, "policy": "redis-cluster",
+                    "redis_cluster_nodes": ["127.0.0.1:7000"]}),
+                "plugins.limit-count.redis_cluster_name",
+            ),
+            (
+                json!({"count": 1, "time_window": 1, "policy": "redis-sentinel"}),
                 "plugins.limit-count.policy",
             ),
             (

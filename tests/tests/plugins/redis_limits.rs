@@ -2,7 +2,7 @@
 //! gateway replicas share one count under concurrent load, a window resets on time, and
 //! Redis going away never hangs a request (`allow_degradation` decides pass or 500).
 use super::{env, WAIT};
-use e2e::{eventually, Gateway, Redis};
+use e2e::{eventually, Gateway, Redis, RedisCluster};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
@@ -184,4 +184,64 @@ async fn limit_count_in_redis_is_one_count_for_every_replica() {
         })
         .await;
     }
+}
+
+/// `policy: redis-cluster` against a real three-master Redis Cluster: two replicas share
+/// one count per key, the keys spread over the masters by their slots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limit_count_in_a_redis_cluster_is_one_count_for_every_replica() {
+    let cluster = RedisCluster::start();
+    let e = env().await;
+    let gw2 = Gateway::start(&e.s.etcd.url, "/gw", &[]);
+    gw2.wait_ready().await;
+    const LIMIT: u64 = 20;
+    e.s.admin
+        .ok(
+            "PUT",
+            "/routes/clustered",
+            Some(
+                json!({"uri": "/clustered", "upstream_id": "rec", "plugins": {"limit-count": {
+                "count": LIMIT, "time_window": 60, "key_type": "var", "key": "http_x_k",
+                "policy": "redis-cluster", "redis_cluster_nodes": cluster.nodes(),
+                "redis_cluster_name": "test", "redis_timeout": 1000, "rejected_code": 429}}}),
+            ),
+        )
+        .await;
+    for gw in [&e.s.gw, &gw2] {
+        eventually(WAIT, "the route is served", || async {
+            e.client
+                .get(gw.url("/clustered"))
+                .header("x-k", "probe")
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        })
+        .await;
+    }
+    // Twelve keys, each asked twice its limit, alternately through both replicas.
+    for k in 0..12 {
+        let mut allowed = 0;
+        for n in 0..2 * LIMIT {
+            let gw = if n % 2 == 0 { &e.s.gw } else { &gw2 };
+            let r = e
+                .client
+                .get(gw.url("/clustered"))
+                .header("x-k", format!("key-{k}"))
+                .send()
+                .await
+                .unwrap();
+            match r.status().as_u16() {
+                200 => allowed += 1,
+                429 => {}
+                other => panic!("unexpected status {other}"),
+            }
+        }
+        assert_eq!(allowed, LIMIT, "key-{k}: one count across replicas");
+    }
+    let per_node = cluster.keys_per_node("plugin-limit-count:*key-*");
+    assert_eq!(per_node.iter().sum::<usize>(), 12, "{per_node:?}");
+    assert!(
+        per_node.iter().filter(|n| **n > 0).count() >= 2,
+        "keys spread over the masters: {per_node:?}"
+    );
 }
