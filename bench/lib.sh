@@ -1,5 +1,8 @@
 # Helpers shared by the bench scripts (sourced, not run).
 
+# nginx and haproxy live in /usr/sbin, outside a normal user's PATH on Debian.
+export PATH="$PATH:/usr/sbin:/sbin"
+
 # A free loopback port.
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 

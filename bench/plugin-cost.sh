@@ -10,7 +10,8 @@
 #   /lprom   limit-count (local) + prometheus
 # and, from a second gateway process with the access log on (to a file): /plain and
 # /metrc ("prometheus + access log"). Every path is six bytes long, so that routing and
-# path normalisation cost the same on each row. Limits are never reached (count 10^9).
+# path normalisation cost the same on each row. PATHS="/plain /limit" measures only those,
+# access log off. Limits are never reached (count 10^9).
 #
 #   bench/plugin-cost.sh [REQUESTS] [GATEWAY_BINARY ...]
 #
@@ -104,6 +105,11 @@ measure() {
   kill $pid; wait $pid 2>/dev/null || true
 }
 for binary in "$@"; do
+  if [ -n "${PATHS:-}" ]; then
+    # Only these paths, access log off (bench/budget.sh).
+    measure "$binary" off $PATHS
+    continue
+  fi
   # Redis last: its connection stays open on the worker once used.
   measure "$binary" off /plain /chain /limit /metrc /lprom /redis
   measure "$binary" "$work/access.log" /plain /metrc

@@ -13,6 +13,10 @@ command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v curl >/dev/null 2>&1 || need+=(curl ca-certificates)
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
+# valgrind counts the instruction budget (bench/budget.sh); nginx is its origin.
+command -v valgrind >/dev/null 2>&1 || need+=(valgrind)
+# (nginx is in /usr/sbin, outside a normal user's PATH: asked of dpkg.)
+dpkg -s nginx >/dev/null 2>&1 || need+=(nginx)
 # promtool checks the metrics exposition; redis-server backs the cluster-wide limits.
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
@@ -50,7 +54,7 @@ if ! well_known_types_ok; then
   echo "protoc cannot compile an import of google/protobuf/descriptor.proto: install libprotobuf-dev" >&2
   exit 1
 fi
-for cmd in etcd etcdctl curl cc python3 promtool redis-server redis-cli; do
+for cmd in etcd etcdctl curl cc python3 promtool redis-server redis-cli valgrind; do
   command -v "$cmd" >/dev/null 2>&1 || { echo "$cmd is still missing after installing" >&2; exit 1; }
 done
 if ! command -v cargo >/dev/null 2>&1; then

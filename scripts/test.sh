@@ -21,6 +21,12 @@ cargo test --workspace --locked "$@" 2>&1 | tee "$log" || status=$?
 awk '/^test result:/ { p += $4; f += $6 } END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
 [ "$status" -eq 0 ] || exit "$status"
 
+# The instruction budget per request (issue 16; bench/budget.sh): a release build under
+# callgrind, under a minute once built. SKIP_BUDGET=1 leaves it out locally.
+if [ "${SKIP_BUDGET:-0}" != 1 ]; then
+  bench/budget.sh
+fi
+
 # Seconds of every fuzz target (fuzz/README.md); SKIP_FUZZ=1 leaves it out locally.
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
   scripts/fuzz-smoke.sh 5
