@@ -91,8 +91,9 @@ pub struct Pool {
     shards: Box<[Mutex<Shard>]>,
 }
 
-/// Idle connections by pool key, most recently used last.
-type Shard = HashMap<String, Vec<Conn>>;
+/// Idle connections by pool key, most recently used last. The keys are node addresses
+/// from configuration, never chosen by a client: a fast hash is enough.
+type Shard = HashMap<String, Vec<Conn>, foldhash::fast::RandomState>;
 
 impl Default for Pool {
     fn default() -> Self {
@@ -152,12 +153,11 @@ impl Pool {
             return;
         }
         let mut idle = self.shard();
-        // The key is copied only the first time a node's connection is pooled.
-        if !idle.contains_key(&conn.addr) {
-            idle.insert(conn.addr.clone(), Vec::new());
-        }
-        let Some(list) = idle.get_mut(&conn.addr) else {
-            return;
+        // One lookup when the node has a list; the key is copied only the first time a
+        // node's connection is pooled.
+        let list = match idle.get_mut(&conn.addr) {
+            Some(list) => list,
+            None => idle.entry(conn.addr.clone()).or_default(),
         };
         // One live HTTP/2 connection per key is enough: it multiplexes.
         if matches!(conn.tx, Sender::Http2(_)) && list.iter().any(|c| !c.tx.is_closed()) {

@@ -49,8 +49,8 @@ impl HostKey {
 /// The tables by host. Persistent maps: cloning is O(1) and an update copies only the
 /// path to the changed entry, so snapshots share everything that did not change.
 pub(super) struct HostIndex<T> {
-    pub(super) exact: imbl::HashMap<Box<str>, Arc<Table<T>>>,
-    pub(super) wildcard: imbl::HashMap<Box<str>, Arc<Table<T>>>,
+    pub(super) exact: super::FastMap<Box<str>, Arc<Table<T>>>,
+    pub(super) wildcard: super::FastMap<Box<str>, Arc<Table<T>>>,
     /// No wildcard suffix is longer than this, so longer suffixes of a host need no lookup.
     pub(super) longest_wildcard: usize,
     /// The longest wildcard host was removed since `finish` last looked.
@@ -73,8 +73,8 @@ impl<T> Clone for HostIndex<T> {
 impl<T> HostIndex<T> {
     pub(super) fn empty() -> Self {
         HostIndex {
-            exact: imbl::HashMap::new(),
-            wildcard: imbl::HashMap::new(),
+            exact: super::FastMap::new(),
+            wildcard: super::FastMap::new(),
             longest_wildcard: 0,
             longest_stale: false,
             any: Arc::new(Table::empty()),

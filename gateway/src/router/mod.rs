@@ -29,10 +29,10 @@
 //! - host tables (`host.rs`) by host in `imbl` maps, each `Table` behind an `Arc`;
 //! - in a table, each pattern's routes are one immutable list of `Arc<Member>` in
 //!   precedence order (`candidates.rs`; a lone route is kept inline);
-//! - exact paths map to their list in an `imbl::HashMap`; the segment trie and the
-//!   prefix tree are `Arc` nodes, changed by copying the nodes from the root down to the
-//!   pattern's node (path copying); a trie node with many static children keeps them in
-//!   an `imbl::HashMap`, so copying it does not copy its siblings.
+//! - exact paths map to their list in a persistent `FastMap` (imbl, foldhash); the
+//!   segment trie and the prefix tree are `Arc` nodes, changed by copying the nodes from
+//!   the root down to the pattern's node (path copying); a trie node with many static
+//!   children keeps them in a `FastMap`, so copying it does not copy its siblings.
 //!
 //! [`Router::update`] groups its changes by host and pattern: each touched list is remade
 //! once (the routes that go filtered out, the ones that come merged in), and the trie
@@ -68,6 +68,12 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 use table::Table;
+
+/// The persistent maps looked up per request (hosts, exact paths, trie children): keyed by
+/// configuration, so a fast seeded hash serves where std's SipHash would cost each lookup
+/// several hundred instructions (a client's host or path only looks up, never inserts).
+pub(crate) type FastMap<K, V> =
+    imbl::GenericHashMap<K, V, foldhash::fast::RandomState, imbl::shared_ptr::DefaultSharedPtr>;
 
 /// One route as the router needs it: what to match and what to hand back.
 #[derive(Debug, Clone)]

@@ -221,7 +221,7 @@ enum Statics<T> {
     Few(Box<[Static<T>]>),
     /// Persistent, so copying a node with thousands of children for a change below it
     /// copies a few map nodes, not the thousands.
-    Many(Box<imbl::HashMap<Box<str>, Arc<Node<T>>>>),
+    Many(Box<super::FastMap<Box<str>, Arc<Node<T>>>>),
 }
 
 impl<T> Default for Statics<T> {

@@ -16,7 +16,7 @@ use std::sync::Arc;
 type Routes<T> = Candidates<Arc<Member<T>>>;
 
 pub(super) struct PathIndex<T> {
-    exact: imbl::HashMap<Box<str>, Routes<T>>,
+    exact: super::FastMap<Box<str>, Routes<T>>,
     params: ParamTrie<T>,
     prefix: PrefixTree<T>,
 }
@@ -24,7 +24,7 @@ pub(super) struct PathIndex<T> {
 impl<T> Default for PathIndex<T> {
     fn default() -> Self {
         PathIndex {
-            exact: imbl::HashMap::new(),
+            exact: super::FastMap::new(),
             params: ParamTrie::default(),
             prefix: PrefixTree::default(),
         }
