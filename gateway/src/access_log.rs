@@ -132,49 +132,114 @@ impl Format {
 }
 
 /// nginx prints `-` for an empty value.
-fn or_dash(v: Option<String>) -> String {
-    v.filter(|s| !s.is_empty()).unwrap_or_else(|| "-".into())
-}
-
-fn value(var: Var, e: &Entry) -> String {
-    let secs = |t: f64| format!("{t:.3}");
-    match var {
-        Var::RemoteAddr => or_dash(e.remote.map(|r| r.ip().to_string())),
-        Var::RemoteUser => "-".into(),
-        Var::TimeLocal => e.time.map_or("-".into(), |t| {
-            httpdate::fmt_http_date(t)
-                .split_once(", ")
-                .map(|(_, d)| {
-                    // "07 Dec 2026 03:20:08 GMT" → nginx's "07/Dec/2026:03:20:08 +0000"
-                    let f: Vec<&str> = d.split(' ').collect();
-                    match f.as_slice() {
-                        [day, mon, year, time, _] => format!("{day}/{mon}/{year}:{time} +0000"),
-                        _ => d.to_string(),
-                    }
-                })
-                .unwrap_or_default()
-        }),
-        Var::TimeIso8601 => e.time.map_or("-".into(), iso8601),
-        Var::Request => format!("{} {} {}", e.method, e.request_uri, e.protocol),
-        Var::RequestMethod => e.method.clone(),
-        Var::RequestUri => e.request_uri.clone(),
-        Var::ServerProtocol => e.protocol.to_string(),
-        Var::Host => or_dash(Some(e.host.clone())),
-        Var::Status => e.status.to_string(),
-        Var::BodyBytesSent => e.body_bytes_sent.unwrap_or(0).to_string(),
-        Var::HttpReferer => or_dash(e.referer.clone()),
-        Var::HttpUserAgent => or_dash(e.user_agent.clone()),
-        Var::RequestTime => secs(e.request_time),
-        Var::UpstreamAddr => or_dash(e.upstream_addr.clone()),
-        Var::UpstreamStatus => or_dash(e.upstream_status.map(|s| s.to_string())),
-        Var::UpstreamResponseTime => or_dash(e.upstream_response_time.map(secs)),
-        Var::RouteId => or_dash(e.route_id.clone()),
-        Var::ConsumerName => or_dash(e.consumer_name.clone()),
-        Var::RequestId => or_dash(e.request_id.clone()),
+/// `v`, or `-` when it is absent or empty (nginx's convention).
+fn dash_or(out: &mut String, v: Option<&str>) {
+    match v.filter(|s| !s.is_empty()) {
+        Some(s) => out.push_str(s),
+        None => out.push('-'),
     }
 }
 
-/// `2026-12-07T03:20:08+00:00` (UTC).
+/// The last second's timestamps: every line within one second shares them.
+#[derive(Default)]
+pub struct Clock {
+    second: Option<u64>,
+    local: String,
+    iso: String,
+}
+
+impl Clock {
+    fn at(&mut self, t: SystemTime) -> (&str, &str) {
+        let second = t
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        if self.second != Some(second) {
+            self.second = Some(second);
+            self.local = time_local(t);
+            self.iso = iso8601(t);
+        }
+        (&self.local, &self.iso)
+    }
+}
+
+/// nginx's `$time_local`, in UTC: `07/Dec/2026:03:20:08 +0000`.
+fn time_local(t: SystemTime) -> String {
+    httpdate::fmt_http_date(t)
+        .split_once(", ")
+        .map(|(_, d)| {
+            let f: Vec<&str> = d.split(' ').collect();
+            match f.as_slice() {
+                [day, mon, year, time, _] => format!("{day}/{mon}/{year}:{time} +0000"),
+                _ => d.to_string(),
+            }
+        })
+        .unwrap_or_default()
+}
+
+/// Writes `var`'s value of `e` to `out`, without a string of its own.
+fn write_value(var: Var, e: &Entry, clock: &mut Clock, out: &mut String) {
+    let secs = |out: &mut String, t: f64| {
+        let _ = write!(out, "{t:.3}");
+    };
+    match var {
+        Var::RemoteAddr => match e.remote {
+            Some(r) => match r.ip() {
+                std::net::IpAddr::V4(v4) => {
+                    let (bytes, len) = crate::request_vars::ipv4_text(v4);
+                    out.push_str(std::str::from_utf8(&bytes[..len]).unwrap_or("-"));
+                }
+                ip => {
+                    let _ = write!(out, "{ip}");
+                }
+            },
+            None => out.push('-'),
+        },
+        Var::RemoteUser => out.push('-'),
+        Var::TimeLocal => match e.time {
+            Some(t) => out.push_str(clock.at(t).0),
+            None => out.push('-'),
+        },
+        Var::TimeIso8601 => match e.time {
+            Some(t) => out.push_str(clock.at(t).1),
+            None => out.push('-'),
+        },
+        Var::Request => {
+            out.push_str(&e.method);
+            out.push(' ');
+            out.push_str(&e.request_uri);
+            out.push(' ');
+            out.push_str(e.protocol);
+        }
+        Var::RequestMethod => out.push_str(&e.method),
+        Var::RequestUri => out.push_str(&e.request_uri),
+        Var::ServerProtocol => out.push_str(e.protocol),
+        Var::Host => dash_or(out, Some(&e.host)),
+        Var::Status => {
+            let _ = write!(out, "{}", e.status);
+        }
+        Var::BodyBytesSent => {
+            let _ = write!(out, "{}", e.body_bytes_sent.unwrap_or(0));
+        }
+        Var::HttpReferer => dash_or(out, e.referer.as_deref()),
+        Var::HttpUserAgent => dash_or(out, e.user_agent.as_deref()),
+        Var::RequestTime => secs(out, e.request_time),
+        Var::UpstreamAddr => dash_or(out, e.upstream_addr.as_deref()),
+        Var::UpstreamStatus => match e.upstream_status {
+            Some(s) => {
+                let _ = write!(out, "{s}");
+            }
+            None => out.push('-'),
+        },
+        Var::UpstreamResponseTime => match e.upstream_response_time {
+            Some(t) => secs(out, t),
+            None => out.push('-'),
+        },
+        Var::RouteId => dash_or(out, e.route_id.as_deref()),
+        Var::ConsumerName => dash_or(out, e.consumer_name.as_deref()),
+        Var::RequestId => dash_or(out, e.request_id.as_deref()),
+    }
+}
+
 fn iso8601(t: SystemTime) -> String {
     let secs = t
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -199,31 +264,37 @@ fn iso8601(t: SystemTime) -> String {
 }
 
 /// One line, without its newline.
+/// `e` as one line of `format` (without the newline).
 pub fn render(format: &Format, e: &Entry) -> String {
+    let mut line = String::with_capacity(160);
+    render_into(format, e, &mut Clock::default(), &mut line);
+    line
+}
+
+/// Appends `e`'s line to `line`; `clock` keeps the formatted second between lines.
+pub fn render_into(format: &Format, e: &Entry, clock: &mut Clock, line: &mut String) {
     match format {
         Format::Template(parts) => {
-            let mut line = String::with_capacity(160);
             for p in parts {
                 match p {
                     Part::Text(t) => line.push_str(t),
-                    Part::Var(v) => {
-                        let _ = write!(line, "{}", value(*v, e));
-                    }
+                    Part::Var(v) => write_value(*v, e, clock, line),
                 }
             }
-            line
         }
         Format::Json => {
             let mut obj = serde_json::Map::new();
+            let mut value = String::new();
             for (name, var) in VARS {
-                obj.insert((*name).into(), serde_json::Value::String(value(*var, e)));
+                value.clear();
+                write_value(*var, e, clock, &mut value);
+                obj.insert((*name).into(), serde_json::Value::String(value.clone()));
             }
-            serde_json::Value::Object(obj).to_string()
+            line.push_str(&serde_json::Value::Object(obj).to_string());
         }
     }
 }
 
-/// Where lines go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Target {
     Stdout,
@@ -296,6 +367,8 @@ fn write_lines(
     reopen: Arc<AtomicBool>,
 ) {
     let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
+    let mut line = String::with_capacity(256);
+    let mut clock = Clock::default();
     loop {
         // Flushed whenever the queue runs dry, so a quiet gateway's lines are not held.
         let entry = match rx.recv_timeout(Duration::from_millis(200)) {
@@ -313,17 +386,17 @@ fn write_lines(
                 Err(e) => tracing::error!(error = %e, "cannot reopen the access log"),
             }
         }
-        let mut line = render(&format, &entry);
-        line.push('\n');
-        if out.write_all(line.as_bytes()).is_err() {
-            continue;
+        // This entry and every one already queued, then one flush: a busy gateway's
+        // lines go out in large writes, a quiet one's at once.
+        let mut next = Some(entry);
+        while let Some(e) = next.take() {
+            line.clear();
+            render_into(&format, &e, &mut clock, &mut line);
+            line.push('\n');
+            let _ = out.write_all(line.as_bytes());
+            next = rx.try_recv().ok();
         }
-        if rx
-            .try_recv()
-            .is_err_and(|e| e == std::sync::mpsc::TryRecvError::Empty)
-        {
-            let _ = out.flush();
-        }
+        let _ = out.flush();
     }
     let _ = out.flush();
 }
@@ -351,6 +424,39 @@ mod tests {
             route_id: Some("r1".into()),
             consumer_name: None,
             request_id: None,
+        }
+    }
+
+    /// Every line of a burst is written: none is lost between the queue and the file.
+    #[test]
+    fn a_burst_is_written_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("access.log");
+        let log = AccessLog::start(
+            Target::File(path.clone()),
+            Format::parse("$request_uri").unwrap(),
+        )
+        .unwrap();
+        const N: usize = 5000;
+        for i in 0..N {
+            log.log(Entry {
+                request_uri: format!("/{i}"),
+                ..entry()
+            });
+        }
+        assert_eq!(log.dropped(), 0, "the queue holds a burst this size");
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let lines = loop {
+            let text = std::fs::read_to_string(&path).unwrap_or_default();
+            let lines: Vec<String> = text.lines().map(str::to_string).collect();
+            if lines.len() >= N || std::time::Instant::now() > deadline {
+                break lines;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        assert_eq!(lines.len(), N);
+        for (i, line) in lines.iter().enumerate() {
+            assert_eq!(line, &format!("/{i}"));
         }
     }
 
