@@ -389,12 +389,16 @@ fn write_lines(
         // This entry and every one already queued, then one flush: a busy gateway's
         // lines go out in large writes, a quiet one's at once.
         let mut next = Some(entry);
+        // At most this many at a time, so that a writer kept busy still looks at the
+        // reopen flag (logrotate) between them.
+        let mut budget = 1024;
         while let Some(e) = next.take() {
             line.clear();
             render_into(&format, &e, &mut clock, &mut line);
             line.push('\n');
             let _ = out.write_all(line.as_bytes());
-            next = rx.try_recv().ok();
+            budget -= 1;
+            next = if budget > 0 { rx.try_recv().ok() } else { None };
         }
         let _ = out.flush();
     }

@@ -534,13 +534,17 @@ fn decide(
                 .and_then(|t| t.chain.as_ref())
                 .is_some_and(|c| c.logs());
         // The request as it came, before the plugins change it.
-        if let (true, Some((at, out, body_len))) = (logs, measure) {
+        let measure_of = |parts: &http::request::Parts, at: Instant, body_len: Option<u64>| {
             let ingress = crate::prometheus::request_len(parts, body_len);
             let matched = found
                 .as_ref()
                 .map(|t| t.labels.matched(parts.uri.path(), host))
                 .unwrap_or_default();
-            *out = Some((at, ingress, matched));
+            (at, ingress, matched)
+        };
+        let mut measure = measure;
+        if let (true, Some((at, out, body_len))) = (logs, measure.as_mut()) {
+            **out = Some(measure_of(parts, *at, *body_len));
         }
         let mut req = Req {
             parts: &mut *parts,
@@ -568,6 +572,13 @@ fn decide(
         client = req.conn;
         // For the plugins' metrics, whatever answers.
         matched.clone_from(&found);
+        // A log-phase plugin that came with the consumer's plugins (a consumer group's):
+        // measured now, as the request is after the plugins.
+        if let Some((at, out, body_len)) = measure {
+            if out.is_none() && ran.logs() {
+                *out = Some(measure_of(parts, at, body_len));
+            }
+        }
     }
     match (answer, found) {
         (Some(answer), _) => Ok(Err(answer)),

@@ -303,3 +303,55 @@ async fn prometheus_plugin_metrics_with_apisix_names() {
         );
     }
 }
+
+/// A consumer group's `prometheus` counts the requests of its consumers, on routes that
+/// do not carry the plugin themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_from_a_consumer_group_counts_its_consumers() {
+    let s = Stack::start(&[]).await;
+    let backend = Backend::start("b").await;
+    s.admin
+        .ok(
+            "PUT",
+            "/consumer_groups/observed",
+            Some(json!({"plugins": {"prometheus": {}}})),
+        )
+        .await;
+    s.admin
+        .ok(
+            "PUT",
+            "/consumers/rose",
+            Some(
+                json!({"group_id": "observed", "plugins": {"key-auth": {"key": "rose-key-0123"}}}),
+            ),
+        )
+        .await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/g1",
+            Some(
+                json!({"uri": "/grouped", "upstream": {"nodes": {backend.addr.to_string(): 1}},
+                "plugins": {"key-auth": {}}}),
+            ),
+        )
+        .await;
+    let client = reqwest::Client::new();
+    eventually(WAIT, "the route is served", || async {
+        client
+            .get(s.gw.url("/grouped"))
+            .header("apikey", "rose-key-0123")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+    })
+    .await;
+    let want = format!(
+        r#"apisix_http_status{{code="200",route="g1",matched_uri="/grouped",matched_host="",service="",consumer="rose",node="{}"}}"#,
+        backend.addr.ip()
+    );
+    eventually(WAIT, "the consumer's request is counted", || async {
+        s.gw.metrics().await.contains(&want)
+    })
+    .await;
+}

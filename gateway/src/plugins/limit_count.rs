@@ -175,7 +175,7 @@ pub fn number(n: u64) -> HeaderValue {
             .map(|n| &*Box::leak(n.to_string().into_boxed_str()))
             .collect()
     });
-    if let Some(text) = SMALL_NUMBERS.get(n as usize) {
+    if let Some(text) = usize::try_from(n).ok().and_then(|i| SMALL_NUMBERS.get(i)) {
         return HeaderValue::from_static(text);
     }
     // Digits on the stack, then one copy.

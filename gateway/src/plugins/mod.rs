@@ -639,6 +639,11 @@ impl Ran {
                     answer = settled.answer;
                 }
             }
+            // A refusal stands: a later chain's count is not taken for a request that
+            // is already refused, nor waited for.
+            if answer.is_some() {
+                break;
+            }
         }
         self.answered |= answer.is_some();
         answer
