@@ -23,6 +23,11 @@ static X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-prot
 static X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
+/// Whether `name` is one of the fixed hop-by-hop headers (not those `Connection` names).
+pub fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.contains(name)
+}
+
 /// Removes hop-by-hop headers, including any the `Connection` header names.
 /// One scan of the names finds which are present; only those are removed, so the common
 /// `Connection: keep-alive` costs two removals rather than one per hop-by-hop name.
@@ -89,7 +94,9 @@ pub struct Forwarded<'a> {
 
 /// Sets `X-Forwarded-For` (appended), `X-Real-IP`, `X-Forwarded-Proto`, `-Host` and `-Port`.
 pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
-    let ip = f.client_ip.to_string();
+    // Room for the five at once: growing the map one insert at a time rehashes it.
+    headers.reserve(5);
+    let ip = ip_text(f.client_ip);
     // Proxies before us may have sent several X-Forwarded-For lines: keep them all, in order.
     let mut prev = headers
         .get_all(&X_FORWARDED_FOR)
@@ -128,6 +135,27 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
     headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
 }
 
+/// The address as text; IPv4 without the formatting machinery (it is on every request).
+fn ip_text(ip: IpAddr) -> String {
+    let IpAddr::V4(v4) = ip else {
+        return ip.to_string();
+    };
+    let mut out = String::with_capacity(15);
+    for (i, octet) in v4.octets().into_iter().enumerate() {
+        if i > 0 {
+            out.push('.');
+        }
+        if octet >= 100 {
+            out.push(char::from(b'0' + octet / 100));
+        }
+        if octet >= 10 {
+            out.push(char::from(b'0' + octet / 10 % 10));
+        }
+        out.push(char::from(b'0' + octet % 10));
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +175,21 @@ mod tests {
         let mut n: Vec<String> = h.keys().map(|k| k.to_string()).collect();
         n.sort();
         n
+    }
+
+    #[test]
+    fn ip_text_matches_display() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.20.100.255",
+            "192.168.9.99",
+            "::1",
+            "2001:db8::8a2e:370:7334",
+        ] {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_text(ip), ip.to_string());
+        }
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod client_request;
 pub mod config;
 pub mod consumers;
 pub mod dns;
+pub mod h1_client;
 pub mod headers;
 pub mod health_check;
 pub mod held_body;

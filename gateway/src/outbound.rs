@@ -172,6 +172,7 @@ impl Outbound {
                 &target.transport,
                 target.name.as_ref(),
                 Duration::from_secs(60),
+                false,
             )
             .await
             .map_err(|e| e.to_string())?,
@@ -182,7 +183,7 @@ impl Outbound {
             .tx
             .try_send_request(req)
             .await
-            .map_err(|e| e.into_error().to_string())?;
+            .map_err(|e| e.message())?;
         let status = resp.status();
         resp.into_body()
             .collect()

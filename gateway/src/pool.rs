@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 
+use crate::h1_client;
 use crate::snapshot::PoolSettings;
 use crate::transport::Transport;
 
@@ -27,6 +28,8 @@ pub enum Sender {
     Http1(http1::SendRequest<UpBody>),
     /// Multiplexed: one pooled connection serves any number of requests at once.
     Http2(http2::SendRequest<UpBody>),
+    /// Plain TCP, HTTP/1.1, driven by the request that holds it ([`crate::h1_client`]).
+    Inline(h1_client::Connection),
 }
 
 impl Sender {
@@ -34,6 +37,7 @@ impl Sender {
         match self {
             Sender::Http1(tx) => tx.is_closed(),
             Sender::Http2(tx) => tx.is_closed(),
+            Sender::Inline(c) => c.is_closed(),
         }
     }
 
@@ -41,16 +45,61 @@ impl Sender {
         match self {
             Sender::Http1(tx) => tx.ready().await,
             Sender::Http2(tx) => tx.ready().await,
+            Sender::Inline(_) => Ok(()),
         }
     }
 
+    /// Sends through hyper; an inline connection must have been handed over first
+    /// ([`Conn::into_hyper`]), or the request comes back unsent.
     pub fn try_send_request(
         &mut self,
         req: Request<UpBody>,
-    ) -> impl Future<Output = Result<Response<Incoming>, TrySendError<Request<UpBody>>>> {
+    ) -> impl Future<Output = Result<Response<Incoming>, Unsent>> {
+        use futures_util::TryFutureExt;
         match self {
-            Sender::Http1(tx) => Either::Left(tx.try_send_request(req)),
-            Sender::Http2(tx) => Either::Right(tx.try_send_request(req)),
+            Sender::Http1(tx) => Either::Left(Either::Left(
+                tx.try_send_request(req).map_err(Unsent::Hyper),
+            )),
+            Sender::Http2(tx) => Either::Left(Either::Right(
+                tx.try_send_request(req).map_err(Unsent::Hyper),
+            )),
+            Sender::Inline(_) => Either::Right(std::future::ready(Err(Unsent::Inline(req)))),
+        }
+    }
+}
+
+fn self_message() -> &'static str {
+    "an inline connection was not handed to hyper"
+}
+
+/// Why hyper did not deliver a response.
+pub enum Unsent {
+    Hyper(TrySendError<Request<UpBody>>),
+    Inline(Request<UpBody>),
+}
+
+impl Unsent {
+    /// The request, when it never left.
+    pub fn take_message(&mut self) -> Option<Request<UpBody>> {
+        match self {
+            Unsent::Hyper(e) => e.take_message(),
+            Unsent::Inline(_) => None,
+        }
+    }
+
+    pub fn into_connect_error(self, addr: &str) -> ConnectError {
+        match self {
+            Unsent::Hyper(e) => ConnectError::Handshake(addr.to_string(), e.into_error()),
+            Unsent::Inline(_) => {
+                ConnectError::Io(addr.to_string(), std::io::Error::other(self_message()))
+            }
+        }
+    }
+
+    pub fn message(self) -> String {
+        match self {
+            Unsent::Hyper(e) => e.into_error().to_string(),
+            Unsent::Inline(_) => self_message().into(),
         }
     }
 }
@@ -195,13 +244,15 @@ impl Pool {
 }
 
 /// Opens a new connection to `addr` within `timeout`: TCP, then TLS when the transport
-/// has it (checked against `name`), then the HTTP/1.1 or HTTP/2 handshake.
+/// has it (checked against `name`), then the HTTP/1.1 or HTTP/2 handshake. With `inline`,
+/// a plain HTTP/1.1 connection is left to [`h1_client`] (no handshake, no task).
 pub async fn connect(
     addr: &str,
     key: &str,
     transport: &Transport,
     name: Option<&ServerName<'static>>,
     timeout: Duration,
+    inline: bool,
 ) -> Result<Conn, ConnectError> {
     let started = tokio::time::Instant::now();
     let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -211,6 +262,7 @@ pub async fn connect(
     };
     let _ = stream.set_nodelay(true);
     let tx = match &transport.tls {
+        None if inline && !transport.http2() => Sender::Inline(h1_client::Connection::new(stream)),
         None => handshake(addr, stream, transport.http2()).await?,
         Some(config) => {
             let name = name
@@ -235,6 +287,22 @@ pub async fn connect(
         idle_for: Duration::ZERO,
         idle_since: Instant::now(),
     })
+}
+
+impl Conn {
+    /// Hands an inline connection to hyper, for a request with a body or an upgrade.
+    /// Bytes left unread from the previous response mean the node is out of step: the
+    /// connection is refused as stale. The handshake writes nothing.
+    pub async fn into_hyper(mut self) -> Result<Conn, ConnectError> {
+        if let Sender::Inline(c) = self.tx {
+            if !c.buf.is_empty() {
+                let e = std::io::Error::other("unexpected bytes from the node");
+                return Err(ConnectError::Io(self.addr, e));
+            }
+            self.tx = handshake(&self.addr, c.io, false).await?;
+        }
+        Ok(self)
+    }
 }
 
 async fn handshake<I>(addr: &str, io: I, http2: bool) -> Result<Sender, ConnectError>

@@ -1,16 +1,17 @@
 //! The request path: load the current snapshot once, match a route, forward to a node.
 //! No lock on configuration, no etcd, no await on the control plane in here.
 use crate::client_request::{self, RequestHost};
+use crate::h1_client::{self, Decoder};
 use crate::headers::{join_cookies, set_forwarded, strip_hop_by_hop, Forwarded};
 use crate::lb::health::Outcome;
 use crate::lb::InFlightGuard;
 use crate::plugins::{Ran, Req};
-use crate::pool::{connect, BoxError, Conn, ConnectError, UpBody};
+use crate::pool::{connect, BoxError, Conn, ConnectError, Sender, UpBody};
 use crate::request_body::{ClientFault, Progress, RequestBody};
 use crate::request_vars::RequestVars;
 use crate::router;
 use crate::snapshot::{NodeRt, RouteTarget, UpstreamRt};
-use crate::upstream_body::UpstreamBody;
+use crate::upstream_body::{Inner, UpstreamBody};
 use crate::Shared;
 use bytes::Bytes;
 use http::header::{CONNECTION, HOST, TE, UPGRADE};
@@ -930,6 +931,14 @@ async fn send_to_node(
     let in_flight = node.state.in_flight.enter();
     let started = std::time::Instant::now();
     let mut stale = 0;
+    // No body and no upgrade: the request's own task speaks HTTP/1.1 to a plain node.
+    let inline = ex.progress.is_none()
+        && req.body().is_end_stream()
+        && ex
+            .upgrade
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none();
     loop {
         let mut conn: Conn = match shared.pool.checkout(&node.pool_key, &upstream.pool) {
             Some(c) if stale < MAX_STALE_RETRIES => c,
@@ -941,6 +950,7 @@ async fn send_to_node(
                 &upstream.transport,
                 node.tls_name.as_ref(),
                 timeout.connect(),
+                true,
             ))
             .await
             {
@@ -948,6 +958,40 @@ async fn send_to_node(
                 Err(e) => return Err(SendError::Connect(e, Box::new(req))),
             },
         };
+        if let Sender::Inline(_) = conn.tx {
+            if inline {
+                let mut head = Vec::with_capacity(128 + 48 * req.headers().len());
+                h1_client::encode_head(&req, &mut head);
+                match send_inline(shared, node, &head, req.method(), conn, ex).await {
+                    Inline::Answered(parts, decoder, conn) => {
+                        upstream.observe_response(node, parts.status.as_u16(), started.elapsed());
+                        return Ok(client_response(
+                            shared,
+                            parts,
+                            Inner::Inline(decoder),
+                            conn,
+                            upstream,
+                            timeout.read(),
+                            in_flight,
+                        ));
+                    }
+                    Inline::Stale => {
+                        stale += 1;
+                        continue;
+                    }
+                    Inline::Unsent(e) => return Err(SendError::Connect(e, Box::new(req))),
+                    Inline::Failed(e) => return Err(SendError::Failed(e)),
+                }
+            }
+            conn = match conn.into_hyper().await {
+                Ok(c) => c,
+                Err(_) if stale < MAX_STALE_RETRIES => {
+                    stale += 1;
+                    continue;
+                }
+                Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+            };
+        }
         let ready_wait = if conn.reused {
             POOLED_READY_WAIT.min(timeout.send())
         } else {
@@ -1018,9 +1062,11 @@ async fn send_to_node(
             }
             Ok(resp) => {
                 upstream.observe_response(node, resp.status().as_u16(), started.elapsed());
-                return Ok(into_client_response(
+                let (parts, body) = resp.into_parts();
+                return Ok(client_response(
                     shared,
-                    resp,
+                    parts,
+                    Inner::Hyper(body),
                     conn,
                     upstream,
                     timeout.read(),
@@ -1035,7 +1081,7 @@ async fn send_to_node(
                     req = back;
                 }
                 (Some(back), _) => {
-                    let err = ConnectError::Handshake(addr.to_string(), e.into_error());
+                    let err = e.into_connect_error(addr);
                     return Err(SendError::Connect(err, Box::new(back)));
                 }
                 // It left, but had no body and is idempotent: the node closing a pooled
@@ -1059,11 +1105,61 @@ async fn send_to_node(
                 (None, None) => {
                     return Err(SendError::Failed(ProxyError::BadGateway(format!(
                         "upstream {addr} failed: {}",
-                        e.error()
+                        e.message()
                     ))))
                 }
             },
         }
+    }
+}
+
+/// How an inline exchange ended.
+// Returned once and taken apart at once: boxing the large variant would cost an
+// allocation per request for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Inline {
+    Answered(http::response::Parts, Decoder, Conn),
+    /// A pooled connection the node had closed under us: another connection may serve.
+    Stale,
+    /// Nothing reached the node: the next node may serve.
+    Unsent(ConnectError),
+    Failed(ProxyError),
+}
+
+/// Sends a bodiless request on an inline connection and reads the response head; the body
+/// is read later, by the client's response body.
+async fn send_inline(
+    shared: &Shared,
+    node: &NodeRt,
+    head: &[u8],
+    method: &Method,
+    mut conn: Conn,
+    ex: &Exchange,
+) -> Inline {
+    let addr = node.addr.as_str();
+    let timeout = ex.timeout;
+    let reused = conn.reused;
+    conn.uses += 1;
+    let Sender::Inline(c) = &mut conn.tx else {
+        return Inline::Failed(ProxyError::BadGateway(format!(
+            "upstream {addr}: not an inline connection"
+        )));
+    };
+    match tokio::time::timeout(timeout.send(), h1_client::send(c, head)).await {
+        Err(_) => return Inline::Failed(timeout_err(shared, addr, "sending the request")),
+        Ok(Ok(())) => {}
+        Ok(Err(_)) if reused => return Inline::Stale,
+        Ok(Err(e)) => return Inline::Unsent(ConnectError::Io(addr.to_string(), e.into_io())),
+    }
+    match tokio::time::timeout(timeout.read(), h1_client::read_head(c, method)).await {
+        Err(_) => Inline::Failed(timeout_err(shared, addr, "waiting for the response")),
+        Ok(Ok((parts, decoder))) => Inline::Answered(parts, decoder, conn),
+        // The node closed an idle connection as the request arrived; sending a bodiless
+        // idempotent request again is safe.
+        Ok(Err(h1_client::Error::Closed)) if reused && ex.replayable => Inline::Stale,
+        Ok(Err(e)) => Inline::Failed(ProxyError::BadGateway(format!(
+            "upstream {addr} failed: {e}"
+        ))),
     }
 }
 
@@ -1249,16 +1345,19 @@ fn timeout_err(shared: &Shared, addr: &str, what: &str) -> ProxyError {
     ProxyError::Timeout(format!("upstream {addr} timed out {what}"))
 }
 
-fn into_client_response(
+fn client_response(
     shared: &Arc<Shared>,
-    resp: Response<Incoming>,
+    mut parts: http::response::Parts,
+    body: Inner,
     conn: Conn,
     upstream: &UpstreamRt,
     read_timeout: Duration,
     in_flight: InFlightGuard,
 ) -> Response<RespBody> {
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
+    // h1_client leaves hop-by-hop headers out as it parses.
+    if let Inner::Hyper(_) = body {
+        strip_hop_by_hop(&mut parts.headers);
+    }
     let body = UpstreamBody::new(
         body,
         conn,

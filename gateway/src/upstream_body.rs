@@ -1,7 +1,8 @@
 //! The upstream response body, streamed to the client: each gap between chunks is bounded
 //! by the read timeout, and the connection goes back to the pool once the body has ended.
+use crate::h1_client::Decoder;
 use crate::lb::InFlightGuard;
-use crate::pool::{BoxError, Conn, Pool};
+use crate::pool::{BoxError, Conn, Pool, Sender};
 use crate::snapshot::PoolSettings;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
@@ -14,7 +15,7 @@ use std::time::Duration;
 use tokio::time::{Instant, Sleep};
 
 pub struct UpstreamBody {
-    inner: Incoming,
+    inner: Inner,
     /// The connection, until the body ends (then pooled) or fails (then dropped).
     conn: Option<(Conn, Arc<Pool>, PoolSettings)>,
     /// Counts the request as in flight to its node until the body ends or is dropped.
@@ -24,13 +25,30 @@ pub struct UpstreamBody {
     deadline: Option<Pin<Box<Sleep>>>,
 }
 
+/// Where the bytes come from.
+pub enum Inner {
+    /// hyper's connection task.
+    Hyper(Incoming),
+    /// Read here, off the inline connection held in `conn`.
+    Inline(Decoder),
+}
+
+impl Inner {
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inner::Hyper(b) => b.is_end_stream(),
+            Inner::Inline(d) => d.is_end_stream(),
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("upstream sent no data for {0:?}")]
 pub struct ReadTimeout(Duration);
 
 impl UpstreamBody {
     pub fn new(
-        inner: Incoming,
+        inner: Inner,
         conn: Conn,
         pool: Arc<Pool>,
         settings: PoolSettings,
@@ -53,8 +71,33 @@ impl UpstreamBody {
 
     fn release(&mut self) {
         self.in_flight = None;
+        // An inline connection is reused only when its response was framed to an end
+        // and nothing beyond it arrived.
+        let reusable = match &self.inner {
+            Inner::Hyper(_) => true,
+            Inner::Inline(d) => d.reusable(),
+        };
         if let Some((conn, pool, settings)) = self.conn.take() {
-            pool.checkin(conn, &settings);
+            if reusable && !matches!(&conn.tx, Sender::Inline(c) if !c.buf.is_empty()) {
+                pool.checkin(conn, &settings);
+            }
+        }
+    }
+
+    fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut self.inner {
+            Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            Inner::Inline(d) => match self.conn.as_mut() {
+                Some((
+                    Conn {
+                        tx: Sender::Inline(c),
+                        ..
+                    },
+                    _,
+                    _,
+                )) => d.poll_frame(cx, c).map_err(Into::into),
+                _ => Poll::Ready(Some(Err("the upstream connection is gone".into()))),
+            },
         }
     }
 }
@@ -68,7 +111,7 @@ impl Body for UpstreamBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
+        match this.poll_inner(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(d) = this.deadline.as_mut() {
                     d.as_mut().reset(Instant::now() + this.read_timeout);
@@ -80,7 +123,7 @@ impl Body for UpstreamBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.conn = None;
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 this.release();
@@ -106,6 +149,9 @@ impl Body for UpstreamBody {
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Hyper(b) => b.size_hint(),
+            Inner::Inline(d) => d.size_hint(),
+        }
     }
 }

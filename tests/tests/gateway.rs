@@ -820,3 +820,166 @@ async fn cold_start_lists_every_page() {
         );
     }
 }
+
+/// A raw HTTP/1.1 node answering by path with exact bytes (see `scripted_answer`), and
+/// counting the connections it accepts.
+async fn scripted_node() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let conns = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let count = conns.clone();
+    tokio::spawn(async move {
+        while let Ok((mut conn, _)) = listener.accept().await {
+            count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut pending = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let end = loop {
+                        if let Some(i) = pending.windows(4).position(|w| w == b"\r\n\r\n") {
+                            break i + 4;
+                        }
+                        match conn.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        }
+                    };
+                    let head = String::from_utf8_lossy(&pending[..end]).to_string();
+                    pending.drain(..end);
+                    let mut line = head.split_whitespace();
+                    let (method, path) = (line.next().unwrap_or(""), line.next().unwrap_or(""));
+                    let (answer, then) = scripted_answer(method, path);
+                    if conn.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    match then {
+                        After::Stay => {}
+                        After::Close => return,
+                        After::CloseSoon => {
+                            tokio::time::sleep(Duration::from_millis(100)).await;
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    (addr, conns)
+}
+
+enum After {
+    Stay,
+    Close,
+    /// Closes the idle connection 100 ms later, as a node's keepalive timeout would.
+    CloseSoon,
+}
+
+fn scripted_answer(method: &str, path: &str) -> (&'static str, After) {
+    match (method, path) {
+        ("HEAD", _) => ("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n", After::Stay),
+        (_, "/cl") => ("HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello", After::Stay),
+        (_, "/chunked") => (
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\ncontent-length: 99\r\n\r\n3\r\nhel\r\n2;x=y\r\nlo\r\n0\r\nx-t: 1\r\n\r\n",
+            After::Stay,
+        ),
+        (_, "/close") => (
+            "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nuntil the close",
+            After::Close,
+        ),
+        (_, "/early") => (
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\nx-node-secret: 1\r\nconnection: x-node-secret\r\n\r\nok",
+            After::Stay,
+        ),
+        (_, "/conflict") => (
+            "HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\nxx",
+            After::Stay,
+        ),
+        (_, "/extra") => (
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\n\r\n",
+            After::Stay,
+        ),
+        (_, "/short") => (
+            "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc",
+            After::Close,
+        ),
+        (_, "/idle-close") => ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", After::CloseSoon),
+        _ => ("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", After::Stay),
+    }
+}
+
+/// Bodiless requests reach plain HTTP/1.1 nodes through the gateway's own client
+/// (h1_client.rs): every way a response can be framed, what must not be reused, and
+/// what must be refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http1_node_is_read_by_its_framing() {
+    let etcd = Etcd::start();
+    let gw = Gateway::start(&etcd.url, "/gw", &["--workers=1"]);
+    let (node, conns) = scripted_node().await;
+    let route = json!({"uri": "/*", "upstream": {"nodes": {node.to_string(): 1}}});
+    etcd.ctl(&["put", "/gw/routes/all", &route.to_string()]);
+    gw.wait_routes(1).await;
+    let opened = || conns.load(std::sync::atomic::Ordering::SeqCst);
+    let client = reqwest::Client::new();
+    let get = |path: &str| client.get(gw.url(path)).send();
+
+    // Content-Length, one connection for all.
+    for _ in 0..10 {
+        let r = get("/cl").await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "hello");
+    }
+    assert_eq!(opened(), 1, "keepalive connections to the node are reused");
+
+    // Chunked, with an extension and a trailer; its Content-Length is dropped.
+    let r = get("/chunked").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("content-length").is_none());
+    assert_eq!(r.text().await.unwrap(), "hello");
+
+    // HEAD: the length is kept, no body is waited for.
+    let r = client.head(gw.url("/cl")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["content-length"], "5");
+
+    // 1xx skipped; headers that Connection names are not forwarded.
+    let r = get("/early").await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-node-secret").is_none());
+    assert_eq!(r.text().await.unwrap(), "ok");
+    assert_eq!(opened(), 1);
+
+    // A body read to the close: complete, and that connection is not pooled.
+    let r = get("/close").await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "until the close");
+    assert_eq!(get("/cl").await.unwrap().text().await.unwrap(), "hello");
+    assert_eq!(opened(), 2);
+
+    // Bytes after the body: the client gets the body, the connection is dropped.
+    assert_eq!(get("/extra").await.unwrap().text().await.unwrap(), "ok");
+    assert_eq!(get("/cl").await.unwrap().text().await.unwrap(), "hello");
+    assert_eq!(opened(), 3);
+
+    // Conflicting lengths: refused, 502.
+    assert_eq!(get("/conflict").await.unwrap().status(), 502);
+
+    // A body cut short fails the client's response rather than ending it early.
+    // (The head may not have left either: then the request itself fails.)
+    if let Ok(short) = get("/short").await {
+        assert!(
+            short.bytes().await.is_err(),
+            "a truncated body must not look complete"
+        );
+    }
+
+    // A node that closes idle connections: every request still succeeds.
+    for _ in 0..10 {
+        let r = get("/idle-close").await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "ok");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}

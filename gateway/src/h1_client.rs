@@ -1,0 +1,685 @@
+//! HTTP/1.1 to a node over plain TCP, driven by the request's own task: the request head is
+//! written as one buffer, the response head is parsed with httparse straight into the
+//! response the client gets, and the body is read by the client's response body as the
+//! client takes it. hyper's client puts a connection task and a channel between the two
+//! (about 14,600 instructions per request of the 45,700 measured in docs/benchmarks.md
+//! §1d); this path has neither. It carries requests without a body or an upgrade, the
+//! common case; anything else goes through hyper on the same connection (`Conn::into_hyper`).
+use crate::headers::is_hop_by_hop;
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
+use http_body::{Frame, SizeHint};
+use std::future::poll_fn;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// The most bytes a response head (status line and header lines) may take.
+pub const MAX_HEAD: usize = 64 * 1024;
+/// The most header lines in a response head or trailer section (hyper's default).
+const MAX_HEADERS: usize = 100;
+/// How much room each read asks for.
+const READ_CHUNK: usize = 8 * 1024;
+/// The longest chunk-size line (with extensions) accepted.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// A connection to a node and the bytes read from it but not yet used.
+pub struct Connection {
+    pub io: TcpStream,
+    pub buf: BytesMut,
+}
+
+impl Connection {
+    pub fn new(io: TcpStream) -> Connection {
+        Connection {
+            io,
+            buf: BytesMut::new(),
+        }
+    }
+
+    /// Whether the node closed the connection, or sent something unasked, while it sat in
+    /// the pool. The socket's readiness is cached by the event loop, so an idle, open
+    /// connection answers without a system call.
+    pub fn is_closed(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        match self.io.poll_read_ready(&mut cx) {
+            Poll::Pending => false,
+            Poll::Ready(Err(_)) => true,
+            // Readable: data, end of stream, or only a stale readiness; one read tells.
+            Poll::Ready(Ok(())) => !matches!(
+                self.io.try_read(&mut [0u8; 1]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+}
+
+impl Error {
+    pub fn into_io(self) -> std::io::Error {
+        match self {
+            Error::NotSent(e) | Error::Io(e) => e,
+            other => std::io::Error::other(other.to_string()),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The head could not be written: the node never got a whole request.
+    #[error("writing the request: {0}")]
+    NotSent(std::io::Error),
+    /// The node closed the connection before a byte of response.
+    #[error("connection closed before a response")]
+    Closed,
+    #[error("reading the response: {0}")]
+    Io(std::io::Error),
+    #[error("connection closed before the response ended")]
+    Truncated,
+    #[error("invalid response: {0}")]
+    Invalid(&'static str),
+}
+
+/// Writes the request head as HTTP/1.1: origin-form target, header lines as they are in
+/// the map (names lower case, as hyper writes them).
+pub fn encode_head<B>(req: &Request<B>, out: &mut Vec<u8>) {
+    out.extend_from_slice(req.method().as_str().as_bytes());
+    out.push(b' ');
+    let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in req.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Sends `head` and reads the response head. Bounded by the caller's timeouts.
+pub async fn send(conn: &mut Connection, head: &[u8]) -> Result<(), Error> {
+    conn.io.write_all(head).await.map_err(Error::NotSent)
+}
+
+/// Reads until a final response head is complete (informational ones are skipped) and
+/// returns it with the decoder of its body.
+pub async fn read_head(
+    conn: &mut Connection,
+    method: &Method,
+) -> Result<(http::response::Parts, Decoder), Error> {
+    let mut seen_any = !conn.buf.is_empty();
+    loop {
+        if !conn.buf.is_empty() {
+            if let Some(done) = parse_head(&mut conn.buf, method)? {
+                return Ok(done);
+            }
+            if conn.buf.len() >= MAX_HEAD {
+                return Err(Error::Invalid("response head too large"));
+            }
+        }
+        let n = poll_fn(|cx| fill(&mut conn.io, &mut conn.buf, cx, READ_CHUNK)).await;
+        match n {
+            Ok(0) | Err(_) if !seen_any => return Err(Error::Closed),
+            Ok(0) => return Err(Error::Truncated),
+            Err(e) => return Err(Error::Io(e)),
+            Ok(_) => seen_any = true,
+        }
+    }
+}
+
+fn fill(
+    io: &mut TcpStream,
+    buf: &mut BytesMut,
+    cx: &mut Context<'_>,
+    want: usize,
+) -> Poll<std::io::Result<usize>> {
+    buf.reserve(want);
+    tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
+}
+
+/// Parses a response head at the start of `buf`, taking it out. `None`: not complete yet.
+/// Informational (1xx) heads are dropped; 101 is refused, as nothing asked to upgrade.
+/// Hop-by-hop headers (and those `Connection` names) are left out of the returned map.
+pub fn parse_head(
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<Option<(http::response::Parts, Decoder)>, Error> {
+    loop {
+        // Uninitialised: a zeroed array of 100 headers costs more than the parse.
+        let mut headers =
+            [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut r = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut r,
+            buf,
+            &mut headers,
+        ) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(Error::Invalid("more than 100 header lines"))
+            }
+            Err(_) => return Err(Error::Invalid("malformed response head")),
+        };
+        if len > usize::from(u16::MAX) {
+            return Err(Error::Invalid("response head too large"));
+        }
+        let code = r.code.unwrap_or(0);
+        let status = StatusCode::from_u16(code).map_err(|_| Error::Invalid("status code"))?;
+        if status == StatusCode::SWITCHING_PROTOCOLS {
+            return Err(Error::Invalid("switched protocols unasked"));
+        }
+        if status.is_informational() {
+            buf.advance(len);
+            continue;
+        }
+        let version = if r.version == Some(0) {
+            Version::HTTP_10
+        } else {
+            Version::HTTP_11
+        };
+        // Where each header's name and value lie in the head (it is at most 64 KiB), so
+        // that the values share the head's bytes once it is split off.
+        let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
+        let base = buf.as_ptr() as usize;
+        let count = r.headers.len();
+        for (span, h) in spans.iter_mut().zip(r.headers.iter()) {
+            let at = |p: *const u8| (p as usize - base) as u16;
+            let (name, value) = (at(h.name.as_ptr()), at(h.value.as_ptr()));
+            *span = (
+                name,
+                name + h.name.len() as u16,
+                value,
+                value + h.value.len() as u16,
+            );
+        }
+        let head = buf.split_to(len).freeze();
+        let mut map = HeaderMap::with_capacity(count);
+        let mut length: Option<u64> = None;
+        let mut has_te = false;
+        let mut chunked = false;
+        let mut close = version == Version::HTTP_10;
+        let mut named: Vec<HeaderName> = Vec::new();
+        for &(ns, ne, vs, ve) in &spans[..count] {
+            let name = HeaderName::from_bytes(&head[usize::from(ns)..usize::from(ne)])
+                .map_err(|_| Error::Invalid("header name"))?;
+            let value = &head[usize::from(vs)..usize::from(ve)];
+            if name == CONTENT_LENGTH {
+                let n = parse_length(value)?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(Error::Invalid("differing Content-Length values"));
+                }
+                length = Some(n);
+            } else if name == TRANSFER_ENCODING {
+                // Only the last coding decides; a later line may add one after chunked.
+                has_te = true;
+                chunked = last_token(value).eq_ignore_ascii_case(b"chunked");
+            } else if name == CONNECTION {
+                for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                    if token.eq_ignore_ascii_case(b"close") {
+                        close = true;
+                    } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                        close &= version != Version::HTTP_10;
+                    } else if let Ok(n) = HeaderName::from_bytes(token) {
+                        named.push(n);
+                    }
+                }
+            }
+            if is_hop_by_hop(&name) {
+                continue;
+            }
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(usize::from(vs)..usize::from(ve)))
+                    .map_err(|_| Error::Invalid("header value"))?;
+            map.append(name, value);
+        }
+        for n in named {
+            map.remove(n);
+        }
+        let framing = if *method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED
+        {
+            Framing::Length(0)
+        } else if has_te {
+            // RFC 9112 §6.3: Transfer-Encoding overrides Content-Length, which goes; a
+            // final coding other than chunked means the body runs to the close.
+            map.remove(CONTENT_LENGTH);
+            if chunked {
+                Framing::Chunked(Chunk::Size)
+            } else {
+                Framing::Close
+            }
+        } else if let Some(n) = length {
+            Framing::Length(n)
+        } else {
+            Framing::Close
+        };
+        let mut parts = http::Response::new(()).into_parts().0;
+        parts.status = status;
+        parts.version = version;
+        parts.headers = map;
+        let keepalive = !close && !matches!(framing, Framing::Close);
+        return Ok(Some((parts, Decoder { framing, keepalive })));
+    }
+}
+
+fn parse_length(v: &[u8]) -> Result<u64, Error> {
+    // A list of identical values ("42, 42") is allowed by RFC 9110 §8.6.
+    let mut found: Option<u64> = None;
+    for part in v.split(|b| *b == b',') {
+        let part = part.trim_ascii();
+        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
+            return Err(Error::Invalid("Content-Length"));
+        }
+        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        if found.is_some_and(|f| f != n) {
+            return Err(Error::Invalid("differing Content-Length values"));
+        }
+        found = Some(n);
+    }
+    found.ok_or(Error::Invalid("Content-Length"))
+}
+
+fn last_token(v: &[u8]) -> &[u8] {
+    v.rsplit(|b| *b == b',').next().unwrap_or(v).trim_ascii()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// This many bytes are left.
+    Length(u64),
+    Chunked(Chunk),
+    /// Until the node closes the connection.
+    Close,
+    /// The body has ended.
+    Done,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Chunk {
+    Size,
+    /// This many bytes of the current chunk are left.
+    Data(u64),
+    /// The CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines up to an empty line.
+    Trailers,
+}
+
+/// Reads a response body off the connection as it is polled.
+#[derive(Debug)]
+pub struct Decoder {
+    framing: Framing,
+    keepalive: bool,
+}
+
+impl Decoder {
+    pub fn is_end_stream(&self) -> bool {
+        matches!(self.framing, Framing::Done | Framing::Length(0))
+    }
+
+    pub fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(n) => SizeHint::with_exact(n),
+            Framing::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
+
+    /// The body has ended and the connection may carry another request.
+    pub fn reusable(&self) -> bool {
+        self.keepalive && self.is_end_stream()
+    }
+
+    pub fn poll_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+        conn: &mut Connection,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        loop {
+            if let Some(step) = self.step(&mut conn.buf)? {
+                return Poll::Ready(step.map(Ok));
+            }
+            let want = match self.framing {
+                Framing::Length(n) | Framing::Chunked(Chunk::Data(n)) => {
+                    (n as usize).clamp(1, 4 * READ_CHUNK)
+                }
+                _ => READ_CHUNK,
+            };
+            let n = ready!(fill(&mut conn.io, &mut conn.buf, cx, want)).map_err(Error::Io)?;
+            if n == 0 {
+                if self.framing == Framing::Close {
+                    self.framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                return Poll::Ready(Some(Err(Error::Truncated)));
+            }
+        }
+    }
+
+    /// Decodes what `buf` holds. `Some(None)`: the body has ended; `Some(Some(frame))`: a
+    /// frame; `None`: more bytes are needed.
+    #[allow(clippy::type_complexity)]
+    fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Frame<Bytes>>>, Error> {
+        loop {
+            match self.framing {
+                Framing::Done | Framing::Length(0) => {
+                    self.framing = Framing::Done;
+                    return Ok(Some(None));
+                }
+                Framing::Length(n) | Framing::Chunked(Chunk::Data(n)) if !buf.is_empty() => {
+                    let take = n.min(buf.len() as u64);
+                    let data = buf.split_to(take as usize).freeze();
+                    self.framing = match self.framing {
+                        Framing::Length(_) => Framing::Length(n - take),
+                        _ if n == take => Framing::Chunked(Chunk::DataEnd),
+                        _ => Framing::Chunked(Chunk::Data(n - take)),
+                    };
+                    return Ok(Some(Some(Frame::data(data))));
+                }
+                Framing::Close if !buf.is_empty() => {
+                    return Ok(Some(Some(Frame::data(buf.split().freeze()))));
+                }
+                Framing::Chunked(Chunk::Size) => {
+                    let Some(end) = memchr::memchr(b'\n', buf) else {
+                        if buf.len() > MAX_CHUNK_LINE {
+                            return Err(Error::Invalid("chunk size line too long"));
+                        }
+                        return Ok(None);
+                    };
+                    let size = chunk_size(&buf[..end + 1])?;
+                    buf.advance(end + 1);
+                    self.framing = Framing::Chunked(if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
+                Framing::Chunked(Chunk::DataEnd) => {
+                    if buf.len() < 2 {
+                        return Ok(None);
+                    }
+                    if &buf[..2] != b"\r\n" {
+                        return Err(Error::Invalid("chunk data longer than its size"));
+                    }
+                    buf.advance(2);
+                    self.framing = Framing::Chunked(Chunk::Size);
+                }
+                Framing::Chunked(Chunk::Trailers) => {
+                    if buf.starts_with(b"\r\n") {
+                        buf.advance(2);
+                        self.framing = Framing::Done;
+                        return Ok(Some(None));
+                    }
+                    let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+                        if buf.len() > MAX_HEAD {
+                            return Err(Error::Invalid("trailer section too large"));
+                        }
+                        return Ok(None);
+                    };
+                    let trailers = parse_trailers(&buf[..end + 4])?;
+                    buf.advance(end + 4);
+                    self.framing = Framing::Done;
+                    return Ok(Some(Some(Frame::trailers(trailers))));
+                }
+                // Data framings with nothing buffered.
+                _ => return Ok(None),
+            }
+        }
+    }
+}
+
+/// `1a;ext=1\r\n` → 26. At most 16 hex digits; extensions are ignored.
+fn chunk_size(line: &[u8]) -> Result<u64, Error> {
+    let line = line
+        .strip_suffix(b"\r\n")
+        .ok_or(Error::Invalid("chunk size line without CRLF"))?;
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return Err(Error::Invalid("chunk size"));
+    }
+    let rest = line[digits..].trim_ascii_start();
+    if !rest.is_empty() && rest[0] != b';' {
+        return Err(Error::Invalid("chunk size"));
+    }
+    Ok(line[..digits].iter().fold(0u64, |n, d| {
+        n << 4 | u64::from((*d as char).to_digit(16).unwrap_or(0))
+    }))
+}
+
+fn parse_trailers(section: &[u8]) -> Result<HeaderMap, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let parsed = match httparse::parse_headers(section, &mut headers) {
+        Ok(httparse::Status::Complete((_, h))) => h,
+        _ => return Err(Error::Invalid("malformed trailers")),
+    };
+    let mut map = HeaderMap::with_capacity(parsed.len());
+    for h in parsed {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| Error::Invalid("trailer name"))?;
+        let value =
+            HeaderValue::from_bytes(h.value).map_err(|_| Error::Invalid("trailer value"))?;
+        map.append(name, value);
+    }
+    Ok(map)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head(raw: &str, method: Method) -> Result<Option<(http::response::Parts, Decoder)>, Error> {
+        parse_head(&mut BytesMut::from(raw.as_bytes()), &method)
+    }
+
+    #[test]
+    fn response_heads_table() {
+        // (response, method, status, framing, keepalive, headers kept)
+        type Case = (
+            &'static str,
+            Method,
+            u16,
+            Framing,
+            bool,
+            &'static [&'static str],
+        );
+        let table: &[Case] = &[
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\nKeep-Alive: timeout=5\r\nX-A: 1\r\n\r\nok",
+                Method::GET, 200, Framing::Length(2), true, &["content-length", "x-a"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n",
+                Method::GET, 200, Framing::Chunked(Chunk::Size), true, &[],
+            ),
+            // gzip after chunked: the body runs to the close.
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                Method::GET, 200, Framing::Close, false, &[],
+            ),
+            ("HTTP/1.1 200 OK\r\nX-B: 2\r\n\r\n", Method::GET, 200, Framing::Close, false, &["x-b"]),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 10\r\nConnection: close\r\n\r\n",
+                Method::GET, 200, Framing::Length(10), false, &["content-length"],
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                Method::GET, 200, Framing::Length(1), false, &["content-length"],
+            ),
+            (
+                "HTTP/1.0 200 OK\r\nContent-Length: 1\r\nConnection: keep-alive\r\n\r\n",
+                Method::GET, 200, Framing::Length(1), true, &["content-length"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n",
+                Method::HEAD, 200, Framing::Length(0), true, &["content-length"],
+            ),
+            ("HTTP/1.1 204 No Content\r\n\r\n", Method::GET, 204, Framing::Length(0), true, &[]),
+            ("HTTP/1.1 304 Not Modified\r\nETag: \"a\"\r\n\r\n", Method::GET, 304, Framing::Length(0), true, &["etag"]),
+            // Informational heads are skipped.
+            (
+                "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+                Method::GET, 201, Framing::Length(0), true, &["content-length"],
+            ),
+            // Headers that Connection names are hop-by-hop too.
+            (
+                "HTTP/1.1 200 OK\r\nConnection: x-secret, keep-alive\r\nX-Secret: 1\r\nContent-Length: 0\r\n\r\n",
+                Method::GET, 200, Framing::Length(0), true, &["content-length"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n",
+                Method::GET, 200, Framing::Length(3), true, &["content-length"],
+            ),
+        ];
+        for (raw, method, status, framing, keepalive, kept) in table {
+            let (parts, decoder) = head(raw, method.clone()).unwrap().unwrap();
+            assert_eq!(parts.status.as_u16(), *status, "{raw}");
+            assert_eq!(decoder.framing, *framing, "{raw}");
+            assert_eq!(decoder.keepalive, *keepalive, "{raw}");
+            let mut names: Vec<_> = parts.headers.keys().map(|k| k.as_str()).collect();
+            names.sort();
+            assert_eq!(&names, kept, "{raw}");
+        }
+    }
+
+    #[test]
+    fn bad_response_heads_table() {
+        let table = [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 1, 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length:\r\n\r\n",
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+            "HTTP/1.1 2000 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+            "NOTHTTP 200\r\n\r\n",
+        ];
+        for raw in table {
+            assert!(head(raw, Method::GET).is_err(), "{raw:?} was accepted");
+        }
+        let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: 1\r\n".repeat(101));
+        assert!(matches!(head(&many, Method::GET), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn a_partial_head_waits_and_the_body_stays_buffered() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello";
+        for cut in 0..raw.len() - 5 {
+            assert!(head(std::str::from_utf8(&raw[..cut]).unwrap(), Method::GET)
+                .unwrap()
+                .is_none());
+        }
+        let mut buf = BytesMut::from(&raw[..]);
+        let (_, mut d) = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        assert_eq!(&buf[..], b"hello");
+        let frame = d.step(&mut buf).unwrap().unwrap().unwrap();
+        assert_eq!(frame.into_data().unwrap(), "hello");
+        assert!(d.reusable());
+    }
+
+    /// Feeds `input` to a decoder one byte at a time, then whole; both must agree.
+    fn decode(framing: Framing, input: &[u8]) -> Result<(Vec<u8>, Option<HeaderMap>, bool), Error> {
+        let run = |pieces: Vec<&[u8]>| -> Result<(Vec<u8>, Option<HeaderMap>, bool), Error> {
+            let mut d = Decoder {
+                framing,
+                keepalive: true,
+            };
+            let (mut body, mut trailers, mut buf) = (Vec::new(), None, BytesMut::new());
+            for piece in pieces {
+                buf.extend_from_slice(piece);
+                while let Some(step) = d.step(&mut buf)? {
+                    match step {
+                        None => return Ok((body, trailers, buf.is_empty())),
+                        Some(f) => match f.into_data() {
+                            Ok(data) => body.extend_from_slice(&data),
+                            Err(f) => trailers = f.into_trailers().ok(),
+                        },
+                    }
+                }
+            }
+            Err(Error::Truncated)
+        };
+        let whole = run(vec![input]);
+        let bytewise = run(input.chunks(1).collect());
+        match (&whole, &bytewise) {
+            (Ok(a), Ok(b)) => assert_eq!((&a.0, &a.1), (&b.0, &b.1)),
+            (Err(_), Err(_)) => {}
+            _ => panic!("whole {whole:?} and byte-wise {bytewise:?} differ"),
+        }
+        whole
+    }
+
+    #[test]
+    fn chunked_bodies_table() {
+        let chunked = Framing::Chunked(Chunk::Size);
+        let (body, trailers, clean) =
+            decode(chunked, b"5\r\nhello\r\n6;ext=\"a\"\r\n world\r\n0\r\n\r\n").unwrap();
+        assert_eq!(body, b"hello world");
+        assert!(trailers.is_none() && clean);
+        let (body, trailers, _) = decode(
+            chunked,
+            b"A\r\n0123456789\r\n0\r\nGrpc-Status: 0\r\nX-T: a\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(body, b"0123456789");
+        let trailers = trailers.unwrap();
+        assert_eq!(trailers["grpc-status"], "0");
+        assert_eq!(trailers["x-t"], "a");
+        // Bytes after the end stay in the buffer: the connection is not reused then.
+        let (_, _, clean) = decode(chunked, b"0\r\n\r\nHTTP/1.1 200").unwrap();
+        assert!(!clean);
+        for bad in [
+            &b"5\r\nhello!\r\n0\r\n\r\n"[..],
+            b"x\r\n",
+            b"5 x\r\nhello\r\n",
+            b"11111111111111111\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"0\r\nBad Trailer\r\n\r\n",
+        ] {
+            assert!(
+                matches!(decode(chunked, bad), Err(Error::Invalid(_))),
+                "{:?} was accepted",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        let long_ext = [b"1;".as_slice(), &[b'a'; MAX_CHUNK_LINE]].concat();
+        assert!(matches!(decode(chunked, &long_ext), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn length_bodies_stop_at_their_length() {
+        let (body, _, clean) = decode(Framing::Length(3), b"abcdef").unwrap();
+        assert_eq!(body, b"abc");
+        assert!(!clean);
+        assert!(matches!(
+            decode(Framing::Length(9), b"abc"),
+            Err(Error::Truncated)
+        ));
+    }
+
+    #[test]
+    fn request_heads_are_written_in_origin_form() {
+        let req = Request::builder()
+            .method(Method::DELETE)
+            .uri("/a/b?c=1")
+            .header("host", "up.example")
+            .header("x-multi", "1")
+            .header("x-multi", "2")
+            .body(())
+            .unwrap();
+        let mut out = Vec::new();
+        encode_head(&req, &mut out);
+        assert_eq!(
+            out,
+            b"DELETE /a/b?c=1 HTTP/1.1\r\nhost: up.example\r\nx-multi: 1\r\nx-multi: 2\r\n\r\n"
+        );
+        let mut out = Vec::new();
+        encode_head(&Request::new(()), &mut out);
+        assert!(out.starts_with(b"GET / HTTP/1.1\r\n"));
+    }
+}
