@@ -16,7 +16,9 @@ use std::task::{ready, Context, Poll};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
-/// The most bytes a response head (status line and header lines) may take.
+/// The most bytes a response head (status line and headers) may take; over it, 502.
+/// hyper's client is held to the same (`pool::handshake`), so that a node's answer does
+/// not depend on which client carried the request. nginx's default is 4 or 8 KiB.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header lines in a response head or trailer section (hyper's default).
 const MAX_HEADERS: usize = 100;
@@ -110,14 +112,21 @@ pub async fn read_head(
     method: &Method,
 ) -> Result<(http::response::Parts, Decoder), Error> {
     let mut seen_any = !conn.buf.is_empty();
+    // How far the buffer is known to hold no end of head: a node that sends its head a
+    // byte at a time costs one scan of each byte, not one parse of the whole per read.
+    let mut scanned = 0;
     loop {
-        if !conn.buf.is_empty() {
+        if head_may_end(&conn.buf, scanned) {
             if let Some(done) = parse_head(&mut conn.buf, method)? {
                 return Ok(done);
             }
-            if conn.buf.len() >= MAX_HEAD {
-                return Err(Error::Invalid("response head too large"));
-            }
+            // An informational head may have been taken out: look at the rest anew.
+            scanned = 0;
+        } else {
+            scanned = conn.buf.len();
+        }
+        if conn.buf.len() >= MAX_HEAD {
+            return Err(Error::Invalid("response head too large"));
         }
         let n = poll_fn(|cx| fill(&mut conn.io, &mut conn.buf, cx, READ_CHUNK)).await;
         match n {
@@ -127,6 +136,15 @@ pub async fn read_head(
             Ok(_) => seen_any = true,
         }
     }
+}
+
+/// Whether `buf` holds an empty line (`\n\n` or `\n\r\n`) that ends past `from`.
+fn head_may_end(buf: &[u8], from: usize) -> bool {
+    let start = from.saturating_sub(2);
+    memchr::memchr_iter(b'\n', &buf[start..]).any(|i| {
+        let rest = &buf[start + i + 1..];
+        rest.starts_with(b"\n") || rest.starts_with(b"\r\n")
+    })
 }
 
 fn fill(
@@ -180,6 +198,11 @@ pub fn parse_head(
         } else {
             Version::HTTP_11
         };
+        // hyper's server writes a reason phrase other than the usual one back out.
+        let reason = r
+            .reason
+            .filter(|given| Some(*given) != status.canonical_reason())
+            .and_then(|given| hyper::ext::ReasonPhrase::try_from(given.as_bytes().to_vec()).ok());
         // Where each header's name and value lie in the head (it is at most 64 KiB), so
         // that the values share the head's bytes once it is split off.
         let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
@@ -200,7 +223,8 @@ pub fn parse_head(
         let mut length: Option<u64> = None;
         let mut has_te = false;
         let mut chunked = false;
-        let mut close = version == Version::HTTP_10;
+        // Once any value asks to close, a later keep-alive must not undo it.
+        let (mut saw_close, mut saw_keepalive) = (false, false);
         let mut named: Vec<HeaderName> = Vec::new();
         for &(ns, ne, vs, ve) in &spans[..count] {
             let name = HeaderName::from_bytes(&head[usize::from(ns)..usize::from(ne)])
@@ -219,9 +243,9 @@ pub fn parse_head(
             } else if name == CONNECTION {
                 for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                     if token.eq_ignore_ascii_case(b"close") {
-                        close = true;
+                        saw_close = true;
                     } else if token.eq_ignore_ascii_case(b"keep-alive") {
-                        close &= version != Version::HTTP_10;
+                        saw_keepalive = true;
                     } else if let Ok(n) = HeaderName::from_bytes(token) {
                         named.push(n);
                     }
@@ -238,6 +262,11 @@ pub fn parse_head(
         for n in named {
             map.remove(n);
         }
+        // RFC 9112 §6.1: Transfer-Encoding in an HTTP/1.0 message is faulty framing.
+        if has_te && version == Version::HTTP_10 {
+            return Err(Error::Invalid("Transfer-Encoding in an HTTP/1.0 response"));
+        }
+        let close = saw_close || (version == Version::HTTP_10 && !saw_keepalive);
         let framing = if *method == Method::HEAD
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED
@@ -261,6 +290,9 @@ pub fn parse_head(
         parts.status = status;
         parts.version = version;
         parts.headers = map;
+        if let Some(reason) = reason {
+            parts.extensions.insert(reason);
+        }
         let keepalive = !close && !matches!(framing, Framing::Close);
         return Ok(Some((parts, Decoder { framing, keepalive })));
     }
@@ -305,8 +337,9 @@ enum Chunk {
     Data(u64),
     /// The CRLF after a chunk's data.
     DataEnd,
-    /// After the last chunk: trailer lines up to an empty line.
-    Trailers,
+    /// After the last chunk: trailer lines up to an empty line, none ending in the
+    /// first this many bytes.
+    Trailers(usize),
 }
 
 /// Reads a response body off the connection as it is polled.
@@ -384,16 +417,17 @@ impl Decoder {
                     return Ok(Some(Some(Frame::data(buf.split().freeze()))));
                 }
                 Framing::Chunked(Chunk::Size) => {
-                    let Some(end) = memchr::memchr(b'\n', buf) else {
-                        if buf.len() > MAX_CHUNK_LINE {
-                            return Err(Error::Invalid("chunk size line too long"));
-                        }
+                    let end = memchr::memchr(b'\n', buf);
+                    if end.unwrap_or(buf.len()) > MAX_CHUNK_LINE {
+                        return Err(Error::Invalid("chunk size line too long"));
+                    }
+                    let Some(end) = end else {
                         return Ok(None);
                     };
                     let size = chunk_size(&buf[..end + 1])?;
                     buf.advance(end + 1);
                     self.framing = Framing::Chunked(if size == 0 {
-                        Chunk::Trailers
+                        Chunk::Trailers(0)
                     } else {
                         Chunk::Data(size)
                     });
@@ -408,18 +442,21 @@ impl Decoder {
                     buf.advance(2);
                     self.framing = Framing::Chunked(Chunk::Size);
                 }
-                Framing::Chunked(Chunk::Trailers) => {
+                Framing::Chunked(Chunk::Trailers(scanned)) => {
                     if buf.starts_with(b"\r\n") {
                         buf.advance(2);
                         self.framing = Framing::Done;
                         return Ok(Some(None));
                     }
-                    let Some(end) = memchr::memmem::find(buf, b"\r\n\r\n") else {
+                    let from = scanned.saturating_sub(3);
+                    let Some(end) = memchr::memmem::find(&buf[from..], b"\r\n\r\n") else {
                         if buf.len() > MAX_HEAD {
                             return Err(Error::Invalid("trailer section too large"));
                         }
+                        self.framing = Framing::Chunked(Chunk::Trailers(buf.len()));
                         return Ok(None);
                     };
+                    let end = from + end;
                     let trailers = parse_trailers(&buf[..end + 4])?;
                     buf.advance(end + 4);
                     self.framing = Framing::Done;
@@ -441,8 +478,13 @@ fn chunk_size(line: &[u8]) -> Result<u64, Error> {
     if digits == 0 || digits > 16 {
         return Err(Error::Invalid("chunk size"));
     }
-    let rest = line[digits..].trim_ascii_start();
-    if !rest.is_empty() && rest[0] != b';' {
+    // Only blanks before the extensions; no bare CR anywhere in the line.
+    let rest = &line[digits..];
+    let blanks = rest
+        .iter()
+        .take_while(|b| matches!(b, b' ' | b'\t'))
+        .count();
+    if (blanks < rest.len() && rest[blanks] != b';') || rest.contains(&b'\r') {
         return Err(Error::Invalid("chunk size"));
     }
     Ok(line[..digits].iter().fold(0u64, |n, d| {
@@ -533,6 +575,17 @@ mod tests {
                 "HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\n",
                 Method::GET, 200, Framing::Length(3), true, &["content-length"],
             ),
+            // A later keep-alive does not undo a close.
+            (
+                "HTTP/1.0 200 OK\r\nConnection: close, keep-alive\r\nContent-Length: 0\r\n\r\n",
+                Method::GET, 200, Framing::Length(0), false, &["content-length"],
+            ),
+            (
+                "HTTP/1.1 200 OK\r\nConnection: close\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
+                Method::GET, 200, Framing::Length(0), false, &["content-length"],
+            ),
+            // Bare LF line ends.
+            ("HTTP/1.1 200 OK\nContent-Length: 1\n\n", Method::GET, 200, Framing::Length(1), true, &["content-length"]),
         ];
         for (raw, method, status, framing, keepalive, kept) in table {
             let (parts, decoder) = head(raw, method.clone()).unwrap().unwrap();
@@ -558,12 +611,47 @@ mod tests {
             "HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n",
             "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
             "NOTHTTP 200\r\n\r\n",
+            "HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nTransfer-Encoding: chunked\r\n\r\n",
         ];
         for raw in table {
             assert!(head(raw, Method::GET).is_err(), "{raw:?} was accepted");
         }
         let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: 1\r\n".repeat(101));
         assert!(matches!(head(&many, Method::GET), Err(Error::Invalid(_))));
+    }
+
+    #[test]
+    fn an_unusual_reason_phrase_is_kept() {
+        let (parts, _) = head("HTTP/1.1 520 Origin Error\r\n\r\n", Method::GET)
+            .unwrap()
+            .unwrap();
+        let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>().unwrap();
+        assert_eq!(reason.as_bytes(), b"Origin Error");
+        let (parts, _) = head("HTTP/1.1 404 Not Found\r\n\r\n", Method::GET)
+            .unwrap()
+            .unwrap();
+        assert!(parts.extensions.get::<hyper::ext::ReasonPhrase>().is_none());
+    }
+
+    #[test]
+    fn the_end_of_a_head_is_found_past_the_scanned_part() {
+        let table: &[(&[u8], usize, bool)] = &[
+            (b"HTTP/1.1 200 OK\r\n\r\n", 0, true),
+            (b"HTTP/1.1 200 OK\r\n\r\n", 17, true),
+            (b"HTTP/1.1 200 OK\r\n\r\n", 18, true),
+            (b"HTTP/1.1 200 OK\r\n\r", 0, false),
+            (b"HTTP/1.1 200 OK\n\n", 16, true),
+            (b"HTTP/1.1 200 OK\r\nA: b\r\n", 0, false),
+            (b"", 0, false),
+        ];
+        for (buf, from, expected) in table {
+            assert_eq!(
+                head_may_end(buf, *from),
+                *expected,
+                "{:?} from {from}",
+                String::from_utf8_lossy(buf)
+            );
+        }
     }
 
     #[test]
@@ -640,6 +728,8 @@ mod tests {
             b"11111111111111111\r\n",
             b"5\nhello\r\n0\r\n\r\n",
             b"0\r\nBad Trailer\r\n\r\n",
+            b"5\r\r\nhello\r\n0\r\n\r\n",
+            b"5;a\rb\r\nhello\r\n0\r\n\r\n",
         ] {
             assert!(
                 matches!(decode(chunked, bad), Err(Error::Invalid(_))),
@@ -649,6 +739,11 @@ mod tests {
         }
         let long_ext = [b"1;".as_slice(), &[b'a'; MAX_CHUNK_LINE]].concat();
         assert!(matches!(decode(chunked, &long_ext), Err(Error::Invalid(_))));
+        // Also when its line end is already buffered.
+        let long_ext = [long_ext.as_slice(), b"\r\nx\r\n0\r\n\r\n"].concat();
+        assert!(matches!(decode(chunked, &long_ext), Err(Error::Invalid(_))));
+        let (body, _, _) = decode(chunked, b"1 \t;a=b\r\nx\r\n0\r\n\r\n").unwrap();
+        assert_eq!(body, b"x");
     }
 
     #[test]

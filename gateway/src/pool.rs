@@ -326,6 +326,7 @@ where
         Ok(Sender::Http2(tx))
     } else {
         let (tx, conn) = http1::Builder::new()
+            .max_buf_size(h1_client::MAX_HEAD)
             .handshake(TokioIo::new(io))
             .await
             .map_err(err)?;

@@ -932,7 +932,8 @@ async fn send_to_node(
     let started = std::time::Instant::now();
     let mut stale = 0;
     // No body and no upgrade: the request's own task speaks HTTP/1.1 to a plain node.
-    let inline = ex.progress.is_none()
+    let inline = req.method() != Method::CONNECT
+        && ex.progress.is_none()
         && req.body().is_end_stream()
         && ex
             .upgrade
@@ -1138,7 +1139,7 @@ async fn send_inline(
 ) -> Inline {
     let addr = node.addr.as_str();
     let timeout = ex.timeout;
-    let reused = conn.reused;
+    let (reused, idle_for) = (conn.reused, conn.idle_for);
     conn.uses += 1;
     let Sender::Inline(c) = &mut conn.tx else {
         return Inline::Failed(ProxyError::BadGateway(format!(
@@ -1156,7 +1157,11 @@ async fn send_inline(
         Ok(Ok((parts, decoder))) => Inline::Answered(parts, decoder, conn),
         // The node closed an idle connection as the request arrived; sending a bodiless
         // idempotent request again is safe.
-        Ok(Err(h1_client::Error::Closed)) if reused && ex.replayable => Inline::Stale,
+        Ok(Err(h1_client::Error::Closed))
+            if reused && ex.replayable && idle_for >= REPLAY_AFTER_IDLE =>
+        {
+            Inline::Stale
+        }
         Ok(Err(e)) => Inline::Failed(ProxyError::BadGateway(format!(
             "upstream {addr} failed: {e}"
         ))),

@@ -87,6 +87,8 @@ impl UpstreamBody {
     fn poll_inner(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.inner {
             Inner::Hyper(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+            // The connection went back to the pool when the body ended.
+            Inner::Inline(d) if d.is_end_stream() => Poll::Ready(None),
             Inner::Inline(d) => match self.conn.as_mut() {
                 Some((
                     Conn {

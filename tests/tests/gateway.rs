@@ -852,6 +852,10 @@ async fn scripted_node() -> (
                     pending.drain(..end);
                     let mut line = head.split_whitespace();
                     let (method, path) = (line.next().unwrap_or(""), line.next().unwrap_or(""));
+                    if path == "/vanish" {
+                        VANISHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                        return;
+                    }
                     let (answer, then) = scripted_answer(method, path);
                     if conn.write_all(answer.as_bytes()).await.is_err() {
                         return;
@@ -870,6 +874,9 @@ async fn scripted_node() -> (
     });
     (addr, conns)
 }
+
+/// How many times `/vanish` reached the scripted node (it closes without answering).
+static VANISHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
 enum After {
     Stay,
@@ -906,6 +913,7 @@ fn scripted_answer(method: &str, path: &str) -> (&'static str, After) {
             "HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nabc",
             After::Close,
         ),
+        (_, "/reason") => ("HTTP/1.1 520 Origin Error\r\ncontent-length: 0\r\n\r\n", After::Stay),
         (_, "/idle-close") => ("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok", After::CloseSoon),
         _ => ("HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n", After::Stay),
     }
@@ -974,6 +982,29 @@ async fn an_http1_node_is_read_by_its_framing() {
             "a truncated body must not look complete"
         );
     }
+
+    // A node's own reason phrase reaches the client.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut raw = tokio::net::TcpStream::connect(gw.http).await.unwrap();
+        raw.write_all(b"GET /reason HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        let mut got = vec![0u8; 64];
+        let n = raw.read(&mut got).await.unwrap();
+        assert!(
+            got[..n].starts_with(b"HTTP/1.1 520 Origin Error\r\n"),
+            "{:?}",
+            String::from_utf8_lossy(&got[..n])
+        );
+    }
+
+    // A node that drops a request on a connection just used is not sent it again (only
+    // a connection idle long enough for the node's keepalive timeout may have been
+    // closed under it): 502, and the node saw it once.
+    assert_eq!(get("/cl").await.unwrap().status(), 200);
+    assert_eq!(get("/vanish").await.unwrap().status(), 502);
+    assert_eq!(VANISHED.load(std::sync::atomic::Ordering::SeqCst), 1);
 
     // A node that closes idle connections: every request still succeeds.
     for _ in 0..10 {
