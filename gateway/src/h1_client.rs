@@ -394,9 +394,10 @@ impl Decoder {
     }
 
     /// Decodes what `buf` holds. `Some(None)`: the body has ended; `Some(Some(frame))`: a
-    /// frame; `None`: more bytes are needed.
+    /// frame; `None`: more bytes are needed. (Public for the `upstream_response` fuzz
+    /// target; the proxy reads through `poll_frame`.)
     #[allow(clippy::type_complexity)]
-    fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Frame<Bytes>>>, Error> {
+    pub fn step(&mut self, buf: &mut BytesMut) -> Result<Option<Option<Frame<Bytes>>>, Error> {
         loop {
             match self.framing {
                 Framing::Done | Framing::Length(0) => {
