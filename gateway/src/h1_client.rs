@@ -5,7 +5,7 @@
 //! (about 14,600 instructions per request of the 45,700 measured in docs/benchmarks.md
 //! §1d); this path has neither. It carries requests without a body or an upgrade, the
 //! common case; anything else goes through hyper on the same connection (`Conn::into_hyper`).
-use crate::headers::is_hop_by_hop;
+use crate::headers::{is_hop_by_hop, ForwardedHeaders};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, StatusCode, Version};
@@ -84,18 +84,25 @@ pub enum Error {
 }
 
 /// Writes the request head as HTTP/1.1: origin-form target, header lines as they are in
-/// the map (names lower case, as hyper writes them).
-pub fn encode_head<B>(req: &Request<B>, out: &mut Vec<u8>) {
+/// the map (names lower case, as hyper writes them), then the forwarding headers in place
+/// of any the map has.
+pub fn encode_head<B>(req: &Request<B>, forwarded: Option<&ForwardedHeaders>, out: &mut Vec<u8>) {
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in req.headers() {
+        if forwarded.is_some_and(|f| f.replaces(name)) {
+            continue;
+        }
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(f) = forwarded {
+        f.write(out);
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -769,13 +776,13 @@ mod tests {
             .body(())
             .unwrap();
         let mut out = Vec::new();
-        encode_head(&req, &mut out);
+        encode_head(&req, None, &mut out);
         assert_eq!(
             out,
             b"DELETE /a/b?c=1 HTTP/1.1\r\nhost: up.example\r\nx-multi: 1\r\nx-multi: 2\r\n\r\n"
         );
         let mut out = Vec::new();
-        encode_head(&Request::new(()), &mut out);
+        encode_head(&Request::new(()), None, &mut out);
         assert!(out.starts_with(b"GET / HTTP/1.1\r\n"));
     }
 }

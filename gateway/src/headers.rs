@@ -94,45 +94,115 @@ pub struct Forwarded<'a> {
 
 /// Sets `X-Forwarded-For` (appended), `X-Real-IP`, `X-Forwarded-Proto`, `-Host` and `-Port`.
 pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
-    // Room for the five at once: growing the map one insert at a time rehashes it.
-    headers.reserve(5);
-    let ip = ip_text(f.client_ip);
-    // Proxies before us may have sent several X-Forwarded-For lines: keep them all, in order.
-    let mut prev = headers
-        .get_all(&X_FORWARDED_FOR)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .map(str::trim)
-        .filter(|v| !v.is_empty())
-        .peekable();
-    let joined = prev.peek().is_some().then(|| {
-        let mut joined = prev.collect::<Vec<_>>().join(", ");
-        joined.push_str(", ");
-        joined.push_str(&ip);
-        joined
-    });
-    // An IP address is always a valid header value; both headers share its bytes.
-    if let Ok(peer) = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip)) {
-        let xff = match joined {
-            Some(j) => HeaderValue::from_str(&j).ok(),
-            None => Some(peer.clone()),
-        };
-        if let Some(v) = xff {
-            headers.insert(X_FORWARDED_FOR.clone(), v);
-        }
-        let real = match f.real_ip {
-            Some(ip) => HeaderValue::from_str(&ip.to_string()).ok(),
-            None => Some(peer),
-        };
-        if let Some(real) = real {
-            headers.insert(X_REAL_IP.clone(), real);
+    ForwardedHeaders::new(headers, f).apply(headers);
+}
+
+/// The forwarding headers of one request, worked out once from the client's headers:
+/// set in a header map for hyper's client ([`apply`](Self::apply), which gives the same
+/// map however often it runs, so a retry on another node is safe), or written straight
+/// after the head by the inline client ([`write`](Self::write)), which saves five map
+/// inserts (and often a rehash of the whole map) per request.
+#[derive(Debug, Clone)]
+pub struct ForwardedHeaders {
+    xff: HeaderValue,
+    real_ip: HeaderValue,
+    proto: &'static str,
+    /// `None`: whatever `X-Forwarded-Host` the client sent stays.
+    host: Option<HeaderValue>,
+    port: u16,
+}
+
+impl ForwardedHeaders {
+    pub fn new(headers: &HeaderMap, f: &Forwarded<'_>) -> ForwardedHeaders {
+        let ip = ip_text(f.client_ip);
+        // Proxies before us may have sent several X-Forwarded-For lines: keep them all,
+        // in order.
+        let mut prev = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .peekable();
+        let joined = prev.peek().is_some().then(|| {
+            let mut joined = prev.collect::<Vec<_>>().join(", ");
+            joined.push_str(", ");
+            joined.push_str(&ip);
+            joined
+        });
+        // Visible ASCII joined with ", " and an address: always a valid value. Both
+        // headers share the address's bytes.
+        let peer = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip))
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let xff = joined
+            .and_then(|j| HeaderValue::from_str(&j).ok())
+            .unwrap_or_else(|| peer.clone());
+        let real_ip = f
+            .real_ip
+            .and_then(|ip| HeaderValue::from_str(&ip_text(ip)).ok())
+            .unwrap_or(peer);
+        ForwardedHeaders {
+            xff,
+            real_ip,
+            proto: f.proto,
+            host: f.host.cloned(),
+            port: f.port,
         }
     }
-    headers.insert(X_FORWARDED_PROTO.clone(), HeaderValue::from_static(f.proto));
-    if let Some(h) = f.host {
-        headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        // Room for the five at once: growing the map one insert at a time rehashes it.
+        headers.reserve(5);
+        headers.insert(X_FORWARDED_FOR.clone(), self.xff.clone());
+        headers.insert(X_REAL_IP.clone(), self.real_ip.clone());
+        headers.insert(
+            X_FORWARDED_PROTO.clone(),
+            HeaderValue::from_static(self.proto),
+        );
+        if let Some(h) = &self.host {
+            headers.insert(X_FORWARDED_HOST.clone(), h.clone());
+        }
+        headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(self.port));
     }
-    headers.insert(X_FORWARDED_PORT.clone(), HeaderValue::from(f.port));
+
+    /// Whether a header line of the request is replaced by these.
+    pub fn replaces(&self, name: &HeaderName) -> bool {
+        let name = name.as_str();
+        name.starts_with("x-")
+            && (name == X_FORWARDED_FOR.as_str()
+                || name == X_REAL_IP.as_str()
+                || name == X_FORWARDED_PROTO.as_str()
+                || name == X_FORWARDED_PORT.as_str()
+                || (self.host.is_some() && name == X_FORWARDED_HOST.as_str()))
+    }
+
+    /// The header lines, as HTTP/1.1 writes them (names lower case, as hyper's are).
+    pub fn write(&self, out: &mut Vec<u8>) {
+        let mut line = |name: &HeaderName, value: &[u8]| {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        };
+        line(&X_FORWARDED_FOR, self.xff.as_bytes());
+        line(&X_REAL_IP, self.real_ip.as_bytes());
+        line(&X_FORWARDED_PROTO, self.proto.as_bytes());
+        if let Some(h) = &self.host {
+            line(&X_FORWARDED_HOST, h.as_bytes());
+        }
+        let mut port = [0u8; 5];
+        let mut at = port.len();
+        let mut n = self.port;
+        loop {
+            at -= 1;
+            port[at] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        line(&X_FORWARDED_PORT, &port[at..]);
+    }
 }
 
 /// The address as text; IPv4 without the formatting machinery (it is on every request).
@@ -280,6 +350,60 @@ mod tests {
             h.get_all("x-forwarded-for").iter().collect::<Vec<_>>(),
             vec!["1.1.1.1, 2.2.2.2, 3.3.3.3, 10.0.0.9"]
         );
+    }
+
+    /// The inline client's lines say exactly what the map gets, and the map is the same
+    /// however often they are applied.
+    #[test]
+    fn written_and_applied_forwarding_agree() {
+        for (prev, host, port) in [
+            (&[][..], None, 80),
+            (
+                &["1.1.1.1", "2.2.2.2, 3.3.3.3"][..],
+                Some("a.com:9080"),
+                9080,
+            ),
+            (&[][..], Some("b"), 0),
+            (&[][..], None, 65535),
+        ] {
+            let mut h = HeaderMap::new();
+            for p in prev {
+                h.append("x-forwarded-for", HeaderValue::from_static(p));
+            }
+            h.insert("x-forwarded-host", HeaderValue::from_static("from-client"));
+            h.insert("x-other", HeaderValue::from_static("1"));
+            let host = host.map(HeaderValue::from_static);
+            let f = ForwardedHeaders::new(
+                &h,
+                &Forwarded {
+                    real_ip: Some("192.0.2.7".parse().unwrap()),
+                    client_ip: "10.0.0.9".parse().unwrap(),
+                    proto: "https",
+                    host: host.as_ref(),
+                    port,
+                },
+            );
+            let mut written = Vec::new();
+            for (name, value) in &h {
+                if !f.replaces(name) {
+                    written.push(format!("{name}: {}", value.to_str().unwrap()));
+                }
+            }
+            let mut lines = Vec::new();
+            f.write(&mut lines);
+            written.extend(String::from_utf8(lines).unwrap().lines().map(String::from));
+            written.sort();
+            f.apply(&mut h);
+            let once = h.clone();
+            f.apply(&mut h);
+            assert_eq!(h, once, "applying twice changes the map");
+            let mut applied: Vec<String> = h
+                .iter()
+                .map(|(n, v)| format!("{n}: {}", v.to_str().unwrap()))
+                .collect();
+            applied.sort();
+            assert_eq!(written, applied);
+        }
     }
 
     #[test]

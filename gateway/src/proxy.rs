@@ -2,7 +2,7 @@
 //! No lock on configuration, no etcd, no await on the control plane in here.
 use crate::client_request::{self, RequestHost};
 use crate::h1_client::{self, Decoder};
-use crate::headers::{join_cookies, set_forwarded, strip_hop_by_hop, Forwarded};
+use crate::headers::{join_cookies, strip_hop_by_hop, Forwarded, ForwardedHeaders};
 use crate::lb::health::Outcome;
 use crate::lb::InFlightGuard;
 use crate::plugins::{Ran, Req};
@@ -656,8 +656,10 @@ fn prepare_forward(
     if parts.version == Version::HTTP_2 {
         join_cookies(&mut parts.headers);
     }
-    set_forwarded(
-        &mut parts.headers,
+    // Set when the request leaves (`send_to_node`): the inline client writes them
+    // without touching the map.
+    let forwarded = ForwardedHeaders::new(
+        &parts.headers,
         &Forwarded {
             client_ip: conn.remote.ip(),
             real_ip: ran.real_ip(),
@@ -680,7 +682,8 @@ fn prepare_forward(
     let timeout = target.timeout.unwrap_or(upstream.timeout);
     // `proxy-mirror`: a copy of what the upstream gets, at the mirror's path.
     let mirror = ran.mirror().map(|plan| {
-        let head = crate::plugins::proxy_mirror::copy_head(plan, &parts);
+        let mut head = crate::plugins::proxy_mirror::copy_head(plan, &parts);
+        forwarded.apply(&mut head.headers);
         (plan.clone(), head, timeout.connect() + timeout.read())
     });
     // A request without a body can be replayed if a pooled connection turns out to have
@@ -714,6 +717,7 @@ fn prepare_forward(
         hash_key,
         te_trailers,
         body_limit: body_limit.unwrap_or(u64::MAX),
+        forwarded,
         upstream_seen: shared.access_log.is_some() || ran.logs(),
         seen: std::sync::Mutex::new(None),
         upgrade: std::sync::Mutex::new(upgrade),
@@ -791,6 +795,8 @@ struct Exchange {
     /// The client's side of an allowed WebSocket handshake, joined to the node's side
     /// once the node answers 101.
     upgrade: std::sync::Mutex<Option<ClientSide>>,
+    /// `X-Forwarded-*` and `X-Real-IP`, set as the request leaves.
+    forwarded: ForwardedHeaders,
     /// Whether to keep [`UpstreamSeen`] (the access log or a log-phase plugin reads it),
     /// and where.
     upstream_seen: bool,
@@ -962,7 +968,7 @@ async fn send_to_node(
         if let Sender::Inline(_) = conn.tx {
             if inline {
                 let mut head = Vec::with_capacity(128 + 48 * req.headers().len());
-                h1_client::encode_head(&req, &mut head);
+                h1_client::encode_head(&req, Some(&ex.forwarded), &mut head);
                 match send_inline(shared, node, &head, req.method(), conn, ex).await {
                     Inline::Answered(parts, decoder, conn) => {
                         upstream.observe_response(node, parts.status.as_u16(), started.elapsed());
@@ -1016,6 +1022,7 @@ async fn send_to_node(
                 )))
             }
         }
+        ex.forwarded.apply(req.headers_mut());
         conn.uses += 1;
         // Only a connection that sat idle can have been closed by the node under us; a
         // copy for that case is not worth making on connections in constant use.
