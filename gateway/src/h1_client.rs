@@ -13,7 +13,8 @@ use http_body::{Frame, SizeHint};
 use std::future::poll_fn;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
-use tokio::io::AsyncWriteExt;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// The most bytes a response head (status line and headers) may take; over it, 502.
@@ -86,7 +87,12 @@ pub enum Error {
 /// Writes the request head as HTTP/1.1: origin-form target, header lines as they are in
 /// the map (names lower case, as hyper writes them), then the forwarding headers in place
 /// of any the map has.
-pub fn encode_head<B>(req: &Request<B>, forwarded: Option<&ForwardedHeaders>, out: &mut Vec<u8>) {
+pub fn encode_head<B>(
+    req: &Request<B>,
+    forwarded: Option<&ForwardedHeaders>,
+    chunked: bool,
+    out: &mut Vec<u8>,
+) {
     out.extend_from_slice(req.method().as_str().as_bytes());
     out.push(b' ');
     let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
@@ -104,12 +110,76 @@ pub fn encode_head<B>(req: &Request<B>, forwarded: Option<&ForwardedHeaders>, ou
     if let Some(f) = forwarded {
         f.write(out);
     }
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
     out.extend_from_slice(b"\r\n");
 }
 
-/// Sends `head` and reads the response head. Bounded by the caller's timeouts.
+/// Writes the request head. Bounded by the caller's send timeout.
 pub async fn send(conn: &mut Connection, head: &[u8]) -> Result<(), Error> {
     conn.io.write_all(head).await.map_err(Error::NotSent)
+}
+
+/// Why a request body did not reach the node whole.
+#[derive(Debug)]
+pub enum BodyError {
+    /// The client's body failed (aborted, too large, stalled, badly framed).
+    Client,
+    /// Writing to the node failed.
+    Write(std::io::Error),
+    /// The node took nothing for the send timeout.
+    Timeout,
+}
+
+/// Writes a request body as it arrives: as it is when the head gave its length,
+/// chunk-encoded otherwise (trailers are not sent, as hyper's client does not send them
+/// without `TE: trailers`). Each write is bounded by `gap`.
+pub async fn write_body<W, B>(
+    io: &mut W,
+    body: &mut B,
+    chunked: bool,
+    gap: Duration,
+) -> Result<(), BodyError>
+where
+    W: AsyncWrite + Unpin,
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    loop {
+        let frame = match poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+            None => break,
+            Some(Err(_)) => return Err(BodyError::Client),
+            Some(Ok(frame)) => frame,
+        };
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        if data.is_empty() {
+            continue;
+        }
+        let written = if chunked {
+            // One vectored write: size line, data, CRLF.
+            let mut buf = Bytes::from(format!("{:x}\r\n", data.len()))
+                .chain(data)
+                .chain(&b"\r\n"[..]);
+            tokio::time::timeout(gap, io.write_all_buf(&mut buf)).await
+        } else {
+            tokio::time::timeout(gap, io.write_all(&data)).await
+        };
+        match written {
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(Err(e)) => return Err(BodyError::Write(e)),
+            Ok(Ok(())) => {}
+        }
+    }
+    if chunked {
+        match tokio::time::timeout(gap, io.write_all(b"0\r\n\r\n")).await {
+            Err(_) => return Err(BodyError::Timeout),
+            Ok(Err(e)) => return Err(BodyError::Write(e)),
+            Ok(Ok(())) => {}
+        }
+    }
+    Ok(())
 }
 
 /// Reads until a final response head is complete (informational ones are skipped) and
@@ -118,13 +188,23 @@ pub async fn read_head(
     conn: &mut Connection,
     method: &Method,
 ) -> Result<(http::response::Parts, Decoder), Error> {
+    read_head_from(&mut conn.io, &mut conn.buf, method).await
+}
+
+/// [`read_head`] from one half of a connection (the other may be writing a body).
+pub async fn read_head_from<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut BytesMut,
+    method: &Method,
+) -> Result<(http::response::Parts, Decoder), Error> {
+    let conn = &mut ReadSide { io, buf };
     let mut seen_any = !conn.buf.is_empty();
     // How far the buffer is known to hold no end of head: a node that sends its head a
     // byte at a time costs one scan of each byte, not one parse of the whole per read.
     let mut scanned = 0;
     loop {
-        if head_may_end(&conn.buf, scanned) {
-            if let Some(done) = parse_head(&mut conn.buf, method)? {
+        if head_may_end(conn.buf, scanned) {
+            if let Some(done) = parse_head(conn.buf, method)? {
                 return Ok(done);
             }
             // An informational head may have been taken out: look at the rest anew.
@@ -135,7 +215,7 @@ pub async fn read_head(
         if conn.buf.len() >= MAX_HEAD {
             return Err(Error::Invalid("response head too large"));
         }
-        let n = poll_fn(|cx| fill(&mut conn.io, &mut conn.buf, cx, READ_CHUNK)).await;
+        let n = poll_fn(|cx| fill(&mut *conn.io, conn.buf, cx, READ_CHUNK)).await;
         match n {
             Ok(0) | Err(_) if !seen_any => return Err(Error::Closed),
             Ok(0) => return Err(Error::Truncated),
@@ -143,6 +223,11 @@ pub async fn read_head(
             Ok(_) => seen_any = true,
         }
     }
+}
+
+struct ReadSide<'a, R> {
+    io: &'a mut R,
+    buf: &'a mut BytesMut,
 }
 
 /// Whether `buf` holds an empty line (`\n\n` or `\n\r\n`) that ends past `from`.
@@ -154,8 +239,8 @@ fn head_may_end(buf: &[u8], from: usize) -> bool {
     })
 }
 
-fn fill(
-    io: &mut TcpStream,
+fn fill<R: AsyncRead + Unpin>(
+    io: &mut R,
     buf: &mut BytesMut,
     cx: &mut Context<'_>,
     want: usize,
@@ -367,6 +452,12 @@ impl Decoder {
             Framing::Done => SizeHint::with_exact(0),
             _ => SizeHint::default(),
         }
+    }
+
+    /// The node answered before it had the whole request body: whatever it makes of the
+    /// rest, the connection carries nothing more.
+    pub fn forbid_reuse(&mut self) {
+        self.keepalive = false;
     }
 
     /// The body has ended and the connection may carry another request.
@@ -776,13 +867,13 @@ mod tests {
             .body(())
             .unwrap();
         let mut out = Vec::new();
-        encode_head(&req, None, &mut out);
+        encode_head(&req, None, false, &mut out);
         assert_eq!(
             out,
             b"DELETE /a/b?c=1 HTTP/1.1\r\nhost: up.example\r\nx-multi: 1\r\nx-multi: 2\r\n\r\n"
         );
         let mut out = Vec::new();
-        encode_head(&Request::new(()), None, &mut out);
-        assert!(out.starts_with(b"GET / HTTP/1.1\r\n"));
+        encode_head(&Request::new(()), None, true, &mut out);
+        assert_eq!(out, b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
     }
 }

@@ -937,10 +937,8 @@ async fn send_to_node(
     let in_flight = node.state.in_flight.enter();
     let started = std::time::Instant::now();
     let mut stale = 0;
-    // No body and no upgrade: the request's own task speaks HTTP/1.1 to a plain node.
+    // No upgrade: the request's own task speaks HTTP/1.1 to a plain node.
     let inline = req.method() != Method::CONNECT
-        && ex.progress.is_none()
-        && req.body().is_end_stream()
         && ex
             .upgrade
             .lock()
@@ -967,9 +965,14 @@ async fn send_to_node(
         };
         if let Sender::Inline(_) = conn.tx {
             if inline {
+                // A body of unknown length (the client's was chunked) goes chunked.
+                let chunked = !req.body().is_end_stream()
+                    && !req.headers().contains_key(http::header::CONTENT_LENGTH);
                 let mut head = Vec::with_capacity(128 + 48 * req.headers().len());
-                h1_client::encode_head(&req, Some(&ex.forwarded), &mut head);
-                match send_inline(shared, node, &head, req.method(), conn, ex).await {
+                h1_client::encode_head(&req, Some(&ex.forwarded), chunked, &mut head);
+                let method = req.method().clone();
+                let body = (!req.body().is_end_stream()).then(|| req.body_mut());
+                match send_inline(shared, node, &head, &method, body, chunked, conn, ex).await {
                     Inline::Answered(parts, decoder, conn) => {
                         upstream.observe_response(node, parts.status.as_u16(), started.elapsed());
                         return Ok(client_response(
@@ -1100,15 +1103,7 @@ async fn send_to_node(
                 }
                 // The client spoiled its own body: its fault, never the node's.
                 (None, None) if client_fault(ex).is_some() => {
-                    return Err(SendError::Failed(client_fault(ex).map_or(
-                        ProxyError::ClientAborted,
-                        |f| match f {
-                            ClientFault::Stalled => ProxyError::ClientTimeout,
-                            ClientFault::TooLarge => ProxyError::TooLarge(ex.body_limit),
-                            ClientFault::BadFraming => ProxyError::BadBody,
-                            ClientFault::Aborted => ProxyError::ClientAborted,
-                        },
-                    )))
+                    return Err(SendError::Failed(client_fault_error(ex)))
                 }
                 (None, None) => {
                     return Err(SendError::Failed(ProxyError::BadGateway(format!(
@@ -1134,13 +1129,18 @@ enum Inline {
     Failed(ProxyError),
 }
 
-/// Sends a bodiless request on an inline connection and reads the response head; the body
-/// is read later, by the client's response body.
+/// Sends a request on an inline connection and reads the response head; the response
+/// body is read later, by the client's response body. A request body is written while
+/// the response is awaited: a node that answers early (a 413 halfway through an upload)
+/// is heard, and its connection is not reused.
+#[allow(clippy::too_many_arguments)]
 async fn send_inline(
     shared: &Shared,
     node: &NodeRt,
     head: &[u8],
     method: &Method,
+    body: Option<&mut UpBody>,
+    chunked: bool,
     mut conn: Conn,
     ex: &Exchange,
 ) -> Inline {
@@ -1156,19 +1156,68 @@ async fn send_inline(
     match tokio::time::timeout(timeout.send(), h1_client::send(c, head)).await {
         Err(_) => return Inline::Failed(timeout_err(shared, addr, "sending the request")),
         Ok(Ok(())) => {}
+        // Nothing of the body was taken yet: it can still go on another connection.
         Ok(Err(_)) if reused => return Inline::Stale,
         Ok(Err(e)) => return Inline::Unsent(ConnectError::Io(addr.to_string(), e.into_io())),
     }
-    match tokio::time::timeout(timeout.read(), h1_client::read_head(c, method)).await {
+    let has_body = body.is_some();
+    // In a block: the halves borrow the connection, which the answer takes along.
+    let (early, result) = 'exchange: {
+        let (mut rd, mut wr) = c.io.split();
+        let answer = h1_client::read_head_from(&mut rd, &mut c.buf, method);
+        tokio::pin!(answer);
+        let mut early = false;
+        let mut answered = None;
+        if let Some(body) = body {
+            let upload = h1_client::write_body(&mut wr, body, chunked, timeout.send());
+            tokio::select! {
+                biased;
+                sent = upload => match sent {
+                    Ok(()) => {}
+                    Err(h1_client::BodyError::Client) => {
+                        break 'exchange (false, Err(Inline::Failed(client_fault_error(ex))));
+                    }
+                    Err(h1_client::BodyError::Timeout) => {
+                        let e = timeout_err(shared, addr, "sending the request body");
+                        break 'exchange (false, Err(Inline::Failed(e)));
+                    }
+                    // The node stopped reading: it may have answered already (and closed).
+                    Err(h1_client::BodyError::Write(_)) => early = true,
+                },
+                // The node answered before the body was all sent.
+                got = &mut answer => {
+                    early = true;
+                    answered = Some(got);
+                }
+            }
+        }
+        // The read timeout starts once the body has gone, as on hyper's path.
+        let result = match answered {
+            Some(got) => Ok(got),
+            None => tokio::time::timeout(timeout.read(), answer).await,
+        };
+        (early, Ok(result))
+    };
+    let result = match result {
+        Ok(r) => r,
+        Err(failed) => return failed,
+    };
+    match result {
         Err(_) => Inline::Failed(timeout_err(shared, addr, "waiting for the response")),
-        Ok(Ok((parts, decoder))) => Inline::Answered(parts, decoder, conn),
+        Ok(Ok((parts, mut decoder))) => {
+            if early {
+                decoder.forbid_reuse();
+            }
+            Inline::Answered(parts, decoder, conn)
+        }
         // The node closed an idle connection as the request arrived; sending a bodiless
         // idempotent request again is safe.
         Ok(Err(h1_client::Error::Closed))
-            if reused && ex.replayable && idle_for >= REPLAY_AFTER_IDLE =>
+            if !has_body && reused && ex.replayable && idle_for >= REPLAY_AFTER_IDLE =>
         {
             Inline::Stale
         }
+        Ok(Err(_)) if client_fault(ex).is_some() => Inline::Failed(client_fault_error(ex)),
         Ok(Err(e)) => Inline::Failed(ProxyError::BadGateway(format!(
             "upstream {addr} failed: {e}"
         ))),
@@ -1177,6 +1226,16 @@ async fn send_inline(
 
 fn client_fault(ex: &Exchange) -> Option<ClientFault> {
     ex.progress.as_ref().and_then(|p| p.fault())
+}
+
+/// The answer for a request whose body the client spoiled: its fault, never the node's.
+fn client_fault_error(ex: &Exchange) -> ProxyError {
+    match client_fault(ex) {
+        Some(ClientFault::Stalled) => ProxyError::ClientTimeout,
+        Some(ClientFault::TooLarge) => ProxyError::TooLarge(ex.body_limit),
+        Some(ClientFault::BadFraming) => ProxyError::BadBody,
+        Some(ClientFault::Aborted) | None => ProxyError::ClientAborted,
+    }
 }
 
 /// Makes a request fit for an HTTP/2 node: absolute URI (`:scheme`, `:authority` from the

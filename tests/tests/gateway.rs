@@ -856,6 +856,43 @@ async fn scripted_node() -> (
                         VANISHED.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                         return;
                     }
+                    if path == "/refuse-upload" {
+                        // Answers before reading the body, then closes as nginx does:
+                        // its side first, then reading (and dropping) what still comes
+                        // for a while, so that no reset destroys the answer in flight.
+                        let _ = conn
+                            .write_all(
+                                b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\n\r\n",
+                            )
+                            .await;
+                        let _ = conn.shutdown().await;
+                        let linger =
+                            async { while matches!(conn.read(&mut buf).await, Ok(n) if n > 0) {} };
+                        let _ = tokio::time::timeout(Duration::from_secs(5), linger).await;
+                        return;
+                    }
+                    if path == "/echo" {
+                        let lower = head.to_ascii_lowercase();
+                        let Some(body) = read_request_body(&mut conn, &lower, &mut pending).await
+                        else {
+                            return;
+                        };
+                        let framing = if lower.contains("transfer-encoding: chunked") {
+                            "chunked"
+                        } else {
+                            "length"
+                        };
+                        let answer = format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\nx-framing: {framing}\r\n\r\n",
+                            body.len()
+                        );
+                        if conn.write_all(answer.as_bytes()).await.is_err()
+                            || conn.write_all(&body).await.is_err()
+                        {
+                            return;
+                        }
+                        continue;
+                    }
                     let (answer, then) = scripted_answer(method, path);
                     if conn.write_all(answer.as_bytes()).await.is_err() {
                         return;
@@ -873,6 +910,56 @@ async fn scripted_node() -> (
         }
     });
     (addr, conns)
+}
+
+/// Reads a request body framed by the head (`lower`: the head in lower case) from what
+/// is `pending` and then the connection; `None` when the connection ends first.
+async fn read_request_body(
+    conn: &mut tokio::net::TcpStream,
+    lower: &str,
+    pending: &mut Vec<u8>,
+) -> Option<Vec<u8>> {
+    async fn more(conn: &mut tokio::net::TcpStream, pending: &mut Vec<u8>) -> Option<()> {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 4096];
+        match conn.read(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                pending.extend_from_slice(&buf[..n]);
+                Some(())
+            }
+        }
+    }
+    if let Some(len) = lower
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length:"))
+        .and_then(|v| v.trim().parse::<usize>().ok())
+    {
+        while pending.len() < len {
+            more(conn, pending).await?;
+        }
+        return Some(pending.drain(..len).collect());
+    }
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = pending.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            more(conn, pending).await?;
+        };
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&pending[..line_end]).ok()?, 16).ok()?;
+        pending.drain(..line_end + 2);
+        while pending.len() < size + 2 {
+            more(conn, pending).await?;
+        }
+        body.extend(pending.drain(..size));
+        pending.drain(..2);
+        if size == 0 {
+            return Some(body);
+        }
+    }
 }
 
 /// How many times `/vanish` reached the scripted node (it closes without answering).
@@ -1005,6 +1092,44 @@ async fn an_http1_node_is_read_by_its_framing() {
     assert_eq!(get("/cl").await.unwrap().status(), 200);
     assert_eq!(get("/vanish").await.unwrap().status(), 502);
     assert_eq!(VANISHED.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    // Request bodies: a known length goes as it is, a chunked one chunked.
+    let sent = "x".repeat(100_000);
+    let r = client
+        .post(gw.url("/echo"))
+        .body(sent.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-framing"], "length");
+    assert_eq!(r.text().await.unwrap(), sent);
+    let big = "y".repeat(70_000);
+    let chunked = format!(
+        "POST /echo HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n5\r\ndefgh\r\n{:x}\r\n{big}\r\n0\r\n\r\n",
+        big.len()
+    );
+    let r = e2e::raw::exchange(gw.http, chunked.as_bytes())
+        .await
+        .unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-framing"), Some("chunked"));
+    assert_eq!(r.text(), format!("abcdefgh{big}"));
+    let before = opened();
+    // A node that refuses an upload before reading it: its answer reaches the client,
+    // and that connection is not used again.
+    let r = client
+        .post(gw.url("/refuse-upload"))
+        .body("z".repeat(64_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    assert_eq!(get("/cl").await.unwrap().text().await.unwrap(), "hello");
+    assert_eq!(
+        opened(),
+        before + 1,
+        "the refused upload's connection was reused"
+    );
 
     // A node that closes idle connections: every request still succeeds.
     for _ in 0..10 {
