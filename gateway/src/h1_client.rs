@@ -3,8 +3,9 @@
 //! response the client gets, and the body is read by the client's response body as the
 //! client takes it. hyper's client puts a connection task and a channel between the two
 //! (about 14,600 instructions per request of the 45,700 measured in docs/benchmarks.md
-//! §1d); this path has neither. It carries requests without a body or an upgrade, the
-//! common case; anything else goes through hyper on the same connection (`Conn::into_hyper`).
+//! §1d); this path has neither. It carries every request but upgrades and CONNECT (a body
+//! is written as it arrives while the answer is awaited); those go through hyper on the
+//! same connection (`Conn::into_hyper`).
 use crate::headers::{is_hop_by_hop, ForwardedHeaders};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};

@@ -290,7 +290,7 @@ pub async fn connect(
 }
 
 impl Conn {
-    /// Hands an inline connection to hyper, for a request with a body or an upgrade.
+    /// Hands an inline connection to hyper, for an upgrade or CONNECT.
     /// Bytes left unread from the previous response mean the node is out of step: the
     /// connection is refused as stale. The handshake writes nothing.
     pub async fn into_hyper(mut self) -> Result<Conn, ConnectError> {
