@@ -10,7 +10,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, State};
 use axum::http::{StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use model::credential::{credential_key, credentials_prefix};
 use model::{Credential, Id, Kind, ValidationError};
@@ -123,13 +123,14 @@ pub async fn put(
             )
             .await?
         {
-            WriteOutcome::Written { .. } => {
+            WriteOutcome::Written { revision } => {
                 let status = match expect {
                     Expect::Absent => StatusCode::CREATED,
                     Expect::ModRevision(_) => StatusCode::OK,
                 };
                 resource::redact_secrets(&mut value);
-                return Ok((status, Json(json!({ "key": key, "value": value }))).into_response());
+                let resp = (status, Json(json!({ "key": key, "value": value })));
+                return Ok(crate::cluster::Written::at(revision, resp));
             }
             WriteOutcome::MissingReference(_) => return Err(consumer_missing(&user)),
             WriteOutcome::Changed => backoff(attempt).await,
@@ -144,11 +145,14 @@ pub async fn delete(
     State(app): State<Arc<App>>,
     path: Result<Path<(String, String)>, PathRejection>,
     uri: Uri,
-) -> Result<Json<Value>> {
+) -> Result<Response> {
     let (user, id) = target(path?.0, &uri)?;
     let key = credential_key(app.store.prefix(), &user, &id);
     match app.store.delete_if(&key, None, None).await? {
-        DeleteOutcome::Deleted => Ok(Json(json!({ "deleted": "1", "key": key }))),
+        DeleteOutcome::Deleted { revision } => Ok(crate::cluster::Written::at(
+            revision,
+            Json(json!({ "deleted": "1", "key": key })),
+        )),
         DeleteOutcome::NotFound | DeleteOutcome::Changed => Err(credential_missing(&user, &id)),
     }
 }

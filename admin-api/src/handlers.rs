@@ -11,7 +11,7 @@ use axum::body::Bytes;
 use axum::extract::rejection::{BytesRejection, PathRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use axum::Json;
 use model::key::parse_key;
 use model::{Id, Kind, ValidationError};
@@ -188,12 +188,13 @@ async fn put(
         let expect = previous
             .as_ref()
             .map_or(Expect::Absent, |e| Expect::ModRevision(e.mod_revision));
-        if write(app, &key, &value, expect, &refs, lease).await? {
+        if let Some(revision) = write(app, &key, &value, expect, &refs, lease).await? {
             let status = match expect {
                 Expect::Absent => StatusCode::CREATED,
                 Expect::ModRevision(_) => StatusCode::OK,
             };
-            return Ok((status, written(kind, &key, value)).into_response());
+            let resp = (status, written(kind, &key, value));
+            return Ok(crate::cluster::Written::at(revision, resp));
         }
         backoff(attempt).await;
     }
@@ -246,8 +247,9 @@ pub async fn create(
         let key = app.key(kind, &id);
         let (value, refs) = prepare(&app, kind, &id, doc.clone(), None, now(), false)?;
         // Create-only: two replicas that drew the same id cannot overwrite each other.
-        if write(&app, &key, &value, Expect::Absent, &refs, lease).await? {
-            return Ok((StatusCode::CREATED, written(kind, &key, value)).into_response());
+        if let Some(revision) = write(&app, &key, &value, Expect::Absent, &refs, lease).await? {
+            let resp = (StatusCode::CREATED, written(kind, &key, value));
+            return Ok(crate::cluster::Written::at(revision, resp));
         }
         tracing::warn!(%key, "generated id already taken, drawing another");
         backoff(attempt).await;
@@ -343,7 +345,7 @@ async fn patch(app: &App, kind: Kind, id: Id, change: Change) -> Result<Response
         // Compare-and-swap on the revision we merged into: a concurrent change is re-read.
         // A patch keeps the resource's expiry (`?ttl=` when it was put).
         let lease = Some(current.lease).filter(|l| *l != 0);
-        if write(
+        if let Some(revision) = write(
             app,
             &key,
             &value,
@@ -353,7 +355,8 @@ async fn patch(app: &App, kind: Kind, id: Id, change: Change) -> Result<Response
         )
         .await?
         {
-            return Ok((StatusCode::OK, written(kind, &key, value)).into_response());
+            let resp = (StatusCode::OK, written(kind, &key, value));
+            return Ok(crate::cluster::Written::at(revision, resp));
         }
         tracing::debug!(%key, attempt, "concurrent change, patching again");
         backoff(attempt).await;
@@ -365,7 +368,7 @@ pub async fn delete(
     State(app): State<Arc<App>>,
     path: Result<Path<(String, String)>, PathRejection>,
     uri: Uri,
-) -> Result<Json<Value>> {
+) -> Result<Response> {
     let (kind, id) = kind_and_id(path?.0)?;
     let params = query(&uri, &["force"])?;
     let force = match params.get("force").map(String::as_str) {
@@ -409,7 +412,12 @@ pub async fn delete(
             .delete_if(&key, guard, children.as_deref())
             .await?
         {
-            DeleteOutcome::Deleted => return Ok(Json(json!({ "deleted": "1", "key": key }))),
+            DeleteOutcome::Deleted { revision } => {
+                return Ok(crate::cluster::Written::at(
+                    revision,
+                    Json(json!({ "deleted": "1", "key": key })),
+                ))
+            }
             DeleteOutcome::NotFound => return Err(not_found(kind, &id)),
             DeleteOutcome::Changed => backoff(attempt).await,
         }
@@ -607,8 +615,9 @@ fn prepare(
     Ok((value, refs))
 }
 
-/// A conditional write: `Ok(true)` when written, `Ok(false)` when the key changed since it
-/// was read (the caller reads again), a 400 when a reference does not exist.
+/// A conditional write: `Ok(Some(revision))` when written, `Ok(None)` when the key
+/// changed since it was read (the caller reads again), a 400 when a reference does not
+/// exist.
 async fn write(
     app: &App,
     key: &str,
@@ -616,7 +625,7 @@ async fn write(
     expect: Expect,
     refs: &[resource::Reference],
     lease: Option<i64>,
-) -> Result<bool> {
+) -> Result<Option<i64>> {
     // One check per key: a traffic-split may name the route's own upstream again.
     let mut ref_keys: Vec<String> = Vec::new();
     for (k, id, _) in refs {
@@ -631,8 +640,8 @@ async fn write(
         .put_if(key, bytes, expect, &ref_keys, lease)
         .await?
     {
-        WriteOutcome::Written { .. } => Ok(true),
-        WriteOutcome::Changed => Ok(false),
+        WriteOutcome::Written { revision } => Ok(Some(revision)),
+        WriteOutcome::Changed => Ok(None),
         WriteOutcome::MissingReference(missing) => {
             let (kind, id, field) = refs
                 .iter()

@@ -4,6 +4,7 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod error;
@@ -65,6 +66,7 @@ impl App {
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route(openapi::OPENAPI_PATH, get(openapi::serve))
+        .route("/apisix/admin/cluster", get(cluster::get))
         .route(
             "/apisix/admin/{kind}",
             get(handlers::list)
@@ -101,6 +103,11 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(handlers::fallback)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(DefaultBodyLimit::max(error::BODY_LIMIT))
+        // Inside the key check: only an allowed write waits.
+        .layer(middleware::from_fn_with_state(
+            app.clone(),
+            cluster::wait_layer,
+        ))
         .layer(middleware::from_fn_with_state(
             app.clone(),
             auth::require_key,

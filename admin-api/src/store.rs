@@ -3,7 +3,7 @@
 use crate::paging::Page;
 use etcd_client::{
     Client, Compare, CompareOp, ConnectOptions, DeleteOptions, GetOptions, GetResponse, KeyValue,
-    PutOptions, Txn, TxnOp, TxnOpResponse,
+    PutOptions, SortOrder, SortTarget, Txn, TxnOp, TxnOpResponse,
 };
 use model::key::{kind_prefix, range_end};
 use model::Kind;
@@ -146,7 +146,10 @@ pub enum WriteOutcome {
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum DeleteOutcome {
-    Deleted,
+    /// At this etcd revision.
+    Deleted {
+        revision: i64,
+    },
     NotFound,
     /// A guarded range changed since it was scanned: scan again and retry.
     Changed,
@@ -325,6 +328,20 @@ impl Store {
         Ok(resp.id())
     }
 
+    /// etcd's current revision, and the latest revision at which a key now under
+    /// `prefix` was written (0 when it holds none).
+    pub async fn latest_write(&self, prefix: &str) -> Result<(i64, i64), StoreError> {
+        let opts = GetOptions::new()
+            .with_range(range_end(prefix))
+            .with_sort(SortTarget::Mod, SortOrder::Descend)
+            .with_limit(1)
+            .with_keys_only();
+        let resp = self.get_raw(prefix.into(), opts).await?;
+        let current = resp.header().map_or(0, |h| h.revision());
+        let latest = resp.kvs().first().map_or(0, |kv| kv.mod_revision());
+        Ok((current, latest))
+    }
+
     /// Every key under `prefix`, at one revision.
     pub async fn range(&self, prefix: &str) -> Result<Vec<Entry>, StoreError> {
         let mut entries = Vec::new();
@@ -472,7 +489,9 @@ impl Store {
             .next()
             .is_some_and(|op| matches!(op, TxnOpResponse::Delete(d) if d.deleted() > 0));
         Ok(if deleted {
-            DeleteOutcome::Deleted
+            DeleteOutcome::Deleted {
+                revision: resp.header().map_or(0, |h| h.revision()),
+            }
         } else {
             DeleteOutcome::NotFound
         })

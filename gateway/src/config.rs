@@ -38,6 +38,14 @@ pub struct Config {
     /// Health, readiness, status and metrics.
     #[arg(long, env = "GATEWAY_STATUS_LISTEN", default_value = "127.0.0.1:9090")]
     pub status_listen: SocketAddr,
+    /// This replica's name in `{prefix}.cluster/gateways/` (`GET /apisix/admin/cluster`);
+    /// default: host name and process id.
+    #[arg(long, env = "GATEWAY_INSTANCE_ID", value_parser = parse_instance_id)]
+    pub instance_id: Option<String>,
+    /// TTL of the lease this replica's report is kept on: a replica that dies (or stops)
+    /// drops out of the cluster view within it. At least 2 s.
+    #[arg(long, env = "GATEWAY_REPORT_TTL", default_value = "10s", value_parser = parse_positive_duration)]
+    pub report_ttl: Duration,
     /// This replica's zone: upstream nodes with this `zone` are preferred while any is healthy.
     #[arg(long, env = "GATEWAY_ZONE")]
     pub zone: Option<String>,
@@ -100,25 +108,17 @@ impl Config {
     }
 }
 
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    let s = s.trim();
-    let (num, unit) = match s.find(|c: char| !(c.is_ascii_digit() || c == '.')) {
-        Some(i) => (&s[..i], &s[i..]),
-        None => (s, "s"),
-    };
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("{s:?} is not a duration like 15s or 500ms"))?;
-    let secs = match unit {
-        "ms" => n / 1000.0,
-        "s" => n,
-        "m" => n * 60.0,
-        _ => return Err(format!("{s:?}: unknown unit {unit:?}, use ms, s or m")),
-    };
-    if !secs.is_finite() || secs < 0.0 {
-        return Err(format!("{s:?} is not a valid duration"));
-    }
-    Ok(Duration::from_secs_f64(secs))
+pub use model::duration::parse_duration;
+
+/// An etcd key segment: 1 to 64 of `A-Z a-z 0-9 . _ -`.
+fn parse_instance_id(s: &str) -> Result<String, String> {
+    let ok = (1..=64).contains(&s.len())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && s != "."
+        && s != "..";
+    ok.then(|| s.to_string())
+        .ok_or_else(|| format!("{s:?}: 1 to 64 of A-Z a-z 0-9 . _ -"))
 }
 
 /// [`parse_duration`], refusing zero (a limit that every blocked write would exceed).

@@ -21,6 +21,7 @@ pub mod plugins;
 pub mod pool;
 pub mod prometheus;
 pub mod proxy;
+pub mod report;
 pub mod request_body;
 pub mod request_vars;
 pub mod response_end;
@@ -169,6 +170,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         dns_tx,
         config.dns_resolver,
     ));
+    let report_access = etcd_access.clone();
     let watcher = tokio::spawn(watch::run(
         config.etcd_endpoints.clone(),
         etcd_access,
@@ -179,6 +181,33 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         Arc::new(keyring),
     ));
     let status_task = tokio::spawn(status::serve(status, shared.clone(), stop_rx.clone()));
+    let identity = report::Identity {
+        id: config
+            .instance_id
+            .clone()
+            .unwrap_or_else(report::default_instance_id),
+        hostname: report::hostname(),
+        listen: vec![
+            config.listen.to_string(),
+            config.tls_listen.to_string(),
+            config.status_listen.to_string(),
+        ],
+        zone: config.zone.clone(),
+        started: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        workers,
+    };
+    // Leaves (revokes its key) as soon as the replica stops accepting.
+    let reporter = tokio::spawn(report::run(
+        config.etcd_endpoints.clone(),
+        report_access,
+        config.etcd_prefix.clone(),
+        identity,
+        config.report_ttl,
+        shared.clone(),
+        stop_accepting_rx.clone(),
+    ));
     let sweeper = {
         let pool = shared.pool.clone();
         tokio::spawn(async move {
@@ -205,6 +234,7 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_accepting.send(true);
+    let _ = reporter.await;
     for worker in served {
         let _ = worker.await;
     }

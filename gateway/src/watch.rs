@@ -41,7 +41,7 @@ const MAX_MESSAGE: usize = i32::MAX as usize; // etcd 3.4 sends at most this muc
 /// How many already-arrived watch messages are folded into one snapshot build.
 const MAX_BATCH: usize = 1024;
 
-struct Backoff {
+pub(crate) struct Backoff {
     next: Duration,
 }
 
@@ -49,13 +49,13 @@ impl Backoff {
     const MIN: Duration = Duration::from_millis(100);
     const MAX: Duration = Duration::from_secs(5);
 
-    fn new() -> Backoff {
+    pub(crate) fn new() -> Backoff {
         Backoff { next: Self::MIN }
     }
-    fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         self.next = Self::MIN;
     }
-    fn step(&mut self) -> Duration {
+    pub(crate) fn step(&mut self) -> Duration {
         let d = self.next;
         self.next = (self.next * 2).min(Self::MAX);
         d

@@ -3,9 +3,11 @@
 #![forbid(unsafe_code)]
 
 pub mod checks;
+pub mod cluster;
 pub mod codec;
 pub mod consumer;
 pub mod credential;
+pub mod duration;
 pub mod error;
 pub mod host;
 pub mod id;

@@ -1139,3 +1139,157 @@ async fn an_http1_node_is_read_by_its_framing() {
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
+
+/// Replicas report what they serve (`{prefix}.cluster/gateways/{id}`); a write with
+/// `?wait=applied` is answered once every replica serves it, or 504 naming those that do
+/// not; a replica that dies leaves the view within its lease TTL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_can_wait_until_every_replica_serves_them() {
+    let etcd = Etcd::start();
+    let admin = AdminApi::start(&etcd.url, "/gw", KEY);
+    let mut gws: Vec<Gateway> = ["gw-a", "gw-b", "gw-c"]
+        .iter()
+        .map(|id| {
+            let id = format!("--instance-id={id}");
+            Gateway::start(&etcd.url, "/gw", &[&id, "--report-ttl=5s", "--workers=1"])
+        })
+        .collect();
+    let backend = Backend::start("b1").await;
+    let client = reqwest::Client::new();
+    let ids = |view: &Value| -> Vec<String> {
+        view["gateways"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|g| g["id"].as_str().unwrap().to_string())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    eventually(Duration::from_secs(20), "three replicas report", || async {
+        let (_, view) = admin.call("GET", "/cluster", None).await;
+        ids(&view) == ["gw-a", "gw-b", "gw-c"]
+            && view["gateways"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|g| g["watch_connected"] == true && g["applied_revision"].as_i64() > Some(0))
+    })
+    .await;
+    let (_, view) = admin.call("GET", "/cluster", None).await;
+    let first = &view["gateways"][0];
+    assert!(first["listen"][0] == gws[0].http.to_string(), "{view}");
+    assert_eq!(first["workers"], 1);
+
+    // Each answer comes only once all three serve the change: checked right after it.
+    let route =
+        |uri: &str| json!({"uri": uri, "upstream": {"nodes": {backend.addr.to_string(): 1}}});
+    for i in 0..5 {
+        let path = format!("/w{i}");
+        let (status, body) = admin
+            .call(
+                "PUT",
+                &format!("/routes/w{i}?wait=applied"),
+                Some(route(&path)),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        for gw in &gws {
+            let got = client.get(gw.url(&path)).send().await.unwrap().status();
+            assert_eq!(got, 200, "{path} on {}", gw.http);
+        }
+    }
+    let (status, _) = admin.call("DELETE", "/routes/w0?wait=applied", None).await;
+    assert_eq!(status, 200);
+    for gw in &gws {
+        assert_eq!(
+            client.get(gw.url("/w0")).send().await.unwrap().status(),
+            404
+        );
+    }
+    let (_, view) = admin.call("GET", "/cluster", None).await;
+    for g in view["gateways"].as_array().unwrap() {
+        assert_eq!(
+            (g["in_sync"].clone(), g["lag"].clone()),
+            (json!(true), json!(0)),
+            "{view}"
+        );
+    }
+
+    // A replica that stopped: the wait times out and names it; the write is done anyway.
+    gws[1].proc.signal("STOP");
+    let asked = std::time::Instant::now();
+    let (status, body) = admin
+        .call(
+            "PUT",
+            "/routes/late?wait=applied&timeout=1s",
+            Some(route("/late")),
+        )
+        .await;
+    assert_eq!(status, 504, "{body}");
+    assert!(asked.elapsed() < Duration::from_secs(4));
+    assert_eq!(body["pending"][0]["id"], "gw-b", "{body}");
+    assert!(
+        body["error_msg"].as_str().unwrap().contains("gw-b"),
+        "{body}"
+    );
+    assert_eq!(admin.call("GET", "/routes/late", None).await.0, 200);
+    // Two of three is what this one asks for.
+    let (status, body) = admin
+        .call(
+            "PUT",
+            "/routes/late2?wait=applied&timeout=1s&min=2",
+            Some(route("/late2")),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    gws[1].proc.signal("CONT");
+    eventually(
+        Duration::from_secs(10),
+        "the stopped replica catches up",
+        || async {
+            let (_, view) = admin.call("GET", "/cluster", None).await;
+            ids(&view).len() == 3
+                && view["gateways"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .all(|g| g["in_sync"] == true)
+        },
+    )
+    .await;
+
+    // A replica that dies leaves within its lease TTL (5 s).
+    gws[2].proc.kill();
+    eventually(
+        Duration::from_secs(12),
+        "the killed replica leaves",
+        || async {
+            let (_, view) = admin.call("GET", "/cluster", None).await;
+            ids(&view) == ["gw-a", "gw-b"]
+        },
+    )
+    .await;
+
+    // Bad parameters name themselves.
+    let (status, body) = admin
+        .call("PUT", "/routes/x?wait=soon", Some(route("/x")))
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error_msg"].as_str().unwrap().contains("wait"),
+        "{body}"
+    );
+    let (status, body) = admin
+        .call(
+            "PUT",
+            "/routes/x?wait=applied&timeout=5h",
+            Some(route("/x")),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        body["error_msg"].as_str().unwrap().contains("timeout"),
+        "{body}"
+    );
+}
