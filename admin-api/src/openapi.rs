@@ -32,6 +32,7 @@ pub fn document() -> Value {
         paths.insert(format!("/apisix/admin/{}/{{id}}", kind.as_str()), one);
     }
     extra_paths(&mut paths);
+    waits(&mut paths);
     paths.insert(
         OPENAPI_PATH.into(),
         json!({"get": {
@@ -91,7 +92,16 @@ pub fn document() -> Value {
                     "schema": {"type": "string"}},
                 "force": {"name": "force", "in": "query", "required": false,
                     "description": "Delete even if other resources still reference this one",
-                    "schema": {"type": "boolean", "default": false}}
+                    "schema": {"type": "boolean", "default": false}},
+                "wait": {"name": "wait", "in": "query", "required": false,
+                    "description": "`applied`: answer only once every live gateway replica (or `min` of them) serves this write (see GET /apisix/admin/cluster); 504 if they do not within `timeout` (the write stays done)",
+                    "schema": {"type": "string", "enum": ["applied"]}},
+                "timeout": {"name": "timeout", "in": "query", "required": false,
+                    "description": "With wait=applied: how long to wait, e.g. 500ms, 5s (default 5s, at most 60s)",
+                    "schema": {"type": "string"}},
+                "min": {"name": "min", "in": "query", "required": false,
+                    "description": "With wait=applied: this many replicas are enough",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}
             },
             "responses": {
                 "BadRequest": error_response("Invalid body, field, reference or parameter"),
@@ -100,7 +110,13 @@ pub fn document() -> Value {
                 "NotFound": error_response("No such resource"),
                 "Conflict": error_response("The resource kept changing concurrently; retry"),
                 "TooLarge": error_response("The body is larger than 1.5 MiB"),
-                "Unavailable": error_response("etcd is unavailable")
+                "Unavailable": error_response("etcd is unavailable"),
+                "NotApplied": {"description": "Written, but not served by the replicas waited for within the timeout",
+                    "content": {"application/json": {"schema": {"type": "object",
+                        "required": ["error_msg", "revision", "pending"],
+                        "properties": {"error_msg": {"type": "string"}, "revision": {"type": "integer"},
+                            "pending": {"type": "array", "items": {"type": "object", "properties": {
+                                "id": {"type": "string"}, "applied_revision": {"type": "integer"}}}}}}}}}
             },
             "schemas": schemas()
         }
@@ -223,8 +239,54 @@ fn kind_paths(kind: Kind) -> (Value, Value, Value) {
     (collection, one, sub)
 }
 
-/// Paths outside the kinds: credentials, and what the registry says of plugins.
+/// Every write takes `wait`, `timeout` and `min`, and may answer 504.
+fn waits(paths: &mut Map<String, Value>) {
+    for item in paths.values_mut() {
+        for method in ["put", "post", "patch", "delete"] {
+            let Some(op) = item.get_mut(method).and_then(Value::as_object_mut) else {
+                continue;
+            };
+            let params = op.entry("parameters").or_insert_with(|| json!([]));
+            if let Some(list) = params.as_array_mut() {
+                for p in ["wait", "timeout", "min"] {
+                    list.push(json!({"$ref": format!("#/components/parameters/{p}")}));
+                }
+            }
+            if let Some(r) = op.get_mut("responses").and_then(Value::as_object_mut) {
+                r.insert(
+                    "504".into(),
+                    json!({"$ref": "#/components/responses/NotApplied"}),
+                );
+            }
+        }
+    }
+}
+
+/// Paths outside the kinds: credentials, what the registry says of plugins, the cluster.
 fn extra_paths(paths: &mut Map<String, Value>) {
+    paths.insert(
+        "/apisix/admin/cluster".into(),
+        json!({"get": {"summary": "Every live gateway replica: what it serves and how far behind it is (our extension)",
+            "operationId": "get_cluster",
+            "responses": {"200": {"description": "The replicas, as they report themselves on etcd leases",
+                "content": {"application/json": {"schema": {"type": "object",
+                    "required": ["revision", "config_revision", "total", "gateways"],
+                    "properties": {
+                        "revision": {"type": "integer", "description": "etcd's current revision"},
+                        "config_revision": {"type": "integer", "description": "the latest revision a configuration key was written at"},
+                        "total": {"type": "integer"},
+                        "gateways": {"type": "array", "items": {"type": "object", "properties": {
+                            "id": {"type": "string"}, "hostname": {"type": "string"}, "version": {"type": "string"},
+                            "listen": {"type": "array", "items": {"type": "string"}}, "zone": {"type": "string"},
+                            "started": {"type": "integer"}, "workers": {"type": "integer"},
+                            "applied_revision": {"type": "integer"}, "watch_connected": {"type": "boolean"},
+                            "invalid_resources": {"type": "integer"},
+                            "lag": {"type": "integer", "description": "config_revision minus applied_revision, at least 0"},
+                            "in_sync": {"type": "boolean"}}}}}}}}},
+                "400": {"$ref": "#/components/responses/BadRequest"},
+                "401": {"$ref": "#/components/responses/Unauthorized"},
+                "503": {"$ref": "#/components/responses/Unavailable"}}}}),
+    );
     let user = json!({"$ref": "#/components/parameters/username"});
     let id = json!({"$ref": "#/components/parameters/id"});
     let cred_body = json!({"required": true, "content": json_content("Credential")});
@@ -553,6 +615,13 @@ mod tests {
                 assert!(doc["paths"][&base]["post"].is_null(), "post {base}");
             }
         }
+        assert!(doc["paths"]["/apisix/admin/cluster"]["get"].is_object());
+        let put = &doc["paths"]["/apisix/admin/routes/{id}"]["put"];
+        assert!(
+            put["parameters"].to_string().contains("parameters/wait"),
+            "{put}"
+        );
+        assert!(put["responses"]["504"].is_object());
         // Each kind's body has its own schema.
         for kind in SUPPORTED {
             let body = &doc["paths"][format!("/apisix/admin/{}", kind.as_str())]["put"];
