@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # Runs the whole stack locally: a single-node etcd (data in .local/, git-ignored), the
 # admin-api, two gateway replicas and a demo upstream with a route. Ctrl-C stops it all.
+#   scripts/stack.sh          the stack with etcd
+#   scripts/stack.sh --file   one gateway in file mode (APISIX standalone): no etcd, no
+#                             admin-api; edit .local/apisix.yaml and it applies in a second
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -36,6 +39,37 @@ wait_http() { # url
   done
   echo "timed out waiting for $1" >&2; exit 1
 }
+
+if [ "${1:-}" = "--file" ]; then
+  file=.local/apisix.yaml
+  if [ ! -f "$file" ]; then
+    cat >"$file" <<'YAML'
+# The gateway reads this file again whenever it changes; it must end with #END.
+routes:
+  - id: demo
+    uri: /demo/*
+    upstream_id: demo
+upstreams:
+  - id: demo
+    nodes:
+      "${{DEMO_UPSTREAM:=127.0.0.1:9100}}": 1
+#END
+YAML
+  fi
+  start demo-upstream "$bin/echo-backend" 127.0.0.1:9100 demo
+  start gateway "$bin/gateway" --config-file "$file" --listen 127.0.0.1:9080 --tls-listen 127.0.0.1:9443 --status-listen 127.0.0.1:9090
+  wait_http http://127.0.0.1:9090/readyz
+  cat <<MSG
+
+The gateway is up in file mode (no etcd). Try:
+  curl -i http://127.0.0.1:9080/demo/hello     # through the gateway
+  \$EDITOR $file                         # applied within a second of saving
+  curl -s http://127.0.0.1:9090/status         # the file's generation and counts
+Ctrl-C stops everything.
+MSG
+  wait
+  exit 0
+fi
 
 start etcd etcd --name local --data-dir .local/etcd \
   --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \

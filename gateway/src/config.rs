@@ -38,6 +38,10 @@ pub struct Config {
     /// Health, readiness, status and metrics.
     #[arg(long, env = "GATEWAY_STATUS_LISTEN", default_value = "127.0.0.1:9090")]
     pub status_listen: SocketAddr,
+    /// File mode (APISIX standalone): read the configuration from this YAML (ending with a
+    /// `#END` line) or `.json` file instead of etcd, and again whenever it changes.
+    #[arg(long, env = "GATEWAY_CONFIG_FILE")]
+    pub config_file: Option<std::path::PathBuf>,
     /// This replica's name in `{prefix}.cluster/gateways/` (`GET /apisix/admin/cluster`);
     /// default: host name and process id.
     #[arg(long, env = "GATEWAY_INSTANCE_ID", value_parser = parse_instance_id)]

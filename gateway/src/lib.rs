@@ -6,6 +6,7 @@ pub mod access_log;
 pub mod balancer;
 pub mod client_request;
 pub mod config;
+pub mod config_file;
 pub mod consumers;
 pub mod dns;
 pub mod h1_client;
@@ -171,15 +172,26 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         config.dns_resolver,
     ));
     let report_access = etcd_access.clone();
-    let watcher = tokio::spawn(watch::run(
-        config.etcd_endpoints.clone(),
-        etcd_access,
-        config.etcd_prefix.clone(),
-        shared.clone(),
-        stop_rx.clone(),
-        watch::DnsLink { updates: dns_rx },
-        Arc::new(keyring),
-    ));
+    let dns_link = watch::DnsLink { updates: dns_rx };
+    // File mode: no etcd at all (no watch, no report).
+    let watcher = match &config.config_file {
+        Some(path) => tokio::spawn(config_file::run(
+            path.clone(),
+            shared.clone(),
+            stop_rx.clone(),
+            dns_link,
+            Arc::new(keyring),
+        )),
+        None => tokio::spawn(watch::run(
+            config.etcd_endpoints.clone(),
+            etcd_access,
+            config.etcd_prefix.clone(),
+            shared.clone(),
+            stop_rx.clone(),
+            dns_link,
+            Arc::new(keyring),
+        )),
+    };
     let status_task = tokio::spawn(status::serve(status, shared.clone(), stop_rx.clone()));
     let identity = report::Identity {
         id: config
@@ -199,15 +211,17 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
         workers,
     };
     // Leaves (revokes its key) as soon as the replica stops accepting.
-    let reporter = tokio::spawn(report::run(
-        config.etcd_endpoints.clone(),
-        report_access,
-        config.etcd_prefix.clone(),
-        identity,
-        config.report_ttl,
-        shared.clone(),
-        stop_accepting_rx.clone(),
-    ));
+    let reporter = config.config_file.is_none().then(|| {
+        tokio::spawn(report::run(
+            config.etcd_endpoints.clone(),
+            report_access,
+            config.etcd_prefix.clone(),
+            identity,
+            config.report_ttl,
+            shared.clone(),
+            stop_accepting_rx.clone(),
+        ))
+    });
     let sweeper = {
         let pool = shared.pool.clone();
         tokio::spawn(async move {
@@ -234,7 +248,9 @@ pub async fn run(config: Config, shutdown: impl Future<Output = ()>) -> anyhow::
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_accepting.send(true);
-    let _ = reporter.await;
+    if let Some(reporter) = reporter {
+        let _ = reporter.await;
+    }
     for worker in served {
         let _ = worker.await;
     }

@@ -14,6 +14,9 @@ pub struct Metrics {
     pub snapshot_build_micros: AtomicU64,
     pub watch_restarts: AtomicU64,
     pub relists: AtomicU64,
+    /// File mode: loads of the configuration file that were applied, and those refused.
+    pub config_file_loads: AtomicU64,
+    pub config_file_errors: AtomicU64,
     pub revision: AtomicU64,
     pub ready: AtomicU64,
     /// TLS handshakes refused for want of a certificate (no SNI, or an unknown name).
@@ -221,6 +224,12 @@ impl Metrics {
             Family("gateway_etcd_relists", Counter,
                 "Full lists of the prefix (start-up, after compaction).",
                 one(self.relists.load(Relaxed))),
+            Family("gateway_config_file_loads", Counter,
+                "File mode: versions of the configuration file applied.",
+                one(self.config_file_loads.load(Relaxed))),
+            Family("gateway_config_file_errors", Counter,
+                "File mode: versions of the configuration file refused (the last good one stays).",
+                one(self.config_file_errors.load(Relaxed))),
             Family("gateway_config_resources", Gauge,
                 "Valid resources in the applied configuration.",
                 kinds(counts.routes, counts.services, counts.upstreams, counts.ssls)),

@@ -314,7 +314,7 @@ async fn watch_from(
 
 /// Compiles and swaps in a new snapshot. Compilation runs off the async workers' hot
 /// loop (`block_in_place`) since large configurations take milliseconds to build.
-fn publish(shared: &Shared, state: &mut State, revision: i64) {
+pub(crate) fn publish(shared: &Shared, state: &mut State, revision: i64) {
     let names = state.names();
     shared.dns_names.send_if_modified(|current| {
         if *current == names {
