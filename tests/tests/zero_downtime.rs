@@ -168,7 +168,7 @@ async fn etcd_restart_watch_resumes_from_its_revision_under_load() {
     eventually(
         Duration::from_secs(15),
         "the gateway caught up with etcd's revision",
-        || async { gw.status_json().await["revision"].as_i64() == Some(want) },
+        || async { gw.status_json().await["revision"].as_i64() >= Some(want) },
     )
     .await;
     assert_eq!(backend_of(&gw, "/r").await.as_deref(), Some("b"));
@@ -281,7 +281,7 @@ async fn compaction_while_stopped_relists_to_exactly_etcds_state() {
         "exactly etcd's 31 routes after the relist",
         || async {
             let s = gw.status_json().await;
-            s["routes"].as_u64() == Some(31) && s["revision"].as_i64() == Some(rev)
+            s["routes"].as_u64() == Some(31) && s["revision"].as_i64() >= Some(rev)
         },
     )
     .await;
@@ -606,7 +606,9 @@ async fn metric(gw: &Gateway, name: &str) -> Option<f64> {
     gw.metric_value(name).await
 }
 
-/// etcd's current revision.
+/// etcd's current revision. A gateway that has applied everything up to it reports at
+/// least this (more once writes outside its prefix, such as the replicas' own reports,
+/// move etcd on).
 fn etcd_revision(etcd: &Etcd) -> i64 {
     let out = etcd.ctl(&["get", "/gw/", "--prefix", "--keys-only", "-w", "json"]);
     serde_json::from_str::<Value>(&out).unwrap()["header"]["revision"]
