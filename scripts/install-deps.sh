@@ -20,6 +20,8 @@ dpkg -s nginx >/dev/null 2>&1 || need+=(nginx)
 # promtool checks the metrics exposition; redis-server backs the cluster-wide limits.
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
+# The dashboard's end-to-end test renders it in a real browser (headless).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # The bench scripts and a few test helpers pick free ports with python3.
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 

@@ -189,7 +189,7 @@ async fn wait_applied(app: &App, revision: i64, wait: &Wait) -> std::result::Res
     }
 }
 
-async fn reports(app: &App) -> Result<Vec<Report>> {
+pub(crate) async fn reports(app: &App) -> Result<Vec<Report>> {
     let entries = app
         .store
         .range(&gateways_prefix(app.store.prefix()))

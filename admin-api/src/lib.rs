@@ -17,6 +17,7 @@ pub mod patch;
 pub mod plugin_info;
 pub mod resource;
 pub mod store;
+pub mod ui;
 
 use anyhow::Context;
 use axum::extract::{DefaultBodyLimit, Request};
@@ -67,6 +68,8 @@ pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route(openapi::OPENAPI_PATH, get(openapi::serve))
         .route("/apisix/admin/cluster", get(cluster::get))
+        .route("/ui/", get(ui::page))
+        .route("/ui", get(ui::page))
         .route(
             "/apisix/admin/{kind}",
             get(handlers::list)

@@ -1295,3 +1295,101 @@ async fn writes_can_wait_until_every_replica_serves_them() {
         "{body}"
     );
 }
+
+/// The page as a real browser (Debian's headless Chromium) renders it, scripts run.
+async fn browser_dom(url: &str) -> String {
+    let out = tokio::time::timeout(
+        Duration::from_secs(60),
+        tokio::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-dev-shm-usage",
+                "--virtual-time-budget=2000",
+                "--dump-dom",
+                url,
+            ])
+            .output(),
+    )
+    .await
+    .expect("chromium did not finish within 60 s")
+    .expect("chromium runs (scripts/install-deps.sh installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The `<tr>` of table `id` whose text holds `needle`.
+fn row_of(dom: &str, table: &str, needle: &str) -> Option<String> {
+    let start = dom.find(&format!("id=\"{table}\""))?;
+    let end = dom[start..].find("</table>")? + start;
+    dom[start..end]
+        .split("<tr>")
+        .find(|row| row.contains(needle))
+        .map(str::to_string)
+}
+
+/// The dashboard in a real browser: the replicas, a route created a moment before, and
+/// a node the replicas' health checks find down.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_shows_replicas_routes_and_node_health() {
+    let etcd = Etcd::start();
+    let admin = AdminApi::start(&etcd.url, "/gw", KEY);
+    let gw = Gateway::start(&etcd.url, "/gw", &["--instance-id=gw-ui", "--workers=1"]);
+    let backend = Backend::start("b1").await;
+    let down = format!("127.0.0.1:{}", e2e::free_port());
+    admin
+        .ok(
+            "PUT",
+            "/upstreams/checked?wait=applied",
+            Some(
+                json!({"name": "checked", "nodes": {backend.addr.to_string(): 1, down.clone(): 1},
+                "checks": {"active": {"type": "tcp",
+                    "healthy": {"interval": 1, "successes": 1},
+                    "unhealthy": {"interval": 1, "tcp_failures": 1}}}}),
+            ),
+        )
+        .await;
+    admin
+        .ok(
+            "PUT",
+            "/routes/dash-route?wait=applied",
+            Some(
+                json!({"name": "made-a-moment-ago", "uri": "/dash/*", "upstream_id": "checked",
+                "plugins": {"proxy-rewrite": {"uri": "/x"}}}),
+            ),
+        )
+        .await;
+    let url = format!("http://{}/ui/?api_key={KEY}", admin.addr);
+    let dom = browser_dom(&url).await;
+    assert!(dom.contains("<h1>Gateway</h1>"), "{dom}");
+    let replica = row_of(&dom, "replicas", "gw-ui").expect("the replica is listed");
+    assert!(
+        replica.contains("in sync") && replica.contains("connected"),
+        "{replica}"
+    );
+    let route = row_of(&dom, "routes", "dash-route").expect("the new route is listed");
+    assert!(
+        route.contains("made-a-moment-ago") && route.contains("/dash/*"),
+        "{route}"
+    );
+    assert!(
+        route.contains("checked") && route.contains("proxy-rewrite"),
+        "{route}"
+    );
+    eventually(
+        Duration::from_secs(15),
+        "the down node shows unhealthy",
+        || async {
+            let dom = browser_dom(&url).await;
+            row_of(&dom, "health", &down).is_some_and(|r| r.contains("unhealthy"))
+                && row_of(&dom, "health", &backend.addr.to_string())
+                    .is_some_and(|r| r.contains(">healthy<"))
+        },
+    )
+    .await;
+    // Without the key: refused.
+    let bare = reqwest::get(format!("http://{}/ui/", admin.addr))
+        .await
+        .unwrap();
+    assert_eq!(bare.status(), 401);
+}
