@@ -1334,7 +1334,7 @@ fn row_of(dom: &str, table: &str, needle: &str) -> Option<String> {
 async fn the_dashboard_shows_replicas_routes_and_node_health() {
     let etcd = Etcd::start();
     let admin = AdminApi::start(&etcd.url, "/gw", KEY);
-    let gw = Gateway::start(&etcd.url, "/gw", &["--instance-id=gw-ui", "--workers=1"]);
+    let _gw = Gateway::start(&etcd.url, "/gw", &["--instance-id=gw-ui", "--workers=1"]);
     let backend = Backend::start("b1").await;
     let down = format!("127.0.0.1:{}", e2e::free_port());
     admin
