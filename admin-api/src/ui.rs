@@ -1,7 +1,7 @@
 //! A read-only dashboard at `/ui/` (behind the admin key; a browser passes it as
 //! `?api_key=`, and a viewer key is enough): the gateway replicas and their lag, routes
 //! (searchable), upstreams with each node's health as every replica sees it, certificates
-//! with their expiry, and how many resources each replica skipped as invalid.
+//! with their expiry, and the resources the replicas skipped as invalid, with the reason.
 //! Rendered on the server from etcd and from each replica's `/status` (asked at the status
 //! address it reports, 1 s at most); a little plain JavaScript filters the routes and
 //! reloads the page every 5 s. Nothing is loaded from elsewhere.
@@ -329,6 +329,27 @@ pub fn render(d: &Data<'_>) -> String {
     }
     h.push_str("</tbody></table>");
 
+    h.push_str("<h2>Invalid resources</h2><table id=\"invalid\"><thead><tr><th>replica</th><th>resource</th><th>why it is skipped</th></tr></thead><tbody>");
+    let mut any = false;
+    for (r, s) in d.reports.iter().zip(d.status) {
+        let Some(rows) = s.as_ref().and_then(|s| s["invalid_resources"].as_array()) else {
+            continue;
+        };
+        for row in rows {
+            any = true;
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td class=\"bad\">{}</td></tr>",
+                esc(&r.id),
+                esc(&format!("{} {}", text(&row["kind"]), text(&row["id"]))),
+                esc(&text(&row["error"])),
+            );
+        }
+    }
+    if !any {
+        h.push_str("<tr><td colspan=\"3\" class=\"muted\">none reported</td></tr>");
+    }
+    h.push_str("</tbody></table>");
     let _ = write!(h, "<script>{SCRIPT}</script></body></html>");
     h
 }
@@ -382,6 +403,7 @@ mod tests {
         };
         let status = json!({
             "upstream_health": [{"upstream": evil, "node": evil, "healthy": false, "state": evil}],
+            "invalid_resources": [{"kind": evil, "id": evil, "error": evil}],
         });
         let route = json!({"id": evil, "name": evil, "uris": [evil], "hosts": [evil], "methods": [evil],
             "upstream": {"nodes": {evil: 1}}, "plugins": {evil: {}}});

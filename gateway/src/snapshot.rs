@@ -13,6 +13,9 @@ use crate::plugins::{Chain, Of};
 use crate::router::{RouteSpec, Router};
 use crate::split::{Choice, Split};
 use crate::state::{Dirty, State};
+
+/// How many invalid entries `/status` lists (all are counted).
+pub const MAX_INVALID_SHOWN: usize = 100;
 use crate::tls::CertTable;
 use crate::transport::{server_name, Transport};
 use http::HeaderValue;
@@ -42,6 +45,9 @@ pub struct Snapshot {
     /// and the next compile removes its inline upstreams and carries its balancers over.
     pub splits: imbl::HashMap<Id, Arc<Split>>,
     pub counts: ConfigCounts,
+    /// The first [`MAX_INVALID_SHOWN`] invalid entries and why, for `/status`; rebuilt
+    /// only when that list changed.
+    pub invalid: Arc<Vec<(model::Kind, Id, String)>>,
     /// Server certificates by SNI for the HTTPS listener, rebuilt only when an ssl changes.
     pub certs: Arc<CertTable>,
     /// Consumers by credential, rebuilt only when a consumer changes.
@@ -159,6 +165,7 @@ impl Snapshot {
             checked: imbl::HashMap::new(),
             splits: imbl::HashMap::new(),
             counts: ConfigCounts::default(),
+            invalid: Arc::default(),
             certs: Arc::default(),
             consumers: Arc::default(),
             global: None,
@@ -220,6 +227,18 @@ impl Snapshot {
             checked,
             splits,
             counts: state.counts(),
+            invalid: if dirty.all || dirty.errors {
+                Arc::new(
+                    state
+                        .errors()
+                        .iter()
+                        .take(MAX_INVALID_SHOWN)
+                        .map(|((kind, id), e)| (*kind, id.clone(), e.clone()))
+                        .collect(),
+                )
+            } else {
+                prev.invalid.clone()
+            },
             // A handful of certificates even in large setups: the table is rebuilt whole.
             certs: if dirty.all || !dirty.ssls.is_empty() {
                 Arc::new(CertTable::build(&state.certs))

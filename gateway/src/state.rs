@@ -68,6 +68,8 @@ pub struct State {
     /// What changed since the last [`State::take_dirty`]: the snapshot compiler redoes
     /// only that, so one change among 50,000 routes costs one route's work.
     dirty: Dirty,
+    /// The invalid entries with their errors, kept as changes arrive (for `/status`).
+    errors: BTreeMap<(Kind, Id), String>,
 }
 
 /// The ids whose values changed (added, replaced or deleted), or `all` when the state was
@@ -84,6 +86,8 @@ pub struct Dirty {
     pub consumer_groups: BTreeSet<Id>,
     pub plugin_metadata: BTreeSet<Id>,
     pub global_rules: BTreeSet<Id>,
+    /// The list of invalid entries changed.
+    pub errors: bool,
 }
 
 impl Dirty {
@@ -226,6 +230,17 @@ impl State {
                 None => {}
             }
         }
+        let key = (kind, id.clone());
+        let errors_changed = match (r.after, r.error) {
+            (Some(false), Some(e)) => {
+                self.errors.get(&key) != Some(&e) && {
+                    self.errors.insert(key, e);
+                    true
+                }
+            }
+            _ => self.errors.remove(&key).is_some(),
+        };
+        self.dirty.errors |= errors_changed;
         if r.applied == Applied::Changed {
             dirty.insert(id);
         }
@@ -288,6 +303,11 @@ impl State {
         self.dirty = Dirty::all();
     }
 
+    /// The invalid entries and why, kept as changes arrive.
+    pub fn errors(&self) -> &BTreeMap<(Kind, Id), String> {
+        &self.errors
+    }
+
     /// Invalid entries with their errors, for logs and `/status`.
     pub fn invalid(&self) -> Vec<(Kind, &Id, &str)> {
         fn errs<T>(
@@ -317,6 +337,8 @@ struct Replaced {
     applied: Applied,
     before: Option<bool>,
     after: Option<bool>,
+    /// Why the entry is invalid, when it is.
+    error: Option<String>,
     old_names: Vec<String>,
     new_names: Vec<String>,
 }
@@ -335,6 +357,7 @@ fn replace<T: Resource>(
         applied,
         before,
         after: validity(map),
+        error: map.get(id).and_then(|e| e.parsed.as_ref().err().cloned()),
         old_names,
         new_names: names_in(map.get(id), upstreams),
     }
@@ -370,6 +393,7 @@ fn replace_ssl(
         }
         Err(e) => {
             tracing::warn!(kind = "ssls", id = %id, error = %e, "unusable certificate in etcd: disabled");
+            r.error = Some(e.clone());
             entry.parsed = Err(e);
             r.after = Some(false);
         }
@@ -544,6 +568,59 @@ mod tests {
             .self_signed(&key)
             .unwrap();
         (cert.pem(), key.serialize_pem())
+    }
+
+    /// The list of invalid entries follows every change, and says when it changed.
+    #[test]
+    fn invalid_entries_are_kept_with_their_errors() {
+        let mut s = State::default();
+        let errors = |s: &State| -> Vec<String> {
+            s.errors()
+                .iter()
+                .map(|((k, id), _)| format!("{} {id}", k.as_str()))
+                .collect()
+        };
+        // (change, errors after, whether the list changed)
+        let steps: Vec<(Change, &[&str], bool)> = vec![
+            (
+                put(
+                    "/apisix/routes/1",
+                    r#"{"uri":"/a","upstream":{"nodes":{"127.0.0.1:1":1}}}"#,
+                ),
+                &[],
+                false,
+            ),
+            (put("/apisix/routes/2", r#"{"uri":5}"#), &["routes 2"], true),
+            (
+                put("/apisix/upstreams/u", r#"{"nodes":"x"}"#),
+                &["routes 2", "upstreams u"],
+                true,
+            ),
+            // Still invalid, for the same reason: no change to the list.
+            (
+                put("/apisix/routes/2", r#"{"uri":5}"#),
+                &["routes 2", "upstreams u"],
+                false,
+            ),
+            (
+                put(
+                    "/apisix/routes/2",
+                    r#"{"uri":"/b","upstream":{"nodes":{"127.0.0.1:1":1}}}"#,
+                ),
+                &["upstreams u"],
+                true,
+            ),
+            (del("/apisix/upstreams/u"), &[], true),
+            (del("/apisix/routes/1"), &[], false),
+        ];
+        for (i, (change, want, changed)) in steps.into_iter().enumerate() {
+            s.apply("/apisix", change);
+            assert_eq!(errors(&s), want, "step {i}");
+            assert_eq!(s.take_dirty().errors, changed, "step {i}");
+        }
+        let mut s = State::default();
+        s.apply("/apisix", put("/apisix/routes/9", r#"{"uri":5}"#));
+        assert!(s.errors()[&(Kind::Routes, Id::parse("9").unwrap())].contains("uri"));
     }
 
     #[test]

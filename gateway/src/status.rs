@@ -178,6 +178,11 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
                     "plugin_metadata": c.invalid_plugin_metadata,
                     "global_rules": c.invalid_global_rules,
                 },
+                "invalid_resources": snap.invalid.iter().map(|(kind, id, error)| serde_json::json!({
+                    "kind": kind.as_str(),
+                    "id": id.to_string(),
+                    "error": error,
+                })).collect::<Vec<_>>(),
                 "etcd_connected": shared.etcd_connected.load(Ordering::Relaxed),
                 "workers": shared.workers,
                 "idle_upstream_connections": shared.pool.idle_count(),

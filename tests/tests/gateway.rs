@@ -1359,7 +1359,19 @@ async fn the_dashboard_shows_replicas_routes_and_node_health() {
             ),
         )
         .await;
+    // A value the admin-api would refuse, written by another tool: skipped, with why.
+    etcd.ctl(&["put", "/gw/routes/broken", r#"{"uri": 5}"#]);
     let url = format!("http://{}/ui/?api_key={KEY}", admin.addr);
+    eventually(
+        Duration::from_secs(10),
+        "the invalid route is shown with its error",
+        || async {
+            let dom = browser_dom(&url).await;
+            row_of(&dom, "invalid", "routes broken")
+                .is_some_and(|r| r.contains("uri") && r.contains("gw-ui"))
+        },
+    )
+    .await;
     let dom = browser_dom(&url).await;
     assert!(dom.contains("<h1>Gateway</h1>"), "{dom}");
     let replica = row_of(&dom, "replicas", "gw-ui").expect("the replica is listed");
