@@ -49,6 +49,11 @@ pub struct Args {
     /// Milliseconds to wait after the first event of a burst before reconciling.
     #[arg(long, env = "INGRESS_DEBOUNCE_MS", default_value_t = 100)]
     pub debounce_ms: u64,
+    /// Seconds to wait for every gateway replica to serve a change before its Ingresses'
+    /// status is written (`{prefix}.cluster/gateways/`); past it the status waits for a
+    /// later pass.
+    #[arg(long, env = "INGRESS_STATUS_WAIT_SECONDS", default_value_t = 10)]
+    pub status_wait_seconds: u64,
     /// Seconds between full reconciles when nothing changes (repairs edits made behind our back).
     #[arg(long, env = "INGRESS_RESYNC_SECONDS", default_value_t = 30)]
     pub resync_seconds: u64,
@@ -57,6 +62,10 @@ pub struct Args {
 impl Args {
     pub fn debounce(&self) -> Duration {
         Duration::from_millis(self.debounce_ms)
+    }
+
+    pub fn status_wait(&self) -> Duration {
+        Duration::from_secs(self.status_wait_seconds)
     }
 
     pub fn resync(&self) -> Duration {

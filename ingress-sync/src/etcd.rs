@@ -102,12 +102,14 @@ pub async fn read_stored(
 
 /// Applies `plan` in transactions of at most [`TXN_OPS`] operations, in order. Each one
 /// holds only while `fence` (the leader's election key, at its creation revision) still
-/// exists, so a replica that lost the lease cannot write.
+/// exists, so a replica that lost the lease cannot write. Returns the revision of the
+/// last write (0 when the plan is empty).
 pub async fn apply(
     client: &mut Client,
     plan: &Plan,
     fence: Option<(&[u8], i64)>,
-) -> Result<(), StoreError> {
+) -> Result<i64, StoreError> {
+    let mut revision = 0;
     for chunk in plan.ops.chunks(TXN_OPS) {
         let ops: Vec<TxnOp> = chunk
             .iter()
@@ -128,6 +130,26 @@ pub async fn apply(
         if !resp.succeeded() {
             return Err(StoreError::NotLeader);
         }
+        revision = resp.header().map_or(revision, |h| h.revision());
     }
-    Ok(())
+    Ok(revision)
+}
+
+/// What the gateway replicas report of themselves (`model::cluster`).
+pub async fn reports(
+    client: &mut Client,
+    prefix: &str,
+) -> Result<Vec<model::cluster::Report>, StoreError> {
+    let start = model::cluster::gateways_prefix(prefix);
+    let resp = client
+        .get(
+            start.as_str(),
+            Some(GetOptions::new().with_range(range_end(&start))),
+        )
+        .await?;
+    Ok(resp
+        .kvs()
+        .iter()
+        .filter_map(|kv| serde_json::from_slice(kv.value()).ok())
+        .collect())
 }

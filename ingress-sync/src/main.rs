@@ -158,6 +158,9 @@ async fn run(cx: &SyncContext<'_>, mut leader_rx: watch::Receiver<leader::Leader
 
     let mut etcd_client = None;
     let mut last_warnings = Vec::new();
+    // The revision of our latest write that the gateway replicas may not serve yet: the
+    // status says "served" only once they all do.
+    let mut unconfirmed: Option<i64> = None;
     loop {
         let fence = leader_rx.borrow_and_update().clone();
         let mut retry = false;
@@ -180,9 +183,24 @@ async fn run(cx: &SyncContext<'_>, mut leader_rx: watch::Receiver<leader::Leader
             )
             .await
             {
-                Ok(()) => {
-                    if let Some(addr) = &args.publish_address {
-                        status::update(client, &cluster.ingresses, &desired.served, addr).await;
+                Ok(written) => {
+                    if written > 0 {
+                        unconfirmed = Some(written);
+                    }
+                    let served = match (unconfirmed, etcd_client.as_mut()) {
+                        (Some(revision), Some(c)) => {
+                            served_everywhere(c, &args.etcd_prefix, revision, args.status_wait())
+                                .await
+                        }
+                        _ => true,
+                    };
+                    if served {
+                        unconfirmed = None;
+                        if let Some(addr) = &args.publish_address {
+                            status::update(client, &cluster.ingresses, &desired.served, addr).await;
+                        }
+                    } else {
+                        retry = true;
                     }
                 }
                 Err(e) => {
@@ -207,7 +225,37 @@ async fn run(cx: &SyncContext<'_>, mut leader_rx: watch::Receiver<leader::Leader
     }
 }
 
-/// One reconcile: read what we own, write the difference.
+/// Waits until every live gateway replica reports `revision` applied, for `within` at
+/// most; `false` (logged) when some did not, or their reports could not be read.
+async fn served_everywhere(
+    client: &mut etcd_client::Client,
+    prefix: &str,
+    revision: i64,
+    within: Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let pending = match etcd::reports(client, prefix).await {
+            Ok(reports) => match model::cluster::applied(&reports, revision, None) {
+                model::cluster::Applied::Done { .. } => return true,
+                model::cluster::Applied::Waiting { pending, .. } => pending.join(", "),
+            },
+            Err(e) => format!("(reports unreadable: {e})"),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!(
+                revision,
+                pending,
+                "not every gateway replica serves the change yet; status waits"
+            );
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// One reconcile: read what we own, write the difference. Returns the revision of its
+/// last write, 0 when nothing needed writing.
 async fn sync(
     args: &Args,
     access: &common::etcd::Access,
@@ -215,7 +263,7 @@ async fn sync(
     desired: &translate::Desired,
     keyring: &model::Keyring,
     fence: &(Vec<u8>, i64),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<i64> {
     let c = match client {
         Some(c) => c,
         None => client.insert(
@@ -236,9 +284,9 @@ async fn sync(
         tracing::warn!(key, "key exists and is not ours; left alone");
     }
     if plan.ops.is_empty() {
-        return Ok(());
+        return Ok(0);
     }
-    etcd::apply(c, &plan, Some((&fence.0, fence.1))).await?;
-    tracing::info!(ops = plan.ops.len(), "etcd updated");
-    Ok(())
+    let revision = etcd::apply(c, &plan, Some((&fence.0, fence.1))).await?;
+    tracing::info!(ops = plan.ops.len(), revision, "etcd updated");
+    Ok(revision)
 }

@@ -583,3 +583,57 @@ async fn syncs_through_an_etcd_with_client_certificates_and_a_user() {
     let keys = env.etcd.ctl(&["get", PREFIX, "--prefix", "--keys-only"]);
     assert!(keys.contains("/routes/"), "{keys}");
 }
+
+/// An Ingress's status says it is served only once every gateway replica serves it: with
+/// the one replica stopped, no status; once it runs again, the status comes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_waits_until_every_replica_serves_the_change() {
+    let env = Env::start_with(&["--report-ttl=20s"]).await;
+    let a = Backend::start("a").await;
+    env.kube.apply(service("app"));
+    env.kube.apply(slice("app", &a));
+    let _sync = env.sync(&[]);
+    // The replica has reported itself before it is stopped.
+    eventually(Duration::from_secs(10), "the replica reports", || async {
+        let out = env.etcd.ctl(&[
+            "get",
+            "--prefix",
+            "--keys-only",
+            &format!("{PREFIX}.cluster/"),
+        ]);
+        !out.trim().is_empty()
+    })
+    .await;
+    env.gw.proc.signal("STOP");
+    env.kube.apply(ingress("late", None, "/late", "app"));
+    // Written to etcd, but not served: no status.
+    eventually(
+        Duration::from_secs(10),
+        "the ingress is written to etcd",
+        || async {
+            !env.etcd
+                .ctl(&[
+                    "get",
+                    "--prefix",
+                    "--keys-only",
+                    &format!("{PREFIX}/routes/"),
+                ])
+                .trim()
+                .is_empty()
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        env.kube.status_patches().is_empty(),
+        "status patched while the replica could not serve it"
+    );
+    env.gw.proc.signal("CONT");
+    eventually(
+        Duration::from_secs(15),
+        "status patched once served",
+        || async { !env.kube.status_patches().is_empty() },
+    )
+    .await;
+    assert_eq!(env.who("any.example", "/late").await, Ok("a".into()));
+}
