@@ -22,6 +22,8 @@ pub const MAX_WAIT: Duration = Duration::from_secs(60);
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(5);
 /// How often the reports are read while a write waits.
 const POLL: Duration = Duration::from_millis(50);
+/// The least time a read of the reports is given.
+const READ_AT_LEAST: Duration = Duration::from_millis(500);
 
 /// The etcd revision a handler's write landed at, carried to the wait in the response.
 #[derive(Debug, Clone, Copy)]
@@ -149,12 +151,32 @@ pub async fn wait_layer(State(app): State<Arc<App>>, mut req: Request, next: Nex
 /// Reads the reports every 50 ms until the revision is applied or the time is up.
 async fn wait_applied(app: &App, revision: i64, wait: &Wait) -> std::result::Result<(), Response> {
     let deadline = Instant::now() + wait.timeout;
+    // The last reports read: etcd failing during the wait makes it time out on what was
+    // last known, never fails the write.
+    let mut last: Option<Vec<Report>> = None;
     loop {
-        let reports = match reports(app).await {
-            Ok(r) => r,
-            Err(e) => return Err(e.into_response()),
+        // Each read gets what is left, and at least a moment for the last one.
+        let left = deadline
+            .saturating_duration_since(Instant::now())
+            .max(READ_AT_LEAST);
+        if let Ok(Ok(r)) = tokio::time::timeout(left, reports(app)).await {
+            last = Some(r);
+        }
+        let Some(reports) = last.as_ref() else {
+            if Instant::now() >= deadline {
+                let body = json!({
+                    "error_msg": format!(
+                        "written at revision {revision}, but the replicas' reports could not \
+                         be read within {:?}", wait.timeout),
+                    "revision": revision,
+                    "pending": [],
+                });
+                return Err((StatusCode::GATEWAY_TIMEOUT, Json(body)).into_response());
+            }
+            tokio::time::sleep(POLL).await;
+            continue;
         };
-        let state = applied(&reports, revision, wait.min);
+        let state = applied(reports, revision, wait.min);
         let Applied::Waiting {
             pending,
             have,
@@ -209,6 +231,11 @@ pub async fn get(State(app): State<Arc<App>>, uri: Uri) -> Result<Json<Value>> {
         .latest_write(&root_prefix(app.store.prefix()))
         .await?;
     let mut reports = reports(&app).await?;
+    // A delete leaves no key behind: what the most advanced replica applied counts too.
+    let latest = reports
+        .iter()
+        .map(|r| r.applied_revision)
+        .fold(latest, i64::max);
     reports.sort_by(|a, b| a.id.cmp(&b.id));
     let gateways: Vec<Value> = reports
         .into_iter()

@@ -24,6 +24,9 @@ type Result<T, E = ApiError> = std::result::Result<T, E>;
 
 /// How long a replica's `/status` may take.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(1);
+/// The most of a replica's `/status` read (a few KB normally; 100 invalid resources and
+/// thousands of health-checked nodes stay well under).
+const STATUS_LIMIT: usize = 4 << 20;
 
 /// `GET /ui/`.
 pub async fn page(State(app): State<Arc<App>>, uri: Uri) -> Result<Html<String>> {
@@ -35,13 +38,18 @@ pub async fn page(State(app): State<Arc<App>>, uri: Uri) -> Result<Html<String>>
     let mut reports = cluster::reports(&app).await?;
     reports.sort_by(|a, b| a.id.cmp(&b.id));
     let mut statuses = tokio::task::JoinSet::new();
+    let local = local_hostname();
     for (i, r) in reports.iter().enumerate() {
-        let addr = status_addr(r);
+        let Some(addr) = status_addr(r, &local) else {
+            continue;
+        };
         statuses.spawn(async move { (i, fetch_status(&addr).await) });
     }
     let mut status: Vec<Option<Value>> = vec![None; reports.len()];
-    while let Some(Ok((i, s))) = statuses.join_next().await {
-        status[i] = s;
+    while let Some(joined) = statuses.join_next().await {
+        if let Ok((i, s)) = joined {
+            status[i] = s;
+        }
     }
     let list = |kind| {
         let app = app.clone();
@@ -72,17 +80,27 @@ pub async fn page(State(app): State<Arc<App>>, uri: Uri) -> Result<Html<String>>
     })))
 }
 
+fn local_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default()
+}
+
 /// The status listener a replica reports, with an unspecified address (it listens on
-/// all) replaced by its host name.
-fn status_addr(r: &Report) -> String {
+/// all) replaced by its host name. A loopback address is only reachable from the same
+/// host: another host's replica is left unasked (`None`) rather than confused with ours.
+fn status_addr(r: &Report, local_host: &str) -> Option<String> {
     let addr = r.listen.get(2).cloned().unwrap_or_default();
-    match addr
+    if let Some(port) = addr
         .strip_prefix("0.0.0.0:")
         .or_else(|| addr.strip_prefix("[::]:"))
     {
-        Some(port) => format!("{}:{port}", r.hostname),
-        None => addr,
+        return Some(format!("{}:{port}", r.hostname));
     }
+    let loopback = addr
+        .parse::<std::net::SocketAddr>()
+        .is_ok_and(|a| a.ip().is_loopback());
+    (!loopback || r.hostname == local_host).then_some(addr)
 }
 
 async fn fetch_status(addr: &str) -> Option<Value> {
@@ -96,7 +114,11 @@ async fn fetch_status(addr: &str) -> Option<Value> {
             .body(Empty::<Bytes>::new())
             .ok()?;
         let resp = tx.send_request(req).await.ok()?;
-        let body = resp.into_body().collect().await.ok()?.to_bytes();
+        let body = http_body_util::Limited::new(resp.into_body(), STATUS_LIMIT)
+            .collect()
+            .await
+            .ok()?
+            .to_bytes();
         serde_json::from_slice(&body).ok()
     };
     tokio::time::timeout(STATUS_TIMEOUT, exchange).await.ok()?
@@ -449,10 +471,18 @@ mod tests {
             watch_connected: true,
             invalid_resources: 0,
         };
-        assert_eq!(status_addr(&r), "node1:9090");
+        let here = |r: &Report| status_addr(r, "node1");
+        let elsewhere = |r: &Report| status_addr(r, "node2");
+        assert_eq!(here(&r).as_deref(), Some("node1:9090"));
         r.listen[2] = "10.1.2.3:9090".into();
-        assert_eq!(status_addr(&r), "10.1.2.3:9090");
+        assert_eq!(elsewhere(&r).as_deref(), Some("10.1.2.3:9090"));
         r.listen[2] = "[::]:9091".into();
-        assert_eq!(status_addr(&r), "node1:9091");
+        assert_eq!(elsewhere(&r).as_deref(), Some("node1:9091"));
+        // The default status listener is loopback: only asked on the same host.
+        r.listen[2] = "127.0.0.1:9090".into();
+        assert_eq!(here(&r).as_deref(), Some("127.0.0.1:9090"));
+        assert_eq!(elsewhere(&r), None);
+        r.listen.clear();
+        assert_eq!(here(&r).as_deref(), Some(""));
     }
 }

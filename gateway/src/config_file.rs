@@ -1,8 +1,8 @@
 //! File mode (APISIX's standalone mode): the configuration comes from one YAML or JSON
 //! file instead of etcd. The same resources, as top-level lists (`routes`, `upstreams`,
 //! …); a YAML file must end with a `#END` line, so that a file caught halfway through a
-//! write is never applied; `${{NAME}}` and `${{NAME:=default}}` are replaced from the
-//! environment. The file is read again when it changes, and what changed is applied as
+//! write is never applied; `${{NAME}}` and `${{NAME:=default}}` in its strings (keys and
+//! values) are replaced from the environment. The file is read again when it changes, and what changed is applied as
 //! etcd events would be (`State::apply`, then one snapshot swap): a file edit is as
 //! zero-downtime as an etcd write. A file that does not load changes nothing; the reason
 //! is logged and counted (`gateway_config_file_errors_total`).
@@ -43,12 +43,14 @@ pub fn parse(
     {
         return Err("the file does not end with a #END line (it may be half written)".into());
     }
-    let text = substitute(text, env)?;
     let doc: Value = if json {
-        serde_json::from_str(&text).map_err(|e| format!("invalid JSON: {e}"))?
+        serde_json::from_str(text).map_err(|e| format!("invalid JSON: {e}"))?
     } else {
-        serde_yaml_ng::from_str(&text).map_err(|e| format!("invalid YAML: {e}"))?
+        serde_yaml_ng::from_str(text).map_err(|e| format!("invalid YAML: {e}"))?
     };
+    // In the parsed strings (keys too: nodes are keyed by address), never in the raw
+    // text: a value with quotes or `#` cannot change the document, a comment is a comment.
+    let doc = substitute_in(doc, env)?;
     let top = match doc {
         Value::Object(m) => m,
         // An empty YAML document: no resources.
@@ -96,6 +98,31 @@ pub fn parse(
     Ok(out)
 }
 
+fn substitute_in(v: Value, env: &dyn Fn(&str) -> Option<String>) -> Result<Value, String> {
+    Ok(match v {
+        Value::String(s) if s.contains("${{") => Value::String(substitute(&s, env)?),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|i| substitute_in(i, env))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => Value::Object(
+            m.into_iter()
+                .map(|(k, v)| {
+                    let k = if k.contains("${{") {
+                        substitute(&k, env)?
+                    } else {
+                        k
+                    };
+                    Ok((k, substitute_in(v, env)?))
+                })
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other,
+    })
+}
+
 /// `${{NAME}}` → the variable's value; `${{NAME:=default}}` → the default when unset.
 fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
     let mut out = String::with_capacity(text.len());
@@ -104,10 +131,8 @@ fn substitute(text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String
         out.push_str(&rest[..at]);
         let after = &rest[at + 3..];
         let end = after.find("}}").ok_or_else(|| {
-            format!(
-                "unclosed ${{{{ near {:?}",
-                &rest[at..(at + 20).min(rest.len())]
-            )
+            let near: String = rest[at..].chars().take(20).collect();
+            format!("unclosed ${{{{ near {near:?}")
         })?;
         let inner = after[..end].trim();
         let (name, default) = match inner.split_once(":=") {
@@ -267,6 +292,25 @@ mod tests {
         let v: Value = serde_json::from_slice(&r["/file/upstreams/u"]).unwrap();
         assert_eq!(v["nodes"]["h:1980"], 1);
         assert_eq!(v["nodes"]["h:8080"], 1);
+        // In the parsed strings only: a commented line is a comment, a value with quotes
+        // or `#` stays one value.
+        let quoted = |name: &str| (name == "Q").then(|| r#"a "b" # c: d"#.to_string());
+        let r = parse(
+            "# old: ${{UNSET}}\nroutes:\n  - id: 1\n    desc: \"${{Q}}\"\n#END",
+            false,
+            &quoted,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&r["/file/routes/1"]).unwrap();
+        assert_eq!(v["desc"], r#"a "b" # c: d"#);
+        let r = parse(
+            r#"{"routes": [{"id": 1, "desc": "${{Q}}"}]}"#,
+            true,
+            &quoted,
+        )
+        .unwrap();
+        let v: Value = serde_json::from_slice(&r["/file/routes/1"]).unwrap();
+        assert_eq!(v["desc"], r#"a "b" # c: d"#);
         let bad: &[(&str, bool, &str)] = &[
             ("routes:\n  - id: 1\n", false, "#END"),
             ("routes:\n  - id: 1\n#END\nmore: 1\n", false, "#END"),
@@ -284,6 +328,8 @@ mod tests {
             ("x: ${{NOPE}}\n#END\n", false, "NOPE"),
             ("x: ${{ bad-name }}\n#END\n", false, "not a variable"),
             ("x: ${{PORT\n#END\n", false, "unclosed"),
+            // Cut inside a multi-byte character, the message must not panic.
+            ("x: ${{ABCDEFGHIJKLMNOPé\n#END\n", false, "unclosed"),
             ("[1, 2]", true, "mapping"),
             ("{", true, "invalid JSON"),
         ];

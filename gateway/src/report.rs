@@ -87,7 +87,7 @@ pub async fn run(
         if *shutdown.borrow() {
             return;
         }
-        match term(
+        let term = term(
             &endpoints,
             &access,
             &key,
@@ -95,9 +95,9 @@ pub async fn run(
             ttl,
             &shared,
             &mut shutdown,
-        )
-        .await
-        {
+            &mut backoff,
+        );
+        match term.await {
             Ok(()) => return,
             Err(e) => {
                 tracing::warn!(error = %e, "cannot report this replica to etcd; retrying");
@@ -111,7 +111,9 @@ pub async fn run(
 }
 
 /// One lease: ends with `Ok` on shutdown (the lease revoked), with `Err` when etcd or the
-/// lease is lost.
+/// lease is lost. On `Err` the key is left to its lease, so a hiccup makes no gap in the
+/// report: the next term writes the same key on a new lease.
+#[allow(clippy::too_many_arguments)]
 async fn term(
     endpoints: &[String],
     access: &common::etcd::Access,
@@ -120,6 +122,7 @@ async fn term(
     ttl: Duration,
     shared: &Shared,
     shutdown: &mut watch::Receiver<bool>,
+    backoff: &mut Backoff,
 ) -> anyhow::Result<()> {
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
@@ -140,10 +143,12 @@ async fn term(
                 let put = client.put(key, value, Some(PutOptions::new().with_lease(lease)));
                 bounded(put).await?;
                 written = Some(now);
+                backoff.reset();
             }
             if Instant::now() >= keep_at {
                 bounded(keeper.keep_alive()).await?;
-                match tokio::time::timeout(every, answers.message()).await {
+                // The lease still has two thirds of its TTL: the answer may take that long.
+                match tokio::time::timeout(every * 2, answers.message()).await {
                     Ok(Ok(Some(a))) if a.ttl() > 0 => {}
                     _ => anyhow::bail!("lease {lease:x} was not kept alive"),
                 }
@@ -156,8 +161,10 @@ async fn term(
         }
     }
     .await;
-    // Leaving (or starting a new lease): the old key should not linger for a TTL.
-    let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
+    // Leaving: the key goes at once rather than after a TTL.
+    if ended.is_ok() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), client.lease_revoke(lease)).await;
+    }
     ended
 }
 

@@ -271,11 +271,21 @@ async fn watch_from(
                 if msg.compact_revision() > 0 {
                     if changed {
                         publish(shared, state, new_rev);
+                    } else {
+                        shared
+                            .metrics
+                            .revision
+                            .store(new_rev.max(0) as u64, Ordering::Relaxed);
                     }
                     return (new_rev, Ok(WatchEnd::Compacted(msg.compact_revision())));
                 }
                 if changed {
                     publish(shared, state, new_rev);
+                } else {
+                    shared
+                        .metrics
+                        .revision
+                        .store(new_rev.max(0) as u64, Ordering::Relaxed);
                 }
                 return (
                     new_rev,

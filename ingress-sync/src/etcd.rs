@@ -1,7 +1,9 @@
 //! Every etcd call of the sync: read what we own, apply a plan in fenced transactions.
 use crate::reconcile::{Op, Plan};
 use crate::translate::{LABEL_CONTROLLER, MANAGED_BY, OWNER};
-use etcd_client::{Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, GetOptions, Txn, TxnOp, TxnOpResponse,
+};
 use model::key::{kind_prefix, range_end};
 use model::Kind;
 use serde_json::Value;
@@ -130,7 +132,16 @@ pub async fn apply(
         if !resp.succeeded() {
             return Err(StoreError::NotLeader);
         }
-        revision = resp.header().map_or(revision, |h| h.revision());
+        // A chunk that only deleted keys already gone moves no revision: its header's
+        // revision may be a later write elsewhere, which no gateway would ever apply.
+        let wrote = resp.op_responses().iter().any(|op| match op {
+            TxnOpResponse::Put(_) => true,
+            TxnOpResponse::Delete(d) => d.deleted() > 0,
+            _ => false,
+        });
+        if wrote {
+            revision = resp.header().map_or(revision, |h| h.revision());
+        }
     }
     Ok(revision)
 }

@@ -187,6 +187,10 @@ async fn run(cx: &SyncContext<'_>, mut leader_rx: watch::Receiver<leader::Leader
                     if written > 0 {
                         unconfirmed = Some(written);
                     }
+                    // Without --publish-address no status is written: nothing to wait for.
+                    if args.publish_address.is_none() {
+                        unconfirmed = None;
+                    }
                     let served = match (unconfirmed, etcd_client.as_mut()) {
                         (Some(revision), Some(c)) => {
                             served_everywhere(c, &args.etcd_prefix, revision, args.status_wait())
