@@ -13,6 +13,7 @@ use axum::http::Uri;
 use axum::response::Html;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use model::calendar::date;
 use model::cluster::Report;
 use model::Kind;
 use serde_json::Value;
@@ -376,37 +377,10 @@ pub fn render(d: &Data<'_>) -> String {
     h
 }
 
-/// `2026-12-07` from unix seconds (civil from days, Howard Hinnant's algorithm).
-fn date(secs: u64) -> String {
-    let days = (secs / 86_400) as i64;
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn dates_table() {
-        for (secs, want) in [
-            (0, "1970-01-01"),
-            (951_782_400, "2000-02-29"),
-            (1_796_601_600, "2026-12-07"),
-            (4_102_444_800, "2100-01-01"),
-        ] {
-            assert_eq!(date(secs), want);
-        }
-    }
 
     #[test]
     fn every_value_is_escaped() {

@@ -2,6 +2,7 @@
 //! and the etcd key layout. No IO lives here, so every rule is unit-testable.
 #![forbid(unsafe_code)]
 
+pub mod calendar;
 pub mod checks;
 pub mod cluster;
 pub mod codec;
