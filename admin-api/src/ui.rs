@@ -39,9 +39,9 @@ pub async fn page(State(app): State<Arc<App>>, uri: Uri) -> Result<Html<String>>
     let mut reports = cluster::reports(&app).await?;
     reports.sort_by(|a, b| a.id.cmp(&b.id));
     let mut statuses = tokio::task::JoinSet::new();
-    let local = local_hostname();
+    let local = common::host::hostname();
     for (i, r) in reports.iter().enumerate() {
-        let Some(addr) = status_addr(r, &local) else {
+        let Some(addr) = status_addr(r, local) else {
             continue;
         };
         statuses.spawn(async move { (i, fetch_status(&addr).await) });
@@ -79,12 +79,6 @@ pub async fn page(State(app): State<Arc<App>>, uri: Uri) -> Result<Html<String>>
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
     })))
-}
-
-fn local_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_default()
 }
 
 /// The status listener a replica reports, with an unspecified address (it listens on

@@ -184,39 +184,31 @@ where
 }
 
 /// Reads until a final response head is complete (informational ones are skipped) and
-/// returns it with the decoder of its body.
-pub async fn read_head(
-    conn: &mut Connection,
-    method: &Method,
-) -> Result<(http::response::Parts, Decoder), Error> {
-    read_head_from(&mut conn.io, &mut conn.buf, method).await
-}
-
-/// [`read_head`] from one half of a connection (the other may be writing a body).
-pub async fn read_head_from<R: AsyncRead + Unpin>(
+/// returns it with the decoder of its body. Reads from one half of the connection: the
+/// other may be writing the request body meanwhile.
+pub async fn read_head<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
     method: &Method,
 ) -> Result<(http::response::Parts, Decoder), Error> {
-    let conn = &mut ReadSide { io, buf };
-    let mut seen_any = !conn.buf.is_empty();
+    let mut seen_any = !buf.is_empty();
     // How far the buffer is known to hold no end of head: a node that sends its head a
     // byte at a time costs one scan of each byte, not one parse of the whole per read.
     let mut scanned = 0;
     loop {
-        if head_may_end(conn.buf, scanned) {
-            if let Some(done) = parse_head(conn.buf, method)? {
+        if head_may_end(buf, scanned) {
+            if let Some(done) = parse_head(buf, method)? {
                 return Ok(done);
             }
             // An informational head may have been taken out: look at the rest anew.
             scanned = 0;
         } else {
-            scanned = conn.buf.len();
+            scanned = buf.len();
         }
-        if conn.buf.len() >= MAX_HEAD {
+        if buf.len() >= MAX_HEAD {
             return Err(Error::Invalid("response head too large"));
         }
-        let n = poll_fn(|cx| fill(&mut *conn.io, conn.buf, cx, READ_CHUNK)).await;
+        let n = poll_fn(|cx| fill(&mut *io, buf, cx, READ_CHUNK)).await;
         match n {
             Ok(0) | Err(_) if !seen_any => return Err(Error::Closed),
             Ok(0) => return Err(Error::Truncated),
@@ -224,11 +216,6 @@ pub async fn read_head_from<R: AsyncRead + Unpin>(
             Ok(_) => seen_any = true,
         }
     }
-}
-
-struct ReadSide<'a, R> {
-    io: &'a mut R,
-    buf: &'a mut BytesMut,
 }
 
 /// Whether `buf` holds an empty line (`\n\n` or `\n\r\n`) that ends past `from`.

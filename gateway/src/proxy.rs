@@ -1164,7 +1164,7 @@ async fn send_inline(
     // In a block: the halves borrow the connection, which the answer takes along.
     let (early, result) = 'exchange: {
         let (mut rd, mut wr) = c.io.split();
-        let answer = h1_client::read_head_from(&mut rd, &mut c.buf, method);
+        let answer = h1_client::read_head(&mut rd, &mut c.buf, method);
         tokio::pin!(answer);
         let mut early = false;
         let mut answered = None;

@@ -34,10 +34,12 @@ pub fn default_instance_id() -> String {
     format!("{}-{}", hostname(), std::process::id())
 }
 
+/// The host name, `unknown` when it cannot be read.
 pub fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_string())
-        .unwrap_or_else(|_| "unknown".into())
+    match common::host::hostname() {
+        "" => "unknown".into(),
+        name => name.to_string(),
+    }
 }
 
 /// The report as of now.

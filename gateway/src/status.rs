@@ -124,7 +124,10 @@ pub fn exposition(shared: &Shared) -> String {
         "apisix_node_info",
         MetricType::Gauge,
         "Info of this gateway",
-        vec![(vec![("hostname", hostname())], Value::Int(1))],
+        vec![(
+            vec![("hostname", common::host::hostname().to_string())],
+            Value::Int(1),
+        )],
     ));
     let mut registry = Registry::default();
     registry.register_collector(Box::new(Families(families)));
@@ -133,12 +136,6 @@ pub fn exposition(shared: &Shared) -> String {
     // Writing to a String cannot fail.
     let _ = prometheus_text::encode(&mut text, &registry);
     text
-}
-
-fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_string())
-        .unwrap_or_default()
 }
 
 fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {

@@ -129,7 +129,7 @@ impl Phases for HttpLogger {
                 entry.insert("start_time".into(), json!(start_ms));
                 entry.insert(
                     "server".into(),
-                    json!({"hostname": hostname(), "version": env!("CARGO_PKG_VERSION")}),
+                    json!({"hostname": common::host::hostname(), "version": env!("CARGO_PKG_VERSION")}),
                 );
                 if let Some(c) = &req.consumer {
                     entry.insert("consumer".into(), json!({"username": c.username}));
@@ -180,16 +180,6 @@ fn decode(s: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
-}
-
-fn hostname() -> String {
-    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    NAME.get_or_init(|| {
-        std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default()
-    })
-    .clone()
 }
 
 impl Draft {
