@@ -43,6 +43,10 @@ pub struct Args {
     /// Allow backends that are `type: ExternalName` Services (their DNS name becomes the node).
     #[arg(long, env = "INGRESS_ALLOW_EXTERNAL_NAME", default_value_t = false)]
     pub allow_external_name: bool,
+    /// Also serve the Kubernetes Gateway API (GatewayClass, Gateway, HTTPRoute,
+    /// ReferenceGrant): its CRDs must be installed in the cluster.
+    #[arg(long, env = "GATEWAY_API", default_value_t = false)]
+    pub gateway_api: bool,
     /// Seconds of the leader's etcd lease: a new leader takes over within this after a crash.
     #[arg(long, env = "INGRESS_LEADER_TTL", default_value_t = 5)]
     pub leader_ttl: i64,

@@ -1,10 +1,11 @@
-//! Reflector stores for the five kinds we read, each fed by a kube-rs watcher with
+//! Reflector stores for the five kinds we read (ten with `--gateway-api`), each fed by a kube-rs watcher with
 //! backoff (re-listing after `410 Gone`), and one coalescing trigger: every event pokes a
 //! `Notify`, whose single permit merges a burst into one wake-up; the caller then waits a
 //! short debounce before it reads the stores.
+use crate::gateway_api::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
 use crate::translate::Cluster;
 use futures_util::StreamExt;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressClass};
 use kube::runtime::reflector::{self, Store};
@@ -22,13 +23,32 @@ pub struct Stores {
     services: Store<Service>,
     slices: Store<EndpointSlice>,
     secrets: Store<Secret>,
+    gateway_api: Option<GatewayStores>,
+}
+
+/// The Gateway API kinds, and Namespaces for `allowedRoutes` selectors.
+#[derive(Clone)]
+struct GatewayStores {
+    classes: Store<GatewayClass>,
+    gateways: Store<Gateway>,
+    routes: Store<HttpRoute>,
+    grants: Store<ReferenceGrant>,
+    namespaces: Store<Namespace>,
 }
 
 impl Stores {
-    /// Starts the five watchers; `trigger` is notified on every change.
-    pub fn start(client: &Client, trigger: &Arc<Notify>) -> Stores {
+    /// Starts the watchers; `trigger` is notified on every change. `gateway_api`: also
+    /// the Gateway API kinds (their CRDs must be installed, or their watches keep failing).
+    pub fn start(client: &Client, trigger: &Arc<Notify>, gateway_api: bool) -> Stores {
         let all = watcher::Config::default();
         Stores {
+            gateway_api: gateway_api.then(|| GatewayStores {
+                classes: spawn(Api::all(client.clone()), all.clone(), trigger),
+                gateways: spawn(Api::all(client.clone()), all.clone(), trigger),
+                routes: spawn(Api::all(client.clone()), all.clone(), trigger),
+                grants: spawn(Api::all(client.clone()), all.clone(), trigger),
+                namespaces: spawn(Api::all(client.clone()), all.clone(), trigger),
+            }),
             ingresses: spawn(Api::all(client.clone()), all.clone(), trigger),
             classes: spawn(Api::all(client.clone()), all.clone(), trigger),
             services: spawn(Api::all(client.clone()), all.clone(), trigger),
@@ -49,6 +69,13 @@ impl Stores {
         let _ = self.services.wait_until_ready().await;
         let _ = self.slices.wait_until_ready().await;
         let _ = self.secrets.wait_until_ready().await;
+        if let Some(g) = &self.gateway_api {
+            let _ = g.classes.wait_until_ready().await;
+            let _ = g.gateways.wait_until_ready().await;
+            let _ = g.routes.wait_until_ready().await;
+            let _ = g.grants.wait_until_ready().await;
+            let _ = g.namespaces.wait_until_ready().await;
+        }
     }
 
     /// A copy of what the stores hold now: the translation's input.
@@ -59,13 +86,22 @@ impl Stores {
         {
             s.state().iter().map(|o| (**o).clone()).collect()
         }
-        Cluster {
+        let mut cluster = Cluster {
             ingresses: all(&self.ingresses),
             classes: all(&self.classes),
             services: all(&self.services),
             slices: all(&self.slices),
             secrets: all(&self.secrets),
+            ..Cluster::default()
+        };
+        if let Some(g) = &self.gateway_api {
+            cluster.gateway_classes = all(&g.classes);
+            cluster.gateways = all(&g.gateways);
+            cluster.http_routes = all(&g.routes);
+            cluster.reference_grants = all(&g.grants);
+            cluster.namespaces = all(&g.namespaces);
         }
+        cluster
     }
 }
 

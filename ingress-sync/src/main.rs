@@ -7,6 +7,7 @@
 mod config;
 mod endpoints;
 mod etcd;
+mod gateway_api;
 mod kube_watch;
 mod leader;
 mod reconcile;
@@ -65,7 +66,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let client = kube_client(&args).await?;
     let trigger = Arc::new(Notify::new());
-    let stores = kube_watch::Stores::start(&client, &trigger);
+    let stores = kube_watch::Stores::start(&client, &trigger, args.gateway_api);
 
     let identity = format!(
         "{}-{}",
@@ -95,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
             ingress_class: args.ingress_class.clone(),
         },
         allow_external_name: args.allow_external_name,
+        publish_address: args.publish_address.clone(),
     };
     let cx = SyncContext {
         args: &args,
@@ -166,7 +168,8 @@ async fn run(cx: &SyncContext<'_>, mut leader_rx: watch::Receiver<leader::Leader
         let mut retry = false;
         if let Some(fence) = fence {
             let cluster = stores.snapshot();
-            let desired = translate::translate(&cluster, settings);
+            let now = k8s_openapi::jiff::Timestamp::now().to_string();
+            let desired = translate::translate(&cluster, settings, &now);
             if desired.warnings != last_warnings {
                 for w in &desired.warnings {
                     tracing::warn!("{w}");
@@ -187,8 +190,9 @@ async fn run(cx: &SyncContext<'_>, mut leader_rx: watch::Receiver<leader::Leader
                     if written > 0 {
                         unconfirmed = Some(written);
                     }
-                    // Without --publish-address no status is written: nothing to wait for.
-                    if args.publish_address.is_none() {
+                    // Without --publish-address no Ingress status is written, and without
+                    // --gateway-api no other: nothing to wait for.
+                    if args.publish_address.is_none() && !args.gateway_api {
                         unconfirmed = None;
                     }
                     let served = match (unconfirmed, etcd_client.as_mut()) {
@@ -203,6 +207,13 @@ async fn run(cx: &SyncContext<'_>, mut leader_rx: watch::Receiver<leader::Leader
                         if let Some(addr) = &args.publish_address {
                             status::update(client, &cluster.ingresses, &desired.served, addr).await;
                         }
+                        gateway_api::status::update(
+                            client,
+                            &cluster,
+                            &desired.statuses,
+                            &args.controller_name,
+                        )
+                        .await;
                     } else {
                         retry = true;
                     }

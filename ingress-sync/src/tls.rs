@@ -12,14 +12,16 @@ use model::{Keyring, Kind};
 use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
-/// One `ssls` value per (namespace, Secret), with the union of the hosts that name it.
+/// One `ssls` value per (namespace, Secret), with the union of the hosts that name it:
+/// the Ingresses' and `more` (the Gateways' HTTPS listeners).
 pub fn ssls(
     prefix: &str,
     ingresses: &[&Ingress],
+    more: BTreeMap<(String, String), BTreeSet<String>>,
     secrets: &[Secret],
     warnings: &mut Vec<String>,
 ) -> BTreeMap<String, Value> {
-    let mut snis: BTreeMap<(String, String), BTreeSet<String>> = BTreeMap::new();
+    let mut snis = more;
     for ing in ingresses {
         let ns = ing.metadata.namespace.clone().unwrap_or_default();
         let name = ing.metadata.name.clone().unwrap_or_default();

@@ -15,8 +15,9 @@
 //! - Two Ingresses claiming the same (host, path type, path), or both a default backend:
 //!   only the older one's is emitted (creationTimestamp, then namespace/name).
 use crate::endpoints::{self, PortRef};
+use crate::gateway_api;
 use crate::select::Selector;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::{Ingress, IngressBackend, IngressClass};
 use model::{Id, Kind};
@@ -46,6 +47,13 @@ pub struct Cluster {
     pub services: Vec<Service>,
     pub slices: Vec<EndpointSlice>,
     pub secrets: Vec<Secret>,
+    /// The Gateway API kinds (empty unless `--gateway-api`).
+    pub gateway_classes: Vec<gateway_api::GatewayClass>,
+    pub gateways: Vec<gateway_api::Gateway>,
+    pub http_routes: Vec<gateway_api::HttpRoute>,
+    pub reference_grants: Vec<gateway_api::ReferenceGrant>,
+    /// For `allowedRoutes.namespaces.selector`.
+    pub namespaces: Vec<Namespace>,
 }
 
 #[derive(Debug, Clone)]
@@ -53,6 +61,8 @@ pub struct Settings {
     pub prefix: String,
     pub selector: Selector,
     pub allow_external_name: bool,
+    /// `--publish-address`, for the Gateways' `status.addresses`.
+    pub publish_address: Option<String>,
 }
 
 /// The translation's result.
@@ -67,6 +77,8 @@ pub struct Desired {
     pub ssls: BTreeMap<String, Value>,
     /// What was skipped and why (logged by the caller; tests assert on it).
     pub warnings: Vec<String>,
+    /// The Gateway API objects' status, written once the change is served.
+    pub statuses: Vec<gateway_api::StatusUpdate>,
 }
 
 /// A path as an Ingress claims it.
@@ -172,10 +184,10 @@ impl HostMatch {
 
 /// Where a path sends its traffic.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-struct BackendRef {
-    namespace: String,
-    service: String,
-    port: PortRef,
+pub(crate) struct BackendRef {
+    pub namespace: String,
+    pub service: String,
+    pub port: PortRef,
 }
 
 fn backend_ref(namespace: &str, b: &IngressBackend) -> Result<BackendRef, String> {
@@ -236,7 +248,7 @@ pub(crate) fn labels(kind: &str, namespace: &str, name: &str) -> Value {
     })
 }
 
-fn truncate(s: String, max: usize) -> String {
+pub(crate) fn truncate(s: String, max: usize) -> String {
     if s.chars().count() <= max {
         s
     } else {
@@ -255,8 +267,8 @@ fn check(kind: Kind, value: &Value) -> Result<(), String> {
     r.map_err(|e| e.to_string())
 }
 
-/// The translation itself.
-pub fn translate(cluster: &Cluster, settings: &Settings) -> Desired {
+/// The translation itself; `now` (RFC 3339) dates the status conditions that change.
+pub fn translate(cluster: &Cluster, settings: &Settings, now: &str) -> Desired {
     let mut out = Desired::default();
     let classes = settings.selector.our_classes(&cluster.classes);
     let mut ours: Vec<&Ingress> = cluster
@@ -366,7 +378,25 @@ pub fn translate(cluster: &Cluster, settings: &Settings) -> Desired {
         }
     }
 
-    out.ssls = crate::tls::ssls(&settings.prefix, &ours, &cluster.secrets, &mut out.warnings);
+    let gw = gateway_api::translate(
+        cluster,
+        &gateway_api::Context {
+            controller: &settings.selector.controller_name,
+            publish_address: settings.publish_address.as_deref(),
+            now,
+        },
+    );
+    routes.extend(gw.routes);
+    backends.extend(gw.backends);
+    out.warnings.extend(gw.warnings);
+    out.statuses = gw.statuses;
+    out.ssls = crate::tls::ssls(
+        &settings.prefix,
+        &ours,
+        gw.certificates,
+        &cluster.secrets,
+        &mut out.warnings,
+    );
     for v in out.ssls.values_mut() {
         v["labels"][LABEL_CONTROLLER] = json!(settings.selector.controller_name);
     }
@@ -411,12 +441,12 @@ fn put(out: &mut Desired, kind: Kind, id: &str, value: Value, prefix: &str) {
     }
 }
 
-fn upstream_id(b: &BackendRef) -> String {
+pub(crate) fn upstream_id(b: &BackendRef) -> String {
     stable_id("u", &[&b.namespace, &b.service, &b.port.to_string()])
 }
 
 /// The nodes of a backend, and a warning when there are none.
-fn resolve(
+pub(crate) fn resolve(
     cluster: &Cluster,
     b: &BackendRef,
     allow_external_name: bool,
@@ -449,4 +479,4 @@ fn resolve(
 
 #[cfg(test)]
 #[path = "translate_tests.rs"]
-mod tests;
+pub(crate) mod tests;

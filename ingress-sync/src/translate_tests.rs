@@ -6,7 +6,9 @@ use gateway::router::{Request, RouteSpec, Router};
 use model::vars::VarSource;
 use std::borrow::Cow;
 
-fn settings() -> Settings {
+pub(crate) const NOW: &str = "2026-01-01T00:00:00Z";
+
+pub(crate) fn settings() -> Settings {
     Settings {
         prefix: "/g".into(),
         selector: Selector {
@@ -14,6 +16,7 @@ fn settings() -> Settings {
             ingress_class: "gateway".into(),
         },
         allow_external_name: false,
+        publish_address: None,
     }
 }
 
@@ -32,6 +35,11 @@ pub(crate) fn cluster(yaml: &str) -> Cluster {
             "Service" => c.services.push(parse(&kind, doc)),
             "EndpointSlice" => c.slices.push(parse(&kind, doc)),
             "Secret" => c.secrets.push(parse(&kind, doc)),
+            "Namespace" => c.namespaces.push(parse(&kind, doc)),
+            "GatewayClass" => c.gateway_classes.push(parse(&kind, doc)),
+            "Gateway" => c.gateways.push(parse(&kind, doc)),
+            "HTTPRoute" => c.http_routes.push(parse(&kind, doc)),
+            "ReferenceGrant" => c.reference_grants.push(parse(&kind, doc)),
             other => panic!("unknown kind {other:?} in fixture"),
         }
     }
@@ -223,7 +231,7 @@ fn kubernetes_path_matching_examples() {
         (&[("ImplementationSpecific", "/foo")], "/foobar", None),
     ];
     for (paths, request, want) in table {
-        let d = translate(&ingress(paths, false), &settings());
+        let d = translate(&ingress(paths, false), &settings(), NOW);
         assert!(
             d.warnings.iter().all(|w| w.contains("does not exist")),
             "{:?}",
@@ -233,7 +241,7 @@ fn kubernetes_path_matching_examples() {
         let want = want.map(|(t, p)| svc_name(t, p));
         assert_eq!(got, want, "paths {paths:?}, request {request}");
         // "No match" goes to the default backend when there is one.
-        let d = translate(&ingress(paths, true), &settings());
+        let d = translate(&ingress(paths, true), &settings(), NOW);
         let got = Routes::new(&d).get("any.host", request);
         assert_eq!(
             got,
@@ -245,7 +253,7 @@ fn kubernetes_path_matching_examples() {
 
 #[test]
 fn hosts_and_default_backend() {
-    let d = translate(&fixture("hosts.yaml"), &settings());
+    let d = translate(&fixture("hosts.yaml"), &settings(), NOW);
     assert!(
         d.warnings.iter().all(|w| w.contains("does not exist")),
         "{:?}",
@@ -275,7 +283,7 @@ fn hosts_and_default_backend() {
 
 #[test]
 fn the_older_ingress_wins_a_conflict() {
-    let d = translate(&fixture("conflicts.yaml"), &settings());
+    let d = translate(&fixture("conflicts.yaml"), &settings(), NOW);
     let r = Routes::new(&d);
     assert_eq!(r.get("foo.com", "/api/x").as_deref(), Some("older-api"));
     // Exact /api is a different claim than Prefix /api: the newer one keeps it.
@@ -302,13 +310,13 @@ fn the_older_ingress_wins_a_conflict() {
 
 #[test]
 fn which_ingresses_are_ours() {
-    let d = translate(&fixture("selection.yaml"), &settings());
+    let d = translate(&fixture("selection.yaml"), &settings(), NOW);
     let names: Vec<&str> = d.served.iter().map(|(_, n)| n.as_str()).collect();
     assert_eq!(names, vec!["by-annotation", "by-class", "no-class"]);
     // Without the default-class annotation, class-less Ingresses are not ours.
     let mut c = fixture("selection.yaml");
     c.classes[0].metadata.annotations = None;
-    let d = translate(&c, &settings());
+    let d = translate(&c, &settings(), NOW);
     let names: Vec<&str> = d.served.iter().map(|(_, n)| n.as_str()).collect();
     assert_eq!(names, vec!["by-annotation", "by-class"]);
 }
@@ -322,7 +330,7 @@ fn upstream<'a>(d: &'a Desired, name: &str) -> &'a Value {
 
 #[test]
 fn backends_resolve_through_endpoint_slices() {
-    let d = translate(&fixture("endpoints.yaml"), &settings());
+    let d = translate(&fixture("endpoints.yaml"), &settings(), NOW);
     // Named and numbered references of the same port give the same nodes, each slice its
     // own port; not serving dropped, terminating dropped while others serve; zones as
     // given, or the hinted one.
@@ -357,7 +365,7 @@ fn backends_resolve_through_endpoint_slices() {
     }
     let mut s = settings();
     s.allow_external_name = true;
-    let d = translate(&fixture("endpoints.yaml"), &s);
+    let d = translate(&fixture("endpoints.yaml"), &s, NOW);
     assert_eq!(
         upstream(&d, "web/ext:443")["nodes"],
         json!([{"host": "api.example.org", "port": 443, "weight": 1}])
@@ -374,7 +382,7 @@ fn every_value_is_valid_labelled_and_stable() {
         "tls.yaml",
     ] {
         let c = fixture(f);
-        let d = translate(&c, &settings());
+        let d = translate(&c, &settings(), NOW);
         assert!(!d.values.is_empty(), "{f}");
         for (key, v) in &d.values {
             let id = key.rsplit('/').next().unwrap();
@@ -393,13 +401,13 @@ fn every_value_is_valid_labelled_and_stable() {
             }
         }
         // The same input gives the same keys and values (ids are stable hashes).
-        assert_eq!(translate(&c, &settings()).values, d.values, "{f}");
+        assert_eq!(translate(&c, &settings(), NOW).values, d.values, "{f}");
     }
 }
 
 #[test]
 fn tls_secrets_become_ssls_and_bad_ones_are_reported() {
-    let d = translate(&fixture("tls.yaml"), &settings());
+    let d = translate(&fixture("tls.yaml"), &settings(), NOW);
     assert_eq!(d.ssls.len(), 1, "{:?}", d.ssls.keys());
     let ssl = d.ssls.values().next().unwrap();
     assert_eq!(ssl["snis"], json!(["*.example.com", "foo.example.com"]));
@@ -435,7 +443,7 @@ fn tls_secrets_become_ssls_and_bad_ones_are_reported() {
         .as_mut()
         .unwrap()
         .insert("tls.key".into(), other_key);
-    let d = translate(&c, &settings());
+    let d = translate(&c, &settings(), NOW);
     assert!(d.ssls.is_empty(), "{:?}", d.ssls.keys());
     assert!(
         d.warnings.iter().any(|w| w.contains("web/good:")),
@@ -446,7 +454,7 @@ fn tls_secrets_become_ssls_and_bad_ones_are_reported() {
 
 #[test]
 fn ssl_keys_are_encrypted_once_and_kept_while_unchanged() {
-    let d = translate(&fixture("tls.yaml"), &settings());
+    let d = translate(&fixture("tls.yaml"), &settings(), NOW);
     let plain = d.ssls.values().next().unwrap()["key"]
         .as_str()
         .unwrap()
@@ -497,7 +505,7 @@ fn invalid_paths_and_hosts_are_skipped_with_a_warning() {
             {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "s", "port": {"number": 80}}}}]}}))
         .unwrap(),
     );
-    let d = translate(&c, &settings());
+    let d = translate(&c, &settings(), NOW);
     let routes = d
         .values
         .keys()

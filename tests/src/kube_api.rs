@@ -3,8 +3,11 @@
 //! and Secret — LIST (`{kind}List` with `metadata.resourceVersion`), `?watch=true` from a
 //! `resourceVersion` as newline-delimited events (with BOOKMARKs when
 //! `allowWatchBookmarks=true`, an ERROR event with a `410` Status for a compacted
-//! resourceVersion, closing after `timeoutSeconds`), and merge-PATCH of
-//! `ingresses/{name}/status`. Anything else is answered 404 and logged loudly.
+//! resourceVersion, closing after `timeoutSeconds`), and merge-PATCH of the status of
+//! Ingresses and of the Gateway API's GatewayClasses, Gateways and HTTPRoutes (which
+//! ingress-sync reads with `--gateway-api`, beside ReferenceGrants and Namespaces).
+//! `metadata.generation` moves when `spec` changes, as on a real server. Anything else is
+//! answered 404 and logged loudly.
 use bytes::Bytes;
 use http_body_util::{combinators::BoxBody, BodyExt, Full};
 use hyper::body::{Frame, Incoming};
@@ -20,8 +23,10 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 
+const GATEWAY_V1: &str = "/apis/gateway.networking.k8s.io/v1";
+
 /// (kind, API path prefix, plural, namespaced)
-const KINDS: [(&str, &str, &str, bool); 5] = [
+const KINDS: [(&str, &str, &str, bool); 10] = [
     ("Ingress", "/apis/networking.k8s.io/v1", "ingresses", true),
     (
         "IngressClass",
@@ -37,7 +42,20 @@ const KINDS: [(&str, &str, &str, bool); 5] = [
         true,
     ),
     ("Secret", "/api/v1", "secrets", true),
+    ("Namespace", "/api/v1", "namespaces", false),
+    ("GatewayClass", GATEWAY_V1, "gatewayclasses", false),
+    ("Gateway", GATEWAY_V1, "gateways", true),
+    ("HTTPRoute", GATEWAY_V1, "httproutes", true),
+    (
+        "ReferenceGrant",
+        "/apis/gateway.networking.k8s.io/v1beta1",
+        "referencegrants",
+        true,
+    ),
 ];
+
+/// The kinds whose `status` subresource can be patched.
+const STATUS_KINDS: [&str; 4] = ["Ingress", "GatewayClass", "Gateway", "HTTPRoute"];
 
 fn api_version(prefix: &str) -> &str {
     prefix
@@ -58,7 +76,8 @@ struct State {
     compacted: u64,
     /// Bumped by `compact`: open watches end (as when the server's watch cache drops them).
     generation: u64,
-    patches: Vec<(String, String, Value)>,
+    /// (kind, namespace, name, patch)
+    patches: Vec<(String, String, String, Value)>,
     gone_sent: u64,
     unknown: Vec<String>,
 }
@@ -192,6 +211,19 @@ impl KubeApi {
                 created.unwrap_or_else(|| json!(format!("2025-01-01T00:00:{:02}Z", rv % 60)));
         }
         obj["metadata"]["uid"] = json!(format!("uid-{kind}-{ns}-{name}"));
+        // As a real server: `generation` counts spec changes, and a write of the object
+        // keeps the status (only the status subresource changes it).
+        let generation = match &existing {
+            Some(e) if e["spec"] == obj["spec"] => e["metadata"]["generation"].clone(),
+            Some(e) => json!(e["metadata"]["generation"].as_i64().unwrap_or(0) + 1),
+            None => json!(1),
+        };
+        obj["metadata"]["generation"] = generation;
+        if obj.get("status").is_none() {
+            if let Some(status) = existing.as_ref().and_then(|e| e.get("status")) {
+                obj["status"] = status.clone();
+            }
+        }
         let kind_type = if existing.is_some() {
             "MODIFIED"
         } else {
@@ -236,9 +268,21 @@ impl KubeApi {
         self.state.lock().unwrap().gone_sent
     }
 
-    /// `(namespace, name, patch body)` of every status patch received.
+    /// `(namespace, name, patch body)` of every Ingress status patch received.
     pub fn status_patches(&self) -> Vec<(String, String, Value)> {
-        self.state.lock().unwrap().patches.clone()
+        self.status_patches_of("Ingress")
+    }
+
+    /// `(namespace, name, patch body)` of every status patch of `kind` received.
+    pub fn status_patches_of(&self, kind: &str) -> Vec<(String, String, Value)> {
+        self.state
+            .lock()
+            .unwrap()
+            .patches
+            .iter()
+            .filter(|p| p.0 == kind)
+            .map(|p| (p.1.clone(), p.2.clone(), p.3.clone()))
+            .collect()
     }
 
     pub fn get(&self, kind: &str, namespace: &str, name: &str) -> Option<Value> {
@@ -416,7 +460,7 @@ async fn handle(
                 ),
             }
         }
-        ("PATCH", Some(name), true) if t.kind == "Ingress" => {
+        ("PATCH", Some(name), true) if STATUS_KINDS.contains(&t.kind) => {
             let ct = req
                 .headers()
                 .get("content-type")
@@ -464,7 +508,8 @@ async fn handle(
             s.objects.insert(key, obj.clone());
             s.events
                 .push((rv, t.kind.to_string(), ns.clone(), "MODIFIED", obj.clone()));
-            s.patches.push((ns, name.clone(), patch));
+            s.patches
+                .push((t.kind.to_string(), ns, name.clone(), patch));
             drop(s);
             changed.send_replace(rv);
             full(StatusCode::OK, &obj)

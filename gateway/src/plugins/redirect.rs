@@ -48,9 +48,7 @@ pub fn location(
         Target::RegexUri(re, template) => {
             let uri = get("uri");
             let caps = re.captures(&uri)?;
-            let mut out = String::new();
-            caps.expand(template, &mut out);
-            out
+            expand_groups_and_vars(template, &caps, vars)
         }
     };
     if r.append_query_string {
@@ -60,6 +58,54 @@ pub fn location(
         }
     }
     Some(to)
+}
+
+/// A `regex_uri` template: `$1`…, `${1}` are the regex's groups (as APISIX's
+/// `ngx.re.sub`), `$$` is a `$`; `$name` is a request variable, our extension (so that
+/// the Gateway API's redirects can keep the request's host): `ngx.re.sub` rejects such a
+/// template, so it means nothing else in an APISIX configuration.
+fn expand_groups_and_vars(
+    template: &str,
+    caps: &regex::Captures<'_>,
+    vars: &dyn VarSource,
+) -> String {
+    let mut out = String::with_capacity(template.len());
+    let mut rest = template;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..i]);
+        rest = &rest[i + 1..];
+        let (name, after) = if let Some(braced) = rest.strip_prefix('{') {
+            match braced.find('}') {
+                Some(end) => (&braced[..end], &braced[end + 1..]),
+                None => ("", rest),
+            }
+        } else if rest.starts_with('$') {
+            out.push('$');
+            rest = &rest[1..];
+            continue;
+        } else if rest.starts_with(|c: char| c.is_ascii_digit()) {
+            let end = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            (&rest[..end], &rest[end..])
+        } else {
+            let end = rest
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(rest.len());
+            (&rest[..end], &rest[end..])
+        };
+        if name.is_empty() {
+            out.push('$');
+            continue;
+        }
+        match name.parse::<usize>() {
+            Ok(n) => out.push_str(caps.get(n).map_or("", |m| m.as_str())),
+            Err(_) => out.push_str(&vars.get(name).unwrap_or_default()),
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 fn bracket_v6(host: &str) -> String {
@@ -147,6 +193,18 @@ mod tests {
             ),
             (
                 json!({"regex_uri": ["^/a/(.*)", "/z/$1"]}),
+                &http,
+                443,
+                Some("/z/b"),
+            ),
+            (
+                json!({"regex_uri": ["^/(a)/(.*)", "$scheme://$host/${2}$1/$$/$"]}),
+                &http,
+                443,
+                Some("http://foo.com/ba/$/$"),
+            ),
+            (
+                json!({"regex_uri": ["^/a(/.*)?$", "/z$1$nope"]}),
                 &http,
                 443,
                 Some("/z/b"),

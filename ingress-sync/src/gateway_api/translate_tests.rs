@@ -1,0 +1,755 @@
+//! Tables from the Gateway API conformance suite, checked by feeding the translated
+//! routes to the gateway's real router and plugins: "which backend gets this request"
+//! is answered as in production.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+use super::*;
+use crate::translate::tests::{cluster, settings, NOW};
+use crate::translate::{translate as translate_all, Desired};
+use gateway::router::{Request, RouteSpec, Router};
+use model::vars::VarSource;
+use std::borrow::Cow;
+
+fn fixtures(names: &[&str]) -> Cluster {
+    let mut yaml = String::new();
+    for name in ["infra.yaml"].iter().chain(names) {
+        let path = format!(
+            "{}/tests/fixtures/gateway-api/{name}",
+            env!("CARGO_MANIFEST_DIR")
+        );
+        yaml.push_str(&std::fs::read_to_string(&path).unwrap());
+        yaml.push_str("\n---\n");
+    }
+    cluster(&yaml)
+}
+
+/// A request as the router and plugins see it.
+struct Req<'a> {
+    scheme: &'a str,
+    host: String,
+    path: &'a str,
+    query: &'a str,
+    headers: &'a [(&'a str, &'a str)],
+}
+
+impl VarSource for Req<'_> {
+    fn get(&self, name: &str) -> Option<Cow<'_, str>> {
+        if let Some(h) = name.strip_prefix("http_") {
+            return self
+                .headers
+                .iter()
+                .find(|(k, _)| k.to_ascii_lowercase().replace('-', "_") == h)
+                .map(|(_, v)| Cow::Borrowed(*v));
+        }
+        if let Some(a) = name.strip_prefix("arg_") {
+            return self.query.split('&').find_map(|kv| {
+                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                (k == a).then_some(Cow::Borrowed(v))
+            });
+        }
+        match name {
+            "host" => Some(Cow::Borrowed(self.host.as_str())),
+            "uri" => Some(Cow::Borrowed(self.path)),
+            "scheme" => Some(Cow::Borrowed(self.scheme)),
+            "query_string" => Some(Cow::Borrowed(self.query)),
+            _ => None,
+        }
+    }
+}
+
+/// The translated routes in the real router.
+struct Probe {
+    d: Desired,
+    router: Router<Value>,
+}
+
+impl Probe {
+    fn new(c: &Cluster) -> Probe {
+        let d = translate_all(c, &settings(), NOW);
+        let mut specs = Vec::new();
+        for (key, v) in &d.values {
+            if !key.starts_with("/g/routes/") {
+                continue;
+            }
+            let r: model::Route = model::codec::decode_value(v).unwrap();
+            specs.push(RouteSpec {
+                id: r.id.clone().unwrap(),
+                hosts: r.own_hosts().into_iter().cloned().collect(),
+                paths: r.paths().into_iter().cloned().collect(),
+                methods: v["methods"]
+                    .as_array()
+                    .map(|m| m.iter().map(|x| x.as_str().unwrap().to_string()).collect()),
+                remote_addrs: Vec::new(),
+                vars: r.vars.map(|v| v.0),
+                priority: r.priority,
+                create_time: 0,
+                value: v.clone(),
+            });
+        }
+        Probe {
+            d,
+            router: Router::build(specs),
+        }
+    }
+
+    /// What `method host target` (with `headers`, over `scheme`) gets: the Service's name,
+    /// `500`, `redirect <code> <location>`, `404`; and the path the backend sees when a
+    /// rewrite changes it (`infra-backend-v1 /one/two`).
+    fn get(
+        &self,
+        scheme: &str,
+        method: &str,
+        host: &str,
+        target: &str,
+        headers: &[(&str, &str)],
+    ) -> String {
+        let (path, query) = target.split_once('?').unwrap_or((target, ""));
+        let req = Req {
+            scheme,
+            host: model::host::normalize_request_host(host),
+            path,
+            query,
+            headers,
+        };
+        let r = Request {
+            host: &req.host,
+            path,
+            method,
+            remote_addr: "127.0.0.1".parse().unwrap(),
+            vars: &req,
+        };
+        let Some(m) = self.router.find(&r) else {
+            return "404".into();
+        };
+        let route = m.value;
+        let plugins = &route["plugins"];
+        if let Some(conf) = plugins.get("redirect") {
+            let conf = model::plugins::redirect::Redirect::parse(conf).unwrap();
+            let to = gateway::plugins::redirect::location(&conf, &req, 443).unwrap();
+            return format!("redirect {} {to}", conf.ret_code);
+        }
+        if let Some(fi) = plugins.get("fault-injection") {
+            if fi["abort"].get("percentage").is_none() {
+                return fi["abort"]["http_status"].to_string();
+            }
+        }
+        let up =
+            &self.d.values[&format!("/g/upstreams/{}", route["upstream_id"].as_str().unwrap())];
+        let service = up["name"].as_str().unwrap().split('/').nth(1).unwrap();
+        let service = service.split(':').next().unwrap().to_string();
+        match plugins.get("proxy-rewrite") {
+            Some(conf) => {
+                let conf = model::plugins::proxy_rewrite::ProxyRewrite::parse(conf).unwrap();
+                match gateway::plugins::proxy_rewrite::rewritten_uri(&conf, path, Some(query), &req)
+                {
+                    Some(uri) => format!("{service} {uri}"),
+                    None => service,
+                }
+            }
+            None => service,
+        }
+    }
+
+    fn http(&self, host: &str, target: &str, headers: &[(&str, &str)]) -> String {
+        self.get("http", "GET", host, target, headers)
+    }
+
+    /// Our status for `kind namespace/name`.
+    fn status(&self, kind: &str, ns: &str, name: &str) -> &Value {
+        &self
+            .d
+            .statuses
+            .iter()
+            .find(|s| s.kind == kind && s.namespace == ns && s.name == name)
+            .unwrap_or_else(|| panic!("no status for {kind} {ns}/{name}"))
+            .status
+    }
+
+    fn route_condition(&self, name: &str, parent: usize, type_: &str) -> (String, String) {
+        let st = self.status("HTTPRoute", "infra", name);
+        condition(&st["parents"][parent]["conditions"], type_)
+    }
+}
+
+fn condition(list: &Value, type_: &str) -> (String, String) {
+    let c = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == type_)
+        .unwrap_or_else(|| panic!("no {type_} in {list}"));
+    (
+        c["status"].as_str().unwrap().to_string(),
+        c["reason"].as_str().unwrap().to_string(),
+    )
+}
+
+fn yes(reason: &str) -> (String, String) {
+    ("True".into(), reason.into())
+}
+
+fn no(reason: &str) -> (String, String) {
+    ("False".into(), reason.into())
+}
+
+/// (host or method, target, headers, outcome)
+type Row<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)], &'a str);
+
+#[test]
+fn matching_tables_of_the_conformance_suite() {
+    let p = Probe::new(&fixtures(&["matching.yaml"]));
+    let table: &[Row] = &[
+        // HTTPRouteMatching
+        ("matching.example", "/", &[], "infra-backend-v1"),
+        ("matching.example", "/example", &[], "infra-backend-v1"),
+        (
+            "matching.example",
+            "/",
+            &[("version", "one")],
+            "infra-backend-v1",
+        ),
+        ("matching.example", "/v2", &[], "infra-backend-v2"),
+        ("matching.example", "/v2/example", &[], "infra-backend-v2"),
+        (
+            "matching.example",
+            "/",
+            &[("version", "two")],
+            "infra-backend-v2",
+        ),
+        ("matching.example", "/v2/", &[], "infra-backend-v2"),
+        ("matching.example", "/v2example", &[], "infra-backend-v1"),
+        (
+            "matching.example",
+            "/foo/v2/example",
+            &[],
+            "infra-backend-v1",
+        ),
+        // HTTPRouteHeaderMatching (header names are case-insensitive)
+        (
+            "headers.example",
+            "/",
+            &[("Version", "one")],
+            "infra-backend-v1",
+        ),
+        (
+            "headers.example",
+            "/",
+            &[("Version", "two")],
+            "infra-backend-v2",
+        ),
+        (
+            "headers.example",
+            "/",
+            &[("Version", "two"), ("Color", "orange")],
+            "infra-backend-v1",
+        ),
+        (
+            "headers.example",
+            "/",
+            &[("Version", "two"), ("Color", "blue")],
+            "infra-backend-v2",
+        ),
+        ("headers.example", "/", &[("Color", "orange")], "404"),
+        (
+            "headers.example",
+            "/",
+            &[("Some-Other-Header", "one")],
+            "404",
+        ),
+        (
+            "headers.example",
+            "/",
+            &[("Color", "blue")],
+            "infra-backend-v1",
+        ),
+        (
+            "headers.example",
+            "/",
+            &[("Color", "green")],
+            "infra-backend-v1",
+        ),
+        (
+            "headers.example",
+            "/",
+            &[("Color", "red")],
+            "infra-backend-v2",
+        ),
+        (
+            "headers.example",
+            "/",
+            &[("Color", "yellow")],
+            "infra-backend-v2",
+        ),
+        ("headers.example", "/", &[("Color", "purple")], "404"),
+        // HTTPRouteMatchingAcrossRoutes: the newer route's longer prefix wins.
+        ("example.com", "/", &[], "infra-backend-v1"),
+        ("example.com", "/example", &[], "infra-backend-v1"),
+        ("example.net", "/example", &[], "infra-backend-v1"),
+        (
+            "example.com",
+            "/example",
+            &[("Version", "one")],
+            "infra-backend-v1",
+        ),
+        ("example.com", "/v2", &[], "infra-backend-v2"),
+        ("example.net", "/v2", &[], "infra-backend-v1"),
+        ("example.com", "/v2/example", &[], "infra-backend-v2"),
+        (
+            "example.com",
+            "/",
+            &[("Version", "two")],
+            "infra-backend-v2",
+        ),
+        // HTTPRouteExactPathMatching
+        ("exact.example", "/one", &[], "infra-backend-v1"),
+        ("exact.example", "/two", &[], "infra-backend-v2"),
+        ("exact.example", "/", &[], "404"),
+        ("exact.example", "/one/example", &[], "404"),
+        ("exact.example", "/two/", &[], "404"),
+        ("exact.example", "/Two", &[], "404"),
+        // HTTPRoutePathMatchOrder
+        ("order.example", "/match/exact/one", &[], "infra-backend-v3"),
+        ("order.example", "/match/exact", &[], "infra-backend-v2"),
+        ("order.example", "/match", &[], "infra-backend-v1"),
+        (
+            "order.example",
+            "/match/prefix/one/any",
+            &[],
+            "infra-backend-v2",
+        ),
+        (
+            "order.example",
+            "/match/prefix/any",
+            &[],
+            "infra-backend-v1",
+        ),
+        ("order.example", "/match/any", &[], "infra-backend-v3"),
+        // HTTPRouteQueryParamMatching (names are case-sensitive)
+        ("qm.example", "/?animal=whale", &[], "infra-backend-v1"),
+        ("qm.example", "/?animal=dolphin", &[], "infra-backend-v2"),
+        (
+            "qm.example",
+            "/?animal=dolphin&color=blue",
+            &[],
+            "infra-backend-v3",
+        ),
+        ("qm.example", "/?ANIMAL=Whale", &[], "infra-backend-v3"),
+        (
+            "qm.example",
+            "/?animal=whale&otherparam=irrelevant",
+            &[],
+            "infra-backend-v1",
+        ),
+        (
+            "qm.example",
+            "/?animal=dolphin&color=yellow",
+            &[],
+            "infra-backend-v2",
+        ),
+        ("qm.example", "/?color=blue", &[], "404"),
+        ("qm.example", "/?animal=whaledolphin", &[], "404"),
+        ("qm.example", "/", &[], "404"),
+        // A longer prefix beats a query match; a header match beats a query match.
+        ("qm.example", "/path5?animal=hydra", &[], "infra-backend-v1"),
+        (
+            "qm.example",
+            "/?animal=hydra",
+            &[("version", "four")],
+            "infra-backend-v3",
+        ),
+    ];
+    for (host, target, headers, want) in table {
+        assert_eq!(
+            &p.http(host, target, headers),
+            want,
+            "{host}{target} {headers:?}"
+        );
+    }
+    // HTTPRouteMethodMatching: a method match beats a header match; a longer prefix beats
+    // a method match.
+    let methods: &[Row] = &[
+        ("POST", "/m", &[], "infra-backend-v1"),
+        ("POST", "/m", &[("version", "five")], "infra-backend-v1"),
+        ("GET", "/m", &[("version", "five")], "infra-backend-v2"),
+        ("GET", "/m", &[], "404"),
+        ("PATCH", "/m/longer/x", &[], "infra-backend-v3"),
+        // The longer prefix wants PATCH: the shorter one's POST rule takes it.
+        ("POST", "/m/longer/x", &[], "infra-backend-v1"),
+        ("GET", "/m/longer/x", &[], "404"),
+    ];
+    for (method, target, headers, want) in methods {
+        assert_eq!(
+            &p.get("http", method, "qm.example", target, headers),
+            want,
+            "{method} {target}"
+        );
+    }
+    // Every route is accepted with its refs resolved, at the object's generation.
+    assert_eq!(
+        p.route_condition("matching", 0, "Accepted"),
+        yes("Accepted")
+    );
+    assert_eq!(
+        p.route_condition("matching", 0, "ResolvedRefs"),
+        yes("ResolvedRefs")
+    );
+    let parent = &p.status("HTTPRoute", "infra", "matching")["parents"][0];
+    assert_eq!(
+        parent["parentRef"],
+        json!({"group": GROUP, "kind": "Gateway", "namespace": "infra", "name": "same-namespace"})
+    );
+    assert_eq!(parent["controllerName"], "example.com/gw");
+    // The fixtures have no EndpointSlices: only that is reported.
+    assert!(
+        p.d.warnings
+            .iter()
+            .all(|w| w.contains("no serving endpoints")),
+        "{:?}",
+        p.d.warnings
+    );
+}
+
+#[test]
+fn hostname_intersection_and_listener_hostnames() {
+    let p = Probe::new(&fixtures(&["hostnames.yaml"]));
+    let table: &[(&str, &str, &str)] = &[
+        ("very.specific.com", "/s1", "infra-backend-v1"),
+        ("very.specific.com:1234", "/s1", "infra-backend-v1"),
+        ("non.matching.com", "/s1", "404"),
+        ("foo.nonmatchingwildcard.io", "/s1", "404"),
+        ("foo.wildcard.io", "/s1", "404"),
+        ("very.specific.com", "/non-matching-prefix", "404"),
+        ("foo.wildcard.io", "/s2", "infra-backend-v2"),
+        ("bar.wildcard.io", "/s2", "infra-backend-v2"),
+        ("foo.bar.wildcard.io", "/s2", "infra-backend-v2"),
+        ("non.matching.com", "/s2", "404"),
+        ("wildcard.io", "/s2", "404"),
+        ("very.specific.com", "/s2", "404"),
+        ("very.specific.com", "/s3", "infra-backend-v3"),
+        ("non.matching.com", "/s3", "404"),
+        ("foo.specific.com", "/s3", "404"),
+        ("foo.anotherwildcard.io", "/s4", "infra-backend-v1"),
+        ("foo.bar.anotherwildcard.io", "/s4", "infra-backend-v1"),
+        ("anotherwildcard.io", "/s4", "404"),
+        ("specific.but.wrong.com", "/s5", "404"),
+        ("wildcard.io", "/s5", "404"),
+        // HTTPRouteListenerHostnameMatching: the exact listener name beats the wildcard.
+        ("bar.com", "/", "infra-backend-v1"),
+        ("foo.bar.com", "/", "infra-backend-v2"),
+        ("baz.bar.com", "/", "infra-backend-v3"),
+        ("multiple.prefixes.bar.com", "/", "infra-backend-v3"),
+        ("multiple.prefixes.foo.com", "/", "infra-backend-v3"),
+        ("foo.com", "/", "404"),
+        ("no.matching.host", "/", "404"),
+    ];
+    for (host, path, want) in table {
+        assert_eq!(&p.http(host, path, &[]), want, "{host}{path}");
+    }
+    assert_eq!(
+        p.route_condition("no-intersecting-hosts", 0, "Accepted"),
+        no("NoMatchingListenerHostname")
+    );
+    // Not accepted, yet its refs are resolved (the suite checks both).
+    assert_eq!(
+        p.route_condition("no-intersecting-hosts", 0, "ResolvedRefs"),
+        yes("ResolvedRefs")
+    );
+    let st = p.status("HTTPRoute", "infra", "no-intersecting-hosts");
+    assert_eq!(st["parents"][0]["conditions"][0]["observedGeneration"], 3);
+    let gw = p.status("Gateway", "infra", "httproute-hostname-intersection");
+    let attached: Vec<(String, u64)> = gw["listeners"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["name"].as_str().unwrap().to_string(),
+                l["attachedRoutes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        attached,
+        vec![
+            ("listener-1".to_string(), 2),
+            ("listener-2".to_string(), 1),
+            ("listener-3".to_string(), 1)
+        ]
+    );
+    assert_eq!(condition(&gw["conditions"], "Accepted"), yes("Accepted"));
+    assert_eq!(
+        condition(&gw["conditions"], "Programmed"),
+        yes("Programmed")
+    );
+    assert_eq!(gw["conditions"][0]["observedGeneration"], 2);
+    let l0 = &gw["listeners"][0];
+    assert_eq!(
+        l0["supportedKinds"],
+        json!([{"group": GROUP, "kind": "HTTPRoute"}])
+    );
+    assert_eq!(
+        condition(&l0["conditions"], "ResolvedRefs"),
+        yes("ResolvedRefs")
+    );
+    assert_eq!(
+        condition(&l0["conditions"], "Conflicted"),
+        no("NoConflicts")
+    );
+}
+
+#[test]
+fn attachment_follows_parents_listeners_and_namespaces() {
+    let p = Probe::new(&fixtures(&["attachment.yaml"]));
+    let st = |ns: &str, name: &str| p.status("HTTPRoute", ns, name).clone();
+    let accepted =
+        |ns: &str, name: &str| condition(&st(ns, name)["parents"][0]["conditions"], "Accepted");
+    assert_eq!(
+        accepted("web-backend", "invalid-cross-namespace-parent-ref"),
+        no("NotAllowedByListeners")
+    );
+    assert_eq!(
+        accepted("infra", "section-name-does-not-match"),
+        no("NoMatchingParent")
+    );
+    assert_eq!(p.http("nomatch.example", "/", &[]), "404");
+    // Selected by its namespace's labels.
+    assert_eq!(accepted("web-backend", "cross-namespace"), yes("Accepted"));
+    assert_eq!(p.http("cross.example", "/", &[]), "web-backend");
+    assert_eq!(
+        accepted("elsewhere", "not-selected"),
+        no("NotAllowedByListeners")
+    );
+    assert_eq!(p.http("elsewhere.example", "/", &[]), "404");
+    // Two parents, one entry each.
+    let shared = st("infra", "shared");
+    assert_eq!(shared["parents"].as_array().unwrap().len(), 2);
+    assert_eq!(shared["parents"][1]["parentRef"]["name"], "all-namespaces");
+    assert_eq!(
+        p.http("multi.example", "/shared/x", &[]),
+        "infra-backend-v1"
+    );
+    // Another controller's Gateway: no status of ours, no route.
+    assert!(!p.d.statuses.iter().any(|s| s.name == "for-someone-else"));
+    assert!(!p
+        .d
+        .statuses
+        .iter()
+        .any(|s| s.name == "not-ours" || s.name == "theirs"));
+    assert_eq!(p.http("theirs.example", "/", &[]), "404");
+    assert_eq!(
+        condition(
+            &p.status("GatewayClass", "", "ours")["conditions"],
+            "Accepted"
+        ),
+        yes("Accepted")
+    );
+    // A listener for route kinds we do not serve.
+    let gw = p.status("Gateway", "infra", "gateway-only-invalid-route-kind");
+    let l = &gw["listeners"][0];
+    assert_eq!(
+        condition(&l["conditions"], "ResolvedRefs"),
+        no("InvalidRouteKinds")
+    );
+    assert_eq!(l["supportedKinds"], json!([]));
+    assert_eq!(l["attachedRoutes"], 0);
+    // One unsupported listener of two: the Gateway is accepted, the listener is not.
+    let gw = p.status("Gateway", "infra", "gateway-unsupported-protocol");
+    assert_eq!(
+        condition(&gw["conditions"], "Accepted"),
+        yes("ListenersNotValid")
+    );
+    assert_eq!(
+        condition(&gw["listeners"][0]["conditions"], "Accepted"),
+        no("UnsupportedProtocol")
+    );
+    assert_eq!(
+        condition(&gw["listeners"][1]["conditions"], "Accepted"),
+        yes("Accepted")
+    );
+}
+
+#[test]
+fn backend_refs_weights_failures_and_grants() {
+    let p = Probe::new(&fixtures(&["backends.yaml"]));
+    // HTTPRouteWeight: 70/30 through traffic-split; weight 0 gets nothing.
+    let key =
+        p.d.values
+            .iter()
+            .find(|(k, v)| k.starts_with("/g/routes/") && v["name"] == "infra/weights")
+            .map(|(_, v)| v.clone())
+            .unwrap();
+    let split = &key["plugins"]["traffic-split"]["rules"][0]["weighted_upstreams"];
+    assert_eq!(split.as_array().unwrap().len(), 2);
+    assert_eq!(split[0]["weight"], 30);
+    assert_eq!(split[1], json!({"weight": 70}));
+    assert_eq!(p.http("weights.example", "/", &[]), "infra-backend-v1");
+    // HTTPRouteNoBackendRefs
+    assert_eq!(
+        p.http("nobackends.example", "/omitted-no-forward", &[]),
+        "500"
+    );
+    assert_eq!(
+        p.http("nobackends.example", "/empty-no-forward", &[]),
+        "500"
+    );
+    assert_eq!(
+        p.http("nobackends.example", "/forward", &[]),
+        "infra-backend-v1"
+    );
+    assert_eq!(
+        p.route_condition("no-backends", 0, "ResolvedRefs"),
+        yes("ResolvedRefs")
+    );
+    // Invalid refs: accepted, ResolvedRefs False, 500.
+    assert_eq!(p.http("missing.example", "/", &[]), "500");
+    assert_eq!(
+        p.route_condition("nonexistent-backend", 0, "Accepted"),
+        yes("Accepted")
+    );
+    assert_eq!(
+        p.route_condition("nonexistent-backend", 0, "ResolvedRefs"),
+        no("BackendNotFound")
+    );
+    assert_eq!(p.http("kind.example", "/", &[]), "500");
+    assert_eq!(
+        p.route_condition("unknown-kind", 0, "ResolvedRefs"),
+        no("InvalidKind")
+    );
+    // One valid ref of two, equal weights: half of the requests are answered 500.
+    let half =
+        p.d.values
+            .values()
+            .find(|v| v["name"] == "infra/half-invalid")
+            .unwrap();
+    assert_eq!(
+        half["plugins"]["fault-injection"]["abort"]["percentage"],
+        50
+    );
+    assert_eq!(
+        half["upstream_id"]
+            .as_str()
+            .map(|s| s.starts_with("k8s-u-")),
+        Some(true)
+    );
+    // ReferenceGrant: only the granted Service, only for HTTPRoutes of infra.
+    assert_eq!(p.http("granted.example", "/", &[]), "web-backend");
+    assert_eq!(
+        p.route_condition("granted", 0, "ResolvedRefs"),
+        yes("ResolvedRefs")
+    );
+    assert_eq!(p.http("notgranted.example", "/v2", &[]), "500");
+    assert_eq!(p.http("notgranted.example", "/", &[]), "infra-backend-v1");
+    assert_eq!(
+        p.route_condition("not-granted", 0, "ResolvedRefs"),
+        no("RefNotPermitted")
+    );
+}
+
+#[test]
+fn filters_become_plugins() {
+    let p = Probe::new(&fixtures(&["filters.yaml"]));
+    let h = "filters.example";
+    let table: &[(&str, &str)] = &[
+        (
+            "/hostname-redirect",
+            "redirect 302 http://example.org/hostname-redirect",
+        ),
+        (
+            "/host-and-status",
+            "redirect 301 http://example.org/host-and-status",
+        ),
+        (
+            "/hostname-redirect?a=1",
+            "redirect 302 http://example.org/hostname-redirect?a=1",
+        ),
+        (
+            "/original-prefix/lemon",
+            "redirect 302 http://filters.example/replacement-prefix/lemon",
+        ),
+        (
+            "/original-prefix",
+            "redirect 302 http://filters.example/replacement-prefix",
+        ),
+        (
+            "/full/path/original",
+            "redirect 302 http://filters.example/full-path-replacement",
+        ),
+        ("/scheme", "redirect 302 https://filters.example/scheme"),
+        ("/port", "redirect 302 http://filters.example:8083/port"),
+        // URLRewrite: the spec's ReplacePrefixMatch table.
+        ("/prefix/one/two", "infra-backend-v1 /one/two"),
+        ("/prefix/one", "infra-backend-v1 /one"),
+        ("/prefix/one/", "infra-backend-v1 /one/"),
+        ("/strip-prefix/three", "infra-backend-v1 /three"),
+        ("/strip-prefix", "infra-backend-v1 /"),
+        ("/strip-prefix/", "infra-backend-v1 /"),
+        ("/full-rewrite/x?q=1", "infra-backend-v1 /one?q=1"),
+        ("/set", "infra-backend-v1"),
+        // A filter we do not implement: 500, never a silent pass-through.
+        ("/unsupported", "500"),
+    ];
+    for (target, want) in table {
+        assert_eq!(&p.http(h, target, &[]), want, "{target}");
+    }
+    let route = |name: &str| {
+        p.d.values
+            .values()
+            .find(|v| v["name"] == "infra/filters" && v["uris"][0] == name)
+            .unwrap()
+            .clone()
+    };
+    let set = route("/set");
+    assert_eq!(
+        set["plugins"]["proxy-rewrite"]["headers"],
+        json!({"set": {"X-Header-Set": "set-overwrites-values"},
+               "add": {"X-Header-Add": "add-appends-values"}, "remove": ["X-Header-Remove"]})
+    );
+    assert_eq!(
+        set["plugins"]["response-rewrite"]["headers"],
+        json!({"set": {"X-Resp-Set": "s"}, "add": ["X-Resp-Add: a"], "remove": ["X-Resp-Remove"]})
+    );
+    let strip = route("/strip-prefix");
+    assert_eq!(strip["plugins"]["proxy-rewrite"]["host"], "one.example.org");
+    // The smaller of request and backendRequest.
+    assert_eq!(
+        strip["timeout"],
+        json!({"connect": 0.5, "send": 0.5, "read": 0.5})
+    );
+    assert!(
+        p.d.warnings.iter().any(|w| w.contains("ExtensionRef")),
+        "{:?}",
+        p.d.warnings
+    );
+}
+
+#[test]
+fn precedence_packs_the_specs_order() {
+    // exact > method > headers > query > older > earlier rule.
+    let base = priority(false, false, 0, 0, 1_700_000_000, 0);
+    assert!(priority(true, false, 0, 0, 1_700_000_000, 0) > priority(false, true, 16, 16, 0, 0));
+    assert!(priority(false, true, 0, 0, 1_700_000_000, 0) > priority(false, false, 16, 16, 0, 0));
+    assert!(priority(false, false, 2, 0, 1_700_000_000, 0) > priority(false, false, 1, 16, 0, 0));
+    assert!(priority(false, false, 0, 1, 1_800_000_000, 9) > base);
+    assert!(priority(false, false, 0, 0, 1_600_000_000, 9) > base);
+    assert!(priority(false, false, 0, 0, 1_700_000_000, 1) < base);
+    // Never overflows, whatever the inputs.
+    assert!(priority(true, true, 99, 99, i64::MIN, usize::MAX) > 0);
+    assert!(priority(true, true, 99, 99, i64::MAX, 0) > 0);
+}
+
+#[test]
+fn durations_of_the_gateway_api() {
+    let table: &[(&str, Option<f64>)] = &[
+        ("10s", Some(10.0)),
+        ("500ms", Some(0.5)),
+        ("1h30m", Some(5400.0)),
+        ("0s", Some(0.0)),
+        ("1m1s1ms", Some(61.001)),
+        ("", None),
+        ("10", None),
+        ("1d", None),
+        ("s", None),
+    ];
+    for (s, want) in table {
+        assert_eq!(duration(s).ok(), *want, "{s:?}");
+    }
+}

@@ -1,0 +1,333 @@
+//! End-to-end: ingress-sync with `--gateway-api`, its real kube-rs watchers against the
+//! loopback Kubernetes API server (`e2e::kube_api`), a real etcd, a real gateway and real
+//! backends: HTTPRoutes become routes, filters become plugins, and status is written back.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use e2e::kube_api::KubeApi;
+use e2e::{eventually, Backend, Etcd, Gateway, IngressSync, Load};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+const PREFIX: &str = "/gw";
+const CONTROLLER: &str = "example.com/gateway-sync";
+const NS: &str = "infra";
+
+struct Env {
+    _etcd: Etcd,
+    gw: Gateway,
+    kube: KubeApi,
+    _sync: IngressSync,
+    client: reqwest::Client,
+}
+
+impl Env {
+    async fn start(backends: &[&Backend]) -> Env {
+        let etcd = Etcd::start();
+        let gw = Gateway::start(&etcd.url, PREFIX, &[]);
+        gw.wait_ready().await;
+        let kube = KubeApi::start().await;
+        kube.apply(json!({"kind": "Namespace", "metadata": {"name": NS}}));
+        kube.apply(json!({"kind": "GatewayClass", "metadata": {"name": "ours"},
+                          "spec": {"controllerName": CONTROLLER}}));
+        kube.apply(
+            json!({"kind": "Gateway", "metadata": {"name": "gw", "namespace": NS},
+            "spec": {"gatewayClassName": "ours", "listeners": [
+                {"name": "http", "port": 80, "protocol": "HTTP"}]}}),
+        );
+        for b in backends {
+            kube.apply(
+                json!({"kind": "Service", "metadata": {"name": b.name, "namespace": NS},
+                "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 3000}]}}),
+            );
+            kube.apply(json!({"kind": "EndpointSlice",
+                "metadata": {"name": b.name, "namespace": NS,
+                             "labels": {"kubernetes.io/service-name": b.name}},
+                "addressType": "IPv4",
+                "ports": [{"name": "http", "port": b.addr.port()}],
+                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]}));
+        }
+        let args = [
+            format!("--controller-name={CONTROLLER}"),
+            "--gateway-api".to_string(),
+            "--publish-address=203.0.113.7".to_string(),
+            "--debounce-ms=50".to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let sync = IngressSync::start(&etcd.url, PREFIX, kube.kubeconfig(), &args);
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .unwrap();
+        Env {
+            _etcd: etcd,
+            gw,
+            kube,
+            _sync: sync,
+            client,
+        }
+    }
+
+    /// The status and the JSON echo of `GET path` with `headers`.
+    async fn get(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> (u16, Value, String) {
+        let mut req = self.client.get(self.gw.url(path)).header("host", host);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let Ok(resp) = req.send().await else {
+            return (0, Value::Null, String::new());
+        };
+        let status = resp.status().as_u16();
+        let location = resp
+            .headers()
+            .get("location")
+            .and_then(|l| l.to_str().ok())
+            .unwrap_or_default()
+            .to_string();
+        let body = resp.json().await.unwrap_or(Value::Null);
+        (status, body, location)
+    }
+
+    async fn backend(&self, host: &str, path: &str, headers: &[(&str, &str)]) -> String {
+        match self.get(host, path, headers).await {
+            (200, body, _) => body["backend"].as_str().unwrap_or_default().to_string(),
+            (status, _, _) => status.to_string(),
+        }
+    }
+
+    fn status(&self, kind: &str, ns: &str, name: &str) -> Value {
+        self.kube
+            .get(kind, ns, name)
+            .map(|o| o["status"].clone())
+            .unwrap_or(Value::Null)
+    }
+}
+
+fn condition(list: &Value, type_: &str) -> Option<(String, String, i64)> {
+    list.as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)
+        .map(|c| {
+            (
+                c["status"].as_str().unwrap_or_default().to_string(),
+                c["reason"].as_str().unwrap_or_default().to_string(),
+                c["observedGeneration"].as_i64().unwrap_or(-1),
+            )
+        })
+}
+
+fn route(name: &str, spec: Value) -> Value {
+    json!({"kind": "HTTPRoute", "metadata": {"name": name, "namespace": NS}, "spec": spec})
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn httproutes_route_filter_and_report_status() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let env = Env::start(&[&v1, &v2]).await;
+    // HTTPRouteMatching's rules, plus filters on their own paths.
+    env.kube.apply(route(
+        "matching",
+        json!({
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": ["example.com"],
+            "rules": [
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/"}},
+                             {"headers": [{"name": "version", "value": "one"}]}],
+                 "backendRefs": [{"name": "v1", "port": 8080}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/v2"}},
+                             {"headers": [{"name": "version", "value": "two"}]}],
+                 "backendRefs": [{"name": "v2", "port": 8080}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/set"}}],
+                 "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {
+                     "set": [{"name": "X-Header-Set", "value": "set-overwrites-values"}],
+                     "remove": ["X-Header-Remove"]}},
+                             {"type": "ResponseHeaderModifier", "responseHeaderModifier": {
+                     "add": [{"name": "X-Resp-Add", "value": "added"}]}}],
+                 "backendRefs": [{"name": "v1", "port": 8080}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/hostname-redirect"}}],
+                 "filters": [{"type": "RequestRedirect",
+                              "requestRedirect": {"hostname": "example.org"}}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/original-prefix"}}],
+                 "filters": [{"type": "RequestRedirect", "requestRedirect": {"path": {
+                     "type": "ReplacePrefixMatch", "replacePrefixMatch": "/replacement-prefix"}}}]},
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/prefix/one"}}],
+                 "filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "one.example.org",
+                     "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/one"}}}],
+                 "backendRefs": [{"name": "v2", "port": 8080}]},
+                {"matches": [{"path": {"type": "Exact", "value": "/missing"}}],
+                 "backendRefs": [{"name": "nonexistent", "port": 8080}]}
+            ]
+        }),
+    ));
+    eventually(Duration::from_secs(15), "the route is served", || async {
+        env.backend("example.com", "/v2/x", &[]).await == "v2"
+    })
+    .await;
+    type Row<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let table: &[Row] = &[
+        ("/", &[], "v1"),
+        ("/example", &[], "v1"),
+        ("/", &[("version", "two")], "v2"),
+        ("/v2example", &[], "v1"),
+        ("/missing", &[], "500"),
+    ];
+    for (path, headers, want) in table {
+        assert_eq!(
+            &env.backend("example.com", path, headers).await,
+            want,
+            "{path} {headers:?}"
+        );
+    }
+    // Another host: no route.
+    assert_eq!(env.backend("example.net", "/", &[]).await, "404");
+
+    let (status, echo, _) = env
+        .get(
+            "example.com",
+            "/set",
+            &[("X-Header-Set", "old"), ("X-Header-Remove", "x")],
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(echo["headers"]["x-header-set"], "set-overwrites-values");
+    assert!(echo["headers"].get("x-header-remove").is_none(), "{echo}");
+    let resp = env
+        .client
+        .get(env.gw.url("/set"))
+        .header("host", "example.com")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.headers()["x-resp-add"], "added");
+
+    let (status, _, location) = env.get("example.com", "/hostname-redirect?a=1", &[]).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (302, "http://example.org/hostname-redirect?a=1")
+    );
+    let (status, _, location) = env.get("example.com", "/original-prefix/lemon", &[]).await;
+    assert_eq!(
+        (status, location.as_str()),
+        (302, "http://example.com/replacement-prefix/lemon")
+    );
+    let (status, echo, _) = env.get("example.com", "/prefix/one/two?q=1", &[]).await;
+    assert_eq!(status, 200);
+    assert_eq!(echo["uri"], "/one/two?q=1");
+    assert_eq!(echo["headers"]["host"], "one.example.org");
+
+    // Status: the class, the Gateway (programmed, one route attached, the published
+    // address) and the route (accepted; one ref does not resolve).
+    eventually(Duration::from_secs(10), "status written", || async {
+        condition(
+            &env.status("HTTPRoute", NS, "matching")["parents"][0]["conditions"],
+            "Accepted",
+        )
+        .is_some()
+    })
+    .await;
+    let class = env.status("GatewayClass", "", "ours");
+    assert_eq!(
+        condition(&class["conditions"], "Accepted"),
+        Some(("True".into(), "Accepted".into(), 1))
+    );
+    let gw = env.status("Gateway", NS, "gw");
+    assert_eq!(
+        condition(&gw["conditions"], "Programmed"),
+        Some(("True".into(), "Programmed".into(), 1))
+    );
+    assert_eq!(
+        gw["addresses"],
+        json!([{"type": "IPAddress", "value": "203.0.113.7"}])
+    );
+    assert_eq!(gw["listeners"][0]["attachedRoutes"], 1);
+    let parent = &env.status("HTTPRoute", NS, "matching")["parents"][0];
+    assert_eq!(parent["controllerName"], CONTROLLER);
+    assert_eq!(parent["parentRef"]["name"], "gw");
+    assert_eq!(
+        condition(&parent["conditions"], "Accepted"),
+        Some(("True".into(), "Accepted".into(), 1))
+    );
+    assert_eq!(
+        condition(&parent["conditions"], "ResolvedRefs"),
+        Some(("False".into(), "BackendNotFound".into(), 1))
+    );
+
+    // A spec change moves observedGeneration; an unchanged pass writes no status.
+    let patches_before = env.kube.status_patches_of("HTTPRoute").len();
+    env.kube.apply(route(
+        "matching",
+        json!({
+            "parentRefs": [{"name": "gw"}],
+            "hostnames": ["example.com"],
+            "rules": [{"backendRefs": [{"name": "v2", "port": 8080}]}]
+        }),
+    ));
+    eventually(Duration::from_secs(15), "generation 2 observed", || async {
+        let st = env.status("HTTPRoute", NS, "matching");
+        condition(&st["parents"][0]["conditions"], "ResolvedRefs")
+            == Some(("True".into(), "ResolvedRefs".into(), 2))
+    })
+    .await;
+    assert_eq!(env.backend("example.com", "/example", &[]).await, "v2");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let patches = env.kube.status_patches_of("HTTPRoute").len();
+    assert_eq!(patches, patches_before + 1, "one patch for one change");
+
+    // Deleted: 404, and the Gateway counts no route.
+    env.kube.delete("HTTPRoute", NS, "matching");
+    eventually(Duration::from_secs(15), "route removed", || async {
+        env.backend("example.com", "/example", &[]).await == "404"
+    })
+    .await;
+    eventually(Duration::from_secs(10), "attachedRoutes 0", || async {
+        env.status("Gateway", NS, "gw")["listeners"][0]["attachedRoutes"] == 0
+    })
+    .await;
+    assert!(
+        env.kube.unknown_requests().is_empty(),
+        "{:?}",
+        env.kube.unknown_requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route_changes_under_keepalive_load_lose_no_request() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let env = Env::start(&[&v1, &v2]).await;
+    let spec = |weights: (i32, i32)| {
+        json!({"parentRefs": [{"name": "gw"}], "rules": [{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/load"}}],
+            "backendRefs": [{"name": "v1", "port": 8080, "weight": weights.0},
+                            {"name": "v2", "port": 8080, "weight": weights.1}]}]})
+    };
+    env.kube.apply(route("churn", spec((1, 0))));
+    eventually(Duration::from_secs(15), "served", || async {
+        env.backend("any", "/load", &[]).await == "v1"
+    })
+    .await;
+    let load = Load::start(&[env.gw.url("/load")], 4);
+    load.wait_more_ok(50).await;
+    // Shift the weights back and forth, and add and remove a second route beside it.
+    for round in 0..6 {
+        let w = if round % 2 == 0 { (0, 1) } else { (1, 1) };
+        env.kube.apply(route("churn", spec(w)));
+        env.kube.apply(route(
+            &format!("extra-{round}"),
+            json!({"parentRefs": [{"name": "gw"}],
+            "rules": [{"matches": [{"path": {"type": "Exact", "value": format!("/extra/{round}")}}],
+                       "backendRefs": [{"name": "v2", "port": 8080}]}]}),
+        ));
+        if round > 0 {
+            env.kube
+                .delete("HTTPRoute", NS, &format!("extra-{}", round - 1));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    eventually(Duration::from_secs(15), "the last weights hold", || async {
+        env.backend("any", "/extra/5", &[]).await == "v2"
+    })
+    .await;
+    load.wait_more_ok(50).await;
+    let report = load.stop().await;
+    assert_eq!(report.failed, 0, "{report:?}");
+    assert!(v1.hits() > 0 && v2.hits() > 0);
+}
