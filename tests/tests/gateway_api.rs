@@ -331,3 +331,195 @@ async fn route_changes_under_keepalive_load_lose_no_request() {
     assert_eq!(report.failed, 0, "{report:?}");
     assert!(v1.hits() > 0 && v2.hits() > 0);
 }
+
+/// `ingress-sync/tests/fixtures/gateway-api/`: the objects, and the conformance tables the
+/// translation tests check through the router, here through a real gateway.
+fn fixture_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../ingress-sync/tests/fixtures/gateway-api")
+}
+
+fn objects(name: &str) -> Vec<Value> {
+    let text = std::fs::read_to_string(fixture_dir().join(name)).unwrap();
+    serde_saphyr::from_multiple(&text).unwrap()
+}
+
+/// What a request got, in `expectations.yaml`'s words.
+async fn outcome(env: &Env, row: &Value) -> String {
+    let mut req = env
+        .client
+        .request(
+            row["method"].as_str().unwrap_or("GET").parse().unwrap(),
+            env.gw.url(row["path"].as_str().unwrap()),
+        )
+        .header("host", row["host"].as_str().unwrap());
+    for (k, v) in row["headers"].as_object().into_iter().flatten() {
+        req = req.header(k.as_str(), v.as_str().unwrap());
+    }
+    let Ok(resp) = req.send().await else {
+        return "no answer".into();
+    };
+    let status = resp.status().as_u16();
+    if (300..400).contains(&status) {
+        let to = resp.headers()["location"].to_str().unwrap().to_string();
+        return format!("redirect {status} {to}");
+    }
+    if status != 200 {
+        return status.to_string();
+    }
+    let echo: Value = resp.json().await.unwrap_or(Value::Null);
+    let backend = echo["backend"].as_str().unwrap_or_default().to_string();
+    // Rows that name a path check what the backend received.
+    match row["want"].as_str().unwrap().split_once(' ') {
+        Some(_) => format!("{backend} {}", echo["uri"].as_str().unwrap_or_default()),
+        None => backend,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_conformance_tables_hold_through_a_real_gateway() {
+    let infra = objects("infra.yaml");
+    let expectations: Vec<Value> = serde_saphyr::from_str(
+        &std::fs::read_to_string(fixture_dir().join("expectations.yaml")).unwrap(),
+    )
+    .unwrap();
+    // One echo backend per Service of the fixtures, named as the Service.
+    let mut services: Vec<(String, String)> = Vec::new();
+    for e in &expectations {
+        for o in infra.iter().chain(&objects(e["fixture"].as_str().unwrap())) {
+            if o["kind"] == "Service" {
+                let key = (
+                    o["metadata"]["namespace"].as_str().unwrap().to_string(),
+                    o["metadata"]["name"].as_str().unwrap().to_string(),
+                );
+                if !services.contains(&key) {
+                    services.push(key);
+                }
+            }
+        }
+    }
+    let mut backends = Vec::new();
+    for (_, name) in &services {
+        backends.push(Backend::start(name).await);
+    }
+    let env = Env::start(&[]).await;
+    for o in &infra {
+        let mut o = o.clone();
+        // The fixtures' class names the translation tests' controller.
+        if o["spec"]["controllerName"] == "example.com/gw" {
+            o["spec"]["controllerName"] = json!(CONTROLLER);
+        }
+        env.kube.apply(o);
+    }
+    for ((ns, name), b) in services.iter().zip(&backends) {
+        env.kube.apply(json!({"kind": "EndpointSlice",
+            "metadata": {"name": name, "namespace": ns,
+                         "labels": {"kubernetes.io/service-name": name}},
+            "addressType": "IPv4",
+            "ports": [{"name": "http", "port": b.addr.port()}],
+            "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]}));
+    }
+    let mut checked = 0;
+    for e in &expectations {
+        let fixture = e["fixture"].as_str().unwrap();
+        let objs = objects(fixture);
+        for o in &objs {
+            env.kube.apply(o.clone());
+        }
+        let rows = e["requests"].as_array().unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let mut wrong = Vec::new();
+            for row in rows {
+                let got = outcome(&env, row).await;
+                if got != row["want"].as_str().unwrap() {
+                    wrong.push(format!("{row} got {got:?}"));
+                }
+            }
+            if wrong.is_empty() {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{fixture}: {} of {} requests differ:\n{}",
+                wrong.len(),
+                rows.len(),
+                wrong.join("\n")
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        checked += rows.len();
+        // The next fixture starts from the infrastructure alone.
+        for o in &objs {
+            let kind = o["kind"].as_str().unwrap();
+            let ns = o["metadata"]["namespace"].as_str().unwrap_or_default();
+            env.kube
+                .delete(kind, ns, o["metadata"]["name"].as_str().unwrap());
+        }
+    }
+    assert!(checked > 100, "{checked}");
+    assert!(
+        env.kube.unknown_requests().is_empty(),
+        "{:?}",
+        env.kube.unknown_requests()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn weights_share_the_traffic_and_an_unresolved_ref_answers_its_share_500() {
+    let (v1, v2, v3) = (
+        Backend::start("v1").await,
+        Backend::start("v2").await,
+        Backend::start("v3").await,
+    );
+    let env = Env::start(&[&v1, &v2, &v3]).await;
+    // HTTPRouteWeight: 70 / 30 / 0.
+    env.kube.apply(route(
+        "weights",
+        json!({"parentRefs": [{"name": "gw"}],
+        "hostnames": ["weights.example"],
+        "rules": [{"backendRefs": [{"name": "v1", "port": 8080, "weight": 70},
+                                   {"name": "v2", "port": 8080, "weight": 30},
+                                   {"name": "v3", "port": 8080, "weight": 0}]}]}),
+    ));
+    // One ref of two does not resolve: half of the requests are answered 500.
+    env.kube.apply(route(
+        "half",
+        json!({"parentRefs": [{"name": "gw"}],
+        "hostnames": ["half.example"],
+        "rules": [{"backendRefs": [{"name": "v1", "port": 8080},
+                                   {"name": "nonexistent", "port": 8080}]}]}),
+    ));
+    eventually(Duration::from_secs(15), "both served", || async {
+        env.backend("weights.example", "/", &[])
+            .await
+            .starts_with('v')
+            && env.backend("half.example", "/", &[]).await != "404"
+    })
+    .await;
+    let count = |answers: &[String], what: &str| answers.iter().filter(|a| *a == what).count();
+    let mut answers = Vec::new();
+    for _ in 0..500 {
+        answers.push(env.backend("weights.example", "/", &[]).await);
+    }
+    let (n1, n2, n3) = (
+        count(&answers, "v1"),
+        count(&answers, "v2"),
+        count(&answers, "v3"),
+    );
+    // The conformance suite allows 5 percentage points either way.
+    assert!(
+        (325..=375).contains(&n1) && (125..=175).contains(&n2) && n3 == 0,
+        "{n1} {n2} {n3}"
+    );
+    let mut answers = Vec::new();
+    for _ in 0..400 {
+        answers.push(env.backend("half.example", "/", &[]).await);
+    }
+    let (ok, failed) = (count(&answers, "v1"), count(&answers, "500"));
+    assert_eq!(ok + failed, 400);
+    assert!(
+        (160..=240).contains(&failed),
+        "{failed} of 400 answered 500"
+    );
+}
