@@ -1,8 +1,8 @@
-//! Reflector stores for the five kinds we read (ten with `--gateway-api`), each fed by a kube-rs watcher with
+//! Reflector stores for the five kinds we read (eleven with `--gateway-api`), each fed by a kube-rs watcher with
 //! backoff (re-listing after `410 Gone`), and one coalescing trigger: every event pokes a
 //! `Notify`, whose single permit merges a burst into one wake-up; the caller then waits a
 //! short debounce before it reads the stores.
-use crate::gateway_api::{Gateway, GatewayClass, HttpRoute, ReferenceGrant};
+use crate::gateway_api::{Gateway, GatewayClass, GrpcRoute, HttpRoute, ReferenceGrant};
 use crate::translate::Cluster;
 use futures_util::StreamExt;
 use k8s_openapi::api::core::v1::{Namespace, Secret, Service};
@@ -32,6 +32,7 @@ struct GatewayStores {
     classes: Store<GatewayClass>,
     gateways: Store<Gateway>,
     routes: Store<HttpRoute>,
+    grpc_routes: Store<GrpcRoute>,
     grants: Store<ReferenceGrant>,
     namespaces: Store<Namespace>,
 }
@@ -46,6 +47,7 @@ impl Stores {
                 classes: spawn(Api::all(client.clone()), all.clone(), trigger),
                 gateways: spawn(Api::all(client.clone()), all.clone(), trigger),
                 routes: spawn(Api::all(client.clone()), all.clone(), trigger),
+                grpc_routes: spawn(Api::all(client.clone()), all.clone(), trigger),
                 grants: spawn(Api::all(client.clone()), all.clone(), trigger),
                 namespaces: spawn(Api::all(client.clone()), all.clone(), trigger),
             }),
@@ -73,6 +75,7 @@ impl Stores {
             let _ = g.classes.wait_until_ready().await;
             let _ = g.gateways.wait_until_ready().await;
             let _ = g.routes.wait_until_ready().await;
+            let _ = g.grpc_routes.wait_until_ready().await;
             let _ = g.grants.wait_until_ready().await;
             let _ = g.namespaces.wait_until_ready().await;
         }
@@ -98,6 +101,7 @@ impl Stores {
             cluster.gateway_classes = all(&g.classes);
             cluster.gateways = all(&g.gateways);
             cluster.http_routes = all(&g.routes);
+            cluster.grpc_routes = all(&g.grpc_routes);
             cluster.reference_grants = all(&g.grants);
             cluster.namespaces = all(&g.namespaces);
         }

@@ -51,6 +51,7 @@ pub struct Cluster {
     pub gateway_classes: Vec<gateway_api::GatewayClass>,
     pub gateways: Vec<gateway_api::Gateway>,
     pub http_routes: Vec<gateway_api::HttpRoute>,
+    pub grpc_routes: Vec<gateway_api::GrpcRoute>,
     pub reference_grants: Vec<gateway_api::ReferenceGrant>,
     /// For `allowedRoutes.namespaces.selector`.
     pub namespaces: Vec<Namespace>,
@@ -188,6 +189,8 @@ pub(crate) struct BackendRef {
     pub namespace: String,
     pub service: String,
     pub port: PortRef,
+    /// Spoken to with gRPC over HTTP/2 cleartext (a GRPCRoute's backends).
+    pub grpc: bool,
 }
 
 fn backend_ref(namespace: &str, b: &IngressBackend) -> Result<BackendRef, String> {
@@ -208,6 +211,7 @@ fn backend_ref(namespace: &str, b: &IngressBackend) -> Result<BackendRef, String
         namespace: namespace.to_string(),
         service: svc.name.clone(),
         port,
+        grpc: false,
     })
 }
 
@@ -423,6 +427,9 @@ pub fn translate(cluster: &Cluster, settings: &Settings, now: &str) -> Desired {
         });
         let mut upstream = upstream;
         upstream["labels"][LABEL_CONTROLLER] = controller.clone();
+        if b.grpc {
+            upstream["scheme"] = json!("grpc");
+        }
         put(&mut out, Kind::Upstreams, &id, upstream, &settings.prefix);
     }
     out
@@ -442,7 +449,12 @@ fn put(out: &mut Desired, kind: Kind, id: &str, value: Value, prefix: &str) {
 }
 
 pub(crate) fn upstream_id(b: &BackendRef) -> String {
-    stable_id("u", &[&b.namespace, &b.service, &b.port.to_string()])
+    let port = b.port.to_string();
+    if b.grpc {
+        stable_id("u", &[&b.namespace, &b.service, &port, "grpc"])
+    } else {
+        stable_id("u", &[&b.namespace, &b.service, &port])
+    }
 }
 
 /// The nodes of a backend, and a warning when there are none.

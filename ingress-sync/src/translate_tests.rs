@@ -39,6 +39,7 @@ pub(crate) fn cluster(yaml: &str) -> Cluster {
             "GatewayClass" => c.gateway_classes.push(parse(&kind, doc)),
             "Gateway" => c.gateways.push(parse(&kind, doc)),
             "HTTPRoute" => c.http_routes.push(parse(&kind, doc)),
+            "GRPCRoute" => c.grpc_routes.push(parse(&kind, doc)),
             "ReferenceGrant" => c.reference_grants.push(parse(&kind, doc)),
             other => panic!("unknown kind {other:?} in fixture"),
         }

@@ -4,7 +4,7 @@
 //! `resourceVersion` as newline-delimited events (with BOOKMARKs when
 //! `allowWatchBookmarks=true`, an ERROR event with a `410` Status for a compacted
 //! resourceVersion, closing after `timeoutSeconds`), and merge-PATCH of the status of
-//! Ingresses and of the Gateway API's GatewayClasses, Gateways and HTTPRoutes (which
+//! Ingresses and of the Gateway API's GatewayClasses, Gateways, HTTPRoutes and GRPCRoutes (which
 //! ingress-sync reads with `--gateway-api`, beside ReferenceGrants and Namespaces).
 //! `metadata.generation` moves when `spec` changes, as on a real server. Anything else is
 //! answered 404 and logged loudly.
@@ -26,7 +26,7 @@ use tokio::sync::{mpsc, watch};
 const GATEWAY_V1: &str = "/apis/gateway.networking.k8s.io/v1";
 
 /// (kind, API path prefix, plural, namespaced)
-const KINDS: [(&str, &str, &str, bool); 10] = [
+const KINDS: [(&str, &str, &str, bool); 11] = [
     ("Ingress", "/apis/networking.k8s.io/v1", "ingresses", true),
     (
         "IngressClass",
@@ -46,6 +46,7 @@ const KINDS: [(&str, &str, &str, bool); 10] = [
     ("GatewayClass", GATEWAY_V1, "gatewayclasses", false),
     ("Gateway", GATEWAY_V1, "gateways", true),
     ("HTTPRoute", GATEWAY_V1, "httproutes", true),
+    ("GRPCRoute", GATEWAY_V1, "grpcroutes", true),
     (
         "ReferenceGrant",
         "/apis/gateway.networking.k8s.io/v1beta1",
@@ -55,7 +56,13 @@ const KINDS: [(&str, &str, &str, bool); 10] = [
 ];
 
 /// The kinds whose `status` subresource can be patched.
-const STATUS_KINDS: [&str; 4] = ["Ingress", "GatewayClass", "Gateway", "HTTPRoute"];
+const STATUS_KINDS: [&str; 5] = [
+    "Ingress",
+    "GatewayClass",
+    "Gateway",
+    "HTTPRoute",
+    "GRPCRoute",
+];
 
 fn api_version(prefix: &str) -> &str {
     prefix

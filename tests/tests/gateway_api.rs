@@ -3,6 +3,9 @@
 //! backends: HTTPRoutes become routes, filters become plugins, and status is written back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+use e2e::grpc::proto::echo_client::EchoClient;
+use e2e::grpc::proto::EchoRequest;
+use e2e::grpc::GrpcBackend;
 use e2e::kube_api::KubeApi;
 use e2e::{eventually, Backend, Etcd, Gateway, IngressSync, Load};
 use serde_json::{json, Value};
@@ -35,16 +38,7 @@ impl Env {
                 {"name": "http", "port": 80, "protocol": "HTTP"}]}}),
         );
         for b in backends {
-            kube.apply(
-                json!({"kind": "Service", "metadata": {"name": b.name, "namespace": NS},
-                "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 3000}]}}),
-            );
-            kube.apply(json!({"kind": "EndpointSlice",
-                "metadata": {"name": b.name, "namespace": NS,
-                             "labels": {"kubernetes.io/service-name": b.name}},
-                "addressType": "IPv4",
-                "ports": [{"name": "http", "port": b.addr.port()}],
-                "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]}));
+            service(&kube, &b.name, b.addr.port());
         }
         let args = [
             format!("--controller-name={CONTROLLER}"),
@@ -100,6 +94,20 @@ impl Env {
             .map(|o| o["status"].clone())
             .unwrap_or(Value::Null)
     }
+}
+
+/// A Service `name` in the test namespace whose one endpoint is 127.0.0.1:`port`.
+fn service(kube: &KubeApi, name: &str, port: u16) {
+    kube.apply(
+        json!({"kind": "Service", "metadata": {"name": name, "namespace": NS},
+        "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 3000}]}}),
+    );
+    kube.apply(json!({"kind": "EndpointSlice",
+        "metadata": {"name": name, "namespace": NS,
+                     "labels": {"kubernetes.io/service-name": name}},
+        "addressType": "IPv4",
+        "ports": [{"name": "http", "port": port}],
+        "endpoints": [{"addresses": ["127.0.0.1"], "conditions": {"ready": true}}]}));
 }
 
 fn condition(list: &Value, type_: &str) -> Option<(String, String, i64)> {
@@ -522,4 +530,57 @@ async fn weights_share_the_traffic_and_an_unresolved_ref_answers_its_share_500()
         (160..=240).contains(&failed),
         "{failed} of 400 answered 500"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpcroutes_send_each_method_to_its_backend_over_h2c() {
+    let (g1, g2) = (
+        GrpcBackend::start("g1").await,
+        GrpcBackend::start("g2").await,
+    );
+    let env = Env::start(&[]).await;
+    service(&env.kube, "g1", g1.addr.port());
+    service(&env.kube, "g2", g2.addr.port());
+    env.kube.apply(
+        json!({"kind": "GRPCRoute", "metadata": {"name": "echo", "namespace": NS},
+        "spec": {"parentRefs": [{"name": "gw"}], "rules": [
+            {"matches": [{"method": {"service": "test.echo.Echo", "method": "Unary"}}],
+             "backendRefs": [{"name": "g1", "port": 8080}]},
+            {"matches": [{"method": {"service": "test.echo.Echo"}}],
+             "backendRefs": [{"name": "g2", "port": 8080}]}]}}),
+    );
+    let url = format!("http://{}", env.gw.http);
+    eventually(
+        Duration::from_secs(15),
+        "the unary call reaches g1",
+        || async {
+            let Ok(mut client) = EchoClient::connect(url.clone()).await else {
+                return false;
+            };
+            let req = EchoRequest {
+                message: "hi".into(),
+                fail_with: 0,
+            };
+            client
+                .unary(req)
+                .await
+                .is_ok_and(|r| r.get_ref().served_by == "g1")
+        },
+    )
+    .await;
+    // The streaming method matches the service alone: g2.
+    let mut client = EchoClient::connect(url).await.unwrap();
+    let out = futures_util::stream::iter(vec![EchoRequest {
+        message: "a".into(),
+        fail_with: 0,
+    }]);
+    let mut replies = client.chat(out).await.unwrap().into_inner();
+    let first = replies.message().await.unwrap().unwrap();
+    assert_eq!(first.served_by, "g2");
+    eventually(Duration::from_secs(10), "GRPCRoute accepted", || async {
+        let st = env.status("GRPCRoute", NS, "echo");
+        condition(&st["parents"][0]["conditions"], "Accepted")
+            == Some(("True".into(), "Accepted".into(), 1))
+    })
+    .await;
 }

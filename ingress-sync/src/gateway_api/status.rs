@@ -1,8 +1,8 @@
 //! Writes the Gateway API status that [`super::translate`] computed, when it differs from
-//! what the object shows. HTTPRoute `status.parents` is shared by every controller of its
+//! what the object shows. A route's `status.parents` is shared by every controller of its
 //! parents: the entries of other controllers are kept as they are.
 use super::translate::StatusUpdate;
-use super::types::{Gateway, GatewayClass, HttpRoute};
+use super::types::{Gateway, GatewayClass, GrpcRoute, HttpRoute};
 use crate::translate::Cluster;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
@@ -30,10 +30,15 @@ pub fn merged(cluster: &Cluster, update: &StatusUpdate, controller: &str) -> Opt
             .iter()
             .find(|o| find(o.metadata.namespace.as_ref(), o.metadata.name.as_ref()))
             .map(|o| o.status.clone()),
+        "GRPCRoute" => cluster
+            .grpc_routes
+            .iter()
+            .find(|o| find(o.metadata.namespace.as_ref(), o.metadata.name.as_ref()))
+            .map(|o| o.status.clone()),
         _ => None,
     }?
     .unwrap_or(Value::Null);
-    let want = if update.kind == "HTTPRoute" {
+    let want = if update.kind.ends_with("Route") {
         let mut parents: Vec<Value> = current["parents"]
             .as_array()
             .into_iter()
@@ -84,6 +89,10 @@ pub async fn update(
                 .await
                 .map(|_| ()),
             "Gateway" => Api::<Gateway>::namespaced(client.clone(), &u.namespace)
+                .patch_status(&u.name, &params, &patch)
+                .await
+                .map(|_| ()),
+            "GRPCRoute" => Api::<GrpcRoute>::namespaced(client.clone(), &u.namespace)
                 .patch_status(&u.name, &params, &patch)
                 .await
                 .map(|_| ()),

@@ -16,9 +16,10 @@
 //!   RequestMirror -> `proxy-mirror`. A filter we do not support makes its rule answer 500.
 use super::conditions::{render, Condition};
 use super::hostnames::{intersect, Hosts};
+use super::rule::{rule_action, Action};
 use super::types::*;
 use crate::endpoints::PortRef;
-use crate::translate::{labels, stable_id, truncate, upstream_id, BackendRef, Cluster};
+use crate::translate::{labels, stable_id, truncate, BackendRef, Cluster};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
@@ -80,15 +81,15 @@ pub fn priority(
     (i64::from(exact) << 54) | (key << (TIME_BITS + ORDER_BITS)) | (age << ORDER_BITS) | order
 }
 
-fn ns_of(meta: &ObjectMeta) -> String {
+pub(super) fn ns_of(meta: &ObjectMeta) -> String {
     meta.namespace.clone().unwrap_or_default()
 }
 
-fn name_of(meta: &ObjectMeta) -> String {
+pub(super) fn name_of(meta: &ObjectMeta) -> String {
     meta.name.clone().unwrap_or_default()
 }
 
-fn created(meta: &ObjectMeta) -> i64 {
+pub(super) fn created(meta: &ObjectMeta) -> i64 {
     meta.creation_timestamp
         .as_ref()
         .map(|t| t.0.as_second())
@@ -160,12 +161,19 @@ struct ListenerView<'a> {
     invalid: Option<(&'static str, String)>,
     /// `ResolvedRefs` failure (certificates, route kinds).
     unresolved: Option<(&'static str, String)>,
-    allows_http_route: bool,
+    /// The route kinds it admits (`supportedKinds`).
+    kinds: Vec<&'static str>,
     attached: u32,
 }
 
-fn is_http_route_kind(k: &RouteGroupKind) -> bool {
-    k.group.as_deref().unwrap_or(GROUP) == GROUP && k.kind == "HTTPRoute"
+/// The route kinds we serve, as `allowedRoutes.kinds` names them.
+const ROUTE_KINDS: [&str; 2] = ["HTTPRoute", "GRPCRoute"];
+
+fn route_kind(k: &RouteGroupKind) -> Option<&'static str> {
+    if k.group.as_deref().unwrap_or(GROUP) != GROUP {
+        return None;
+    }
+    ROUTE_KINDS.iter().copied().find(|r| *r == k.kind)
 }
 
 fn listeners<'a>(c: &'a Cluster, gw: &'a Gateway, out: &mut Out) -> Vec<ListenerView<'a>> {
@@ -179,7 +187,7 @@ fn listeners<'a>(c: &'a Cluster, gw: &'a Gateway, out: &mut Out) -> Vec<Listener
                 listener: l,
                 invalid: None,
                 unresolved: None,
-                allows_http_route: true,
+                kinds: ROUTE_KINDS.to_vec(),
                 attached: 0,
             };
             match l.protocol.as_str() {
@@ -226,10 +234,16 @@ fn listeners<'a>(c: &'a Cluster, gw: &'a Gateway, out: &mut Out) -> Vec<Listener
             }
             if let Some(ar) = &l.allowed_routes {
                 if !ar.kinds.is_empty() {
-                    v.allows_http_route = ar.kinds.iter().any(is_http_route_kind);
-                    if ar.kinds.iter().any(|k| !is_http_route_kind(k)) {
-                        v.unresolved =
-                            Some(("InvalidRouteKinds", "only HTTPRoute is supported".into()));
+                    v.kinds = ROUTE_KINDS
+                        .iter()
+                        .copied()
+                        .filter(|r| ar.kinds.iter().any(|k| route_kind(k) == Some(*r)))
+                        .collect();
+                    if ar.kinds.iter().any(|k| route_kind(k).is_none()) {
+                        v.unresolved = Some((
+                            "InvalidRouteKinds",
+                            "only HTTPRoute and GRPCRoute are supported".into(),
+                        ));
                     }
                 }
             }
@@ -302,10 +316,24 @@ fn namespace_allowed(c: &Cluster, l: &Listener, gw_ns: &str, route_ns: &str) -> 
 /// Where an accepted route is served: its hosts, and the protocols and ports of the
 /// listeners it attached to.
 #[derive(Default)]
-struct Placement {
+pub(super) struct Placement {
     hosts: Option<Hosts>,
-    protocols: BTreeSet<String>,
-    ports: BTreeSet<i32>,
+    pub(super) protocols: BTreeSet<String>,
+    pub(super) ports: BTreeSet<i32>,
+}
+
+impl Placement {
+    /// Its hosts, and — when it is attached to HTTP listeners only, or HTTPS ones only —
+    /// a condition on the scheme, so that it is not served on the other listener.
+    pub(super) fn write(&self, r: &mut Map<String, Value>) {
+        if let Some(Hosts::Names(h)) = &self.hosts {
+            r.insert("hosts".into(), json!(h));
+        }
+        if self.protocols.len() == 1 {
+            let scheme = self.protocols.iter().next().map(|p| p.to_ascii_lowercase());
+            push_var(r, json!(["scheme", "==", scheme]));
+        }
+    }
 }
 
 pub fn translate(c: &Cluster, cx: &Context<'_>) -> Out {
@@ -338,16 +366,47 @@ pub fn translate(c: &Cluster, cx: &Context<'_>) -> Out {
         views.extend(listeners(c, gw, &mut out));
     }
 
-    let mut routes: Vec<&HttpRoute> = c.http_routes.iter().collect();
-    routes.sort_by_key(|r| {
-        (
-            created(&r.metadata),
-            ns_of(&r.metadata),
-            name_of(&r.metadata),
-        )
-    });
-    for route in routes {
-        attach_route(c, cx, route, &gateways, &mut views, &mut out);
+    for route in &c.http_routes {
+        let r = RouteRef {
+            kind: "HTTPRoute",
+            meta: &route.metadata,
+            parent_refs: &route.spec.parent_refs,
+            hostnames: &route.spec.hostnames,
+            status: &route.status,
+            resolved: rule_refs(
+                c,
+                &route.metadata,
+                route
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|r| (&r.backend_refs, &r.filters)),
+            ),
+        };
+        if let Some(at) = attach(c, cx, &r, &gateways, &mut views, &mut out) {
+            emit_routes(c, route, &at, &mut out);
+        }
+    }
+    for route in &c.grpc_routes {
+        let r = RouteRef {
+            kind: "GRPCRoute",
+            meta: &route.metadata,
+            parent_refs: &route.spec.parent_refs,
+            hostnames: &route.spec.hostnames,
+            status: &route.status,
+            resolved: rule_refs(
+                c,
+                &route.metadata,
+                route
+                    .spec
+                    .rules
+                    .iter()
+                    .map(|r| (&r.backend_refs, &r.filters)),
+            ),
+        };
+        if let Some(at) = attach(c, cx, &r, &gateways, &mut views, &mut out) {
+            super::grpc::emit_routes(c, route, &at, &mut out);
+        }
     }
 
     for gw in &gateways {
@@ -356,22 +415,32 @@ pub fn translate(c: &Cluster, cx: &Context<'_>) -> Out {
     out
 }
 
-/// Attaches `route` to the listeners of its parents, emits its routes when it is accepted
-/// anywhere, and records its status.
-fn attach_route(
+/// What attachment needs of a route, whatever its kind.
+struct RouteRef<'a> {
+    kind: &'static str,
+    meta: &'a ObjectMeta,
+    parent_refs: &'a [ParentRef],
+    hostnames: &'a [String],
+    status: &'a Option<Value>,
+    /// Its `ResolvedRefs`: the first backend ref that fails.
+    resolved: Result<(), (&'static str, String)>,
+}
+
+/// Attaches a route to the listeners of its parents and records its status; where it is
+/// served when it is accepted anywhere.
+fn attach(
     c: &Cluster,
     cx: &Context<'_>,
-    route: &HttpRoute,
+    route: &RouteRef<'_>,
     gateways: &[&Gateway],
     views: &mut [ListenerView<'_>],
     out: &mut Out,
-) {
-    let ns = ns_of(&route.metadata);
-    let name = name_of(&route.metadata);
+) -> Option<Placement> {
+    let ns = ns_of(route.meta);
+    let name = name_of(route.meta);
     let mut placement = Placement::default();
     let mut parents = Vec::new();
-    let resolved = rule_refs(c, route);
-    for parent in &route.spec.parent_refs {
+    for parent in route.parent_refs {
         if parent.group.as_deref().unwrap_or(GROUP) != GROUP
             || parent.kind.as_deref().unwrap_or("Gateway") != "Gateway"
         {
@@ -403,14 +472,14 @@ fn attach_route(
             .filter(|i| {
                 let v = &views[*i];
                 v.invalid.is_none()
-                    && v.allows_http_route
+                    && v.kinds.contains(&route.kind)
                     && namespace_allowed(c, v.listener, &gw_ns, &ns)
             })
             .collect();
         let mut attached = false;
         for i in &allowed {
             let v = &mut views[*i];
-            if let Some(h) = intersect(v.listener.hostname.as_deref(), &route.spec.hostnames) {
+            if let Some(h) = intersect(v.listener.hostname.as_deref(), route.hostnames) {
                 attached = true;
                 v.attached += 1;
                 match &mut placement.hosts {
@@ -442,14 +511,14 @@ fn attach_route(
         } else {
             Condition::yes("Accepted", "Accepted")
         };
-        let refs = match &resolved {
+        let refs = match &route.resolved {
             Ok(()) => Condition::yes("ResolvedRefs", "ResolvedRefs"),
             Err((reason, message)) => Condition::no("ResolvedRefs", reason, message.clone()),
         };
         parents.push((parent.clone(), [accepted, refs]));
     }
     if parents.is_empty() {
-        return;
+        return None;
     }
     let current_parents = route
         .status
@@ -468,19 +537,17 @@ fn attach_route(
             json!({
                 "parentRef": pref,
                 "controllerName": cx.controller,
-                "conditions": render(current, conds, generation(&route.metadata), cx.now),
+                "conditions": render(current, conds, generation(route.meta), cx.now),
             })
         })
         .collect();
     out.statuses.push(StatusUpdate {
-        kind: "HTTPRoute",
-        namespace: ns.clone(),
-        name: name.clone(),
+        kind: route.kind,
+        namespace: ns,
+        name,
         status: json!({"parents": entries}),
     });
-    if let Some(hosts) = placement.hosts.take() {
-        emit_routes(c, route, &hosts, &placement, out);
-    }
+    placement.hosts.is_some().then_some(placement)
 }
 
 /// The parent ref as status echoes it: the spec's, with `group`, `kind` and `namespace`
@@ -504,13 +571,17 @@ pub fn parent_ref_json(p: &ParentRef, route_ns: &str) -> Value {
 }
 
 /// The route's `ResolvedRefs`: the first backend ref (rules, then mirrors) that fails.
-fn rule_refs(c: &Cluster, route: &HttpRoute) -> Result<(), (&'static str, String)> {
-    let ns = ns_of(&route.metadata);
-    for rule in &route.spec.rules {
-        for b in &rule.backend_refs {
+fn rule_refs<'a>(
+    c: &Cluster,
+    meta: &ObjectMeta,
+    rules: impl Iterator<Item = (&'a Vec<HttpBackendRef>, &'a Vec<HttpRouteFilter>)>,
+) -> Result<(), (&'static str, String)> {
+    let ns = ns_of(meta);
+    for (refs, filters) in rules {
+        for b in refs {
             backend(c, &ns, b)?;
         }
-        for f in &rule.filters {
+        for f in filters {
             if let Some(m) = &f.request_mirror {
                 backend(c, &ns, &m.backend_ref)?;
             }
@@ -520,7 +591,7 @@ fn rule_refs(c: &Cluster, route: &HttpRoute) -> Result<(), (&'static str, String
 }
 
 /// A backend ref -> the Service port it names, or the `ResolvedRefs` failure.
-fn backend(
+pub(super) fn backend(
     c: &Cluster,
     route_ns: &str,
     b: &HttpBackendRef,
@@ -566,6 +637,7 @@ fn backend(
         namespace: ns,
         service: b.name.clone(),
         port: PortRef::Number(port),
+        grpc: false,
     })
 }
 
@@ -609,10 +681,13 @@ fn gateway_status(gw: &Gateway, views: &[ListenerView<'_>], cx: &Context<'_>) ->
                 ]
             }
         };
-        let kinds: Vec<Value> = if v.invalid.is_some() || !v.allows_http_route {
+        let kinds: Vec<Value> = if v.invalid.is_some() {
             Vec::new()
         } else {
-            vec![json!({"group": GROUP, "kind": "HTTPRoute"})]
+            v.kinds
+                .iter()
+                .map(|k| json!({"group": GROUP, "kind": k}))
+                .collect()
         };
         listeners.push(json!({
             "name": name,
@@ -667,12 +742,12 @@ impl Condition {
 }
 
 /// One route per (rule, match).
-fn emit_routes(c: &Cluster, route: &HttpRoute, hosts: &Hosts, at: &Placement, out: &mut Out) {
+fn emit_routes(c: &Cluster, route: &HttpRoute, at: &Placement, out: &mut Out) {
     let ns = ns_of(&route.metadata);
     let name = name_of(&route.metadata);
     let default_match = [HttpRouteMatch::default()];
     for (ri, rule) in route.spec.rules.iter().enumerate() {
-        let action = match rule_action(c, &ns, rule, at) {
+        let action = match rule_action(c, &ns, rule, at, false) {
             Ok(a) => a,
             Err(e) => {
                 out.warnings.push(format!(
@@ -695,15 +770,7 @@ fn emit_routes(c: &Cluster, route: &HttpRoute, hosts: &Hosts, at: &Placement, ou
                     r.insert("id".into(), json!(id));
                     r.insert("name".into(), json!(truncate(format!("{ns}/{name}"), 100)));
                     r.insert("desc".into(), json!(format!("rule {ri} match {mi}")));
-                    if let Hosts::Names(h) = hosts {
-                        r.insert("hosts".into(), json!(h));
-                    }
-                    if at.protocols.len() == 1 {
-                        // Attached to HTTP listeners only (or HTTPS only): not served on the
-                        // other port.
-                        let scheme = at.protocols.iter().next().map(|p| p.to_ascii_lowercase());
-                        push_var(&mut r, json!(["scheme", "==", scheme]));
-                    }
+                    at.write(&mut r);
                     action.write(&mut r);
                     r.insert("labels".into(), labels("HTTPRoute", &ns, &name));
                     out.routes.push((id, Value::Object(r)));
@@ -716,7 +783,7 @@ fn emit_routes(c: &Cluster, route: &HttpRoute, hosts: &Hosts, at: &Placement, ou
     }
 }
 
-fn push_var(r: &mut Map<String, Value>, cond: Value) {
+pub(super) fn push_var(r: &mut Map<String, Value>, cond: Value) {
     match r.get_mut("vars").and_then(Value::as_array_mut) {
         Some(v) => v.push(cond),
         None => {
@@ -726,7 +793,7 @@ fn push_var(r: &mut Map<String, Value>, cond: Value) {
 }
 
 /// A path the gateway can match literally (no `*`, no `:param` segment).
-fn literal_path(p: &str) -> Result<(), String> {
+pub(super) fn literal_path(p: &str) -> Result<(), String> {
     if !p.starts_with('/') {
         return Err(format!("path {p:?} must start with \"/\""));
     }
@@ -742,7 +809,7 @@ fn literal_path(p: &str) -> Result<(), String> {
 }
 
 /// `PathPrefix` without its trailing slash (`/` stays `/`).
-fn prefix_of(p: &str) -> String {
+pub(super) fn prefix_of(p: &str) -> String {
     let t = p.trim_end_matches('/');
     if t.is_empty() {
         "/".into()
@@ -752,7 +819,7 @@ fn prefix_of(p: &str) -> String {
 }
 
 /// A header name as the gateway's `http_*` variable.
-fn header_var(name: &str) -> String {
+pub(super) fn header_var(name: &str) -> String {
     format!("http_{}", name.to_ascii_lowercase().replace('-', "_"))
 }
 
@@ -841,413 +908,6 @@ fn match_route(
         )),
     );
     Ok(r)
-}
-
-/// What a rule does with a request it matched: plugins, and the upstream(s).
-#[derive(Debug, Default)]
-struct Action {
-    plugins: Map<String, Value>,
-    /// (backend, weight), weights > 0.
-    weighted: Vec<(BackendRef, u32)>,
-    backends: Vec<BackendRef>,
-    /// Answer this request itself (a redirect): no upstream.
-    answers: bool,
-    /// Seconds: the rule's `request`/`backendRequest` timeout, the smaller one.
-    timeout: Option<f64>,
-}
-
-impl Action {
-    fn fail(percent: u8) -> Action {
-        let mut a = Action::default();
-        a.add_failure(percent);
-        a
-    }
-
-    fn add_failure(&mut self, percent: u8) {
-        let mut abort = json!({"http_status": 500, "body": "no valid backend for this request\n"});
-        if percent < 100 {
-            abort["percentage"] = json!(percent);
-        }
-        self.plugins
-            .insert("fault-injection".into(), json!({"abort": abort}));
-        if percent >= 100 {
-            self.answers = true;
-            self.weighted.clear();
-        }
-    }
-
-    fn write(&self, r: &mut Map<String, Value>) {
-        let mut plugins = self.plugins.clone();
-        if !self.answers {
-            if let Some(((first, _), rest)) = self.weighted.split_first() {
-                r.insert("upstream_id".into(), json!(upstream_id(first)));
-                if !rest.is_empty() {
-                    let mut ups: Vec<Value> = rest
-                        .iter()
-                        .map(|(b, w)| json!({"upstream_id": upstream_id(b), "weight": w}))
-                        .collect();
-                    ups.push(json!({"weight": self.weighted[0].1}));
-                    plugins.insert(
-                        "traffic-split".into(),
-                        json!({"rules": [{"weighted_upstreams": ups}]}),
-                    );
-                }
-            }
-        }
-        if !plugins.is_empty() {
-            r.insert("plugins".into(), Value::Object(plugins));
-        }
-        if let Some(t) = self.timeout {
-            r.insert(
-                "timeout".into(),
-                json!({"connect": t, "send": t, "read": t}),
-            );
-        }
-    }
-}
-
-fn rule_action(
-    c: &Cluster,
-    ns: &str,
-    rule: &HttpRouteRule,
-    at: &Placement,
-) -> Result<Action, String> {
-    let mut a = Action::default();
-    let mut rewrite = Map::new();
-    for f in &rule.filters {
-        match f.type_.as_str() {
-            "RequestHeaderModifier" => {
-                let m = f
-                    .request_header_modifier
-                    .as_ref()
-                    .ok_or("RequestHeaderModifier without its settings")?;
-                rewrite.insert("headers".into(), header_ops(m, false));
-            }
-            "ResponseHeaderModifier" => {
-                let m = f
-                    .response_header_modifier
-                    .as_ref()
-                    .ok_or("ResponseHeaderModifier without its settings")?;
-                a.plugins.insert(
-                    "response-rewrite".into(),
-                    json!({"headers": header_ops(m, true)}),
-                );
-            }
-            "URLRewrite" => {
-                let u = f
-                    .url_rewrite
-                    .as_ref()
-                    .ok_or("URLRewrite without its settings")?;
-                if let Some(h) = &u.hostname {
-                    rewrite.insert("host".into(), json!(h));
-                }
-                if let Some(p) = &u.path {
-                    match path_rewrite(p, rule)? {
-                        PathRewrite::Full(uri) => {
-                            rewrite.insert("uri".into(), json!(uri));
-                        }
-                        PathRewrite::Prefix(prefix, replacement) => {
-                            rewrite.insert(
-                                "regex_uri".into(),
-                                json!(prefix_pairs(&prefix, &replacement)?),
-                            );
-                        }
-                    }
-                }
-            }
-            "RequestRedirect" => {
-                let r = f
-                    .request_redirect
-                    .as_ref()
-                    .ok_or("RequestRedirect without its settings")?;
-                a.plugins.insert("redirect".into(), redirect(r, rule, at)?);
-                a.answers = true;
-            }
-            "RequestMirror" => {
-                let m = f
-                    .request_mirror
-                    .as_ref()
-                    .ok_or("RequestMirror without its settings")?;
-                let b = backend(c, ns, &m.backend_ref).map_err(|(_, msg)| msg)?;
-                let mut conf = json!({"host": mirror_host(c, &b)?});
-                let ratio = match (&m.percent, &m.fraction) {
-                    (Some(p), _) => f64::from(*p) / 100.0,
-                    (None, Some(fr)) => {
-                        f64::from(fr.numerator) / f64::from(fr.denominator.unwrap_or(100).max(1))
-                    }
-                    (None, None) => 1.0,
-                };
-                if ratio < 1.0 {
-                    conf["sample_ratio"] = json!(ratio.clamp(0.00001, 1.0));
-                }
-                a.plugins.insert("proxy-mirror".into(), conf);
-            }
-            other => return Err(format!("filter {other:?} is not supported")),
-        }
-    }
-    if a.answers && !rewrite.is_empty() {
-        return Err(
-            "RequestRedirect cannot be combined with URLRewrite or RequestHeaderModifier".into(),
-        );
-    }
-    if !rewrite.is_empty() {
-        a.plugins
-            .insert("proxy-rewrite".into(), Value::Object(rewrite));
-    }
-    if let Some(t) = &rule.timeouts {
-        let secs = [&t.request, &t.backend_request]
-            .into_iter()
-            .flatten()
-            .filter_map(|d| duration(d).ok())
-            .filter(|s| *s > 0.0)
-            .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))));
-        a.timeout = secs;
-    }
-    if a.answers {
-        return Ok(a);
-    }
-    let (mut valid, mut invalid) = (0u64, 0u64);
-    for b in &rule.backend_refs {
-        let w = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
-        match backend(c, ns, b) {
-            Ok(r) => {
-                a.backends.push(r.clone());
-                if w > 0 {
-                    valid += u64::from(w);
-                    a.weighted.push((r, w));
-                }
-            }
-            Err(_) => invalid += u64::from(w),
-        }
-    }
-    let total = valid + invalid;
-    if total == 0 {
-        // No backend, or every weight 0: nothing may receive the request.
-        a.add_failure(100);
-    } else if invalid > 0 {
-        let percent = (invalid * 100).div_ceil(total).min(100) as u8;
-        a.add_failure(percent);
-    }
-    Ok(a)
-}
-
-/// The first node of a mirror backend, as `proxy-mirror`'s `host`.
-fn mirror_host(c: &Cluster, b: &BackendRef) -> Result<String, String> {
-    let (nodes, warning) = crate::translate::resolve(c, b, false);
-    let node = nodes.first().ok_or_else(|| {
-        format!(
-            "mirror Service {}/{}: {}",
-            b.namespace,
-            b.service,
-            warning.unwrap_or_else(|| "no endpoint".into())
-        )
-    })?;
-    let host = node["host"].as_str().unwrap_or_default();
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
-    Ok(format!("http://{host}:{}", node["port"]))
-}
-
-/// `set`/`add`/`remove` for `proxy-rewrite` (objects) or `response-rewrite` (whose `add`
-/// is a list of `name: value` lines).
-fn header_ops(m: &HeaderModifier, response: bool) -> Value {
-    let set: Map<String, Value> = m
-        .set
-        .iter()
-        .map(|nv| (nv.name.clone(), json!(nv.value)))
-        .collect();
-    let add: Value = if response {
-        json!(m
-            .add
-            .iter()
-            .map(|nv| format!("{}: {}", nv.name, nv.value))
-            .collect::<Vec<_>>())
-    } else {
-        Value::Object(
-            m.add
-                .iter()
-                .map(|nv| (nv.name.clone(), json!(nv.value)))
-                .collect(),
-        )
-    };
-    let mut ops = Map::new();
-    if !set.is_empty() {
-        ops.insert("set".into(), Value::Object(set));
-    }
-    if !m.add.is_empty() {
-        ops.insert("add".into(), add);
-    }
-    if !m.remove.is_empty() {
-        ops.insert("remove".into(), json!(m.remove));
-    }
-    Value::Object(ops)
-}
-
-/// The single `PathPrefix` a prefix rewrite applies to (the spec allows it only there).
-fn rule_prefix(rule: &HttpRouteRule) -> Result<String, String> {
-    let prefixes: BTreeSet<String> = if rule.matches.is_empty() {
-        ["/".to_string()].into()
-    } else {
-        rule.matches
-            .iter()
-            .map(|m| {
-                let p = m.path.clone().unwrap_or_default();
-                match p.type_.as_deref().unwrap_or("PathPrefix") {
-                    "PathPrefix" => Ok(prefix_of(p.value.as_deref().unwrap_or("/"))),
-                    _ => Err("ReplacePrefixMatch needs PathPrefix matches".to_string()),
-                }
-            })
-            .collect::<Result<_, _>>()?
-    };
-    if prefixes.len() != 1 {
-        return Err("ReplacePrefixMatch over several prefixes is not supported".into());
-    }
-    Ok(prefixes.into_iter().next().unwrap_or_default())
-}
-
-/// `$` starts a variable in the plugins' templates, and has no escape there.
-fn template_literal(s: &str) -> Result<String, String> {
-    if s.contains('$') {
-        return Err(format!(
-            "{s:?}: a \"$\" in a rewritten path or host is not supported"
-        ));
-    }
-    Ok(s.to_string())
-}
-
-/// ReplacePrefixMatch as `regex_uri` pairs (the spec's table): the prefix alone becomes
-/// the replacement (`/` if empty); the prefix and more path keeps that rest after the
-/// replacement without its trailing slash (`/` + `/bar` gives `/bar`).
-fn prefix_pairs(prefix: &str, replacement: &str) -> Result<Vec<String>, String> {
-    let (base, trimmed) = prefix_parts(prefix, replacement)?;
-    let alone = if replacement.is_empty() {
-        "/"
-    } else {
-        replacement
-    };
-    Ok(vec![
-        format!("^{base}$"),
-        template_literal(alone)?,
-        format!("^{base}(/.*)$"),
-        format!("{trimmed}$1"),
-    ])
-}
-
-/// The escaped prefix (empty for `/`) and the replacement without its trailing slash.
-fn prefix_parts(prefix: &str, replacement: &str) -> Result<(String, String), String> {
-    let base = if prefix == "/" {
-        String::new()
-    } else {
-        regex::escape(prefix)
-    };
-    Ok((base, template_literal(replacement.trim_end_matches('/'))?))
-}
-
-enum PathRewrite {
-    Full(String),
-    /// The rule's one prefix and its replacement.
-    Prefix(String, String),
-}
-
-fn path_rewrite(p: &PathModifier, rule: &HttpRouteRule) -> Result<PathRewrite, String> {
-    match p.type_.as_str() {
-        "ReplaceFullPath" => Ok(PathRewrite::Full(template_literal(
-            p.replace_full_path.as_deref().unwrap_or("/"),
-        )?)),
-        "ReplacePrefixMatch" => Ok(PathRewrite::Prefix(
-            rule_prefix(rule)?,
-            p.replace_prefix_match.clone().unwrap_or_default(),
-        )),
-        other => Err(format!("unknown path modifier {other:?}")),
-    }
-}
-
-fn default_port(scheme: &str) -> Option<i32> {
-    match scheme {
-        "http" => Some(80),
-        "https" => Some(443),
-        _ => None,
-    }
-}
-
-/// RequestRedirect -> the `redirect` plugin. The scheme is the filter's or the
-/// listener's; the port the filter's, else the scheme's well-known one when the filter
-/// changes the scheme, else the listener's; a well-known port is left out of `Location`.
-fn redirect(r: &RequestRedirect, rule: &HttpRouteRule, at: &Placement) -> Result<Value, String> {
-    let listener_scheme = at
-        .protocols
-        .iter()
-        .next()
-        .map(|p| p.to_ascii_lowercase())
-        .unwrap_or_else(|| "http".into());
-    let scheme = r.scheme.clone().unwrap_or(listener_scheme);
-    let port = match (r.port, &r.scheme) {
-        (Some(p), _) => Some(p),
-        (None, Some(s)) => default_port(s),
-        (None, None) => at.ports.iter().next().copied(),
-    };
-    let port = match port {
-        Some(p) if Some(p) != default_port(&scheme) => format!(":{p}"),
-        _ => String::new(),
-    };
-    let host = match &r.hostname {
-        Some(h) => template_literal(h)?,
-        None => "$host".into(),
-    };
-    let origin = format!("{scheme}://{host}{port}");
-    let code = r.status_code.unwrap_or(302);
-    let path = match &r.path {
-        None => {
-            return Ok(json!({"uri": format!("{origin}$uri"), "ret_code": code,
-                                 "append_query_string": true}))
-        }
-        Some(p) => path_rewrite(p, rule)?,
-    };
-    Ok(match path {
-        PathRewrite::Full(path) => json!({"uri": format!("{origin}{path}"), "ret_code": code,
-                                          "append_query_string": true}),
-        // `redirect` takes one pair: the prefix, with or without more path after it.
-        PathRewrite::Prefix(prefix, replacement) => {
-            let (base, trimmed) = prefix_parts(&prefix, &replacement)?;
-            json!({"regex_uri": [format!("^{base}(/.*)?$"), format!("{origin}{trimmed}$1")],
-                   "ret_code": code, "append_query_string": true})
-        }
-    })
-}
-
-/// A Gateway API duration (`1h`, `30s`, `500ms`, `1m30s`) in seconds.
-pub fn duration(s: &str) -> Result<f64, String> {
-    let mut total = 0.0;
-    let mut rest = s;
-    if rest.is_empty() {
-        return Err(format!("{s:?} is not a duration"));
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let n: f64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("{s:?} is not a duration"))?;
-        rest = &rest[digits..];
-        let (unit, len) = if rest.starts_with("ms") {
-            (0.001, 2)
-        } else if rest.starts_with('h') {
-            (3600.0, 1)
-        } else if rest.starts_with('m') {
-            (60.0, 1)
-        } else if rest.starts_with('s') {
-            (1.0, 1)
-        } else {
-            return Err(format!("{s:?} is not a duration"));
-        };
-        total += n * unit;
-        rest = &rest[len..];
-    }
-    Ok(total)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 //! is answered as in production.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 use super::*;
+use crate::gateway_api::rule::duration;
 use crate::translate::tests::{cluster, settings, NOW};
 use crate::translate::{translate as translate_all, Desired};
 use gateway::router::{Request, RouteSpec, Router};
@@ -316,7 +317,7 @@ fn hostname_intersection_status_and_attached_routes() {
     let l0 = &gw["listeners"][0];
     assert_eq!(
         l0["supportedKinds"],
-        json!([{"group": GROUP, "kind": "HTTPRoute"}])
+        json!([{"group": GROUP, "kind": "HTTPRoute"}, {"group": GROUP, "kind": "GRPCRoute"}])
     );
     assert_eq!(
         condition(&l0["conditions"], "ResolvedRefs"),
@@ -541,4 +542,50 @@ fn durations_of_the_gateway_api() {
     for (s, want) in table {
         assert_eq!(duration(s).ok(), *want, "{s:?}");
     }
+}
+
+#[test]
+fn grpc_methods_are_paths() {
+    let p = Probe::new(&fixtures(&["grpc.yaml"]));
+    let table: &[(&str, &[(&str, &str)], &str)] = &[
+        ("/grpc.Echo/Unary", &[], "infra-backend-v1"),
+        ("/grpc.Echo/Other", &[], "infra-backend-v2"),
+        ("/other.Svc/Chat", &[], "infra-backend-v3"),
+        ("/grpc.Echo/Chat", &[], "infra-backend-v2"),
+        ("/grpc.X/StreamAll", &[], "infra-backend-v1"),
+        ("/other.Svc/Foo", &[("x-tenant", "a")], "infra-backend-v3"),
+        ("/other.Svc/Foo", &[], "404"),
+        ("/grpc.Echo", &[], "404"),
+    ];
+    for (path, headers, want) in table {
+        assert_eq!(
+            &p.get("http", "POST", "grpc.example", path, headers),
+            want,
+            "{path} {headers:?}"
+        );
+    }
+    // Its upstreams speak gRPC, apart from an HTTPRoute's upstream of the same Service.
+    let grpc_ups: Vec<&Value> =
+        p.d.values
+            .iter()
+            .filter(|(k, v)| k.starts_with("/g/upstreams/") && v["scheme"] == "grpc")
+            .map(|(_, v)| v)
+            .collect();
+    assert_eq!(grpc_ups.len(), 3);
+    assert!(p
+        .d
+        .values
+        .iter()
+        .any(|(k, v)| k.starts_with("/g/upstreams/") && v["scheme"].is_null()));
+    let st = p.status("GRPCRoute", "infra", "echo");
+    assert_eq!(
+        condition(&st["parents"][0]["conditions"], "Accepted"),
+        yes("Accepted")
+    );
+    // A listener that admits HTTPRoutes only.
+    let st = p.status("GRPCRoute", "infra", "on-http-only");
+    assert_eq!(
+        condition(&st["parents"][0]["conditions"], "Accepted"),
+        no("NotAllowedByListeners")
+    );
 }

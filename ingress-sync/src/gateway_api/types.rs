@@ -357,3 +357,59 @@ pub struct GrantTo {
     pub kind: String,
     pub name: Option<String>,
 }
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct GrpcRoute {
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: GrpcRouteSpec,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Value>,
+}
+resource!(
+    GrpcRoute,
+    "v1",
+    "GRPCRoute",
+    "grpcroutes",
+    k8s_openapi::NamespaceResourceScope
+);
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteSpec {
+    #[serde(default)]
+    pub parent_refs: Vec<ParentRef>,
+    #[serde(default)]
+    pub hostnames: Vec<String>,
+    #[serde(default)]
+    pub rules: Vec<GrpcRouteRule>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GrpcRouteRule {
+    #[serde(default)]
+    pub matches: Vec<GrpcRouteMatch>,
+    /// The HTTPRoute filter shapes; GRPCRoute allows the header modifiers, mirrors and
+    /// extension refs.
+    #[serde(default)]
+    pub filters: Vec<HttpRouteFilter>,
+    #[serde(default)]
+    pub backend_refs: Vec<HttpBackendRef>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct GrpcRouteMatch {
+    pub method: Option<GrpcMethodMatch>,
+    #[serde(default)]
+    pub headers: Vec<ValueMatch>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+pub struct GrpcMethodMatch {
+    #[serde(rename = "type")]
+    pub type_: Option<String>,
+    pub service: Option<String>,
+    pub method: Option<String>,
+}

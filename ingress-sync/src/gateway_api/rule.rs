@@ -1,0 +1,419 @@
+//! What a rule does with the requests it matched (pure): its filters as plugins, its
+//! `backendRefs` as the route's upstream and `traffic-split`, the share of unresolved refs
+//! (or a rule with none) answered 500 by `fault-injection`, its timeouts. Shared by
+//! HTTPRoute and GRPCRoute rules.
+use super::translate::{backend, prefix_of, Placement};
+use super::types::*;
+use crate::translate::{upstream_id, BackendRef, Cluster};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeSet;
+
+/// What a rule does with a request it matched: plugins, and the upstream(s).
+#[derive(Debug, Default)]
+pub(super) struct Action {
+    plugins: Map<String, Value>,
+    /// (backend, weight), weights > 0.
+    weighted: Vec<(BackendRef, u32)>,
+    pub(super) backends: Vec<BackendRef>,
+    /// Answer this request itself (a redirect): no upstream.
+    answers: bool,
+    /// Seconds: the rule's `request`/`backendRequest` timeout, the smaller one.
+    timeout: Option<f64>,
+}
+
+impl Action {
+    pub(super) fn fail(percent: u8) -> Action {
+        let mut a = Action::default();
+        a.add_failure(percent);
+        a
+    }
+
+    fn add_failure(&mut self, percent: u8) {
+        let mut abort = json!({"http_status": 500, "body": "no valid backend for this request\n"});
+        if percent < 100 {
+            abort["percentage"] = json!(percent);
+        }
+        self.plugins
+            .insert("fault-injection".into(), json!({"abort": abort}));
+        if percent >= 100 {
+            self.answers = true;
+            self.weighted.clear();
+        }
+    }
+
+    pub(super) fn write(&self, r: &mut Map<String, Value>) {
+        let mut plugins = self.plugins.clone();
+        if !self.answers {
+            if let Some(((first, _), rest)) = self.weighted.split_first() {
+                r.insert("upstream_id".into(), json!(upstream_id(first)));
+                if !rest.is_empty() {
+                    let mut ups: Vec<Value> = rest
+                        .iter()
+                        .map(|(b, w)| json!({"upstream_id": upstream_id(b), "weight": w}))
+                        .collect();
+                    ups.push(json!({"weight": self.weighted[0].1}));
+                    plugins.insert(
+                        "traffic-split".into(),
+                        json!({"rules": [{"weighted_upstreams": ups}]}),
+                    );
+                }
+            }
+        }
+        if !plugins.is_empty() {
+            r.insert("plugins".into(), Value::Object(plugins));
+        }
+        if let Some(t) = self.timeout {
+            r.insert(
+                "timeout".into(),
+                json!({"connect": t, "send": t, "read": t}),
+            );
+        }
+    }
+}
+
+/// `grpc`: the rule is a GRPCRoute's, whose backends speak gRPC (HTTP/2 cleartext).
+pub(super) fn rule_action(
+    c: &Cluster,
+    ns: &str,
+    rule: &HttpRouteRule,
+    at: &Placement,
+    grpc: bool,
+) -> Result<Action, String> {
+    let mut a = Action::default();
+    let mut rewrite = Map::new();
+    for f in &rule.filters {
+        match f.type_.as_str() {
+            "RequestHeaderModifier" => {
+                let m = f
+                    .request_header_modifier
+                    .as_ref()
+                    .ok_or("RequestHeaderModifier without its settings")?;
+                rewrite.insert("headers".into(), header_ops(m, false));
+            }
+            "ResponseHeaderModifier" => {
+                let m = f
+                    .response_header_modifier
+                    .as_ref()
+                    .ok_or("ResponseHeaderModifier without its settings")?;
+                a.plugins.insert(
+                    "response-rewrite".into(),
+                    json!({"headers": header_ops(m, true)}),
+                );
+            }
+            "URLRewrite" => {
+                let u = f
+                    .url_rewrite
+                    .as_ref()
+                    .ok_or("URLRewrite without its settings")?;
+                if let Some(h) = &u.hostname {
+                    rewrite.insert("host".into(), json!(h));
+                }
+                if let Some(p) = &u.path {
+                    match path_rewrite(p, rule)? {
+                        PathRewrite::Full(uri) => {
+                            rewrite.insert("uri".into(), json!(uri));
+                        }
+                        PathRewrite::Prefix(prefix, replacement) => {
+                            rewrite.insert(
+                                "regex_uri".into(),
+                                json!(prefix_pairs(&prefix, &replacement)?),
+                            );
+                        }
+                    }
+                }
+            }
+            "RequestRedirect" => {
+                let r = f
+                    .request_redirect
+                    .as_ref()
+                    .ok_or("RequestRedirect without its settings")?;
+                a.plugins.insert("redirect".into(), redirect(r, rule, at)?);
+                a.answers = true;
+            }
+            "RequestMirror" => {
+                let m = f
+                    .request_mirror
+                    .as_ref()
+                    .ok_or("RequestMirror without its settings")?;
+                let b = backend(c, ns, &m.backend_ref).map_err(|(_, msg)| msg)?;
+                let mut conf = json!({"host": mirror_host(c, &b)?});
+                let ratio = match (&m.percent, &m.fraction) {
+                    (Some(p), _) => f64::from(*p) / 100.0,
+                    (None, Some(fr)) => {
+                        f64::from(fr.numerator) / f64::from(fr.denominator.unwrap_or(100).max(1))
+                    }
+                    (None, None) => 1.0,
+                };
+                if ratio < 1.0 {
+                    conf["sample_ratio"] = json!(ratio.clamp(0.00001, 1.0));
+                }
+                a.plugins.insert("proxy-mirror".into(), conf);
+            }
+            other => return Err(format!("filter {other:?} is not supported")),
+        }
+    }
+    if a.answers && !rewrite.is_empty() {
+        return Err(
+            "RequestRedirect cannot be combined with URLRewrite or RequestHeaderModifier".into(),
+        );
+    }
+    if !rewrite.is_empty() {
+        a.plugins
+            .insert("proxy-rewrite".into(), Value::Object(rewrite));
+    }
+    if let Some(t) = &rule.timeouts {
+        let secs = [&t.request, &t.backend_request]
+            .into_iter()
+            .flatten()
+            .filter_map(|d| duration(d).ok())
+            .filter(|s| *s > 0.0)
+            .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))));
+        a.timeout = secs;
+    }
+    if a.answers {
+        return Ok(a);
+    }
+    let (mut valid, mut invalid) = (0u64, 0u64);
+    for b in &rule.backend_refs {
+        let w = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
+        match backend(c, ns, b) {
+            Ok(mut r) => {
+                r.grpc = grpc;
+                a.backends.push(r.clone());
+                if w > 0 {
+                    valid += u64::from(w);
+                    a.weighted.push((r, w));
+                }
+            }
+            Err(_) => invalid += u64::from(w),
+        }
+    }
+    let total = valid + invalid;
+    if total == 0 {
+        // No backend, or every weight 0: nothing may receive the request.
+        a.add_failure(100);
+    } else if invalid > 0 {
+        let percent = (invalid * 100).div_ceil(total).min(100) as u8;
+        a.add_failure(percent);
+    }
+    Ok(a)
+}
+
+/// The first node of a mirror backend, as `proxy-mirror`'s `host`.
+fn mirror_host(c: &Cluster, b: &BackendRef) -> Result<String, String> {
+    let (nodes, warning) = crate::translate::resolve(c, b, false);
+    let node = nodes.first().ok_or_else(|| {
+        format!(
+            "mirror Service {}/{}: {}",
+            b.namespace,
+            b.service,
+            warning.unwrap_or_else(|| "no endpoint".into())
+        )
+    })?;
+    let host = node["host"].as_str().unwrap_or_default();
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    Ok(format!("http://{host}:{}", node["port"]))
+}
+
+/// `set`/`add`/`remove` for `proxy-rewrite` (objects) or `response-rewrite` (whose `add`
+/// is a list of `name: value` lines).
+fn header_ops(m: &HeaderModifier, response: bool) -> Value {
+    let set: Map<String, Value> = m
+        .set
+        .iter()
+        .map(|nv| (nv.name.clone(), json!(nv.value)))
+        .collect();
+    let add: Value = if response {
+        json!(m
+            .add
+            .iter()
+            .map(|nv| format!("{}: {}", nv.name, nv.value))
+            .collect::<Vec<_>>())
+    } else {
+        Value::Object(
+            m.add
+                .iter()
+                .map(|nv| (nv.name.clone(), json!(nv.value)))
+                .collect(),
+        )
+    };
+    let mut ops = Map::new();
+    if !set.is_empty() {
+        ops.insert("set".into(), Value::Object(set));
+    }
+    if !m.add.is_empty() {
+        ops.insert("add".into(), add);
+    }
+    if !m.remove.is_empty() {
+        ops.insert("remove".into(), json!(m.remove));
+    }
+    Value::Object(ops)
+}
+
+/// The single `PathPrefix` a prefix rewrite applies to (the spec allows it only there).
+fn rule_prefix(rule: &HttpRouteRule) -> Result<String, String> {
+    let prefixes: BTreeSet<String> = if rule.matches.is_empty() {
+        ["/".to_string()].into()
+    } else {
+        rule.matches
+            .iter()
+            .map(|m| {
+                let p = m.path.clone().unwrap_or_default();
+                match p.type_.as_deref().unwrap_or("PathPrefix") {
+                    "PathPrefix" => Ok(prefix_of(p.value.as_deref().unwrap_or("/"))),
+                    _ => Err("ReplacePrefixMatch needs PathPrefix matches".to_string()),
+                }
+            })
+            .collect::<Result<_, _>>()?
+    };
+    if prefixes.len() != 1 {
+        return Err("ReplacePrefixMatch over several prefixes is not supported".into());
+    }
+    Ok(prefixes.into_iter().next().unwrap_or_default())
+}
+
+/// `$` starts a variable in the plugins' templates, and has no escape there.
+fn template_literal(s: &str) -> Result<String, String> {
+    if s.contains('$') {
+        return Err(format!(
+            "{s:?}: a \"$\" in a rewritten path or host is not supported"
+        ));
+    }
+    Ok(s.to_string())
+}
+
+/// ReplacePrefixMatch as `regex_uri` pairs (the spec's table): the prefix alone becomes
+/// the replacement (`/` if empty); the prefix and more path keeps that rest after the
+/// replacement without its trailing slash (`/` + `/bar` gives `/bar`).
+fn prefix_pairs(prefix: &str, replacement: &str) -> Result<Vec<String>, String> {
+    let (base, trimmed) = prefix_parts(prefix, replacement)?;
+    let alone = if replacement.is_empty() {
+        "/"
+    } else {
+        replacement
+    };
+    Ok(vec![
+        format!("^{base}$"),
+        template_literal(alone)?,
+        format!("^{base}(/.*)$"),
+        format!("{trimmed}$1"),
+    ])
+}
+
+/// The escaped prefix (empty for `/`) and the replacement without its trailing slash.
+fn prefix_parts(prefix: &str, replacement: &str) -> Result<(String, String), String> {
+    let base = if prefix == "/" {
+        String::new()
+    } else {
+        regex::escape(prefix)
+    };
+    Ok((base, template_literal(replacement.trim_end_matches('/'))?))
+}
+
+enum PathRewrite {
+    Full(String),
+    /// The rule's one prefix and its replacement.
+    Prefix(String, String),
+}
+
+fn path_rewrite(p: &PathModifier, rule: &HttpRouteRule) -> Result<PathRewrite, String> {
+    match p.type_.as_str() {
+        "ReplaceFullPath" => Ok(PathRewrite::Full(template_literal(
+            p.replace_full_path.as_deref().unwrap_or("/"),
+        )?)),
+        "ReplacePrefixMatch" => Ok(PathRewrite::Prefix(
+            rule_prefix(rule)?,
+            p.replace_prefix_match.clone().unwrap_or_default(),
+        )),
+        other => Err(format!("unknown path modifier {other:?}")),
+    }
+}
+
+fn default_port(scheme: &str) -> Option<i32> {
+    match scheme {
+        "http" => Some(80),
+        "https" => Some(443),
+        _ => None,
+    }
+}
+
+/// RequestRedirect -> the `redirect` plugin. The scheme is the filter's or the
+/// listener's; the port the filter's, else the scheme's well-known one when the filter
+/// changes the scheme, else the listener's; a well-known port is left out of `Location`.
+fn redirect(r: &RequestRedirect, rule: &HttpRouteRule, at: &Placement) -> Result<Value, String> {
+    let listener_scheme = at
+        .protocols
+        .iter()
+        .next()
+        .map(|p| p.to_ascii_lowercase())
+        .unwrap_or_else(|| "http".into());
+    let scheme = r.scheme.clone().unwrap_or(listener_scheme);
+    let port = match (r.port, &r.scheme) {
+        (Some(p), _) => Some(p),
+        (None, Some(s)) => default_port(s),
+        (None, None) => at.ports.iter().next().copied(),
+    };
+    let port = match port {
+        Some(p) if Some(p) != default_port(&scheme) => format!(":{p}"),
+        _ => String::new(),
+    };
+    let host = match &r.hostname {
+        Some(h) => template_literal(h)?,
+        None => "$host".into(),
+    };
+    let origin = format!("{scheme}://{host}{port}");
+    let code = r.status_code.unwrap_or(302);
+    let path = match &r.path {
+        None => {
+            return Ok(json!({"uri": format!("{origin}$uri"), "ret_code": code,
+                                 "append_query_string": true}))
+        }
+        Some(p) => path_rewrite(p, rule)?,
+    };
+    Ok(match path {
+        PathRewrite::Full(path) => json!({"uri": format!("{origin}{path}"), "ret_code": code,
+                                          "append_query_string": true}),
+        // `redirect` takes one pair: the prefix, with or without more path after it.
+        PathRewrite::Prefix(prefix, replacement) => {
+            let (base, trimmed) = prefix_parts(&prefix, &replacement)?;
+            json!({"regex_uri": [format!("^{base}(/.*)?$"), format!("{origin}{trimmed}$1")],
+                   "ret_code": code, "append_query_string": true})
+        }
+    })
+}
+
+/// A Gateway API duration (`1h`, `30s`, `500ms`, `1m30s`) in seconds.
+pub(super) fn duration(s: &str) -> Result<f64, String> {
+    let mut total = 0.0;
+    let mut rest = s;
+    if rest.is_empty() {
+        return Err(format!("{s:?} is not a duration"));
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let n: f64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("{s:?} is not a duration"))?;
+        rest = &rest[digits..];
+        let (unit, len) = if rest.starts_with("ms") {
+            (0.001, 2)
+        } else if rest.starts_with('h') {
+            (3600.0, 1)
+        } else if rest.starts_with('m') {
+            (60.0, 1)
+        } else if rest.starts_with('s') {
+            (1.0, 1)
+        } else {
+            return Err(format!("{s:?} is not a duration"));
+        };
+        total += n * unit;
+        rest = &rest[len..];
+    }
+    Ok(total)
+}
