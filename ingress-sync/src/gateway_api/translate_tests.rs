@@ -547,7 +547,8 @@ fn durations_of_the_gateway_api() {
 #[test]
 fn grpc_methods_are_paths() {
     let p = Probe::new(&fixtures(&["grpc.yaml"]));
-    let table: &[(&str, &[(&str, &str)], &str)] = &[
+    type Call<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let table: &[Call] = &[
         ("/grpc.Echo/Unary", &[], "infra-backend-v1"),
         ("/grpc.Echo/Other", &[], "infra-backend-v2"),
         ("/other.Svc/Chat", &[], "infra-backend-v3"),
