@@ -14,6 +14,7 @@ use kube::{Api, Client};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::Notify;
 
 #[derive(Clone)]
@@ -64,20 +65,21 @@ impl Stores {
         }
     }
 
-    /// Waits until every store holds its first full list.
+    /// Waits until every store holds its first full list, saying every 30 s which kind
+    /// it still waits for.
     pub async fn wait_ready(&self) {
-        let _ = self.ingresses.wait_until_ready().await;
-        let _ = self.classes.wait_until_ready().await;
-        let _ = self.services.wait_until_ready().await;
-        let _ = self.slices.wait_until_ready().await;
-        let _ = self.secrets.wait_until_ready().await;
+        ready(&self.ingresses).await;
+        ready(&self.classes).await;
+        ready(&self.services).await;
+        ready(&self.slices).await;
+        ready(&self.secrets).await;
         if let Some(g) = &self.gateway_api {
-            let _ = g.classes.wait_until_ready().await;
-            let _ = g.gateways.wait_until_ready().await;
-            let _ = g.routes.wait_until_ready().await;
-            let _ = g.grpc_routes.wait_until_ready().await;
-            let _ = g.grants.wait_until_ready().await;
-            let _ = g.namespaces.wait_until_ready().await;
+            ready(&g.classes).await;
+            ready(&g.gateways).await;
+            ready(&g.routes).await;
+            ready(&g.grpc_routes).await;
+            ready(&g.grants).await;
+            ready(&g.namespaces).await;
         }
     }
 
@@ -106,6 +108,24 @@ impl Stores {
             cluster.namespaces = all(&g.namespaces);
         }
         cluster
+    }
+}
+
+async fn ready<K>(store: &Store<K>)
+where
+    K: kube::Resource + Clone + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let kind = K::kind(&K::DynamicType::default()).into_owned();
+    while tokio::time::timeout(Duration::from_secs(30), store.wait_until_ready())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            kind,
+            "not listed yet, so nothing is synced (with --gateway-api: are the Gateway API \
+             CRDs installed?)"
+        );
     }
 }
 

@@ -89,6 +89,15 @@ pub fn ssls(
     out
 }
 
+/// Can `secret` be served: a `kubernetes.io/tls` Secret whose pair passes the model's
+/// `Ssl` checks (PEM parses, the key matches the certificate)?
+pub fn check_secret(secret: &Secret) -> Result<(), String> {
+    let (cert, key) = cert_and_key(secret)?;
+    let value = json!({"cert": cert, "key": key, "snis": ["check.invalid"]});
+    let ssl = model::codec::decode_value::<model::Ssl>(&value).map_err(|e| e.to_string())?;
+    ssl.check_pem().map(|_| ()).map_err(|e| e.to_string())
+}
+
 /// The PEM certificate chain and key of a `kubernetes.io/tls` Secret.
 fn cert_and_key(secret: &Secret) -> Result<(String, String), String> {
     if secret.type_.as_deref() != Some("kubernetes.io/tls") {

@@ -12,7 +12,14 @@ use super::types::*;
 use crate::translate::{labels, stable_id, truncate, Cluster};
 use serde_json::{json, Map, Value};
 
-pub(super) fn emit_routes(c: &Cluster, route: &GrpcRoute, at: &Placement, out: &mut Out) {
+/// One route per (rule, match); returns what could not be served as asked.
+pub(super) fn emit_routes(
+    c: &Cluster,
+    route: &GrpcRoute,
+    at: &Placement,
+    out: &mut Out,
+) -> Vec<String> {
+    let mut problems = Vec::new();
     let ns = ns_of(&route.metadata);
     let name = name_of(&route.metadata);
     let default_match = [GrpcRouteMatch::default()];
@@ -29,10 +36,17 @@ pub(super) fn emit_routes(c: &Cluster, route: &GrpcRoute, at: &Placement, out: &
                 out.warnings.push(format!(
                     "grpcroute {ns}/{name} rule {ri}: {e}; its requests are answered 500"
                 ));
+                problems.push(format!("rule {ri}: {e}"));
                 Action::fail(100)
             }
         };
         out.backends.extend(action.backends.iter().cloned());
+        out.warnings.extend(
+            action
+                .warnings
+                .iter()
+                .map(|w| format!("grpcroute {ns}/{name} rule {ri}: {w}")),
+        );
         let matches: &[GrpcRouteMatch] = if rule.matches.is_empty() {
             &default_match
         } else {
@@ -50,12 +64,15 @@ pub(super) fn emit_routes(c: &Cluster, route: &GrpcRoute, at: &Placement, out: &
                     r.insert("labels".into(), labels("GRPCRoute", &ns, &name));
                     out.routes.push((id, Value::Object(r)));
                 }
-                Err(e) => out
-                    .warnings
-                    .push(format!("grpcroute {ns}/{name} rule {ri} match {mi}: {e}")),
+                Err(e) => {
+                    out.warnings
+                        .push(format!("grpcroute {ns}/{name} rule {ri} match {mi}: {e}"));
+                    problems.push(format!("rule {ri} match {mi}: {e}"));
+                }
             }
         }
     }
+    problems
 }
 
 /// A gRPC service or method name may not hold what would change the path's meaning.
@@ -117,6 +134,12 @@ fn match_route(
         other => return Err(format!("unknown method match type {other:?}")),
     };
     for h in &m.headers {
+        if h.name.contains('_') {
+            return Err(format!(
+                "header name {:?} with \"_\" cannot be matched",
+                h.name
+            ));
+        }
         let (op, value) = match h.type_.as_deref().unwrap_or("Exact") {
             "Exact" => ("==", h.value.clone()),
             "RegularExpression" => ("~~", format!("^(?:{})$", h.value)),

@@ -19,7 +19,13 @@ pub(super) struct Action {
     answers: bool,
     /// Seconds: the rule's `request`/`backendRequest` timeout, the smaller one.
     timeout: Option<f64>,
+    /// What was left out of the rule (a mirror that cannot be reached) and why.
+    pub(super) warnings: Vec<String>,
 }
+
+/// The model's bounds: `traffic-split` weights and route timeouts (seconds).
+const MAX_WEIGHT: u64 = 100_000;
+const MAX_TIMEOUT: f64 = 86_400.0;
 
 impl Action {
     pub(super) fn fail(percent: u8) -> Action {
@@ -81,6 +87,7 @@ pub(super) fn rule_action(
 ) -> Result<Action, String> {
     let mut a = Action::default();
     let mut rewrite = Map::new();
+    let mut url_rewrite = false;
     for f in &rule.filters {
         match f.type_.as_str() {
             "RequestHeaderModifier" => {
@@ -88,7 +95,7 @@ pub(super) fn rule_action(
                     .request_header_modifier
                     .as_ref()
                     .ok_or("RequestHeaderModifier without its settings")?;
-                rewrite.insert("headers".into(), header_ops(m, false));
+                rewrite.insert("headers".into(), header_ops(m, false)?);
             }
             "ResponseHeaderModifier" => {
                 let m = f
@@ -97,16 +104,17 @@ pub(super) fn rule_action(
                     .ok_or("ResponseHeaderModifier without its settings")?;
                 a.plugins.insert(
                     "response-rewrite".into(),
-                    json!({"headers": header_ops(m, true)}),
+                    json!({"headers": header_ops(m, true)?}),
                 );
             }
             "URLRewrite" => {
+                url_rewrite = true;
                 let u = f
                     .url_rewrite
                     .as_ref()
                     .ok_or("URLRewrite without its settings")?;
                 if let Some(h) = &u.hostname {
-                    rewrite.insert("host".into(), json!(h));
+                    rewrite.insert("host".into(), json!(template_literal(h)?));
                 }
                 if let Some(p) = &u.path {
                     match path_rewrite(p, rule)? {
@@ -135,8 +143,12 @@ pub(super) fn rule_action(
                     .request_mirror
                     .as_ref()
                     .ok_or("RequestMirror without its settings")?;
-                let b = backend(c, ns, &m.backend_ref).map_err(|(_, msg)| msg)?;
-                let mut conf = json!({"host": mirror_host(c, &b)?});
+                // A mirror is a copy: when it cannot be had, the rule serves without it.
+                if a.plugins.contains_key("proxy-mirror") {
+                    a.warnings
+                        .push("only the first RequestMirror is served".into());
+                    continue;
+                }
                 let ratio = match (&m.percent, &m.fraction) {
                     (Some(p), _) => f64::from(*p) / 100.0,
                     (None, Some(fr)) => {
@@ -144,20 +156,31 @@ pub(super) fn rule_action(
                     }
                     (None, None) => 1.0,
                 };
-                if ratio < 1.0 {
-                    conf["sample_ratio"] = json!(ratio.clamp(0.00001, 1.0));
+                if ratio <= 0.0 {
+                    continue;
                 }
-                a.plugins.insert("proxy-mirror".into(), conf);
+                let host = backend(c, ns, &m.backend_ref)
+                    .map_err(|(_, msg)| msg)
+                    .and_then(|b| mirror_host(c, &b));
+                match host {
+                    Ok(host) => {
+                        let mut conf = json!({ "host": host });
+                        if ratio < 1.0 {
+                            conf["sample_ratio"] = json!(ratio.clamp(0.00001, 1.0));
+                        }
+                        a.plugins.insert("proxy-mirror".into(), conf);
+                    }
+                    Err(e) => a.warnings.push(format!("mirror left out: {e}")),
+                }
             }
             other => return Err(format!("filter {other:?} is not supported")),
         }
     }
-    if a.answers && !rewrite.is_empty() {
-        return Err(
-            "RequestRedirect cannot be combined with URLRewrite or RequestHeaderModifier".into(),
-        );
+    if a.answers && url_rewrite {
+        return Err("RequestRedirect cannot be combined with URLRewrite".into());
     }
-    if !rewrite.is_empty() {
+    // A redirect answers before anything is forwarded: header changes have nothing to act on.
+    if !rewrite.is_empty() && !a.answers {
         a.plugins
             .insert("proxy-rewrite".into(), Value::Object(rewrite));
     }
@@ -168,10 +191,13 @@ pub(super) fn rule_action(
             .filter_map(|d| duration(d).ok())
             .filter(|s| *s > 0.0)
             .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))));
-        a.timeout = secs;
+        a.timeout = secs.map(|s| s.min(MAX_TIMEOUT));
     }
     if a.answers {
         return Ok(a);
+    }
+    if rule.backend_refs.iter().any(|b| !b.filters.is_empty()) {
+        return Err("filters on a backendRef are not supported".into());
     }
     let (mut valid, mut invalid) = (0u64, 0u64);
     for b in &rule.backend_refs {
@@ -188,6 +214,7 @@ pub(super) fn rule_action(
             Err(_) => invalid += u64::from(w),
         }
     }
+    scale_weights(&mut a.weighted);
     let total = valid + invalid;
     if total == 0 {
         // No backend, or every weight 0: nothing may receive the request.
@@ -197,6 +224,34 @@ pub(super) fn rule_action(
         a.add_failure(percent);
     }
     Ok(a)
+}
+
+/// Weights as `traffic-split` takes them (at most 100,000; the API allows 1,000,000):
+/// divided by their common divisor, then scaled down if still too large (never to 0).
+fn scale_weights(weighted: &mut [(BackendRef, u32)]) {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let g = weighted
+        .iter()
+        .fold(0, |g, (_, w)| gcd(g, u64::from(*w)))
+        .max(1);
+    let max = weighted
+        .iter()
+        .map(|(_, w)| u64::from(*w) / g)
+        .max()
+        .unwrap_or(1);
+    for (_, w) in weighted.iter_mut() {
+        let mut v = u64::from(*w) / g;
+        if max > MAX_WEIGHT {
+            v = (v * MAX_WEIGHT / max).max(1);
+        }
+        *w = u32::try_from(v).unwrap_or(u32::MAX);
+    }
 }
 
 /// The first node of a mirror backend, as `proxy-mirror`'s `host`.
@@ -221,7 +276,10 @@ fn mirror_host(c: &Cluster, b: &BackendRef) -> Result<String, String> {
 
 /// `set`/`add`/`remove` for `proxy-rewrite` (objects) or `response-rewrite` (whose `add`
 /// is a list of `name: value` lines).
-fn header_ops(m: &HeaderModifier, response: bool) -> Value {
+fn header_ops(m: &HeaderModifier, response: bool) -> Result<Value, String> {
+    for nv in m.set.iter().chain(&m.add) {
+        template_literal(&nv.value)?;
+    }
     let set: Map<String, Value> = m
         .set
         .iter()
@@ -251,7 +309,7 @@ fn header_ops(m: &HeaderModifier, response: bool) -> Value {
     if !m.remove.is_empty() {
         ops.insert("remove".into(), json!(m.remove));
     }
-    Value::Object(ops)
+    Ok(Value::Object(ops))
 }
 
 /// The single `PathPrefix` a prefix rewrite applies to (the spec allows it only there).
@@ -280,10 +338,18 @@ fn rule_prefix(rule: &HttpRouteRule) -> Result<String, String> {
 fn template_literal(s: &str) -> Result<String, String> {
     if s.contains('$') {
         return Err(format!(
-            "{s:?}: a \"$\" in a rewritten path or host is not supported"
+            "{s:?}: a \"$\" in a rewritten path, host or header value is not supported"
         ));
     }
     Ok(s.to_string())
+}
+
+/// A path the filters write must be one: absolute.
+fn absolute(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') {
+        return Err(format!("{s:?}: a rewritten path must start with \"/\""));
+    }
+    template_literal(s)
 }
 
 /// ReplacePrefixMatch as `regex_uri` pairs (the spec's table): the prefix alone becomes
@@ -322,13 +388,16 @@ enum PathRewrite {
 
 fn path_rewrite(p: &PathModifier, rule: &HttpRouteRule) -> Result<PathRewrite, String> {
     match p.type_.as_str() {
-        "ReplaceFullPath" => Ok(PathRewrite::Full(template_literal(
+        "ReplaceFullPath" => Ok(PathRewrite::Full(absolute(
             p.replace_full_path.as_deref().unwrap_or("/"),
         )?)),
-        "ReplacePrefixMatch" => Ok(PathRewrite::Prefix(
-            rule_prefix(rule)?,
-            p.replace_prefix_match.clone().unwrap_or_default(),
-        )),
+        "ReplacePrefixMatch" => {
+            let replacement = p.replace_prefix_match.clone().unwrap_or_default();
+            if !replacement.is_empty() {
+                absolute(&replacement)?;
+            }
+            Ok(PathRewrite::Prefix(rule_prefix(rule)?, replacement))
+        }
         other => Err(format!("unknown path modifier {other:?}")),
     }
 }
@@ -342,20 +411,26 @@ fn default_port(scheme: &str) -> Option<i32> {
 }
 
 /// RequestRedirect -> the `redirect` plugin. The scheme is the filter's or the
-/// listener's; the port the filter's, else the scheme's well-known one when the filter
-/// changes the scheme, else the listener's; a well-known port is left out of `Location`.
+/// listener's (the request's when the route is on both HTTP and HTTPS listeners); the port
+/// the filter's, else the scheme's well-known one when the filter changes the scheme, else
+/// the listener's (left out when the route's listeners have several); a well-known port is
+/// left out of `Location`.
 fn redirect(r: &RequestRedirect, rule: &HttpRouteRule, at: &Placement) -> Result<Value, String> {
-    let listener_scheme = at
-        .protocols
-        .iter()
-        .next()
-        .map(|p| p.to_ascii_lowercase())
-        .unwrap_or_else(|| "http".into());
+    let listener_scheme = match at.protocols.len() {
+        1 => at
+            .protocols
+            .iter()
+            .next()
+            .map(|p| p.to_ascii_lowercase())
+            .unwrap_or_default(),
+        _ => "$scheme".into(),
+    };
     let scheme = r.scheme.clone().unwrap_or(listener_scheme);
     let port = match (r.port, &r.scheme) {
         (Some(p), _) => Some(p),
         (None, Some(s)) => default_port(s),
-        (None, None) => at.ports.iter().next().copied(),
+        (None, None) if at.ports.len() == 1 => at.ports.iter().next().copied(),
+        (None, None) => None,
     };
     let port = match port {
         Some(p) if Some(p) != default_port(&scheme) => format!(":{p}"),
@@ -380,8 +455,13 @@ fn redirect(r: &RequestRedirect, rule: &HttpRouteRule, at: &Placement) -> Result
         // `redirect` takes one pair: the prefix, with or without more path after it.
         PathRewrite::Prefix(prefix, replacement) => {
             let (base, trimmed) = prefix_parts(&prefix, &replacement)?;
-            json!({"regex_uri": [format!("^{base}(/.*)?$"), format!("{origin}{trimmed}$1")],
-                   "ret_code": code, "append_query_string": true})
+            // A replacement of `/` (or nothing) keeps a `/` before the rest.
+            let (re, to) = if trimmed.is_empty() {
+                (format!("^{base}/?(.*)$"), format!("{origin}/$1"))
+            } else {
+                (format!("^{base}(/.*)?$"), format!("{origin}{trimmed}$1"))
+            };
+            json!({"regex_uri": [re, to], "ret_code": code, "append_query_string": true})
         }
     })
 }

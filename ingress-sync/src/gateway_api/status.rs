@@ -39,20 +39,23 @@ pub fn merged(cluster: &Cluster, update: &StatusUpdate, controller: &str) -> Opt
     }?
     .unwrap_or(Value::Null);
     let want = if update.kind.ends_with("Route") {
-        let mut parents: Vec<Value> = current["parents"]
-            .as_array()
-            .into_iter()
-            .flatten()
+        // Ours replace ours where they stood; the others stay as they are.
+        let all = current["parents"].as_array().cloned().unwrap_or_default();
+        let at = all
+            .iter()
+            .position(|p| p["controllerName"] == controller)
+            .unwrap_or(all.len());
+        let mut parents: Vec<Value> = all
+            .iter()
             .filter(|p| p["controllerName"] != controller)
             .cloned()
             .collect();
-        parents.extend(
-            update.status["parents"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .cloned(),
-        );
+        let ours = update.status["parents"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let at = at.min(parents.len());
+        parents.splice(at..at, ours);
         json!({ "parents": parents })
     } else {
         let mut want = current.clone();
@@ -66,7 +69,23 @@ pub fn merged(cluster: &Cluster, update: &StatusUpdate, controller: &str) -> Opt
         }
         want
     };
-    (want != current).then_some(want)
+    // Compared without regard to the order of `parents`: two controllers that each put
+    // theirs elsewhere must not rewrite the list back and forth.
+    if same_ignoring_order(&want, &current) {
+        return None;
+    }
+    Some(want)
+}
+
+fn same_ignoring_order(a: &Value, b: &Value) -> bool {
+    let sorted = |v: &Value| -> Value {
+        let mut v = v.clone();
+        if let Some(list) = v.get_mut("parents").and_then(Value::as_array_mut) {
+            list.sort_by_key(|p| p.to_string());
+        }
+        v
+    };
+    sorted(a) == sorted(b)
 }
 
 /// Patches every object whose status differs; failures are logged (the next pass retries).
@@ -138,9 +157,23 @@ mod tests {
             status: json!({"parents": [new_ours.clone()]}),
         };
         let want = merged(&cluster, &update, "me.io/c").unwrap();
-        assert_eq!(want, json!({"parents": [theirs, new_ours]}));
+        assert_eq!(want, json!({"parents": [theirs.clone(), new_ours.clone()]}));
         cluster.http_routes[0].status = Some(want);
         assert_eq!(merged(&cluster, &update, "me.io/c"), None);
+        // Theirs first or ours first: the same status, nothing to write (two controllers
+        // sharing a route do not rewrite it in turn).
+        cluster.http_routes[0].status =
+            Some(json!({"parents": [new_ours.clone(), theirs.clone()]}));
+        assert_eq!(merged(&cluster, &update, "me.io/c"), None);
+        // No parent of ours any more: ours are removed, theirs kept.
+        let gone = StatusUpdate {
+            status: json!({"parents": []}),
+            ..update.clone()
+        };
+        assert_eq!(
+            merged(&cluster, &gone, "me.io/c"),
+            Some(json!({"parents": [theirs]}))
+        );
         // A deleted object: nothing to write.
         cluster.http_routes.clear();
         assert_eq!(merged(&cluster, &update, "me.io/c"), None);

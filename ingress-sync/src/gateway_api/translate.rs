@@ -163,6 +163,11 @@ struct ListenerView<'a> {
     unresolved: Option<(&'static str, String)>,
     /// The route kinds it admits (`supportedKinds`).
     kinds: Vec<&'static str>,
+    /// Its certificates' Secrets, (namespace, name).
+    secrets: Vec<(String, String)>,
+    /// The hosts of the routes attached to it: a listener without a hostname serves its
+    /// certificate for these names.
+    route_hosts: BTreeSet<String>,
     attached: u32,
 }
 
@@ -176,7 +181,7 @@ fn route_kind(k: &RouteGroupKind) -> Option<&'static str> {
     ROUTE_KINDS.iter().copied().find(|r| *r == k.kind)
 }
 
-fn listeners<'a>(c: &'a Cluster, gw: &'a Gateway, out: &mut Out) -> Vec<ListenerView<'a>> {
+fn listeners<'a>(c: &'a Cluster, gw: &'a Gateway) -> Vec<ListenerView<'a>> {
     let gw_ns = ns_of(&gw.metadata);
     gw.spec
         .listeners
@@ -189,6 +194,8 @@ fn listeners<'a>(c: &'a Cluster, gw: &'a Gateway, out: &mut Out) -> Vec<Listener
                 unresolved: None,
                 kinds: ROUTE_KINDS.to_vec(),
                 attached: 0,
+                secrets: Vec::new(),
+                route_hosts: BTreeSet::new(),
             };
             match l.protocol.as_str() {
                 "HTTP" => {}
@@ -207,20 +214,7 @@ fn listeners<'a>(c: &'a Cluster, gw: &'a Gateway, out: &mut Out) -> Vec<Listener
                     }
                     for r in &tls.certificate_refs {
                         match certificate(c, &gw_ns, r) {
-                            Ok((ns, name)) => match &l.hostname {
-                                Some(h) if !h.is_empty() => {
-                                    out.certificates
-                                        .entry((ns, name))
-                                        .or_default()
-                                        .insert(h.to_ascii_lowercase());
-                                }
-                                _ => out.warnings.push(format!(
-                                    "gateway {gw_ns}/{}: listener {} has no hostname; its \
-                                     certificate is not served (SNI needs a name)",
-                                    name_of(&gw.metadata),
-                                    l.name
-                                )),
-                            },
+                            Ok(secret) => v.secrets.push(secret),
                             Err(e) => v.unresolved = Some(e),
                         }
                     }
@@ -276,17 +270,17 @@ fn certificate(
             ),
         ));
     }
-    let exists = c.secrets.iter().any(|s| {
+    let secret = c.secrets.iter().find(|s| {
         s.metadata.namespace.as_deref() == Some(ns.as_str())
             && s.metadata.name.as_deref() == Some(r.name.as_str())
     });
-    if !exists {
+    let usable = secret
+        .ok_or_else(|| "does not exist".to_string())
+        .and_then(crate::tls::check_secret);
+    if let Err(e) = usable {
         return Err((
             "InvalidCertificateRef",
-            format!(
-                "Secret {ns}/{} does not exist or is not kubernetes.io/tls",
-                r.name
-            ),
+            format!("Secret {ns}/{}: {e}", r.name),
         ));
     }
     Ok((ns, r.name.clone()))
@@ -363,7 +357,7 @@ pub fn translate(c: &Cluster, cx: &Context<'_>) -> Out {
         .collect();
     let mut views: Vec<ListenerView<'_>> = Vec::new();
     for gw in &gateways {
-        views.extend(listeners(c, gw, &mut out));
+        views.extend(listeners(c, gw));
     }
 
     for route in &c.http_routes {
@@ -384,7 +378,8 @@ pub fn translate(c: &Cluster, cx: &Context<'_>) -> Out {
             ),
         };
         if let Some(at) = attach(c, cx, &r, &gateways, &mut views, &mut out) {
-            emit_routes(c, route, &at, &mut out);
+            let problems = emit_routes(c, route, &at, &mut out);
+            partially_invalid(&mut out, &r, &problems, cx);
         }
     }
     for route in &c.grpc_routes {
@@ -405,10 +400,33 @@ pub fn translate(c: &Cluster, cx: &Context<'_>) -> Out {
             ),
         };
         if let Some(at) = attach(c, cx, &r, &gateways, &mut views, &mut out) {
-            super::grpc::emit_routes(c, route, &at, &mut out);
+            let problems = super::grpc::emit_routes(c, route, &at, &mut out);
+            partially_invalid(&mut out, &r, &problems, cx);
         }
     }
 
+    for v in &views {
+        let snis: BTreeSet<String> = match &v.listener.hostname {
+            Some(h) if !h.is_empty() => [h.to_ascii_lowercase()].into(),
+            _ => v.route_hosts.clone(),
+        };
+        if snis.is_empty() && !v.secrets.is_empty() {
+            out.warnings.push(format!(
+                "gateway {}/{}: listener {} has no hostname and no route with hostnames; \
+                 its certificate waits for a name to serve it by (SNI)",
+                ns_of(&v.gateway.metadata),
+                name_of(&v.gateway.metadata),
+                v.listener.name
+            ));
+        }
+        for secret in &v.secrets {
+            out.certificates
+                .entry(secret.clone())
+                .or_default()
+                .extend(snis.iter().cloned());
+        }
+    }
+    out.certificates.retain(|_, snis| !snis.is_empty());
     for gw in &gateways {
         out.statuses.push(gateway_status(gw, &views, cx));
     }
@@ -482,6 +500,9 @@ fn attach(
             if let Some(h) = intersect(v.listener.hostname.as_deref(), route.hostnames) {
                 attached = true;
                 v.attached += 1;
+                if let Hosts::Names(names) = &h {
+                    v.route_hosts.extend(names.iter().cloned());
+                }
                 match &mut placement.hosts {
                     Some(all) => all.union(h),
                     None => placement.hosts = Some(h),
@@ -517,9 +538,6 @@ fn attach(
         };
         parents.push((parent.clone(), [accepted, refs]));
     }
-    if parents.is_empty() {
-        return None;
-    }
     let current_parents = route
         .status
         .as_ref()
@@ -541,13 +559,70 @@ fn attach(
             })
         })
         .collect();
-    out.statuses.push(StatusUpdate {
-        kind: route.kind,
-        namespace: ns,
-        name,
-        status: json!({"parents": entries}),
-    });
+    let ours_shown = current_parents
+        .iter()
+        .any(|e| e["controllerName"] == cx.controller);
+    // No parent of ours (any more): only entries of ours still shown need removing.
+    if !entries.is_empty() || ours_shown {
+        out.statuses.push(StatusUpdate {
+            kind: route.kind,
+            namespace: ns,
+            name,
+            status: json!({ "parents": entries }),
+        });
+    }
     placement.hosts.is_some().then_some(placement)
+}
+
+/// Adds `PartiallyInvalid` (the spec's "Dropped Rule" form) to the route's accepted
+/// parents when some of its rules or matches could not be served as written.
+fn partially_invalid(out: &mut Out, r: &RouteRef<'_>, problems: &[String], cx: &Context<'_>) {
+    if problems.is_empty() {
+        return;
+    }
+    let (ns, name) = (ns_of(r.meta), name_of(r.meta));
+    let Some(update) = out
+        .statuses
+        .iter_mut()
+        .rev()
+        .find(|u| u.kind == r.kind && u.namespace == ns && u.name == name)
+    else {
+        return;
+    };
+    let message = format!("Dropped Rule: {}", problems.join("; "));
+    let current = r
+        .status
+        .as_ref()
+        .and_then(|s| s["parents"].as_array().cloned())
+        .unwrap_or_default();
+    for entry in update.status["parents"]
+        .as_array_mut()
+        .into_iter()
+        .flatten()
+    {
+        let accepted = entry["conditions"].as_array().is_some_and(|l| {
+            l.iter()
+                .any(|c| c["type"] == "Accepted" && c["status"] == "True")
+        });
+        if !accepted {
+            continue;
+        }
+        let old = current
+            .iter()
+            .find(|e| e["parentRef"] == entry["parentRef"] && e["controllerName"] == cx.controller)
+            .map(|e| e["conditions"].clone())
+            .unwrap_or(Value::Null);
+        let cond = Condition {
+            type_: "PartiallyInvalid",
+            ok: true,
+            reason: "UnsupportedValue",
+            message: truncate(message.clone(), 32_000),
+        };
+        let rendered = render(&old, &[cond], generation(r.meta), cx.now);
+        if let (Some(list), Some(c)) = (entry["conditions"].as_array_mut(), rendered.get(0)) {
+            list.push(c.clone());
+        }
+    }
 }
 
 /// The parent ref as status echoes it: the spec's, with `group`, `kind` and `namespace`
@@ -741,8 +816,10 @@ impl Condition {
     }
 }
 
-/// One route per (rule, match).
-fn emit_routes(c: &Cluster, route: &HttpRoute, at: &Placement, out: &mut Out) {
+/// One route per (rule, match). Returns what could not be served as asked (the rules
+/// that answer 500, the matches left out), for the route's `PartiallyInvalid`.
+fn emit_routes(c: &Cluster, route: &HttpRoute, at: &Placement, out: &mut Out) -> Vec<String> {
+    let mut problems = Vec::new();
     let ns = ns_of(&route.metadata);
     let name = name_of(&route.metadata);
     let default_match = [HttpRouteMatch::default()];
@@ -753,10 +830,17 @@ fn emit_routes(c: &Cluster, route: &HttpRoute, at: &Placement, out: &mut Out) {
                 out.warnings.push(format!(
                     "httproute {ns}/{name} rule {ri}: {e}; its requests are answered 500"
                 ));
+                problems.push(format!("rule {ri}: {e}"));
                 Action::fail(100)
             }
         };
         out.backends.extend(action.backends.iter().cloned());
+        out.warnings.extend(
+            action
+                .warnings
+                .iter()
+                .map(|w| format!("httproute {ns}/{name} rule {ri}: {w}")),
+        );
         let matches: &[HttpRouteMatch] = if rule.matches.is_empty() {
             &default_match
         } else {
@@ -775,12 +859,15 @@ fn emit_routes(c: &Cluster, route: &HttpRoute, at: &Placement, out: &mut Out) {
                     r.insert("labels".into(), labels("HTTPRoute", &ns, &name));
                     out.routes.push((id, Value::Object(r)));
                 }
-                Err(e) => out
-                    .warnings
-                    .push(format!("httproute {ns}/{name} rule {ri} match {mi}: {e}")),
+                Err(e) => {
+                    out.warnings
+                        .push(format!("httproute {ns}/{name} rule {ri} match {mi}: {e}"));
+                    problems.push(format!("rule {ri} match {mi}: {e}"));
+                }
             }
         }
     }
+    problems
 }
 
 pub(super) fn push_var(r: &mut Map<String, Value>, cond: Value) {
@@ -865,6 +952,13 @@ fn match_route(
         other => return Err(format!("unknown path match type {other:?}")),
     };
     for h in &m.headers {
+        if h.name.contains('_') {
+            // `http_x_y` reads `x-y`: a name with `_` could never match.
+            return Err(format!(
+                "header name {:?} with \"_\" cannot be matched",
+                h.name
+            ));
+        }
         let op = match h.type_.as_deref().unwrap_or("Exact") {
             "Exact" => "==",
             "RegularExpression" => "~~",

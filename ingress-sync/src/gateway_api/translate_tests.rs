@@ -412,8 +412,9 @@ fn backend_refs_weights_failures_and_grants() {
             .unwrap();
     let split = &key["plugins"]["traffic-split"]["rules"][0]["weighted_upstreams"];
     assert_eq!(split.as_array().unwrap().len(), 2);
-    assert_eq!(split[0]["weight"], 30);
-    assert_eq!(split[1], json!({"weight": 70}));
+    // 70/30, divided by their common divisor.
+    assert_eq!(split[0]["weight"], 3);
+    assert_eq!(split[1], json!({"weight": 7}));
     assert_eq!(p.http("weights.example", "/", &[]), "infra-backend-v1");
     // HTTPRouteNoBackendRefs
     assert_eq!(
@@ -589,4 +590,143 @@ fn grpc_methods_are_paths() {
         condition(&st["parents"][0]["conditions"], "Accepted"),
         no("NotAllowedByListeners")
     );
+}
+
+#[test]
+fn review_cases_serve_what_can_be_served_and_say_what_cannot() {
+    let p = Probe::new(&fixtures(&["filters.yaml", "edge-cases.yaml"]));
+    let h = "edge.example";
+    // A mirror whose Service has no endpoint is left out; the rule still serves.
+    assert_eq!(p.http(h, "/mirror", &[]), "infra-backend-v1");
+    assert!(
+        p.d.warnings.iter().any(|w| w.contains("mirror left out")),
+        "{:?}",
+        p.d.warnings
+    );
+    // Weights the API allows but traffic-split does not: scaled, never dropped.
+    let big =
+        p.d.values
+            .values()
+            .find(|v| v["name"] == "infra/edge" && v["uris"][0] == "/big-weights")
+            .unwrap();
+    let split = &big["plugins"]["traffic-split"]["rules"][0]["weighted_upstreams"];
+    assert_eq!(
+        (&split[0]["weight"], &split[1]["weight"]),
+        (&json!(2), &json!(1))
+    );
+    assert_eq!(big["timeout"]["read"], 86400.0);
+    // A `$` in a header value would be read as a variable: the rule answers 500 instead.
+    assert_eq!(p.http(h, "/dollar", &[]), "500");
+    // Redirect with ReplacePrefixMatch "/": the rest of the path, or "/".
+    assert_eq!(
+        p.http(h, "/strip/x/y", &[]),
+        "redirect 302 http://edge.example/x/y"
+    );
+    assert_eq!(
+        p.http(h, "/strip", &[]),
+        "redirect 302 http://edge.example/"
+    );
+    // A redirect with a header change: the redirect.
+    assert_eq!(
+        p.http(h, "/redirect-and-header", &[]),
+        "redirect 302 http://example.org/redirect-and-header"
+    );
+    // A header name that no request variable can read: that match is left out.
+    assert_eq!(p.http(h, "/", &[("x_under", "1")]), "404");
+    let st = p.status("HTTPRoute", "infra", "edge");
+    let conds = &st["parents"][0]["conditions"];
+    assert_eq!(condition(conds, "Accepted"), yes("Accepted"));
+    assert_eq!(
+        condition(conds, "PartiallyInvalid"),
+        yes("UnsupportedValue")
+    );
+    let message = conds
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "PartiallyInvalid")
+        .unwrap()["message"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(message.starts_with("Dropped Rule: "), "{message}");
+    assert!(message.contains("$"), "{message}");
+    // Routes without problems carry no such condition.
+    let st = p.status("HTTPRoute", "infra", "plain-edge");
+    assert!(st["parents"][0]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|c| c["type"] != "PartiallyInvalid"));
+}
+
+#[test]
+fn https_listeners_serve_their_certificates_by_the_names_they_route() {
+    let p = Probe::new(&fixtures(&["https.yaml"]));
+    // The listener without a hostname: its certificate for the attached routes' names.
+    let (_, snis) =
+        p.d.ssls
+            .iter()
+            .find(|(_, v)| v["labels"]["k8s-name"] == "good-cert")
+            .unwrap_or_else(|| {
+                panic!(
+                    "not served: {:?} {:?} {}",
+                    p.d.ssls.keys(),
+                    p.d.warnings,
+                    p.status("Gateway", "infra", "tls-gateway")
+                )
+            });
+    assert_eq!(snis["snis"], json!(["example.org", "second-example.org"]));
+    assert_eq!(
+        p.get("https", "GET", "example.org", "/", &[]),
+        "infra-backend-v1"
+    );
+    // HTTPS only: not on the plain listener.
+    assert_eq!(p.http("example.org", "/", &[]), "404");
+    let gw = p.status("Gateway", "infra", "tls-gateway");
+    let listener = |name: &str| {
+        gw["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["name"] == name)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(
+        condition(&listener("https")["conditions"], "ResolvedRefs"),
+        yes("ResolvedRefs")
+    );
+    // A kubernetes.io/tls Secret whose data is not a certificate.
+    assert_eq!(
+        condition(&listener("malformed")["conditions"], "ResolvedRefs"),
+        no("InvalidCertificateRef")
+    );
+    assert_eq!(
+        condition(&listener("missing")["conditions"], "ResolvedRefs"),
+        no("InvalidCertificateRef")
+    );
+    // Its route still attaches (the suite counts it).
+    assert_eq!(listener("missing")["attachedRoutes"], 1);
+}
+
+#[test]
+fn a_route_that_leaves_our_gateways_loses_our_status_entry() {
+    let mut c = fixtures(&[]);
+    c.http_routes.push(
+        serde_json::from_value(json!({
+            "metadata": {"name": "moved", "namespace": "infra"},
+            "spec": {"parentRefs": [{"name": "not-ours"}]},
+            "status": {"parents": [{"parentRef": {"name": "same-namespace"},
+                                    "controllerName": "example.com/gw", "conditions": []}]}
+        }))
+        .unwrap(),
+    );
+    let p = Probe::new(&c);
+    assert_eq!(
+        p.status("HTTPRoute", "infra", "moved"),
+        &json!({"parents": []})
+    );
+    // A route that never had one of ours: nothing to write.
+    assert!(!p.d.statuses.iter().any(|s| s.name == "for-someone-else"));
 }
