@@ -262,7 +262,7 @@ pub(crate) fn truncate(s: String, max: usize) -> String {
 
 /// Does `value` pass the model's validation as `kind`? (Catches what we could not foresee;
 /// nothing invalid is ever written.)
-fn check(kind: Kind, value: &Value) -> Result<(), String> {
+pub(crate) fn check(kind: Kind, value: &Value) -> Result<(), String> {
     let r = match kind {
         Kind::Routes => model::codec::decode_value::<model::Route>(value).map(|_| ()),
         Kind::Upstreams => model::codec::decode_value::<model::Upstream>(value).map(|_| ()),

@@ -161,7 +161,12 @@ async fn httproutes_route_filter_and_report_status() {
                  "filters": [{"type": "URLRewrite", "urlRewrite": {"hostname": "one.example.org",
                      "path": {"type": "ReplacePrefixMatch", "replacePrefixMatch": "/one"}}}],
                  "backendRefs": [{"name": "v2", "port": 8080}]},
-                {"matches": [{"path": {"type": "Exact", "value": "/missing"}}],
+                {"matches": [{"path": {"type": "PathPrefix", "value": "/cors"}}],
+             "filters": [{"type": "CORS", "cors": {
+                 "allowOrigins": ["https://www.foo.com", "https://*.bar.com"],
+                 "allowMethods": ["GET", "POST"], "allowCredentials": true}}],
+             "backendRefs": [{"name": "v1", "port": 8080}]},
+            {"matches": [{"path": {"type": "Exact", "value": "/missing"}}],
                  "backendRefs": [{"name": "nonexistent", "port": 8080}]}
             ]
         }),
@@ -222,14 +227,47 @@ async fn httproutes_route_filter_and_report_status() {
     assert_eq!(echo["uri"], "/one/two?q=1");
     assert_eq!(echo["headers"]["host"], "one.example.org");
 
+    // CORS: a preflight from an origin a wildcard admits, and one it does not.
+    let allow = |origin: &'static str| {
+        let env = &env;
+        async move {
+            let resp = env
+                .client
+                .request(reqwest::Method::OPTIONS, env.gw.url("/cors"))
+                .header("host", "example.com")
+                .header("origin", origin)
+                .header("access-control-request-method", "POST")
+                .send()
+                .await
+                .unwrap();
+            resp.headers()
+                .get("access-control-allow-origin")
+                .map(|v| v.to_str().unwrap().to_string())
+        }
+    };
+    assert_eq!(
+        allow("https://a.bar.com").await.as_deref(),
+        Some("https://a.bar.com")
+    );
+    assert_eq!(
+        allow("https://www.foo.com").await.as_deref(),
+        Some("https://www.foo.com")
+    );
+    assert_ne!(
+        allow("https://evil.com").await.as_deref(),
+        Some("https://evil.com")
+    );
+
     // Status: the class, the Gateway (programmed, one route attached, the published
     // address) and the route (accepted; one ref does not resolve).
+    // Routes are patched before their Gateway: wait for the Gateway's.
     eventually(Duration::from_secs(10), "status written", || async {
         condition(
             &env.status("HTTPRoute", NS, "matching")["parents"][0]["conditions"],
             "Accepted",
         )
         .is_some()
+            && condition(&env.status("Gateway", NS, "gw")["conditions"], "Programmed").is_some()
     })
     .await;
     let class = env.status("GatewayClass", "", "ours");
@@ -312,9 +350,26 @@ async fn route_changes_under_keepalive_load_lose_no_request() {
         env.backend("any", "/load", &[]).await == "v1"
     })
     .await;
-    let load = Load::start(&[env.gw.url("/load")], 4);
+    // An Ingress of the same controller beside the Gateway API: both are served.
+    env.kube
+        .apply(json!({"kind": "IngressClass", "metadata": {"name": "ours"},
+                          "spec": {"controller": CONTROLLER}}));
+    env.kube.apply(
+        json!({"kind": "Ingress", "metadata": {"name": "legacy", "namespace": NS},
+        "spec": {"ingressClassName": "ours", "rules": [{"http": {"paths": [{
+            "path": "/ingress", "pathType": "Prefix",
+            "backend": {"service": {"name": "v2", "port": {"number": 8080}}}}]}}]}}),
+    );
+    eventually(
+        Duration::from_secs(15),
+        "the Ingress is served too",
+        || async { env.backend("any", "/ingress/x", &[]).await == "v2" },
+    )
+    .await;
+    let load = Load::start(&[env.gw.url("/load"), env.gw.url("/ingress/x")], 4);
     load.wait_more_ok(50).await;
-    // Shift the weights back and forth, and add and remove a second route beside it.
+    // Shift the weights back and forth, add and remove a second route beside it, and
+    // change the Gateway's listeners.
     for round in 0..6 {
         let w = if round % 2 == 0 { (0, 1) } else { (1, 1) };
         env.kube.apply(route("churn", spec(w)));
@@ -328,6 +383,15 @@ async fn route_changes_under_keepalive_load_lose_no_request() {
             env.kube
                 .delete("HTTPRoute", NS, &format!("extra-{}", round - 1));
         }
+        let mut listeners = vec![json!({"name": "http", "port": 80, "protocol": "HTTP"})];
+        if round % 2 == 1 {
+            listeners.push(json!({"name": "other", "port": 8080, "protocol": "HTTP",
+                                  "hostname": format!("round-{round}.example")}));
+        }
+        env.kube.apply(
+            json!({"kind": "Gateway", "metadata": {"name": "gw", "namespace": NS},
+            "spec": {"gatewayClassName": "ours", "listeners": listeners}}),
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     eventually(Duration::from_secs(15), "the last weights hold", || async {

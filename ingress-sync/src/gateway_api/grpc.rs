@@ -9,7 +9,8 @@ use super::translate::{
     created, header_var, literal_path, name_of, ns_of, priority, Out, Placement,
 };
 use super::types::*;
-use crate::translate::{labels, stable_id, truncate, Cluster};
+use crate::translate::{check, labels, stable_id, truncate, Cluster};
+use model::Kind;
 use serde_json::{json, Map, Value};
 
 /// One route per (rule, match); returns what could not be served as asked.
@@ -62,7 +63,16 @@ pub(super) fn emit_routes(
                     at.write(&mut r);
                     action.write(&mut r);
                     r.insert("labels".into(), labels("GRPCRoute", &ns, &name));
-                    out.routes.push((id, Value::Object(r)));
+                    let r = Value::Object(r);
+                    // What the model refuses is left out by the writer: say so here too.
+                    if let Err(e) = check(Kind::Routes, &r) {
+                        out.warnings.push(format!(
+                            "grpcroute {ns}/{name} rule {ri} match {mi} left out: {e}"
+                        ));
+                        problems.push(format!("rule {ri} match {mi}: {e}"));
+                        continue;
+                    }
+                    out.routes.push((id, r));
                 }
                 Err(e) => {
                     out.warnings

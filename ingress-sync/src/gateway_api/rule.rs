@@ -173,6 +173,10 @@ pub(super) fn rule_action(
                     Err(e) => a.warnings.push(format!("mirror left out: {e}")),
                 }
             }
+            "CORS" => {
+                let conf = f.cors.as_ref().ok_or("CORS without its settings")?;
+                a.plugins.insert("cors".into(), cors(conf));
+            }
             other => return Err(format!("filter {other:?} is not supported")),
         }
     }
@@ -224,6 +228,66 @@ pub(super) fn rule_action(
         a.add_failure(percent);
     }
     Ok(a)
+}
+
+/// The CORS filter as the `cors` plugin: exact origins as `allow_origins`, or — when some
+/// are wildcards (`https://*.example.com`) — all as `allow_origins_by_regex`; `*` as any origin (`**`, which
+/// echoes the origin, when credentials are allowed: browsers refuse `*` with them).
+fn cors(c: &CorsFilter) -> Value {
+    let any = |list: &[String]| list.iter().any(|o| o == "*");
+    let wildcard = if c.allow_credentials { "**" } else { "*" };
+    let join = |list: &[String]| list.join(",");
+    let mut conf = json!({
+        "allow_credential": c.allow_credentials,
+        "max_age": c.max_age.unwrap_or(5),
+    });
+    let exact: Vec<String> = c
+        .allow_origins
+        .iter()
+        .filter(|o| !o.contains('*'))
+        .cloned()
+        .collect();
+    // With any pattern, the plugin decides by the patterns alone: exact origins join them.
+    let mut patterns: Vec<String> = c
+        .allow_origins
+        .iter()
+        .filter(|o| o.contains('*') && *o != "*")
+        .map(|o| format!("^{}$", regex::escape(o).replace("\\*", "[^/]+")))
+        .collect();
+    if !patterns.is_empty() {
+        patterns.extend(exact.iter().map(|o| format!("^{}$", regex::escape(o))));
+    }
+    conf["allow_origins"] = json!(if any(&c.allow_origins) {
+        wildcard.to_string()
+    } else if !exact.is_empty() {
+        join(&exact)
+    } else {
+        // Only patterns: an origin that cannot exist (`.invalid` is reserved; `null` is
+        // what sandboxed pages send), so that nothing else is admitted.
+        "https://cors.invalid".to_string()
+    });
+    if !patterns.is_empty() {
+        conf["allow_origins_by_regex"] = json!(patterns);
+    }
+    conf["allow_methods"] = json!(if any(&c.allow_methods) {
+        wildcard.to_string()
+    } else if c.allow_methods.is_empty() {
+        "GET,HEAD,POST".to_string()
+    } else {
+        join(&c.allow_methods)
+    });
+    conf["allow_headers"] = json!(if any(&c.allow_headers) {
+        wildcard.to_string()
+    } else if c.allow_headers.is_empty() {
+        // None beyond the CORS-safelisted ones (which need no listing).
+        "Accept,Accept-Language,Content-Language,Content-Type".to_string()
+    } else {
+        join(&c.allow_headers)
+    });
+    if !c.expose_headers.is_empty() {
+        conf["expose_headers"] = json!(join(&c.expose_headers));
+    }
+    conf
 }
 
 /// Weights as `traffic-split` takes them (at most 100,000; the API allows 1,000,000):

@@ -19,8 +19,9 @@ use super::hostnames::{intersect, Hosts};
 use super::rule::{rule_action, Action};
 use super::types::*;
 use crate::endpoints::PortRef;
-use crate::translate::{labels, stable_id, truncate, BackendRef, Cluster};
+use crate::translate::{check, labels, stable_id, truncate, BackendRef, Cluster};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use model::Kind;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -857,7 +858,16 @@ fn emit_routes(c: &Cluster, route: &HttpRoute, at: &Placement, out: &mut Out) ->
                     at.write(&mut r);
                     action.write(&mut r);
                     r.insert("labels".into(), labels("HTTPRoute", &ns, &name));
-                    out.routes.push((id, Value::Object(r)));
+                    let r = Value::Object(r);
+                    // What the model refuses is left out by the writer: say so here too.
+                    if let Err(e) = check(Kind::Routes, &r) {
+                        out.warnings.push(format!(
+                            "httproute {ns}/{name} rule {ri} match {mi} left out: {e}"
+                        ));
+                        problems.push(format!("rule {ri} match {mi}: {e}"));
+                        continue;
+                    }
+                    out.routes.push((id, r));
                 }
                 Err(e) => {
                     out.warnings

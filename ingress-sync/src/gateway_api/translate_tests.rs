@@ -498,6 +498,15 @@ fn filters_become_plugins() {
         set["plugins"]["response-rewrite"]["headers"],
         json!({"set": {"X-Resp-Set": "s"}, "add": ["X-Resp-Add: a"], "remove": ["X-Resp-Remove"]})
     );
+    // HTTPRouteCORS: the cors plugin, wildcard origins as patterns.
+    assert_eq!(
+        route("/cors")["plugins"]["cors"],
+        json!({"allow_origins": "https://www.foo.com",
+               "allow_origins_by_regex": ["^https://[^/]+\\.bar\\.com$",
+                                          "^https://www\\.foo\\.com$"],
+               "allow_methods": "GET,OPTIONS", "allow_headers": "x-header-1",
+               "expose_headers": "x-header-3", "allow_credential": true, "max_age": 3600})
+    );
     let strip = route("/strip-prefix");
     assert_eq!(strip["plugins"]["proxy-rewrite"]["host"], "one.example.org");
     // The smaller of request and backendRequest.
@@ -651,6 +660,8 @@ fn review_cases_serve_what_can_be_served_and_say_what_cannot() {
         .to_string();
     assert!(message.starts_with("Dropped Rule: "), "{message}");
     assert!(message.contains("$"), "{message}");
+    // A regex the model refuses: that match is left out, and said so.
+    assert!(message.contains("rule 6 match 0"), "{message}");
     // Routes without problems carry no such condition.
     let st = p.status("HTTPRoute", "infra", "plain-edge");
     assert!(st["parents"][0]["conditions"]

@@ -232,6 +232,23 @@ pub struct HttpRouteFilter {
     #[serde(rename = "urlRewrite")]
     pub url_rewrite: Option<UrlRewrite>,
     pub request_mirror: Option<RequestMirror>,
+    pub cors: Option<CorsFilter>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CorsFilter {
+    #[serde(default)]
+    pub allow_origins: Vec<String>,
+    #[serde(default)]
+    pub allow_credentials: bool,
+    #[serde(default)]
+    pub allow_methods: Vec<String>,
+    #[serde(default)]
+    pub allow_headers: Vec<String>,
+    #[serde(default)]
+    pub expose_headers: Vec<String>,
+    pub max_age: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
