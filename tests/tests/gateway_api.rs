@@ -648,3 +648,56 @@ async fn grpcroutes_send_each_method_to_its_backend_over_h2c() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_https_listener_serves_its_certificate_for_its_routes_names() {
+    let v1 = Backend::start("v1").await;
+    let env = Env::start(&[&v1]).await;
+    let (cert, key) = e2e::tls::self_signed(&["example.org"]);
+    env.kube
+        .apply(json!({"kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": "site", "namespace": NS},
+        "stringData": {"tls.crt": cert, "tls.key": key}}));
+    // HTTPRouteHTTPSListener: a listener without a hostname, a route with one.
+    env.kube.apply(
+        json!({"kind": "Gateway", "metadata": {"name": "gw", "namespace": NS},
+        "spec": {"gatewayClassName": "ours", "listeners": [
+            {"name": "http", "port": 80, "protocol": "HTTP"},
+            {"name": "https", "port": 443, "protocol": "HTTPS",
+             "tls": {"certificateRefs": [{"name": "site"}]}}]}}),
+    );
+    env.kube.apply(route(
+        "secure",
+        json!({
+        "parentRefs": [{"name": "gw", "sectionName": "https"}],
+        "hostnames": ["example.org"],
+        "rules": [{"backendRefs": [{"name": "v1", "port": 8080}]}]}),
+    ));
+    let https = env.gw.https();
+    eventually(
+        Duration::from_secs(15),
+        "served over HTTPS by SNI",
+        || async {
+            e2e::tls::get(https, "example.org", &cert, &[b"http/1.1"], "/x")
+                .await
+                .is_ok_and(|a| a.status == 200 && a.body.contains("\"v1\""))
+        },
+    )
+    .await;
+    // Attached to the HTTPS listener only: not served over plain HTTP.
+    assert_eq!(env.backend("example.org", "/x", &[]).await, "404");
+    eventually(Duration::from_secs(10), "the listener's status", || async {
+        let gw = env.status("Gateway", NS, "gw");
+        let Some(l) = gw["listeners"]
+            .as_array()
+            .and_then(|l| l.iter().find(|l| l["name"] == "https").cloned())
+        else {
+            return false;
+        };
+        // Generation 2: the Gateway of `Env::start`, given its HTTPS listener.
+        l["attachedRoutes"] == 1
+            && condition(&l["conditions"], "ResolvedRefs")
+                == Some(("True".into(), "ResolvedRefs".into(), 2))
+    })
+    .await;
+}
