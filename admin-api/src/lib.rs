@@ -17,6 +17,7 @@ pub mod patch;
 pub mod plugin_info;
 pub mod resource;
 pub mod store;
+pub mod traffic;
 pub mod ui;
 
 use anyhow::Context;
@@ -41,6 +42,10 @@ pub struct App {
     pub store: Store,
     pub auth: Auth,
     pub keyring: Keyring,
+    /// The dashboard's last per-route traffic sample, for request rates between views.
+    pub traffic: std::sync::Mutex<Option<traffic::Sample>>,
+    /// The monotonic clock of those samples.
+    pub started: std::time::Instant,
 }
 
 impl App {
@@ -50,6 +55,8 @@ impl App {
             store,
             auth,
             keyring: Keyring::default(),
+            traffic: std::sync::Mutex::new(None),
+            started: std::time::Instant::now(),
         }
     }
 

@@ -1,7 +1,9 @@
 //! A read-only dashboard at `/ui/` (behind the admin key; a browser passes it as
 //! `?api_key=`, and a viewer key is enough): the gateway replicas and their lag, routes
 //! (searchable), upstreams with each node's health as every replica sees it, certificates
-//! with their expiry, and the resources the replicas skipped as invalid, with the reason.
+//! with their expiry, the resources the replicas skipped as invalid, with the reason, and
+//! each route's requests per second and responses by status class (for routes counted by
+//! the `prometheus` plugin; the rate is over the time since the previous view).
 //! Rendered on the server from etcd and from each replica's `/status` (asked at the status
 //! address it reports, 1 s at most); a little plain JavaScript filters the routes and
 //! reloads the page every 5 s. Nothing is loaded from elsewhere.
@@ -65,6 +67,16 @@ pub async fn page(State(app): State<Arc<App>>, uri: Uri) -> Result<Html<String>>
             )
         }
     };
+    let sample = crate::traffic::Sample {
+        at: app.started.elapsed().as_secs_f64(),
+        totals: crate::traffic::totals(&status),
+    };
+    let rates = {
+        let mut last = app.traffic.lock().unwrap_or_else(|p| p.into_inner());
+        let rates = crate::traffic::rates(last.as_ref(), &sample);
+        *last = Some(sample.clone());
+        rates
+    };
     let routes = list(Kind::Routes).await?;
     let upstreams = list(Kind::Upstreams).await?;
     let ssls = list(Kind::Ssls).await?;
@@ -75,6 +87,8 @@ pub async fn page(State(app): State<Arc<App>>, uri: Uri) -> Result<Html<String>>
         routes: &routes,
         upstreams: &upstreams,
         ssls: &ssls,
+        traffic: &sample.totals,
+        rates: &rates,
         now: SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs()),
@@ -127,6 +141,10 @@ pub struct Data<'a> {
     pub routes: &'a [Value],
     pub upstreams: &'a [Value],
     pub ssls: &'a [Value],
+    /// Responses by status class per route label, over every replica.
+    pub traffic: &'a crate::traffic::Totals,
+    /// Requests per second per route label since the previous view.
+    pub rates: &'a std::collections::BTreeMap<String, f64>,
     /// Unix seconds.
     pub now: u64,
 }
@@ -230,7 +248,7 @@ pub fn render(d: &Data<'_>) -> String {
     let _ = write!(
         h,
         "<h2>Routes ({})</h2><p><input id=\"q\" placeholder=\"search routes\" aria-label=\"search routes\"></p>\
-         <table id=\"routes\"><thead><tr><th>id</th><th>name</th><th>uris</th><th>hosts</th><th>methods</th><th>upstream</th><th>plugins</th><th>status</th></tr></thead><tbody>",
+         <table id=\"routes\"><thead><tr><th>id</th><th>name</th><th>uris</th><th>hosts</th><th>methods</th><th>upstream</th><th>plugins</th><th>status</th><th>requests/s</th><th>responses</th></tr></thead><tbody>",
         d.routes.len()
     );
     for r in d.routes {
@@ -247,9 +265,26 @@ pub fn render(d: &Data<'_>) -> String {
             _ => String::new(),
         };
         let enabled = r["status"].as_i64() != Some(0);
+        // The prometheus plugin labels a route by id, or by name under `prefer_name`.
+        let label = [text(&r["id"]), text(&r["name"])]
+            .into_iter()
+            .find(|l| !l.is_empty() && d.traffic.contains_key(l));
+        let (rate, mix) = match &label {
+            Some(l) => (
+                d.rates
+                    .get(l)
+                    .map_or("—".to_string(), |r| format!("{r:.1}")),
+                d.traffic[l]
+                    .iter()
+                    .map(|(class, n)| format!("{class} {n}"))
+                    .collect::<Vec<_>>()
+                    .join(" · "),
+            ),
+            None => ("—".to_string(), "not counted".to_string()),
+        };
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&text(&r["id"])),
             esc(&text(&r["name"])),
             esc(&either(r, "uri", "uris")),
@@ -259,9 +294,11 @@ pub fn render(d: &Data<'_>) -> String {
             esc(&plugins),
             if enabled { "ok" } else { "muted" },
             if enabled { "enabled" } else { "disabled" },
+            esc(&rate),
+            esc(&mix),
         );
     }
-    h.push_str("</tbody></table>");
+    h.push_str("</tbody></table><p class=\"muted\">Requests are counted for routes that carry the <code>prometheus</code> plugin (or under a global rule that does); the rate is over the time since the previous view.</p>");
 
     // Node health as each replica sees it: "upstream/node" → (replica, state).
     let mut health: Vec<(String, String, String, bool, String)> = Vec::new();
@@ -406,6 +443,9 @@ mod tests {
             routes: &[route],
             upstreams: &[upstream],
             ssls: &[ssl],
+            // A route label from a replica is escaped like the rest.
+            traffic: &[(evil.to_string(), [(evil.to_string(), 7u64)].into())].into(),
+            rates: &[(evil.to_string(), 2.5)].into(),
             now: 100,
         });
         assert!(!page.contains(evil), "an unescaped value");
@@ -419,6 +459,7 @@ mod tests {
         assert!(page.contains("unhealthy"));
         assert!(page.contains("expired 1970-01-01"));
         assert!(page.contains("disconnected"));
+        assert!(page.contains("<td>2.5</td>"), "the route's rate");
     }
 
     #[test]

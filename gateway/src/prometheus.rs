@@ -313,6 +313,22 @@ impl RequestMetrics {
         }
     }
 
+    /// Responses by route label (id, or name under `prefer_name`) and status class
+    /// (`2xx`…`5xx`, and `1xx`), summed over the workers: the dashboard's traffic view.
+    pub fn by_route(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let mut out: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for (labels, series) in self.merged() {
+            if labels.route.is_empty() {
+                continue;
+            }
+            let route = out.entry(labels.route.to_string()).or_default();
+            for (code, n) in &series.codes {
+                *route.entry(format!("{}xx", code / 100)).or_default() += n;
+            }
+        }
+        out
+    }
+
     /// Every shard summed, in label order.
     fn merged(&self) -> BTreeMap<Labels, Series> {
         let mut all: BTreeMap<Labels, Series> = BTreeMap::new();

@@ -183,6 +183,9 @@ fn answer(shared: &Shared, req: &Request<Incoming>) -> Response<RespBody> {
                 "etcd_connected": shared.etcd_connected.load(Ordering::Relaxed),
                 "workers": shared.workers,
                 "idle_upstream_connections": shared.pool.idle_count(),
+                // Counted for the routes that carry the `prometheus` plugin (or under a
+                // global rule that does), as `apisix_http_status` is.
+                "route_requests": shared.requests.by_route(),
                 "upstream_health": node_health(&snap).iter().map(|n| serde_json::json!({
                     "upstream": n.upstream,
                     "node": n.node,

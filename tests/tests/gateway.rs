@@ -1334,7 +1334,7 @@ fn row_of(dom: &str, table: &str, needle: &str) -> Option<String> {
 async fn the_dashboard_shows_replicas_routes_and_node_health() {
     let etcd = Etcd::start();
     let admin = AdminApi::start(&etcd.url, "/gw", KEY);
-    let _gw = Gateway::start(&etcd.url, "/gw", &["--instance-id=gw-ui", "--workers=1"]);
+    let gw = Gateway::start(&etcd.url, "/gw", &["--instance-id=gw-ui", "--workers=1"]);
     let backend = Backend::start("b1").await;
     let down = format!("127.0.0.1:{}", e2e::free_port());
     admin
@@ -1399,6 +1399,38 @@ async fn the_dashboard_shows_replicas_routes_and_node_health() {
         },
     )
     .await;
+    // Traffic: counted once the prometheus plugin runs for every route (a global rule).
+    let row = row_of(&browser_dom(&url).await, "routes", "dash-route").unwrap();
+    assert!(row.contains("not counted"), "{row}");
+    admin
+        .ok(
+            "PUT",
+            "/global_rules/count?wait=applied",
+            Some(json!({"plugins": {"prometheus": {}}})),
+        )
+        .await;
+    let client = reqwest::Client::new();
+    let send = |n: usize| {
+        let client = client.clone();
+        let url = gw.url("/dash/x");
+        async move {
+            for _ in 0..n {
+                let _ = client.get(&url).send().await;
+            }
+        }
+    };
+    send(10).await;
+    // One view to sample, then more requests, then the view that shows their rate.
+    let _ = browser_dom(&url).await;
+    send(20).await;
+    let row = row_of(&browser_dom(&url).await, "routes", "dash-route").unwrap();
+    assert!(row.contains("2xx"), "{row}");
+    // The only cell of the row that is a number.
+    let rate: f64 = row
+        .split("<td>")
+        .find_map(|c| c.split('<').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("a rate in {row}"));
+    assert!(rate > 0.0, "{row}");
     // Without the key: refused.
     let bare = reqwest::get(format!("http://{}/ui/", admin.addr))
         .await
