@@ -56,6 +56,9 @@ pub struct Stored {
     pub owned: BTreeMap<String, Value>,
     /// Every other key: never touched.
     pub others: BTreeSet<String>,
+    /// The highest `mod_revision` of the keys we own: what the replicas must have applied
+    /// before a status may say "served" (known to a new leader too).
+    pub latest: i64,
 }
 
 pub async fn read_stored(
@@ -83,6 +86,7 @@ pub async fn read_stored(
                         if v["labels"][MANAGED_BY] == OWNER
                             && v["labels"][LABEL_CONTROLLER] == controller =>
                     {
+                        stored.latest = stored.latest.max(kv.mod_revision());
                         stored.owned.insert(key, v);
                     }
                     _ => {

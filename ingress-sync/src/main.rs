@@ -160,9 +160,9 @@ async fn run(cx: &SyncContext<'_>, mut leader_rx: watch::Receiver<leader::Leader
 
     let mut etcd_client = None;
     let mut last_warnings = Vec::new();
-    // The revision of our latest write that the gateway replicas may not serve yet: the
-    // status says "served" only once they all do.
-    let mut unconfirmed: Option<i64> = None;
+    // The highest revision of ours every gateway replica is known to serve: a status says
+    // "served" only once they serve our latest write (ours, or a previous leader's).
+    let mut confirmed: i64 = 0;
     loop {
         let fence = leader_rx.borrow_and_update().clone();
         let mut retry = false;
@@ -186,24 +186,19 @@ async fn run(cx: &SyncContext<'_>, mut leader_rx: watch::Receiver<leader::Leader
             )
             .await
             {
-                Ok(written) => {
-                    if written > 0 {
-                        unconfirmed = Some(written);
-                    }
+                Ok(target) => {
                     // Without --publish-address no Ingress status is written, and without
                     // --gateway-api no other: nothing to wait for.
-                    if args.publish_address.is_none() && !args.gateway_api {
-                        unconfirmed = None;
-                    }
-                    let served = match (unconfirmed, etcd_client.as_mut()) {
-                        (Some(revision), Some(c)) => {
-                            served_everywhere(c, &args.etcd_prefix, revision, args.status_wait())
+                    let writes_status = args.publish_address.is_some() || args.gateway_api;
+                    let served = match etcd_client.as_mut() {
+                        Some(c) if writes_status && target > confirmed => {
+                            served_everywhere(c, &args.etcd_prefix, target, args.status_wait())
                                 .await
                         }
                         _ => true,
                     };
                     if served {
-                        unconfirmed = None;
+                        confirmed = confirmed.max(target);
                         if let Some(addr) = &args.publish_address {
                             status::update(client, &cluster.ingresses, &desired.served, addr).await;
                         }
@@ -269,8 +264,9 @@ async fn served_everywhere(
     }
 }
 
-/// One reconcile: read what we own, write the difference. Returns the revision of its
-/// last write, 0 when nothing needed writing.
+/// One reconcile: read what we own, write the difference. Returns the revision the
+/// replicas must serve for the result to be live: its last write, or — when nothing needed
+/// writing — the latest revision among the keys we own (a previous leader's write, say).
 async fn sync(
     args: &Args,
     access: &common::etcd::Access,
@@ -299,9 +295,9 @@ async fn sync(
         tracing::warn!(key, "key exists and is not ours; left alone");
     }
     if plan.ops.is_empty() {
-        return Ok(0);
+        return Ok(stored.latest);
     }
     let revision = etcd::apply(c, &plan, Some((&fence.0, fence.1))).await?;
     tracing::info!(ops = plan.ops.len(), revision, "etcd updated");
-    Ok(revision)
+    Ok(revision.max(stored.latest))
 }

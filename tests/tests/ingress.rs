@@ -592,7 +592,7 @@ async fn status_waits_until_every_replica_serves_the_change() {
     let a = Backend::start("a").await;
     env.kube.apply(service("app"));
     env.kube.apply(slice("app", &a));
-    let _sync = env.sync(&[]);
+    let sync = env.sync(&[]);
     // The replica has reported itself before it is stopped.
     eventually(Duration::from_secs(10), "the replica reports", || async {
         let out = env.etcd.ctl(&[
@@ -627,6 +627,21 @@ async fn status_waits_until_every_replica_serves_the_change() {
     assert!(
         env.kube.status_patches().is_empty(),
         "status patched while the replica could not serve it"
+    );
+    // A new leader (this one stops, another starts) has nothing to write: it still waits
+    // for the revision the old one wrote.
+    let mut sync = sync;
+    sync.proc.signal("TERM");
+    assert!(sync.proc.wait_exit(Duration::from_secs(10)).is_some());
+    let next = env.sync(&[]);
+    eventually(Duration::from_secs(10), "the new one leads", || async {
+        next.proc.log().contains("elected leader")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        env.kube.status_patches().is_empty(),
+        "a new leader patched the status while the replica could not serve it"
     );
     env.gw.proc.signal("CONT");
     eventually(
