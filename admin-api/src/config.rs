@@ -48,6 +48,13 @@ pub struct Config {
         hide_env_values = true
     )]
     pub data_encryption_keys: Vec<String>,
+    /// Serve HTTPS with this certificate chain (PEM); with `--tls-key`. Re-read when the
+    /// file changes.
+    #[arg(long, env = "ADMIN_TLS_CERT")]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, env = "ADMIN_TLS_KEY")]
+    pub tls_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -133,6 +140,8 @@ impl fmt::Debug for Config {
             )
             .field("insecure_no_auth", &self.insecure_no_auth)
             .field("data_encryption_keys", &self.data_encryption_keys.len())
+            .field("tls_cert", &self.tls_cert)
+            .field("tls_key", &self.tls_key)
             .finish()
     }
 }
@@ -150,6 +159,8 @@ impl Config {
             admin_key,
             viewer_key: None,
             data_encryption_keys: Vec::new(),
+            tls_cert: None,
+            tls_key: None,
         }
     }
 

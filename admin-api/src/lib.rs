@@ -17,6 +17,7 @@ pub mod patch;
 pub mod plugin_info;
 pub mod resource;
 pub mod store;
+pub mod tls;
 pub mod traffic;
 pub mod ui;
 
@@ -188,5 +189,16 @@ pub async fn run(
         .map_err(anyhow::Error::msg)?;
     let store = Store::new(endpoints, &config.etcd_prefix, access);
     let app = Arc::new(App::new(store, auth).with_keyring(keyring));
-    serve(listener, app, shutdown).await
+    match (&config.tls_cert, &config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let files = Arc::new(tls::Files::load(cert, key).context("--tls-cert/--tls-key")?);
+            let listener = tls::listen(listener, files)?;
+            axum::serve(listener, router(app))
+                .with_graceful_shutdown(shutdown)
+                .await
+                .context("serving the Admin API over HTTPS")
+        }
+        (None, None) => serve(listener, app, shutdown).await,
+        _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+    }
 }

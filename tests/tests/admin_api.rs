@@ -1184,3 +1184,77 @@ async fn plugin_list_and_schemas() {
         .await;
     assert_eq!(status, 400);
 }
+
+/// `--tls-cert`/`--tls-key`: the Admin API over HTTPS only, with the certificate re-read
+/// when its files change.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_https_with_a_certificate_that_can_rotate() {
+    let etcd = Etcd::start();
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = e2e::tls::self_signed(&["localhost"]);
+    let (cert_path, key_path) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&cert_path, &cert).unwrap();
+    std::fs::write(&key_path, &key).unwrap();
+    let admin = AdminApi::start_with_env(
+        &etcd.url,
+        "/gw",
+        KEY,
+        &[
+            ("ADMIN_TLS_CERT", cert_path.to_str().unwrap()),
+            ("ADMIN_TLS_KEY", key_path.to_str().unwrap()),
+        ],
+    );
+    let path = format!("/apisix/admin/routes?api_key={KEY}");
+    let answer = e2e::tls::get(admin.addr, "localhost", &cert, &[b"http/1.1"], &path)
+        .await
+        .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    assert!(answer.body.contains("\"list\""), "{}", answer.body);
+    // Without the key, over TLS: refused as ever.
+    let bare = e2e::tls::get(
+        admin.addr,
+        "localhost",
+        &cert,
+        &[b"http/1.1"],
+        "/apisix/admin/routes",
+    )
+    .await
+    .unwrap();
+    assert_eq!(bare.status, 401);
+    // Plain HTTP gets no answer.
+    let plain = reqwest::Client::new()
+        .get(format!("http://{}/apisix/admin/routes", admin.addr))
+        .header("X-API-KEY", KEY)
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(plain.is_err() || plain.unwrap().status() != 200);
+    // A new certificate in the files is served within the reload period (10 s).
+    let (cert2, key2) = e2e::tls::self_signed(&["localhost"]);
+    std::fs::write(&key_path, &key2).unwrap();
+    std::fs::write(&cert_path, &cert2).unwrap();
+    eventually(
+        Duration::from_secs(25),
+        "the rotated certificate is served",
+        || async {
+            e2e::tls::get(admin.addr, "localhost", &cert2, &[b"http/1.1"], &path)
+                .await
+                .is_ok_and(|a| a.status == 200)
+        },
+    )
+    .await;
+    // Half of the pair is refused at start, naming the flags.
+    let mut lone = Command::new(bin("admin-api"));
+    lone.arg(format!("--etcd-endpoints={}", etcd.url))
+        .arg(format!("--admin-key={KEY}"))
+        .arg(format!("--listen=127.0.0.1:{}", free_port()))
+        .arg(format!("--tls-cert={}", cert_path.display()));
+    let out = lone.output().unwrap();
+    assert!(!out.status.success());
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("--tls-key"), "{said}");
+}
