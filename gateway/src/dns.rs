@@ -5,7 +5,9 @@
 //! which names are in use, this task sends back each name's addresses when they change,
 //! and the watch applies them to `State` as a change of its own (the upstreams using the
 //! name are recompiled). A lookup failure keeps the last addresses: DNS trouble never
-//! takes a configured upstream down.
+//! takes a configured upstream down. A name's first lookup is answered either way (no
+//! address when it fails), so that the watch knows when every name in use has been
+//! looked up once: only then is the revision reported as applied.
 //!
 //! With `--dns-resolver` the queries go over UDP to that server and honour the records'
 //! TTL (as APISIX's `dns_resolver`); without it the system resolver (`getaddrinfo`:
@@ -67,6 +69,14 @@ pub async fn run(
                 }
                 Err(e) => {
                     tracing::warn!(name = %name, error = %e, "cannot resolve upstream node name; keeping its last addresses");
+                    // A name's first answer is sent even when it is a failure (no
+                    // address): the watch holds the applied revision back until every
+                    // name in use has had one.
+                    if !known.contains_key(name)
+                        && updates.send((name.clone(), Vec::new())).await.is_err()
+                    {
+                        return;
+                    }
                     let last = known.get(name).map(|(a, _)| a.clone()).unwrap_or_default();
                     (last, Instant::now() + RETRY)
                 }

@@ -252,6 +252,12 @@ impl State {
         self.names.keys().cloned().collect()
     }
 
+    /// Whether some name in use has had no first answer from the resolver yet: a route
+    /// over it would not reach its nodes, so the revision is not reported applied.
+    pub fn resolving(&self) -> bool {
+        self.names.keys().any(|n| !self.dns.contains_key(n))
+    }
+
     /// What each name in use resolved to (absent until first resolved).
     pub fn dns(&self) -> &BTreeMap<String, Vec<IpAddr>> {
         &self.dns

@@ -272,20 +272,14 @@ async fn watch_from(
                     if changed {
                         publish(shared, state, new_rev);
                     } else {
-                        shared
-                            .metrics
-                            .revision
-                            .store(new_rev.max(0) as u64, Ordering::Relaxed);
+                        mark_applied(shared, state, new_rev);
                     }
                     return (new_rev, Ok(WatchEnd::Compacted(msg.compact_revision())));
                 }
                 if changed {
                     publish(shared, state, new_rev);
                 } else {
-                    shared
-                        .metrics
-                        .revision
-                        .store(new_rev.max(0) as u64, Ordering::Relaxed);
+                    mark_applied(shared, state, new_rev);
                 }
                 return (
                     new_rev,
@@ -313,12 +307,21 @@ async fn watch_from(
             publish(shared, state, new_rev);
         } else if new_rev != revision {
             // Nothing to rebuild, but the revision we have caught up to still moves.
-            shared
-                .metrics
-                .revision
-                .store(new_rev.max(0) as u64, Ordering::Relaxed);
+            mark_applied(shared, state, new_rev);
         }
         revision = new_rev;
+    }
+}
+
+/// Records `revision` as applied (`/status`, the cluster report) — unless a node name in
+/// use still waits for its first DNS answer: then the revision stays where it was, and the
+/// publish that applies the answer moves it.
+fn mark_applied(shared: &Shared, state: &State, revision: i64) {
+    if !state.resolving() {
+        shared
+            .metrics
+            .revision
+            .store(revision.max(0) as u64, Ordering::Relaxed);
     }
 }
 
@@ -359,10 +362,7 @@ pub(crate) fn publish(shared: &Shared, state: &mut State, revision: i64) {
         .metrics
         .snapshot_build_micros
         .fetch_add(took.as_micros() as u64, Ordering::Relaxed);
-    shared
-        .metrics
-        .revision
-        .store(revision.max(0) as u64, Ordering::Relaxed);
+    mark_applied(shared, state, revision);
     tracing::debug!(
         revision,
         took_us = took.as_micros() as u64,

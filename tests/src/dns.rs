@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 pub struct DnsServer {
     pub addr: SocketAddr,
     records: Arc<Mutex<HashMap<String, Vec<Ipv4Addr>>>>,
+    delay: Arc<Mutex<std::time::Duration>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -17,6 +18,9 @@ impl DnsServer {
         let addr = socket.local_addr().unwrap();
         let records: Arc<Mutex<HashMap<String, Vec<Ipv4Addr>>>> = Arc::default();
         let table = records.clone();
+        let delay: Arc<Mutex<std::time::Duration>> = Arc::default();
+        let wait = delay.clone();
+        let socket = Arc::new(socket);
         let task = tokio::spawn(async move {
             let mut buf = [0u8; 512];
             loop {
@@ -24,16 +28,27 @@ impl DnsServer {
                     continue;
                 };
                 let reply = answer(&buf[..n], &table.lock().unwrap(), ttl);
-                if let Some(reply) = reply {
-                    let _ = socket.send_to(&reply, peer).await;
-                }
+                let pause = *wait.lock().unwrap();
+                let socket = socket.clone();
+                tokio::spawn(async move {
+                    tokio::time::sleep(pause).await;
+                    if let Some(reply) = reply {
+                        let _ = socket.send_to(&reply, peer).await;
+                    }
+                });
             }
         });
         DnsServer {
             addr,
             records,
+            delay,
             task,
         }
+    }
+
+    /// From now on every answer leaves this long after its query (a slow resolver).
+    pub fn set_delay(&self, delay: std::time::Duration) {
+        *self.delay.lock().unwrap() = delay;
     }
 
     /// From now on `name` resolves to `ips`.

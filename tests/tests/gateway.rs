@@ -1296,6 +1296,64 @@ async fn writes_can_wait_until_every_replica_serves_them() {
     );
 }
 
+/// A node given by name counts as applied only once its name has had a first answer:
+/// with a resolver that takes 1.5 s, `?wait=applied` answers after it, and the route
+/// serves right away (not 503 for want of an address).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applied_waits_for_the_first_dns_answer_of_new_names() {
+    let dns = e2e::dns::DnsServer::start(60).await;
+    let etcd = Etcd::start();
+    let admin = AdminApi::start(&etcd.url, "/gw", KEY);
+    let resolver = dns.addr.to_string();
+    let gw = Gateway::start(
+        &etcd.url,
+        "/gw",
+        &["--instance-id=gw-dns", "--dns-resolver", &resolver],
+    );
+    let backend = Backend::start("named").await;
+    eventually(Duration::from_secs(20), "the replica reports", || async {
+        let (_, view) = admin.call("GET", "/cluster", None).await;
+        view["gateways"].as_array().is_some_and(|g| g.len() == 1)
+    })
+    .await;
+    dns.set("slow.test.internal", &[std::net::Ipv4Addr::LOCALHOST]);
+    dns.set_delay(Duration::from_millis(1500));
+    let node = format!("slow.test.internal:{}", backend.addr.port());
+    let started = std::time::Instant::now();
+    let (status, body) = admin
+        .call(
+            "PUT",
+            "/routes/named?wait=applied",
+            Some(json!({"uri": "/named", "upstream": {"nodes": {node: 1}}})),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1200),
+        "answered before the name resolved"
+    );
+    let got = reqwest::get(gw.url("/named")).await.unwrap().status();
+    assert_eq!(
+        got, 200,
+        "served right after the write was reported applied"
+    );
+    // A name that does not resolve still settles (its first answer is "no address"):
+    // the write is reported applied, and the route answers 503.
+    dns.set_delay(Duration::ZERO);
+    let (status, body) = admin
+        .call(
+            "PUT",
+            "/routes/nowhere?wait=applied&timeout=10s",
+            Some(
+                json!({"uri": "/nowhere", "upstream": {"nodes": {"nowhere.test.internal:80": 1}}}),
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let got = reqwest::get(gw.url("/nowhere")).await.unwrap().status();
+    assert_eq!(got, 503);
+}
+
 /// The page as a real browser (Debian's headless Chromium) renders it, scripts run.
 async fn browser_dom(url: &str) -> String {
     let out = tokio::time::timeout(
