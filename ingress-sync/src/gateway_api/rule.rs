@@ -88,24 +88,43 @@ pub(super) fn rule_action(
     let mut a = Action::default();
     let mut rewrite = Map::new();
     let mut url_rewrite = false;
-    for f in &rule.filters {
+    // A backend's own filters apply when that backend is chosen: with one backend, always,
+    // so they join the rule's (after them). Beside other backends they would need a
+    // choice per request the plugins cannot make.
+    let backend_filters: &[HttpRouteFilter] = match rule.backend_refs.as_slice() {
+        [only] => &only.filters,
+        refs if refs.iter().any(|b| !b.filters.is_empty()) => {
+            return Err("filters on a backendRef beside other backendRefs are not supported".into())
+        }
+        _ => &[],
+    };
+    // Header modifiers of both levels add up into one plugin each.
+    let (mut request_headers, mut response_headers) =
+        (None::<HeaderModifier>, None::<HeaderModifier>);
+    let merge = |into: &mut Option<HeaderModifier>, m: &HeaderModifier| {
+        let all = into.get_or_insert_with(HeaderModifier::default);
+        all.set.extend(m.set.iter().cloned());
+        all.add.extend(m.add.iter().cloned());
+        all.remove.extend(m.remove.iter().cloned());
+    };
+    for f in rule.filters.iter().chain(backend_filters) {
         match f.type_.as_str() {
             "RequestHeaderModifier" => {
                 let m = f
                     .request_header_modifier
                     .as_ref()
                     .ok_or("RequestHeaderModifier without its settings")?;
-                rewrite.insert("headers".into(), header_ops(m, false)?);
+                merge(&mut request_headers, m);
             }
             "ResponseHeaderModifier" => {
                 let m = f
                     .response_header_modifier
                     .as_ref()
                     .ok_or("ResponseHeaderModifier without its settings")?;
-                a.plugins.insert(
-                    "response-rewrite".into(),
-                    json!({"headers": header_ops(m, true)?}),
-                );
+                merge(&mut response_headers, m);
+            }
+            "URLRewrite" if url_rewrite => {
+                return Err("URLRewrite on both the rule and its backend".into())
             }
             "URLRewrite" => {
                 url_rewrite = true;
@@ -180,6 +199,15 @@ pub(super) fn rule_action(
             other => return Err(format!("filter {other:?} is not supported")),
         }
     }
+    if let Some(m) = &request_headers {
+        rewrite.insert("headers".into(), header_ops(m, false)?);
+    }
+    if let Some(m) = &response_headers {
+        a.plugins.insert(
+            "response-rewrite".into(),
+            json!({"headers": header_ops(m, true)?}),
+        );
+    }
     if a.answers && url_rewrite {
         return Err("RequestRedirect cannot be combined with URLRewrite".into());
     }
@@ -199,9 +227,6 @@ pub(super) fn rule_action(
     }
     if a.answers {
         return Ok(a);
-    }
-    if rule.backend_refs.iter().any(|b| !b.filters.is_empty()) {
-        return Err("filters on a backendRef are not supported".into());
     }
     let (mut valid, mut invalid) = (0u64, 0u64);
     for b in &rule.backend_refs {

@@ -498,6 +498,11 @@ fn filters_become_plugins() {
         set["plugins"]["response-rewrite"]["headers"],
         json!({"set": {"X-Resp-Set": "s"}, "add": ["X-Resp-Add: a"], "remove": ["X-Resp-Remove"]})
     );
+    // A lone backend's filters join the rule's.
+    assert_eq!(
+        route("/backend-filter")["plugins"]["proxy-rewrite"]["headers"],
+        json!({"set": {"X-Rule": "r", "X-Backend": "b"}, "remove": ["X-Drop"]})
+    );
     // HTTPRouteCORS: the cors plugin, wildcard origins as patterns.
     assert_eq!(
         route("/cors")["plugins"]["cors"],
