@@ -332,7 +332,8 @@ pub fn render(d: &Data<'_>) -> String {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{list}</td></tr>",
             esc(&text(&u["id"])),
             esc(&text(&u["name"])),
-            esc(&text(&u["type"])),
+            // APISIX's default when the upstream names none.
+            esc(u["type"].as_str().unwrap_or("roundrobin")),
         );
     }
     h.push_str("</tbody></table>");
