@@ -1,6 +1,6 @@
-//! Per-route traffic for the dashboard (pure): the replicas' `route_requests` (responses
-//! by status class, counted for routes that carry the `prometheus` plugin) summed, and
-//! requests per second between two samples of those sums.
+//! Per-route traffic for the dashboard (pure): each replica's `route_requests` (responses
+//! by status class, counted for routes that carry the `prometheus` plugin), their sums,
+//! and requests per second between two samples, replica by replica.
 use serde_json::Value;
 use std::collections::BTreeMap;
 
@@ -8,44 +8,78 @@ use std::collections::BTreeMap;
 /// `prefer_name`).
 pub type Totals = BTreeMap<String, BTreeMap<String, u64>>;
 
-/// The sums over every replica's `/status` that answered.
-pub fn totals(statuses: &[Option<Value>]) -> Totals {
-    let mut out = Totals::new();
-    for s in statuses.iter().flatten() {
-        let Some(routes) = s["route_requests"].as_object() else {
-            continue;
-        };
-        for (route, classes) in routes {
-            let sum = out.entry(route.clone()).or_default();
-            for (class, n) in classes.as_object().into_iter().flatten() {
-                *sum.entry(class.clone()).or_default() += n.as_u64().unwrap_or(0);
-            }
-        }
-    }
-    out
-}
-
-/// One observation of the sums, `at` seconds on a monotonic clock.
+/// One observation: each replica's counts (the replicas whose `/status` answered), `at`
+/// seconds on a monotonic clock.
 #[derive(Debug, Clone, Default)]
 pub struct Sample {
     pub at: f64,
-    pub totals: Totals,
+    pub replicas: BTreeMap<String, Totals>,
 }
 
-/// Requests per second per route since `prev` (none without an earlier sample). A sum
-/// that went down (a replica restarted, or left) counts as no traffic, never negative.
+impl Sample {
+    /// `(replica id, its /status if it answered)`.
+    pub fn new<'a>(
+        at: f64,
+        statuses: impl IntoIterator<Item = (&'a str, &'a Option<Value>)>,
+    ) -> Sample {
+        let mut replicas = BTreeMap::new();
+        for (id, status) in statuses {
+            let Some(routes) = status
+                .as_ref()
+                .and_then(|s| s["route_requests"].as_object())
+            else {
+                continue;
+            };
+            let mut t = Totals::new();
+            for (route, classes) in routes {
+                let sum = t.entry(route.clone()).or_default();
+                for (class, n) in classes.as_object().into_iter().flatten() {
+                    *sum.entry(class.clone()).or_default() += n.as_u64().unwrap_or(0);
+                }
+            }
+            replicas.insert(id.to_string(), t);
+        }
+        Sample { at, replicas }
+    }
+
+    /// The counts summed over the replicas.
+    pub fn totals(&self) -> Totals {
+        let mut out = Totals::new();
+        for t in self.replicas.values() {
+            for (route, classes) in t {
+                let sum = out.entry(route.clone()).or_default();
+                for (class, n) in classes {
+                    *sum.entry(class.clone()).or_default() += n;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// Requests per second per route since `prev` (none without an earlier sample), from the
+/// replicas seen in both: a replica that did not answer last time adds nothing (its whole
+/// count is not this interval's), and one whose count fell has restarted: what it counted
+/// since is this interval's.
 pub fn rates(prev: Option<&Sample>, now: &Sample) -> BTreeMap<String, f64> {
     let Some(prev) = prev.filter(|p| now.at > p.at) else {
         return BTreeMap::new();
     };
     let all = |t: &BTreeMap<String, u64>| t.values().sum::<u64>();
-    now.totals
-        .iter()
-        .map(|(route, classes)| {
-            let before = prev.totals.get(route).map_or(0, all);
-            let delta = all(classes).saturating_sub(before);
-            (route.clone(), delta as f64 / (now.at - prev.at))
-        })
+    let mut deltas: BTreeMap<String, u64> = BTreeMap::new();
+    for (replica, routes) in &now.replicas {
+        let Some(before) = prev.replicas.get(replica) else {
+            continue;
+        };
+        for (route, classes) in routes {
+            let (was, is) = (before.get(route).map_or(0, all), all(classes));
+            let delta = if is >= was { is - was } else { is };
+            *deltas.entry(route.clone()).or_default() += delta;
+        }
+    }
+    deltas
+        .into_iter()
+        .map(|(route, d)| (route, d as f64 / (now.at - prev.at)))
         .collect()
 }
 
@@ -55,31 +89,27 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn sums_and_rates() {
-        let a = json!({"route_requests": {"r1": {"2xx": 10, "5xx": 1}, "r2": {"4xx": 3}}});
-        let b = json!({"route_requests": {"r1": {"2xx": 5}}});
-        let t = totals(&[Some(a), None, Some(b), Some(json!({"ready": true}))]);
+    fn sums_and_rates_replica_by_replica() {
+        let a = Some(json!({"route_requests": {"r1": {"2xx": 10, "5xx": 1}, "r2": {"4xx": 3}}}));
+        let b = Some(json!({"route_requests": {"r1": {"2xx": 5}}}));
+        let none = None;
+        let old = Some(json!({"ready": true}));
+        let first = Sample::new(10.0, [("a", &a), ("b", &b), ("c", &none), ("d", &old)]);
+        let t = first.totals();
         assert_eq!(t["r1"]["2xx"], 15);
         assert_eq!(t["r1"]["5xx"], 1);
         assert_eq!(t["r2"]["4xx"], 3);
-        let first = Sample {
-            at: 10.0,
-            totals: t.clone(),
-        };
         assert!(rates(None, &first).is_empty());
-        let mut later = t.clone();
-        *later.get_mut("r1").unwrap().get_mut("2xx").unwrap() += 20;
-        // r2's replica restarted: its count fell.
-        later.get_mut("r2").unwrap().insert("4xx".into(), 1);
-        later.insert("r3".into(), [("2xx".to_string(), 4)].into());
-        let second = Sample {
-            at: 12.0,
-            totals: later,
-        };
+        // Two seconds on: a served 20 more on r1; b restarted (its count fell from 5 to
+        // 2); c answers for the first time with its whole history (not this interval's).
+        let a2 = Some(json!({"route_requests": {"r1": {"2xx": 30, "5xx": 1}, "r2": {"4xx": 3}}}));
+        let b2 = Some(json!({"route_requests": {"r1": {"2xx": 2}}}));
+        let c2 = Some(json!({"route_requests": {"r1": {"2xx": 1000000}, "r3": {"2xx": 9}}}));
+        let second = Sample::new(12.0, [("a", &a2), ("b", &b2), ("c", &c2)]);
         let r = rates(Some(&first), &second);
-        assert_eq!(r["r1"], 10.0);
+        assert_eq!(r["r1"], 11.0);
         assert_eq!(r["r2"], 0.0);
-        assert_eq!(r["r3"], 2.0);
+        assert!(!r.contains_key("r3"));
         // The same instant: no rate rather than a division by zero.
         assert!(rates(Some(&second), &second).is_empty());
     }

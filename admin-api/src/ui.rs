@@ -67,10 +67,11 @@ pub async fn page(State(app): State<Arc<App>>, uri: Uri) -> Result<Html<String>>
             )
         }
     };
-    let sample = crate::traffic::Sample {
-        at: app.started.elapsed().as_secs_f64(),
-        totals: crate::traffic::totals(&status),
-    };
+    let sample = crate::traffic::Sample::new(
+        app.started.elapsed().as_secs_f64(),
+        reports.iter().map(|r| r.id.as_str()).zip(&status),
+    );
+    let traffic = sample.totals();
     let rates = {
         let mut last = app.traffic.lock().unwrap_or_else(|p| p.into_inner());
         let rates = crate::traffic::rates(last.as_ref(), &sample);
@@ -87,7 +88,7 @@ pub async fn page(State(app): State<Arc<App>>, uri: Uri) -> Result<Html<String>>
         routes: &routes,
         upstreams: &upstreams,
         ssls: &ssls,
-        traffic: &sample.totals,
+        traffic: &traffic,
         rates: &rates,
         now: SystemTime::now()
             .duration_since(UNIX_EPOCH)

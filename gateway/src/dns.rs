@@ -61,9 +61,11 @@ pub async fn run(
                     let changed = known.get(name).is_none_or(|(old, _)| *old != addrs);
                     if changed {
                         tracing::info!(name = %name, addresses = ?addrs, "upstream node name resolved");
-                        if updates.send((name.clone(), addrs.clone())).await.is_err() {
-                            return;
-                        }
+                    }
+                    // Every answer is sent, changed or not (the state ignores repeats): a
+                    // state that lost a name's addresses has them back within one TTL.
+                    if updates.send((name.clone(), addrs.clone())).await.is_err() {
+                        return;
                     }
                     (addrs, Instant::now() + ttl.clamp(MIN_TTL, MAX_TTL))
                 }

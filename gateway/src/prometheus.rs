@@ -29,6 +29,9 @@ pub const MAX_SERIES: usize = 8192;
 
 const OVERFLOW: &str = "_overflow";
 
+/// Routes `/status` lists in `route_requests`, the busiest first.
+pub const MAX_STATUS_ROUTES: usize = 1000;
+
 /// One request's labels, as APISIX's `http_log` sets them; an empty value is a label
 /// that does not apply (no route matched, no consumer, no node reached).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
@@ -326,6 +329,21 @@ impl RequestMetrics {
                 *route.entry(format!("{}xx", code / 100)).or_default() += n;
             }
         }
+        // The busiest routes only: `/status` stays small whatever the number of routes
+        // (the dashboard reads at most 4 MiB of it).
+        if out.len() > MAX_STATUS_ROUTES {
+            let mut by_count: Vec<(u64, String)> = out
+                .iter()
+                .map(|(route, classes)| (classes.values().sum(), route.clone()))
+                .collect();
+            by_count.sort_unstable_by(|a, b| b.cmp(a));
+            let keep: std::collections::BTreeSet<String> = by_count
+                .into_iter()
+                .take(MAX_STATUS_ROUTES)
+                .map(|(_, r)| r)
+                .collect();
+            out.retain(|route, _| keep.contains(route));
+        }
         out
     }
 
@@ -595,6 +613,25 @@ mod tests {
         assert_eq!(all.len(), MAX_SERIES + 1);
         assert_eq!(all[&Labels::overflow()].codes, vec![(200, 10)]);
         assert_eq!(all[&labels("0", "")].codes, vec![(200, 2)]);
+    }
+
+    #[test]
+    fn status_lists_the_busiest_routes_by_class() {
+        let m = Arc::new(RequestMetrics::new(1));
+        for i in 0..MAX_STATUS_ROUTES + 5 {
+            m.record(&labels(&i.to_string(), "").as_ref(), &obs(200, 1.0, None));
+        }
+        // Route 7 is the busiest, with a 5xx besides.
+        for _ in 0..3 {
+            m.record(&labels("7", "").as_ref(), &obs(502, 1.0, None));
+        }
+        // Requests that matched no route are not a route's.
+        m.record(&labels("", "").as_ref(), &obs(404, 1.0, None));
+        let by = m.by_route();
+        assert_eq!(by.len(), MAX_STATUS_ROUTES);
+        assert_eq!(by["7"]["2xx"], 1);
+        assert_eq!(by["7"]["5xx"], 3);
+        assert!(!by.contains_key(""));
     }
 
     #[tokio::test]

@@ -211,6 +211,11 @@ impl State {
                 &mut c.invalid_global_rules,
             ),
         };
+        // New names first: a name the entry keeps never drops to zero uses on the way, so
+        // its resolved addresses stay (the resolver only speaks when they change).
+        for name in r.new_names {
+            *self.names.entry(name).or_insert(0) += 1;
+        }
         for name in r.old_names {
             if let Some(n) = self.names.get_mut(&name) {
                 *n -= 1;
@@ -219,9 +224,6 @@ impl State {
                     self.dns.remove(&name);
                 }
             }
-        }
-        for name in r.new_names {
-            *self.names.entry(name).or_insert(0) += 1;
         }
         for (state, delta) in [(r.before, -1isize), (r.after, 1)] {
             match state {
@@ -250,6 +252,16 @@ impl State {
     /// The node host names in use, for the resolver.
     pub fn names(&self) -> BTreeSet<String> {
         self.names.keys().cloned().collect()
+    }
+
+    /// Takes the resolved addresses of `previous` for the names this state uses (a relist
+    /// builds a new state; the resolver does not answer again for names it already did).
+    pub fn keep_dns(&mut self, previous: &State) {
+        for (name, addrs) in &previous.dns {
+            if self.names.contains_key(name) {
+                self.dns.insert(name.clone(), addrs.clone());
+            }
+        }
     }
 
     /// Whether some name in use has had no first answer from the resolver yet: a route
@@ -574,6 +586,40 @@ mod tests {
             .self_signed(&key)
             .unwrap();
         (cert.pem(), key.serialize_pem())
+    }
+
+    /// A name's resolved addresses outlive edits of the entries that use it, and a relist.
+    #[test]
+    fn resolved_names_survive_edits_and_relists() {
+        let mut s = State::default();
+        let up = |w: u32| {
+            put(
+                "/apisix/upstreams/u",
+                &format!(r#"{{"nodes":{{"svc.test:80":{w}}}}}"#),
+            )
+        };
+        s.apply("/apisix", up(1));
+        assert!(s.resolving(), "a new name waits for its first answer");
+        let addrs = vec!["10.0.0.1".parse().unwrap()];
+        assert_eq!(s.apply_dns("svc.test", addrs.clone()), Applied::Changed);
+        assert!(!s.resolving());
+        // An edit of the only user of the name: its addresses stay.
+        s.apply("/apisix", up(2));
+        assert_eq!(s.dns().get("svc.test"), Some(&addrs));
+        assert!(!s.resolving());
+        // A relist builds a new state: it takes the addresses of the names it still uses.
+        let mut relisted = State::default();
+        relisted.apply("/apisix", up(3));
+        relisted.apply(
+            "/apisix",
+            put("/apisix/upstreams/v", r#"{"nodes":{"other.test:80":1}}"#),
+        );
+        relisted.keep_dns(&s);
+        assert_eq!(relisted.dns().get("svc.test"), Some(&addrs));
+        assert!(relisted.resolving(), "other.test has had no answer yet");
+        // The last user gone: the name and its addresses go.
+        s.apply("/apisix", del("/apisix/upstreams/u"));
+        assert!(s.dns().is_empty() && !s.resolving());
     }
 
     /// The list of invalid entries follows every change, and says when it changed.

@@ -111,7 +111,8 @@ pub async fn run(
             let rev = match revision {
                 Some(r) => r,
                 None => match list(&mut client, &prefix, state.keyring().clone()).await {
-                    Ok((s, r)) => {
+                    Ok((mut s, r)) => {
+                        s.keep_dns(&state);
                         state = s;
                         state.mark_all_dirty();
                         shared.metrics.relists.fetch_add(1, Ordering::Relaxed);

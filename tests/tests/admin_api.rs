@@ -1221,6 +1221,21 @@ async fn serves_https_with_a_certificate_that_can_rotate() {
     .await
     .unwrap();
     assert_eq!(bare.status, 401);
+    // 300 clients that connect and say nothing take every handshake slot (256): a real
+    // client still gets through once theirs time out (5 s), and nothing breaks.
+    let mut silent = Vec::new();
+    for _ in 0..300 {
+        silent.push(tokio::net::TcpStream::connect(admin.addr).await.unwrap());
+    }
+    let through = tokio::time::timeout(
+        Duration::from_secs(15),
+        e2e::tls::get(admin.addr, "localhost", &cert, &[b"http/1.1"], &path),
+    )
+    .await
+    .expect("served within 15 s despite the silent clients")
+    .unwrap();
+    assert_eq!(through.status, 200);
+    drop(silent);
     // Plain HTTP gets no answer.
     let plain = reqwest::Client::new()
         .get(format!("http://{}/apisix/admin/routes", admin.addr))

@@ -101,11 +101,27 @@ pub(super) fn rule_action(
     // Header modifiers of both levels add up into one plugin each.
     let (mut request_headers, mut response_headers) =
         (None::<HeaderModifier>, None::<HeaderModifier>);
-    let merge = |into: &mut Option<HeaderModifier>, m: &HeaderModifier| {
+    // The plugins apply add, then set, then remove, whatever the level: a header both
+    // levels change would not end as the spec's order says, so that is refused.
+    let merge = |into: &mut Option<HeaderModifier>, m: &HeaderModifier| -> Result<(), String> {
         let all = into.get_or_insert_with(HeaderModifier::default);
+        let names = |h: &HeaderModifier| -> BTreeSet<String> {
+            h.set
+                .iter()
+                .chain(&h.add)
+                .map(|nv| nv.name.to_ascii_lowercase())
+                .chain(h.remove.iter().map(|n| n.to_ascii_lowercase()))
+                .collect()
+        };
+        if let Some(both) = names(all).intersection(&names(m)).next() {
+            return Err(format!(
+                "header {both:?} is changed by both the rule and its backend"
+            ));
+        }
         all.set.extend(m.set.iter().cloned());
         all.add.extend(m.add.iter().cloned());
         all.remove.extend(m.remove.iter().cloned());
+        Ok(())
     };
     for f in rule.filters.iter().chain(backend_filters) {
         match f.type_.as_str() {
@@ -114,14 +130,14 @@ pub(super) fn rule_action(
                     .request_header_modifier
                     .as_ref()
                     .ok_or("RequestHeaderModifier without its settings")?;
-                merge(&mut request_headers, m);
+                merge(&mut request_headers, m)?;
             }
             "ResponseHeaderModifier" => {
                 let m = f
                     .response_header_modifier
                     .as_ref()
                     .ok_or("ResponseHeaderModifier without its settings")?;
-                merge(&mut response_headers, m);
+                merge(&mut response_headers, m)?;
             }
             "URLRewrite" if url_rewrite => {
                 return Err("URLRewrite on both the rule and its backend".into())
