@@ -93,19 +93,7 @@ enum PathMatch {
 impl PathMatch {
     fn parse(path_type: &str, path: Option<&str>) -> Result<PathMatch, String> {
         let path = path.unwrap_or("/");
-        if !path.starts_with('/') {
-            return Err(format!("path {path:?} must start with \"/\""));
-        }
-        // Characters the gateway would read as patterns (`*`, `:param`) or that no request
-        // path can hold.
-        if path.contains('*')
-            || path.split('/').any(|seg| seg.starts_with(':'))
-            || path.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err(format!(
-                "path {path:?} holds characters the gateway cannot match literally"
-            ));
-        }
+        literal_path(path)?;
         match path_type {
             "Exact" => Ok(PathMatch::Exact(path.to_string())),
             // ImplementationSpecific: ours is Prefix (documented).
@@ -135,6 +123,23 @@ impl PathMatch {
             PathMatch::Prefix(p) => format!("Prefix {p}"),
         }
     }
+}
+
+/// A path the gateway can match literally: absolute, without what it would read as a
+/// pattern (`*`, a `:param` segment) or that no request path can hold.
+pub(crate) fn literal_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("path {path:?} must start with \"/\""));
+    }
+    if path.contains('*')
+        || path.split('/').any(|seg| seg.starts_with(':'))
+        || path.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(format!(
+            "path {path:?} holds characters the gateway cannot match literally"
+        ));
+    }
+    Ok(())
 }
 
 /// A validated rule host.

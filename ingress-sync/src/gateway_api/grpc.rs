@@ -4,85 +4,43 @@
 //! full match on `uri`. The router's order (exact paths, then longer prefixes) is the
 //! spec's (longest service, then longest method); then more header matches, older route,
 //! earlier rule, through `priority`. Backends are spoken to with gRPC over h2c.
-use super::rule::{rule_action, Action};
-use super::translate::{
-    created, header_var, literal_path, name_of, ns_of, priority, Out, Placement,
-};
+use super::emit::{emit, Owner};
+use super::translate::{created, header_conditions, priority, Out, Placement};
 use super::types::*;
-use crate::translate::{check, labels, stable_id, truncate, Cluster};
-use model::Kind;
+use crate::translate::{literal_path, Cluster};
 use serde_json::{json, Map, Value};
 
-/// One route per (rule, match); returns what could not be served as asked.
+/// One route per (rule, match); a rule without matches matches every call.
 pub(super) fn emit_routes(
     c: &Cluster,
     route: &GrpcRoute,
     at: &Placement,
     out: &mut Out,
 ) -> Vec<String> {
-    let mut problems = Vec::new();
-    let ns = ns_of(&route.metadata);
-    let name = name_of(&route.metadata);
     let default_match = [GrpcRouteMatch::default()];
-    for (ri, rule) in route.spec.rules.iter().enumerate() {
+    let owner = Owner {
+        kind: "GRPCRoute",
+        id_kind: "gg",
+        meta: &route.metadata,
+        grpc: true,
+    };
+    let rules = route.spec.rules.iter().map(|rule| {
         let as_http = HttpRouteRule {
             matches: Vec::new(),
             filters: rule.filters.clone(),
             backend_refs: rule.backend_refs.clone(),
             timeouts: None,
         };
-        let action = match rule_action(c, &ns, &as_http, at, true) {
-            Ok(a) => a,
-            Err(e) => {
-                out.warnings.push(format!(
-                    "grpcroute {ns}/{name} rule {ri}: {e}; its requests are answered 500"
-                ));
-                problems.push(format!("rule {ri}: {e}"));
-                Action::fail(100)
-            }
-        };
-        out.backends.extend(action.backends.iter().cloned());
-        out.warnings.extend(
-            action
-                .warnings
-                .iter()
-                .map(|w| format!("grpcroute {ns}/{name} rule {ri}: {w}")),
-        );
         let matches: &[GrpcRouteMatch] = if rule.matches.is_empty() {
             &default_match
         } else {
             &rule.matches
         };
-        for (mi, m) in matches.iter().enumerate() {
-            let id = stable_id("gg", &[&ns, &name, &ri.to_string(), &mi.to_string()]);
-            match match_route(m, &route.metadata, ri * 64 + mi) {
-                Ok(mut r) => {
-                    r.insert("id".into(), json!(id));
-                    r.insert("name".into(), json!(truncate(format!("{ns}/{name}"), 100)));
-                    r.insert("desc".into(), json!(format!("grpc rule {ri} match {mi}")));
-                    at.write(&mut r);
-                    action.write(&mut r);
-                    r.insert("labels".into(), labels("GRPCRoute", &ns, &name));
-                    let r = Value::Object(r);
-                    // What the model refuses is left out by the writer: say so here too.
-                    if let Err(e) = check(Kind::Routes, &r) {
-                        out.warnings.push(format!(
-                            "grpcroute {ns}/{name} rule {ri} match {mi} left out: {e}"
-                        ));
-                        problems.push(format!("rule {ri} match {mi}: {e}"));
-                        continue;
-                    }
-                    out.routes.push((id, r));
-                }
-                Err(e) => {
-                    out.warnings
-                        .push(format!("grpcroute {ns}/{name} rule {ri} match {mi}: {e}"));
-                    problems.push(format!("rule {ri} match {mi}: {e}"));
-                }
-            }
-        }
-    }
-    problems
+        (as_http, matches)
+    });
+    emit(c, &owner, at, out, rules, |m, order| {
+        match_route(m, &route.metadata, order)
+    })
 }
 
 /// A gRPC service or method name may not hold what would change the path's meaning.
@@ -143,20 +101,7 @@ fn match_route(
         }
         other => return Err(format!("unknown method match type {other:?}")),
     };
-    for h in &m.headers {
-        if h.name.contains('_') {
-            return Err(format!(
-                "header name {:?} with \"_\" cannot be matched",
-                h.name
-            ));
-        }
-        let (op, value) = match h.type_.as_deref().unwrap_or("Exact") {
-            "Exact" => ("==", h.value.clone()),
-            "RegularExpression" => ("~~", format!("^(?:{})$", h.value)),
-            other => return Err(format!("unknown header match type {other:?}")),
-        };
-        vars.push(json!([header_var(&h.name), op, value]));
-    }
+    vars.extend(header_conditions(&m.headers)?);
     if !vars.is_empty() {
         r.insert("vars".into(), Value::Array(vars));
     }

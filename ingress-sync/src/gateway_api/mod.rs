@@ -7,6 +7,7 @@
 //! `translate` (pure) turns the objects into routes and the status each object should
 //! show, and `status` writes the status that differs.
 mod conditions;
+mod emit;
 mod grpc;
 mod hostnames;
 mod rule;

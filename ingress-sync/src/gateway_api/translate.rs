@@ -15,13 +15,12 @@
 //!   ResponseHeaderModifier -> `response-rewrite`, RequestRedirect -> `redirect`,
 //!   RequestMirror -> `proxy-mirror`. A filter we do not support makes its rule answer 500.
 use super::conditions::{render, Condition};
+use super::emit::{emit, Owner};
 use super::hostnames::{intersect, Hosts};
-use super::rule::{rule_action, Action};
 use super::types::*;
 use crate::endpoints::PortRef;
-use crate::translate::{check, labels, stable_id, truncate, BackendRef, Cluster};
+use crate::translate::{literal_path, truncate, BackendRef, Cluster};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
-use model::Kind;
 use serde_json::{json, Map, Value};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -362,48 +361,44 @@ pub fn translate(c: &Cluster, cx: &Context<'_>) -> Out {
     }
 
     for route in &c.http_routes {
-        let r = RouteRef {
-            kind: "HTTPRoute",
-            meta: &route.metadata,
-            parent_refs: &route.spec.parent_refs,
-            hostnames: &route.spec.hostnames,
-            status: &route.status,
-            resolved: rule_refs(
-                c,
-                &route.metadata,
-                route
-                    .spec
-                    .rules
-                    .iter()
-                    .map(|r| (&r.backend_refs, &r.filters)),
+        let r = RouteRef::new(
+            c,
+            "HTTPRoute",
+            &route.metadata,
+            (
+                &route.spec.parent_refs,
+                &route.spec.hostnames,
+                &route.status,
             ),
-        };
-        if let Some(at) = attach(c, cx, &r, &gateways, &mut views, &mut out) {
-            let problems = emit_routes(c, route, &at, &mut out);
-            partially_invalid(&mut out, &r, &problems, cx);
-        }
+            route
+                .spec
+                .rules
+                .iter()
+                .map(|r| (&r.backend_refs, &r.filters)),
+        );
+        serve(c, cx, &r, &gateways, &mut views, &mut out, |at, out| {
+            emit_routes(c, route, at, out)
+        });
     }
     for route in &c.grpc_routes {
-        let r = RouteRef {
-            kind: "GRPCRoute",
-            meta: &route.metadata,
-            parent_refs: &route.spec.parent_refs,
-            hostnames: &route.spec.hostnames,
-            status: &route.status,
-            resolved: rule_refs(
-                c,
-                &route.metadata,
-                route
-                    .spec
-                    .rules
-                    .iter()
-                    .map(|r| (&r.backend_refs, &r.filters)),
+        let r = RouteRef::new(
+            c,
+            "GRPCRoute",
+            &route.metadata,
+            (
+                &route.spec.parent_refs,
+                &route.spec.hostnames,
+                &route.status,
             ),
-        };
-        if let Some(at) = attach(c, cx, &r, &gateways, &mut views, &mut out) {
-            let problems = super::grpc::emit_routes(c, route, &at, &mut out);
-            partially_invalid(&mut out, &r, &problems, cx);
-        }
+            route
+                .spec
+                .rules
+                .iter()
+                .map(|r| (&r.backend_refs, &r.filters)),
+        );
+        serve(c, cx, &r, &gateways, &mut views, &mut out, |at, out| {
+            super::grpc::emit_routes(c, route, at, out)
+        });
     }
 
     for v in &views {
@@ -443,6 +438,44 @@ struct RouteRef<'a> {
     status: &'a Option<Value>,
     /// Its `ResolvedRefs`: the first backend ref that fails.
     resolved: Result<(), (&'static str, String)>,
+}
+
+/// Attaches a route, emits its routes where it is accepted, and says which of its parts
+/// could not be served.
+fn serve(
+    c: &Cluster,
+    cx: &Context<'_>,
+    r: &RouteRef<'_>,
+    gateways: &[&Gateway],
+    views: &mut [ListenerView<'_>],
+    out: &mut Out,
+    emit_routes: impl FnOnce(&Placement, &mut Out) -> Vec<String>,
+) {
+    if let Some(at) = attach(c, cx, r, gateways, views, out) {
+        let problems = emit_routes(&at, out);
+        partially_invalid(out, r, &problems, cx);
+    }
+}
+
+impl<'a> RouteRef<'a> {
+    /// `spec`: the route's parent refs, hostnames and status; `rules`: each rule's backend
+    /// refs and filters, for `ResolvedRefs`.
+    fn new(
+        c: &Cluster,
+        kind: &'static str,
+        meta: &'a ObjectMeta,
+        spec: (&'a [ParentRef], &'a [String], &'a Option<Value>),
+        rules: impl Iterator<Item = (&'a Vec<HttpBackendRef>, &'a Vec<HttpRouteFilter>)>,
+    ) -> RouteRef<'a> {
+        RouteRef {
+            kind,
+            meta,
+            parent_refs: spec.0,
+            hostnames: spec.1,
+            status: spec.2,
+            resolved: rule_refs(c, meta, rules),
+        }
+    }
 }
 
 /// Attaches a route to the listeners of its parents and records its status; where it is
@@ -817,67 +850,26 @@ impl Condition {
     }
 }
 
-/// One route per (rule, match). Returns what could not be served as asked (the rules
-/// that answer 500, the matches left out), for the route's `PartiallyInvalid`.
+/// One route per (rule, match); a rule without matches matches `PathPrefix /`.
 fn emit_routes(c: &Cluster, route: &HttpRoute, at: &Placement, out: &mut Out) -> Vec<String> {
-    let mut problems = Vec::new();
-    let ns = ns_of(&route.metadata);
-    let name = name_of(&route.metadata);
     let default_match = [HttpRouteMatch::default()];
-    for (ri, rule) in route.spec.rules.iter().enumerate() {
-        let action = match rule_action(c, &ns, rule, at, false) {
-            Ok(a) => a,
-            Err(e) => {
-                out.warnings.push(format!(
-                    "httproute {ns}/{name} rule {ri}: {e}; its requests are answered 500"
-                ));
-                problems.push(format!("rule {ri}: {e}"));
-                Action::fail(100)
-            }
-        };
-        out.backends.extend(action.backends.iter().cloned());
-        out.warnings.extend(
-            action
-                .warnings
-                .iter()
-                .map(|w| format!("httproute {ns}/{name} rule {ri}: {w}")),
-        );
+    let owner = Owner {
+        kind: "HTTPRoute",
+        id_kind: "g",
+        meta: &route.metadata,
+        grpc: false,
+    };
+    let rules = route.spec.rules.iter().map(|rule| {
         let matches: &[HttpRouteMatch] = if rule.matches.is_empty() {
             &default_match
         } else {
             &rule.matches
         };
-        for (mi, m) in matches.iter().enumerate() {
-            let id = stable_id("g", &[&ns, &name, &ri.to_string(), &mi.to_string()]);
-            let order = ri * 64 + mi;
-            match match_route(m, route, order) {
-                Ok(mut r) => {
-                    r.insert("id".into(), json!(id));
-                    r.insert("name".into(), json!(truncate(format!("{ns}/{name}"), 100)));
-                    r.insert("desc".into(), json!(format!("rule {ri} match {mi}")));
-                    at.write(&mut r);
-                    action.write(&mut r);
-                    r.insert("labels".into(), labels("HTTPRoute", &ns, &name));
-                    let r = Value::Object(r);
-                    // What the model refuses is left out by the writer: say so here too.
-                    if let Err(e) = check(Kind::Routes, &r) {
-                        out.warnings.push(format!(
-                            "httproute {ns}/{name} rule {ri} match {mi} left out: {e}"
-                        ));
-                        problems.push(format!("rule {ri} match {mi}: {e}"));
-                        continue;
-                    }
-                    out.routes.push((id, r));
-                }
-                Err(e) => {
-                    out.warnings
-                        .push(format!("httproute {ns}/{name} rule {ri} match {mi}: {e}"));
-                    problems.push(format!("rule {ri} match {mi}: {e}"));
-                }
-            }
-        }
-    }
-    problems
+        (rule.clone(), matches)
+    });
+    emit(c, &owner, at, out, rules, |m, order| {
+        match_route(m, route, order)
+    })
 }
 
 pub(super) fn push_var(r: &mut Map<String, Value>, cond: Value) {
@@ -887,22 +879,6 @@ pub(super) fn push_var(r: &mut Map<String, Value>, cond: Value) {
             r.insert("vars".into(), json!([cond]));
         }
     }
-}
-
-/// A path the gateway can match literally (no `*`, no `:param` segment).
-pub(super) fn literal_path(p: &str) -> Result<(), String> {
-    if !p.starts_with('/') {
-        return Err(format!("path {p:?} must start with \"/\""));
-    }
-    if p.contains('*')
-        || p.split('/').any(|seg| seg.starts_with(':'))
-        || p.chars().any(|c| c.is_whitespace() || c.is_control())
-    {
-        return Err(format!(
-            "path {p:?} holds characters the gateway cannot match literally"
-        ));
-    }
-    Ok(())
 }
 
 /// `PathPrefix` without its trailing slash (`/` stays `/`).
@@ -918,6 +894,28 @@ pub(super) fn prefix_of(p: &str) -> String {
 /// A header name as the gateway's `http_*` variable.
 pub(super) fn header_var(name: &str) -> String {
     format!("http_{}", name.to_ascii_lowercase().replace('-', "_"))
+}
+
+/// Header matches as `vars` conditions (names case-insensitive, values whole).
+pub(super) fn header_conditions(headers: &[ValueMatch]) -> Result<Vec<Value>, String> {
+    headers
+        .iter()
+        .map(|h| {
+            if h.name.contains('_') {
+                // `http_x_y` reads `x-y`: a name with `_` could never match.
+                return Err(format!(
+                    "header name {:?} with \"_\" cannot be matched",
+                    h.name
+                ));
+            }
+            let (op, value) = match h.type_.as_deref().unwrap_or("Exact") {
+                "Exact" => ("==", h.value.clone()),
+                "RegularExpression" => ("~~", format!("^(?:{})$", h.value)),
+                other => return Err(format!("unknown header match type {other:?}")),
+            };
+            Ok(json!([header_var(&h.name), op, value]))
+        })
+        .collect()
 }
 
 /// The match part of a route: path, method, header and query conditions, priority.
@@ -961,26 +959,7 @@ fn match_route(
         }
         other => return Err(format!("unknown path match type {other:?}")),
     };
-    for h in &m.headers {
-        if h.name.contains('_') {
-            // `http_x_y` reads `x-y`: a name with `_` could never match.
-            return Err(format!(
-                "header name {:?} with \"_\" cannot be matched",
-                h.name
-            ));
-        }
-        let op = match h.type_.as_deref().unwrap_or("Exact") {
-            "Exact" => "==",
-            "RegularExpression" => "~~",
-            other => return Err(format!("unknown header match type {other:?}")),
-        };
-        let value = if op == "~~" {
-            format!("^(?:{})$", h.value)
-        } else {
-            h.value.clone()
-        };
-        vars.push(json!([header_var(&h.name), op, value]));
-    }
+    vars.extend(header_conditions(&m.headers)?);
     for q in &m.query_params {
         let op = match q.type_.as_deref().unwrap_or("Exact") {
             "Exact" => "==",
