@@ -609,11 +609,19 @@ async fn metric(gw: &Gateway, name: &str) -> Option<f64> {
 /// etcd's current revision. A gateway that has applied everything up to it reports at
 /// least this (more once writes outside its prefix, such as the replicas' own reports,
 /// move etcd on).
+/// The revision of the last write under the gateways' prefix: what a gateway reports as
+/// applied once it serves everything. (etcd's own revision also counts the replicas'
+/// reports under `/gw.cluster/`, which no gateway applies.)
 fn etcd_revision(etcd: &Etcd) -> i64 {
     let out = etcd.ctl(&["get", "/gw/", "--prefix", "--keys-only", "-w", "json"]);
-    serde_json::from_str::<Value>(&out).unwrap()["header"]["revision"]
-        .as_i64()
-        .unwrap()
+    let v = serde_json::from_str::<Value>(&out).unwrap();
+    v["kvs"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|kv| kv["mod_revision"].as_i64())
+        .max()
+        .unwrap_or(0)
 }
 
 /// File mode (APISIX standalone, no etcd): edits of the file apply under keepalive load
