@@ -9,6 +9,7 @@ use crate::translate::{check, labels, stable_id, truncate, Cluster};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use model::Kind;
 use serde_json::{json, Map, Value};
+use std::borrow::Cow;
 
 /// The route a rule belongs to.
 pub(super) struct Owner<'a> {
@@ -28,7 +29,7 @@ pub(super) fn emit<'r, M: 'r>(
     owner: &Owner<'_>,
     at: &Placement,
     out: &mut Out,
-    rules: impl Iterator<Item = (HttpRouteRule, &'r [M])>,
+    rules: impl Iterator<Item = (Cow<'r, HttpRouteRule>, &'r [M])>,
     to_route: impl Fn(&M, usize) -> Result<Map<String, Value>, String>,
 ) -> Vec<String> {
     let mut problems = Vec::new();

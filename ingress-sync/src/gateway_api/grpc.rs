@@ -36,7 +36,7 @@ pub(super) fn emit_routes(
         } else {
             &rule.matches
         };
-        (as_http, matches)
+        (std::borrow::Cow::Owned(as_http), matches)
     });
     emit(c, &owner, at, out, rules, |m, order| {
         match_route(m, &route.metadata, order)

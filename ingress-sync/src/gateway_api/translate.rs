@@ -865,7 +865,7 @@ fn emit_routes(c: &Cluster, route: &HttpRoute, at: &Placement, out: &mut Out) ->
         } else {
             &rule.matches
         };
-        (rule.clone(), matches)
+        (std::borrow::Cow::Borrowed(rule), matches)
     });
     emit(c, &owner, at, out, rules, |m, order| {
         match_route(m, route, order)
