@@ -593,9 +593,37 @@ fn decide(
                 scheme: client.scheme,
                 consumer: ran.consumer().map(|c| c.username.as_str()),
             };
-            let upstream = snapshot.upstream_for(&target, &vars);
+            let (upstream, target_chain) = snapshot.upstream_for(&target, &vars);
+            // The chosen split target's own plugins (a Gateway API backendRef's filters)
+            // act on the request as the route's plugins left it.
+            if let Some(chain) = target_chain {
+                let mut req = Req {
+                    parts: &mut *parts,
+                    host,
+                    conn: client,
+                    https_port: shared.https_port,
+                    consumers: &snapshot.consumers,
+                    route_id: Some(target.route_id.as_str()),
+                    service_id: target.service_id.as_ref().map(|s| s.as_str()),
+                    consumer: ran.consumer_arc(),
+                    now: match measure_start {
+                        Some(at) => std::cell::OnceCell::from(at.into_std()),
+                        None => std::cell::OnceCell::new(),
+                    },
+                };
+                if let Some(answer) = ran.request(chain, &mut req) {
+                    return Ok(Err(answer));
+                }
+            }
             let hash_key = match &upstream {
-                Ok(u) => u.hash_key(&vars),
+                Ok(u) => u.hash_key(&RequestVars {
+                    parts: &*parts,
+                    host,
+                    remote: client.remote,
+                    local: client.local,
+                    scheme: client.scheme,
+                    consumer: ran.consumer().map(|c| c.username.as_str()),
+                }),
                 Err(_) => None,
             };
             Ok(Ok((target, upstream.map(|u| (u, hash_key)))))

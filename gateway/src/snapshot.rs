@@ -180,16 +180,21 @@ impl Snapshot {
     }
 
     /// The upstream for one request: the route's `traffic-split` decides first (advancing
-    /// its rotation), else the route's own upstream.
-    pub fn upstream_for(
+    /// its rotation), else the route's own upstream. With it, the chosen split target's
+    /// own plugins, which run after the route's.
+    pub fn upstream_for<'t>(
         &self,
-        target: &RouteTarget,
+        target: &'t RouteTarget,
         vars: &dyn VarSource,
-    ) -> Result<Arc<UpstreamRt>, String> {
-        match target.split.as_ref().map(|s| s.choose(vars)) {
-            Some(Choice::Upstream(key)) => self.upstream_by_key(key),
-            Some(Choice::RouteUpstream) | None => self.upstream_of(target),
-        }
+    ) -> (Result<Arc<UpstreamRt>, String>, Option<&'t Arc<Chain>>) {
+        let Some(picked) = target.split.as_ref().map(|s| s.choose(vars)) else {
+            return (self.upstream_of(target), None);
+        };
+        let upstream = match picked.choice {
+            Choice::Upstream(key) => self.upstream_by_key(key),
+            Choice::RouteUpstream => self.upstream_of(target),
+        };
+        (upstream, picked.chain)
     }
 
     fn upstream_by_key(&self, key: &str) -> Result<Arc<UpstreamRt>, String> {
@@ -409,7 +414,14 @@ fn refresh_upstreams<'a>(
     }
     for id in route_ids {
         set_upstream(upstreams, route_key(id), route_inline(state, id), prev, dns);
-        set_split(upstreams, id, valid_route(state, id), prev, dns);
+        set_split(
+            upstreams,
+            id,
+            valid_route(state, id),
+            prev,
+            dns,
+            &state.plugin_metadata,
+        );
     }
 }
 
@@ -479,6 +491,7 @@ fn set_split(
     route: Option<&Route>,
     prev: &Snapshot,
     dns: &BTreeMap<String, Vec<IpAddr>>,
+    metadata: &BTreeMap<Id, crate::state::Entry<model::PluginMetadata>>,
 ) {
     if let Some(old) = map.splits.remove(id) {
         for key in &old.inline_keys {
@@ -489,10 +502,18 @@ fn set_split(
     let Some(def) = route.and_then(|r| r.parsed_plugins.traffic_split()) else {
         return;
     };
+    let chain_of = |plugins: &model::plugins::Plugins, owner: &str| {
+        let env = ChainEnv {
+            states: &prev.states,
+            metadata,
+        };
+        Chain::compile(plugins, Of::SplitTarget, env, owner)
+    };
     let (split, inline) = Split::compile(
         &route_key(id),
         def,
         upstream_key,
+        chain_of,
         prev.splits.get(id).map(|s| &**s),
     );
     for (key, up) in inline {
@@ -1294,6 +1315,7 @@ mod tests {
             (0..n)
                 .map(|_| {
                     snap.upstream_for(&target, &Canary(canary))
+                        .0
                         .unwrap()
                         .key
                         .clone()

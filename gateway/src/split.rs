@@ -2,7 +2,9 @@
 //! variables; the first that matches picks one of its weighted upstreams by smooth
 //! weighted round robin. Built by the snapshot compile, read per request.
 use crate::balancer::Balancer;
+use crate::plugins::Chain;
 use model::plugins::traffic_split::TrafficSplit;
+use model::plugins::Plugins;
 use model::vars::{Expr, VarSource};
 use std::sync::Arc;
 
@@ -19,6 +21,9 @@ pub struct SplitRule {
     /// Per weighted upstream: its key in `Snapshot::upstreams`, or `None` for the route's
     /// own upstream.
     pub targets: Vec<Option<String>>,
+    /// Per weighted upstream: its own plugins (our extension), run after the route's
+    /// for the requests sent there.
+    pub chains: Vec<Option<Arc<Chain>>>,
     /// Over the weights of `targets`; shared with the previous snapshot's rule when the
     /// targets and weights stayed, so a swap does not restart the rotation.
     pub balancer: Arc<Balancer>,
@@ -34,15 +39,24 @@ pub enum Choice<'a> {
     Upstream(&'a str),
 }
 
+/// The split's decision with the chosen target's own plugins.
+pub struct Picked<'a> {
+    pub choice: Choice<'a>,
+    pub chain: Option<&'a Arc<Chain>>,
+}
+
 impl Split {
     /// Compiles `def` for route `owner` (a key like `routes/7`). `key_of(id)` gives the key
     /// of a referenced upstream; inline ones get `{owner}/split/{rule}/{index}`, returned
     /// with their definitions for the caller to put into the upstream map. Balancers are
     /// carried over from `prev` rule by rule when targets and weights are the same.
+    /// `chain_of(plugins, owner)` compiles a target's plugins, owned by
+    /// `{owner}/split/{rule}/{index}` as its inline upstream is.
     pub fn compile<'d>(
         owner: &str,
         def: &'d TrafficSplit,
         key_of: impl Fn(&model::Id) -> String,
+        chain_of: impl Fn(&Plugins, &str) -> Option<Arc<Chain>>,
         prev: Option<&Split>,
     ) -> (Split, Vec<(String, &'d model::Upstream)>) {
         let mut inline = Vec::new();
@@ -65,6 +79,16 @@ impl Split {
                         (None, None) => None,
                     })
                     .collect();
+                let chains = rule
+                    .weighted_upstreams
+                    .iter()
+                    .enumerate()
+                    .map(|(i, w)| {
+                        (!w.parsed_plugins.is_empty())
+                            .then(|| chain_of(&w.parsed_plugins, &format!("{owner}/split/{r}/{i}")))
+                            .flatten()
+                    })
+                    .collect();
                 let weights: Vec<u32> = rule.weighted_upstreams.iter().map(|w| w.weight).collect();
                 let balancer = prev
                     .and_then(|p| p.rules.get(r))
@@ -81,6 +105,7 @@ impl Split {
                 SplitRule {
                     matches: rule.matches.iter().map(|m| m.expr().clone()).collect(),
                     targets,
+                    chains,
                     balancer,
                 }
             })
@@ -93,17 +118,27 @@ impl Split {
     }
 
     /// The first rule that matches decides; its balancer picks the target.
-    pub fn choose(&self, vars: &dyn VarSource) -> Choice<'_> {
+    pub fn choose(&self, vars: &dyn VarSource) -> Picked<'_> {
+        let none = Picked {
+            choice: Choice::RouteUpstream,
+            chain: None,
+        };
         let Some(rule) = self
             .rules
             .iter()
             .find(|r| r.matches.is_empty() || r.matches.iter().any(|m| m.eval(vars)))
         else {
-            return Choice::RouteUpstream;
+            return none;
         };
-        match rule.balancer.pick(&[]).and_then(|i| rule.targets.get(i)) {
-            Some(Some(key)) => Choice::Upstream(key),
-            _ => Choice::RouteUpstream,
+        let Some(i) = rule.balancer.pick(&[]) else {
+            return none;
+        };
+        Picked {
+            choice: match rule.targets.get(i) {
+                Some(Some(key)) => Choice::Upstream(key),
+                _ => Choice::RouteUpstream,
+            },
+            chain: rule.chains.get(i).and_then(Option::as_ref),
         }
     }
 }
@@ -124,6 +159,10 @@ mod tests {
         }
     }
 
+    fn no_chain(_: &Plugins, _: &str) -> Option<Arc<Chain>> {
+        None
+    }
+
     fn split(def: serde_json::Value) -> Split {
         let route: model::Route = model::codec::decode_value(&json!({
             "uri": "/", "upstream_id": "own", "plugins": {"traffic-split": def}
@@ -134,12 +173,19 @@ mod tests {
             .traffic_split()
             .cloned()
             .expect("has a split");
-        Split::compile("routes/r", &def, |id| format!("upstreams/{id}"), None).0
+        Split::compile(
+            "routes/r",
+            &def,
+            |id| format!("upstreams/{id}"),
+            no_chain,
+            None,
+        )
+        .0
     }
 
     fn picks(s: &Split, vars: &Vars, n: usize) -> Vec<String> {
         (0..n)
-            .map(|_| match s.choose(vars) {
+            .map(|_| match s.choose(vars).choice {
                 Choice::RouteUpstream => "own".to_string(),
                 Choice::Upstream(k) => k.to_string(),
             })
@@ -186,9 +232,9 @@ mod tests {
                 .expect("has a split")
         };
         let key = |id: &model::Id| format!("upstreams/{id}");
-        let (first, _) = Split::compile("routes/r", &def(3), key, None);
-        let (same, _) = Split::compile("routes/r", &def(3), key, Some(&first));
-        let (other, _) = Split::compile("routes/r", &def(2), key, Some(&first));
+        let (first, _) = Split::compile("routes/r", &def(3), key, no_chain, None);
+        let (same, _) = Split::compile("routes/r", &def(3), key, no_chain, Some(&first));
+        let (other, _) = Split::compile("routes/r", &def(2), key, no_chain, Some(&first));
         assert!(Arc::ptr_eq(
             &first.rules[0].balancer,
             &same.rules[0].balancer

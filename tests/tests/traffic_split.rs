@@ -141,6 +141,84 @@ async fn an_entry_without_upstream_is_the_routes_own() {
     assert!(na.abs_diff(100) <= 1, "{seen:?}");
 }
 
+/// A weighted upstream's own `plugins` (our extension) run for the requests sent there,
+/// after the route's: the path, request headers and response headers each target gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_targets_own_plugins_run_only_for_its_requests() {
+    let s = stack().await;
+    let (a, b) = (Backend::start("a").await, Backend::start("b").await);
+    upstreams(&s, &a, &b).await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/p",
+            Some(json!({
+                "uri": "/p/*",
+                "upstream_id": "stable",
+                "plugins": {
+                    "proxy-rewrite": {"headers": {"set": {"x-route": "1", "x-target": "route"}}},
+                    "traffic-split": {"rules": [{"weighted_upstreams": [
+                        {"upstream_id": "canary", "weight": 1, "plugins": {
+                            "proxy-rewrite": {"uri": "/to-canary$uri",
+                                              "headers": {"set": {"x-target": "canary"}}},
+                            "response-rewrite": {"headers": {"set": {"x-target": "canary"}}}}},
+                        {"weight": 1, "plugins": {
+                            "proxy-rewrite": {"headers": {"set": {"x-target": "own"}}}}}
+                    ]}]}
+                }
+            })),
+        )
+        .await;
+    eventually(Duration::from_secs(3), "split served", || async {
+        s.tally("/p/x", &[], 2).await.get("b") == Some(&1)
+    })
+    .await;
+    let mut seen = HashMap::<String, usize>::new();
+    for _ in 0..40 {
+        let resp = s.client.get(s.gw.url("/p/x?q=1")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        let target = resp
+            .headers()
+            .get("x-target")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body: Value = resp.json().await.unwrap();
+        let backend = body["backend"].as_str().unwrap();
+        assert_eq!(body["headers"]["x-route"], "1", "{body}");
+        match backend {
+            "b" => {
+                assert_eq!(body["uri"], "/to-canary/p/x?q=1", "{body}");
+                assert_eq!(body["headers"]["x-target"], "canary", "{body}");
+                assert_eq!(target.as_deref(), Some("canary"));
+            }
+            "a" => {
+                assert_eq!(body["uri"], "/p/x?q=1", "{body}");
+                assert_eq!(body["headers"]["x-target"], "own", "{body}");
+                assert_eq!(target, None, "the canary's response plugin ran for `a`");
+            }
+            other => panic!("{other}"),
+        }
+        *seen.entry(backend.to_string()).or_default() += 1;
+    }
+    assert_eq!(seen.values().sum::<usize>(), 40);
+    assert!(seen["a"].abs_diff(20) <= 1, "{seen:?}");
+    // Plugins that decide whether a request is served belong to the route.
+    let (status, body) = s
+        .admin
+        .call(
+            "PUT",
+            "/routes/q",
+            Some(json!({"uri": "/q", "upstream_id": "stable", "plugins": {"traffic-split":
+                {"rules": [{"weighted_upstreams": [{"weight": 1, "plugins": {"key-auth": {}}}]}]}}})),
+        )
+        .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body.to_string()
+            .contains("plugins.traffic-split.rules[0].weighted_upstreams[0].plugins.key-auth"),
+        "{body}"
+    );
+}
+
 /// The Admin API checks the upstreams a rule names, and counts rules as users.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn admin_api_checks_rule_upstreams() {

@@ -251,6 +251,8 @@ pub enum Of {
     Route,
     GlobalRules,
     Consumer,
+    /// A `traffic-split` target's own plugins, run after the route's.
+    SplitTarget,
 }
 
 /// A chain holds at most this many instances (one bit each in [`Run`]); APISIX has about

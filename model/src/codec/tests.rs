@@ -658,6 +658,12 @@ fn valid_traffic_splits() {
              "weighted_upstreams": [{"upstream_id": "canary"}]},
             {"match": [], "weighted_upstreams": [{"weight": 1}]}
         ]}),
+        json!({"rules": [{"weighted_upstreams": [
+            {"upstream_id": "2", "plugins": {"proxy-rewrite": {"headers": {"set": {"backend": "v2"}}}}},
+            {"plugins": {"response-rewrite": {"headers": {"set": {"x": "1"}}},
+                         "proxy-mirror": {"host": "http://127.0.0.1:9"}}},
+            {"upstream_id": "3", "plugins": {}}
+        ]}]}),
     ] {
         check_ok::<Route>(split_route(split));
     }
@@ -731,6 +737,28 @@ fn invalid_traffic_splits() {
             json!({"rules": [{"match": {"vars": []}}]}),
             "plugins.traffic-split.rules[0].match",
             "sequence",
+        ),
+        // A target's plugins shape what is forwarded; deciding whether to serve is the
+        // route's (and a split inside a split would recurse).
+        (
+            json!({"rules": [{"weighted_upstreams": [{"plugins": {"key-auth": {}}}]}]}),
+            "plugins.traffic-split.rules[0].weighted_upstreams[0].plugins.key-auth",
+            "not supported on a weighted upstream (supported: proxy-rewrite, response-rewrite, proxy-mirror)",
+        ),
+        (
+            json!({"rules": [{"weighted_upstreams": [{"plugins": {"traffic-split": {}}}]}]}),
+            "plugins.traffic-split.rules[0].weighted_upstreams[0].plugins.traffic-split",
+            "not supported on a weighted upstream",
+        ),
+        (
+            json!({"rules": [{"weighted_upstreams": [{"weight": 1}, {"plugins": {"proxy-rewrite": {"uri": "x"}}}]}]}),
+            "plugins.traffic-split.rules[0].weighted_upstreams[1].plugins.proxy-rewrite.uri",
+            "",
+        ),
+        (
+            json!({"rules": [{"weighted_upstreams": [{"plugins": []}]}]}),
+            "plugins.traffic-split.rules[0].weighted_upstreams[0].plugins",
+            "",
         ),
     ];
     for (split, field, needle) in table {

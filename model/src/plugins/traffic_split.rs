@@ -1,6 +1,7 @@
 //! The `traffic-split` plugin (APISIX): rules of `vars` matches, each sending requests to
 //! weighted upstreams, for canary and blue-green releases. Parsed from a route's `plugins`.
 use crate::codec::from_value;
+use crate::plugins::{Plugins, Scope};
 use crate::route::Vars;
 use crate::upstream::MAX_WEIGHT;
 use crate::vars::Expr;
@@ -55,7 +56,25 @@ pub struct WeightedUpstream {
     pub upstream: Option<Upstream>,
     #[serde(default = "one")]
     pub weight: u32,
+    /// Our extension (APISIX has none): plugins that run only for the requests sent to
+    /// this target, after the route's, such as a Gateway API backendRef's own filters.
+    /// Only the plugins that shape what is forwarded or answered ([`TARGET_PLUGINS`]).
+    #[serde(default)]
+    pub plugins: Option<serde_json::Map<String, Value>>,
+    /// `plugins`, parsed.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub parsed_plugins: Plugins,
 }
+
+/// What a weighted upstream's `plugins` may hold: the plugins whose work is on the
+/// request as forwarded and on the response, none that decides whether the request is
+/// served (those belong to the route, before the split chooses).
+pub const TARGET_PLUGINS: &[&str] = &[
+    crate::plugins::proxy_rewrite::NAME,
+    crate::plugins::response_rewrite::NAME,
+    crate::plugins::proxy_mirror::NAME,
+];
 
 fn one() -> u32 {
     1
@@ -66,6 +85,8 @@ fn own_upstream() -> Vec<WeightedUpstream> {
         upstream_id: None,
         upstream: None,
         weight: 1,
+        plugins: None,
+        parsed_plugins: Plugins::default(),
     }]
 }
 
@@ -90,22 +111,22 @@ impl TrafficSplit {
         if !value.is_object() {
             return Err(ValidationError::new(within, "must be an object"));
         }
-        let split: TrafficSplit = from_value(value).map_err(|e| e.within(&within))?;
+        let mut split: TrafficSplit = from_value(value).map_err(|e| e.within(&within))?;
         split.validate().map_err(|e| e.within(&within))?;
         Ok(split)
     }
 
-    fn validate(&self) -> Result<(), ValidationError> {
-        for (r, rule) in self.rules.iter().enumerate() {
+    fn validate(&mut self) -> Result<(), ValidationError> {
+        for (r, rule) in self.rules.iter_mut().enumerate() {
             let at = format!("rules[{r}].weighted_upstreams");
-            let ups = &rule.weighted_upstreams;
+            let ups = &mut rule.weighted_upstreams;
             if ups.is_empty() || ups.len() > MAX_WEIGHTED_UPSTREAMS {
                 return Err(ValidationError::new(
                     at,
                     format!("must have 1 to {MAX_WEIGHTED_UPSTREAMS} entries"),
                 ));
             }
-            for (i, w) in ups.iter().enumerate() {
+            for (i, w) in ups.iter_mut().enumerate() {
                 let at = format!("{at}[{i}]");
                 if w.upstream_id.is_some() && w.upstream.is_some() {
                     return Err(ValidationError::new(
@@ -122,6 +143,22 @@ impl TrafficSplit {
                 if let Some(u) = &w.upstream {
                     u.validate()
                         .map_err(|e| e.within(&format!("{at}.upstream")))?;
+                }
+                if let Some(plugins) = &w.plugins {
+                    if let Some(name) = plugins
+                        .keys()
+                        .find(|n| !TARGET_PLUGINS.contains(&n.as_str()))
+                    {
+                        return Err(ValidationError::new(
+                            format!("{at}.plugins.{name}"),
+                            format!(
+                                "not supported on a weighted upstream (supported: {})",
+                                TARGET_PLUGINS.join(", ")
+                            ),
+                        ));
+                    }
+                    w.parsed_plugins = crate::plugins::parse(Some(plugins), Scope::Route)
+                        .map_err(|e| e.within(&at))?;
                 }
             }
         }
