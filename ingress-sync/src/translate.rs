@@ -194,8 +194,12 @@ pub(crate) struct BackendRef {
     pub namespace: String,
     pub service: String,
     pub port: PortRef,
-    /// Spoken to with gRPC over HTTP/2 cleartext (a GRPCRoute's backends).
+    /// Spoken to over HTTP/2 cleartext: a GRPCRoute's backends, and a Service port whose
+    /// `appProtocol` says h2c.
     pub grpc: bool,
+    /// Its Service port's `appProtocol` is `kubernetes.io/ws`: the routes to it let
+    /// WebSocket handshakes through. Not part of the upstream's identity.
+    pub websocket: bool,
 }
 
 fn backend_ref(namespace: &str, b: &IngressBackend) -> Result<BackendRef, String> {
@@ -217,6 +221,7 @@ fn backend_ref(namespace: &str, b: &IngressBackend) -> Result<BackendRef, String
         service: svc.name.clone(),
         port,
         grpc: false,
+        websocket: false,
     })
 }
 

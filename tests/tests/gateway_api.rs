@@ -98,9 +98,18 @@ impl Env {
 
 /// A Service `name` in the test namespace whose one endpoint is 127.0.0.1:`port`.
 fn service(kube: &KubeApi, name: &str, port: u16) {
+    service_speaking(kube, name, port, None);
+}
+
+/// As [`service`], its port's `appProtocol` set.
+fn service_speaking(kube: &KubeApi, name: &str, port: u16, app_protocol: Option<&str>) {
+    let mut service_port = json!({"name": "http", "port": 8080, "targetPort": 3000});
+    if let Some(p) = app_protocol {
+        service_port["appProtocol"] = json!(p);
+    }
     kube.apply(
         json!({"kind": "Service", "metadata": {"name": name, "namespace": NS},
-        "spec": {"ports": [{"name": "http", "port": 8080, "targetPort": 3000}]}}),
+        "spec": {"ports": [service_port]}}),
     );
     kube.apply(json!({"kind": "EndpointSlice",
         "metadata": {"name": name, "namespace": NS,
@@ -596,6 +605,70 @@ async fn weights_share_the_traffic_and_an_unresolved_ref_answers_its_share_500()
     );
 }
 
+/// HTTPRouteBackendRequestHeaderModifier (`request-header-modifier-backend-weights` in
+/// the conformance suite), with response headers too: a backendRef's own filters act on
+/// exactly the requests sent to it, after the rule's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backends_own_filters_apply_only_to_the_requests_it_gets() {
+    let (v1, v2) = (Backend::start("v1").await, Backend::start("v2").await);
+    let env = Env::start(&[&v1, &v2]).await;
+    let backend = |name: &str, weight: i32| {
+        json!({"name": name, "port": 8080, "weight": weight, "filters": [
+            {"type": "RequestHeaderModifier",
+             "requestHeaderModifier": {"set": [{"name": "Backend", "value": name}],
+                                       "remove": ["X-Rule-Removes"]}},
+            {"type": "ResponseHeaderModifier",
+             "responseHeaderModifier": {"add": [{"name": "X-Served-By", "value": name}]}}]})
+    };
+    env.kube.apply(route(
+        "backend-filters",
+        json!({"parentRefs": [{"name": "gw"}],
+        "hostnames": ["backend-filters.example"],
+        "rules": [{
+            "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {
+                "set": [{"name": "X-Rule", "value": "r"}, {"name": "X-Rule-Removes", "value": "r"}]}}],
+            "backendRefs": [backend("v1", 1), backend("v2", 3)]}]}),
+    ));
+    eventually(Duration::from_secs(15), "served", || async {
+        env.backend("backend-filters.example", "/", &[])
+            .await
+            .starts_with('v')
+    })
+    .await;
+    let mut got = std::collections::BTreeMap::<String, usize>::new();
+    for _ in 0..200 {
+        let resp = env
+            .client
+            .get(env.gw.url("/"))
+            .header("host", "backend-filters.example")
+            .header("backend", "from-the-client")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let served_by: Vec<String> = resp
+            .headers()
+            .get_all("x-served-by")
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        let body: Value = resp.json().await.unwrap();
+        let name = body["backend"].as_str().unwrap().to_string();
+        // The chosen backend's filters, and only its own.
+        assert_eq!(body["headers"]["backend"], name.as_str(), "{body}");
+        assert_eq!(served_by, std::slice::from_ref(&name));
+        // The rule's filters ran first, for every request.
+        assert_eq!(body["headers"]["x-rule"], "r", "{body}");
+        assert!(body["headers"].get("x-rule-removes").is_none(), "{body}");
+        *got.entry(name).or_default() += 1;
+    }
+    // Weights 1:3 (smooth weighted round robin gives exactly 50, unless a change of the
+    // route restarted the rotation meanwhile).
+    let v1 = got.get("v1").copied().unwrap_or_default();
+    assert!((40..=60).contains(&v1), "{got:?}");
+    assert_eq!(got.values().sum::<usize>(), 200, "{got:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcroutes_send_each_method_to_its_backend_over_h2c() {
     let (g1, g2) = (
@@ -647,6 +720,82 @@ async fn grpcroutes_send_each_method_to_its_backend_over_h2c() {
             == Some(("True".into(), "Accepted".into(), 1))
     })
     .await;
+}
+
+/// Backend protocol selection (GEP-1911; the conformance suite's
+/// HTTPRouteBackendProtocolH2C and HTTPRouteBackendProtocolWebSocket): the Service
+/// port's `appProtocol` says h2c (an HTTP/2-only backend, reached by an HTTPRoute) or
+/// WebSocket; one that cannot be spoken is an unresolved ref.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn app_protocols_reach_h2c_and_websocket_backends() {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::Message;
+    let h2c = GrpcBackend::start("h2c").await;
+    let ws = e2e::ws::WsBackend::start("ws").await;
+    let env = Env::start(&[]).await;
+    service_speaking(&env.kube, "h2c", h2c.addr.port(), Some("kubernetes.io/h2c"));
+    service_speaking(&env.kube, "ws", ws.addr.port(), Some("kubernetes.io/ws"));
+    service_speaking(&env.kube, "wss", ws.addr.port(), Some("kubernetes.io/wss"));
+    env.kube.apply(route(
+        "h2c",
+        json!({"parentRefs": [{"name": "gw"}], "rules": [{
+            "matches": [{"path": {"type": "PathPrefix", "value": "/test.echo.Echo/"}}],
+            "backendRefs": [{"name": "h2c", "port": 8080}]}]}),
+    ));
+    env.kube.apply(route(
+        "ws",
+        json!({"parentRefs": [{"name": "gw"}], "hostnames": ["ws.example"],
+        "rules": [{"backendRefs": [{"name": "ws", "port": 8080}]}]}),
+    ));
+    env.kube.apply(route(
+        "wss",
+        json!({"parentRefs": [{"name": "gw"}], "hostnames": ["wss.example"],
+        "rules": [{"backendRefs": [{"name": "wss", "port": 8080}]}]}),
+    ));
+    // The backend speaks HTTP/2 only: an HTTP/1.1 upstream request would fail.
+    let url = format!("http://{}", env.gw.http);
+    eventually(
+        Duration::from_secs(15),
+        "a unary call through the HTTPRoute",
+        || async {
+            let Ok(mut client) = EchoClient::connect(url.clone()).await else {
+                return false;
+            };
+            let req = EchoRequest {
+                message: "hi".into(),
+                fail_with: 0,
+            };
+            client
+                .unary(req)
+                .await
+                .is_ok_and(|r| r.get_ref().served_by == "h2c")
+        },
+    )
+    .await;
+    let ws_url = format!("ws://{}/chat", env.gw.http);
+    let handshake = || async {
+        let mut req = ws_url.as_str().into_client_request().unwrap();
+        req.headers_mut()
+            .insert("host", "ws.example".parse().unwrap());
+        tokio_tungstenite::connect_async(req).await
+    };
+    eventually(Duration::from_secs(15), "the WebSocket route", || async {
+        handshake().await.is_ok()
+    })
+    .await;
+    let (mut conn, _) = handshake().await.unwrap();
+    conn.send(Message::text("hello")).await.unwrap();
+    let reply = conn.next().await.unwrap().unwrap();
+    assert_eq!(reply.into_text().unwrap().as_str(), "ws: hello");
+    // WebSocket over TLS to the backend is not spoken here: ResolvedRefs False, 500.
+    eventually(Duration::from_secs(15), "wss refused", || async {
+        let st = env.status("HTTPRoute", NS, "wss");
+        condition(&st["parents"][0]["conditions"], "ResolvedRefs").map(|c| c.1)
+            == Some("UnsupportedProtocol".into())
+    })
+    .await;
+    assert_eq!(env.backend("wss.example", "/", &[]).await, "500");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,6 @@
 //! What a rule does with the requests it matched (pure): its filters as plugins, its
-//! `backendRefs` as the route's upstream and `traffic-split`, the share of unresolved refs
+//! `backendRefs` as the route's upstream and `traffic-split` (a backendRef's own filters
+//! as the plugins of its split target), the share of unresolved refs
 //! (or a rule with none) answered 500 by `fault-injection`, its timeouts. Shared by
 //! HTTPRoute and GRPCRoute rules.
 use super::translate::{backend, prefix_of, Placement};
@@ -12,15 +13,26 @@ use std::collections::BTreeSet;
 #[derive(Debug, Default)]
 pub(super) struct Action {
     plugins: Map<String, Value>,
-    /// (backend, weight), weights > 0.
-    weighted: Vec<(BackendRef, u32)>,
+    /// The backends with weights > 0.
+    weighted: Vec<Weighted>,
     pub(super) backends: Vec<BackendRef>,
     /// Answer this request itself (a redirect): no upstream.
     answers: bool,
     /// Seconds: the rule's `request`/`backendRequest` timeout, the smaller one.
     timeout: Option<f64>,
+    /// A backend speaks WebSocket (`appProtocol: kubernetes.io/ws`).
+    websocket: bool,
     /// What was left out of the rule (a mirror that cannot be reached) and why.
     pub(super) warnings: Vec<String>,
+}
+
+#[derive(Debug)]
+struct Weighted {
+    backend: BackendRef,
+    weight: u32,
+    /// The backendRef's own filters, as the plugins of its `traffic-split` target: they
+    /// run only for the requests sent to it, after the rule's.
+    plugins: Map<String, Value>,
 }
 
 /// The model's bounds: `traffic-split` weights and route timeouts (seconds).
@@ -50,14 +62,23 @@ impl Action {
     pub(super) fn write(&self, r: &mut Map<String, Value>) {
         let mut plugins = self.plugins.clone();
         if !self.answers {
-            if let Some(((first, _), rest)) = self.weighted.split_first() {
-                r.insert("upstream_id".into(), json!(upstream_id(first)));
-                if !rest.is_empty() {
-                    let mut ups: Vec<Value> = rest
-                        .iter()
-                        .map(|(b, w)| json!({"upstream_id": upstream_id(b), "weight": w}))
-                        .collect();
-                    ups.push(json!({"weight": self.weighted[0].1}));
+            if let Some((first, rest)) = self.weighted.split_first() {
+                r.insert("upstream_id".into(), json!(upstream_id(&first.backend)));
+                // One backend without filters of its own needs no split.
+                if !rest.is_empty() || !first.plugins.is_empty() {
+                    let target = |upstream: Option<&BackendRef>, w: &Weighted| {
+                        let mut t = json!({"weight": w.weight});
+                        if let Some(b) = upstream {
+                            t["upstream_id"] = json!(upstream_id(b));
+                        }
+                        if !w.plugins.is_empty() {
+                            t["plugins"] = Value::Object(w.plugins.clone());
+                        }
+                        t
+                    };
+                    let mut ups: Vec<Value> =
+                        rest.iter().map(|w| target(Some(&w.backend), w)).collect();
+                    ups.push(target(None, first));
                     plugins.insert(
                         "traffic-split".into(),
                         json!({"rules": [{"weighted_upstreams": ups}]}),
@@ -68,6 +89,9 @@ impl Action {
         if !plugins.is_empty() {
             r.insert("plugins".into(), Value::Object(plugins));
         }
+        if self.websocket && !self.answers {
+            r.insert("enable_websocket".into(), json!(true));
+        }
         if let Some(t) = self.timeout {
             r.insert(
                 "timeout".into(),
@@ -75,6 +99,16 @@ impl Action {
             );
         }
     }
+}
+
+/// What one list of filters (a rule's, or a backendRef's) becomes.
+#[derive(Default)]
+struct Filtered {
+    plugins: Map<String, Value>,
+    /// A redirect: the request is answered, not forwarded.
+    answers: bool,
+    url_rewrite: bool,
+    warnings: Vec<String>,
 }
 
 /// `grpc`: the rule is a GRPCRoute's, whose backends speak gRPC (HTTP/2 cleartext).
@@ -86,23 +120,76 @@ pub(super) fn rule_action(
     grpc: bool,
 ) -> Result<Action, String> {
     let mut a = Action::default();
-    let mut rewrite = Map::new();
-    let mut url_rewrite = false;
-    // A backend's own filters apply when that backend is chosen: with one backend, always,
-    // so they join the rule's (after them). Beside other backends they would need a
-    // choice per request the plugins cannot make.
-    let backend_filters: &[HttpRouteFilter] = match rule.backend_refs.as_slice() {
-        [only] => &only.filters,
-        refs if refs.iter().any(|b| !b.filters.is_empty()) => {
-            return Err("filters on a backendRef beside other backendRefs are not supported".into())
+    let own = filters(c, ns, &rule.filters, rule, at, false)?;
+    a.plugins = own.plugins;
+    a.answers = own.answers;
+    a.warnings = own.warnings;
+    if let Some(t) = &rule.timeouts {
+        let secs = [&t.request, &t.backend_request]
+            .into_iter()
+            .flatten()
+            .filter_map(|d| duration(d).ok())
+            .filter(|s| *s > 0.0)
+            .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))));
+        a.timeout = secs.map(|s| s.min(MAX_TIMEOUT));
+    }
+    if a.answers {
+        return Ok(a);
+    }
+    let (mut valid, mut invalid) = (0u64, 0u64);
+    for b in &rule.backend_refs {
+        let w = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
+        match backend(c, ns, b) {
+            Ok(mut r) => {
+                r.grpc |= grpc;
+                a.backends.push(r.clone());
+                if w > 0 {
+                    let theirs = filters(c, ns, &b.filters, rule, at, true)?;
+                    if own.url_rewrite && theirs.url_rewrite {
+                        return Err("URLRewrite on both the rule and its backend".into());
+                    }
+                    a.warnings.extend(theirs.warnings);
+                    a.websocket |= r.websocket;
+                    valid += u64::from(w);
+                    a.weighted.push(Weighted {
+                        backend: r,
+                        weight: w,
+                        plugins: theirs.plugins,
+                    });
+                }
+            }
+            Err(_) => invalid += u64::from(w),
         }
-        _ => &[],
-    };
-    // Header modifiers of both levels add up into one plugin each.
+    }
+    scale_weights(&mut a.weighted);
+    let total = valid + invalid;
+    if total == 0 {
+        // No backend, or every weight 0: nothing may receive the request.
+        a.add_failure(100);
+    } else if invalid > 0 {
+        let percent = (invalid * 100).div_ceil(total).min(100) as u8;
+        a.add_failure(percent);
+    }
+    Ok(a)
+}
+
+/// The plugins `list` becomes. A backendRef's (`of_backend`) act on the request as it is
+/// forwarded to that backend: a redirect or CORS there is refused, as they answer the
+/// request before any backend is chosen.
+fn filters(
+    c: &Cluster,
+    ns: &str,
+    list: &[HttpRouteFilter],
+    rule: &HttpRouteRule,
+    at: &Placement,
+    of_backend: bool,
+) -> Result<Filtered, String> {
+    let mut out = Filtered::default();
+    let mut rewrite = Map::new();
     let (mut request_headers, mut response_headers) =
         (None::<HeaderModifier>, None::<HeaderModifier>);
-    // The plugins apply add, then set, then remove, whatever the level: a header both
-    // levels change would not end as the spec's order says, so that is refused.
+    // The plugin applies add, then set, then remove: two modifiers of one list changing
+    // the same header would not end as written, so that is refused.
     let merge = |into: &mut Option<HeaderModifier>, m: &HeaderModifier| -> Result<(), String> {
         let all = into.get_or_insert_with(HeaderModifier::default);
         let names = |h: &HeaderModifier| -> BTreeSet<String> {
@@ -114,16 +201,14 @@ pub(super) fn rule_action(
                 .collect()
         };
         if let Some(both) = names(all).intersection(&names(m)).next() {
-            return Err(format!(
-                "header {both:?} is changed by both the rule and its backend"
-            ));
+            return Err(format!("header {both:?} is changed by two filters"));
         }
         all.set.extend(m.set.iter().cloned());
         all.add.extend(m.add.iter().cloned());
         all.remove.extend(m.remove.iter().cloned());
         Ok(())
     };
-    for f in rule.filters.iter().chain(backend_filters) {
+    for f in list {
         match f.type_.as_str() {
             "RequestHeaderModifier" => {
                 let m = f
@@ -139,11 +224,9 @@ pub(super) fn rule_action(
                     .ok_or("ResponseHeaderModifier without its settings")?;
                 merge(&mut response_headers, m)?;
             }
-            "URLRewrite" if url_rewrite => {
-                return Err("URLRewrite on both the rule and its backend".into())
-            }
+            "URLRewrite" if out.url_rewrite => return Err("more than one URLRewrite".into()),
             "URLRewrite" => {
-                url_rewrite = true;
+                out.url_rewrite = true;
                 let u = f
                     .url_rewrite
                     .as_ref()
@@ -165,13 +248,19 @@ pub(super) fn rule_action(
                     }
                 }
             }
+            "RequestRedirect" | "CORS" if of_backend => {
+                return Err(format!(
+                    "filter {:?} on a backendRef is not supported (it answers before a backend is chosen; put it on the rule)",
+                    f.type_
+                ))
+            }
             "RequestRedirect" => {
                 let r = f
                     .request_redirect
                     .as_ref()
                     .ok_or("RequestRedirect without its settings")?;
-                a.plugins.insert("redirect".into(), redirect(r, rule, at)?);
-                a.answers = true;
+                out.plugins.insert("redirect".into(), redirect(r, rule, at)?);
+                out.answers = true;
             }
             "RequestMirror" => {
                 let m = f
@@ -179,8 +268,8 @@ pub(super) fn rule_action(
                     .as_ref()
                     .ok_or("RequestMirror without its settings")?;
                 // A mirror is a copy: when it cannot be had, the rule serves without it.
-                if a.plugins.contains_key("proxy-mirror") {
-                    a.warnings
+                if out.plugins.contains_key("proxy-mirror") {
+                    out.warnings
                         .push("only the first RequestMirror is served".into());
                     continue;
                 }
@@ -203,14 +292,14 @@ pub(super) fn rule_action(
                         if ratio < 1.0 {
                             conf["sample_ratio"] = json!(ratio.clamp(0.00001, 1.0));
                         }
-                        a.plugins.insert("proxy-mirror".into(), conf);
+                        out.plugins.insert("proxy-mirror".into(), conf);
                     }
-                    Err(e) => a.warnings.push(format!("mirror left out: {e}")),
+                    Err(e) => out.warnings.push(format!("mirror left out: {e}")),
                 }
             }
             "CORS" => {
                 let conf = f.cors.as_ref().ok_or("CORS without its settings")?;
-                a.plugins.insert("cors".into(), cors(conf));
+                out.plugins.insert("cors".into(), cors(conf));
             }
             other => return Err(format!("filter {other:?} is not supported")),
         }
@@ -219,56 +308,20 @@ pub(super) fn rule_action(
         rewrite.insert("headers".into(), header_ops(m, false)?);
     }
     if let Some(m) = &response_headers {
-        a.plugins.insert(
+        out.plugins.insert(
             "response-rewrite".into(),
             json!({"headers": header_ops(m, true)?}),
         );
     }
-    if a.answers && url_rewrite {
+    if out.answers && out.url_rewrite {
         return Err("RequestRedirect cannot be combined with URLRewrite".into());
     }
     // A redirect answers before anything is forwarded: header changes have nothing to act on.
-    if !rewrite.is_empty() && !a.answers {
-        a.plugins
+    if !rewrite.is_empty() && !out.answers {
+        out.plugins
             .insert("proxy-rewrite".into(), Value::Object(rewrite));
     }
-    if let Some(t) = &rule.timeouts {
-        let secs = [&t.request, &t.backend_request]
-            .into_iter()
-            .flatten()
-            .filter_map(|d| duration(d).ok())
-            .filter(|s| *s > 0.0)
-            .fold(None, |m: Option<f64>, s| Some(m.map_or(s, |m| m.min(s))));
-        a.timeout = secs.map(|s| s.min(MAX_TIMEOUT));
-    }
-    if a.answers {
-        return Ok(a);
-    }
-    let (mut valid, mut invalid) = (0u64, 0u64);
-    for b in &rule.backend_refs {
-        let w = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
-        match backend(c, ns, b) {
-            Ok(mut r) => {
-                r.grpc = grpc;
-                a.backends.push(r.clone());
-                if w > 0 {
-                    valid += u64::from(w);
-                    a.weighted.push((r, w));
-                }
-            }
-            Err(_) => invalid += u64::from(w),
-        }
-    }
-    scale_weights(&mut a.weighted);
-    let total = valid + invalid;
-    if total == 0 {
-        // No backend, or every weight 0: nothing may receive the request.
-        a.add_failure(100);
-    } else if invalid > 0 {
-        let percent = (invalid * 100).div_ceil(total).min(100) as u8;
-        a.add_failure(percent);
-    }
-    Ok(a)
+    Ok(out)
 }
 
 /// The CORS filter as the `cors` plugin: exact origins as `allow_origins`, or — when some
@@ -333,7 +386,7 @@ fn cors(c: &CorsFilter) -> Value {
 
 /// Weights as `traffic-split` takes them (at most 100,000; the API allows 1,000,000):
 /// divided by their common divisor, then scaled down if still too large (never to 0).
-fn scale_weights(weighted: &mut [(BackendRef, u32)]) {
+fn scale_weights(weighted: &mut [Weighted]) {
     fn gcd(a: u64, b: u64) -> u64 {
         if b == 0 {
             a
@@ -343,19 +396,19 @@ fn scale_weights(weighted: &mut [(BackendRef, u32)]) {
     }
     let g = weighted
         .iter()
-        .fold(0, |g, (_, w)| gcd(g, u64::from(*w)))
+        .fold(0, |g, w| gcd(g, u64::from(w.weight)))
         .max(1);
     let max = weighted
         .iter()
-        .map(|(_, w)| u64::from(*w) / g)
+        .map(|w| u64::from(w.weight) / g)
         .max()
         .unwrap_or(1);
-    for (_, w) in weighted.iter_mut() {
-        let mut v = u64::from(*w) / g;
+    for w in weighted.iter_mut() {
+        let mut v = u64::from(w.weight) / g;
         if max > MAX_WEIGHT {
             v = (v * MAX_WEIGHT / max).max(1);
         }
-        *w = u32::try_from(v).unwrap_or(u32::MAX);
+        w.weight = u32::try_from(v).unwrap_or(u32::MAX);
     }
 }
 

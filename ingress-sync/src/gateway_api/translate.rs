@@ -726,28 +726,67 @@ pub(super) fn backend(
             ),
         ));
     }
-    let exists = c.services.iter().any(|s| {
+    let Some(service) = c.services.iter().find(|s| {
         s.metadata.namespace.as_deref() == Some(ns.as_str())
             && s.metadata.name.as_deref() == Some(b.name.as_str())
-    });
-    if !exists {
+    }) else {
         return Err((
             "BackendNotFound",
             format!("Service {ns}/{} does not exist", b.name),
         ));
-    }
+    };
     let Some(port) = b.port else {
         return Err((
             "UnsupportedValue",
             format!("backend Service {ns}/{} names no port", b.name),
         ));
     };
+    let app_protocol = service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ports.as_ref())
+        .and_then(|ports| ports.iter().find(|p| p.port == port))
+        .and_then(|p| p.app_protocol.as_deref());
+    let protocol = backend_protocol(app_protocol).map_err(|supported| {
+        (
+            "UnsupportedProtocol",
+            format!(
+                "Service {ns}/{} port {port}: appProtocol {:?} is not supported (supported: {supported})",
+                b.name,
+                app_protocol.unwrap_or_default()
+            ),
+        )
+    })?;
     Ok(BackendRef {
         namespace: ns,
         service: b.name.clone(),
         port: PortRef::Number(port),
-        grpc: false,
+        grpc: protocol == BackendProtocol::H2c,
+        websocket: protocol == BackendProtocol::WebSocket,
     })
+}
+
+/// How a backend is spoken to, from its Service port's `appProtocol` (GEP-1911).
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum BackendProtocol {
+    Http1,
+    /// HTTP/2 with prior knowledge, in clear text.
+    H2c,
+    /// HTTP/1.1, and its routes let WebSocket handshakes through.
+    WebSocket,
+}
+
+/// `appProtocol` as GEP-1911 reads it; `Err` lists what is supported. `kubernetes.io/wss`
+/// (WebSocket over TLS to the backend) is not: TLS to backends needs BackendTLSPolicy.
+pub(super) fn backend_protocol(
+    app_protocol: Option<&str>,
+) -> Result<BackendProtocol, &'static str> {
+    match app_protocol.map(str::to_ascii_lowercase).as_deref() {
+        None | Some("" | "http") => Ok(BackendProtocol::Http1),
+        Some("kubernetes.io/h2c" | "grpc") => Ok(BackendProtocol::H2c),
+        Some("kubernetes.io/ws") => Ok(BackendProtocol::WebSocket),
+        Some(_) => Err("none, http, kubernetes.io/h2c, grpc, kubernetes.io/ws"),
+    }
 }
 
 fn gateway_status(gw: &Gateway, views: &[ListenerView<'_>], cx: &Context<'_>) -> StatusUpdate {

@@ -476,6 +476,52 @@ fn backend_refs_weights_failures_and_grants() {
         p.route_condition("not-granted", 0, "ResolvedRefs"),
         no("RefNotPermitted")
     );
+    // Backend protocols (GEP-1911): h2c upstreams, WebSocket handshakes let through, and
+    // what cannot be spoken is an unresolved ref.
+    let protocol_route = |uri: &str| {
+        p.d.values
+            .values()
+            .find(|v| v["name"] == "infra/protocols" && v["uris"][0] == uri)
+            .unwrap()
+            .clone()
+    };
+    let upstream_of = |r: &Value| {
+        p.d.values[&format!("/g/upstreams/{}", r["upstream_id"].as_str().unwrap())].clone()
+    };
+    let h2c = protocol_route("/h2c");
+    assert_eq!(upstream_of(&h2c)["scheme"], "grpc");
+    assert!(h2c.get("enable_websocket").is_none(), "{h2c}");
+    let ws = protocol_route("/ws");
+    assert_eq!(ws["enable_websocket"], true);
+    assert!(upstream_of(&ws).get("scheme").is_none());
+    assert_eq!(p.http("protocols.example", "/wss", &[]), "500");
+    assert_eq!(
+        p.route_condition("protocols", 0, "ResolvedRefs"),
+        no("UnsupportedProtocol")
+    );
+}
+
+#[test]
+fn app_protocols_pick_how_a_backend_is_spoken_to() {
+    use super::BackendProtocol::*;
+    for (app_protocol, want) in [
+        (None, Ok(Http1)),
+        (Some(""), Ok(Http1)),
+        (Some("http"), Ok(Http1)),
+        (Some("HTTP"), Ok(Http1)),
+        (Some("kubernetes.io/h2c"), Ok(H2c)),
+        (Some("grpc"), Ok(H2c)),
+        (Some("kubernetes.io/ws"), Ok(WebSocket)),
+        (Some("kubernetes.io/wss"), Err(())),
+        (Some("https"), Err(())),
+        (Some("mysql"), Err(())),
+    ] {
+        assert_eq!(
+            backend_protocol(app_protocol).map_err(|_| ()),
+            want,
+            "{app_protocol:?}"
+        );
+    }
 }
 
 #[test]
@@ -498,11 +544,47 @@ fn filters_become_plugins() {
         set["plugins"]["response-rewrite"]["headers"],
         json!({"set": {"X-Resp-Set": "s"}, "add": ["X-Resp-Add: a"], "remove": ["X-Resp-Remove"]})
     );
-    // A lone backend's filters join the rule's.
+    // A backend's own filters are the plugins of its split target, run after the rule's;
+    // with one backend too, so that both levels may touch one header.
+    let lone = route("/backend-filter");
     assert_eq!(
-        route("/backend-filter")["plugins"]["proxy-rewrite"]["headers"],
-        json!({"set": {"X-Rule": "r", "X-Backend": "b"}, "remove": ["X-Drop"]})
+        lone["plugins"]["proxy-rewrite"]["headers"],
+        json!({"set": {"X-Rule": "r"}})
     );
+    assert_eq!(
+        lone["plugins"]["traffic-split"],
+        json!({"rules": [{"weighted_upstreams": [{"weight": 1, "plugins": {"proxy-rewrite":
+            {"headers": {"set": {"X-Backend": "b"}, "remove": ["X-Drop"]}}}}]}]})
+    );
+    let both = route("/both-levels");
+    assert_eq!(
+        both["plugins"]["proxy-rewrite"]["headers"],
+        json!({"remove": ["X-Same"]})
+    );
+    assert_eq!(
+        both["plugins"]["traffic-split"]["rules"][0]["weighted_upstreams"][0]["plugins"],
+        json!({"proxy-rewrite": {"headers": {"set": {"x-same": "v"}}}})
+    );
+    // Beside another backend: each target has its own, the unfiltered one none.
+    let two = route("/two-backend-filters");
+    let v1 = &p.d.values[&format!("/g/upstreams/{}", two["upstream_id"].as_str().unwrap())];
+    assert!(
+        v1["name"].as_str().unwrap().contains("infra-backend-v1"),
+        "{v1}"
+    );
+    let targets = &two["plugins"]["traffic-split"]["rules"][0]["weighted_upstreams"];
+    assert_eq!(targets.as_array().unwrap().len(), 2, "{targets}");
+    assert!(targets[0].get("plugins").is_none(), "{targets}");
+    assert!(targets[0]["upstream_id"].is_string(), "{targets}");
+    assert_eq!(
+        targets[1],
+        json!({"weight": 1, "plugins": {"proxy-rewrite":
+            {"headers": {"set": {"X-Backend": "v1"}}}}})
+    );
+    // Every emitted route is one the model (and so admin-api and the gateway) accepts.
+    for v in p.d.values.values().filter(|v| v.get("uris").is_some()) {
+        model::codec::decode_value::<model::Route>(v).unwrap_or_else(|e| panic!("{v}: {e}"));
+    }
     // HTTPRouteCORS: the cors plugin, wildcard origins as patterns.
     assert_eq!(
         route("/cors")["plugins"]["cors"],
