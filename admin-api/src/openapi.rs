@@ -401,11 +401,19 @@ fn schemas() -> Value {
             "idle_timeout": {"type": "number"}, "requests": {"type": "integer"}}}
     })));
     // Split up: one json! this deep exceeds the macro recursion limit.
+    let target_plugins: serde_json::Map<String, Value> =
+        model::plugins::traffic_split::TARGET_PLUGINS
+            .iter()
+            .map(|name| (name.to_string(), json!({"type": "object"})))
+            .collect();
     let weighted = json!({
         "type": "object", "additionalProperties": false, "properties": {
             "upstream_id": id,
             "upstream": {"$ref": "#/components/schemas/Upstream"},
-            "weight": {"type": "integer", "minimum": 0, "maximum": 100000, "default": 1}
+            "weight": {"type": "integer", "minimum": 0, "maximum": 100000, "default": 1},
+            "plugins": {"type": "object", "additionalProperties": false,
+                "description": "our extension: plugins run only for the requests sent to this entry, after the route's",
+                "properties": target_plugins}
         }
     });
     let rule = json!({"type": "object", "additionalProperties": false, "properties": {

@@ -481,8 +481,8 @@ type Forward = (
     Result<(Arc<UpstreamRt>, Option<Vec<u8>>), String>,
 );
 
-/// Routing and the request phases of the global rules' and the route's plugins: where
-/// the request goes, or the answer a plugin gave. The snapshot is held only while this
+/// Routing and the request phases of the global rules', the route's and the chosen
+/// `traffic-split` target's plugins: where the request goes, or the answer a plugin gave. The snapshot is held only while this
 /// runs: the matched target carries everything the rest of the request needs, so a long
 /// download does not pin an old router in memory.
 fn decide(
@@ -611,7 +611,7 @@ fn decide(
                         None => std::cell::OnceCell::new(),
                     },
                 };
-                if let Some(answer) = ran.request(chain, &mut req) {
+                if let Some(answer) = ran.request_target(chain, &mut req) {
                     return Ok(Err(answer));
                 }
             }

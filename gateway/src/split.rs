@@ -216,6 +216,57 @@ mod tests {
         assert_eq!(picks(&s, &Vars(&[]), 1), ["own"]);
     }
 
+    /// A target's own plugins: compiled as `{owner}/split/{rule}/{index}`, handed out with
+    /// exactly the target the balancer picked.
+    #[test]
+    fn each_pick_comes_with_its_targets_own_chain() {
+        let route: model::Route = model::codec::decode_value(&json!({
+            "uri": "/", "upstream_id": "own", "plugins": {"traffic-split": {"rules": [
+                {"weighted_upstreams": [
+                    {"upstream_id": "a", "plugins": {"proxy-rewrite": {"uri": "/a"}}},
+                    {"upstream_id": "b"},
+                    {"plugins": {"proxy-rewrite": {"uri": "/own"}}}]}]}}
+        }))
+        .expect("valid route");
+        let def = route.parsed_plugins.traffic_split().cloned().unwrap();
+        let states = crate::plugin_state::PluginStates::default();
+        let metadata = std::collections::BTreeMap::new();
+        let owners = std::cell::RefCell::new(Vec::new());
+        let chain_of = |p: &Plugins, owner: &str| {
+            owners.borrow_mut().push(owner.to_string());
+            let env = crate::plugin_state::ChainEnv {
+                states: &states,
+                metadata: &metadata,
+            };
+            Chain::compile(p, crate::plugins::Of::SplitTarget, env, owner)
+        };
+        let key = |id: &model::Id| format!("upstreams/{id}");
+        let (s, _) = Split::compile("routes/r", &def, key, chain_of, None);
+        assert_eq!(
+            *owners.borrow(),
+            ["routes/r/split/0/0", "routes/r/split/0/2"]
+        );
+        let rule = &s.rules[0];
+        for _ in 0..6 {
+            let picked = s.choose(&Vars(&[]));
+            let want = match picked.choice {
+                Choice::Upstream("upstreams/a") => Some(&rule.chains[0]),
+                Choice::Upstream(_) => None,
+                Choice::RouteUpstream => Some(&rule.chains[2]),
+            };
+            match (picked.chain, want) {
+                (None, None) => {}
+                (Some(got), Some(Some(want))) => assert!(Arc::ptr_eq(got, want)),
+                (got, want) => panic!(
+                    "{:?}: {} vs {}",
+                    picked.choice,
+                    got.is_some(),
+                    want.is_some()
+                ),
+            }
+        }
+    }
+
     #[test]
     fn balancers_carry_over_only_when_the_rule_stays() {
         let def = |w: u32| {

@@ -198,7 +198,8 @@ pub(crate) struct BackendRef {
     /// `appProtocol` says h2c.
     pub grpc: bool,
     /// Its Service port's `appProtocol` is `kubernetes.io/ws`: the routes to it let
-    /// WebSocket handshakes through. Not part of the upstream's identity.
+    /// WebSocket handshakes through. Not part of the upstream's identity: refs that differ
+    /// only here are put once (by `upstream_id`).
     pub websocket: bool,
 }
 
@@ -419,7 +420,12 @@ pub fn translate(cluster: &Cluster, settings: &Settings, now: &str) -> Desired {
         route["labels"][LABEL_CONTROLLER] = controller.clone();
         put(&mut out, Kind::Routes, &id, route, &settings.prefix);
     }
+    // Refs that differ only in what their routes allow (`websocket`) are one upstream.
+    let mut seen = std::collections::BTreeSet::new();
     for b in backends {
+        if !seen.insert(upstream_id(&b)) {
+            continue;
+        }
         let (nodes, warning) = resolve(cluster, &b, settings.allow_external_name);
         if let Some(w) = warning {
             out.warnings.push(format!(

@@ -201,6 +201,26 @@ async fn a_targets_own_plugins_run_only_for_its_requests() {
     }
     assert_eq!(seen.values().sum::<usize>(), 40);
     assert!(seen["a"].abs_diff(20) <= 1, "{seen:?}");
+    // A route whose only plugin is the split (no chain of its own) runs them too.
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/only",
+            Some(
+                json!({"uri": "/only", "upstream_id": "stable", "plugins": {"traffic-split":
+                {"rules": [{"weighted_upstreams": [{"weight": 1, "plugins": {
+                    "proxy-rewrite": {"headers": {"set": {"x-target": "own"}}}}}]}]}}}),
+            ),
+        )
+        .await;
+    eventually(Duration::from_secs(3), "the split-only route", || async {
+        let Ok(resp) = s.client.get(s.gw.url("/only")).send().await else {
+            return false;
+        };
+        let body: Value = resp.json().await.unwrap_or_default();
+        body["headers"]["x-target"] == "own"
+    })
+    .await;
     // Plugins that decide whether a request is served belong to the route.
     let (status, body) = s
         .admin

@@ -591,6 +591,8 @@ pub struct Ran {
     chains: Vec<(Arc<Chain>, Run)>,
     /// A plugin answered the request itself.
     answered: bool,
+    /// Where the chosen `traffic-split` target's chain is in `chains`, once it ran.
+    target_at: Option<usize>,
 }
 
 impl Ran {
@@ -615,6 +617,12 @@ impl Ran {
         }
         self.answered |= answer.is_some();
         answer
+    }
+
+    /// The chosen `traffic-split` target's own chain, after the route's.
+    pub fn request_target(&mut self, chain: &Arc<Chain>, req: &mut Req<'_>) -> Option<Answer> {
+        self.target_at = Some(self.chains.len());
+        self.request(chain, req)
     }
 
     /// Whether a chain that ran has a log-phase plugin.
@@ -648,6 +656,11 @@ impl Ran {
             }
         }
         self.answered |= answer.is_some();
+        // A refused request was sent to no target: its target's plugins (which run
+        // before the count is known) do not act on the refusal.
+        if let (Some(_), Some(at)) = (&answer, self.target_at.take()) {
+            self.chains.truncate(at);
+        }
         answer
     }
 

@@ -144,11 +144,25 @@ pub(super) fn rule_action(
                 r.grpc |= grpc;
                 a.backends.push(r.clone());
                 if w > 0 {
-                    let theirs = filters(c, ns, &b.filters, rule, at, true)?;
+                    let mut theirs = filters(c, ns, &b.filters, rule, at, true)?;
                     if own.url_rewrite && theirs.url_rewrite {
                         return Err("URLRewrite on both the rule and its backend".into());
                     }
-                    a.warnings.extend(theirs.warnings);
+                    // One mirror per request, as within one list: the rule's comes first.
+                    if a.plugins.contains_key("proxy-mirror")
+                        && theirs.plugins.remove("proxy-mirror").is_some()
+                    {
+                        theirs
+                            .warnings
+                            .push("only the first RequestMirror is served (the rule's)".into());
+                    }
+                    let service = &b.name;
+                    a.warnings.extend(
+                        theirs
+                            .warnings
+                            .into_iter()
+                            .map(|w| format!("backendRef {service}: {w}")),
+                    );
                     a.websocket |= r.websocket;
                     valid += u64::from(w);
                     a.weighted.push(Weighted {

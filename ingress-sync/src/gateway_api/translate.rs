@@ -679,7 +679,8 @@ pub fn parent_ref_json(p: &ParentRef, route_ns: &str) -> Value {
     Value::Object(m)
 }
 
-/// The route's `ResolvedRefs`: the first backend ref (rules, then mirrors) that fails.
+/// The route's `ResolvedRefs`: the first backend ref (rules, then mirrors, the rule's and
+/// then the backends') that fails.
 fn rule_refs<'a>(
     c: &Cluster,
     meta: &ObjectMeta,
@@ -690,7 +691,9 @@ fn rule_refs<'a>(
         for b in refs {
             backend(c, &ns, b)?;
         }
-        for f in filters {
+        // The rule's mirrors, then each backend's own.
+        let backend_filters = refs.iter().flat_map(|b| &b.filters);
+        for f in filters.iter().chain(backend_filters) {
             if let Some(m) = &f.request_mirror {
                 backend(c, &ns, &m.backend_ref)?;
             }

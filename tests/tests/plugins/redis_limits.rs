@@ -245,3 +245,38 @@ async fn limit_count_in_a_redis_cluster_is_one_count_for_every_replica() {
         "keys spread over the masters: {per_node:?}"
     );
 }
+
+/// A `traffic-split` target's own plugins run before a Redis count is known: a request
+/// the count then refuses was sent to no target, so they leave its answer alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_refusal_gets_no_split_targets_plugins() {
+    let redis = Redis::start();
+    let e = env().await;
+    let mut route = limited(&redis, "/split-limited", 1, 60, json!({}));
+    route["plugins"]["traffic-split"] = json!({"rules": [{"weighted_upstreams": [
+        {"weight": 1, "plugins": {"response-rewrite": {"headers": {"set": {"x-target": "own"}}}}}
+    ]}]});
+    e.s.admin
+        .ok("PUT", "/routes/split-limited", Some(route))
+        .await;
+    let get = || async {
+        e.client
+            .get(e.s.gw.url("/split-limited"))
+            .header("x-k", "one")
+            .send()
+            .await
+            .unwrap()
+    };
+    eventually(WAIT, "the split's target plugins run", || async {
+        get().await.headers().get("x-target").is_some()
+    })
+    .await;
+    // The count of 1 is spent: refused, without the target's header.
+    let refused = get().await;
+    assert_eq!(refused.status(), 429);
+    assert!(
+        refused.headers().get("x-target").is_none(),
+        "{:?}",
+        refused.headers()
+    );
+}
