@@ -4,15 +4,18 @@
 
 pub mod access_log;
 pub mod balancer;
+pub mod client_body;
 pub mod client_request;
 pub mod config;
 pub mod config_file;
 pub mod consumers;
 pub mod dns;
 pub mod h1_client;
+pub mod h1_server;
 pub mod headers;
 pub mod health_check;
 pub mod held_body;
+pub mod http_date;
 pub mod lb;
 pub mod metrics;
 pub mod normalize;

@@ -35,6 +35,9 @@ pub struct Metrics {
     /// `--client-header-timeout`, or idle between requests for `--keepalive-timeout`.
     pub header_timeouts: AtomicU64,
     pub keepalive_timeouts: AtomicU64,
+    /// Plain HTTP connections the own HTTP/1.1 loop handed to hyper (`h1_server`): the
+    /// first request it does not take (a body, an upgrade, HTTP/2, HTTP/1.0, a bad head).
+    pub http1_handovers: AtomicU64,
 }
 
 /// Per-kind gauges published with each snapshot.
@@ -182,6 +185,9 @@ impl Metrics {
                     (vec![("phase", "header".into())], Value::Int(self.header_timeouts.load(Relaxed))),
                     (vec![("phase", "keepalive".into())], Value::Int(self.keepalive_timeouts.load(Relaxed))),
                 ]),
+            Family("gateway_http1_handovers", Counter,
+                "Plain HTTP connections the gateway's own HTTP/1.1 loop handed to hyper at a request it does not serve (a body, an upgrade, HTTP/2, HTTP/1.0, a head it does not parse).",
+                one(self.http1_handovers.load(Relaxed))),
             Family("gateway_tls_unknown_sni", Counter,
                 "TLS handshakes refused: no SNI, or no certificate for the name.",
                 one(self.tls_unknown_sni.load(Relaxed))),

@@ -1,5 +1,6 @@
 //! The request path: load the current snapshot once, match a route, forward to a node.
 //! No lock on configuration, no etcd, no await on the control plane in here.
+use crate::client_body::ClientBody;
 use crate::client_request::{self, RequestHost};
 use crate::h1_client::{self, Decoder};
 use crate::headers::{join_cookies, strip_hop_by_hop, Forwarded, ForwardedHeaders};
@@ -65,7 +66,7 @@ const MAX_STALE_RETRIES: usize = 3;
 pub async fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
 ) -> Response<RespBody> {
     let grpc = is_grpc(&req);
     // Only when the access log is on: what it needs of the request, before it is consumed.
@@ -91,7 +92,7 @@ pub async fn handle(
 }
 
 /// The request's part of its access log entry.
-fn log_entry(req: &Request<Incoming>, conn: ConnInfo) -> crate::access_log::Entry {
+fn log_entry(req: &Request<ClientBody>, conn: ConnInfo) -> crate::access_log::Entry {
     let header = |name| {
         req.headers()
             .get(name)
@@ -285,7 +286,7 @@ pub fn full(s: impl Into<Bytes>) -> RespBody {
 async fn route_and_forward(
     shared: &Arc<Shared>,
     conn: ConnInfo,
-    req: Request<Incoming>,
+    req: Request<ClientBody>,
     grpc: bool,
     mut log: Option<&mut crate::access_log::Entry>,
 ) -> Result<Response<RespBody>, ProxyError> {
@@ -639,7 +640,7 @@ fn prepare_forward(
     shared: &Arc<Shared>,
     conn: ConnInfo,
     mut parts: http::request::Parts,
-    body: Incoming,
+    body: ClientBody,
     raw_host: Option<HeaderValue>,
     target: &RouteTarget,
     upstream: Result<(Arc<UpstreamRt>, Option<Vec<u8>>), String>,
@@ -1608,7 +1609,7 @@ mod future_size {
 
     fn size_of_future<F, Fut>(_: F) -> usize
     where
-        F: FnOnce(Arc<Shared>, ConnInfo, Request<Incoming>) -> Fut,
+        F: FnOnce(Arc<Shared>, ConnInfo, Request<ClientBody>) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }

@@ -4,9 +4,9 @@
 //! is not cut by a timeout meant for waiting on the response. It also enforces the body
 //! size limit, and tells the proxy when the body failed through the client's fault
 //! (stalled, too large, badly framed, aborted), which must never count against the node.
+use crate::client_body::ClientBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -119,7 +119,7 @@ impl Progress {
 }
 
 pub struct RequestBody {
-    inner: Incoming,
+    inner: ClientBody,
     progress: Arc<Progress>,
     idle_timeout: Duration,
     deadline: Option<Pin<Box<Sleep>>>,
@@ -139,7 +139,7 @@ pub struct TooLarge(u64);
 impl RequestBody {
     /// `limit`: the most body bytes the client may send (`None`: no limit).
     pub fn new(
-        inner: Incoming,
+        inner: ClientBody,
         idle_timeout: Duration,
         limit: Option<u64>,
     ) -> (RequestBody, Arc<Progress>) {

@@ -26,6 +26,11 @@ impl<I> SendTimeout<I> {
         }
     }
 
+    /// The connection below, for what does not write (waiting to read, peeking).
+    pub fn get_ref(&self) -> &I {
+        &self.io
+    }
+
     /// What a write that returned `r` means once the stall timer has had its say.
     fn check<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if r.is_ready() {

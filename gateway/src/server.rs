@@ -19,6 +19,8 @@
 //! request head must be complete within `--client-header-timeout` of accept, each later
 //! one within `--keepalive-timeout` of the previous response's end; while a request is in
 //! flight the timer waits. A worker keeps at most `--worker-connections` open.
+use crate::client_body::ClientBody;
+use crate::h1_server::{self, Own};
 use crate::proxy::{self, ConnInfo};
 use crate::send_timeout::SendTimeout;
 use crate::Shared;
@@ -250,7 +252,9 @@ impl Connections {
                     local,
                     scheme: "http",
                 };
-                tokio::spawn(async move { conns.run(stream, info, drain, slot, activity).await });
+                tokio::spawn(
+                    async move { conns.run_plain(stream, info, drain, slot, activity).await },
+                );
             }
             Some(acceptor) => {
                 let info = ConnInfo {
@@ -279,6 +283,62 @@ impl Connections {
                 });
             }
         }
+    }
+
+    /// A plain-TCP connection: the gateway's own HTTP/1.1 loop (`h1_server`) serves it
+    /// until a request is not its own (HTTP/2, a body, an upgrade, anything it does not
+    /// parse), and hyper serves the rest of it, from that request on.
+    async fn run_plain(
+        self: Arc<Self>,
+        io: SendTimeout<TcpStream>,
+        info: ConnInfo,
+        mut drain: watch::Receiver<bool>,
+        slot: Arc<OpenSlot>,
+        activity: Arc<Activity>,
+    ) {
+        let outcome = {
+            let conn = h1_server::Conn {
+                shared: &self.shared,
+                info,
+                draining: &self.draining,
+            };
+            let own = h1_server::serve(conn, || activity.begin(), io);
+            tokio::pin!(own);
+            tokio::select! {
+                outcome = own.as_mut() => outcome,
+                phase = idle_timer(&activity, self.limits.header_timeout, self.limits.keepalive_timeout) => {
+                    self.count_idle_close(info.remote, phase);
+                    Own::Done
+                }
+                _ = crate::stopped(&mut drain) => {
+                    // Its next response says `Connection: close`; an idle connection has
+                    // `linger` to send one more request, one in flight is finished.
+                    match tokio::time::timeout(self.linger, own.as_mut()).await {
+                        Ok(outcome) => outcome,
+                        Err(_) if activity.in_flight.load(Ordering::Relaxed) > 0 => own.await,
+                        Err(_) => Own::Done,
+                    }
+                }
+            }
+        };
+        if let Own::Unusual(io) = outcome {
+            self.shared
+                .metrics
+                .http1_handovers
+                .fetch_add(1, Ordering::Relaxed);
+            // Boxed: hyper's connection state is large, and idle connections of the own
+            // loop should not carry room for it.
+            Box::pin(self.run(io, info, drain, slot, activity)).await;
+        }
+    }
+
+    fn count_idle_close(&self, peer: SocketAddr, phase: IdlePhase) {
+        let metrics = &self.shared.metrics;
+        match phase {
+            IdlePhase::Header => metrics.header_timeouts.fetch_add(1, Ordering::Relaxed),
+            IdlePhase::Keepalive => metrics.keepalive_timeouts.fetch_add(1, Ordering::Relaxed),
+        };
+        tracing::debug!(peer = %peer, ?phase, "idle connection closed");
     }
 
     /// Serves one connection to its end (or the drain's, or the idle timer's).
@@ -315,7 +375,7 @@ impl Connections {
                     http2.store(true, Ordering::Relaxed);
                 }
                 async move {
-                    let mut resp = proxy::handle(shared, info, req).await;
+                    let mut resp = proxy::handle(shared, info, req.map(ClientBody::Hyper)).await;
                     // A 101 keeps its `Connection: upgrade`: the socket becomes a tunnel.
                     if http1
                         && draining.load(Ordering::Relaxed)
@@ -339,12 +399,7 @@ impl Connections {
         let result = tokio::select! {
             r = conn.as_mut() => r,
             phase = idle_timer(&activity, self.limits.header_timeout, self.limits.keepalive_timeout) => {
-                let metrics = &self.shared.metrics;
-                match phase {
-                    IdlePhase::Header => metrics.header_timeouts.fetch_add(1, Ordering::Relaxed),
-                    IdlePhase::Keepalive => metrics.keepalive_timeouts.fetch_add(1, Ordering::Relaxed),
-                };
-                tracing::debug!(peer = %remote, ?phase, "idle connection closed");
+                self.count_idle_close(remote, phase);
                 // Idle: HTTP/1 closes at once, HTTP/2 says GOAWAY first. A request that
                 // arrived as the timer fired is answered, however long it takes.
                 conn.as_mut().graceful_shutdown();

@@ -1,0 +1,150 @@
+//! The gateway's own HTTP/1.1 loop (`gateway/src/h1_server.rs`) on raw sockets: what it
+//! serves itself (bodiless HTTP/1.1 requests: keepalive, pipelining, HEAD, `Connection:
+//! close`, a client that leaves before its answer) and the hand-over to hyper, mid
+//! connection, of the first request it does not take.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use e2e::backend::BackendOptions;
+use e2e::raw::RawConn;
+use e2e::stack::Stack;
+use e2e::{eventually, Backend};
+use serde_json::json;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+async fn stack() -> (Stack, Backend) {
+    let s = Stack::start(&[]).await;
+    let b = Backend::start("b").await;
+    s.upstream("up", json!({"nodes": {b.node(): 1}})).await;
+    (s, b)
+}
+
+async fn handovers(s: &Stack) -> f64 {
+    s.metric("gateway_http1_handovers_total").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodiless_requests_are_served_by_the_own_loop_and_the_rest_by_hyper() {
+    let (s, _b) = stack().await;
+    let before = handovers(&s).await;
+    let mut c = RawConn::connect(s.gw.http).await;
+    // Two requests in one write (pipelined): two answers, in order.
+    c.send(b"GET /up/one HTTP/1.1\r\nHost: h\r\n\r\nGET /up/two HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await;
+    for want in ["/up/one", "/up/two"] {
+        let r = c.response(WAIT).await.expect("an answer");
+        assert_eq!(r.status, 200);
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(body["uri"], want);
+        assert!(r.header("date").is_some(), "{:?}", r.headers);
+        assert_eq!(
+            r.header("content-length").map(str::to_string),
+            Some(r.body.len().to_string())
+        );
+        assert!(r.header("connection").is_none(), "{:?}", r.headers);
+    }
+    // A gateway answer (no route): a JSON error, framed, and the connection goes on.
+    c.send(b"GET /nothing-here HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await;
+    let r = c.response(WAIT).await.expect("an answer");
+    assert_eq!(r.status, 404);
+    // Content-Length: 0 is no body.
+    c.send(b"GET /up/zero HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n")
+        .await;
+    assert_eq!(c.response(WAIT).await.unwrap().status, 200);
+    assert_eq!(handovers(&s).await, before, "nothing handed to hyper yet");
+
+    // A body: hyper's, on the same connection, from this request on.
+    c.send(b"POST /up/post HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello")
+        .await;
+    let r = c.response(WAIT).await.expect("hyper answers");
+    assert_eq!(r.status, 200);
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["body"], "hello");
+    assert_eq!(handovers(&s).await, before + 1.0);
+    c.send(b"GET /up/after HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    assert_eq!(c.response(WAIT).await.unwrap().status, 200);
+    assert_eq!(
+        handovers(&s).await,
+        before + 1.0,
+        "one hand-over per connection"
+    );
+}
+
+/// HEAD keeps the length GET would have and sends no body; the next answer on the
+/// connection starts right after the head.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_have_a_length_and_no_body() {
+    let (s, _b) = stack().await;
+    let mut c = RawConn::connect(s.gw.http).await;
+    c.send(b"HEAD /up/h HTTP/1.1\r\nHost: h\r\n\r\nGET /up/g HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await;
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Both answers: the HEAD's head, then the GET's head and body.
+    while !String::from_utf8_lossy(&seen).contains("\"/up/g\"") {
+        let n = tokio::time::timeout(WAIT, c.stream.read(&mut chunk))
+            .await
+            .expect("answers in time")
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    let text = String::from_utf8_lossy(&seen).into_owned();
+    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-length: "),
+        "{head}"
+    );
+    assert!(
+        rest.starts_with("HTTP/1.1 200 OK\r\n"),
+        "a body after HEAD: {rest}"
+    );
+}
+
+/// `Connection: close` from the client: the answer says so, and the gateway closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_close_is_answered_and_honoured() {
+    let (s, _b) = stack().await;
+    let mut c = RawConn::connect(s.gw.http).await;
+    c.send(b"GET /up/x HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .await;
+    let r = c.response(WAIT).await.expect("an answer");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.closed_within(WAIT).await, "the connection stayed open");
+}
+
+/// A client that closes before its answer: the request is dropped and counted as 499,
+/// and nothing is written to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_gone_before_its_answer_is_counted_499() {
+    let s = Stack::start(&[]).await;
+    let slow = Backend::start_with(
+        "slow",
+        BackendOptions {
+            delay: Some(Duration::from_secs(3)),
+            ..Default::default()
+        },
+    )
+    .await;
+    s.upstream(
+        "slow",
+        json!({"nodes": {slow.node(): 1}, "timeout": {"connect": 1, "send": 10, "read": 10}}),
+    )
+    .await;
+    let before = s.metric("gateway_http_responses_total{code=\"499\"}").await;
+    let mut c = tokio::net::TcpStream::connect(s.gw.http).await.unwrap();
+    c.write_all(b"GET /slow/x HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(c);
+    eventually(WAIT, "the dropped request is counted", || async {
+        s.metric("gateway_http_responses_total{code=\"499\"}").await == before + 1.0
+    })
+    .await;
+}
