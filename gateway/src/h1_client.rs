@@ -219,7 +219,7 @@ pub async fn read_head<R: AsyncRead + Unpin>(
 }
 
 /// Whether `buf` holds an empty line (`\n\n` or `\n\r\n`) that ends past `from`.
-fn head_may_end(buf: &[u8], from: usize) -> bool {
+pub(crate) fn head_may_end(buf: &[u8], from: usize) -> bool {
     let start = from.saturating_sub(2);
     memchr::memchr_iter(b'\n', &buf[start..]).any(|i| {
         let rest = &buf[start + i + 1..];

@@ -59,12 +59,25 @@ pub async fn serve<G>(c: Conn<'_>, begin: impl Fn() -> G, mut io: SendTimeout<Tc
         // Idle between requests: no buffer is held until the client sends again.
         if buf.is_empty() {
             buf = BytesMut::new();
-            if io.get_ref().readable().await.is_err() {
+            // Polled, not `readable()`: that future queues a waiter under a lock.
+            if poll_fn(|cx| io.get_ref().poll_read_ready(cx))
+                .await
+                .is_err()
+            {
                 return Own::Done;
             }
         }
+        // How far the buffer is known to hold no end of head: a client that sends its
+        // head a byte at a time costs one scan of each byte, not one parse per read.
+        let mut scanned = 0;
         let (req, close) = loop {
-            match parse(&mut buf) {
+            let parsed = if crate::h1_client::head_may_end(&buf, scanned) {
+                parse(&mut buf)
+            } else {
+                scanned = buf.len();
+                Parsed::Partial
+            };
+            match parsed {
                 Parsed::Request(req, close) => break (req, close),
                 Parsed::Unusual => return Own::Unusual(Rewind::new(io, buf.freeze())),
                 Parsed::Partial if buf.len() >= MAX_HEAD => {
@@ -85,10 +98,15 @@ pub async fn serve<G>(c: Conn<'_>, begin: impl Fn() -> G, mut io: SendTimeout<Tc
         let head_request = req.method() == Method::HEAD;
         let handled = Box::pin(proxy::handle(c.shared.clone(), c.info, req));
         // A client that closes before its answer: the request is dropped, as hyper does
-        // (the proxy counts it as 499). Data instead (a pipelined request) is read later.
-        let resp = tokio::select! {
-            resp = handled => resp,
-            () = closed(io.get_ref()) => return Own::Done,
+        // (the proxy counts it as 499). Not while pipelined requests are buffered: those
+        // are answered first, as hyper does, however the client's side ends.
+        let resp = if buf.is_empty() {
+            tokio::select! {
+                resp = handled => resp,
+                () = closed(io.get_ref()) => return Own::Done,
+            }
+        } else {
+            handled.await
         };
         let close = close || c.draining.load(Ordering::Relaxed);
         let kept = write_response(&mut io, resp, head_request, close).await;
@@ -104,7 +122,10 @@ pub async fn serve<G>(c: Conn<'_>, begin: impl Fn() -> G, mut io: SendTimeout<Tc
 /// once it has sent more data, which is the next request's to read.
 async fn closed(stream: &TcpStream) {
     let mut probe = [0u8; 1];
-    match stream.peek(&mut probe).await {
+    let mut probe = ReadBuf::new(&mut probe);
+    // Polled, not `peek()`: that future queues a waiter under a lock. The connection's
+    // last read was short, so this costs no system call until the client sends or closes.
+    match poll_fn(|cx| stream.poll_peek(cx, &mut probe)).await {
         Ok(0) | Err(_) => {}
         Ok(_) => std::future::pending().await,
     }
@@ -215,6 +236,8 @@ enum Framing {
     /// Exactly this many bytes (0: none at all).
     Length(u64),
     Chunked,
+    /// Until the connection closes (an HTTP/1.0 node's answer of unknown length).
+    Close,
 }
 
 /// Writes `resp` as hyper's server would for an HTTP/1.1 request; returns whether the
@@ -228,8 +251,13 @@ async fn write_response<W: AsyncWrite + Unpin>(
     let (parts, mut body) = resp.into_parts();
     let mut out = Vec::with_capacity(128 + parts.headers.len() * 32);
     let (framing, keep) = encode_head(&parts, &body, head_request, close, &mut out);
-    let Framing::Length(mut left) = framing else {
-        return write_chunked(io, &out, &mut body).await && keep;
+    let mut left = match framing {
+        Framing::Length(n) => n,
+        Framing::Chunked => return write_chunked(io, &out, &mut body).await && keep,
+        Framing::Close => {
+            write_until_end(io, &out, &mut body).await;
+            return false;
+        }
     };
     if left == 0 {
         return io.write_all(&out).await.is_ok() && keep;
@@ -265,22 +293,25 @@ async fn write_response<W: AsyncWrite + Unpin>(
             return false;
         }
         if left == 0 {
-            // The body must be over: more than its length would be hyper's body error.
-            return keep && ended(&mut body);
+            // As hyper: once the length is written, the body is dropped, whatever it
+            // would still give.
+            return keep;
         }
     }
 }
 
-/// Whether a body that gave all of its length is over, without waiting for it.
-fn ended(body: &mut RespBody) -> bool {
-    if body.is_end_stream() {
-        return true;
+/// The head, then every data frame as it is, until the body ends.
+async fn write_until_end<W: AsyncWrite + Unpin>(io: &mut W, head: &[u8], body: &mut RespBody) {
+    if io.write_all(head).await.is_err() {
+        return;
     }
-    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
-    matches!(
-        Pin::new(body).poll_frame(&mut cx),
-        std::task::Poll::Ready(None)
-    )
+    while let Some(Ok(frame)) = poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await {
+        if let Ok(data) = frame.into_data() {
+            if io.write_all(&data).await.is_err() {
+                return;
+            }
+        }
+    }
 }
 
 async fn write_chunked<W: AsyncWrite + Unpin>(
@@ -294,7 +325,8 @@ async fn write_chunked<W: AsyncWrite + Unpin>(
         let data = match frame {
             Some(Ok(f)) => match f.into_data() {
                 Ok(d) if !d.is_empty() => d,
-                // Trailers are not sent (`Trailer` is hop-by-hop), nor empty chunks.
+                // Trailers are not sent (hyper sends them only for names a `Trailer`
+                // header lists, and the proxy strips that header), nor empty chunks.
                 _ => continue,
             },
             None => {
@@ -312,7 +344,7 @@ async fn write_chunked<W: AsyncWrite + Unpin>(
                 return false;
             }
         };
-        let size = format!("{:x}\r\n", data.len());
+        let size = format!("{:X}\r\n", data.len());
         let ok = match head.take() {
             Some(h) => write_all_vectored(io, &[h, size.as_bytes(), &data, b"\r\n"]).await,
             None => write_all_vectored(io, &[size.as_bytes(), &data, b"\r\n"]).await,
@@ -373,10 +405,12 @@ fn encode_head(
 ) -> (Framing, bool) {
     let status = parts.status;
     let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
-    if status == StatusCode::OK && reason.is_none() {
+    // An HTTP/1.0 node's answer keeps its version, as hyper writes it.
+    let http10 = parts.version == Version::HTTP_10;
+    if status == StatusCode::OK && reason.is_none() && !http10 {
         out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
     } else {
-        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
         out.extend_from_slice(status.as_str().as_bytes());
         out.push(b' ');
         match reason {
@@ -409,15 +443,14 @@ fn encode_head(
                 // it (HEAD keeps the length of what GET would give).
                 match body_len {
                     Some(0) if !head_request => continue,
-                    Some(n) if framing.is_none() && may_have_length => {
+                    // HEAD keeps it, even on a 304, as hyper does.
+                    Some(n) if framing.is_none() && (may_have_length || head_request) => {
                         framing = Some(Framing::Length(n));
                     }
                     None if framing.is_none() && may_have_length => {
-                        match std::str::from_utf8(value.as_bytes())
-                            .ok()
-                            .and_then(|v| v.parse::<u64>().ok())
-                        {
+                        match decimal(value.as_bytes()) {
                             Some(n) => framing = Some(Framing::Length(n)),
+                            // hyper refuses it too: never written, never trusted.
                             None => continue,
                         }
                     }
@@ -461,6 +494,10 @@ fn encode_head(
                 Framing::Length(n)
             }
             Some(_) => Framing::Length(0),
+            None if may_have_body && http10 => {
+                keep = false;
+                Framing::Close
+            }
             None if may_have_body => {
                 out.extend_from_slice(b"transfer-encoding: chunked\r\n");
                 Framing::Chunked
@@ -480,6 +517,18 @@ fn encode_head(
         Framing::Length(0)
     };
     (framing, keep)
+}
+
+/// A `Content-Length` value as hyper reads it: digits only, no sign, no overflow.
+fn decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
+    })
 }
 
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
@@ -515,10 +564,14 @@ impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
         cx: &mut std::task::Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        if !self.pre.is_empty() {
+        if !self.pre.is_empty() && buf.remaining() > 0 {
             let n = self.pre.len().min(buf.remaining());
             buf.put_slice(&self.pre[..n]);
             self.pre.advance(n);
+            if self.pre.is_empty() {
+                // The read buffer they share is released.
+                self.pre = Bytes::new();
+            }
             return std::task::Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.io).poll_read(cx, buf)
@@ -558,5 +611,250 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
         cx: &mut std::task::Context<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    fn parsed(head: &[u8]) -> (&'static str, BytesMut) {
+        let mut buf = BytesMut::from(head);
+        let kind = match parse(&mut buf) {
+            Parsed::Partial => "partial",
+            Parsed::Unusual => "unusual",
+            Parsed::Request(..) => "ours",
+        };
+        (kind, buf)
+    }
+
+    /// What this loop takes, and what it leaves to hyper untouched (every byte still in
+    /// the buffer, for hyper to parse from the first).
+    #[test]
+    fn only_bodiless_http11_heads_are_taken() {
+        for (head, want) in [
+            (&b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"[..], "ours"),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nContent-Length: 0\r\n\r\n",
+                "ours",
+            ),
+            (
+                b"GET /a?b HTTP/1.1\r\nConnection: keep-alive, Close\r\n\r\n",
+                "ours",
+            ),
+            (b"GET http://h/x HTTP/1.1\r\n\r\n", "ours"),
+            (b"GET / HTTP/1.1\r\nHost: h\r\n", "partial"),
+            (b"GET / HTTP/1.0\r\n\r\n", "unusual"),
+            (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "unusual"),
+            (
+                b"POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello",
+                "unusual",
+            ),
+            (b"GET / HTTP/1.1\r\nContent-Length: +0\r\n\r\n", "unusual"),
+            (b"GET / HTTP/1.1\r\nContent-Length: 00\r\n\r\n", "unusual"),
+            (
+                b"GET / HTTP/1.1\r\nContent-Length: 0\r\nContent-Length: 0\r\n\r\n",
+                "unusual",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+                "unusual",
+            ),
+            (
+                b"GET / HTTP/1.1\r\ntransfer-encoding: identity\r\n\r\n",
+                "unusual",
+            ),
+            (b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", "unusual"),
+            (
+                b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+                "unusual",
+            ),
+            (b"CONNECT h:443 HTTP/1.1\r\n\r\n", "unusual"),
+            (b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", "unusual"),
+            (b"GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", "unusual"),
+            (b"GET / HTTP/1.1\r\nX: a\rb\r\n\r\n", "unusual"),
+            // A target `Uri` refuses: put back whole, for hyper's 400.
+            (b"GET http://[::1 HTTP/1.1\r\nHost: h\r\n\r\n", "unusual"),
+        ] {
+            let (kind, rest) = parsed(head);
+            assert_eq!(kind, want, "{}", String::from_utf8_lossy(head));
+            if kind != "ours" {
+                assert_eq!(&rest[..], head, "bytes kept for hyper");
+            }
+        }
+        // A pipelined request stays in the buffer for the next turn.
+        let (kind, rest) = parsed(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n");
+        assert_eq!((kind, &rest[..]), ("ours", &b"GET /2 HTTP/1.1\r\n\r\n"[..]));
+    }
+
+    #[test]
+    fn content_lengths_are_digits_only() {
+        for (v, want) in [
+            (&b"0"[..], Some(0)),
+            (b"12", Some(12)),
+            (b"+5", None),
+            (b"-1", None),
+            (b"", None),
+            (b" 5", None),
+            (b"99999999999999999999999", None),
+        ] {
+            assert_eq!(decimal(v), want, "{}", String::from_utf8_lossy(v));
+        }
+    }
+
+    /// A writer that takes one byte per call, to walk every offset of a vectored write.
+    struct Trickle(Vec<u8>);
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &[u8],
+        ) -> std::task::Poll<std::io::Result<usize>> {
+            let n = buf.len().min(1);
+            self.0.extend_from_slice(&buf[..n]);
+            std::task::Poll::Ready(Ok(n))
+        }
+        fn poll_flush(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(
+            self: Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<std::io::Result<()>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+    }
+
+    #[tokio::test]
+    async fn vectored_writes_survive_partial_writes() {
+        let mut w = Trickle(Vec::new());
+        assert!(write_all_vectored(&mut w, &[b"ab", b"", b"c", b"def"]).await);
+        assert_eq!(w.0, b"abcdef");
+    }
+
+    async fn written(resp: Response<RespBody>, head_request: bool, close: bool) -> (String, bool) {
+        let mut w = Trickle(Vec::new());
+        let keep = write_response(&mut w, resp, head_request, close).await;
+        let text = String::from_utf8(w.0).unwrap();
+        // The date changes; its presence is what counts.
+        let text = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("date: ") {
+                    "date: D"
+                } else {
+                    l
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        (text, keep)
+    }
+
+    fn resp(status: u16, body: RespBody, headers: &[(&str, &str)]) -> Response<RespBody> {
+        let mut r = Response::new(body);
+        *r.status_mut() = StatusCode::from_u16(status).unwrap();
+        for (k, v) in headers {
+            r.headers_mut().append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        r
+    }
+
+    fn streamed(chunks: &[&'static str]) -> RespBody {
+        let frames: Vec<Result<http_body::Frame<Bytes>, crate::pool::BoxError>> = chunks
+            .iter()
+            .map(|c| Ok(http_body::Frame::data(Bytes::from_static(c.as_bytes()))))
+            .collect();
+        http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+    }
+
+    /// Heads as hyper's server writes them for an HTTP/1.1 request.
+    #[tokio::test]
+    async fn responses_are_framed_as_hyper_frames_them() {
+        let full = |s: &'static str| proxy::full(s);
+        let cases: Vec<(Response<RespBody>, bool, bool, &str, bool)> = vec![
+            (
+                resp(200, full("ok"), &[("x", "1")]),
+                false,
+                false,
+                "HTTP/1.1 200 OK\nx: 1\ncontent-length: 2\ndate: D\n\nok",
+                true,
+            ),
+            (
+                resp(200, full("ok"), &[("content-length", "2")]),
+                false,
+                false,
+                "HTTP/1.1 200 OK\ncontent-length: 2\ndate: D\n\nok",
+                true,
+            ),
+            (
+                resp(404, full(""), &[]),
+                false,
+                false,
+                "HTTP/1.1 404 Not Found\ncontent-length: 0\ndate: D\n",
+                true,
+            ),
+            (
+                resp(200, full("ok"), &[("content-length", "2")]),
+                true,
+                false,
+                "HTTP/1.1 200 OK\ncontent-length: 2\ndate: D\n",
+                true,
+            ),
+            (
+                resp(204, full(""), &[]),
+                false,
+                false,
+                "HTTP/1.1 204 No Content\ndate: D\n",
+                true,
+            ),
+            (
+                resp(200, streamed(&["ab", "cde"]), &[]),
+                false,
+                false,
+                "HTTP/1.1 200 OK\ntransfer-encoding: chunked\ndate: D\n\n2\nab\n3\ncde\n0\n",
+                true,
+            ),
+            (
+                resp(200, full("ok"), &[]),
+                false,
+                true,
+                "HTTP/1.1 200 OK\nconnection: close\ncontent-length: 2\ndate: D\n\nok",
+                false,
+            ),
+            (
+                resp(200, full("ok"), &[("connection", "close")]),
+                false,
+                false,
+                "HTTP/1.1 200 OK\nconnection: close\ncontent-length: 2\ndate: D\n\nok",
+                false,
+            ),
+            (
+                resp(200, full("ok"), &[("date", "then")]),
+                false,
+                false,
+                "HTTP/1.1 200 OK\ndate: D\ncontent-length: 2\n\nok",
+                true,
+            ),
+        ];
+        for (r, head, close, want, want_keep) in cases {
+            let (got, keep) = written(r, head, close).await;
+            assert_eq!(got, want);
+            assert_eq!(keep, want_keep, "{got}");
+        }
+        // An HTTP/1.0 node's answer of unknown length: as it came, then closed.
+        let mut r = resp(200, streamed(&["ab"]), &[]);
+        *r.version_mut() = Version::HTTP_10;
+        let (got, keep) = written(r, false, false).await;
+        assert_eq!(got, "HTTP/1.0 200 OK\ndate: D\n\nab");
+        assert!(!keep);
     }
 }

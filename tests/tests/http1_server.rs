@@ -103,6 +103,28 @@ async fn head_answers_have_a_length_and_no_body() {
         rest.starts_with("HTTP/1.1 200 OK\r\n"),
         "a body after HEAD: {rest}"
     );
+    assert_eq!(
+        handovers(&s).await,
+        0.0,
+        "served by hyper, not the own loop"
+    );
+}
+
+/// Pipelined requests followed by the client's half-close: each one with more of the
+/// client's bytes behind it is answered; only the last, whose answer is owed when the
+/// close is seen, is dropped (as hyper drops a request in flight when its client closes
+/// with nothing left to read).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_before_a_half_close_are_answered() {
+    let (s, _b) = stack().await;
+    let mut c = RawConn::connect(s.gw.http).await;
+    c.send(b"GET /up/1 HTTP/1.1\r\nHost: h\r\n\r\nGET /up/2 HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await;
+    c.stream.shutdown().await.unwrap();
+    let r = c.response(WAIT).await.expect("the first is answered");
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(body["uri"], "/up/1");
+    assert_eq!(handovers(&s).await, 0.0);
 }
 
 /// `Connection: close` from the client: the answer says so, and the gateway closes.
@@ -116,6 +138,11 @@ async fn connection_close_is_answered_and_honoured() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("connection"), Some("close"));
     assert!(c.closed_within(WAIT).await, "the connection stayed open");
+    assert_eq!(
+        handovers(&s).await,
+        0.0,
+        "served by hyper, not the own loop"
+    );
 }
 
 /// A client that closes before its answer: the request is dropped and counted as 499,
@@ -147,4 +174,9 @@ async fn a_client_gone_before_its_answer_is_counted_499() {
         s.metric("gateway_http_responses_total{code=\"499\"}").await == before + 1.0
     })
     .await;
+    assert_eq!(
+        handovers(&s).await,
+        0.0,
+        "served by hyper, not the own loop"
+    );
 }
