@@ -586,15 +586,8 @@ fn decide(
         (Some(answer), _) => Ok(Err(answer)),
         (None, None) => Err(ProxyError::NoRoute),
         (None, Some(target)) => {
-            let vars = RequestVars {
-                parts: &*parts,
-                host,
-                remote: client.remote,
-                local: client.local,
-                scheme: client.scheme,
-                consumer: ran.consumer().map(|c| c.username.as_str()),
-            };
-            let (upstream, target_chain) = snapshot.upstream_for(&target, &vars);
+            let (upstream, target_chain) =
+                snapshot.upstream_for(&target, &vars_after(parts, host, client, ran));
             // The chosen split target's own plugins (a Gateway API backendRef's filters)
             // act on the request as the route's plugins left it.
             if let Some(chain) = target_chain {
@@ -617,18 +610,28 @@ fn decide(
                 }
             }
             let hash_key = match &upstream {
-                Ok(u) => u.hash_key(&RequestVars {
-                    parts: &*parts,
-                    host,
-                    remote: client.remote,
-                    local: client.local,
-                    scheme: client.scheme,
-                    consumer: ran.consumer().map(|c| c.username.as_str()),
-                }),
+                Ok(u) => u.hash_key(&vars_after(parts, host, client, ran)),
                 Err(_) => None,
             };
             Ok(Ok((target, upstream.map(|u| (u, hash_key)))))
         }
+    }
+}
+
+/// The request's variables as the plugins have left it (its client as `real-ip` says).
+fn vars_after<'a>(
+    parts: &'a http::request::Parts,
+    host: &'a str,
+    client: ConnInfo,
+    ran: &'a Ran,
+) -> RequestVars<'a> {
+    RequestVars {
+        parts,
+        host,
+        remote: client.remote,
+        local: client.local,
+        scheme: client.scheme,
+        consumer: ran.consumer().map(|c| c.username.as_str()),
     }
 }
 

@@ -132,6 +132,21 @@ fn condition(list: &Value, type_: &str) -> Option<(String, String, i64)> {
         })
 }
 
+/// Whether a unary Echo call to the gateway at `url` is answered by backend `name`.
+async fn unary_served_by(url: &str, name: &str) -> bool {
+    let Ok(mut client) = EchoClient::connect(url.to_string()).await else {
+        return false;
+    };
+    let req = EchoRequest {
+        message: "hi".into(),
+        fail_with: 0,
+    };
+    client
+        .unary(req)
+        .await
+        .is_ok_and(|r| r.get_ref().served_by == name)
+}
+
 fn route(name: &str, spec: Value) -> Value {
     json!({"kind": "HTTPRoute", "metadata": {"name": name, "namespace": NS}, "spec": spec})
 }
@@ -687,23 +702,9 @@ async fn grpcroutes_send_each_method_to_its_backend_over_h2c() {
              "backendRefs": [{"name": "g2", "port": 8080}]}]}}),
     );
     let url = format!("http://{}", env.gw.http);
-    eventually(
-        Duration::from_secs(15),
-        "the unary call reaches g1",
-        || async {
-            let Ok(mut client) = EchoClient::connect(url.clone()).await else {
-                return false;
-            };
-            let req = EchoRequest {
-                message: "hi".into(),
-                fail_with: 0,
-            };
-            client
-                .unary(req)
-                .await
-                .is_ok_and(|r| r.get_ref().served_by == "g1")
-        },
-    )
+    eventually(Duration::from_secs(15), "the unary call reaches g1", || {
+        unary_served_by(&url, "g1")
+    })
     .await;
     // The streaming method matches the service alone: g2.
     let mut client = EchoClient::connect(url).await.unwrap();
@@ -758,19 +759,7 @@ async fn app_protocols_reach_h2c_and_websocket_backends() {
     eventually(
         Duration::from_secs(15),
         "a unary call through the HTTPRoute",
-        || async {
-            let Ok(mut client) = EchoClient::connect(url.clone()).await else {
-                return false;
-            };
-            let req = EchoRequest {
-                message: "hi".into(),
-                fail_with: 0,
-            };
-            client
-                .unary(req)
-                .await
-                .is_ok_and(|r| r.get_ref().served_by == "h2c")
-        },
+        || unary_served_by(&url, "h2c"),
     )
     .await;
     let ws_url = format!("ws://{}/chat", env.gw.http);
