@@ -36,6 +36,15 @@ impl Backend {
         Self::start_with(name, BackendOptions::default()).await
     }
 
+    /// A backend that waits `delay` before each answer (changeable with `set_delay`).
+    pub async fn start_delayed(name: &str, delay: Duration) -> Backend {
+        let opts = BackendOptions {
+            delay: Some(delay),
+            ..Default::default()
+        };
+        Self::start_with(name, opts).await
+    }
+
     pub async fn start_with(name: &str, opts: BackendOptions) -> Backend {
         Self::start_on("127.0.0.1:0".parse().unwrap(), name, opts).await
     }

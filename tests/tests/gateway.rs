@@ -1,7 +1,6 @@
 //! End-to-end: admin-api and gateway binaries against a real etcd, real backends, real clients.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use e2e::backend::BackendOptions;
 use e2e::{eventually, AdminApi, Backend, Etcd, Gateway};
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -213,14 +212,7 @@ async fn proxying_headers_hosts_retries_and_errors() {
     let admin = AdminApi::start(&etcd.url, "/gw", KEY);
     let gw = Gateway::start(&etcd.url, "/gw", &[]);
     let a = Backend::start("a").await;
-    let slow = Backend::start_with(
-        "slow",
-        BackendOptions {
-            delay: Some(Duration::from_secs(3)),
-            ..Default::default()
-        },
-    )
-    .await;
+    let slow = Backend::start_delayed("slow", Duration::from_secs(3)).await;
     let dead = format!("127.0.0.1:{}", e2e::free_port());
     let routes = [
         (

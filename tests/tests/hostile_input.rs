@@ -2,7 +2,6 @@
 //! and what the backend received (a recording backend keeps every byte), so that nothing
 //! is smuggled past the gateway and nothing it refused is forwarded anyway.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
-use e2e::backend::BackendOptions;
 use e2e::raw::{exchange, h2, RawConn, RecordingBackend};
 use e2e::stack::Stack;
 use e2e::{eventually, Backend};
@@ -120,14 +119,7 @@ async fn idle_connections_are_closed() {
         "--keepalive-timeout=2s",
     ])
     .await;
-    let slow = Backend::start_with(
-        "slow",
-        BackendOptions {
-            delay: Some(Duration::from_secs(3)),
-            ..Default::default()
-        },
-    )
-    .await;
+    let slow = Backend::start_delayed("slow", Duration::from_secs(3)).await;
     s.upstream("fast", json!({"nodes": {slow.node(): 1}})).await;
     slow.set_delay(Duration::ZERO);
 

@@ -4,7 +4,6 @@
 //! connection, of the first request it does not take.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use e2e::backend::BackendOptions;
 use e2e::raw::RawConn;
 use e2e::stack::Stack;
 use e2e::{eventually, Backend};
@@ -150,14 +149,7 @@ async fn connection_close_is_answered_and_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_gone_before_its_answer_is_counted_499() {
     let s = Stack::start(&[]).await;
-    let slow = Backend::start_with(
-        "slow",
-        BackendOptions {
-            delay: Some(Duration::from_secs(3)),
-            ..Default::default()
-        },
-    )
-    .await;
+    let slow = Backend::start_delayed("slow", Duration::from_secs(3)).await;
     s.upstream(
         "slow",
         json!({"nodes": {slow.node(): 1}, "timeout": {"connect": 1, "send": 10, "read": 10}}),
