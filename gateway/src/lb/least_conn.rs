@@ -184,8 +184,13 @@ mod tests {
             }
         }
         assert_eq!((0..4).map(|i| lb.in_flight(i)).sum::<usize>(), 0);
+        assert_eq!(total.iter().sum::<usize>(), 8000);
+        // How evenly depends on the scheduler: a thread preempted while holding a node
+        // keeps the others off it (it failed a 1000..3000 band once on a loaded machine).
+        // What must hold is that no node is starved; an even spread without contention
+        // is `idle_picks_rotate_by_weight`.
         for n in total {
-            assert!((1000..3000).contains(&n), "{total:?}");
+            assert!(n > 0, "{total:?}");
         }
     }
 }
