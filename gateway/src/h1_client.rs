@@ -383,16 +383,25 @@ fn parse_length(v: &[u8]) -> Result<u64, Error> {
     let mut found: Option<u64> = None;
     for part in v.split(|b| *b == b',') {
         let part = part.trim_ascii();
-        if part.is_empty() || part.len() > 19 || !part.iter().all(u8::is_ascii_digit) {
-            return Err(Error::Invalid("Content-Length"));
-        }
-        let n = part.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        let n = parse_decimal(part).ok_or(Error::Invalid("Content-Length"))?;
         if found.is_some_and(|f| f != n) {
             return Err(Error::Invalid("differing Content-Length values"));
         }
         found = Some(n);
     }
     found.ok_or(Error::Invalid("Content-Length"))
+}
+
+/// A length as HTTP writes it: digits only (no sign, no space), within `u64`.
+pub fn parse_decimal(v: &[u8]) -> Option<u64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, &b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
+    })
 }
 
 fn last_token(v: &[u8]) -> &[u8] {

@@ -198,20 +198,14 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     let head = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.1)) else {
         // Put back for hyper, which answers 400.
-        let mut back = BytesMut::from(&head[..]);
-        back.extend_from_slice(buf);
-        *buf = back;
-        return Parsed::Unusual;
+        return put_back(buf, &head);
     };
     let mut map = HeaderMap::with_capacity(fields.len());
     for (name, (start, end)) in fields {
         // httparse admitted only what `HeaderValue` does (visible ASCII, space, tab and
         // obs-text), so this never fails; were it to, hyper would be no better judge.
         let Ok(value) = HeaderValue::from_maybe_shared(head.slice(start..end)) else {
-            let mut back = BytesMut::from(&head[..]);
-            back.extend_from_slice(buf);
-            *buf = back;
-            return Parsed::Unusual;
+            return put_back(buf, &head);
         };
         map.append(name, value);
     }
@@ -221,6 +215,14 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = map;
     Parsed::Request(req, close)
+}
+
+/// Puts a head taken out of `buf` back in front of what followed it, for hyper to read.
+fn put_back(buf: &mut BytesMut, head: &[u8]) -> Parsed {
+    let mut back = BytesMut::from(head);
+    back.extend_from_slice(buf);
+    *buf = back;
+    Parsed::Unusual
 }
 
 /// Whether a comma-separated header value lists `token` (case-insensitive).
@@ -286,7 +288,7 @@ async fn write_response<W: AsyncWrite + Unpin>(
         }
         left -= data.len() as u64;
         let ok = match head.take() {
-            Some(h) => write_all_vectored(io, &[&h, &data]).await,
+            Some(h) => write_buf(io, (&h[..]).chain(&data[..])).await,
             None => io.write_all(&data).await.is_ok(),
         };
         if !ok {
@@ -332,7 +334,7 @@ async fn write_chunked<W: AsyncWrite + Unpin>(
             None => {
                 let last: &[u8] = b"0\r\n\r\n";
                 return match head.take() {
-                    Some(h) => write_all_vectored(io, &[h, last]).await,
+                    Some(h) => write_buf(io, h.chain(last)).await,
                     None => io.write_all(last).await.is_ok(),
                 };
             }
@@ -344,10 +346,10 @@ async fn write_chunked<W: AsyncWrite + Unpin>(
                 return false;
             }
         };
-        let size = format!("{:X}\r\n", data.len());
+        let size = format!("{:X}\r\n", data.len()).into_bytes();
         let ok = match head.take() {
-            Some(h) => write_all_vectored(io, &[h, size.as_bytes(), &data, b"\r\n"]).await,
-            None => write_all_vectored(io, &[size.as_bytes(), &data, b"\r\n"]).await,
+            Some(h) => write_buf(io, h.chain(&size[..]).chain(&data[..]).chain(CRLF)).await,
+            None => write_buf(io, (&size[..]).chain(&data[..]).chain(CRLF)).await,
         };
         if !ok {
             return false;
@@ -355,41 +357,12 @@ async fn write_chunked<W: AsyncWrite + Unpin>(
     }
 }
 
-/// Writes every byte of `parts` (at most 4), in as few vectored writes as the socket takes.
-async fn write_all_vectored<W: AsyncWrite + Unpin>(io: &mut W, parts: &[&[u8]]) -> bool {
-    let (mut idx, mut offset) = (0, 0);
-    loop {
-        // Empty parts would not be advanced past by a write.
-        while idx < parts.len() && parts[idx].len() == offset {
-            idx += 1;
-            offset = 0;
-        }
-        if idx == parts.len() {
-            return true;
-        }
-        let mut slices = [IoSlice::new(&[]); 4];
-        let mut count = 0;
-        for (i, p) in parts[idx..].iter().take(4).enumerate() {
-            slices[i] = IoSlice::new(if i == 0 { &p[offset..] } else { p });
-            count += 1;
-        }
-        let slices = &slices[..count];
-        let mut n = match poll_fn(|cx| Pin::new(&mut *io).poll_write_vectored(cx, slices)).await {
-            Ok(0) | Err(_) => return false,
-            Ok(n) => n,
-        };
-        while n > 0 && idx < parts.len() {
-            let rest = parts[idx].len() - offset;
-            if n >= rest {
-                n -= rest;
-                idx += 1;
-                offset = 0;
-            } else {
-                offset += n;
-                n = 0;
-            }
-        }
-    }
+const CRLF: &[u8] = b"\r\n";
+
+/// Writes all of `buf`, in vectored writes where the socket takes them (tokio's
+/// `write_all_buf`): a head and its body, or a chunk and its framing, leave together.
+async fn write_buf<W: AsyncWrite + Unpin>(io: &mut W, mut buf: impl Buf) -> bool {
+    io.write_all_buf(&mut buf).await.is_ok()
 }
 
 /// The status line and headers, by hyper's rules (`Server::encode`): the response's
@@ -448,7 +421,7 @@ fn encode_head(
                         framing = Some(Framing::Length(n));
                     }
                     None if framing.is_none() && may_have_length => {
-                        match decimal(value.as_bytes()) {
+                        match crate::h1_client::parse_decimal(value.as_bytes()) {
                             Some(n) => framing = Some(Framing::Length(n)),
                             // hyper refuses it too: never written, never trusted.
                             None => continue,
@@ -489,7 +462,7 @@ fn encode_head(
             }
             Some(n) if may_have_length => {
                 out.extend_from_slice(b"content-length: ");
-                push_decimal(out, n);
+                out.extend_from_slice(crate::headers::decimal(n, &mut [0; 20]));
                 out.extend_from_slice(b"\r\n");
                 Framing::Length(n)
             }
@@ -517,32 +490,6 @@ fn encode_head(
         Framing::Length(0)
     };
     (framing, keep)
-}
-
-/// A `Content-Length` value as hyper reads it: digits only, no sign, no overflow.
-fn decimal(v: &[u8]) -> Option<u64> {
-    if v.is_empty() {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, &b| {
-        b.is_ascii_digit()
-            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
-            .flatten()
-    })
-}
-
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
 }
 
 /// A connection with bytes already read from it in front: what a handed-over
@@ -699,7 +646,12 @@ mod tests {
             (b" 5", None),
             (b"99999999999999999999999", None),
         ] {
-            assert_eq!(decimal(v), want, "{}", String::from_utf8_lossy(v));
+            assert_eq!(
+                crate::h1_client::parse_decimal(v),
+                want,
+                "{}",
+                String::from_utf8_lossy(v)
+            );
         }
     }
 
@@ -733,7 +685,11 @@ mod tests {
     #[tokio::test]
     async fn vectored_writes_survive_partial_writes() {
         let mut w = Trickle(Vec::new());
-        assert!(write_all_vectored(&mut w, &[b"ab", b"", b"c", b"def"]).await);
+        let parts = (&b"ab"[..])
+            .chain(&b""[..])
+            .chain(&b"c"[..])
+            .chain(&b"def"[..]);
+        assert!(write_buf(&mut w, parts).await);
         assert_eq!(w.0, b"abcdef");
     }
 

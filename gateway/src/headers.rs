@@ -207,19 +207,26 @@ impl ForwardedHeaders {
         if let Some(h) = &self.host {
             line(&X_FORWARDED_HOST, h.as_bytes());
         }
-        let mut port = [0u8; 5];
-        let mut at = port.len();
-        let mut n = self.port;
-        loop {
-            at -= 1;
-            port[at] = b'0' + (n % 10) as u8;
-            n /= 10;
-            if n == 0 {
-                break;
-            }
-        }
-        line(&X_FORWARDED_PORT, &port[at..]);
+        line(
+            &X_FORWARDED_PORT,
+            decimal(u64::from(self.port), &mut [0; 20]),
+        );
     }
+}
+
+/// `n` in decimal digits, written into `digits` without the formatting machinery (it is
+/// on every request: ports, lengths, counts).
+pub fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    &digits[at..]
 }
 
 /// The address as text; IPv4 without the formatting machinery (it is on every request).

@@ -197,10 +197,6 @@ pub(crate) struct BackendRef {
     /// Spoken to over HTTP/2 cleartext: a GRPCRoute's backends, and a Service port whose
     /// `appProtocol` says h2c.
     pub grpc: bool,
-    /// Its Service port's `appProtocol` is `kubernetes.io/ws`: the routes to it let
-    /// WebSocket handshakes through. Not part of the upstream's identity: refs that differ
-    /// only here are put once (by `upstream_id`).
-    pub websocket: bool,
 }
 
 fn backend_ref(namespace: &str, b: &IngressBackend) -> Result<BackendRef, String> {
@@ -222,7 +218,6 @@ fn backend_ref(namespace: &str, b: &IngressBackend) -> Result<BackendRef, String
         service: svc.name.clone(),
         port,
         grpc: false,
-        websocket: false,
     })
 }
 
@@ -420,12 +415,7 @@ pub fn translate(cluster: &Cluster, settings: &Settings, now: &str) -> Desired {
         route["labels"][LABEL_CONTROLLER] = controller.clone();
         put(&mut out, Kind::Routes, &id, route, &settings.prefix);
     }
-    // Refs that differ only in what their routes allow (`websocket`) are one upstream.
-    let mut seen = std::collections::BTreeSet::new();
     for b in backends {
-        if !seen.insert(upstream_id(&b)) {
-            continue;
-        }
         let (nodes, warning) = resolve(cluster, &b, settings.allow_external_name);
         if let Some(w) = warning {
             out.warnings.push(format!(

@@ -179,18 +179,8 @@ pub fn number(n: u64) -> HeaderValue {
         return HeaderValue::from_static(text);
     }
     // Digits on the stack, then one copy.
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    let mut rest = n;
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
-        rest /= 10;
-        if rest == 0 {
-            break;
-        }
-    }
-    HeaderValue::from_bytes(&digits[at..]).unwrap_or_else(|_| HeaderValue::from(n))
+    HeaderValue::from_bytes(crate::headers::decimal(n, &mut [0; 20]))
+        .unwrap_or_else(|_| HeaderValue::from(n))
 }
 
 impl Phases for LimitCount {

@@ -3,7 +3,7 @@
 //! as the plugins of its split target), the share of unresolved refs
 //! (or a rule with none) answered 500 by `fault-injection`, its timeouts. Shared by
 //! HTTPRoute and GRPCRoute rules.
-use super::translate::{backend, prefix_of, Placement};
+use super::translate::{backend, backend_speaking, prefix_of, BackendProtocol, Placement};
 use super::types::*;
 use crate::translate::{upstream_id, BackendRef, Cluster};
 use serde_json::{json, Map, Value};
@@ -139,8 +139,8 @@ pub(super) fn rule_action(
     let (mut valid, mut invalid) = (0u64, 0u64);
     for b in &rule.backend_refs {
         let w = u32::try_from(b.weight.unwrap_or(1)).unwrap_or(0);
-        match backend(c, ns, b) {
-            Ok(mut r) => {
+        match backend_speaking(c, ns, b) {
+            Ok((mut r, protocol)) => {
                 r.grpc |= grpc;
                 a.backends.push(r.clone());
                 if w > 0 {
@@ -163,7 +163,7 @@ pub(super) fn rule_action(
                             .into_iter()
                             .map(|w| format!("backendRef {service}: {w}")),
                     );
-                    a.websocket |= r.websocket;
+                    a.websocket |= protocol == BackendProtocol::WebSocket;
                     valid += u64::from(w);
                     a.weighted.push(Weighted {
                         backend: r,

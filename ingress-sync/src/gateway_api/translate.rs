@@ -708,6 +708,15 @@ pub(super) fn backend(
     route_ns: &str,
     b: &HttpBackendRef,
 ) -> Result<BackendRef, (&'static str, String)> {
+    backend_speaking(c, route_ns, b).map(|(r, _)| r)
+}
+
+/// [`backend`], with how it is spoken to (its Service port's `appProtocol`).
+pub(super) fn backend_speaking(
+    c: &Cluster,
+    route_ns: &str,
+    b: &HttpBackendRef,
+) -> Result<(BackendRef, BackendProtocol), (&'static str, String)> {
     let group = b.group.as_deref().unwrap_or("");
     let kind = b.kind.as_deref().unwrap_or("Service");
     if !(group.is_empty() || group == "core") || kind != "Service" {
@@ -760,13 +769,13 @@ pub(super) fn backend(
             ),
         )
     })?;
-    Ok(BackendRef {
+    let r = BackendRef {
         namespace: ns,
         service: b.name.clone(),
         port: PortRef::Number(port),
         grpc: protocol == BackendProtocol::H2c,
-        websocket: protocol == BackendProtocol::WebSocket,
-    })
+    };
+    Ok((r, protocol))
 }
 
 /// How a backend is spoken to, from its Service port's `appProtocol` (GEP-1911).
