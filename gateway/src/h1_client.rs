@@ -190,14 +190,15 @@ pub async fn read_head<R: AsyncRead + Unpin>(
     io: &mut R,
     buf: &mut BytesMut,
     method: &Method,
-) -> Result<(http::response::Parts, Decoder), Error> {
+    verbatim: bool,
+) -> Result<Parsed, Error> {
     let mut seen_any = !buf.is_empty();
     // How far the buffer is known to hold no end of head: a node that sends its head a
     // byte at a time costs one scan of each byte, not one parse of the whole per read.
     let mut scanned = 0;
     loop {
         if head_may_end(buf, scanned) {
-            if let Some(done) = parse_head(buf, method)? {
+            if let Some(done) = parse_head(buf, method, verbatim)? {
                 return Ok(done);
             }
             // An informational head may have been taken out: look at the rest anew.
@@ -237,13 +238,22 @@ fn fill<R: AsyncRead + Unpin>(
     tokio_util::io::poll_read_buf(Pin::new(io), cx, buf)
 }
 
+/// A response head: its parts (headers in the map unless they came [`Verbatim`]), its
+/// body's decoder, and its header lines as the node wrote them when that was asked for
+/// and the head is a plain one.
+pub type Parsed = (http::response::Parts, Decoder, Option<Verbatim>);
+
 /// Parses a response head at the start of `buf`, taking it out. `None`: not complete yet.
 /// Informational (1xx) heads are dropped; 101 is refused, as nothing asked to upgrade.
 /// Hop-by-hop headers (and those `Connection` names) are left out of the returned map.
+/// `verbatim`: the caller passes the head on untouched, so a plain head (a success with
+/// a length or chunked, HTTP/1.1, the usual reason phrase) is not parsed into the map but
+/// returned as its lines ([`Verbatim`]); anything else still comes in the map.
 pub fn parse_head(
     buf: &mut BytesMut,
     method: &Method,
-) -> Result<Option<(http::response::Parts, Decoder)>, Error> {
+    verbatim: bool,
+) -> Result<Option<Parsed>, Error> {
     loop {
         // Uninitialised: a zeroed array of 100 headers costs more than the parse.
         let mut headers =
@@ -299,6 +309,20 @@ pub fn parse_head(
             );
         }
         let head = buf.split_to(len).freeze();
+        let plain = verbatim
+            && version == Version::HTTP_11
+            && reason.is_none()
+            && *method != Method::HEAD
+            && status != StatusCode::NO_CONTENT
+            && status != StatusCode::NOT_MODIFIED;
+        if plain {
+            if let Some((lines, framing)) = Verbatim::of(&head, &spans[..count])? {
+                let mut parts = http::Response::new(()).into_parts().0;
+                parts.status = status;
+                let keepalive = !lines.close;
+                return Ok(Some((parts, Decoder { framing, keepalive }, Some(lines))));
+            }
+        }
         let mut map = HeaderMap::with_capacity(count);
         let mut length: Option<u64> = None;
         let mut has_te = false;
@@ -374,7 +398,121 @@ pub fn parse_head(
             parts.extensions.insert(reason);
         }
         let keepalive = !close && !matches!(framing, Framing::Close);
-        return Ok(Some((parts, Decoder { framing, keepalive })));
+        return Ok(Some((parts, Decoder { framing, keepalive }, None)));
+    }
+}
+
+/// A response head's header lines as the node wrote them, hop-by-hop lines left out:
+/// what a client of the gateway's own HTTP/1.1 loop gets when nothing (no plugin, no
+/// access log) reads or changes the response's headers. Building a header map and
+/// encoding it again costs more than the rest of the response's handling (issue 16).
+#[derive(Debug, Clone)]
+pub struct Verbatim {
+    head: Bytes,
+    /// Runs of whole lines (each ending in CRLF) to pass on, in order.
+    runs: [(u16, u16); MAX_RUNS],
+    count: u8,
+    /// The node sent a `Date`.
+    pub has_date: bool,
+    close: bool,
+}
+
+/// How many separate runs of lines a verbatim head may be cut into: hop-by-hop lines are
+/// few (usually one `Connection`); a head cut into more goes through the map.
+const MAX_RUNS: usize = 4;
+
+impl Verbatim {
+    /// The lines to pass on, in runs.
+    pub fn runs(&self) -> impl Iterator<Item = &[u8]> {
+        self.runs[..usize::from(self.count)]
+            .iter()
+            .map(|&(s, e)| &self.head[usize::from(s)..usize::from(e)])
+    }
+
+    /// The value of the first line named `name` (any case), for the access log.
+    pub fn header(&self, name: &[u8]) -> Option<&[u8]> {
+        self.runs()
+            .flat_map(|run| run.split(|&b| b == b'\n'))
+            .filter_map(|line| {
+                let colon = line.iter().position(|&b| b == b':')?;
+                line[..colon]
+                    .eq_ignore_ascii_case(name)
+                    .then(|| line[colon + 1..].trim_ascii())
+            })
+            .next()
+    }
+
+    /// The head's lines to pass on and its body's framing, when the head is plain: a
+    /// `Content-Length` without `Transfer-Encoding`, or chunked without a length; no
+    /// header `Connection` names for removal; every line `name: value` ending in CRLF.
+    /// `None`: the map's path judges it. An invalid length is an error, as there.
+    fn of(
+        head: &Bytes,
+        spans: &[(u16, u16, u16, u16)],
+    ) -> Result<Option<(Verbatim, Framing)>, Error> {
+        let mut v = Verbatim {
+            head: head.clone(),
+            runs: [(0, 0); MAX_RUNS],
+            count: 0,
+            has_date: false,
+            close: false,
+        };
+        let (mut length, mut chunked, mut has_te) = (None, false, false);
+        for &(ns, ne, vs, ve) in spans {
+            let name = &head[usize::from(ns)..usize::from(ne)];
+            let value = &head[usize::from(vs)..usize::from(ve)];
+            let mut keep = true;
+            match name.len() {
+                4 if name.eq_ignore_ascii_case(b"date") => v.has_date = true,
+                14 if name.eq_ignore_ascii_case(b"content-length") => {
+                    let n = parse_length(value)?;
+                    if length.is_some_and(|l| l != n) {
+                        return Err(Error::Invalid("differing Content-Length values"));
+                    }
+                    length = Some(n);
+                }
+                17 if name.eq_ignore_ascii_case(b"transfer-encoding") => {
+                    has_te = true;
+                    chunked = last_token(value).eq_ignore_ascii_case(b"chunked");
+                    keep = false;
+                }
+                10 if name.eq_ignore_ascii_case(b"connection") => {
+                    for token in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                        if token.eq_ignore_ascii_case(b"close") {
+                            v.close = true;
+                        } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                            // It names a header to remove: the map's path does that.
+                            return Ok(None);
+                        }
+                    }
+                    keep = false;
+                }
+                _ => keep = !crate::headers::is_hop_by_hop_name(name),
+            }
+            if !keep {
+                continue;
+            }
+            // A line ending otherwise (a bare LF, or space after the value) is rewritten.
+            if !head[usize::from(ve)..].starts_with(b"\r\n") {
+                return Ok(None);
+            }
+            let end = ve + 2;
+            match v.runs[..usize::from(v.count)].last_mut() {
+                Some(run) if run.1 == ns => run.1 = end,
+                _ if usize::from(v.count) == MAX_RUNS => return Ok(None),
+                _ => {
+                    v.runs[usize::from(v.count)] = (ns, end);
+                    v.count += 1;
+                }
+            }
+        }
+        let framing = match (has_te, chunked, length) {
+            (false, _, Some(n)) => Framing::Length(n),
+            (true, true, None) => Framing::Chunked(Chunk::Size),
+            // To the close, or a length beside a coding: the map's path.
+            _ => return Ok(None),
+        };
+        Ok(Some((v, framing)))
     }
 }
 
@@ -610,7 +748,8 @@ mod tests {
     use super::*;
 
     fn head(raw: &str, method: Method) -> Result<Option<(http::response::Parts, Decoder)>, Error> {
-        parse_head(&mut BytesMut::from(raw.as_bytes()), &method)
+        parse_head(&mut BytesMut::from(raw.as_bytes()), &method, false)
+            .map(|h| h.map(|(p, d, _)| (p, d)))
     }
 
     #[test]
@@ -691,6 +830,96 @@ mod tests {
             let mut names: Vec<_> = parts.headers.keys().map(|k| k.as_str()).collect();
             names.sort();
             assert_eq!(&names, kept, "{raw}");
+            // Asked for verbatim lines, a head means the same: the same status, framing,
+            // connection reuse and headers, in lines or in the map.
+            let mut buf = BytesMut::from(raw.as_bytes());
+            let (vparts, vdecoder, lines) = parse_head(&mut buf, method, true).unwrap().unwrap();
+            assert_eq!(vparts.status, parts.status, "{raw}");
+            assert_eq!(vdecoder.framing, decoder.framing, "{raw}");
+            assert_eq!(vdecoder.keepalive, decoder.keepalive, "{raw}");
+            let fields = match lines {
+                Some(v) => {
+                    assert!(vparts.headers.is_empty(), "{raw}");
+                    fields_of_lines(&v.runs().collect::<Vec<_>>().concat())
+                }
+                None => fields_of_map(&vparts.headers),
+            };
+            assert_eq!(fields, fields_of_map(&parts.headers), "{raw}");
+        }
+    }
+
+    fn fields_of_map(map: &HeaderMap) -> Vec<(String, String)> {
+        map.iter()
+            .map(|(n, v)| (n.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+            .collect()
+    }
+
+    fn fields_of_lines(lines: &[u8]) -> Vec<(String, String)> {
+        let text = std::str::from_utf8(lines).unwrap();
+        assert!(text.is_empty() || text.ends_with("\r\n"), "{text:?}");
+        text.split_terminator("\r\n")
+            .map(|l| {
+                let (n, v) = l.split_once(':').unwrap();
+                (n.to_ascii_lowercase(), v.trim().to_string())
+            })
+            .collect()
+    }
+
+    /// Which heads come verbatim, and as which lines: plain successes with a length or
+    /// chunked; everything else through the map.
+    #[test]
+    fn verbatim_heads_table() {
+        let table: &[(&str, Method, Option<&str>)] = &[
+            (
+                "HTTP/1.1 200 OK\r\nServer: nginx\r\nDate: x\r\nContent-Length: 2\r\nConnection: keep-alive\r\nX-A: 1\r\n\r\nok",
+                Method::GET,
+                Some("Server: nginx\r\nDate: x\r\nContent-Length: 2\r\nX-A: 1\r\n"),
+            ),
+            (
+                "HTTP/1.1 404 Not Found\r\nTransfer-Encoding: chunked\r\nKeep-Alive: timeout=5\r\nTrailer: x\r\nx-b:2\r\n\r\n",
+                Method::GET,
+                Some("x-b:2\r\n"),
+            ),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", Method::GET, Some("Content-Length: 0\r\n")),
+            // Not plain: to the close; a length beside a coding; a named header; HEAD;
+            // 204/304; HTTP/1.0; an unusual reason; a bare LF; trailing space; too cut up.
+            ("HTTP/1.1 200 OK\r\nX: 1\r\n\r\n", Method::GET, None),
+            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n", Method::GET, None),
+            ("HTTP/1.1 200 OK\r\nConnection: x-secret\r\nContent-Length: 0\r\n\r\n", Method::GET, None),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n", Method::HEAD, None),
+            ("HTTP/1.1 204 No Content\r\n\r\n", Method::GET, None),
+            ("HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n", Method::GET, None),
+            ("HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n", Method::GET, None),
+            ("HTTP/1.1 200 Fine\r\nContent-Length: 1\r\n\r\n", Method::GET, None),
+            ("HTTP/1.1 200 OK\nContent-Length: 1\n\n", Method::GET, None),
+            ("HTTP/1.1 200 OK\r\nContent-Length: 1 \r\n\r\n", Method::GET, None),
+            (
+                "HTTP/1.1 200 OK\r\nA: 1\r\nTE: x\r\nB: 1\r\nTE: x\r\nC: 1\r\nTE: x\r\nD: 1\r\nTE: x\r\nE: 1\r\nContent-Length: 1\r\n\r\n",
+                Method::GET,
+                None,
+            ),
+        ];
+        for (raw, method, want) in table {
+            let mut buf = BytesMut::from(raw.as_bytes());
+            let (_, _, lines) = parse_head(&mut buf, method, true).unwrap().unwrap();
+            let got =
+                lines.map(|v| String::from_utf8(v.runs().collect::<Vec<_>>().concat()).unwrap());
+            assert_eq!(got.as_deref(), *want, "{raw:?}");
+        }
+        let mut buf = BytesMut::from(table[0].0.as_bytes());
+        let (_, _, lines) = parse_head(&mut buf, &Method::GET, true).unwrap().unwrap();
+        let lines = lines.unwrap();
+        assert_eq!(lines.header(b"x-a"), Some(&b"1"[..]));
+        assert_eq!(lines.header(b"SERVER"), Some(&b"nginx"[..]));
+        assert_eq!(lines.header(b"connection"), None);
+        assert_eq!(lines.header(b"x"), None);
+        // What the map's path refuses, this one refuses too.
+        for raw in [
+            "HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n",
+        ] {
+            let mut buf = BytesMut::from(raw.as_bytes());
+            assert!(parse_head(&mut buf, &Method::GET, true).is_err(), "{raw:?}");
         }
     }
 
@@ -711,6 +940,11 @@ mod tests {
         ];
         for raw in table {
             assert!(head(raw, Method::GET).is_err(), "{raw:?} was accepted");
+            let mut buf = BytesMut::from(raw.as_bytes());
+            assert!(
+                parse_head(&mut buf, &Method::GET, true).is_err(),
+                "{raw:?} was accepted verbatim"
+            );
         }
         let many = format!("HTTP/1.1 200 OK\r\n{}\r\n", "X: 1\r\n".repeat(101));
         assert!(matches!(head(&many, Method::GET), Err(Error::Invalid(_))));
@@ -759,7 +993,7 @@ mod tests {
                 .is_none());
         }
         let mut buf = BytesMut::from(&raw[..]);
-        let (_, mut d) = parse_head(&mut buf, &Method::GET).unwrap().unwrap();
+        let (_, mut d, _) = parse_head(&mut buf, &Method::GET, false).unwrap().unwrap();
         assert_eq!(&buf[..], b"hello");
         let frame = d.step(&mut buf).unwrap().unwrap().unwrap();
         assert_eq!(frame.into_data().unwrap(), "hello");

@@ -11,6 +11,7 @@
 //! or does not take, hyper answers or refuses as it always did), and what it writes
 //! follows hyper's rules for a response head (`hyper::proto::h1::role::Server::encode`).
 use crate::client_body::ClientBody;
+use crate::h1_client::Verbatim;
 use crate::proxy::{self, ConnInfo, RespBody};
 use crate::send_timeout::SendTimeout;
 use crate::Shared;
@@ -23,7 +24,7 @@ use std::io::IoSlice;
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 
@@ -45,7 +46,7 @@ pub enum Own {
 /// What one connection's loop needs of its server.
 pub struct Conn<'a> {
     pub shared: &'a Arc<Shared>,
-    pub info: ConnInfo,
+    pub info: &'a ConnInfo,
     /// Once set, every response says `Connection: close` and the connection ends after it.
     pub draining: &'a AtomicBool,
 }
@@ -53,67 +54,118 @@ pub struct Conn<'a> {
 /// Serves requests on `io` until the connection ends or a request is not this loop's.
 /// `begin` is called when a request head is complete; the guard it returns is dropped
 /// once the response is written (the idle timer's reference).
-pub async fn serve<G>(c: Conn<'_>, begin: impl Fn() -> G, mut io: SendTimeout<TcpStream>) -> Own {
-    let mut buf = BytesMut::new();
-    loop {
-        // Idle between requests: no buffer is held until the client sends again.
-        if buf.is_empty() {
-            buf = BytesMut::new();
-            // Polled, not `readable()`: that future queues a waiter under a lock.
-            if poll_fn(|cx| io.get_ref().poll_read_ready(cx))
-                .await
-                .is_err()
-            {
-                return Own::Done;
+// Not an `async fn`: its arguments would be kept twice in the connection's future (once
+// as arguments, once moved into locals), which every idle connection carries.
+#[allow(clippy::manual_async_fn)]
+pub fn serve<'a, G: 'a>(
+    c: Conn<'a>,
+    begin: impl Fn() -> G + 'a,
+    mut io: SendTimeout<TcpStream>,
+) -> impl std::future::Future<Output = Own> + 'a {
+    async move {
+        let mut buf = BytesMut::new();
+        loop {
+            // Idle between requests: no buffer is held until the client sends again.
+            if buf.is_empty() {
+                buf = BytesMut::new();
+                // Polled, not `readable()`: that future queues a waiter under a lock.
+                if poll_fn(|cx| io.get_ref().poll_read_ready(cx))
+                    .await
+                    .is_err()
+                {
+                    return Own::Done;
+                }
+            }
+            // How far the buffer is known to hold no end of head: a client that sends its
+            // head a byte at a time costs one scan of each byte, not one parse per read.
+            let mut scanned = 0;
+            let (req, close) = loop {
+                // Matched in place: a parsed request kept in a local would be room in
+                // the connection's future across the read below.
+                if crate::h1_client::head_may_end(&buf, scanned) {
+                    match parse(&mut buf) {
+                        Parsed::Request(req, close) => break (req, close),
+                        Parsed::Unusual => return Own::Unusual(Rewind::new(io, buf.freeze())),
+                        Parsed::Partial => {}
+                    }
+                } else {
+                    scanned = buf.len();
+                }
+                if buf.len() >= MAX_HEAD {
+                    return Own::Unusual(Rewind::new(io, buf.freeze()));
+                }
+                buf.reserve(READ_CHUNK);
+                let read =
+                    poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut buf));
+                match read.await {
+                    // The client went away (or never finished a head, which hyper would
+                    // not answer either).
+                    Ok(0) | Err(_) => return Own::Done,
+                    Ok(_) => {}
+                }
+            };
+            let end = begin();
+            // Boxed, write and all: an idle connection's task carries no room for a request.
+            let kept = Box::pin(exchange(&c, req, close, &mut io, buf.is_empty())).await;
+            drop(end);
+            match kept {
+                Exchanged::Kept => {}
+                Exchanged::Ended => {
+                    let _ = io.shutdown().await;
+                    return Own::Done;
+                }
+                Exchanged::ClientGone => return Own::Done,
             }
         }
-        // How far the buffer is known to hold no end of head: a client that sends its
-        // head a byte at a time costs one scan of each byte, not one parse per read.
-        let mut scanned = 0;
-        let (req, close) = loop {
-            let parsed = if crate::h1_client::head_may_end(&buf, scanned) {
-                parse(&mut buf)
-            } else {
-                scanned = buf.len();
-                Parsed::Partial
-            };
-            match parsed {
-                Parsed::Request(req, close) => break (req, close),
-                Parsed::Unusual => return Own::Unusual(Rewind::new(io, buf.freeze())),
-                Parsed::Partial if buf.len() >= MAX_HEAD => {
-                    return Own::Unusual(Rewind::new(io, buf.freeze()))
-                }
-                Parsed::Partial => {}
-            }
-            buf.reserve(READ_CHUNK);
-            match poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut buf)).await
-            {
-                // The client went away (or never finished a head, which hyper would
-                // not answer either).
-                Ok(0) | Err(_) => return Own::Done,
-                Ok(_) => {}
-            }
-        };
-        let end = begin();
+    }
+}
+
+/// How one request's exchange left the connection.
+enum Exchanged {
+    Kept,
+    /// Written and to be closed.
+    Ended,
+    /// The client closed before its answer.
+    ClientGone,
+}
+
+/// Answers one request: the proxy's response, written as hyper would.
+// Not an `async fn` (its arguments would be kept twice), and the request's future awaited
+// at one point only: a local that lives across two awaits is never overlapped with the
+// writing that follows, and this future is copied whole into its box for each request.
+#[allow(clippy::manual_async_fn)]
+fn exchange<'a>(
+    c: &'a Conn<'_>,
+    req: Request<ClientBody>,
+    close: bool,
+    io: &'a mut SendTimeout<TcpStream>,
+    nothing_buffered: bool,
+) -> impl std::future::Future<Output = Exchanged> + 'a {
+    async move {
         let head_request = req.method() == Method::HEAD;
-        let handled = Box::pin(proxy::handle(c.shared.clone(), c.info, req));
-        // A client that closes before its answer: the request is dropped, as hyper does
-        // (the proxy counts it as 499). Not while pipelined requests are buffered: those
-        // are answered first, as hyper does, however the client's side ends.
-        let resp = if buf.is_empty() {
+        let verbatim = OnceLock::new();
+        let resp = {
+            // Pinned where it is made: moving a request's future copies all of it.
+            let mut handled = std::pin::pin!(proxy::handle(
+                c.shared.clone(),
+                *c.info,
+                req,
+                Some(&verbatim)
+            ));
+            // A client that closes before its answer: the request is dropped, as hyper
+            // does (the proxy counts it as 499). Not while pipelined requests are
+            // buffered: those are answered first, as hyper does, however the client's
+            // side ends.
             tokio::select! {
-                resp = handled => resp,
-                () = closed(io.get_ref()) => return Own::Done,
+                resp = &mut handled => resp,
+                () = closed(io.get_ref()), if nothing_buffered => return Exchanged::ClientGone,
             }
-        } else {
-            handled.await
         };
         let close = close || c.draining.load(Ordering::Relaxed);
-        let kept = write_response(&mut io, resp, head_request, close).await;
-        drop(end);
-        if !kept {
-            let _ = io.shutdown().await;
-            return Own::Done;
+        if write_response(io, resp, verbatim.into_inner(), head_request, close).await {
+            Exchanged::Kept
+        } else {
+            Exchanged::Ended
         }
     }
 }
@@ -247,12 +299,16 @@ enum Framing {
 async fn write_response<W: AsyncWrite + Unpin>(
     io: &mut W,
     resp: Response<RespBody>,
+    verbatim: Option<Verbatim>,
     head_request: bool,
     close: bool,
 ) -> bool {
     let (parts, mut body) = resp.into_parts();
     let mut out = Vec::with_capacity(128 + parts.headers.len() * 32);
-    let (framing, keep) = encode_head(&parts, &body, head_request, close, &mut out);
+    let (framing, keep) = match &verbatim {
+        Some(v) => encode_verbatim(&parts, v, &body, close, &mut out),
+        None => encode_head(&parts, &body, head_request, close, &mut out),
+    };
     let mut left = match framing {
         Framing::Length(n) => n,
         Framing::Chunked => return write_chunked(io, &out, &mut body).await && keep,
@@ -492,6 +548,49 @@ fn encode_head(
     (framing, keep)
 }
 
+/// A head whose header lines came as the node wrote them ([`Verbatim`]): the status
+/// line, those lines, and what this loop adds by the same rules as [`encode_head`]. Such
+/// a head is never a HEAD's, a 1xx, 204 or 304, nor HTTP/1.0, and its body has a length
+/// (which its lines give) or is chunked.
+fn encode_verbatim(
+    parts: &http::response::Parts,
+    v: &Verbatim,
+    body: &RespBody,
+    close: bool,
+    out: &mut Vec<u8>,
+) -> (Framing, bool) {
+    if parts.status == StatusCode::OK {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+    } else {
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(parts.status.as_str().as_bytes());
+        out.push(b' ');
+        let reason = parts.status.canonical_reason().unwrap_or("<none>");
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    for run in v.runs() {
+        out.extend_from_slice(run);
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    let framing = match body.size_hint().exact() {
+        Some(n) => Framing::Length(n),
+        None => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        }
+    };
+    if !v.has_date {
+        out.extend_from_slice(b"date: ");
+        crate::http_date::extend(out);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    (framing, !close)
+}
+
 /// A connection with bytes already read from it in front: what a handed-over
 /// connection's new server reads first.
 pub struct Rewind<I> {
@@ -694,8 +793,17 @@ mod tests {
     }
 
     async fn written(resp: Response<RespBody>, head_request: bool, close: bool) -> (String, bool) {
+        written_with(resp, None, head_request, close).await
+    }
+
+    async fn written_with(
+        resp: Response<RespBody>,
+        verbatim: Option<Verbatim>,
+        head_request: bool,
+        close: bool,
+    ) -> (String, bool) {
         let mut w = Trickle(Vec::new());
-        let keep = write_response(&mut w, resp, head_request, close).await;
+        let keep = write_response(&mut w, resp, verbatim, head_request, close).await;
         let text = String::from_utf8(w.0).unwrap();
         // The date changes; its presence is what counts.
         let text = text
@@ -730,6 +838,90 @@ mod tests {
             .map(|c| Ok(http_body::Frame::data(Bytes::from_static(c.as_bytes()))))
             .collect();
         http_body_util::StreamBody::new(futures_util::stream::iter(frames)).boxed_unsync()
+    }
+
+    /// A node's head passed on verbatim gives the client the same response as the head
+    /// parsed into a map and encoded again, but for the case of the names the node wrote.
+    #[tokio::test]
+    async fn verbatim_heads_are_written_as_mapped_ones_are() {
+        let cases: &[(&str, Option<&'static str>)] = &[
+            (
+                "HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\n",
+                Some("ok"),
+            ),
+            (
+                "HTTP/1.1 404 Not Found\r\nDate: Mon, 07 Dec 2026 00:00:00 GMT\r\nTransfer-Encoding: chunked\r\nX-A: 1\r\n\r\n",
+                None,
+            ),
+            ("HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n", Some("")),
+            ("HTTP/1.1 503 Service Unavailable\r\nContent-Length: 3\r\nRetry-After: 1\r\n\r\n", Some("abc")),
+        ];
+        let body = |b: Option<&'static str>| match b {
+            Some(s) => proxy::full(s),
+            None => streamed(&["ab", "c"]),
+        };
+        for &(raw, b) in cases {
+            for close in [false, true] {
+                let parse = |verbatim| {
+                    let mut buf = BytesMut::from(raw.as_bytes());
+                    crate::h1_client::parse_head(&mut buf, &Method::GET, verbatim)
+                        .unwrap()
+                        .unwrap()
+                };
+                let (parts, _, lines) = parse(true);
+                assert!(lines.is_some(), "{raw:?} did not come verbatim");
+                let verbatim =
+                    written_with(Response::from_parts(parts, body(b)), lines, false, close).await;
+                let mapped =
+                    written(Response::from_parts(parse(false).0, body(b)), false, close).await;
+                // The same status line, header lines in any order (names in any case),
+                // body and reuse.
+                let same = |(text, keep): (String, bool)| {
+                    let mut lines = text.lines();
+                    let mut head: Vec<String> = lines
+                        .by_ref()
+                        .take_while(|l| !l.is_empty())
+                        .map(|l| l.to_ascii_lowercase())
+                        .map(|l| {
+                            if l.starts_with("date: ") {
+                                "date: D".into()
+                            } else {
+                                l
+                            }
+                        })
+                        .collect();
+                    head[1..].sort();
+                    (head, lines.map(str::to_string).collect::<Vec<_>>(), keep)
+                };
+                assert_eq!(same(verbatim), same(mapped), "{raw:?} close={close}");
+            }
+        }
+        // The node's own date is kept, and none added beside it.
+        let (parts, _, lines) = {
+            let mut buf = BytesMut::from(cases[1].0.as_bytes());
+            crate::h1_client::parse_head(&mut buf, &Method::GET, true)
+                .unwrap()
+                .unwrap()
+        };
+        let mut w = Trickle(Vec::new());
+        write_response(
+            &mut w,
+            Response::from_parts(parts, body(None)),
+            lines,
+            false,
+            false,
+        )
+        .await;
+        let text = String::from_utf8(w.0).unwrap();
+        assert_eq!(
+            text.to_ascii_lowercase().matches("date: ").count(),
+            1,
+            "{text}"
+        );
+        assert!(
+            text.contains("Date: Mon, 07 Dec 2026 00:00:00 GMT\r\n"),
+            "{text}"
+        );
     }
 
     /// Heads as hyper's server writes them for an HTTP/1.1 request.

@@ -28,6 +28,23 @@ pub fn is_hop_by_hop(name: &HeaderName) -> bool {
     hop_index(name).is_some()
 }
 
+/// Whether a header name as written on the wire (any case) is one of the fixed
+/// hop-by-hop headers.
+pub fn is_hop_by_hop_name(name: &[u8]) -> bool {
+    let fixed: &[u8] = match name.len() {
+        2 => b"te",
+        7 if name[0].eq_ignore_ascii_case(&b't') => b"trailer",
+        7 => b"upgrade",
+        10 if name[0].eq_ignore_ascii_case(&b'c') => b"connection",
+        10 => b"keep-alive",
+        16 => b"proxy-connection",
+        17 => b"transfer-encoding",
+        19 => b"proxy-authorization",
+        _ => return false,
+    };
+    name.eq_ignore_ascii_case(fixed)
+}
+
 /// `name`'s place in [`HOP_BY_HOP`]. A `match` on the text compiles to a test of the
 /// length and then of a few bytes, where comparing with each of the eight names cost
 /// two comparisons per header per name (a profile showed 2.6% of a request).
@@ -253,6 +270,38 @@ fn ip_text(ip: IpAddr) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wire_names_are_hop_by_hop_as_map_names_are() {
+        let names = [
+            "Connection",
+            "KEEP-ALIVE",
+            "proxy-Connection",
+            "Te",
+            "trailer",
+            "Transfer-Encoding",
+            "upgrade",
+            "Proxy-Authorization",
+            "Content-Length",
+            "tf",
+            "trailers",
+            "upgradf",
+            "connectioN",
+            "keep-alivf",
+            "date",
+            "x",
+            "Authorization",
+            "proxy-authenticate",
+        ];
+        for name in names {
+            let mapped = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            assert_eq!(
+                is_hop_by_hop_name(name.as_bytes()),
+                is_hop_by_hop(&mapped),
+                "{name}"
+            );
+        }
+    }
 
     #[test]
     fn the_index_is_the_list() {

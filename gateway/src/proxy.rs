@@ -2,7 +2,7 @@
 //! No lock on configuration, no etcd, no await on the control plane in here.
 use crate::client_body::ClientBody;
 use crate::client_request::{self, RequestHost};
-use crate::h1_client::{self, Decoder};
+use crate::h1_client::{self, Decoder, Verbatim};
 use crate::headers::{join_cookies, strip_hop_by_hop, Forwarded, ForwardedHeaders};
 use crate::lb::health::Outcome;
 use crate::lb::InFlightGuard;
@@ -24,7 +24,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use model::upstream::PassHost;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -63,32 +63,42 @@ struct ClientSide {
 /// How many stale pooled connections one request may discard before connecting anew.
 const MAX_STALE_RETRIES: usize = 3;
 
-pub async fn handle(
+/// Answers one request. `verbatim`: where the caller (the own HTTP/1.1 loop, which writes
+/// responses itself) takes a response head whose header lines came as the node wrote
+/// them; such a response's header map is empty. Only requests that no plugin and no
+/// access log see are answered so.
+// Not an `async fn`: its arguments would be kept twice in the future (as arguments and
+// as the locals they are moved into), and this future is part of every request's.
+#[allow(clippy::manual_async_fn)]
+pub fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
     req: Request<ClientBody>,
-) -> Response<RespBody> {
-    let grpc = is_grpc(&req);
-    // Only when the access log is on: what it needs of the request, before it is consumed.
-    let mut entry = shared
-        .access_log
-        .as_ref()
-        .map(|_| (Box::new(log_entry(&req, conn)), Instant::now()));
-    let mut unanswered = Unanswered(Some(&shared.metrics));
-    let log = entry.as_mut().map(|(e, _)| &mut **e);
-    let resp = match route_and_forward(&shared, conn, req, grpc, log).await {
-        Ok(r) => r,
-        // gRPC clients read a status from trailers, not an HTTP error page.
-        Err(e) if grpc => e.into_grpc_response(),
-        Err(e) => e.into_response(),
-    };
-    unanswered.0 = None;
-    shared.metrics.response(resp.status().as_u16());
-    if let (Some(log), Some((mut e, started))) = (&shared.access_log, entry) {
-        finish_entry(&mut e, &resp, started);
-        log.log(*e);
+    verbatim: Option<&OnceLock<Verbatim>>,
+) -> impl std::future::Future<Output = Response<RespBody>> + Send + '_ {
+    async move {
+        let grpc = is_grpc(&req);
+        // Only when the access log is on: what it needs of the request, before it is consumed.
+        let mut entry = shared
+            .access_log
+            .as_ref()
+            .map(|_| (Box::new(log_entry(&req, conn)), Instant::now()));
+        let mut unanswered = Unanswered(Some(&shared.metrics));
+        let log = entry.as_mut().map(|(e, _)| &mut **e);
+        let resp = match route_and_forward(&shared, conn, req, grpc, log, verbatim).await {
+            Ok(r) => r,
+            // gRPC clients read a status from trailers, not an HTTP error page.
+            Err(e) if grpc => e.into_grpc_response(),
+            Err(e) => e.into_response(),
+        };
+        unanswered.0 = None;
+        shared.metrics.response(resp.status().as_u16());
+        if let (Some(log), Some((mut e, started))) = (&shared.access_log, entry) {
+            finish_entry(&mut e, &resp, verbatim.and_then(OnceLock::get), started);
+            log.log(*e);
+        }
+        resp
     }
-    resp
 }
 
 /// The request's part of its access log entry.
@@ -120,14 +130,24 @@ fn log_entry(req: &Request<ClientBody>, conn: ConnInfo) -> crate::access_log::En
 }
 
 /// The response's part: status, size when known, timings, what the upstream said.
-fn finish_entry(e: &mut crate::access_log::Entry, resp: &Response<RespBody>, started: Instant) {
+fn finish_entry(
+    e: &mut crate::access_log::Entry,
+    resp: &Response<RespBody>,
+    verbatim: Option<&Verbatim>,
+    started: Instant,
+) {
     e.status = resp.status().as_u16();
     e.body_bytes_sent = resp.body().size_hint().exact();
     e.request_time = started.elapsed().as_secs_f64();
-    e.request_id = resp
-        .headers()
-        .get("x-request-id")
-        .and_then(|v| v.to_str().ok())
+    let request_id = match verbatim {
+        Some(v) => v.header(b"x-request-id"),
+        None => resp
+            .headers()
+            .get("x-request-id")
+            .map(HeaderValue::as_bytes),
+    };
+    e.request_id = request_id
+        .and_then(|v| std::str::from_utf8(v).ok())
         .map(str::to_string);
 }
 
@@ -283,139 +303,155 @@ pub fn full(s: impl Into<Bytes>) -> RespBody {
     Full::new(s.into()).map_err(|e| match e {}).boxed_unsync()
 }
 
-async fn route_and_forward(
-    shared: &Arc<Shared>,
+// Not an `async fn`: its arguments would be kept twice in the future (as arguments and
+// as the locals they are moved into), and this future is part of every request's.
+#[allow(clippy::manual_async_fn)]
+fn route_and_forward<'a>(
+    shared: &'a Arc<Shared>,
     conn: ConnInfo,
     req: Request<ClientBody>,
     grpc: bool,
-    mut log: Option<&mut crate::access_log::Entry>,
-) -> Result<Response<RespBody>, ProxyError> {
-    let (mut parts, body) = req.into_parts();
-    client_request::check_framing(&parts.headers)?;
-    let RequestHost {
-        name: host,
-        header: raw_host,
-    } = client_request::request_host(&parts)?;
-    // What is matched is what the node gets: the normalised path.
-    if let Some(pq) = client_request::normalized_target(&parts.uri)? {
-        parts.uri = Uri::from(pq);
-    }
-    let mut ran = Ran::default();
-    // The log-phase plugins (`prometheus`, `http-logger`) time the whole request: the
-    // clock is read only once a chain with one of them exists in this process, and the
-    // rest of what they need only for requests whose chains have them (`decide`).
-    let started = crate::plugins::log_phase_seen().then(Instant::now);
-    let mut measure = None;
-    let mut matched = None;
-    // Routing and the plugins' request phases are synchronous: done here, so that only
-    // the waits below are states of this future (a nested future would be moved, parts
-    // and all, on every request).
-    let mut decision = decide(
-        shared,
-        conn,
-        &mut parts,
-        &host,
-        &mut ran,
-        Seen {
-            log: log.as_deref_mut(),
-            matched: &mut matched,
-            measure: started.map(|at| (at, &mut measure, body.size_hint().exact())),
-        },
-    );
-    // A count kept in Redis: a rejection stands in for anything else decided, and is
-    // answered at once, as a local one is.
-    let mut refused = false;
-    if ran.has_deferred() {
-        if let Some(answer) = ran.settle().await {
-            decision = Ok(Err(answer));
-            refused = true;
+    mut log: Option<&'a mut crate::access_log::Entry>,
+    verbatim: Option<&'a OnceLock<Verbatim>>,
+) -> impl std::future::Future<Output = Result<Response<RespBody>, ProxyError>> + Send + 'a {
+    async move {
+        let (mut parts, body) = req.into_parts();
+        client_request::check_framing(&parts.headers)?;
+        let RequestHost {
+            name: host,
+            header: raw_host,
+        } = client_request::request_host(&parts)?;
+        // What is matched is what the node gets: the normalised path.
+        if let Some(pq) = client_request::normalized_target(&parts.uri)? {
+            parts.uri = Uri::from(pq);
         }
-    }
-    // `fault-injection.delay` and `limit-req`'s wait, with the snapshot released.
-    if let Some(delay) = ran.delay().filter(|_| !refused) {
-        tokio::time::sleep(delay).await;
-    }
-    let mut upstream_seen = None;
-    let result = match decision {
-        Ok(Ok((target, upstream))) => {
-            match prepare_forward(shared, conn, parts, body, raw_host, &target, upstream, &ran) {
-                Ok((upstream, req, exchange)) => {
-                    let r = forward(shared, &upstream, req, &exchange).await;
-                    upstream_seen = exchange
-                        .seen
-                        .into_inner()
-                        .unwrap_or_else(|p| p.into_inner());
-                    r
-                }
-                Err(e) => Err(e),
+        let mut ran = Ran::default();
+        // The log-phase plugins (`prometheus`, `http-logger`) time the whole request: the
+        // clock is read only once a chain with one of them exists in this process, and the
+        // rest of what they need only for requests whose chains have them (`decide`).
+        let started = crate::plugins::log_phase_seen().then(Instant::now);
+        let mut measure = None;
+        let mut matched = None;
+        // Routing and the plugins' request phases are synchronous: done here, so that only
+        // the waits below are states of this future (a nested future would be moved, parts
+        // and all, on every request).
+        let mut decision = decide(
+            shared,
+            conn,
+            &mut parts,
+            &host,
+            &mut ran,
+            Seen {
+                log: log.as_deref_mut(),
+                matched: &mut matched,
+                measure: started.map(|at| (at, &mut measure, body.size_hint().exact())),
+            },
+        );
+        // A count kept in Redis: a rejection stands in for anything else decided, and is
+        // answered at once, as a local one is.
+        let mut refused = false;
+        if ran.has_deferred() {
+            if let Some(answer) = ran.settle().await {
+                decision = Ok(Err(answer));
+                refused = true;
             }
         }
-        Ok(Err(answer)) if answer.exposition => Ok(exposition(shared, answer)),
-        Ok(Err(answer)) => Ok(answer.into_response()),
-        Err(e) => Err(e),
-    };
-    if let Some(e) = log {
-        if let Some(up) = &upstream_seen {
-            e.upstream_addr = Some(up.addr.to_string());
-            e.upstream_status = Some(up.status);
-            e.upstream_response_time = Some(up.took.as_secs_f64());
+        // `fault-injection.delay` and `limit-req`'s wait, with the snapshot released.
+        if let Some(delay) = ran.delay().filter(|_| !refused) {
+            tokio::time::sleep(delay).await;
         }
-        e.consumer_name = ran.consumer().map(|c| c.username.clone());
-    }
-    if ran.is_empty() {
-        return result;
-    }
-    // What the upstream said, as nginx's `$upstream_status` has it: its own status, or
-    // 502/504 when it failed; nothing when a plugin answered or no upstream was reached.
-    let upstream_status = match &result {
-        Ok(r) if !ran.answered() => Some(r.status().as_u16()),
-        Err(e) if e.node_outcome().is_some() => Some(e.status().as_u16()),
-        _ => None,
-    };
-    if let Some(status) = upstream_status {
-        ran.set_upstream_status(status);
-    }
-    // Whatever answers the client (a plugin, the upstream, an error), the plugins that
-    // ran see its headers.
-    let mut resp = match result {
-        Ok(r) => r,
-        Err(e) if grpc => e.into_grpc_response(),
-        Err(e) => e.into_response(),
-    };
-    ran.response(&mut resp);
-    // The log phase: what records the request once its response is over.
-    if let Some(measure) = measure {
-        let mut metrics = None;
-        if let Some(conf) = ran.prometheus() {
-            metrics = Some(prometheus_recording(
-                shared,
-                &resp,
-                &ran,
-                conf,
-                matched.as_deref(),
-                &measure,
-                upstream_seen.as_ref(),
-            ));
-        }
-        let seen = upstream_seen.as_ref();
-        let finished = crate::plugins::http_logger::Finished {
-            status: resp.status().as_u16(),
-            headers: resp.headers(),
-            upstream: seen.map(|s| &*s.addr),
-            upstream_status: seen.map(|s| s.status),
-            upstream_ms: seen.map(|s| s.took.as_secs_f64() * 1e3),
-            started: measure.0.into_std(),
-            request_len: measure.1,
-            head_len: crate::response_end::head_len(&resp),
+        let mut upstream_seen = None;
+        // No plugin reads or changes the response's headers (the access log reads them
+        // verbatim: `finish_entry`).
+        let verbatim = verbatim.filter(|_| ran.is_empty());
+        let result = match decision {
+            Ok(Ok((target, upstream))) => 'forwarded: {
+                // In a block of its own: a result kept in a local to the end of this arm
+                // (~600 bytes) would be room in this future's state across the wait below.
+                let (upstream, req, mut exchange) = {
+                    let prepared = prepare_forward(
+                        shared, conn, parts, body, raw_host, &target, upstream, &ran,
+                    );
+                    match prepared {
+                        Ok(p) => p,
+                        Err(e) => break 'forwarded Err(e),
+                    }
+                };
+                exchange.verbatim = verbatim;
+                let r = forward(shared, &upstream, req, &exchange).await;
+                upstream_seen = exchange
+                    .seen
+                    .into_inner()
+                    .unwrap_or_else(|p| p.into_inner());
+                r
+            }
+            Ok(Err(answer)) if answer.exposition => Ok(exposition(shared, answer)),
+            Ok(Err(answer)) => Ok(answer.into_response()),
+            Err(e) => Err(e),
         };
-        let logs = ran
-            .take_logs()
-            .map(|draft| draft.on_end(&finished))
-            .collect();
-        resp = crate::response_end::on_end(resp, metrics, logs);
+        if let Some(e) = log {
+            if let Some(up) = &upstream_seen {
+                e.upstream_addr = Some(up.addr.to_string());
+                e.upstream_status = Some(up.status);
+                e.upstream_response_time = Some(up.took.as_secs_f64());
+            }
+            e.consumer_name = ran.consumer().map(|c| c.username.clone());
+        }
+        if ran.is_empty() {
+            return result;
+        }
+        // What the upstream said, as nginx's `$upstream_status` has it: its own status, or
+        // 502/504 when it failed; nothing when a plugin answered or no upstream was reached.
+        let upstream_status = match &result {
+            Ok(r) if !ran.answered() => Some(r.status().as_u16()),
+            Err(e) if e.node_outcome().is_some() => Some(e.status().as_u16()),
+            _ => None,
+        };
+        if let Some(status) = upstream_status {
+            ran.set_upstream_status(status);
+        }
+        // Whatever answers the client (a plugin, the upstream, an error), the plugins that
+        // ran see its headers.
+        let mut resp = match result {
+            Ok(r) => r,
+            Err(e) if grpc => e.into_grpc_response(),
+            Err(e) => e.into_response(),
+        };
+        ran.response(&mut resp);
+        // The log phase: what records the request once its response is over.
+        if let Some(measure) = measure {
+            let mut metrics = None;
+            if let Some(conf) = ran.prometheus() {
+                metrics = Some(prometheus_recording(
+                    shared,
+                    &resp,
+                    &ran,
+                    conf,
+                    matched.as_deref(),
+                    &measure,
+                    upstream_seen.as_ref(),
+                ));
+            }
+            let seen = upstream_seen.as_ref();
+            let finished = crate::plugins::http_logger::Finished {
+                status: resp.status().as_u16(),
+                headers: resp.headers(),
+                upstream: seen.map(|s| &*s.addr),
+                upstream_status: seen.map(|s| s.status),
+                upstream_ms: seen.map(|s| s.took.as_secs_f64() * 1e3),
+                started: measure.0.into_std(),
+                request_len: measure.1,
+                head_len: crate::response_end::head_len(&resp),
+            };
+            let logs = ran
+                .take_logs()
+                .map(|draft| draft.on_end(&finished))
+                .collect();
+            resp = crate::response_end::on_end(resp, metrics, logs);
+        }
+        // A `limit-conn` slot is given back when the response has been sent (or dropped).
+        Ok(crate::held_body::hold(resp, ran.held()))
     }
-    // A `limit-conn` slot is given back when the response has been sent (or dropped).
-    Ok(crate::held_body::hold(resp, ran.held()))
 }
 
 /// The `public-api` answer: every metric, as the status listener serves them.
@@ -639,7 +675,7 @@ fn vars_after<'a>(
 /// done: what [`forward`] sends. Synchronous, so that it adds no future of its own to the
 /// request's (each nested future is moved, whole, on every request).
 #[allow(clippy::too_many_arguments)]
-fn prepare_forward(
+fn prepare_forward<'a>(
     shared: &Arc<Shared>,
     conn: ConnInfo,
     mut parts: http::request::Parts,
@@ -648,7 +684,7 @@ fn prepare_forward(
     target: &RouteTarget,
     upstream: Result<(Arc<UpstreamRt>, Option<Vec<u8>>), String>,
     ran: &Ran,
-) -> Result<(Arc<UpstreamRt>, Request<UpBody>, Exchange), ProxyError> {
+) -> Result<(Arc<UpstreamRt>, Request<UpBody>, Exchange<'a>), ProxyError> {
     let (upstream, hash_key) = upstream.map_err(ProxyError::Unavailable)?;
     let body_limit = ran
         .max_body_size()
@@ -753,6 +789,7 @@ fn prepare_forward(
         upstream_seen: shared.access_log.is_some() || ran.logs(),
         seen: std::sync::Mutex::new(None),
         upgrade: std::sync::Mutex::new(upgrade),
+        verbatim: None,
     };
     Ok((upstream, req, exchange))
 }
@@ -812,7 +849,7 @@ impl Replay {
 }
 
 /// What stays the same across the attempts of one request.
-struct Exchange {
+struct Exchange<'a> {
     timeout: model::timeout::Timeout,
     /// Tracks the request body; `None` when there is none.
     progress: Option<Arc<Progress>>,
@@ -833,103 +870,110 @@ struct Exchange {
     /// and where.
     upstream_seen: bool,
     seen: std::sync::Mutex<Option<UpstreamSeen>>,
+    /// Where a verbatim response head goes, when the client's side takes one.
+    verbatim: Option<&'a OnceLock<Verbatim>>,
 }
 
 /// Sends `req` to a node of `upstream`, moving to the next node when a connection cannot
 /// be made (`retries`), and streams the answer back.
-async fn forward(
-    shared: &Arc<Shared>,
-    upstream: &Arc<UpstreamRt>,
+// Not an `async fn`: its arguments would be kept twice in the future (as arguments and
+// as the locals they are moved into), and this future is part of every request's.
+#[allow(clippy::manual_async_fn)]
+fn forward<'a>(
+    shared: &'a Arc<Shared>,
+    upstream: &'a Arc<UpstreamRt>,
     mut req: Request<UpBody>,
-    ex: &Exchange,
-) -> Result<Response<RespBody>, ProxyError> {
-    if upstream.nodes.is_empty() {
-        return Err(ProxyError::Unavailable("no valid upstream node".into()));
-    }
-    let deadline = upstream
-        .retry_timeout
-        .and_then(|t| Instant::now().checked_add(t));
-    let mut tried: Vec<usize> = Vec::new();
-    let mut last_err: Option<ConnectError> = None;
-    for attempt in 0..=upstream.retries {
-        if attempt > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
-            break;
+    ex: &'a Exchange<'a>,
+) -> impl std::future::Future<Output = Result<Response<RespBody>, ProxyError>> + Send + 'a {
+    async move {
+        if upstream.nodes.is_empty() {
+            return Err(ProxyError::Unavailable("no valid upstream node".into()));
         }
-        let idx = match upstream.pick(&tried, shared.zone.as_deref(), ex.hash_key.as_deref()) {
-            Some(i) => i,
-            // Every node failed once already: retry them in turn rather than give up early.
-            None => match upstream.pick(&[], shared.zone.as_deref(), ex.hash_key.as_deref()) {
-                Some(i) => {
-                    tried.clear();
-                    i
-                }
-                None => {
-                    return Err(ProxyError::Unavailable(
-                        "every upstream node has weight 0".into(),
-                    ))
-                }
-            },
-        };
-        let node = &upstream.nodes[idx];
-        let host = match upstream.pass_host {
-            // A client without Host (HTTP/1.0, HTTP/2 without :authority) still needs one
-            // upstream, which speaks HTTP/1.1.
-            PassHost::Pass if req.headers().contains_key(HOST) => None,
-            PassHost::Pass | PassHost::Node => node.host_header.as_ref(),
-            PassHost::Rewrite => upstream.upstream_host.as_ref(),
-        };
-        if let Some(h) = host {
-            req.headers_mut().insert(HOST, h.clone());
-        }
-        let sent = ex.upstream_seen.then(Instant::now);
-        match send_to_node(shared, upstream, node, req, ex).await {
-            Ok(resp) => {
-                if let Some(sent) = sent {
-                    *ex.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(UpstreamSeen {
-                        addr: node.shown.clone(),
-                        label: node.label.clone(),
-                        status: resp.status().as_u16(),
-                        took: sent.elapsed(),
-                    });
-                }
-                return Ok(resp);
+        let deadline = upstream
+            .retry_timeout
+            .and_then(|t| Instant::now().checked_add(t));
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last_err: Option<ConnectError> = None;
+        for attempt in 0..=upstream.retries {
+            if attempt > 0 && deadline.is_some_and(|d| Instant::now() >= d) {
+                break;
             }
-            Err(SendError::Connect(e, back)) => {
-                upstream.observe(
-                    node,
-                    match e {
-                        ConnectError::Timeout(_) => Outcome::Timeout,
-                        _ => Outcome::TcpFailure,
-                    },
-                );
+            let idx = match upstream.pick(&tried, shared.zone.as_deref(), ex.hash_key.as_deref()) {
+                Some(i) => i,
+                // Every node failed once already: retry them in turn rather than give up early.
+                None => match upstream.pick(&[], shared.zone.as_deref(), ex.hash_key.as_deref()) {
+                    Some(i) => {
+                        tried.clear();
+                        i
+                    }
+                    None => {
+                        return Err(ProxyError::Unavailable(
+                            "every upstream node has weight 0".into(),
+                        ))
+                    }
+                },
+            };
+            let node = &upstream.nodes[idx];
+            let host = match upstream.pass_host {
+                // A client without Host (HTTP/1.0, HTTP/2 without :authority) still needs one
+                // upstream, which speaks HTTP/1.1.
+                PassHost::Pass if req.headers().contains_key(HOST) => None,
+                PassHost::Pass | PassHost::Node => node.host_header.as_ref(),
+                PassHost::Rewrite => upstream.upstream_host.as_ref(),
+            };
+            if let Some(h) = host {
+                req.headers_mut().insert(HOST, h.clone());
+            }
+            let sent = ex.upstream_seen.then(Instant::now);
+            match send_to_node(shared, upstream, node, req, ex).await {
+                Ok(resp) => {
+                    if let Some(sent) = sent {
+                        *ex.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(UpstreamSeen {
+                            addr: node.shown.clone(),
+                            label: node.label.clone(),
+                            status: resp.status().as_u16(),
+                            took: sent.elapsed(),
+                        });
+                    }
+                    return Ok(resp);
+                }
+                Err(SendError::Connect(e, back)) => {
+                    upstream.observe(
+                        node,
+                        match e {
+                            ConnectError::Timeout(_) => Outcome::Timeout,
+                            _ => Outcome::TcpFailure,
+                        },
+                    );
+                    shared
+                        .metrics
+                        .upstream_connect_errors
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(upstream = %upstream.key, node = %node.addr, error = %e, "upstream connect failed");
+                    last_err = Some(e);
+                    tried.push(idx);
+                    req = *back;
+                }
+                Err(SendError::Failed(e)) => {
+                    if let Some(outcome) = e.node_outcome() {
+                        upstream.observe(node, outcome);
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        Err(match last_err {
+            Some(ConnectError::Timeout(a)) => {
                 shared
                     .metrics
-                    .upstream_connect_errors
+                    .upstream_timeouts
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                tracing::warn!(upstream = %upstream.key, node = %node.addr, error = %e, "upstream connect failed");
-                last_err = Some(e);
-                tried.push(idx);
-                req = *back;
+                ProxyError::Timeout(format!("connecting to upstream {a} timed out"))
             }
-            Err(SendError::Failed(e)) => {
-                if let Some(outcome) = e.node_outcome() {
-                    upstream.observe(node, outcome);
-                }
-                return Err(e);
-            }
-        }
+            Some(e) => ProxyError::BadGateway(format!("no upstream node could be reached ({e})")),
+            None => ProxyError::BadGateway("retry timeout exceeded".into()),
+        })
     }
-    Err(match last_err {
-        Some(ConnectError::Timeout(a)) => {
-            shared
-                .metrics
-                .upstream_timeouts
-                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            ProxyError::Timeout(format!("connecting to upstream {a} timed out"))
-        }
-        Some(e) => ProxyError::BadGateway(format!("no upstream node could be reached ({e})")),
-        None => ProxyError::BadGateway("retry timeout exceeded".into()),
-    })
 }
 
 enum SendError {
@@ -947,203 +991,218 @@ const POOLED_READY_WAIT: Duration = Duration::from_millis(100);
 /// replayed.
 const REPLAY_AFTER_IDLE: Duration = Duration::from_millis(500);
 
-async fn send_to_node(
-    shared: &Arc<Shared>,
-    upstream: &Arc<UpstreamRt>,
-    node: &NodeRt,
+// Not an `async fn`: its arguments would be kept twice in the future (as arguments and
+// as the locals they are moved into), and this future is part of every request's.
+#[allow(clippy::manual_async_fn)]
+fn send_to_node<'a>(
+    shared: &'a Arc<Shared>,
+    upstream: &'a Arc<UpstreamRt>,
+    node: &'a NodeRt,
     mut req: Request<UpBody>,
-    ex: &Exchange,
-) -> Result<Response<RespBody>, SendError> {
-    let addr = node.addr.as_str();
-    let timeout = ex.timeout;
-    if upstream.transport.http2() {
-        to_http2(
-            &mut req,
-            node,
-            upstream.transport.tls.is_some(),
-            ex.te_trailers,
-        );
-    }
-    // Held from here to the end of the response body: least_conn and ewma count a node
-    // busy while it thinks, not only while it streams.
-    let in_flight = node.state.in_flight.enter();
-    let started = std::time::Instant::now();
-    let mut stale = 0;
-    // No upgrade: the request's own task speaks HTTP/1.1 to a plain node.
-    let inline = req.method() != Method::CONNECT
-        && ex
-            .upgrade
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none();
-    loop {
-        let mut conn: Conn = match shared.pool.checkout(&node.pool_key, &upstream.pool) {
-            Some(c) if stale < MAX_STALE_RETRIES => c,
-            // Boxed: a connect future (TCP, TLS, handshake) is ~7 KB, and held inline it
-            // would make every request's future that large, to be copied on each move.
-            _ => match Box::pin(connect(
-                addr,
-                &node.pool_key,
-                &upstream.transport,
-                node.tls_name.as_ref(),
-                timeout.connect(),
-                true,
-            ))
-            .await
-            {
-                Ok(c) => c,
-                Err(e) => return Err(SendError::Connect(e, Box::new(req))),
-            },
-        };
-        if let Sender::Inline(_) = conn.tx {
-            if inline {
-                // A body of unknown length (the client's was chunked) goes chunked.
-                let chunked = !req.body().is_end_stream()
-                    && !req.headers().contains_key(http::header::CONTENT_LENGTH);
-                let mut head = Vec::with_capacity(128 + 48 * req.headers().len());
-                h1_client::encode_head(&req, Some(&ex.forwarded), chunked, &mut head);
-                let method = req.method().clone();
-                let body = (!req.body().is_end_stream()).then(|| req.body_mut());
-                match send_inline(shared, node, &head, &method, body, chunked, conn, ex).await {
-                    Inline::Answered(parts, decoder, conn) => {
-                        upstream.observe_response(node, parts.status.as_u16(), started.elapsed());
-                        return Ok(client_response(
-                            shared,
-                            parts,
-                            Inner::Inline(decoder),
-                            conn,
-                            upstream,
-                            timeout.read(),
-                            in_flight,
-                        ));
+    ex: &'a Exchange<'a>,
+) -> impl std::future::Future<Output = Result<Response<RespBody>, SendError>> + Send + 'a {
+    async move {
+        let addr = node.addr.as_str();
+        let timeout = ex.timeout;
+        if upstream.transport.http2() {
+            to_http2(
+                &mut req,
+                node,
+                upstream.transport.tls.is_some(),
+                ex.te_trailers,
+            );
+        }
+        // Held from here to the end of the response body: least_conn and ewma count a node
+        // busy while it thinks, not only while it streams.
+        let in_flight = node.state.in_flight.enter();
+        let started = std::time::Instant::now();
+        let mut stale = 0;
+        // No upgrade: the request's own task speaks HTTP/1.1 to a plain node.
+        let inline = req.method() != Method::CONNECT
+            && ex
+                .upgrade
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none();
+        loop {
+            let mut conn: Conn = match shared.pool.checkout(&node.pool_key, &upstream.pool) {
+                Some(c) if stale < MAX_STALE_RETRIES => c,
+                // Boxed: a connect future (TCP, TLS, handshake) is ~7 KB, and held inline it
+                // would make every request's future that large, to be copied on each move.
+                _ => match Box::pin(connect(
+                    addr,
+                    &node.pool_key,
+                    &upstream.transport,
+                    node.tls_name.as_ref(),
+                    timeout.connect(),
+                    true,
+                ))
+                .await
+                {
+                    Ok(c) => c,
+                    Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+                },
+            };
+            if let Sender::Inline(_) = conn.tx {
+                if inline {
+                    // A body of unknown length (the client's was chunked) goes chunked.
+                    let chunked = !req.body().is_end_stream()
+                        && !req.headers().contains_key(http::header::CONTENT_LENGTH);
+                    let mut head = Vec::with_capacity(128 + 48 * req.headers().len());
+                    h1_client::encode_head(&req, Some(&ex.forwarded), chunked, &mut head);
+                    let method = req.method().clone();
+                    let body = (!req.body().is_end_stream()).then(|| req.body_mut());
+                    match send_inline(shared, node, &head, &method, body, chunked, conn, ex).await {
+                        Inline::Answered(parts, decoder, conn, verbatim) => {
+                            upstream.observe_response(
+                                node,
+                                parts.status.as_u16(),
+                                started.elapsed(),
+                            );
+                            if let (Some(slot), Some(v)) = (ex.verbatim, verbatim) {
+                                // Set once: the exchange ends with this answer.
+                                let _ = slot.set(v);
+                            }
+                            return Ok(client_response(
+                                shared,
+                                parts,
+                                Inner::Inline(decoder),
+                                conn,
+                                upstream,
+                                timeout.read(),
+                                in_flight,
+                            ));
+                        }
+                        Inline::Stale => {
+                            stale += 1;
+                            continue;
+                        }
+                        Inline::Unsent(e) => return Err(SendError::Connect(e, Box::new(req))),
+                        Inline::Failed(e) => return Err(SendError::Failed(e)),
                     }
-                    Inline::Stale => {
+                }
+                // Boxed: the hand-over to hyper (upgrades, CONNECT) is rare, and held
+                // inline its ~1.5 KB would be room in every request's future.
+                conn = match Box::pin(conn.into_hyper()).await {
+                    Ok(c) => c,
+                    Err(_) if stale < MAX_STALE_RETRIES => {
                         stale += 1;
                         continue;
                     }
-                    Inline::Unsent(e) => return Err(SendError::Connect(e, Box::new(req))),
-                    Inline::Failed(e) => return Err(SendError::Failed(e)),
-                }
+                    Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+                };
             }
-            conn = match conn.into_hyper().await {
-                Ok(c) => c,
-                Err(_) if stale < MAX_STALE_RETRIES => {
+            let ready_wait = if conn.reused {
+                POOLED_READY_WAIT.min(timeout.send())
+            } else {
+                timeout.send()
+            };
+            match tokio::time::timeout(ready_wait, conn.tx.ready()).await {
+                Ok(Ok(())) => {}
+                _ if conn.reused => {
                     stale += 1;
                     continue;
                 }
-                Err(e) => return Err(SendError::Connect(e, Box::new(req))),
+                Ok(Err(e)) => {
+                    let err = ConnectError::Handshake(addr.to_string(), e);
+                    return Err(SendError::Connect(err, Box::new(req)));
+                }
+                Err(_) => {
+                    return Err(SendError::Failed(timeout_err(
+                        shared,
+                        addr,
+                        "sending the request",
+                    )))
+                }
+            }
+            ex.forwarded.apply(req.headers_mut());
+            conn.uses += 1;
+            // Only a connection that sat idle can have been closed by the node under us; a
+            // copy for that case is not worth making on connections in constant use.
+            let replay = (ex.replayable && conn.reused && conn.idle_for >= REPLAY_AFTER_IDLE)
+                .then(|| Replay::of(&req));
+            let sent = conn.tx.try_send_request(req);
+            // The read timeout covers the wait for the response once the body has been sent.
+            let read_deadline = async {
+                if let Some(p) = &ex.progress {
+                    // Until the node takes the body up at all (an HTTP/2 node with every
+                    // stream in use queues it), the send timeout bounds the wait.
+                    if tokio::time::timeout(timeout.send(), p.started())
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                    p.finished().await;
+                }
+                tokio::time::sleep(timeout.read()).await;
             };
-        }
-        let ready_wait = if conn.reused {
-            POOLED_READY_WAIT.min(timeout.send())
-        } else {
-            timeout.send()
-        };
-        match tokio::time::timeout(ready_wait, conn.tx.ready()).await {
-            Ok(Ok(())) => {}
-            _ if conn.reused => {
-                stale += 1;
-                continue;
-            }
-            Ok(Err(e)) => {
-                let err = ConnectError::Handshake(addr.to_string(), e);
-                return Err(SendError::Connect(err, Box::new(req)));
-            }
-            Err(_) => {
-                return Err(SendError::Failed(timeout_err(
-                    shared,
-                    addr,
-                    "sending the request",
-                )))
-            }
-        }
-        ex.forwarded.apply(req.headers_mut());
-        conn.uses += 1;
-        // Only a connection that sat idle can have been closed by the node under us; a
-        // copy for that case is not worth making on connections in constant use.
-        let replay = (ex.replayable && conn.reused && conn.idle_for >= REPLAY_AFTER_IDLE)
-            .then(|| Replay::of(&req));
-        let sent = conn.tx.try_send_request(req);
-        // The read timeout covers the wait for the response once the body has been sent.
-        let read_deadline = async {
-            if let Some(p) = &ex.progress {
-                // Until the node takes the body up at all (an HTTP/2 node with every
-                // stream in use queues it), the send timeout bounds the wait.
-                if tokio::time::timeout(timeout.send(), p.started())
-                    .await
-                    .is_err()
-                {
-                    return;
+            let result = tokio::select! {
+                r = sent => r,
+                _ = read_deadline => {
+                    return Err(SendError::Failed(timeout_err(shared, addr, "waiting for the response")));
                 }
-                p.finished().await;
+            };
+            match result {
+                Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                    let client = ex.upgrade.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let Some(client) = client else {
+                        return Err(SendError::Failed(ProxyError::BadGateway(format!(
+                            "upstream {addr} switched protocols unasked"
+                        ))));
+                    };
+                    upstream.observe_response(node, 101, started.elapsed());
+                    return Ok(tunnel(
+                        shared,
+                        resp,
+                        client,
+                        in_flight,
+                        addr,
+                        timeout.read(),
+                    ));
+                }
+                Ok(resp) => {
+                    upstream.observe_response(node, resp.status().as_u16(), started.elapsed());
+                    let (parts, body) = resp.into_parts();
+                    return Ok(client_response(
+                        shared,
+                        parts,
+                        Inner::Hyper(body),
+                        conn,
+                        upstream,
+                        timeout.read(),
+                        in_flight,
+                    ));
+                }
+                Err(mut e) => match (e.take_message(), replay) {
+                    // The node closed an idle connection just as we used it; the request
+                    // never left, so it is safe to send again on a fresh connection.
+                    (Some(back), _) if conn.reused => {
+                        stale += 1;
+                        req = back;
+                    }
+                    (Some(back), _) => {
+                        let err = e.into_connect_error(addr);
+                        return Err(SendError::Connect(err, Box::new(back)));
+                    }
+                    // It left, but had no body and is idempotent: the node closing a pooled
+                    // connection under it is no reason to fail the client.
+                    (None, Some(r)) => {
+                        stale += 1;
+                        req = r.request();
+                    }
+                    // The client spoiled its own body: its fault, never the node's.
+                    (None, None) if client_fault(ex).is_some() => {
+                        return Err(SendError::Failed(client_fault_error(ex)))
+                    }
+                    (None, None) => {
+                        return Err(SendError::Failed(ProxyError::BadGateway(format!(
+                            "upstream {addr} failed: {}",
+                            e.message()
+                        ))))
+                    }
+                },
             }
-            tokio::time::sleep(timeout.read()).await;
-        };
-        let result = tokio::select! {
-            r = sent => r,
-            _ = read_deadline => {
-                return Err(SendError::Failed(timeout_err(shared, addr, "waiting for the response")));
-            }
-        };
-        match result {
-            Ok(resp) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
-                let client = ex.upgrade.lock().unwrap_or_else(|p| p.into_inner()).take();
-                let Some(client) = client else {
-                    return Err(SendError::Failed(ProxyError::BadGateway(format!(
-                        "upstream {addr} switched protocols unasked"
-                    ))));
-                };
-                upstream.observe_response(node, 101, started.elapsed());
-                return Ok(tunnel(
-                    shared,
-                    resp,
-                    client,
-                    in_flight,
-                    addr,
-                    timeout.read(),
-                ));
-            }
-            Ok(resp) => {
-                upstream.observe_response(node, resp.status().as_u16(), started.elapsed());
-                let (parts, body) = resp.into_parts();
-                return Ok(client_response(
-                    shared,
-                    parts,
-                    Inner::Hyper(body),
-                    conn,
-                    upstream,
-                    timeout.read(),
-                    in_flight,
-                ));
-            }
-            Err(mut e) => match (e.take_message(), replay) {
-                // The node closed an idle connection just as we used it; the request
-                // never left, so it is safe to send again on a fresh connection.
-                (Some(back), _) if conn.reused => {
-                    stale += 1;
-                    req = back;
-                }
-                (Some(back), _) => {
-                    let err = e.into_connect_error(addr);
-                    return Err(SendError::Connect(err, Box::new(back)));
-                }
-                // It left, but had no body and is idempotent: the node closing a pooled
-                // connection under it is no reason to fail the client.
-                (None, Some(r)) => {
-                    stale += 1;
-                    req = r.request();
-                }
-                // The client spoiled its own body: its fault, never the node's.
-                (None, None) if client_fault(ex).is_some() => {
-                    return Err(SendError::Failed(client_fault_error(ex)))
-                }
-                (None, None) => {
-                    return Err(SendError::Failed(ProxyError::BadGateway(format!(
-                        "upstream {addr} failed: {}",
-                        e.message()
-                    ))))
-                }
-            },
         }
     }
 }
@@ -1153,7 +1212,7 @@ async fn send_to_node(
 // allocation per request for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Inline {
-    Answered(http::response::Parts, Decoder, Conn),
+    Answered(http::response::Parts, Decoder, Conn, Option<Verbatim>),
     /// A pooled connection the node had closed under us: another connection may serve.
     Stale,
     /// Nothing reached the node: the next node may serve.
@@ -1174,7 +1233,7 @@ async fn send_inline(
     body: Option<&mut UpBody>,
     chunked: bool,
     mut conn: Conn,
-    ex: &Exchange,
+    ex: &Exchange<'_>,
 ) -> Inline {
     let addr = node.addr.as_str();
     let timeout = ex.timeout;
@@ -1196,7 +1255,7 @@ async fn send_inline(
     // In a block: the halves borrow the connection, which the answer takes along.
     let (early, result) = 'exchange: {
         let (mut rd, mut wr) = c.io.split();
-        let answer = h1_client::read_head(&mut rd, &mut c.buf, method);
+        let answer = h1_client::read_head(&mut rd, &mut c.buf, method, ex.verbatim.is_some());
         tokio::pin!(answer);
         let mut early = false;
         let mut answered = None;
@@ -1236,11 +1295,11 @@ async fn send_inline(
     };
     match result {
         Err(_) => Inline::Failed(timeout_err(shared, addr, "waiting for the response")),
-        Ok(Ok((parts, mut decoder))) => {
+        Ok(Ok((parts, mut decoder, verbatim))) => {
             if early {
                 decoder.forbid_reuse();
             }
-            Inline::Answered(parts, decoder, conn)
+            Inline::Answered(parts, decoder, conn, verbatim)
         }
         // The node closed an idle connection as the request arrived; sending a bodiless
         // idempotent request again is safe.
@@ -1256,12 +1315,12 @@ async fn send_inline(
     }
 }
 
-fn client_fault(ex: &Exchange) -> Option<ClientFault> {
+fn client_fault(ex: &Exchange<'_>) -> Option<ClientFault> {
     ex.progress.as_ref().and_then(|p| p.fault())
 }
 
 /// The answer for a request whose body the client spoiled: its fault, never the node's.
-fn client_fault_error(ex: &Exchange) -> ProxyError {
+fn client_fault_error(ex: &Exchange<'_>) -> ProxyError {
     match client_fault(ex) {
         Some(ClientFault::Stalled) => ProxyError::ClientTimeout,
         Some(ClientFault::TooLarge) => ProxyError::TooLarge(ex.body_limit),
@@ -1612,7 +1671,12 @@ mod future_size {
 
     fn size_of_future<F, Fut>(_: F) -> usize
     where
-        F: FnOnce(Arc<Shared>, ConnInfo, Request<ClientBody>) -> Fut,
+        F: FnOnce(
+            Arc<Shared>,
+            ConnInfo,
+            Request<ClientBody>,
+            Option<&'static OnceLock<Verbatim>>,
+        ) -> Fut,
     {
         std::mem::size_of::<Fut>()
     }

@@ -29,6 +29,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -252,9 +253,7 @@ impl Connections {
                     local,
                     scheme: "http",
                 };
-                tokio::spawn(
-                    async move { conns.run_plain(stream, info, drain, slot, activity).await },
-                );
+                tokio::spawn(conns.run_plain(stream, info, drain, slot, activity));
             }
             Some(acceptor) => {
                 let info = ConnInfo {
@@ -288,47 +287,56 @@ impl Connections {
     /// A plain-TCP connection: the gateway's own HTTP/1.1 loop (`h1_server`) serves it
     /// until a request is not its own (HTTP/2, a body, an upgrade, anything it does not
     /// parse), and hyper serves the rest of it, from that request on.
-    async fn run_plain(
+    // Not an `async fn`: its arguments would be kept twice in the connection's future
+    // (as arguments, and moved into locals), which every idle connection carries.
+    #[allow(clippy::manual_async_fn)]
+    fn run_plain(
         self: Arc<Self>,
         io: SendTimeout<TcpStream>,
         info: ConnInfo,
         mut drain: watch::Receiver<bool>,
         slot: Arc<OpenSlot>,
         activity: Arc<Activity>,
-    ) {
-        let outcome = {
-            let conn = h1_server::Conn {
-                shared: &self.shared,
-                info,
-                draining: &self.draining,
-            };
-            let own = h1_server::serve(conn, || activity.begin(), io);
-            tokio::pin!(own);
-            tokio::select! {
-                outcome = own.as_mut() => outcome,
-                phase = idle_timer(&activity, self.limits.header_timeout, self.limits.keepalive_timeout) => {
-                    self.count_idle_close(info.remote, phase);
-                    Own::Done
-                }
-                _ = crate::stopped(&mut drain) => {
-                    // Its next response says `Connection: close`; an idle connection has
-                    // `linger` to send one more request, one in flight is finished.
-                    match tokio::time::timeout(self.linger, own.as_mut()).await {
-                        Ok(outcome) => outcome,
-                        Err(_) if activity.in_flight.load(Ordering::Relaxed) > 0 => own.await,
-                        Err(_) => Own::Done,
+    ) -> impl std::future::Future<Output = ()> + Send + 'static {
+        async move {
+            let outcome = {
+                let conn = h1_server::Conn {
+                    shared: &self.shared,
+                    info: &info,
+                    draining: &self.draining,
+                };
+                let own = h1_server::serve(conn, || activity.begin(), io);
+                tokio::pin!(own);
+                let stopped = std::pin::pin!(crate::stopped(&mut drain));
+                let drained = gated(stopped, &self.draining);
+                tokio::select! {
+                    outcome = own.as_mut() => outcome,
+                    phase = idle_timer(&activity, self.limits.header_timeout, self.limits.keepalive_timeout) => {
+                        self.count_idle_close(info.remote, phase);
+                        Own::Done
                     }
+                    // Its next response says `Connection: close`; an idle connection has
+                    // `linger` to send one more request, one in flight is finished. Boxed:
+                    // once per connection at most, where its room inline would be in every
+                    // idle connection's future.
+                    () = drained => Box::pin(async {
+                        match tokio::time::timeout(self.linger, own.as_mut()).await {
+                            Ok(outcome) => outcome,
+                            Err(_) if activity.in_flight.load(Ordering::Relaxed) > 0 => own.await,
+                            Err(_) => Own::Done,
+                        }
+                    }).await,
                 }
+            };
+            if let Own::Unusual(io) = outcome {
+                self.shared
+                    .metrics
+                    .http1_handovers
+                    .fetch_add(1, Ordering::Relaxed);
+                // Boxed: hyper's connection state is large, and idle connections of the own
+                // loop should not carry room for it.
+                Box::pin(self.run(io, info, drain, slot, activity)).await;
             }
-        };
-        if let Own::Unusual(io) = outcome {
-            self.shared
-                .metrics
-                .http1_handovers
-                .fetch_add(1, Ordering::Relaxed);
-            // Boxed: hyper's connection state is large, and idle connections of the own
-            // loop should not carry room for it.
-            Box::pin(self.run(io, info, drain, slot, activity)).await;
         }
     }
 
@@ -375,7 +383,8 @@ impl Connections {
                     http2.store(true, Ordering::Relaxed);
                 }
                 async move {
-                    let mut resp = proxy::handle(shared, info, req.map(ClientBody::Hyper)).await;
+                    let mut resp =
+                        proxy::handle(shared, info, req.map(ClientBody::Hyper), None).await;
                     // A 101 keeps its `Connection: upgrade`: the socket becomes a tunnel.
                     if http1
                         && draining.load(Ordering::Relaxed)
@@ -549,26 +558,53 @@ enum IdlePhase {
     Keepalive,
 }
 
+/// `stopped`, polled only once the drain has begun (and once before, to be woken by it).
+/// A connection's task is woken several times for each request, and `select!` polls every
+/// branch on each wake: the drain's watch cost ~400 instructions a request, for nothing.
+/// `draining` is set before the drain's watch is sent, so the wake that the watch causes
+/// finds it set.
+fn gated<'a>(
+    mut stopped: Pin<&'a mut (impl std::future::Future<Output = ()> + ?Sized)>,
+    draining: &'a AtomicBool,
+) -> impl std::future::Future<Output = ()> + 'a {
+    let mut registered = false;
+    std::future::poll_fn(move |cx| {
+        if registered && !draining.load(Ordering::Relaxed) {
+            return std::task::Poll::Pending;
+        }
+        registered = true;
+        stopped.as_mut().poll(cx)
+    })
+}
+
 /// Resolves once the connection has had no request in flight for its limit: `header`
 /// before its first request, `keepalive` after one. Never while a request is in flight.
-async fn idle_timer(a: &Activity, header: Duration, keepalive: Duration) -> IdlePhase {
-    loop {
-        let (limit, phase) = if a.any_request.load(Ordering::Relaxed) {
-            (keepalive, IdlePhase::Keepalive)
-        } else {
-            (header, IdlePhase::Header)
-        };
-        if a.in_flight.load(Ordering::Relaxed) > 0 {
-            // Looked at again later; a request in flight is never cut by this timer.
-            tokio::time::sleep(limit).await;
-            continue;
+// Not an `async fn`, so that its arguments are not kept twice in every connection's future.
+#[allow(clippy::manual_async_fn)]
+fn idle_timer(
+    a: &Activity,
+    header: Duration,
+    keepalive: Duration,
+) -> impl std::future::Future<Output = IdlePhase> + '_ {
+    async move {
+        loop {
+            let (limit, phase) = if a.any_request.load(Ordering::Relaxed) {
+                (keepalive, IdlePhase::Keepalive)
+            } else {
+                (header, IdlePhase::Header)
+            };
+            if a.in_flight.load(Ordering::Relaxed) > 0 {
+                // Looked at again later; a request in flight is never cut by this timer.
+                tokio::time::sleep(limit).await;
+                continue;
+            }
+            let since = Duration::from_millis(a.idle_since_ms.load(Ordering::Relaxed));
+            let deadline = a.opened + since + limit;
+            if deadline <= tokio::time::Instant::now() {
+                return phase;
+            }
+            tokio::time::sleep_until(deadline).await;
         }
-        let since = Duration::from_millis(a.idle_since_ms.load(Ordering::Relaxed));
-        let deadline = a.opened + since + limit;
-        if deadline <= tokio::time::Instant::now() {
-            return phase;
-        }
-        tokio::time::sleep_until(deadline).await;
     }
 }
 

@@ -154,6 +154,33 @@ pub async fn exchange(addr: SocketAddr, bytes: &[u8]) -> Option<RawResponse> {
     c.response(Duration::from_secs(10)).await
 }
 
+/// A node that answers every request with the same bytes, on keepalive connections.
+pub async fn fixed_node(answer: &'static [u8]) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut seen = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    match stream.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => seen.extend_from_slice(&chunk[..n]),
+                    }
+                    while let Some(i) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                        seen.drain(..i + 4);
+                        if stream.write_all(answer).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// A request as the recording backend parsed it.
 #[derive(Debug, Clone)]
 pub struct Seen {

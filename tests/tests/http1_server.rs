@@ -172,3 +172,85 @@ async fn a_client_gone_before_its_answer_is_counted_499() {
         "served by hyper, not the own loop"
     );
 }
+
+/// Reads one chunked answer whole (up to its last chunk) off `c`.
+async fn chunked_answer(c: &mut tokio::net::TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    tokio::time::timeout(WAIT, async {
+        while !got.ends_with(b"0\r\n\r\n") {
+            let n = c.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed after {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await
+    .expect("a whole answer");
+    String::from_utf8(got).unwrap()
+}
+
+/// A node's answer to a route no plugin reads comes to the client with its header lines as
+/// the node wrote them (the names' case too), hop-by-hop lines left out and the framing
+/// the gateway's own; on a route with a plugin, through the header map, the same answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_head_is_passed_on_as_written_when_nothing_reads_it() {
+    let s = Stack::start(&[]).await;
+    let node = e2e::raw::fixed_node(
+        b"HTTP/1.1 200 OK\r\nX-Node-Case: Kept\r\nKeep-Alive: timeout=5\r\nConnection: keep-alive\r\n\
+          Trailer: x-t\r\nTransfer-Encoding: chunked\r\nDate: Mon, 07 Dec 2026 00:00:00 GMT\r\n\r\n\
+          2\r\nok\r\n0\r\n\r\n",
+    )
+    .await;
+    let nodes = json!({"nodes": {node.to_string(): 1}});
+    s.admin.ok("PUT", "/upstreams/fixed", Some(nodes)).await;
+    let route = json!({"uri": "/fixed/*", "upstream_id": "fixed"});
+    s.admin.ok("PUT", "/routes/fixed", Some(route)).await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/fixed-plugin",
+            Some(json!({
+                "uri": "/plugged/*",
+                "upstream_id": "fixed",
+                "plugins": {"response-rewrite": {"headers": {"set": {"x-added": "1"}}}},
+            })),
+        )
+        .await;
+    let mut c = tokio::net::TcpStream::connect(s.gw.http).await.unwrap();
+    for path in ["/fixed/a", "/fixed/b", "/plugged/a", "/plugged/b"] {
+        eventually(WAIT, "routed", || async {
+            e2e::raw::exchange(
+                s.gw.http,
+                format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes(),
+            )
+            .await
+            .is_some_and(|r| r.status == 200)
+        })
+        .await;
+        c.write_all(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes())
+            .await
+            .unwrap();
+        let text = chunked_answer(&mut c).await;
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert_eq!(body, "2\r\nok\r\n0\r\n\r\n", "{text}");
+        let lines: Vec<&str> = head.lines().collect();
+        assert_eq!(lines[0], "HTTP/1.1 200 OK");
+        let mut names: Vec<String> = lines[1..]
+            .iter()
+            .map(|l| l.split_once(':').unwrap().0.to_ascii_lowercase())
+            .collect();
+        names.sort();
+        let mut want = vec!["date", "transfer-encoding", "x-node-case"];
+        if path.starts_with("/plugged") {
+            want.push("x-added");
+            // The map's path writes names in lower case.
+            assert!(head.contains("\r\nx-node-case: Kept"), "{text}");
+        } else {
+            assert!(head.contains("\r\nX-Node-Case: Kept\r\n"), "{text}");
+        }
+        want.sort();
+        assert_eq!(names, want, "{text}");
+        assert!(head.contains("Date: Mon, 07 Dec 2026") || head.contains("date: Mon, 07 Dec 2026"));
+    }
+    assert_eq!(handovers(&s).await, 0.0);
+}

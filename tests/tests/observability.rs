@@ -27,7 +27,7 @@ async fn access_log_to_a_file_with_a_template() {
     let path = dir.path().join("access.log");
     let target = format!("--access-log={}", path.display());
     let format = "--access-log-format=$request_method $request_uri $status $route_id \
-                  $consumer_name $upstream_addr $upstream_status $http_user_agent";
+                  $consumer_name $upstream_addr $upstream_status $http_user_agent $request_id";
     let s = Stack::start(&[&target, format]).await;
     let backend = Backend::start("b").await;
     s.admin
@@ -60,10 +60,31 @@ async fn access_log_to_a_file_with_a_template() {
     .await;
     client.get(s.gw.url("/nowhere")).send().await.unwrap();
     let node = backend.addr.to_string();
-    let want_ok = format!("GET /hello?x=1 200 r1 jack {node} 200 probe/1");
+    let want_ok = format!("GET /hello?x=1 200 r1 jack {node} 200 probe/1 -");
     eventually(WAIT, "both lines are written", || async {
         let l = lines(&path);
         l.contains(&want_ok) && l.iter().any(|x| x.starts_with("GET /nowhere 404 - - - -"))
+    })
+    .await;
+    // A route no plugin reads: the node's head is passed on verbatim, and the log still
+    // reads the request id the node answered with.
+    let fixed = e2e::raw::fixed_node(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Request-Id: node-id-1\r\n\r\nok",
+    )
+    .await;
+    let route = json!({"uri": "/fixed", "upstream": {"nodes": {fixed.to_string(): 1}}});
+    s.admin.ok("PUT", "/routes/fixed", Some(route)).await;
+    eventually(WAIT, "the node's request id is logged", || async {
+        let answered = client
+            .get(s.gw.url("/fixed"))
+            .header("user-agent", "probe/2")
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200);
+        answered
+            && lines(&path).contains(&format!(
+                "GET /fixed 200 fixed - {fixed} 200 probe/2 node-id-1"
+            ))
     })
     .await;
 
