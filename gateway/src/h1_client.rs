@@ -195,16 +195,22 @@ pub async fn read_head<R: AsyncRead + Unpin>(
     let mut seen_any = !buf.is_empty();
     // How far the buffer is known to hold no end of head: a node that sends its head a
     // byte at a time costs one scan of each byte, not one parse of the whole per read.
-    let mut scanned = 0;
+    // `None` until a parse found the head incomplete: a head that comes whole in one read
+    // (nearly all do) is parsed at once, without the scan.
+    let mut scanned = None;
     loop {
-        if head_may_end(buf, scanned) {
+        let may_end = match scanned {
+            None => !buf.is_empty(),
+            Some(from) => head_may_end(buf, from),
+        };
+        if may_end {
             if let Some(done) = parse_head(buf, method, verbatim)? {
                 return Ok(done);
             }
-            // An informational head may have been taken out: look at the rest anew.
-            scanned = 0;
-        } else {
-            scanned = buf.len();
+            // What is left (after any informational heads taken out) holds no whole head.
+            scanned = Some(buf.len());
+        } else if !buf.is_empty() {
+            scanned = Some(buf.len());
         }
         if buf.len() >= MAX_HEAD {
             return Err(Error::Invalid("response head too large"));

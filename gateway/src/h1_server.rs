@@ -78,18 +78,25 @@ pub fn serve<'a, G: 'a>(
             }
             // How far the buffer is known to hold no end of head: a client that sends its
             // head a byte at a time costs one scan of each byte, not one parse per read.
-            let mut scanned = 0;
+            // `None` until a parse found the head incomplete: a head that comes whole in
+            // one read (nearly all do) is parsed at once, without the scan.
+            let mut scanned = None;
             let (req, close) = loop {
                 // Matched in place: a parsed request kept in a local would be room in
                 // the connection's future across the read below.
-                if crate::h1_client::head_may_end(&buf, scanned) {
+                let may_end = match scanned {
+                    None => !buf.is_empty(),
+                    Some(from) => crate::h1_client::head_may_end(&buf, from),
+                };
+                if may_end {
                     match parse(&mut buf) {
                         Parsed::Request(req, close) => break (req, close),
                         Parsed::Unusual => return Own::Unusual(Rewind::new(io, buf.freeze())),
                         Parsed::Partial => {}
                     }
-                } else {
-                    scanned = buf.len();
+                }
+                if !buf.is_empty() {
+                    scanned = Some(buf.len());
                 }
                 if buf.len() >= MAX_HEAD {
                     return Own::Unusual(Rewind::new(io, buf.freeze()));
