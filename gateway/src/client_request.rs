@@ -5,7 +5,7 @@ use crate::normalize::{normalize_path, PathError};
 use crate::proxy::ProxyError;
 use http::header::{HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Version};
-use model::host::parse_request_host;
+use model::host::{parse_request_host, plain_request_host};
 
 /// Longest request target (path and query) accepted; longer is 414, as nginx's default
 /// `large_client_header_buffers 4 8k` answers a request line over 8 KiB. (A target too
@@ -16,8 +16,30 @@ pub const MAX_TARGET_BYTES: usize = 8 * 1024;
 /// as `Host`, when there is one.
 #[derive(Debug, PartialEq, Eq)]
 pub struct RequestHost {
-    pub name: String,
+    name: HostName,
     pub header: Option<HeaderValue>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum HostName {
+    Normalised(String),
+    /// The header's first this many bytes, already normal (most hosts): no copy.
+    Prefix(usize),
+}
+
+impl RequestHost {
+    /// The name to route on.
+    pub fn name(&self) -> &str {
+        match (&self.name, &self.header) {
+            (HostName::Normalised(n), _) => n,
+            (HostName::Prefix(len), Some(h)) => h
+                .as_bytes()
+                .get(..*len)
+                .and_then(|b| std::str::from_utf8(b).ok())
+                .unwrap_or_default(),
+            (HostName::Prefix(_), None) => "",
+        }
+    }
 }
 
 /// RFC 9112 §3.2: exactly one `Host` in HTTP/1.1; when the target is in absolute form its
@@ -54,9 +76,15 @@ pub fn request_host(parts: &http::request::Parts) -> Result<RequestHost, ProxyEr
             let s = h
                 .to_str()
                 .map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
-            parse_request_host(s).map_err(|_| ProxyError::BadRequest("invalid Host header"))?
+            match plain_request_host(s) {
+                Some(name) => HostName::Prefix(name.len()),
+                None => HostName::Normalised(
+                    parse_request_host(s)
+                        .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
+                ),
+            }
         }
-        None => String::new(),
+        None => HostName::Prefix(0),
     };
     Ok(RequestHost {
         name,
@@ -222,7 +250,7 @@ mod tests {
             let got = request_host(&parts(*version, target, headers));
             match (got, want) {
                 (Ok(h), Ok((name, header))) => {
-                    assert_eq!(h.name, *name, "{target} {headers:?}");
+                    assert_eq!(h.name(), *name, "{target} {headers:?}");
                     assert_eq!(
                         h.header.as_ref().map(|v| v.to_str().unwrap()),
                         *header,

@@ -34,6 +34,9 @@ pub const MAX_HEAD: usize = 8 * 1024;
 /// hyper's default limit: more headers are hyper's to refuse (431).
 const MAX_HEADERS: usize = 100;
 const READ_CHUNK: usize = 2048;
+/// The first read of a request: most heads fit (nginx's first buffer is 1 KiB too), and
+/// an allocation this small is served from the allocator's per-thread cache.
+const FIRST_READ: usize = 1024;
 
 /// How the loop left the connection.
 pub enum Own {
@@ -101,7 +104,11 @@ pub fn serve<'a, G: 'a>(
                 if buf.len() >= MAX_HEAD {
                     return Own::Unusual(Rewind::new(io, buf.freeze()));
                 }
-                buf.reserve(READ_CHUNK);
+                if buf.capacity() == 0 {
+                    buf = BytesMut::with_capacity(FIRST_READ);
+                } else {
+                    buf.reserve(READ_CHUNK);
+                }
                 let read =
                     poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut buf));
                 match read.await {
@@ -213,7 +220,9 @@ fn parse(buf: &mut BytesMut) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::Partial,
         Err(_) => return Parsed::Unusual,
     };
-    if r.version != Some(1) {
+    // Offsets into the head are kept in 16 bits (it is never near this long: reads stop
+    // at `MAX_HEAD`).
+    if r.version != Some(1) || len > usize::from(u16::MAX) {
         return Parsed::Unusual;
     }
     let Some(Ok(method)) = r.method.map(|m| Method::from_bytes(m.as_bytes())) else {
@@ -230,40 +239,54 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     let Some(path) = r.path.map(|p| span(p.as_bytes())) else {
         return Parsed::Unusual;
     };
+    // Where each header's name and value lie in the head (at most `MAX_HEAD` long), so
+    // that the values share the head's bytes once it is split off; on the stack, where a
+    // list of names would cost an allocation a request.
+    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
+    let at = |s: &[u8]| (s.as_ptr() as usize - base) as u16;
     let mut close = false;
-    let mut fields = Vec::with_capacity(r.headers.len());
-    for h in r.headers.iter() {
-        let Ok(name) = HeaderName::from_bytes(h.name.as_bytes()) else {
-            return Parsed::Unusual;
-        };
-        match name {
-            header::TRANSFER_ENCODING | header::EXPECT | header::UPGRADE => return Parsed::Unusual,
-            // A body, or a length hyper may refuse: hyper's.
-            header::CONTENT_LENGTH if h.value != b"0" => return Parsed::Unusual,
-            header::CONNECTION => close |= has_token(h.value, b"close"),
+    let mut lengths = 0;
+    for (span, h) in spans.iter_mut().zip(r.headers.iter()) {
+        let name = h.name.as_bytes();
+        match name.len() {
+            17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Unusual,
+            6 if name.eq_ignore_ascii_case(b"expect") => return Parsed::Unusual,
+            7 if name.eq_ignore_ascii_case(b"upgrade") => return Parsed::Unusual,
+            14 if name.eq_ignore_ascii_case(b"content-length") => {
+                // A body, or a length hyper may refuse: hyper's.
+                if h.value != b"0" {
+                    return Parsed::Unusual;
+                }
+                lengths += 1;
+            }
+            10 if name.eq_ignore_ascii_case(b"connection") => {
+                close |= has_token(h.value, b"close");
+            }
             _ => {}
         }
-        fields.push((name, span(h.value)));
+        let (n, v) = (at(name), at(h.value));
+        *span = (n, n + name.len() as u16, v, v + h.value.len() as u16);
     }
     // At most one `Content-Length: 0`: two are hyper's to judge.
-    if fields
-        .iter()
-        .filter(|(n, _)| n == header::CONTENT_LENGTH)
-        .count()
-        > 1
-    {
+    if lengths > 1 {
         return Parsed::Unusual;
     }
+    let count = r.headers.len();
     let head = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.1)) else {
         // Put back for hyper, which answers 400.
         return put_back(buf, &head);
     };
-    let mut map = HeaderMap::with_capacity(fields.len());
-    for (name, (start, end)) in fields {
-        // httparse admitted only what `HeaderValue` does (visible ASCII, space, tab and
-        // obs-text), so this never fails; were it to, hyper would be no better judge.
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(start..end)) else {
+    let mut map = HeaderMap::with_capacity(count);
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let [ns, ne, vs, ve] = [ns, ne, vs, ve].map(usize::from);
+        // httparse admitted only tokens as names and only what `HeaderValue` takes
+        // (visible ASCII, space, tab and obs-text) as values, so neither fails; were one
+        // to, hyper would be no worse a judge.
+        let Ok(name) = HeaderName::from_bytes(&head[ns..ne]) else {
+            return put_back(buf, &head);
+        };
+        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(vs..ve)) else {
             return put_back(buf, &head);
         };
         map.append(name, value);
@@ -721,6 +744,18 @@ mod tests {
             (b"GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n", "unusual"),
             (
                 b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+                "unusual",
+            ),
+            // Names in any case.
+            (b"GET / HTTP/1.1\r\nEXPECT: 100-continue\r\n\r\n", "unusual"),
+            (b"GET / HTTP/1.1\r\nuPgRaDe: h2c\r\n\r\n", "unusual"),
+            (b"GET / HTTP/1.1\r\ncontent-LENGTH: 1\r\n\r\nx", "unusual"),
+            (
+                b"GET / HTTP/1.1\r\nCONTENT-LENGTH: 0\r\ncontent-length: 0\r\n\r\n",
+                "unusual",
+            ),
+            (
+                b"GET / HTTP/1.1\r\nTRANSFER-ENCODING: chunked\r\n\r\n0\r\n\r\n",
                 "unusual",
             ),
             (b"CONNECT h:443 HTTP/1.1\r\n\r\n", "unusual"),

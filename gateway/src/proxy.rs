@@ -1,7 +1,7 @@
 //! The request path: load the current snapshot once, match a route, forward to a node.
 //! No lock on configuration, no etcd, no await on the control plane in here.
 use crate::client_body::ClientBody;
-use crate::client_request::{self, RequestHost};
+use crate::client_request;
 use crate::h1_client::{self, Decoder, Verbatim};
 use crate::headers::{join_cookies, strip_hop_by_hop, Forwarded, ForwardedHeaders};
 use crate::lb::health::Outcome;
@@ -317,10 +317,7 @@ fn route_and_forward<'a>(
     async move {
         let (mut parts, body) = req.into_parts();
         client_request::check_framing(&parts.headers)?;
-        let RequestHost {
-            name: host,
-            header: raw_host,
-        } = client_request::request_host(&parts)?;
+        let request_host = client_request::request_host(&parts)?;
         // What is matched is what the node gets: the normalised path.
         if let Some(pq) = client_request::normalized_target(&parts.uri)? {
             parts.uri = Uri::from(pq);
@@ -339,7 +336,7 @@ fn route_and_forward<'a>(
             shared,
             conn,
             &mut parts,
-            &host,
+            request_host.name(),
             &mut ran,
             Seen {
                 log: log.as_deref_mut(),
@@ -370,7 +367,14 @@ fn route_and_forward<'a>(
                 // (~600 bytes) would be room in this future's state across the wait below.
                 let (upstream, req, mut exchange) = {
                     let prepared = prepare_forward(
-                        shared, conn, parts, body, raw_host, &target, upstream, &ran,
+                        shared,
+                        conn,
+                        parts,
+                        body,
+                        request_host.header,
+                        &target,
+                        upstream,
+                        &ran,
                     );
                     match prepared {
                         Ok(p) => p,

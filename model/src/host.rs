@@ -152,7 +152,7 @@ fn parse_request_host_full(raw: &str) -> Result<String, String> {
 /// optional port of 1 to 5 digits. Such a host is valid and already normal, so it is the
 /// name itself; anything else (`None`) takes the full path, which judges it the same way
 /// (a test compares the two on every string of a small alphabet).
-fn plain_request_host(raw: &str) -> Option<&str> {
+pub fn plain_request_host(raw: &str) -> Option<&str> {
     let b = raw.as_bytes();
     let (name, port) = match b.iter().rposition(|&c| c == b':') {
         Some(i) => (&b[..i], &b[i + 1..]),
