@@ -1,9 +1,10 @@
 //! The gateway's own HTTP/1.1 server loop for the common request: a plain-TCP HTTP/1.1
 //! request without a body, without `Expect`, `Upgrade` or `Transfer-Encoding`, whose head
-//! `httparse` reads whole within [`MAX_HEAD`]. hyper's server costs about 11,000
-//! instructions a request and keeps an 8 KiB buffer and a boxed request future for each
-//! connection's whole life; this loop holds no buffer while a connection is idle and
-//! parses straight into the request the proxy takes (issue 16; docs/architecture.md).
+//! `httparse` reads whole within [`MAX_HEAD`]. hyper's server keeps an 8 KiB buffer and a
+//! boxed request future for each connection's whole life; this loop holds no buffer and
+//! no room for a request while a connection is idle, parses straight into the request
+//! the proxy takes, and writes a node's head as the node wrote it when nothing read it
+//! ([`Verbatim`]; issue 16; docs/architecture.md).
 //!
 //! Everything else is hyper's: the first request this loop does not take, with the bytes
 //! already read, goes to hyper ([`Own::Unusual`]), which serves the connection from then
