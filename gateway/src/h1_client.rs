@@ -22,8 +22,30 @@ use tokio::net::TcpStream;
 /// hyper's client is held to the same (`pool::handshake`), so that a node's answer does
 /// not depend on which client carried the request. nginx's default is 4 or 8 KiB.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// The most header lines in a response head or trailer section (hyper's default).
-const MAX_HEADERS: usize = 100;
+/// The most header lines in a head or trailer section (hyper's default).
+pub(crate) const MAX_HEADERS: usize = 100;
+
+/// Where a header's name and value lie in its head: name start and end, value start and
+/// end. Offsets, not slices, so that the values can share the head's bytes once it is
+/// split off; 16 bits, as the heads they index are at most 64 KiB.
+pub(crate) type Span = (u16, u16, u16, u16);
+
+/// Fills `spans` with those of `headers`, which `httparse` parsed out of `head` (at most
+/// 64 KiB long); on the stack, where a list would cost an allocation a request.
+#[inline]
+pub(crate) fn header_spans(head: &[u8], headers: &[httparse::Header<'_>], spans: &mut [Span]) {
+    let base = head.as_ptr() as usize;
+    let at = |s: &[u8]| (s.as_ptr() as usize - base) as u16;
+    for (span, h) in spans.iter_mut().zip(headers) {
+        let (name, value) = (at(h.name.as_bytes()), at(h.value));
+        *span = (
+            name,
+            name + h.name.len() as u16,
+            value,
+            value + h.value.len() as u16,
+        );
+    }
+}
 /// How much room each read asks for.
 const READ_CHUNK: usize = 8 * 1024;
 /// The longest chunk-size line (with extensions) accepted.
@@ -299,21 +321,9 @@ pub fn parse_head(
             .reason
             .filter(|given| Some(*given) != status.canonical_reason())
             .and_then(|given| hyper::ext::ReasonPhrase::try_from(given.as_bytes().to_vec()).ok());
-        // Where each header's name and value lie in the head (it is at most 64 KiB), so
-        // that the values share the head's bytes once it is split off.
-        let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
-        let base = buf.as_ptr() as usize;
+        let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
+        header_spans(buf, r.headers, &mut spans);
         let count = r.headers.len();
-        for (span, h) in spans.iter_mut().zip(r.headers.iter()) {
-            let at = |p: *const u8| (p as usize - base) as u16;
-            let (name, value) = (at(h.name.as_ptr()), at(h.value.as_ptr()));
-            *span = (
-                name,
-                name + h.name.len() as u16,
-                value,
-                value + h.value.len() as u16,
-            );
-        }
         let head = buf.split_to(len).freeze();
         let plain = verbatim
             && version == Version::HTTP_11
@@ -452,10 +462,7 @@ impl Verbatim {
     /// `Content-Length` without `Transfer-Encoding`, or chunked without a length; no
     /// header `Connection` names for removal; every line `name: value` ending in CRLF.
     /// `None`: the map's path judges it. An invalid length is an error, as there.
-    fn of(
-        head: &Bytes,
-        spans: &[(u16, u16, u16, u16)],
-    ) -> Result<Option<(Verbatim, Framing)>, Error> {
+    fn of(head: &Bytes, spans: &[Span]) -> Result<Option<(Verbatim, Framing)>, Error> {
         let mut v = Verbatim {
             head: head.clone(),
             runs: [(0, 0); MAX_RUNS],

@@ -12,7 +12,7 @@
 //! or does not take, hyper answers or refuses as it always did), and what it writes
 //! follows hyper's rules for a response head (`hyper::proto::h1::role::Server::encode`).
 use crate::client_body::ClientBody;
-use crate::h1_client::Verbatim;
+use crate::h1_client::{header_spans, Verbatim, MAX_HEADERS};
 use crate::proxy::{self, ConnInfo, RespBody};
 use crate::send_timeout::SendTimeout;
 use crate::Shared;
@@ -32,8 +32,6 @@ use tokio::net::TcpStream;
 /// The largest head this loop reads; a larger one is hyper's (which allows 64 KiB and
 /// answers 431 above it). nginx reads heads of up to 1 KiB into its first buffer.
 pub const MAX_HEAD: usize = 8 * 1024;
-/// hyper's default limit: more headers are hyper's to refuse (431).
-const MAX_HEADERS: usize = 100;
 const READ_CHUNK: usize = 2048;
 /// The first read of a request: most heads fit (nginx's first buffer is 1 KiB too), and
 /// an allocation this small is served from the allocator's per-thread cache.
@@ -240,14 +238,9 @@ fn parse(buf: &mut BytesMut) -> Parsed {
     let Some(path) = r.path.map(|p| span(p.as_bytes())) else {
         return Parsed::Unusual;
     };
-    // Where each header's name and value lie in the head (at most `MAX_HEAD` long), so
-    // that the values share the head's bytes once it is split off; on the stack, where a
-    // list of names would cost an allocation a request.
-    let mut spans = [(0u16, 0u16, 0u16, 0u16); MAX_HEADERS];
-    let at = |s: &[u8]| (s.as_ptr() as usize - base) as u16;
     let mut close = false;
     let mut lengths = 0;
-    for (span, h) in spans.iter_mut().zip(r.headers.iter()) {
+    for h in r.headers.iter() {
         let name = h.name.as_bytes();
         match name.len() {
             17 if name.eq_ignore_ascii_case(b"transfer-encoding") => return Parsed::Unusual,
@@ -265,13 +258,13 @@ fn parse(buf: &mut BytesMut) -> Parsed {
             }
             _ => {}
         }
-        let (n, v) = (at(name), at(h.value));
-        *span = (n, n + name.len() as u16, v, v + h.value.len() as u16);
     }
     // At most one `Content-Length: 0`: two are hyper's to judge.
     if lengths > 1 {
         return Parsed::Unusual;
     }
+    let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
+    header_spans(buf, r.headers, &mut spans);
     let count = r.headers.len();
     let head = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.1)) else {
@@ -467,18 +460,7 @@ fn encode_head(
     let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
     // An HTTP/1.0 node's answer keeps its version, as hyper writes it.
     let http10 = parts.version == Version::HTTP_10;
-    if status == StatusCode::OK && reason.is_none() && !http10 {
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-    } else {
-        out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        match reason {
-            Some(r) => out.extend_from_slice(r.as_bytes()),
-            None => out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
-        }
-        out.extend_from_slice(b"\r\n");
-    }
+    status_line(status, reason.map(|r| r.as_bytes()), http10, out);
     // 1xx is never the proxy's final answer; 204/304 and HEAD have no body.
     let may_have_body = !(head_request
         || status.is_informational()
@@ -579,6 +561,23 @@ fn encode_head(
     (framing, keep)
 }
 
+/// The status line, as hyper writes it: the usual reason phrase unless another is given.
+#[inline]
+fn status_line(status: StatusCode, reason: Option<&[u8]>, http10: bool, out: &mut Vec<u8>) {
+    if status == StatusCode::OK && reason.is_none() && !http10 {
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        return;
+    }
+    out.extend_from_slice(if http10 { b"HTTP/1.0 " } else { b"HTTP/1.1 " });
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    match reason {
+        Some(r) => out.extend_from_slice(r),
+        None => out.extend_from_slice(status.canonical_reason().unwrap_or("<none>").as_bytes()),
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// A head whose header lines came as the node wrote them ([`Verbatim`]): the status
 /// line, those lines, and what this loop adds by the same rules as [`encode_head`]. Such
 /// a head is never a HEAD's, a 1xx, 204 or 304, nor HTTP/1.0, and its body has a length
@@ -590,16 +589,7 @@ fn encode_verbatim(
     close: bool,
     out: &mut Vec<u8>,
 ) -> (Framing, bool) {
-    if parts.status == StatusCode::OK {
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-    } else {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(parts.status.as_str().as_bytes());
-        out.push(b' ');
-        let reason = parts.status.canonical_reason().unwrap_or("<none>");
-        out.extend_from_slice(reason.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    status_line(parts.status, None, false, out);
     for run in v.runs() {
         out.extend_from_slice(run);
     }
