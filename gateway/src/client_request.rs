@@ -1,6 +1,7 @@
 //! What the gateway refuses in a client's request head before routing it, and the host and
 //! path it routes on. Each check closes a way for the gateway and a backend to read one
 //! request differently (the host it is for, the path it asks, where its body ends). Pure.
+use crate::client_head::ClientHead;
 use crate::normalize::{normalize_path, PathError};
 use crate::proxy::ProxyError;
 use http::header::{HOST, TRANSFER_ENCODING};
@@ -71,6 +72,21 @@ pub fn request_host(parts: &http::request::Parts) -> Result<RequestHost, ProxyEr
         }
         (None, None) => None,
     };
+    named(chosen)
+}
+
+/// The host of a request whose head is kept as bytes ([`ClientHead`]): its one `Host`
+/// (such a head has exactly one, and its target no authority), judged as
+/// [`request_host`] judges it.
+pub fn request_host_of(head: &ClientHead) -> Result<RequestHost, ProxyError> {
+    let host = head
+        .host()
+        .ok_or(ProxyError::BadRequest("invalid Host header"))?;
+    named(Some(host))
+}
+
+/// The name to route on of the chosen `Host` value.
+fn named(chosen: Option<HeaderValue>) -> Result<RequestHost, ProxyError> {
     let name = match &chosen {
         Some(h) => {
             let s = h

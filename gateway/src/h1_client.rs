@@ -6,6 +6,7 @@
 //! §1d); this path has neither. It carries every request but upgrades and CONNECT (a body
 //! is written as it arrives while the answer is awaited); those go through hyper on the
 //! same connection (`Conn::into_hyper`).
+use crate::client_head::ClientHead;
 use crate::headers::{is_hop_by_hop, ForwardedHeaders};
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING};
@@ -23,17 +24,17 @@ use tokio::net::TcpStream;
 /// not depend on which client carried the request. nginx's default is 4 or 8 KiB.
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header lines in a head or trailer section (hyper's default).
-pub(crate) const MAX_HEADERS: usize = 100;
+pub const MAX_HEADERS: usize = 100;
 
 /// Where a header's name and value lie in its head: name start and end, value start and
 /// end. Offsets, not slices, so that the values can share the head's bytes once it is
 /// split off; 16 bits, as the heads they index are at most 64 KiB.
-pub(crate) type Span = (u16, u16, u16, u16);
+pub type Span = (u16, u16, u16, u16);
 
 /// Fills `spans` with those of `headers`, which `httparse` parsed out of `head` (at most
 /// 64 KiB long); on the stack, where a list would cost an allocation a request.
 #[inline]
-pub(crate) fn header_spans(head: &[u8], headers: &[httparse::Header<'_>], spans: &mut [Span]) {
+pub fn header_spans(head: &[u8], headers: &[httparse::Header<'_>], spans: &mut [Span]) {
     let base = head.as_ptr() as usize;
     let at = |s: &[u8]| (s.as_ptr() as usize - base) as u16;
     for (span, h) in spans.iter_mut().zip(headers) {
@@ -108,10 +109,12 @@ pub enum Error {
 }
 
 /// Writes the request head as HTTP/1.1: origin-form target, header lines as they are in
-/// the map (names lower case, as hyper writes them), then the forwarding headers in place
-/// of any the map has.
+/// the map (names lower case, as hyper writes them), then those of `raw`, the head as the
+/// client sent it (its `Host` line unless the map has one), then the forwarding headers
+/// in place of any the map has.
 pub fn encode_head<B>(
     req: &Request<B>,
+    raw: Option<&ClientHead>,
     forwarded: Option<&ForwardedHeaders>,
     chunked: bool,
     out: &mut Vec<u8>,
@@ -129,6 +132,14 @@ pub fn encode_head<B>(
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    }
+    if let Some(raw) = raw {
+        if req.headers().is_empty() || !req.headers().contains_key(http::header::HOST) {
+            out.extend_from_slice(raw.host_line());
+        }
+        for run in raw.runs() {
+            out.extend_from_slice(run);
+        }
     }
     if let Some(f) = forwarded {
         f.write(out);
@@ -1122,13 +1133,13 @@ mod tests {
             .body(())
             .unwrap();
         let mut out = Vec::new();
-        encode_head(&req, None, false, &mut out);
+        encode_head(&req, None, None, false, &mut out);
         assert_eq!(
             out,
             b"DELETE /a/b?c=1 HTTP/1.1\r\nhost: up.example\r\nx-multi: 1\r\nx-multi: 2\r\n\r\n"
         );
         let mut out = Vec::new();
-        encode_head(&Request::new(()), None, true, &mut out);
+        encode_head(&Request::new(()), None, None, true, &mut out);
         assert_eq!(out, b"GET / HTTP/1.1\r\ntransfer-encoding: chunked\r\n\r\n");
     }
 }

@@ -12,6 +12,7 @@
 //! or does not take, hyper answers or refuses as it always did), and what it writes
 //! follows hyper's rules for a response head (`hyper::proto::h1::role::Server::encode`).
 use crate::client_body::ClientBody;
+use crate::client_head::ClientHead;
 use crate::h1_client::{header_spans, Verbatim, MAX_HEADERS};
 use crate::proxy::{self, ConnInfo, RespBody};
 use crate::send_timeout::SendTimeout;
@@ -83,7 +84,7 @@ pub fn serve<'a, G: 'a>(
             // `None` until a parse found the head incomplete: a head that comes whole in
             // one read (nearly all do) is parsed at once, without the scan.
             let mut scanned = None;
-            let (req, close) = loop {
+            let (req, close, raw) = loop {
                 // Matched in place: a parsed request kept in a local would be room in
                 // the connection's future across the read below.
                 let may_end = match scanned {
@@ -91,8 +92,8 @@ pub fn serve<'a, G: 'a>(
                     Some(from) => crate::h1_client::head_may_end(&buf, from),
                 };
                 if may_end {
-                    match parse(&mut buf) {
-                        Parsed::Request(req, close) => break (req, close),
+                    match parse(&mut buf, true) {
+                        Parsed::Request(req, close, raw) => break (req, close, raw),
                         Parsed::Unusual => return Own::Unusual(Rewind::new(io, buf.freeze())),
                         Parsed::Partial => {}
                     }
@@ -119,7 +120,7 @@ pub fn serve<'a, G: 'a>(
             };
             let end = begin();
             // Boxed, write and all: an idle connection's task carries no room for a request.
-            let kept = Box::pin(exchange(&c, req, close, &mut io, buf.is_empty())).await;
+            let kept = Box::pin(exchange(&c, req, raw, close, &mut io, buf.is_empty())).await;
             drop(end);
             match kept {
                 Exchanged::Kept => {}
@@ -150,6 +151,7 @@ enum Exchanged {
 fn exchange<'a>(
     c: &'a Conn<'_>,
     req: Request<ClientBody>,
+    raw: Option<ClientHead>,
     close: bool,
     io: &'a mut SendTimeout<TcpStream>,
     nothing_buffered: bool,
@@ -163,6 +165,7 @@ fn exchange<'a>(
                 c.shared.clone(),
                 *c.info,
                 req,
+                raw,
                 Some(&verbatim)
             ));
             // A client that closes before its answer: the request is dropped, as hyper
@@ -200,13 +203,15 @@ async fn closed(stream: &TcpStream) {
 #[allow(clippy::large_enum_variant)]
 enum Parsed {
     Partial,
-    /// A request and whether it asked to close the connection after its response.
-    Request(Request<ClientBody>, bool),
+    /// A request, whether it asked to close the connection after its response, and its
+    /// head as bytes when its header map is left empty until asked for.
+    Request(Request<ClientBody>, bool, Option<ClientHead>),
     Unusual,
 }
 
-/// A request head at the start of `buf`, taken out of it when complete and this loop's.
-fn parse(buf: &mut BytesMut) -> Parsed {
+/// A request head at the start of `buf`, taken out of it when complete and this loop's;
+/// with `keep_raw`, kept as bytes without a header map when it is plain ([`ClientHead`]).
+fn parse(buf: &mut BytesMut, keep_raw: bool) -> Parsed {
     let mut headers = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
     let mut r = httparse::Request::new(&mut []);
     // hyper's own parser settings are httparse's defaults.
@@ -271,6 +276,17 @@ fn parse(buf: &mut BytesMut) -> Parsed {
         // Put back for hyper, which answers 400.
         return put_back(buf, &head);
     };
+    let mut req = Request::new(ClientBody::Empty);
+    *req.method_mut() = method;
+    *req.uri_mut() = uri;
+    *req.version_mut() = Version::HTTP_11;
+    // Kept as bytes when it is plain and its target is in origin form (an authority in
+    // the target replaces `Host`): the map is built only if something asks for it.
+    if keep_raw && req.uri().authority().is_none() {
+        if let Some(raw) = ClientHead::of(&head, &spans[..count]) {
+            return Parsed::Request(req, close, Some(raw));
+        }
+    }
     let mut map = HeaderMap::with_capacity(count);
     for &(ns, ne, vs, ve) in &spans[..count] {
         let [ns, ne, vs, ve] = [ns, ne, vs, ve].map(usize::from);
@@ -285,12 +301,8 @@ fn parse(buf: &mut BytesMut) -> Parsed {
         };
         map.append(name, value);
     }
-    let mut req = Request::new(ClientBody::Empty);
-    *req.method_mut() = method;
-    *req.uri_mut() = uri;
-    *req.version_mut() = Version::HTTP_11;
     *req.headers_mut() = map;
-    Parsed::Request(req, close)
+    Parsed::Request(req, close, None)
 }
 
 /// Puts a head taken out of `buf` back in front of what followed it, for hyper to read.
@@ -688,7 +700,7 @@ mod tests {
 
     fn parsed(head: &[u8]) -> (&'static str, BytesMut) {
         let mut buf = BytesMut::from(head);
-        let kind = match parse(&mut buf) {
+        let kind = match parse(&mut buf, true) {
             Parsed::Partial => "partial",
             Parsed::Unusual => "unusual",
             Parsed::Request(..) => "ours",
@@ -765,6 +777,131 @@ mod tests {
         // A pipelined request stays in the buffer for the next turn.
         let (kind, rest) = parsed(b"GET /1 HTTP/1.1\r\n\r\nGET /2 HTTP/1.1\r\n\r\n");
         assert_eq!((kind, &rest[..]), ("ours", &b"GET /2 HTTP/1.1\r\n\r\n"[..]));
+    }
+
+    /// A plain head is kept as bytes; it reaches the node as the map's path sends it but
+    /// for the names' case and the lines' order, with the `Host` that `pass_host` chose;
+    /// its map, built when a plugin asks, is the map's path's; `vars` read the same
+    /// values from it.
+    #[test]
+    fn heads_kept_as_bytes_reach_the_node_as_mapped_ones_do() {
+        use crate::headers::{strip_hop_by_hop, Forwarded, ForwardedHeaders};
+        for (head, kept) in [
+            (&b"GET /a?b=1 HTTP/1.1\r\nHost: h.example:8080\r\nUser-Agent: t\r\n\r\n"[..], true),
+            (
+                b"GET / HTTP/1.1\r\nHOST: H.Example\r\nX-Forwarded-For: 1.2.3.4\r\nX-Real-IP: 6.6.6.6\r\n\
+                  X-Forwarded-Proto: https\r\nX-Forwarded-Host: e\r\nX-Forwarded-Port: 1\r\n\
+                  Connection: keep-alive\r\nKeep-Alive: timeout=5\r\nProxy-Connection: x\r\nTE: trailers\r\n\
+                  Trailer: x\r\nProxy-Authorization: y\r\nCookie: a=1\r\ncookie: b=2\r\nx-dup: 1\r\n\
+                  X-Dup: 2\r\nContent-Length: 0\r\n\r\n",
+                true,
+            ),
+            // Blanks and bytes a value may hold; a value of nothing.
+            (
+                b"GET / HTTP/1.1\r\nX-Empty:\r\nX-Tab:\tv\t1\r\nX-Obs: caf\xc3\xa9\r\nHost:h\r\nx-forwarded-for: \r\n\r\n",
+                true,
+            ),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nConnection: close, x-drop\r\nX-Drop: 1\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nHost: h\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nUser-Agent: t\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\n\r\n", false),
+            (
+                b"GET / HTTP/1.1\r\nHost: h\r\nX-Forwarded-For: 1\r\nX-Forwarded-For: 2\r\n\r\n",
+                false,
+            ),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nContent-Type: application/grpc\r\n\r\n", false),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX-Space: v \r\n\r\n", false),
+            (b"GET / HTTP/1.1\nHost: h\nX: v\n\n", false),
+            (b"GET / HTTP/1.1\r\nHost: h\r\nX: v\n\r\n", false),
+            (b"GET http://h/x HTTP/1.1\r\nHost: h\r\n\r\n", false),
+            // Lines taken out cut the rest into runs: four are kept, five go to the map.
+            (b"GET / HTTP/1.1\r\nA: 1\r\nHost: h\r\nB: 1\r\nTE: x\r\nC: 1\r\nTrailer: x\r\nD: 1\r\n\r\n", true),
+            (
+                b"GET / HTTP/1.1\r\nA: 1\r\nHost: h\r\nB: 1\r\nTE: x\r\nC: 1\r\nTrailer: x\r\nD: 1\r\nX-Real-IP: 1\r\nE: 1\r\n\r\n",
+                false,
+            ),
+        ] {
+            let shown = String::from_utf8_lossy(head);
+            let Parsed::Request(req, _, raw) = parse(&mut BytesMut::from(head), true) else {
+                panic!("not taken: {shown}");
+            };
+            let Parsed::Request(mapped, _, None) = parse(&mut BytesMut::from(head), false) else {
+                panic!("not mapped: {shown}");
+            };
+            assert_eq!(raw.is_some(), kept, "{shown}");
+            let Some(raw) = raw else {
+                assert_eq!(req.headers(), mapped.headers(), "{shown}");
+                continue;
+            };
+            assert!(req.headers().is_empty(), "{shown}");
+            assert_eq!(&raw.header_map(), mapped.headers(), "{shown}");
+            for name in mapped.headers().keys() {
+                let want: Vec<&str> = mapped
+                    .headers()
+                    .get_all(name)
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect();
+                let upper = name.as_str().to_ascii_uppercase();
+                assert_eq!(raw.values(name.as_str()).collect::<Vec<_>>(), want, "{shown}");
+                assert_eq!(raw.values(&upper).collect::<Vec<_>>(), want, "{shown}");
+            }
+            assert_eq!(raw.values("x-absent").count(), 0);
+            // What the node gets, with the client's Host and with the node's own.
+            for node_host in [None, Some(HeaderValue::from_static("node.example"))] {
+                let f = |host| Forwarded {
+                    client_ip: "10.0.0.9".parse().unwrap(),
+                    real_ip: None,
+                    proto: "http",
+                    host,
+                    port: 9080,
+                };
+                let mut map = mapped.headers().clone();
+                strip_hop_by_hop(&mut map);
+                let client_host = map.get(http::header::HOST).cloned();
+                let by_map = ForwardedHeaders::new(&map, &f(client_host.as_ref()));
+                let by_raw = ForwardedHeaders::after(
+                    raw.forwarded_for().into_iter(),
+                    &f(raw.host().as_ref()),
+                );
+                let mut as_mapped = Request::new(());
+                *as_mapped.uri_mut() = mapped.uri().clone();
+                *as_mapped.headers_mut() = map;
+                let mut as_raw = Request::new(());
+                *as_raw.uri_mut() = req.uri().clone();
+                if let Some(h) = &node_host {
+                    as_mapped.headers_mut().insert(http::header::HOST, h.clone());
+                    as_raw.headers_mut().insert(http::header::HOST, h.clone());
+                }
+                let (mut a, mut b) = (Vec::new(), Vec::new());
+                crate::h1_client::encode_head(&as_mapped, None, Some(&by_map), false, &mut a);
+                crate::h1_client::encode_head(&as_raw, Some(&raw), Some(&by_raw), false, &mut b);
+                assert!(b.ends_with(b"\r\n\r\n"), "{shown}");
+                let lines = |head: &[u8]| {
+                    let text = String::from_utf8_lossy(head).into_owned();
+                    assert!(!text.replace("\r\n", "").contains('\n'), "a bare LF: {text}");
+                    let mut lines = text.trim_end().split("\r\n");
+                    let start = lines.next().unwrap().to_string();
+                    let mut fields: Vec<(String, String)> = lines
+                        .map(|l| {
+                            let (n, v) = l.split_once(':').unwrap();
+                            (n.to_ascii_lowercase(), v.trim().to_string())
+                        })
+                        .collect();
+                    fields.sort();
+                    (start, fields)
+                };
+                let (a, b) = (lines(&a), lines(&b));
+                assert_eq!(a, b, "{shown}");
+                let hosts: Vec<_> = b.1.iter().filter(|(n, _)| n == "host").collect();
+                let want_host = node_host
+                    .as_ref()
+                    .or(client_host.as_ref())
+                    .map(|h| h.to_str().unwrap());
+                assert_eq!(hosts.len(), 1, "{shown}");
+                assert_eq!(Some(hosts[0].1.as_str()), want_host, "{shown}");
+            }
+        }
     }
 
     #[test]

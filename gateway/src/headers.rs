@@ -148,16 +148,22 @@ pub struct ForwardedHeaders {
 
 impl ForwardedHeaders {
     pub fn new(headers: &HeaderMap, f: &Forwarded<'_>) -> ForwardedHeaders {
+        let previous = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        ForwardedHeaders::after(previous, f)
+    }
+
+    /// The same, given the client's `X-Forwarded-For` values (those in visible ASCII).
+    pub fn after<'a>(
+        previous: impl Iterator<Item = &'a str>,
+        f: &Forwarded<'_>,
+    ) -> ForwardedHeaders {
         let ip = ip_text(f.client_ip);
         // Proxies before us may have sent several X-Forwarded-For lines: keep them all,
         // in order.
-        let mut prev = headers
-            .get_all(&X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .peekable();
+        let mut prev = previous.map(str::trim).filter(|v| !v.is_empty()).peekable();
         let joined = prev.peek().is_some().then(|| {
             let mut joined = prev.collect::<Vec<_>>().join(", ");
             joined.push_str(", ");

@@ -5,6 +5,7 @@
 pub mod access_log;
 pub mod balancer;
 pub mod client_body;
+pub mod client_head;
 pub mod client_request;
 pub mod config;
 pub mod config_file;

@@ -1,6 +1,7 @@
 //! The request path: load the current snapshot once, match a route, forward to a node.
 //! No lock on configuration, no etcd, no await on the control plane in here.
 use crate::client_body::ClientBody;
+use crate::client_head::ClientHead;
 use crate::client_request;
 use crate::h1_client::{self, Decoder, Verbatim};
 use crate::headers::{join_cookies, strip_hop_by_hop, Forwarded, ForwardedHeaders};
@@ -24,6 +25,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use model::upstream::PassHost;
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::time::Instant;
@@ -74,18 +76,21 @@ pub fn handle(
     shared: Arc<Shared>,
     conn: ConnInfo,
     req: Request<ClientBody>,
+    raw: Option<ClientHead>,
     verbatim: Option<&OnceLock<Verbatim>>,
 ) -> impl std::future::Future<Output = Response<RespBody>> + Send + '_ {
     async move {
         let grpc = is_grpc(&req);
         // Only when the access log is on: what it needs of the request, before it is consumed.
-        let mut entry = shared
-            .access_log
-            .as_ref()
-            .map(|_| (Box::new(log_entry(&req, conn)), Instant::now()));
+        let mut entry = shared.access_log.as_ref().map(|_| {
+            (
+                Box::new(log_entry(&req, raw.as_ref(), conn)),
+                Instant::now(),
+            )
+        });
         let mut unanswered = Unanswered(Some(&shared.metrics));
         let log = entry.as_mut().map(|(e, _)| &mut **e);
-        let resp = match route_and_forward(&shared, conn, req, grpc, log, verbatim).await {
+        let resp = match route_and_forward(&shared, conn, req, raw, grpc, log, verbatim).await {
             Ok(r) => r,
             // gRPC clients read a status from trailers, not an HTTP error page.
             Err(e) if grpc => e.into_grpc_response(),
@@ -102,12 +107,18 @@ pub fn handle(
 }
 
 /// The request's part of its access log entry.
-fn log_entry(req: &Request<ClientBody>, conn: ConnInfo) -> crate::access_log::Entry {
-    let header = |name| {
-        req.headers()
+fn log_entry(
+    req: &Request<ClientBody>,
+    raw: Option<&ClientHead>,
+    conn: ConnInfo,
+) -> crate::access_log::Entry {
+    let header = |name: http::header::HeaderName| match raw {
+        Some(raw) => raw.values(name.as_str()).next().map(str::to_string),
+        None => req
+            .headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
+            .map(str::to_string),
     };
     crate::access_log::Entry {
         remote: Some(conn.remote),
@@ -310,14 +321,21 @@ fn route_and_forward<'a>(
     shared: &'a Arc<Shared>,
     conn: ConnInfo,
     req: Request<ClientBody>,
+    mut raw: Option<ClientHead>,
     grpc: bool,
     mut log: Option<&'a mut crate::access_log::Entry>,
     verbatim: Option<&'a OnceLock<Verbatim>>,
 ) -> impl std::future::Future<Output = Result<Response<RespBody>, ProxyError>> + Send + 'a {
     async move {
         let (mut parts, body) = req.into_parts();
-        client_request::check_framing(&parts.headers)?;
-        let request_host = client_request::request_host(&parts)?;
+        let request_host = match &raw {
+            // The own loop took no transfer coding.
+            Some(head) => client_request::request_host_of(head)?,
+            None => {
+                client_request::check_framing(&parts.headers)?;
+                client_request::request_host(&parts)?
+            }
+        };
         // What is matched is what the node gets: the normalised path.
         if let Some(pq) = client_request::normalized_target(&parts.uri)? {
             parts.uri = Uri::from(pq);
@@ -336,6 +354,7 @@ fn route_and_forward<'a>(
             shared,
             conn,
             &mut parts,
+            &mut raw,
             request_host.name(),
             &mut ran,
             Seen {
@@ -370,6 +389,7 @@ fn route_and_forward<'a>(
                         shared,
                         conn,
                         parts,
+                        raw,
                         body,
                         request_host.header,
                         &target,
@@ -530,6 +550,7 @@ fn decide(
     shared: &Arc<Shared>,
     conn: ConnInfo,
     parts: &mut http::request::Parts,
+    raw: &mut Option<ClientHead>,
     host: &str,
     ran: &mut Ran,
     seen: Seen<'_>,
@@ -555,6 +576,7 @@ fn decide(
                 local: conn.local,
                 scheme: conn.scheme,
                 consumer: None,
+                raw: raw.as_ref(),
             },
         })
         .map(|m| m.value.clone());
@@ -570,6 +592,10 @@ fn decide(
     let mut client = conn;
     // A route without plugins, and no global rules: nothing to set up.
     if snapshot.global.is_some() || found.as_ref().is_some_and(|t| t.chain.is_some()) {
+        // Plugins read and change the map.
+        if let Some(head) = raw.take() {
+            parts.headers = head.header_map();
+        }
         let logs = snapshot.global.as_ref().is_some_and(|c| c.logs())
             || found
                 .as_ref()
@@ -627,10 +653,13 @@ fn decide(
         (None, None) => Err(ProxyError::NoRoute),
         (None, Some(target)) => {
             let (upstream, target_chain) =
-                snapshot.upstream_for(&target, &vars_after(parts, host, client, ran));
+                snapshot.upstream_for(&target, &vars_after(parts, raw.as_ref(), host, client, ran));
             // The chosen split target's own plugins (a Gateway API backendRef's filters)
             // act on the request as the route's plugins left it.
             if let Some(chain) = target_chain {
+                if let Some(head) = raw.take() {
+                    parts.headers = head.header_map();
+                }
                 let mut req = Req {
                     parts: &mut *parts,
                     host,
@@ -650,7 +679,7 @@ fn decide(
                 }
             }
             let hash_key = match &upstream {
-                Ok(u) => u.hash_key(&vars_after(parts, host, client, ran)),
+                Ok(u) => u.hash_key(&vars_after(parts, raw.as_ref(), host, client, ran)),
                 Err(_) => None,
             };
             Ok(Ok((target, upstream.map(|u| (u, hash_key)))))
@@ -661,6 +690,7 @@ fn decide(
 /// The request's variables as the plugins have left it (its client as `real-ip` says).
 fn vars_after<'a>(
     parts: &'a http::request::Parts,
+    raw: Option<&'a ClientHead>,
     host: &'a str,
     client: ConnInfo,
     ran: &'a Ran,
@@ -672,6 +702,7 @@ fn vars_after<'a>(
         local: client.local,
         scheme: client.scheme,
         consumer: ran.consumer().map(|c| c.username.as_str()),
+        raw,
     }
 }
 
@@ -683,6 +714,7 @@ fn prepare_forward<'a>(
     shared: &Arc<Shared>,
     conn: ConnInfo,
     mut parts: http::request::Parts,
+    raw: Option<ClientHead>,
     body: ClientBody,
     raw_host: Option<HeaderValue>,
     target: &RouteTarget,
@@ -690,6 +722,22 @@ fn prepare_forward<'a>(
     ran: &Ran,
 ) -> Result<(Arc<UpstreamRt>, Request<UpBody>, Exchange<'a>), ProxyError> {
     let (upstream, hash_key) = upstream.map_err(ProxyError::Unavailable)?;
+    // A head kept as bytes is written by the inline client, which speaks HTTP/1.1 in the
+    // clear; any other upstream, or a plugin, gets the map.
+    let raw = match raw {
+        Some(head)
+            if ran.is_empty()
+                && upstream.transport.tls.is_none()
+                && !upstream.transport.http2() =>
+        {
+            Some(head)
+        }
+        Some(head) => {
+            parts.headers = head.header_map();
+            None
+        }
+        None => None,
+    };
     let body_limit = ran
         .max_body_size()
         .or(shared.max_body_size)
@@ -701,7 +749,7 @@ fn prepare_forward<'a>(
     }
     // A WebSocket handshake keeps its upgrade headers, which are otherwise hop-by-hop,
     // on routes that allow it; elsewhere it reaches the node as a plain request.
-    let upgrade = match websocket_upgrade(&parts) {
+    let upgrade = match raw.is_none().then(|| websocket_upgrade(&parts)).flatten() {
         Some(protocol) if target.websocket && !upstream.transport.http2() => {
             parts.extensions.remove::<OnUpgrade>().map(|on| {
                 let guard = parts.extensions.remove::<TunnelGuard>();
@@ -717,7 +765,9 @@ fn prepare_forward<'a>(
             v.to_str()
                 .is_ok_and(|v| v.to_ascii_lowercase().contains("trailers"))
         });
-    strip_hop_by_hop(&mut parts.headers);
+    if raw.is_none() {
+        strip_hop_by_hop(&mut parts.headers);
+    }
     let upgrade = upgrade.map(|(client, protocol)| {
         parts
             .headers
@@ -730,20 +780,24 @@ fn prepare_forward<'a>(
     }
     // Set when the request leaves (`send_to_node`): the inline client writes them
     // without touching the map.
-    let forwarded = ForwardedHeaders::new(
-        &parts.headers,
-        &Forwarded {
-            client_ip: conn.remote.ip(),
-            real_ip: ran.real_ip(),
-            proto: conn.scheme,
-            host: raw_host.as_ref(),
-            port: conn.local.port(),
-        },
-    );
+    let f = Forwarded {
+        client_ip: conn.remote.ip(),
+        real_ip: ran.real_ip(),
+        proto: conn.scheme,
+        host: raw_host.as_ref(),
+        port: conn.local.port(),
+    };
+    let forwarded = match &raw {
+        Some(head) => ForwardedHeaders::after(head.forwarded_for().into_iter(), &f),
+        None => ForwardedHeaders::new(&parts.headers, &f),
+    };
     // HTTP/2 requests have no Host header; the upstream speaks HTTP/1.1 and needs one.
     // `proxy-rewrite.host` replaces it (and `pass_host: node/rewrite` still win over both).
-    if let Some(h) = ran.upstream_host().or(raw_host) {
-        parts.headers.insert(HOST, h);
+    // A head kept as bytes keeps its own line.
+    if raw.is_none() {
+        if let Some(h) = ran.upstream_host().or(raw_host) {
+            parts.headers.insert(HOST, h);
+        }
     }
     parts.uri = parts
         .uri
@@ -794,6 +848,8 @@ fn prepare_forward<'a>(
         seen: std::sync::Mutex::new(None),
         upgrade: std::sync::Mutex::new(upgrade),
         verbatim: None,
+        raw,
+        raw_spent: AtomicBool::new(false),
     };
     Ok((upstream, req, exchange))
 }
@@ -876,6 +932,36 @@ struct Exchange<'a> {
     seen: std::sync::Mutex<Option<UpstreamSeen>>,
     /// Where a verbatim response head goes, when the client's side takes one.
     verbatim: Option<&'a OnceLock<Verbatim>>,
+    /// The client's head as it sent it, when the request's map is empty but for what
+    /// `pass_host` puts there: the inline client writes its lines.
+    raw: Option<ClientHead>,
+    /// Set once the request's map has been built from `raw` (for hyper's client).
+    raw_spent: AtomicBool,
+}
+
+impl Exchange<'_> {
+    /// The client's head as sent, while the request's map has not been built from it.
+    fn raw(&self) -> Option<&ClientHead> {
+        self.raw
+            .as_ref()
+            .filter(|_| !self.raw_spent.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Builds `req`'s map from the client's head, as the map's path has it by now
+    /// (`prepare_forward`): hop-by-hop headers out, the `Host` that `pass_host` chose in.
+    fn spend_raw(&self, req: &mut Request<UpBody>) {
+        let Some(head) = self.raw() else {
+            return;
+        };
+        let mut map = head.header_map();
+        strip_hop_by_hop(&mut map);
+        if let Some(h) = req.headers_mut().remove(HOST) {
+            map.insert(HOST, h);
+        }
+        *req.headers_mut() = map;
+        self.raw_spent
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Sends `req` to a node of `upstream`, moving to the next node when a connection cannot
@@ -921,7 +1007,7 @@ fn forward<'a>(
             let host = match upstream.pass_host {
                 // A client without Host (HTTP/1.0, HTTP/2 without :authority) still needs one
                 // upstream, which speaks HTTP/1.1.
-                PassHost::Pass if req.headers().contains_key(HOST) => None,
+                PassHost::Pass if ex.raw().is_some() || req.headers().contains_key(HOST) => None,
                 PassHost::Pass | PassHost::Node => node.host_header.as_ref(),
                 PassHost::Rewrite => upstream.upstream_host.as_ref(),
             };
@@ -1052,8 +1138,11 @@ fn send_to_node<'a>(
                     // A body of unknown length (the client's was chunked) goes chunked.
                     let chunked = !req.body().is_end_stream()
                         && !req.headers().contains_key(http::header::CONTENT_LENGTH);
-                    let mut head = Vec::with_capacity(128 + 48 * req.headers().len());
-                    h1_client::encode_head(&req, Some(&ex.forwarded), chunked, &mut head);
+                    let raw = ex.raw();
+                    let mut head = Vec::with_capacity(
+                        128 + raw.map_or(0, ClientHead::head_len) + 48 * req.headers().len(),
+                    );
+                    h1_client::encode_head(&req, raw, Some(&ex.forwarded), chunked, &mut head);
                     let method = req.method().clone();
                     let body = (!req.body().is_end_stream()).then(|| req.body_mut());
                     match send_inline(shared, node, &head, &method, body, chunked, conn, ex).await {
@@ -1119,6 +1208,8 @@ fn send_to_node<'a>(
                     )))
                 }
             }
+            // hyper's client writes the map.
+            ex.spend_raw(&mut req);
             ex.forwarded.apply(req.headers_mut());
             conn.uses += 1;
             // Only a connection that sat idle can have been closed by the node under us; a
@@ -1679,6 +1770,7 @@ mod future_size {
             Arc<Shared>,
             ConnInfo,
             Request<ClientBody>,
+            Option<ClientHead>,
             Option<&'static OnceLock<Verbatim>>,
         ) -> Fut,
     {

@@ -1,5 +1,6 @@
 //! Request variables for `vars` expressions, named as nginx/APISIX name them
 //! (`arg_x`, `http_x_y`, `cookie_x`, `uri`, `host`, `remote_addr`, …).
+use crate::client_head::ClientHead;
 use http::request::Parts;
 use model::vars::VarSource;
 use std::borrow::Cow;
@@ -14,6 +15,9 @@ pub struct RequestVars<'a> {
     pub scheme: &'a str,
     /// The authenticated consumer's username (`consumer_name`).
     pub consumer: Option<&'a str>,
+    /// The head as the client sent it, when `parts` has no header map yet: headers are
+    /// read from it.
+    pub raw: Option<&'a ClientHead>,
 }
 
 impl RequestVars<'_> {
@@ -29,23 +33,29 @@ impl RequestVars<'_> {
             .collect()
     }
 
+    /// The values of every header named `name`, in visible ASCII, from the map or from
+    /// the head as sent.
+    fn values(&self, name: &str) -> Vec<&str> {
+        match self.raw {
+            Some(raw) => raw.values(name).collect(),
+            None => self
+                .parts
+                .headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .collect(),
+        }
+    }
+
     fn header_values(&self, var: &str) -> Vec<Cow<'_, str>> {
         let name = var.replace('_', "-");
-        self.parts
-            .headers
-            .get_all(name.as_str())
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .map(Cow::Borrowed)
-            .collect()
+        self.values(&name).into_iter().map(Cow::Borrowed).collect()
     }
 
     fn cookie(&self, name: &str) -> Option<Cow<'_, str>> {
-        self.parts
-            .headers
-            .get_all(http::header::COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
+        self.values("cookie")
+            .into_iter()
             .flat_map(|v| v.split(';'))
             .find_map(|c| {
                 let (k, v) = c.trim().split_once('=')?;
@@ -238,6 +248,7 @@ mod tests {
             local: "127.0.0.1:9080".parse().unwrap(),
             scheme: "http",
             consumer: Some("jack"),
+            raw: None,
         };
         for (name, want) in [
             ("arg_a", Some("1")),

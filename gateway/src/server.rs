@@ -384,7 +384,7 @@ impl Connections {
                 }
                 async move {
                     let mut resp =
-                        proxy::handle(shared, info, req.map(ClientBody::Hyper), None).await;
+                        proxy::handle(shared, info, req.map(ClientBody::Hyper), None, None).await;
                     // A 101 keeps its `Connection: upgrade`: the socket becomes a tunnel.
                     if http1
                         && draining.load(Ordering::Relaxed)

@@ -254,3 +254,180 @@ async fn a_nodes_head_is_passed_on_as_written_when_nothing_reads_it() {
     }
     assert_eq!(handovers(&s).await, 0.0);
 }
+
+/// The head the node got for the one request `rec` saw since it was cleared.
+fn seen_head(rec: &e2e::raw::RecordingBackend) -> String {
+    let bytes = rec.bytes();
+    let text = String::from_utf8_lossy(&bytes).into_owned();
+    text.split_once("\r\n\r\n")
+        .map(|(h, _)| h.to_string())
+        .unwrap_or(text)
+}
+
+/// Its fields as (lower-case name, value), sorted.
+fn fields(head: &str) -> Vec<(String, String)> {
+    let mut f: Vec<(String, String)> = head
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let (n, v) = l.split_once(':').unwrap();
+            (n.to_ascii_lowercase(), v.trim().to_string())
+        })
+        .collect();
+    f.sort();
+    f
+}
+
+const CLIENT_HEAD: &str = "Host: Example.COM\r\nX-Custom-Case: Value One\r\n\
+    X-Forwarded-For: 192.0.2.1\r\nX-Real-IP: 6.6.6.6\r\nConnection: keep-alive\r\n\
+    Keep-Alive: timeout=5\r\nTE: trailers\r\nCookie: a=1\r\nX-Forwarded-Proto: https\r\n\r\n";
+
+/// A request no plugin reads reaches the node with the client's lines as written (their
+/// case kept), less the hop-by-hop ones, with the gateway's forwarding headers; with a
+/// plugin, the same fields come through the map. `vars` read the head as sent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clients_head_reaches_the_node_as_written_when_nothing_reads_it() {
+    let s = Stack::start(&[]).await;
+    let rec = e2e::raw::RecordingBackend::start().await;
+    let nodes = json!({"nodes": {rec.node(): 1}});
+    s.admin.ok("PUT", "/upstreams/rec", Some(nodes)).await;
+    let route = json!({"uri": "/rec/*", "upstream_id": "rec"});
+    s.admin.ok("PUT", "/routes/rec", Some(route)).await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/plugged",
+            Some(json!({
+                "uri": "/plugged/*",
+                "upstream_id": "rec",
+                "plugins": {"response-rewrite": {"headers": {"set": {"x-added": "1"}}}},
+            })),
+        )
+        .await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/vars",
+            Some(json!({
+                "uri": "/vars/*",
+                "upstream_id": "rec",
+                "vars": [["http_x_custom_case", "==", "Value One"], ["cookie_a", "==", "1"]],
+            })),
+        )
+        .await;
+    let mut heads = Vec::new();
+    for path in ["/rec/a?q=1", "/plugged/a?q=1", "/vars/a?q=1"] {
+        let request = format!("GET {path} HTTP/1.1\r\n{CLIENT_HEAD}");
+        eventually(WAIT, "routed", || async {
+            e2e::raw::exchange(s.gw.http, request.as_bytes())
+                .await
+                .is_some_and(|r| r.status == 200)
+        })
+        .await;
+        rec.clear();
+        let r = e2e::raw::exchange(s.gw.http, request.as_bytes()).await;
+        assert_eq!(r.map(|r| r.status), Some(200));
+        heads.push(seen_head(&rec));
+    }
+    let path_of = |head: &str| head.lines().next().unwrap().to_string();
+    for (head, path) in heads
+        .iter()
+        .zip(["/rec/a?q=1", "/plugged/a?q=1", "/vars/a?q=1"])
+    {
+        assert_eq!(path_of(head), format!("GET {path} HTTP/1.1"), "{head}");
+        let f = fields(head);
+        let value = |name: &str| {
+            f.iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(value("host"), ["Example.COM"], "{head}");
+        assert_eq!(value("x-custom-case"), ["Value One"], "{head}");
+        assert_eq!(value("x-forwarded-for"), ["192.0.2.1, 127.0.0.1"], "{head}");
+        assert_eq!(value("x-real-ip"), ["127.0.0.1"], "{head}");
+        assert_eq!(value("x-forwarded-proto"), ["http"], "{head}");
+        assert_eq!(value("x-forwarded-host"), ["Example.COM"], "{head}");
+        for gone in ["keep-alive", "te", "connection"] {
+            assert!(value(gone).is_empty(), "{gone} passed on: {head}");
+        }
+    }
+    // The same fields either way; only the names' case tells them apart.
+    assert_eq!(fields(&heads[0]), fields(&heads[1]));
+    assert!(
+        heads[0].contains("\r\nX-Custom-Case: Value One\r\n"),
+        "{}",
+        heads[0]
+    );
+    assert!(heads[0].starts_with("GET /rec/a?q=1 HTTP/1.1\r\nHost: Example.COM\r\n"));
+    assert!(
+        heads[1].contains("\r\nx-custom-case: Value One"),
+        "{}",
+        heads[1]
+    );
+    assert!(
+        heads[2].contains("\r\nX-Custom-Case: Value One\r\n"),
+        "{}",
+        heads[2]
+    );
+    // `vars` that do not match the head: no route.
+    let other = CLIENT_HEAD.replace("Value One", "Value Two");
+    let r = e2e::raw::exchange(
+        s.gw.http,
+        format!("GET /vars/a HTTP/1.1\r\n{other}").as_bytes(),
+    )
+    .await;
+    assert_eq!(r.map(|r| r.status), Some(404));
+    assert_eq!(handovers(&s).await, 0.0);
+}
+
+/// A pooled node connection that hyper's client drives (left by a WebSocket handshake the
+/// node refused) gets a head kept as bytes as a full header map.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_kept_as_bytes_goes_whole_over_hypers_client() {
+    let s = Stack::start(&[]).await;
+    let rec = e2e::raw::RecordingBackend::start().await;
+    let nodes = json!({"nodes": {rec.node(): 1}});
+    s.admin.ok("PUT", "/upstreams/rec", Some(nodes)).await;
+    s.admin
+        .ok(
+            "PUT",
+            "/routes/ws",
+            Some(json!({"uri": "/ws/*", "upstream_id": "rec", "enable_websocket": true})),
+        )
+        .await;
+    let handshake =
+        "GET /ws/a HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    // The node answers the handshake 200 (no upgrade): each connection it came on, now
+    // hyper's, goes back to the pool.
+    eventually(WAIT, "routed", || async {
+        e2e::raw::exchange(s.gw.http, handshake.as_bytes())
+            .await
+            .is_some_and(|r| r.status == 200)
+    })
+    .await;
+    rec.clear();
+    let request = format!("GET /ws/b HTTP/1.1\r\n{CLIENT_HEAD}");
+    let r = e2e::raw::exchange(s.gw.http, request.as_bytes()).await;
+    assert_eq!(r.map(|r| r.status), Some(200));
+    let head = seen_head(&rec);
+    let f = fields(&head);
+    let value = |name: &str| {
+        f.iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(value("host"), ["Example.COM"], "{head}");
+    assert_eq!(value("x-custom-case"), ["Value One"], "{head}");
+    assert_eq!(value("cookie"), ["a=1"], "{head}");
+    assert_eq!(value("x-forwarded-for"), ["192.0.2.1, 127.0.0.1"], "{head}");
+    assert_eq!(value("x-real-ip"), ["127.0.0.1"], "{head}");
+    assert!(
+        value("keep-alive").is_empty() && value("te").is_empty(),
+        "{head}"
+    );
+    // hyper's client writes names in lower case: this came through the map.
+    assert!(head.contains("\r\nx-custom-case: Value One"), "{head}");
+}

@@ -158,6 +158,8 @@ impl Req<'_> {
             local: self.conn.local,
             scheme: self.conn.scheme,
             consumer: self.consumer.as_deref().map(|c| c.username.as_str()),
+            // Plugins run on requests whose map has been built.
+            raw: None,
         }
     }
 }
