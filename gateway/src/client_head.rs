@@ -54,8 +54,11 @@ impl ClientHead {
         for &(ns, ne, vs, ve) in spans {
             let name = &head[usize::from(ns)..usize::from(ne)];
             let value = &head[usize::from(vs)..usize::from(ve)];
-            // Written whole, so ending as a line the map's path would write does.
-            if !head[usize::from(ve)..].starts_with(b"\r\n") {
+            // Written whole, so spaced and ended as the map's path writes a line: `name:
+            // value` and CRLF (httparse puts an empty value after the blanks that precede
+            // it, so `name:` alone, without the space, is the map's path's).
+            let spaced = vs == ne + 2 && head[usize::from(ne) + 1] == b' ';
+            if !spaced || !head[usize::from(ve)..].starts_with(b"\r\n") {
                 return None;
             }
             let end = ve + 2;
@@ -154,6 +157,14 @@ impl ClientHead {
             .filter_map(|(_, _, vs, ve)| as_str(&self.head[vs..ve]))
     }
 
+    /// The first line named `name` (any case), when its value is visible ASCII: what
+    /// `HeaderMap::get(name)` and `to_str` give on the map's path.
+    pub fn first(&self, name: &str) -> Option<&str> {
+        self.lines()
+            .find(|&(ns, ne, _, _)| self.head[ns..ne].eq_ignore_ascii_case(name.as_bytes()))
+            .and_then(|(_, _, vs, ve)| as_str(&self.head[vs..ve]))
+    }
+
     /// The header map the map's path builds of this head: every line, in order.
     pub fn header_map(&self) -> HeaderMap {
         let mut map = HeaderMap::with_capacity(usize::from(self.count));
@@ -162,6 +173,7 @@ impl ClientHead {
             // values (the own loop's parse builds its map from the same spans).
             let name = HeaderName::from_bytes(&self.head[ns..ne]);
             let value = HeaderValue::from_maybe_shared(self.head.slice(vs..ve));
+            debug_assert!(name.is_ok() && value.is_ok(), "a field httparse took");
             if let (Ok(name), Ok(value)) = (name, value) {
                 map.append(name, value);
             }

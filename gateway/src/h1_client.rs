@@ -134,7 +134,7 @@ pub fn encode_head<B>(
         out.extend_from_slice(b"\r\n");
     }
     if let Some(raw) = raw {
-        if req.headers().is_empty() || !req.headers().contains_key(http::header::HOST) {
+        if !req.headers().contains_key(http::header::HOST) {
             out.extend_from_slice(raw.host_line());
         }
         for run in raw.runs() {

@@ -135,11 +135,16 @@ pub fn set_forwarded(headers: &mut HeaderMap, f: &Forwarded<'_>) {
 /// set in a header map for hyper's client ([`apply`](Self::apply), which gives the same
 /// map however often it runs, so a retry on another node is safe), or written straight
 /// after the head by the inline client ([`write`](Self::write)), which saves five map
-/// inserts (and often a rehash of the whole map) per request.
+/// inserts (and often a rehash of the whole map) per request. The addresses are kept as
+/// text in place: the inline client writes them without an allocation.
 #[derive(Debug, Clone)]
 pub struct ForwardedHeaders {
-    xff: HeaderValue,
-    real_ip: HeaderValue,
+    peer: IpText,
+    /// The client's own `X-Forwarded-For` values, joined with ", ", when it sent any:
+    /// the peer's address follows them.
+    previous: Option<Box<str>>,
+    /// `None`: the peer.
+    real_ip: Option<IpText>,
     proto: &'static str,
     /// `None`: whatever `X-Forwarded-Host` the client sent stays.
     host: Option<HeaderValue>,
@@ -160,41 +165,47 @@ impl ForwardedHeaders {
         previous: impl Iterator<Item = &'a str>,
         f: &Forwarded<'_>,
     ) -> ForwardedHeaders {
-        let ip = ip_text(f.client_ip);
         // Proxies before us may have sent several X-Forwarded-For lines: keep them all,
         // in order.
         let mut prev = previous.map(str::trim).filter(|v| !v.is_empty()).peekable();
-        let joined = prev.peek().is_some().then(|| {
-            let mut joined = prev.collect::<Vec<_>>().join(", ");
-            joined.push_str(", ");
-            joined.push_str(&ip);
-            joined
-        });
-        // Visible ASCII joined with ", " and an address: always a valid value. Both
-        // headers share the address's bytes.
-        let peer = HeaderValue::from_maybe_shared(bytes::Bytes::from(ip))
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
-        let xff = joined
-            .and_then(|j| HeaderValue::from_str(&j).ok())
-            .unwrap_or_else(|| peer.clone());
-        let real_ip = f
-            .real_ip
-            .and_then(|ip| HeaderValue::from_str(&ip_text(ip)).ok())
-            .unwrap_or(peer);
+        let previous = prev
+            .peek()
+            .is_some()
+            .then(|| prev.collect::<Vec<_>>().join(", ").into_boxed_str());
         ForwardedHeaders {
-            xff,
-            real_ip,
+            peer: IpText::of(f.client_ip),
+            previous,
+            real_ip: f.real_ip.map(IpText::of),
             proto: f.proto,
             host: f.host.cloned(),
             port: f.port,
         }
     }
 
+    /// `X-Forwarded-For`'s value, into `out`.
+    fn forwarded_for(&self, out: &mut Vec<u8>) {
+        if let Some(p) = &self.previous {
+            out.extend_from_slice(p.as_bytes());
+            out.extend_from_slice(b", ");
+        }
+        out.extend_from_slice(self.peer.as_bytes());
+    }
+
+    fn real_ip(&self) -> &[u8] {
+        self.real_ip.as_ref().unwrap_or(&self.peer).as_bytes()
+    }
+
     pub fn apply(&self, headers: &mut HeaderMap) {
+        let mut xff = Vec::with_capacity(64);
+        self.forwarded_for(&mut xff);
+        // Visible ASCII joined with ", " and an address: always a valid value.
+        let value = |v: &[u8]| {
+            HeaderValue::from_bytes(v).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        };
         // Room for the five at once: growing the map one insert at a time rehashes it.
         headers.reserve(5);
-        headers.insert(X_FORWARDED_FOR.clone(), self.xff.clone());
-        headers.insert(X_REAL_IP.clone(), self.real_ip.clone());
+        headers.insert(X_FORWARDED_FOR.clone(), value(&xff));
+        headers.insert(X_REAL_IP.clone(), value(self.real_ip()));
         headers.insert(
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(self.proto),
@@ -218,22 +229,19 @@ impl ForwardedHeaders {
 
     /// The header lines, as HTTP/1.1 writes them (names lower case, as hyper's are).
     pub fn write(&self, out: &mut Vec<u8>) {
-        let mut line = |name: &HeaderName, value: &[u8]| {
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
-        };
-        line(&X_FORWARDED_FOR, self.xff.as_bytes());
-        line(&X_REAL_IP, self.real_ip.as_bytes());
-        line(&X_FORWARDED_PROTO, self.proto.as_bytes());
+        out.extend_from_slice(b"x-forwarded-for: ");
+        self.forwarded_for(out);
+        out.extend_from_slice(b"\r\nx-real-ip: ");
+        out.extend_from_slice(self.real_ip());
+        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(self.proto.as_bytes());
         if let Some(h) = &self.host {
-            line(&X_FORWARDED_HOST, h.as_bytes());
+            out.extend_from_slice(b"\r\nx-forwarded-host: ");
+            out.extend_from_slice(h.as_bytes());
         }
-        line(
-            &X_FORWARDED_PORT,
-            decimal(u64::from(self.port), &mut [0; 20]),
-        );
+        out.extend_from_slice(b"\r\nx-forwarded-port: ");
+        out.extend_from_slice(decimal(u64::from(self.port), &mut [0; 20]));
+        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -252,25 +260,51 @@ pub fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     &digits[at..]
 }
 
-/// The address as text; IPv4 without the formatting machinery (it is on every request).
-fn ip_text(ip: IpAddr) -> String {
-    let IpAddr::V4(v4) = ip else {
-        return ip.to_string();
-    };
-    let mut out = String::with_capacity(15);
-    for (i, octet) in v4.octets().into_iter().enumerate() {
-        if i > 0 {
-            out.push('.');
+/// An address as text, in place (an IPv6 address with an IPv4 tail is at most 45 bytes).
+#[derive(Debug, Clone, Copy)]
+struct IpText {
+    len: u8,
+    text: [u8; 45],
+}
+
+impl IpText {
+    /// IPv4 without the formatting machinery (it is on every request).
+    fn of(ip: IpAddr) -> IpText {
+        let mut t = IpText {
+            len: 0,
+            text: [0; 45],
+        };
+        let mut push = |b: u8| {
+            t.text[usize::from(t.len)] = b;
+            t.len += 1;
+        };
+        match ip {
+            IpAddr::V4(v4) => {
+                for (i, octet) in v4.octets().into_iter().enumerate() {
+                    if i > 0 {
+                        push(b'.');
+                    }
+                    if octet >= 100 {
+                        push(b'0' + octet / 100);
+                    }
+                    if octet >= 10 {
+                        push(b'0' + octet / 10 % 10);
+                    }
+                    push(b'0' + octet % 10);
+                }
+            }
+            IpAddr::V6(v6) => {
+                for b in v6.to_string().bytes() {
+                    push(b);
+                }
+            }
         }
-        if octet >= 100 {
-            out.push(char::from(b'0' + octet / 100));
-        }
-        if octet >= 10 {
-            out.push(char::from(b'0' + octet / 10 % 10));
-        }
-        out.push(char::from(b'0' + octet % 10));
+        t
     }
-    out
+
+    fn as_bytes(&self) -> &[u8] {
+        &self.text[..usize::from(self.len)]
+    }
 }
 
 #[cfg(test)]
@@ -353,7 +387,7 @@ mod tests {
             "2001:db8::8a2e:370:7334",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
-            assert_eq!(ip_text(ip), ip.to_string());
+            assert_eq!(IpText::of(ip).as_bytes(), ip.to_string().as_bytes());
         }
     }
 

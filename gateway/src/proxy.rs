@@ -113,7 +113,7 @@ fn log_entry(
     conn: ConnInfo,
 ) -> crate::access_log::Entry {
     let header = |name: http::header::HeaderName| match raw {
-        Some(raw) => raw.values(name.as_str()).next().map(str::to_string),
+        Some(raw) => raw.first(name.as_str()).map(str::to_string),
         None => req
             .headers()
             .get(name)
@@ -592,7 +592,8 @@ fn decide(
     let mut client = conn;
     // A route without plugins, and no global rules: nothing to set up.
     if snapshot.global.is_some() || found.as_ref().is_some_and(|t| t.chain.is_some()) {
-        // Plugins read and change the map.
+        // Plugins read and change headers through the map, so it must exist before they
+        // run; the head's bytes no longer say what the node gets.
         if let Some(head) = raw.take() {
             parts.headers = head.header_map();
         }
@@ -657,6 +658,7 @@ fn decide(
             // The chosen split target's own plugins (a Gateway API backendRef's filters)
             // act on the request as the route's plugins left it.
             if let Some(chain) = target_chain {
+                // As for the route's plugins.
                 if let Some(head) = raw.take() {
                     parts.headers = head.header_map();
                 }
@@ -816,11 +818,9 @@ fn prepare_forward<'a>(
     // been closed by the node mid-exchange; keep what is needed to rebuild it.
     let (body, progress, replayable) = if body.is_end_stream() {
         let replayable = is_idempotent(&parts.method);
-        (
-            body.map_err(BoxError::from).boxed_unsync(),
-            None,
-            replayable,
-        )
+        // A body with nothing left, boxed without an allocation (`Empty` has no size).
+        let empty = http_body_util::Empty::new().map_err(|e| match e {});
+        (empty.boxed_unsync(), None, replayable)
     } else {
         let (b, p) = RequestBody::new(body, timeout.send(), body_limit);
         (b.boxed_unsync(), Some(p), false)
@@ -1208,7 +1208,7 @@ fn send_to_node<'a>(
                     )))
                 }
             }
-            // hyper's client writes the map.
+            // hyper's client sends only what the map holds.
             ex.spend_raw(&mut req);
             ex.forwarded.apply(req.headers_mut());
             conn.uses += 1;
