@@ -167,7 +167,8 @@ impl ClientHead {
 
     /// The header map the map's path builds of this head: every line, in order.
     pub fn header_map(&self) -> HeaderMap {
-        let mut map = HeaderMap::with_capacity(usize::from(self.count));
+        let mut map =
+            HeaderMap::with_capacity(usize::from(self.count) + crate::h1_client::ROOM_FOR_PLUGINS);
         for (ns, ne, vs, ve) in self.lines() {
             // httparse admitted only tokens as names and only what `HeaderValue` takes as
             // values (the own loop's parse builds its map from the same spans).

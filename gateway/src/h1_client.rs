@@ -25,6 +25,9 @@ use tokio::net::TcpStream;
 pub const MAX_HEAD: usize = 64 * 1024;
 /// The most header lines in a head or trailer section (hyper's default).
 pub const MAX_HEADERS: usize = 100;
+/// Room a header map is made with beyond the lines it starts with, for the headers the
+/// plugins and the forwarding add: a map that grows rehashes every entry.
+pub const ROOM_FOR_PLUGINS: usize = 8;
 
 /// Where a header's name and value lie in its head: name start and end, value start and
 /// end. Offsets, not slices, so that the values can share the head's bytes once it is
@@ -350,7 +353,7 @@ pub fn parse_head(
                 return Ok(Some((parts, Decoder { framing, keepalive }, Some(lines))));
             }
         }
-        let mut map = HeaderMap::with_capacity(count);
+        let mut map = HeaderMap::with_capacity(count + ROOM_FOR_PLUGINS);
         let mut length: Option<u64> = None;
         let mut has_te = false;
         let mut chunked = false;

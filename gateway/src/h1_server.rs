@@ -287,7 +287,7 @@ fn parse(buf: &mut BytesMut, keep_raw: bool) -> Parsed {
             return Parsed::Request(req, close, Some(raw));
         }
     }
-    let mut map = HeaderMap::with_capacity(count);
+    let mut map = HeaderMap::with_capacity(count + crate::h1_client::ROOM_FOR_PLUGINS);
     for &(ns, ne, vs, ve) in &spans[..count] {
         let [ns, ne, vs, ve] = [ns, ne, vs, ve].map(usize::from);
         // httparse admitted only tokens as names and only what `HeaderValue` takes
