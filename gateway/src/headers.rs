@@ -280,18 +280,8 @@ impl IpText {
         };
         match ip {
             IpAddr::V4(v4) => {
-                for (i, octet) in v4.octets().into_iter().enumerate() {
-                    if i > 0 {
-                        push(b'.');
-                    }
-                    if octet >= 100 {
-                        push(b'0' + octet / 100);
-                    }
-                    if octet >= 10 {
-                        push(b'0' + octet / 10 % 10);
-                    }
-                    push(b'0' + octet % 10);
-                }
+                let (text, len) = crate::request_vars::ipv4_text(v4);
+                text[..len].iter().for_each(|&b| push(b));
             }
             IpAddr::V6(v6) => {
                 for b in v6.to_string().bytes() {

@@ -192,6 +192,25 @@ async fn chunked_answer(c: &mut tokio::net::TcpStream) -> String {
 /// A node's answer to a route no plugin reads comes to the client with its header lines as
 /// the node wrote them (the names' case too), hop-by-hop lines left out and the framing
 /// the gateway's own; on a route with a plugin, through the header map, the same answer.
+/// Upstream `name` with `node`, a route `/{name}/*` to it without plugins, and a route
+/// `/plugged/*` to it with a plugin that reads and changes the response's headers.
+async fn with_and_without_a_plugin(s: &Stack, name: &str, node: &str) {
+    let nodes = json!({"nodes": {node: 1}});
+    s.admin
+        .ok("PUT", &format!("/upstreams/{name}"), Some(nodes))
+        .await;
+    let route = json!({"uri": format!("/{name}/*"), "upstream_id": name});
+    s.admin
+        .ok("PUT", &format!("/routes/{name}"), Some(route))
+        .await;
+    let plugged = json!({
+        "uri": "/plugged/*",
+        "upstream_id": name,
+        "plugins": {"response-rewrite": {"headers": {"set": {"x-added": "1"}}}},
+    });
+    s.admin.ok("PUT", "/routes/plugged", Some(plugged)).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_nodes_head_is_passed_on_as_written_when_nothing_reads_it() {
     let s = Stack::start(&[]).await;
@@ -201,21 +220,7 @@ async fn a_nodes_head_is_passed_on_as_written_when_nothing_reads_it() {
           2\r\nok\r\n0\r\n\r\n",
     )
     .await;
-    let nodes = json!({"nodes": {node.to_string(): 1}});
-    s.admin.ok("PUT", "/upstreams/fixed", Some(nodes)).await;
-    let route = json!({"uri": "/fixed/*", "upstream_id": "fixed"});
-    s.admin.ok("PUT", "/routes/fixed", Some(route)).await;
-    s.admin
-        .ok(
-            "PUT",
-            "/routes/fixed-plugin",
-            Some(json!({
-                "uri": "/plugged/*",
-                "upstream_id": "fixed",
-                "plugins": {"response-rewrite": {"headers": {"set": {"x-added": "1"}}}},
-            })),
-        )
-        .await;
+    with_and_without_a_plugin(&s, "fixed", &node.to_string()).await;
     let mut c = tokio::net::TcpStream::connect(s.gw.http).await.unwrap();
     for path in ["/fixed/a", "/fixed/b", "/plugged/a", "/plugged/b"] {
         eventually(WAIT, "routed", || async {
@@ -289,21 +294,7 @@ const CLIENT_HEAD: &str = "Host: Example.COM\r\nX-Custom-Case: Value One\r\n\
 async fn a_clients_head_reaches_the_node_as_written_when_nothing_reads_it() {
     let s = Stack::start(&[]).await;
     let rec = e2e::raw::RecordingBackend::start().await;
-    let nodes = json!({"nodes": {rec.node(): 1}});
-    s.admin.ok("PUT", "/upstreams/rec", Some(nodes)).await;
-    let route = json!({"uri": "/rec/*", "upstream_id": "rec"});
-    s.admin.ok("PUT", "/routes/rec", Some(route)).await;
-    s.admin
-        .ok(
-            "PUT",
-            "/routes/plugged",
-            Some(json!({
-                "uri": "/plugged/*",
-                "upstream_id": "rec",
-                "plugins": {"response-rewrite": {"headers": {"set": {"x-added": "1"}}}},
-            })),
-        )
-        .await;
+    with_and_without_a_plugin(&s, "rec", &rec.node()).await;
     s.admin
         .ok(
             "PUT",
