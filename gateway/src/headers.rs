@@ -1,4 +1,5 @@
 //! Header rewriting between client and upstream: hop-by-hop removal and forwarding headers.
+use bytes::Bytes;
 use http::header::{
     HeaderMap, HeaderName, HeaderValue, CONNECTION, COOKIE, PROXY_AUTHORIZATION, TE, TRAILER,
     TRANSFER_ENCODING, UPGRADE,
@@ -199,13 +200,15 @@ impl ForwardedHeaders {
         let mut xff = Vec::with_capacity(64);
         self.forwarded_for(&mut xff);
         // Visible ASCII joined with ", " and an address: always a valid value.
-        let value = |v: &[u8]| {
-            HeaderValue::from_bytes(v).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+        let value = |v: Bytes| {
+            HeaderValue::from_maybe_shared(v)
+                .unwrap_or_else(|_| HeaderValue::from_static("unknown"))
         };
         // Room for the five at once: growing the map one insert at a time rehashes it.
         headers.reserve(5);
-        headers.insert(X_FORWARDED_FOR.clone(), value(&xff));
-        headers.insert(X_REAL_IP.clone(), value(self.real_ip()));
+        headers.insert(X_FORWARDED_FOR.clone(), value(Bytes::from(xff)));
+        let real_ip = Bytes::copy_from_slice(self.real_ip());
+        headers.insert(X_REAL_IP.clone(), value(real_ip));
         headers.insert(
             X_FORWARDED_PROTO.clone(),
             HeaderValue::from_static(self.proto),
@@ -268,28 +271,29 @@ struct IpText {
 }
 
 impl IpText {
-    /// IPv4 without the formatting machinery (it is on every request).
+    /// Without an allocation; IPv4 without the formatting machinery either (it is on
+    /// every request).
     fn of(ip: IpAddr) -> IpText {
-        let mut t = IpText {
-            len: 0,
-            text: [0; 45],
-        };
-        let mut push = |b: u8| {
-            t.text[usize::from(t.len)] = b;
-            t.len += 1;
-        };
-        match ip {
+        let mut text = [0u8; 45];
+        let len = match ip {
             IpAddr::V4(v4) => {
-                let (text, len) = crate::request_vars::ipv4_text(v4);
-                text[..len].iter().for_each(|&b| push(b));
+                let (digits, len) = crate::request_vars::ipv4_text(v4);
+                text[..len].copy_from_slice(&digits[..len]);
+                len
             }
             IpAddr::V6(v6) => {
-                for b in v6.to_string().bytes() {
-                    push(b);
-                }
+                use std::io::Write;
+                let mut rest = &mut text[..];
+                // Rust writes an IPv6 address in at most 39 bytes: it fits.
+                let _ = write!(rest, "{v6}");
+                let left = rest.len();
+                45 - left
             }
+        };
+        IpText {
+            len: u8::try_from(len).unwrap_or(0),
+            text,
         }
-        t
     }
 
     fn as_bytes(&self) -> &[u8] {
@@ -375,6 +379,8 @@ mod tests {
             "192.168.9.99",
             "::1",
             "2001:db8::8a2e:370:7334",
+            "::ffff:192.0.2.255",
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(IpText::of(ip).as_bytes(), ip.to_string().as_bytes());
@@ -475,15 +481,33 @@ mod tests {
     /// however often they are applied.
     #[test]
     fn written_and_applied_forwarding_agree() {
-        for (prev, host, port) in [
-            (&[][..], None, 80),
+        for (prev, host, port, peer, real_ip) in [
+            (&[][..], None, 80, "10.0.0.9", Some("192.0.2.7")),
             (
                 &["1.1.1.1", "2.2.2.2, 3.3.3.3"][..],
                 Some("a.com:9080"),
                 9080,
+                "10.0.0.9",
+                Some("192.0.2.7"),
             ),
-            (&[][..], Some("b"), 0),
-            (&[][..], None, 65535),
+            (&[][..], Some("b"), 0, "10.0.0.9", None),
+            (&[][..], None, 65535, "10.0.0.9", None),
+            // Values of blanks only are dropped; IPv6 peers, an IPv4-mapped one.
+            (
+                &["  ", "\t", "4.4.4.4"][..],
+                None,
+                80,
+                "2001:db8::8a2e:370:7334",
+                None,
+            ),
+            (&[][..], None, 80, "::ffff:192.0.2.255", Some("fe80::1")),
+            (
+                &[][..],
+                None,
+                80,
+                "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff",
+                None,
+            ),
         ] {
             let mut h = HeaderMap::new();
             for p in prev {
@@ -495,8 +519,8 @@ mod tests {
             let f = ForwardedHeaders::new(
                 &h,
                 &Forwarded {
-                    real_ip: Some("192.0.2.7".parse().unwrap()),
-                    client_ip: "10.0.0.9".parse().unwrap(),
+                    real_ip: real_ip.map(|ip| ip.parse().unwrap()),
+                    client_ip: peer.parse().unwrap(),
                     proto: "https",
                     host: host.as_ref(),
                     port,
