@@ -15,7 +15,7 @@
 //!    sending at that moment, so it is given [`KEEPALIVE_LINGER`] to send one before it
 //!    is closed. Everything ends within the grace period.
 //!
-//! Idle connections are closed by one timer per connection ([`idle_timer`]): the first
+//! Idle connections are closed by one timer per connection (`idle_timer`): the first
 //! request head must be complete within `--client-header-timeout` of accept, each later
 //! one within `--keepalive-timeout` of the previous response's end; while a request is in
 //! flight the timer waits. A worker keeps at most `--worker-connections` open.
