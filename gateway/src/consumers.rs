@@ -16,6 +16,10 @@ pub struct ConsumerRt {
     pub group_id: Option<String>,
     /// Its plugins other than credentials, merged over the route's once authenticated.
     pub chain: Option<Arc<Chain>>,
+    /// `username` and `custom_id` as the header values sent upstream, made once (`None`:
+    /// not a valid header value, or no custom id).
+    pub username_header: Option<http::HeaderValue>,
+    pub custom_id_header: Option<http::HeaderValue>,
 }
 
 impl std::fmt::Debug for ConsumerRt {
@@ -102,9 +106,13 @@ impl Consumers {
                     }
                 },
             };
+            let custom_id = c.labels.as_ref().and_then(|l| l.get("custom_id").cloned());
+            let header = |v: &str| http::HeaderValue::from_str(v).ok();
             let rt = Arc::new(ConsumerRt {
+                username_header: header(&c.username),
+                custom_id_header: custom_id.as_deref().and_then(header),
                 username: c.username.clone(),
-                custom_id: c.labels.as_ref().and_then(|l| l.get("custom_id").cloned()),
+                custom_id,
                 group_id: c.group_id.as_ref().map(|g| g.as_str().to_string()),
                 chain: Chain::compile(&plugins, Of::Consumer, env, &format!("consumers/{id}")),
             });

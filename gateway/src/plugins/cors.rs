@@ -15,6 +15,11 @@ pub struct Cors {
     /// The origins of the lists `allow_origins_by_metadata` names, from the plugin's
     /// metadata when the chain was compiled; `None` when it names none.
     by_metadata: Option<Vec<String>>,
+    /// The configured values, made once: a clone shares their bytes.
+    methods: Option<HeaderValue>,
+    max_age: Option<HeaderValue>,
+    expose: Option<HeaderValue>,
+    allow_headers: Option<HeaderValue>,
 }
 
 impl Cors {
@@ -31,7 +36,15 @@ impl Cors {
                 .cloned()
                 .collect()
         });
-        Cors { conf, by_metadata }
+        let value = |s: &str| HeaderValue::from_str(s).ok();
+        Cors {
+            methods: value(&conf.allow_methods),
+            max_age: value(&conf.max_age.to_string()),
+            expose: conf.expose_headers.as_deref().and_then(value),
+            allow_headers: conf.allow_headers.as_deref().and_then(value),
+            conf,
+            by_metadata,
+        }
     }
 
     /// APISIX's order: the metadata's lists first; when they do not hold the origin, the
@@ -76,14 +89,18 @@ impl Phases for Cors {
                 headers.insert(name, v);
             }
         };
-        set(ACCESS_CONTROL_ALLOW_ORIGIN, value(allowed));
-        set(ACCESS_CONTROL_ALLOW_METHODS, value(&c.allow_methods));
-        set(ACCESS_CONTROL_MAX_AGE, value(&c.max_age.to_string()));
-        if let Some(e) = &c.expose_headers {
-            set(ACCESS_CONTROL_EXPOSE_HEADERS, value(e));
+        let origin = match allowed {
+            "*" => Some(HeaderValue::from_static("*")),
+            echoed => value(echoed),
+        };
+        set(ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+        set(ACCESS_CONTROL_ALLOW_METHODS, self.methods.clone());
+        set(ACCESS_CONTROL_MAX_AGE, self.max_age.clone());
+        if c.expose_headers.is_some() {
+            set(ACCESS_CONTROL_EXPOSE_HEADERS, self.expose.clone());
         }
         let allow_headers = match &c.allow_headers {
-            Some(h) => value(h),
+            Some(_) => self.allow_headers.clone(),
             None => run.cors_request_headers.clone(),
         };
         set(ACCESS_CONTROL_ALLOW_HEADERS, allow_headers);

@@ -370,7 +370,9 @@ impl Chain {
                             Some((o.clone(), Arc::new(target)))
                         }),
                     }),
-                    Config::ProxyRewrite(c) => Arc::new(proxy_rewrite::ProxyRewrite((**c).clone())),
+                    Config::ProxyRewrite(c) => {
+                        Arc::new(proxy_rewrite::ProxyRewrite::new((**c).clone()))
+                    }
                     Config::PublicApi(c) => Arc::new(public_api::PublicApi(c.clone())),
                     Config::RealIp(c) => Arc::new(real_ip::RealIp(c.clone())),
                     Config::Redirect(c) => Arc::new(redirect::Redirect(c.clone())),

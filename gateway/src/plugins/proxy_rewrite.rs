@@ -2,9 +2,47 @@
 //! and headers. The query string the client sent is kept after a new path.
 use super::{Answer, Phases, Req, Run};
 use crate::request_vars::expand;
-use http::{HeaderValue, StatusCode, Uri};
+use http::{HeaderName, HeaderValue, StatusCode, Uri};
 
-pub struct ProxyRewrite(pub model::plugins::proxy_rewrite::ProxyRewrite);
+pub struct ProxyRewrite {
+    conf: model::plugins::proxy_rewrite::ProxyRewrite,
+    /// `add`, then `set` (APISIX's order), each with whether it appends; a value that
+    /// names no variable is made once here, not for every request.
+    headers: Vec<(HeaderName, bool, Value)>,
+    host: Option<HeaderValue>,
+}
+
+enum Value {
+    /// `None`: not a valid header value, so never set.
+    Fixed(Option<HeaderValue>),
+    Template(String),
+}
+
+impl ProxyRewrite {
+    pub fn new(conf: model::plugins::proxy_rewrite::ProxyRewrite) -> ProxyRewrite {
+        let ops = conf.add.iter().map(|op| (op, true));
+        let headers = ops
+            .chain(conf.set.iter().map(|op| (op, false)))
+            .map(|((name, template), append)| {
+                let value = if template.contains('$') {
+                    Value::Template(template.clone())
+                } else {
+                    Value::Fixed(HeaderValue::from_str(template).ok())
+                };
+                (name.clone(), append, value)
+            })
+            .collect();
+        let host = conf
+            .host
+            .as_deref()
+            .and_then(|h| HeaderValue::from_str(h).ok());
+        ProxyRewrite {
+            conf,
+            headers,
+            host,
+        }
+    }
+}
 
 /// The new path and query for `path?query`, or `None` to keep the request's.
 pub fn rewritten_uri(
@@ -32,7 +70,7 @@ pub fn rewritten_uri(
 
 impl Phases for ProxyRewrite {
     fn rewrite(&self, req: &mut Req<'_>, run: &mut Run) -> Option<Answer> {
-        let c = &self.0;
+        let c = &self.conf;
         if c.uri.is_some() || !c.regex_uri.is_empty() {
             let new = rewritten_uri(c, req.parts.uri.path(), req.parts.uri.query(), &req.vars());
             if let Some(new) = new {
@@ -48,24 +86,25 @@ impl Phases for ProxyRewrite {
                 }
             }
         }
-        if let Some(host) = &c.host {
-            run.upstream_host = HeaderValue::from_str(host).ok();
+        if c.host.is_some() {
+            run.upstream_host = self.host.clone();
         }
         if let Some(m) = &c.method {
             req.parts.method = m.clone();
         }
         // APISIX's order: add, then set, then remove.
-        for (ops, append) in [(&c.add, true), (&c.set, false)] {
-            for (name, template) in ops.iter() {
-                let value = expand(template, &req.vars());
-                let Ok(value) = HeaderValue::from_str(&value) else {
-                    continue;
-                };
-                if append {
-                    req.parts.headers.append(name.clone(), value);
-                } else {
-                    req.parts.headers.insert(name.clone(), value);
-                }
+        for (name, append, value) in &self.headers {
+            let value = match value {
+                Value::Fixed(v) => v.clone(),
+                Value::Template(t) => HeaderValue::from_str(&expand(t, &req.vars())).ok(),
+            };
+            let Some(value) = value else {
+                continue;
+            };
+            if *append {
+                req.parts.headers.append(name.clone(), value);
+            } else {
+                req.parts.headers.insert(name.clone(), value);
             }
         }
         for name in &c.remove {
