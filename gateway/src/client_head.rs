@@ -80,11 +80,6 @@ impl ClientHead {
                     h.forwarded_for = Some((vs, ve));
                     false
                 }
-                // Replaced by the gateway's own (`ForwardedHeaders`; a request with a
-                // `Host` always has its `X-Forwarded-Host` replaced).
-                9 if is(b"x-real-ip") => false,
-                16 if is(b"x-forwarded-host") || is(b"x-forwarded-port") => false,
-                17 if is(b"x-forwarded-proto") => false,
                 10 if is(b"connection") => {
                     let named = value
                         .split(|b| *b == b',')
@@ -99,7 +94,12 @@ impl ClientHead {
                     }
                     false
                 }
-                12 if is(b"content-type") && value.starts_with(b"application/grpc") => return None,
+                12 if is(b"content-type") && crate::headers::is_grpc_content_type(value) => {
+                    return None
+                }
+                // Replaced by the gateway's own (`ForwardedHeaders`; a request with a
+                // `Host` always has its `X-Forwarded-Host` replaced).
+                _ if crate::headers::is_forwarding_name(name) => false,
                 _ => !crate::headers::is_hop_by_hop_name(name),
             };
             if !keep {
@@ -167,19 +167,10 @@ impl ClientHead {
 
     /// The header map the map's path builds of this head: every line, in order.
     pub fn header_map(&self) -> HeaderMap {
-        let mut map =
-            HeaderMap::with_capacity(usize::from(self.count) + crate::h1_client::ROOM_FOR_PLUGINS);
-        for (ns, ne, vs, ve) in self.lines() {
-            // httparse admitted only tokens as names and only what `HeaderValue` takes as
-            // values (the own loop's parse builds its map from the same spans).
-            let name = HeaderName::from_bytes(&self.head[ns..ne]);
-            let value = HeaderValue::from_maybe_shared(self.head.slice(vs..ve));
-            debug_assert!(name.is_ok() && value.is_ok(), "a field httparse took");
-            if let (Ok(name), Ok(value)) = (name, value) {
-                map.append(name, value);
-            }
-        }
-        map
+        let map = header_map(&self.head, self.lines(), usize::from(self.count));
+        // `of` judged a head httparse took whole, which `header_map` never refuses.
+        debug_assert!(map.is_some(), "a field httparse took");
+        map.unwrap_or_default()
     }
 
     /// Each header line's name and value spans, as httparse gave them: a line is
@@ -209,6 +200,24 @@ impl ClientHead {
         })
         .take(usize::from(self.count))
     }
+}
+
+/// The header map of `count` fields of `head`, given as (name start, name end, value start,
+/// value end), with room for what plugins add. `None` when a name or value is one `http`
+/// refuses, which cannot be after httparse took them (it admits only tokens as names and
+/// only what `HeaderValue` takes, visible ASCII, space, tab and obs-text, as values).
+pub fn header_map(
+    head: &Bytes,
+    fields: impl Iterator<Item = (usize, usize, usize, usize)>,
+    count: usize,
+) -> Option<HeaderMap> {
+    let mut map = HeaderMap::with_capacity(count + crate::h1_client::ROOM_FOR_PLUGINS);
+    for (ns, ne, vs, ve) in fields {
+        let name = HeaderName::from_bytes(&head[ns..ne]).ok()?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs..ve)).ok()?;
+        map.append(name, value);
+    }
+    Some(map)
 }
 
 /// `v` as `HeaderValue::to_str` takes it: visible ASCII and tabs.

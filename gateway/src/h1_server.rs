@@ -18,8 +18,8 @@ use crate::proxy::{self, ConnInfo, RespBody};
 use crate::send_timeout::SendTimeout;
 use crate::Shared;
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderName};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http::header;
+use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body as _;
 use std::future::poll_fn;
 use std::io::IoSlice;
@@ -287,20 +287,14 @@ fn parse(buf: &mut BytesMut, keep_raw: bool) -> Parsed {
             return Parsed::Request(req, close, Some(raw));
         }
     }
-    let mut map = HeaderMap::with_capacity(count + crate::h1_client::ROOM_FOR_PLUGINS);
-    for &(ns, ne, vs, ve) in &spans[..count] {
-        let [ns, ne, vs, ve] = [ns, ne, vs, ve].map(usize::from);
-        // httparse admitted only tokens as names and only what `HeaderValue` takes
-        // (visible ASCII, space, tab and obs-text) as values, so neither fails; were one
-        // to, hyper would be no worse a judge.
-        let Ok(name) = HeaderName::from_bytes(&head[ns..ne]) else {
-            return put_back(buf, &head);
-        };
-        let Ok(value) = HeaderValue::from_maybe_shared(head.slice(vs..ve)) else {
-            return put_back(buf, &head);
-        };
-        map.append(name, value);
-    }
+    let fields = spans[..count].iter().map(|&(ns, ne, vs, ve)| {
+        let at = usize::from;
+        (at(ns), at(ne), at(vs), at(ve))
+    });
+    // A field `http` refuses (httparse took none): hyper is no worse a judge.
+    let Some(map) = crate::client_head::header_map(&head, fields, count) else {
+        return put_back(buf, &head);
+    };
     *req.headers_mut() = map;
     Parsed::Request(req, close, None)
 }
@@ -696,6 +690,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::{HeaderName, HeaderValue};
     use http_body_util::BodyExt;
 
     fn parsed(head: &[u8]) -> (&'static str, BytesMut) {

@@ -221,13 +221,8 @@ impl ForwardedHeaders {
 
     /// Whether a header line of the request is replaced by these.
     pub fn replaces(&self, name: &HeaderName) -> bool {
-        let name = name.as_str();
-        name.starts_with("x-")
-            && (name == X_FORWARDED_FOR.as_str()
-                || name == X_REAL_IP.as_str()
-                || name == X_FORWARDED_PROTO.as_str()
-                || name == X_FORWARDED_PORT.as_str()
-                || (self.host.is_some() && name == X_FORWARDED_HOST.as_str()))
+        is_forwarding_name(name.as_str().as_bytes())
+            && (self.host.is_some() || *name != X_FORWARDED_HOST)
     }
 
     /// The header lines, as HTTP/1.1 writes them (names lower case, as hyper's are).
@@ -246,6 +241,24 @@ impl ForwardedHeaders {
         out.extend_from_slice(decimal(u64::from(self.port), &mut [0; 20]));
         out.extend_from_slice(b"\r\n");
     }
+}
+
+/// Whether `name` (any case) is one of the forwarding headers the gateway sets:
+/// `X-Forwarded-For`, `-Proto`, `-Host`, `-Port` and `X-Real-IP`.
+pub fn is_forwarding_name(name: &[u8]) -> bool {
+    let is = |n: &[u8]| name.eq_ignore_ascii_case(n);
+    match name.len() {
+        9 => is(b"x-real-ip"),
+        15 => is(b"x-forwarded-for"),
+        16 => is(b"x-forwarded-host") || is(b"x-forwarded-port"),
+        17 => is(b"x-forwarded-proto"),
+        _ => false,
+    }
+}
+
+/// Whether a `Content-Type` value is gRPC's, whose errors are answered in trailers.
+pub fn is_grpc_content_type(value: &[u8]) -> bool {
+    value.starts_with(b"application/grpc")
 }
 
 /// `n` in decimal digits, written into `digits` without the formatting machinery (it is

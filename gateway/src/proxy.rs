@@ -296,7 +296,7 @@ fn grpc_percent_encode(msg: &str) -> String {
 fn is_grpc<B>(req: &Request<B>) -> bool {
     req.headers()
         .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+        .is_some_and(|v| crate::headers::is_grpc_content_type(v.as_bytes()))
 }
 
 pub fn json_response(status: StatusCode, msg: &str) -> Response<RespBody> {

@@ -63,21 +63,7 @@ mod tests {
                 .headers
                 .insert("x-consumer-custom-id", HeaderValue::from_static("root"));
             let consumers = crate::consumers::Consumers::default();
-            let mut req = Req {
-                parts: &mut parts,
-                host: "h",
-                conn: crate::proxy::ConnInfo {
-                    remote: "10.0.0.1:1".parse().unwrap(),
-                    local: "127.0.0.1:80".parse().unwrap(),
-                    scheme: "http",
-                },
-                https_port: 443,
-                consumers: &consumers,
-                route_id: None,
-                service_id: None,
-                consumer: None,
-                now: Default::default(),
-            };
+            let mut req = Req::for_test(&mut parts, &consumers);
             authenticated(&mut req, consumer);
             assert_eq!(
                 req.consumer.as_ref().map(|c| c.username.as_str()),

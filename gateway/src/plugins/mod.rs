@@ -143,6 +143,28 @@ pub struct Req<'a> {
     pub now: std::cell::OnceCell<std::time::Instant>,
 }
 
+#[cfg(test)]
+impl<'a> Req<'a> {
+    /// A request from 10.0.0.1:1234 to 127.0.0.1:9080, for host `h`, no route, no consumer.
+    pub(crate) fn for_test(parts: &'a mut http::request::Parts, consumers: &'a Consumers) -> Self {
+        Req {
+            parts,
+            host: "h",
+            conn: ConnInfo {
+                remote: "10.0.0.1:1234".parse().unwrap(),
+                local: "127.0.0.1:9080".parse().unwrap(),
+                scheme: "http",
+            },
+            https_port: 443,
+            consumers,
+            route_id: None,
+            service_id: None,
+            consumer: None,
+            now: Default::default(),
+        }
+    }
+}
+
 impl Req<'_> {
     /// The time of the request, for the limiters: one clock read whoever asks.
     pub fn now(&self) -> std::time::Instant {
@@ -795,14 +817,6 @@ mod tests {
             .0
     }
 
-    fn conn() -> ConnInfo {
-        ConnInfo {
-            remote: "10.0.0.1:1234".parse().unwrap(),
-            local: "127.0.0.1:9080".parse().unwrap(),
-            scheme: "http",
-        }
-    }
-
     #[test]
     fn order_is_priority_then_name_and_meta_overrides_it() {
         let c = chain(json!({
@@ -874,17 +888,7 @@ mod tests {
             let mut parts = request(uri);
             parts.headers.insert("apikey", key.parse().unwrap());
             let mut run = Run::default();
-            let mut req = Req {
-                parts: &mut parts,
-                host: "h",
-                conn: conn(),
-                https_port: 443,
-                consumers: &consumers,
-                route_id: None,
-                service_id: None,
-                consumer: None,
-                now: Default::default(),
-            };
+            let mut req = Req::for_test(&mut parts, &consumers);
             let (answer, merged) = c.request(&mut req, &mut run);
             assert_eq!(answer.map(|a| a.status.as_u16()), status, "{key}");
             assert_eq!(parts.uri.path(), path, "{key}");
@@ -910,17 +914,7 @@ mod tests {
             let mut parts = request(uri);
             let mut run = Run::default();
             let consumers = Consumers::default();
-            let mut req = Req {
-                parts: &mut parts,
-                host: "h",
-                conn: conn(),
-                https_port: 443,
-                consumers: &consumers,
-                route_id: None,
-                service_id: None,
-                consumer: None,
-                now: Default::default(),
-            };
+            let mut req = Req::for_test(&mut parts, &consumers);
             let (answer, _) = c.request(&mut req, &mut run);
             assert_eq!(
                 answer.map(|a| a.status.as_u16()),
