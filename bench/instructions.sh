@@ -15,7 +15,8 @@
 #   - syscalls: `strace -c -f` attached after the warm-up, detached after the run: calls /
 #     REQUESTS, with the commonest calls.
 #   - memory: VmRSS before and after opening IDLE_CONNECTIONS connections that each made one
-#     request and stay open: the difference / IDLE_CONNECTIONS, in bytes.
+#     request and stay open: the difference / IDLE_CONNECTIONS, in bytes; read 1 s after
+#     the last one opened, and again 3 s later, by when the gateway has parked them all.
 # Loopback only; stops by itself. Needs valgrind, strace, nginx, haproxy (installed here
 # from Debian when missing).
 set -euo pipefail
@@ -129,7 +130,7 @@ CONF
 
 stop() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-declare -A instr calls top mem
+declare -A instr calls top mem parked
 for name in nginx haproxy gateway; do
   # Instructions.
   p=$(port); start $name $p callgrind; pid=$PID
@@ -166,14 +167,19 @@ for name in nginx haproxy gateway; do
   sleep 1
   after=$(rss $pid)
   mem[$name]=$(( (after - before) / idle ))
+  # Again once every connection has been idle for over two seconds: the gateway parks a
+  # connection idle for a second outside its task (gateway/src/park.rs).
+  sleep 3
+  after=$(rss $pid)
+  parked[$name]=$(( (after - before) / idle ))
   touch "$work/stop"; wait $hpid 2>/dev/null || true
   stop $pid
 done
 
-echo "| target | user-space instructions / request | syscalls / request (commonest) | RSS / idle keepalive connection |"
-echo "|---|---:|---|---:|"
+echo "| target | user-space instructions / request | syscalls / request (commonest) | RSS / idle keepalive connection, after 1 s | after 4 s |"
+echo "|---|---:|---|---:|---:|"
 for name in nginx haproxy gateway; do
-  echo "| $name | ${instr[$name]} | ${calls[$name]} (${top[$name]}) | ${mem[$name]} B |"
+  echo "| $name | ${instr[$name]} | ${calls[$name]} (${top[$name]}) | ${mem[$name]} B | ${parked[$name]} B |"
 done
 echo
 echo "requests: $requests on 8 connections after 2,000 warm-up; idle connections: $idle"

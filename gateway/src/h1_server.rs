@@ -44,6 +44,33 @@ pub enum Own {
     Done,
     /// A request this loop does not take: the connection, with what was read of it.
     Unusual(Rewind<SendTimeout<TcpStream>>),
+    /// Idle with nothing read, as [`IdlePoint::leave`] asked: the connection, to be parked.
+    Idle(SendTimeout<TcpStream>),
+}
+
+/// Where the loop waits for its client's next request with nothing read: the one point at
+/// which the connection can leave its task with nothing lost (`server` parks it there).
+#[derive(Default)]
+pub struct IdlePoint {
+    waiting: AtomicBool,
+    leave: AtomicBool,
+}
+
+impl IdlePoint {
+    /// Whether the loop waits there now.
+    pub fn waiting(&self) -> bool {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        self.waiting.store(waiting, Ordering::Relaxed);
+    }
+
+    /// The loop's next poll, while it waits there, ends it with [`Own::Idle`].
+    pub fn leave(&self) {
+        self.leave.store(true, Ordering::Relaxed);
+    }
 }
 
 /// What one connection's loop needs of its server.
@@ -52,6 +79,7 @@ pub struct Conn<'a> {
     pub info: &'a ConnInfo,
     /// Once set, every response says `Connection: close` and the connection ends after it.
     pub draining: &'a AtomicBool,
+    pub idle: &'a IdlePoint,
 }
 
 /// Serves requests on `io` until the connection ends or a request is not this loop's.
@@ -68,16 +96,9 @@ pub fn serve<'a, G: 'a>(
     async move {
         let mut buf = BytesMut::new();
         loop {
-            // Idle between requests: no buffer is held until the client sends again.
+            // Idle between requests: the previous request's buffer is let go.
             if buf.is_empty() {
                 buf = BytesMut::new();
-                // Polled, not `readable()`: that future queues a waiter under a lock.
-                if poll_fn(|cx| io.get_ref().poll_read_ready(cx))
-                    .await
-                    .is_err()
-                {
-                    return Own::Done;
-                }
             }
             // How far the buffer is known to hold no end of head: a client that sends its
             // head a byte at a time costs one scan of each byte, not one parse per read.
@@ -85,6 +106,28 @@ pub fn serve<'a, G: 'a>(
             // one read (nearly all do) is parsed at once, without the scan.
             let mut scanned = None;
             let (req, close, raw) = loop {
+                // Nothing of a request read: the idle point, where the connection waits
+                // for its client and can leave its task (`IdlePoint`).
+                if buf.is_empty() {
+                    c.idle.waiting.store(true, Ordering::Relaxed);
+                    // Polled, not `readable()`: that future queues a waiter under a lock.
+                    let ready = poll_fn(|cx| {
+                        if c.idle.leave.load(Ordering::Relaxed) {
+                            return std::task::Poll::Ready(None);
+                        }
+                        io.get_ref().poll_read_ready(cx).map(Some)
+                    })
+                    .await;
+                    c.idle.waiting.store(false, Ordering::Relaxed);
+                    match ready {
+                        Some(Ok(())) => {}
+                        Some(Err(_)) => return Own::Done,
+                        None => {
+                            c.idle.leave.store(false, Ordering::Relaxed);
+                            return Own::Idle(io);
+                        }
+                    }
+                }
                 // Matched in place: a parsed request kept in a local would be room in
                 // the connection's future across the read below.
                 let may_end = match scanned {
@@ -109,13 +152,22 @@ pub fn serve<'a, G: 'a>(
                 } else {
                     buf.reserve(READ_CHUNK);
                 }
-                let read =
-                    poll_fn(|cx| tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut buf));
+                // tokio still takes the socket for readable after a read that emptied it:
+                // a read that finds nothing goes back to the idle point, so that an idle
+                // connection always waits there, not here.
+                let read = poll_fn(|cx| {
+                    let r = tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut buf);
+                    if r.is_pending() && buf.is_empty() {
+                        return std::task::Poll::Ready(None);
+                    }
+                    r.map(Some)
+                });
                 match read.await {
+                    None => {}
                     // The client went away (or never finished a head, which hyper would
                     // not answer either).
-                    Ok(0) | Err(_) => return Own::Done,
-                    Ok(_) => {}
+                    Some(Ok(0) | Err(_)) => return Own::Done,
+                    Some(Ok(_)) => {}
                 }
             };
             let end = begin();

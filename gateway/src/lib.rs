@@ -21,6 +21,7 @@ pub mod lb;
 pub mod metrics;
 pub mod normalize;
 pub mod outbound;
+pub mod park;
 pub mod plugin_state;
 pub mod plugins;
 pub mod pool;

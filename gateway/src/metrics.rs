@@ -35,6 +35,8 @@ pub struct Metrics {
     /// `--client-header-timeout`, or idle between requests for `--keepalive-timeout`.
     pub header_timeouts: AtomicU64,
     pub keepalive_timeouts: AtomicU64,
+    /// Idle plain-HTTP connections held outside any task now (`park`).
+    pub parked: AtomicU64,
     /// Plain HTTP connections the own HTTP/1.1 loop handed to hyper (`h1_server`): the
     /// first request it does not take (a body, an upgrade, HTTP/2, HTTP/1.0, a bad head).
     pub http1_handovers: AtomicU64,
@@ -185,6 +187,9 @@ impl Metrics {
                     (vec![("phase", "header".into())], Value::Int(self.header_timeouts.load(Relaxed))),
                     (vec![("phase", "keepalive".into())], Value::Int(self.keepalive_timeouts.load(Relaxed))),
                 ]),
+            Family("gateway_connections_parked", Gauge,
+                "Idle plain-HTTP client connections held outside any task now (idle for 0.1 s or more; they count as open).",
+                one(self.parked.load(Relaxed))),
             Family("gateway_http1_handovers", Counter,
                 "Plain HTTP connections the gateway's own HTTP/1.1 loop handed to hyper at a request it does not serve (a body, an upgrade, HTTP/2, HTTP/1.0, a head it does not parse).",
                 one(self.http1_handovers.load(Relaxed))),

@@ -31,6 +31,11 @@ impl<I> SendTimeout<I> {
         &self.io
     }
 
+    /// The connection below, for a connection put aside between writes.
+    pub fn into_inner(self) -> I {
+        self.io
+    }
+
     /// What a write that returned `r` means once the stall timer has had its say.
     fn check<T>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
         if r.is_ready() {

@@ -20,7 +20,8 @@
 //! one within `--keepalive-timeout` of the previous response's end; while a request is in
 //! flight the timer waits. A worker keeps at most `--worker-connections` open.
 use crate::client_body::ClientBody;
-use crate::h1_server::{self, Own};
+use crate::h1_server::{self, IdlePoint, Own};
+use crate::park::{self, Park};
 use crate::proxy::{self, ConnInfo};
 use crate::send_timeout::SendTimeout;
 use crate::Shared;
@@ -115,6 +116,16 @@ pub async fn serve(
     limits: ClientLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
 ) {
+    let (park, watcher) = match tls {
+        Some(_) => (None, None),
+        None => match Park::new() {
+            Ok((p, w)) => (Some(p), Some(w)),
+            Err(e) => {
+                tracing::warn!(error = %e, "idle connections will stay in their tasks");
+                (None, None)
+            }
+        },
+    };
     let conns = Arc::new(Connections {
         shared,
         builder: builder(),
@@ -124,7 +135,24 @@ pub async fn serve(
         linger: grace.min(KEEPALIVE_LINGER),
         limits,
         tls: tls.map(TlsAcceptor::from),
+        park,
     });
+    if let Some(watcher) = watcher {
+        // Holds the drain open until every parked connection is back in a task.
+        let mut drain = conns.drain.subscribe();
+        let conns = conns.clone();
+        tokio::spawn(async move {
+            if let Some(park) = &conns.park {
+                park.watch(
+                    watcher,
+                    crate::stopped(&mut drain),
+                    |stream, parked| conns.resume(stream, parked),
+                    |parked| conns.expired(parked),
+                )
+                .await;
+            }
+        });
+    }
     loop {
         let (stream, remote) = tokio::select! {
             r = listener.accept() => match r {
@@ -217,6 +245,22 @@ struct Connections {
     limits: ClientLimits,
     /// Set on the HTTPS listener.
     tls: Option<TlsAcceptor>,
+    /// Where idle plain-HTTP connections wait outside any task (`park`); none for HTTPS,
+    /// whose TLS state is what an idle connection holds.
+    park: Option<Park<Parked>>,
+}
+
+/// What a parked connection needs to be served again.
+struct Parked {
+    info: ConnInfo,
+    slot: OpenSlot,
+    /// Closed then, if its client has not sent.
+    until: tokio::time::Instant,
+    phase: IdlePhase,
+    /// How long it waited idle before this park, and when it was parked: how long it waits
+    /// before the next one follows from them (`park::next_park_after`).
+    park_after: Duration,
+    parked_at: tokio::time::Instant,
 }
 
 impl Connections {
@@ -299,33 +343,82 @@ impl Connections {
         activity: Arc<Activity>,
     ) -> impl std::future::Future<Output = ()> + Send + 'static {
         async move {
-            let outcome = {
-                let conn = h1_server::Conn {
-                    shared: &self.shared,
-                    info: &info,
-                    draining: &self.draining,
-                };
-                let own = h1_server::serve(conn, || activity.begin(), io);
-                tokio::pin!(own);
-                let stopped = std::pin::pin!(crate::stopped(&mut drain));
-                let drained = gated(stopped, &self.draining);
-                tokio::select! {
-                    outcome = own.as_mut() => outcome,
-                    phase = idle_timer(&activity, self.limits.header_timeout, self.limits.keepalive_timeout) => {
-                        self.count_idle_close(info.remote, phase);
-                        Own::Done
-                    }
-                    // Its next response says `Connection: close`; an idle connection has
-                    // `linger` to send one more request, one in flight is finished. Boxed:
-                    // once per connection at most, where its room inline would be in every
-                    // idle connection's future.
-                    () = drained => Box::pin(async {
-                        match tokio::time::timeout(self.linger, own.as_mut()).await {
-                            Ok(outcome) => outcome,
-                            Err(_) if activity.in_flight.load(Ordering::Relaxed) > 0 => own.await,
-                            Err(_) => Own::Done,
+            let (mut io, mut slot) = (io, slot);
+            // False once the park refused the connection (it stopped: the drain began).
+            let mut may_park = self.park.is_some();
+            let outcome = loop {
+                let mut parking = None;
+                let outcome = {
+                    let conn = h1_server::Conn {
+                        shared: &self.shared,
+                        info: &info,
+                        draining: &self.draining,
+                        idle: &activity.idle,
+                    };
+                    let own = h1_server::serve(conn, || activity.begin(), io);
+                    tokio::pin!(own);
+                    let stopped = std::pin::pin!(crate::stopped(&mut drain));
+                    let mut drained = gated(stopped, &self.draining);
+                    let park_after = may_park.then_some(activity.park_after);
+                    // Biased: the loop is polled first, so when the timer says "park", the
+                    // loop was just seen waiting at its idle point, and its next poll leaves.
+                    loop {
+                        tokio::select! {
+                            biased;
+                            outcome = own.as_mut() => break outcome,
+                            // Its next response says `Connection: close`; an idle connection
+                            // has `linger` to send one more request, one in flight is
+                            // finished. Boxed: once per connection at most, where its room
+                            // inline would be in every idle connection's future.
+                            () = &mut drained => break Box::pin(async {
+                                match tokio::time::timeout(self.linger, own.as_mut()).await {
+                                    Ok(outcome) => outcome,
+                                    Err(_) if activity.in_flight.load(Ordering::Relaxed) > 0 => own.await,
+                                    Err(_) => Own::Done,
+                                }
+                            }).await,
+                            idled = idle_timer(&activity, self.limits.header_timeout, self.limits.keepalive_timeout, park_after) => match idled {
+                                Idled::Close(phase) => {
+                                    self.count_idle_close(info.remote, phase);
+                                    break Own::Done;
+                                }
+                                Idled::Park(until, phase) => {
+                                    parking = Some((until, phase));
+                                    activity.idle.leave();
+                                }
+                            },
                         }
-                    }).await,
+                    }
+                };
+                let (back, until, phase) = match (outcome, parking) {
+                    (Own::Idle(back), Some((until, phase))) => (back, until, phase),
+                    (outcome, _) => break outcome,
+                };
+                // Held inline while parked: a small allocation per parked connection
+                // would keep the pages its task freed from going back to the system. Only
+                // a WebSocket tunnel shares the slot, and those are hyper's connections.
+                let owned = match Arc::try_unwrap(slot) {
+                    Ok(owned) => owned,
+                    Err(shared) => {
+                        (may_park, io, slot) = (false, back, shared);
+                        continue;
+                    }
+                };
+                let parked = Parked {
+                    info,
+                    slot: owned,
+                    until,
+                    phase,
+                    park_after: activity.park_after,
+                    parked_at: tokio::time::Instant::now(),
+                };
+                match self.park(back, parked) {
+                    Ok(()) => return,
+                    Err((back, parked)) => {
+                        // Served here until it ends: the drain gives it `linger`.
+                        may_park = false;
+                        (io, slot) = (back, Arc::new(parked.slot));
+                    }
                 }
             };
             if let Own::Unusual(io) = outcome {
@@ -338,6 +431,78 @@ impl Connections {
                 Box::pin(self.run(io, info, drain, slot, activity)).await;
             }
         }
+    }
+
+    /// Moves an idle connection out of its task into the park; handed back when the park
+    /// has stopped. A socket tokio cannot let go of is closed.
+    #[allow(clippy::result_large_err)]
+    fn park(
+        &self,
+        io: SendTimeout<TcpStream>,
+        parked: Parked,
+    ) -> Result<(), (SendTimeout<TcpStream>, Parked)> {
+        let Some(park) = &self.park else {
+            return Err((io, parked));
+        };
+        let until = parked.until;
+        let stream = match io.into_inner().into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(peer = %parked.info.remote, error = %e, "cannot park a connection; closed");
+                return Ok(());
+            }
+        };
+        match park.park(stream, parked, until) {
+            Ok(()) => {
+                self.shared.metrics.parked.fetch_add(1, Ordering::Relaxed);
+                Ok(())
+            }
+            Err((stream, parked)) => match TcpStream::from_std(stream) {
+                Ok(s) => Err((SendTimeout::new(s, self.limits.send_timeout), parked)),
+                Err(e) => {
+                    tracing::debug!(peer = %parked.info.remote, error = %e, "cannot take back a connection; closed");
+                    Ok(())
+                }
+            },
+        }
+    }
+
+    /// A parked connection whose client sent (or closed): served by a new task.
+    fn resume(self: &Arc<Self>, stream: std::net::TcpStream, parked: Parked) {
+        self.shared.metrics.parked.fetch_sub(1, Ordering::Relaxed);
+        let stream = match TcpStream::from_std(stream) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(peer = %parked.info.remote, error = %e, "cannot resume a parked connection; closed");
+                return;
+            }
+        };
+        let limit = match parked.phase {
+            IdlePhase::Header => self.limits.header_timeout,
+            IdlePhase::Keepalive => self.limits.keepalive_timeout,
+        };
+        let park_after = park::next_park_after(parked.park_after, parked.parked_at.elapsed());
+        let activity = Arc::new(Activity::resumed(
+            parked.phase,
+            parked.until,
+            limit,
+            park_after,
+        ));
+        let io = SendTimeout::new(stream, self.limits.send_timeout);
+        let drain = self.drain.subscribe();
+        tokio::spawn(self.clone().run_plain(
+            io,
+            parked.info,
+            drain,
+            Arc::new(parked.slot),
+            activity,
+        ));
+    }
+
+    /// A parked connection the park closed at its deadline.
+    fn expired(&self, parked: Parked) {
+        self.shared.metrics.parked.fetch_sub(1, Ordering::Relaxed);
+        self.count_idle_close(parked.info.remote, parked.phase);
     }
 
     fn count_idle_close(&self, peer: SocketAddr, phase: IdlePhase) {
@@ -407,8 +572,10 @@ impl Connections {
         tokio::pin!(conn);
         let result = tokio::select! {
             r = conn.as_mut() => r,
-            phase = idle_timer(&activity, self.limits.header_timeout, self.limits.keepalive_timeout) => {
-                self.count_idle_close(remote, phase);
+            idled = idle_timer(&activity, self.limits.header_timeout, self.limits.keepalive_timeout, None) => {
+                if let Idled::Close(phase) = idled {
+                    self.count_idle_close(remote, phase);
+                }
                 // Idle: HTTP/1 closes at once, HTTP/2 says GOAWAY first. A request that
                 // arrived as the timer fired is answered, however long it takes.
                 conn.as_mut().graceful_shutdown();
@@ -487,19 +654,48 @@ impl Drop for OpenSlot {
 /// timer reads. Written by the requests (on this connection's worker thread).
 struct Activity {
     opened: tokio::time::Instant,
+    /// When this task took the connection: at accept, or back from the park. Parking
+    /// counts idle time from here too, or a connection back from the park, whose idle
+    /// time began before it was parked, would be parked again before it had been read.
+    taken: tokio::time::Instant,
     in_flight: std::sync::atomic::AtomicUsize,
     any_request: AtomicBool,
     /// Milliseconds after `opened` when the last request in flight ended.
     idle_since_ms: std::sync::atomic::AtomicU64,
+    /// Where the own loop waits idle, for parking.
+    idle: IdlePoint,
+    /// How long it waits there before it is parked.
+    park_after: Duration,
 }
 
 impl Activity {
     fn new() -> Activity {
+        let now = tokio::time::Instant::now();
         Activity {
-            opened: tokio::time::Instant::now(),
+            opened: now,
+            taken: now,
             in_flight: Default::default(),
             any_request: AtomicBool::new(false),
             idle_since_ms: Default::default(),
+            idle: IdlePoint::default(),
+            park_after: park::PARK_AFTER,
+        }
+    }
+
+    /// A connection back from the park: idle in `phase` since `until - limit`, so the
+    /// idle timer closes it at `until` as before, and parked again after `park_after`.
+    fn resumed(
+        phase: IdlePhase,
+        until: tokio::time::Instant,
+        limit: Duration,
+        park_after: Duration,
+    ) -> Activity {
+        let a = Activity::new();
+        Activity {
+            opened: until.checked_sub(limit).unwrap_or(a.opened),
+            any_request: AtomicBool::new(phase == IdlePhase::Keepalive),
+            park_after,
+            ..a
         }
     }
 
@@ -577,15 +773,27 @@ fn gated<'a>(
     })
 }
 
+/// What the idle timer decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Idled {
+    /// No request for the phase's limit: to be closed.
+    Close(IdlePhase),
+    /// Idle at the own loop's idle point for `park_after`, and to be closed at the deadline.
+    Park(tokio::time::Instant, IdlePhase),
+}
+
 /// Resolves once the connection has had no request in flight for its limit: `header`
 /// before its first request, `keepalive` after one. Never while a request is in flight.
+/// With `park_after`, resolves earlier, once it has been idle that long (and waits at the
+/// own loop's idle point; a client in the middle of a head is not parked).
 // Not an `async fn`, so that its arguments are not kept twice in every connection's future.
 #[allow(clippy::manual_async_fn)]
 fn idle_timer(
     a: &Activity,
     header: Duration,
     keepalive: Duration,
-) -> impl std::future::Future<Output = IdlePhase> + '_ {
+    park_after: Option<Duration>,
+) -> impl std::future::Future<Output = Idled> + '_ {
     async move {
         loop {
             let (limit, phase) = if a.any_request.load(Ordering::Relaxed) {
@@ -594,16 +802,34 @@ fn idle_timer(
                 (header, IdlePhase::Header)
             };
             if a.in_flight.load(Ordering::Relaxed) > 0 {
-                // Looked at again later; a request in flight is never cut by this timer.
-                tokio::time::sleep(limit).await;
+                // Looked at again later (soon enough to park within two `park_after` of
+                // the request's end); a request in flight is never cut by this timer.
+                tokio::time::sleep(park_after.map_or(limit, |p| p.min(limit))).await;
                 continue;
             }
-            let since = Duration::from_millis(a.idle_since_ms.load(Ordering::Relaxed));
-            let deadline = a.opened + since + limit;
-            if deadline <= tokio::time::Instant::now() {
-                return phase;
+            let idle_from =
+                a.opened + Duration::from_millis(a.idle_since_ms.load(Ordering::Relaxed));
+            let deadline = idle_from + limit;
+            let now = tokio::time::Instant::now();
+            if deadline <= now {
+                return Idled::Close(phase);
             }
-            tokio::time::sleep_until(deadline).await;
+            let mut wake = deadline;
+            if let Some(after) = park_after {
+                let park_at = idle_from.max(a.taken) + after;
+                if park_at >= deadline {
+                    // Closed before it would be parked.
+                } else if park_at > now {
+                    wake = park_at;
+                } else if a.idle.waiting() {
+                    return Idled::Park(deadline, phase);
+                } else {
+                    // A head is arriving: looked at again after another `after`, by when
+                    // its request has usually moved the idle start on.
+                    wake = deadline.min(now + after);
+                }
+            }
+            tokio::time::sleep_until(wake).await;
         }
     }
 }
@@ -613,13 +839,151 @@ mod tests {
     use super::*;
 
     #[tokio::test(start_paused = true)]
+    async fn the_idle_timer_parks_a_connection_waiting_idle_before_closing_it() {
+        use IdlePhase::{Header, Keepalive};
+        let (s, ms) = (Duration::from_secs, Duration::from_millis);
+        // Parked after a second: (case, a request ended at the start, waiting at the idle
+        // point, header limit, keepalive limit, when it resolves, parked with a deadline
+        // this far from the start (else closed), the phase)
+        let cases = [
+            (
+                "no head yet",
+                false,
+                true,
+                s(10),
+                s(60),
+                s(1),
+                Some(s(10)),
+                Header,
+            ),
+            (
+                "after a response",
+                true,
+                true,
+                s(10),
+                s(60),
+                s(1),
+                Some(s(60)),
+                Keepalive,
+            ),
+            (
+                "a head arriving",
+                true,
+                false,
+                s(10),
+                s(60),
+                s(60),
+                None,
+                Keepalive,
+            ),
+            (
+                "a head arriving, closed",
+                true,
+                false,
+                s(10),
+                ms(2500),
+                ms(2500),
+                None,
+                Keepalive,
+            ),
+            (
+                "no head arriving",
+                false,
+                false,
+                s(10),
+                s(60),
+                s(10),
+                None,
+                Header,
+            ),
+            (
+                "closed before a park",
+                true,
+                true,
+                s(10),
+                ms(500),
+                ms(500),
+                None,
+                Keepalive,
+            ),
+            (
+                "closed at the park",
+                true,
+                true,
+                s(10),
+                s(1),
+                s(1),
+                None,
+                Keepalive,
+            ),
+        ];
+        for (case, request, waiting, header, keepalive, after, parked, phase) in cases {
+            let a = Arc::new(Activity::new());
+            if request {
+                drop(a.begin());
+            }
+            a.idle.set_waiting(waiting);
+            let t0 = tokio::time::Instant::now();
+            let got = idle_timer(&a, header, keepalive, Some(s(1))).await;
+            assert_eq!(t0.elapsed(), after, "{case}");
+            let want = match parked {
+                Some(limit) => Idled::Park(t0 + limit, phase),
+                None => Idled::Close(phase),
+            };
+            assert_eq!(got, want, "{case}");
+        }
+
+        // A head that arrives slowly across the moment to park: parked once the request it
+        // makes has ended and the connection has been idle for `park_after` again.
+        let a = Arc::new(Activity::new());
+        drop(a.begin());
+        let t0 = tokio::time::Instant::now();
+        let timer = tokio::spawn({
+            let a = a.clone();
+            async move { idle_timer(&a, s(10), s(60), Some(s(1))).await }
+        });
+        tokio::time::sleep(ms(2500)).await;
+        let end = a.begin();
+        tokio::time::sleep(ms(200)).await;
+        drop(end);
+        let ended = tokio::time::Instant::now();
+        a.idle.set_waiting(true);
+        assert_eq!(timer.await.unwrap(), Idled::Park(ended + s(60), Keepalive));
+        let parked_after = ended.elapsed();
+        assert!(
+            parked_after >= s(1) && parked_after <= s(2),
+            "{parked_after:?}"
+        );
+        assert!(t0.elapsed() < s(5));
+
+        // Back from the park 30 s before its deadline: closed at that deadline, and parked
+        // again only after being idle a whole `PARK_AFTER` in its new task.
+        for (waiting, after, want) in [(true, park::PARK_AFTER, "park"), (false, s(30), "close")] {
+            let until = tokio::time::Instant::now() + s(30);
+            let a = Activity::resumed(Keepalive, until, s(60), park::PARK_AFTER);
+            a.idle.set_waiting(waiting);
+            let t0 = tokio::time::Instant::now();
+            let got = idle_timer(&a, s(10), s(60), Some(park::PARK_AFTER)).await;
+            assert_eq!(t0.elapsed(), after, "{want}");
+            let expected = match want {
+                "park" => Idled::Park(until, Keepalive),
+                _ => Idled::Close(Keepalive),
+            };
+            assert_eq!(got, expected);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn the_idle_timer_waits_for_requests_and_restarts_after_each() {
         let header = Duration::from_secs(10);
         let keepalive = Duration::from_secs(60);
         let a = Arc::new(Activity::new());
         // Nothing ever sent: closed after the header timeout.
         let t0 = tokio::time::Instant::now();
-        assert_eq!(idle_timer(&a, header, keepalive).await, IdlePhase::Header);
+        assert_eq!(
+            idle_timer(&a, header, keepalive, None).await,
+            Idled::Close(IdlePhase::Header)
+        );
         assert_eq!(t0.elapsed(), header);
 
         // A request that lasts 5 minutes is never cut; the keepalive limit starts at its end.
@@ -627,13 +991,13 @@ mod tests {
         let end = a.begin();
         let timer = tokio::spawn({
             let a = a.clone();
-            async move { idle_timer(&a, header, keepalive).await }
+            async move { idle_timer(&a, header, keepalive, None).await }
         });
         tokio::time::sleep(Duration::from_secs(300)).await;
         assert!(!timer.is_finished(), "closed while a request was in flight");
         drop(end);
         let ended = tokio::time::Instant::now();
-        assert_eq!(timer.await.unwrap(), IdlePhase::Keepalive);
+        assert_eq!(timer.await.unwrap(), Idled::Close(IdlePhase::Keepalive));
         let idle = ended.elapsed();
         assert!(idle >= keepalive && idle <= keepalive + header, "{idle:?}");
 
@@ -642,7 +1006,7 @@ mod tests {
         drop(a.begin());
         let timer = tokio::spawn({
             let a = a.clone();
-            async move { idle_timer(&a, header, keepalive).await }
+            async move { idle_timer(&a, header, keepalive, None).await }
         });
         for _ in 0..10 {
             tokio::time::sleep(Duration::from_secs(30)).await;
@@ -650,7 +1014,7 @@ mod tests {
             drop(a.begin());
         }
         let last = tokio::time::Instant::now();
-        assert_eq!(timer.await.unwrap(), IdlePhase::Keepalive);
+        assert_eq!(timer.await.unwrap(), Idled::Close(IdlePhase::Keepalive));
         assert_eq!(last.elapsed(), keepalive);
     }
 }

@@ -431,3 +431,95 @@ async fn a_head_kept_as_bytes_goes_whole_over_hypers_client() {
         "no request went over a connection hyper's client drives"
     );
 }
+
+/// A connection idle for a second leaves its task for the worker's park (issue 16: memory
+/// per idle connection) and is served again, on the same socket, when its client sends:
+/// after a response, before any request, with a head split across the return. One whose
+/// client closes while parked gives its worker slot back; a drain hands parked connections
+/// back to tasks, so a request sent in the linger is answered, with `Connection: close`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_parked_and_served_again() {
+    let s = Stack::start(&["--workers=1", "--grace-period=5s"]).await;
+    let b = Backend::start("b").await;
+    s.upstream("up", json!({"nodes": {b.node(): 1}})).await;
+    let uri = |r: &e2e::raw::RawResponse| {
+        serde_json::from_slice::<serde_json::Value>(&r.body).unwrap()["uri"].clone()
+    };
+    let (parked, open) = (
+        "gateway_connections_parked",
+        "gateway_connections_open{worker=\"0\"}",
+    );
+    // Every open connection parked: the test's and whatever the harness keeps open (its
+    // client's pooled connection), all idle.
+    let all_parked = || async {
+        eventually(WAIT, "every idle connection parked", || async {
+            s.metric(parked).await == s.metric(open).await
+        })
+        .await
+    };
+    // Whatever the harness left open (its clients' pooled connections).
+    let before = s.metric(open).await;
+    let mut after_response = RawConn::connect(s.gw.http).await;
+    after_response
+        .send(b"GET /up/one HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await;
+    assert_eq!(after_response.response(WAIT).await.unwrap().status, 200);
+    let mut closing = RawConn::connect(s.gw.http).await;
+    closing.send(b"GET /up/c HTTP/1.1\r\nHost: h\r\n\r\n").await;
+    assert_eq!(closing.response(WAIT).await.unwrap().status, 200);
+    let mut silent = RawConn::connect(s.gw.http).await;
+    all_parked().await;
+    assert_eq!(
+        s.metric(open).await - before,
+        3.0,
+        "parked connections count as open"
+    );
+
+    // Back from the park with a head that comes in two writes.
+    after_response.send(b"GET /up/two HTTP/1.1\r\nHo").await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    after_response.send(b"st: h\r\n\r\n").await;
+    let r = after_response.response(WAIT).await.unwrap();
+    assert_eq!((r.status, uri(&r)), (200, json!("/up/two")));
+    // Never a request before: served as any first request.
+    silent
+        .send(b"GET /up/first HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await;
+    let r = silent.response(WAIT).await.unwrap();
+    assert_eq!((r.status, uri(&r)), (200, json!("/up/first")));
+    // Closed by its client while parked: the gateway closes its side and frees the slot.
+    drop(closing);
+    eventually(WAIT, "the closed connection's slot given back", || async {
+        s.metric(open).await - before == 2.0
+    })
+    .await;
+    // Both idle again: parked again.
+    all_parked().await;
+
+    // The drain: parked connections go back to tasks and get the linger to send one more
+    // request, which is answered and told to close; the gateway then exits cleanly.
+    let mut gw = s.gw;
+    gw.proc.signal("TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    after_response
+        .send(b"GET /up/last HTTP/1.1\r\nHost: h\r\n\r\n")
+        .await;
+    let r = after_response
+        .response(WAIT)
+        .await
+        .expect("answered in the linger");
+    assert_eq!((r.status, uri(&r)), (200, json!("/up/last")));
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(after_response.closed_within(WAIT).await);
+    // Closed at the linger's end (a second), not the grace period's (five): the park let
+    // it go when the drain began.
+    assert!(
+        silent.closed_within(Duration::from_secs(3)).await,
+        "the silent one was not closed within the linger"
+    );
+    let status = gw
+        .proc
+        .wait_exit(Duration::from_secs(10))
+        .expect("did not exit after draining");
+    assert!(status.success(), "{status:?}");
+}
