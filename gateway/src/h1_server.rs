@@ -106,6 +106,12 @@ pub fn serve<'a, G: 'a>(
             // one read (nearly all do) is parsed at once, without the scan.
             let mut scanned = None;
             let (req, close, raw) = loop {
+                // Empty lines before a request (which the parse skips) are nothing of one:
+                // the connection is as idle, and as parkable, as with none.
+                if !buf.is_empty() && buf.iter().all(|&b| b == b'\r' || b == b'\n') {
+                    buf.clear();
+                    scanned = None;
+                }
                 // Nothing of a request read: the idle point, where the connection waits
                 // for its client and can leave its task (`IdlePoint`).
                 if buf.is_empty() {

@@ -42,11 +42,12 @@ const PARK_PAYS: Duration = Duration::from_secs(1);
 /// waited before the last one and how long it was parked. A client that came back within
 /// [`PARK_PAYS`] (one polling every few hundred milliseconds) waits twice as long next time,
 /// up to [`PARK_AFTER_MAX`]: such a client pays for a handful of moves, not one per request.
+/// A park that lasted longer halves the wait again, down to [`PARK_AFTER`].
 pub fn next_park_after(last: Duration, parked_for: Duration) -> Duration {
     if parked_for < PARK_PAYS {
         (last * 2).min(PARK_AFTER_MAX)
     } else {
-        last
+        (last / 2).max(PARK_AFTER)
     }
 }
 
@@ -163,7 +164,7 @@ impl<T> Park<T> {
         mut expired: impl FnMut(T),
     ) {
         let mut stop = std::pin::pin!(stop);
-        loop {
+        'watch: loop {
             tokio::select! {
                 biased;
                 () = &mut stop => break,
@@ -181,8 +182,9 @@ impl<T> Park<T> {
                             Ok(()) => {}
                             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                             Err(e) => {
-                                tracing::warn!(error = %e, "cannot read the parked connections' events");
-                                break;
+                                // Not looked at again: the set would stay ready and spin.
+                                tracing::warn!(error = %e, "cannot read the parked connections' events; resuming them");
+                                break 'watch;
                             }
                         }
                         if w.events.is_empty() {
@@ -222,14 +224,16 @@ impl<T> Park<T> {
         Some((e.stream.into(), e.data))
     }
 
-    /// The next connection whose deadline passed, closed (closing takes it out of the
-    /// epoll set too).
+    /// The next connection whose deadline passed, out of the set and closed.
     fn poll_expired(&self, cx: &mut Context<'_>) -> Poll<T> {
         let mut inner = self.lock();
         loop {
             match inner.expiry.poll_expired(cx) {
                 Poll::Ready(Some(key)) => {
-                    if let Some(e) = inner.entries.try_remove(key.into_inner()) {
+                    if let Some(mut e) = inner.entries.try_remove(key.into_inner()) {
+                        // Closing would take it out of the set too, unless the descriptor
+                        // were shared; its key is reused by the next park.
+                        let _ = self.registry.deregister(&mut e.stream);
                         return Poll::Ready(e.data);
                     }
                 }
@@ -426,7 +430,8 @@ mod tests {
             (ms(800), ms(10), ms(1600)),
             (ms(1600), ms(10), ms(1600)),
             (ms(100), ms(1000), ms(100)),
-            (ms(400), Duration::from_secs(300), ms(400)),
+            (ms(400), Duration::from_secs(300), ms(200)),
+            (ms(1600), Duration::from_secs(2), ms(800)),
         ] {
             assert_eq!(
                 next_park_after(last, parked_for),

@@ -795,6 +795,7 @@ fn idle_timer(
     park_after: Option<Duration>,
 ) -> impl std::future::Future<Output = Idled> + '_ {
     async move {
+        let mut recheck = 1u32;
         loop {
             let (limit, phase) = if a.any_request.load(Ordering::Relaxed) {
                 (keepalive, IdlePhase::Keepalive)
@@ -802,9 +803,20 @@ fn idle_timer(
                 (header, IdlePhase::Header)
             };
             if a.in_flight.load(Ordering::Relaxed) > 0 {
-                // Looked at again later (soon enough to park within two `park_after` of
-                // the request's end); a request in flight is never cut by this timer.
-                tokio::time::sleep(park_after.map_or(limit, |p| p.min(limit))).await;
+                // A request in flight is never cut by this timer. On the own loop (the only
+                // one that parks) a request ends inside the loop's poll, which the biased
+                // `select!` makes just before this one: looked at again on the task's next
+                // wake, with no timer. Hyper's requests end wherever hyper drops them:
+                // looked at again after `limit`.
+                if park_after.is_some() {
+                    std::future::poll_fn(|_| match a.in_flight.load(Ordering::Relaxed) {
+                        0 => std::task::Poll::Ready(()),
+                        _ => std::task::Poll::Pending,
+                    })
+                    .await;
+                } else {
+                    tokio::time::sleep(limit).await;
+                }
                 continue;
             }
             let idle_from =
@@ -824,9 +836,11 @@ fn idle_timer(
                 } else if a.idle.waiting() {
                     return Idled::Park(deadline, phase);
                 } else {
-                    // A head is arriving: looked at again after another `after`, by when
-                    // its request has usually moved the idle start on.
-                    wake = deadline.min(now + after);
+                    // A head is arriving: looked at again later, by when its request has
+                    // usually moved the idle start on; each time later, for a client that
+                    // trickles one.
+                    wake = deadline.min(now + after * recheck);
+                    recheck = recheck.saturating_mul(2);
                 }
             }
             tokio::time::sleep_until(wake).await;

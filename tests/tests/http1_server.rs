@@ -460,8 +460,9 @@ async fn idle_connections_are_parked_and_served_again() {
     // Whatever the harness left open (its clients' pooled connections).
     let before = s.metric(open).await;
     let mut after_response = RawConn::connect(s.gw.http).await;
+    // With an empty line after it, as some clients send: still idle, still parked.
     after_response
-        .send(b"GET /up/one HTTP/1.1\r\nHost: h\r\n\r\n")
+        .send(b"GET /up/one HTTP/1.1\r\nHost: h\r\n\r\n\r\n")
         .await;
     assert_eq!(after_response.response(WAIT).await.unwrap().status, 200);
     let mut closing = RawConn::connect(s.gw.http).await;
@@ -500,7 +501,13 @@ async fn idle_connections_are_parked_and_served_again() {
     // request, which is answered and told to close; the gateway then exits cleanly.
     let mut gw = s.gw;
     gw.proc.signal("TERM");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Draining once the listener is closed (it is closed just before connections are
+    // told to go); the linger is a second from then.
+    eventually(WAIT, "the listener closed", || async {
+        tokio::net::TcpStream::connect(gw.http).await.is_err()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
     after_response
         .send(b"GET /up/last HTTP/1.1\r\nHost: h\r\n\r\n")
         .await;
