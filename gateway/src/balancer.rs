@@ -34,6 +34,11 @@ impl Balancer {
     /// Only nodes `eligible` take part in the round, as nginx skips down peers: the
     /// others neither gain nor lose, so the rotation resumes where it was when they return.
     fn pick_where(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+        // One node (the commonest upstream): the round would add its weight and take it
+        // back, leaving nothing changed, so the lock is not taken.
+        if let [w] = *self.weights {
+            return (w != 0 && eligible(0)).then_some(0);
+        }
         // A poisoned lock only means another request panicked mid-pick; the weights are
         // still usable numbers, so keep balancing rather than failing every request.
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -75,9 +80,15 @@ mod tests {
             (&[0, 1][..], "bbb"),
             (&[0, 0][..], "--"),
             (&[][..], "-"),
+            (&[3][..], "aaaa"),
+            (&[0][..], "--"),
         ] {
             assert_eq!(sequence(weights, want.len()), want, "{weights:?}");
         }
+        // A lone node that failed for this request, or is not allowed, is not picked.
+        assert_eq!(Balancer::new(&[3]).pick(&[0]), None);
+        assert_eq!(Balancer::new(&[3]).pick_among(&[]), None);
+        assert_eq!(Balancer::new(&[3]).pick_among(&[0]), Some(0));
     }
 
     #[test]

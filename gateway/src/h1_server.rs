@@ -230,7 +230,11 @@ fn exchange<'a>(
             // does (the proxy counts it as 499). Not while pipelined requests are
             // buffered: those are answered first, as hyper does, however the client's
             // side ends.
+            // Biased: the answer first, so that `closed` is looked at once a wake, not on
+            // a coin's throw (a peek of the socket each time), and an answer that is ready
+            // when the client has also closed is written, not dropped.
             tokio::select! {
+                biased;
                 resp = &mut handled => resp,
                 () = closed(io.get_ref()), if nothing_buffered => return Exchanged::ClientGone,
             }

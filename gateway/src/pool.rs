@@ -41,6 +41,14 @@ impl Sender {
         }
     }
 
+    /// [`Sender::is_closed`] for a connection the calling task takes now (checkout).
+    fn is_closed_for_use(&self) -> bool {
+        match self {
+            Sender::Inline(c) => c.is_closed_for_use(),
+            other => other.is_closed(),
+        }
+    }
+
     pub async fn ready(&mut self) -> Result<(), hyper::Error> {
         match self {
             Sender::Http1(tx) => tx.ready().await,
@@ -170,7 +178,7 @@ impl Pool {
         let list = idle.get_mut(addr)?;
         while let Some(mut c) = list.pop() {
             let idle_for = c.idle_since.elapsed();
-            if c.tx.is_closed() || idle_for >= settings.idle_timeout {
+            if c.tx.is_closed_for_use() || idle_for >= settings.idle_timeout {
                 continue;
             }
             c.reused = true;

@@ -1105,7 +1105,8 @@ fn send_to_node<'a>(
         // Held from here to the end of the response body: least_conn and ewma count a node
         // busy while it thinks, not only while it streams.
         let in_flight = node.state.in_flight.enter();
-        let started = std::time::Instant::now();
+        // Only `ewma` reads how long a node took: two clock reads a request saved elsewhere.
+        let started = upstream.measures_rtt().then(std::time::Instant::now);
         let mut stale = 0;
         // No upgrade: the request's own task speaks HTTP/1.1 to a plain node.
         let inline = req.method() != Method::CONNECT
@@ -1140,18 +1141,16 @@ fn send_to_node<'a>(
                         && !req.headers().contains_key(http::header::CONTENT_LENGTH);
                     let raw = ex.raw();
                     let mut head = Vec::with_capacity(
-                        128 + raw.map_or(0, ClientHead::head_len) + 48 * req.headers().len(),
+                        128 + raw.map_or(0, ClientHead::head_len)
+                            + 48 * req.headers().len()
+                            + ex.forwarded.encoded_len(),
                     );
                     h1_client::encode_head(&req, raw, Some(&ex.forwarded), chunked, &mut head);
                     let method = req.method().clone();
                     let body = (!req.body().is_end_stream()).then(|| req.body_mut());
                     match send_inline(shared, node, &head, &method, body, chunked, conn, ex).await {
                         Inline::Answered(parts, decoder, conn, verbatim) => {
-                            upstream.observe_response(
-                                node,
-                                parts.status.as_u16(),
-                                started.elapsed(),
-                            );
+                            upstream.observe_response(node, parts.status.as_u16(), started);
                             if let (Some(slot), Some(v)) = (ex.verbatim, verbatim) {
                                 // Set once: the exchange ends with this answer.
                                 let _ = slot.set(v);
@@ -1246,7 +1245,7 @@ fn send_to_node<'a>(
                             "upstream {addr} switched protocols unasked"
                         ))));
                     };
-                    upstream.observe_response(node, 101, started.elapsed());
+                    upstream.observe_response(node, 101, started);
                     return Ok(tunnel(
                         shared,
                         resp,
@@ -1257,7 +1256,7 @@ fn send_to_node<'a>(
                     ));
                 }
                 Ok(resp) => {
-                    upstream.observe_response(node, resp.status().as_u16(), started.elapsed());
+                    upstream.observe_response(node, resp.status().as_u16(), started);
                     let (parts, body) = resp.into_parts();
                     return Ok(client_response(
                         shared,

@@ -858,9 +858,18 @@ impl UpstreamRt {
     }
 
     /// A response head arrived from `node` after `rtt`.
-    pub fn observe_response(&self, node: &NodeRt, status: u16, rtt: Duration) {
-        if let Method::Ewma(_) = self.method {
-            node.state.rtt.observe(rtt, std::time::Instant::now());
+    /// Whether [`UpstreamRt::observe_response`] uses when the request was sent.
+    pub fn measures_rtt(&self) -> bool {
+        matches!(self.method, Method::Ewma(_))
+    }
+
+    /// A node's answer; `sent` when [`UpstreamRt::measures_rtt`] (the request's start).
+    pub fn observe_response(&self, node: &NodeRt, status: u16, sent: Option<std::time::Instant>) {
+        if let (Method::Ewma(_), Some(sent)) = (&self.method, sent) {
+            let now = std::time::Instant::now();
+            node.state
+                .rtt
+                .observe(now.saturating_duration_since(sent), now);
         }
         self.observe(node, Outcome::Status(status));
     }
