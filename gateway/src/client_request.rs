@@ -6,7 +6,7 @@ use crate::normalize::{normalize_path, PathError};
 use crate::proxy::ProxyError;
 use http::header::{HOST, TRANSFER_ENCODING};
 use http::{HeaderValue, Version};
-use model::host::{parse_request_host, plain_request_host};
+use model::host::{parse_request_host, plain_request_host_len};
 
 /// Longest request target (path and query) accepted; longer is 414, as nginx's default
 /// `large_client_header_buffers 4 8k` answers a request line over 8 KiB. (A target too
@@ -88,18 +88,19 @@ pub fn request_host_of(head: &ClientHead) -> Result<RequestHost, ProxyError> {
 /// The name to route on of the chosen `Host` value.
 fn named(chosen: Option<HeaderValue>) -> Result<RequestHost, ProxyError> {
     let name = match &chosen {
-        Some(h) => {
-            let s = h
-                .to_str()
-                .map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
-            match plain_request_host(s) {
-                Some(name) => HostName::Prefix(name.len()),
-                None => HostName::Normalised(
+        // Most hosts are plain: judged on the bytes, which then need no text check.
+        Some(h) => match plain_request_host_len(h.as_bytes()) {
+            Some(len) => HostName::Prefix(len),
+            None => {
+                let s = h
+                    .to_str()
+                    .map_err(|_| ProxyError::BadRequest("invalid Host header"))?;
+                HostName::Normalised(
                     parse_request_host(s)
                         .map_err(|_| ProxyError::BadRequest("invalid Host header"))?,
-                ),
+                )
             }
-        }
+        },
         None => HostName::Prefix(0),
     };
     Ok(RequestHost {

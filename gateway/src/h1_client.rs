@@ -33,6 +33,8 @@ pub const ROOM_FOR_PLUGINS: usize = 8;
 /// end. Offsets, not slices, so that the values can share the head's bytes once it is
 /// split off; 16 bits, as the heads they index are at most 64 KiB.
 pub type Span = (u16, u16, u16, u16);
+/// Heads with at most this many lines (nearly all) have their spans in a small array.
+pub const FEW_HEADERS: usize = 16;
 
 /// Fills `spans` with those of `headers`, which `httparse` parsed out of `head` (at most
 /// 64 KiB long); on the stack, where a list would cost an allocation a request.
@@ -345,9 +347,18 @@ pub fn parse_head(
             .reason
             .filter(|given| Some(*given) != status.canonical_reason())
             .and_then(|given| hyper::ext::ReasonPhrase::try_from(given.as_bytes().to_vec()).ok());
-        let mut spans = [(0, 0, 0, 0); MAX_HEADERS];
-        header_spans(buf, r.headers, &mut spans);
         let count = r.headers.len();
+        // Most heads have a few lines: zeroing room for `MAX_HEADERS` spans (800 bytes) on
+        // every head cost more than the spans themselves.
+        let (mut few, mut many);
+        let spans: &mut [Span] = if count <= FEW_HEADERS {
+            few = [(0, 0, 0, 0); FEW_HEADERS];
+            &mut few
+        } else {
+            many = [(0, 0, 0, 0); MAX_HEADERS];
+            &mut many
+        };
+        header_spans(buf, r.headers, spans);
         let head = buf.split_to(len).freeze();
         let plain = verbatim
             && version == Version::HTTP_11

@@ -153,7 +153,12 @@ fn parse_request_host_full(raw: &str) -> Result<String, String> {
 /// name itself; anything else (`None`) takes the full path, which judges it the same way
 /// (a test compares the two on every string of a small alphabet).
 pub fn plain_request_host(raw: &str) -> Option<&str> {
-    let b = raw.as_bytes();
+    plain_request_host_len(raw.as_bytes()).map(|n| &raw[..n])
+}
+
+/// [`plain_request_host`] on bytes, before they are known to be text: the length of the
+/// name. What it accepts is ASCII, so a header value it accepts needs no other check.
+pub fn plain_request_host_len(b: &[u8]) -> Option<usize> {
     let (name, port) = match b.iter().rposition(|&c| c == b':') {
         Some(i) => (&b[..i], &b[i + 1..]),
         None => (b, &b""[..]),
@@ -176,7 +181,7 @@ pub fn plain_request_host(raw: &str) -> Option<&str> {
         }
         previous = c;
     }
-    (previous != b'.').then_some(&raw[..name.len()])
+    (previous != b'.').then_some(name.len())
 }
 
 impl<'de> Deserialize<'de> for HostPattern {
