@@ -36,6 +36,25 @@ pub type Span = (u16, u16, u16, u16);
 /// Heads with at most this many lines (nearly all) have their spans in a small array.
 pub const FEW_HEADERS: usize = 16;
 
+/// Binds `$spans` to the [`Span`]s of `$headers` in `$head`, in a local array: a small
+/// one for most heads. Zeroing room for `MAX_HEADERS` spans (800 bytes) on every head cost
+/// more than the spans themselves. A macro, as the array must live in the caller's frame.
+macro_rules! spans_of {
+    ($spans:ident, $head:expr, $headers:expr) => {
+        let (mut few, mut many);
+        let $spans: &mut [$crate::h1_client::Span] =
+            if $headers.len() <= $crate::h1_client::FEW_HEADERS {
+                few = [(0, 0, 0, 0); $crate::h1_client::FEW_HEADERS];
+                &mut few
+            } else {
+                many = [(0, 0, 0, 0); $crate::h1_client::MAX_HEADERS];
+                &mut many
+            };
+        $crate::h1_client::header_spans($head, $headers, $spans);
+    };
+}
+pub(crate) use spans_of;
+
 /// Fills `spans` with those of `headers`, which `httparse` parsed out of `head` (at most
 /// 64 KiB long); on the stack, where a list would cost an allocation a request.
 #[inline]
@@ -348,17 +367,7 @@ pub fn parse_head(
             .filter(|given| Some(*given) != status.canonical_reason())
             .and_then(|given| hyper::ext::ReasonPhrase::try_from(given.as_bytes().to_vec()).ok());
         let count = r.headers.len();
-        // Most heads have a few lines: zeroing room for `MAX_HEADERS` spans (800 bytes) on
-        // every head cost more than the spans themselves.
-        let (mut few, mut many);
-        let spans: &mut [Span] = if count <= FEW_HEADERS {
-            few = [(0, 0, 0, 0); FEW_HEADERS];
-            &mut few
-        } else {
-            many = [(0, 0, 0, 0); MAX_HEADERS];
-            &mut many
-        };
-        header_spans(buf, r.headers, spans);
+        spans_of!(spans, buf, r.headers);
         let head = buf.split_to(len).freeze();
         let plain = verbatim
             && version == Version::HTTP_11

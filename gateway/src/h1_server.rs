@@ -13,7 +13,7 @@
 //! follows hyper's rules for a response head (`hyper::proto::h1::role::Server::encode`).
 use crate::client_body::ClientBody;
 use crate::client_head::ClientHead;
-use crate::h1_client::{header_spans, Span, Verbatim, FEW_HEADERS, MAX_HEADERS};
+use crate::h1_client::{Verbatim, MAX_HEADERS};
 use crate::proxy::{self, ConnInfo, RespBody};
 use crate::send_timeout::SendTimeout;
 use crate::Shared;
@@ -331,17 +331,7 @@ fn parse(buf: &mut BytesMut, keep_raw: bool) -> Parsed {
         return Parsed::Unusual;
     }
     let count = r.headers.len();
-    // Most heads have a few lines: zeroing room for `MAX_HEADERS` spans (800 bytes) on
-    // every head cost more than the spans themselves.
-    let (mut few, mut many);
-    let spans: &mut [Span] = if count <= FEW_HEADERS {
-        few = [(0, 0, 0, 0); FEW_HEADERS];
-        &mut few
-    } else {
-        many = [(0, 0, 0, 0); MAX_HEADERS];
-        &mut many
-    };
-    header_spans(buf, r.headers, spans);
+    crate::h1_client::spans_of!(spans, buf, r.headers);
     let head = buf.split_to(len).freeze();
     let Ok(uri) = Uri::from_maybe_shared(head.slice(path.0..path.1)) else {
         // Put back for hyper, which answers 400.
