@@ -131,12 +131,19 @@ impl<T> HostIndex<T> {
         host: &'h str,
     ) -> impl Iterator<Item = &'s Table<T>> + use<'s, 'h, T> {
         let exact = self.exact.get(host).map(|t| &**t);
+        // Only the dots no further from the end than the longest wildcard suffix can start
+        // one (none at all when there is no wildcard host, as for most configurations). A
+        // dot at 0 would make the suffix the whole host, and `*.foo.com` needs at least one
+        // character before `.foo.com`. A `.` byte is always a whole character.
+        let from = host.len().saturating_sub(self.longest_wildcard).max(1);
         let wildcards = host
-            .char_indices()
-            // A dot at 0 would make the suffix the whole host, and `*.foo.com` needs at
-            // least one character before `.foo.com`.
-            .filter(|&(i, c)| c == '.' && i > 0 && host.len() - i <= self.longest_wildcard)
-            .filter_map(move |(i, _)| host.get(i..).and_then(|s| self.wildcard.get(s)))
+            .as_bytes()
+            .get(from..)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter(|&(_, &b)| b == b'.')
+            .filter_map(move |(j, _)| host.get(from + j..).and_then(|s| self.wildcard.get(s)))
             .map(|t| &**t);
         exact
             .into_iter()
