@@ -228,46 +228,45 @@ impl ForwardedHeaders {
     /// How many bytes [`ForwardedHeaders::write`] writes: room made for them up front
     /// saves growing the node's head, a copy of all of it, on every request.
     pub fn encoded_len(&self) -> usize {
-        const NAMES: usize =
-            "x-forwarded-for: \r\nx-real-ip: \r\nx-forwarded-proto: \r\nx-forwarded-port: \r\n"
-                .len();
         let previous = self.previous.as_ref().map_or(0, |p| p.len() + 2);
-        let host = self
-            .host
-            .as_ref()
-            .map_or(0, |h| "\r\nx-forwarded-host: ".len() + h.len());
-        NAMES
+        let host = self.host.as_ref().map_or(0, |h| HOST_LINE.len() + h.len());
+        FOR_LINE.len()
             + previous
             + self.peer.as_bytes().len()
+            + REAL_IP_LINE.len()
             + self.real_ip().len()
+            + PROTO_LINE.len()
             + self.proto.len()
             + host
-            + match self.port {
-                0..=9 => 1,
-                10..=99 => 2,
-                100..=999 => 3,
-                1000..=9999 => 4,
-                _ => 5,
-            }
+            + PORT_LINE.len()
+            + decimal(u64::from(self.port), &mut [0; 20]).len()
+            + 2
     }
 
     /// The header lines, as HTTP/1.1 writes them (names lower case, as hyper's are).
     pub fn write(&self, out: &mut Vec<u8>) {
-        out.extend_from_slice(b"x-forwarded-for: ");
+        out.extend_from_slice(FOR_LINE);
         self.forwarded_for(out);
-        out.extend_from_slice(b"\r\nx-real-ip: ");
+        out.extend_from_slice(REAL_IP_LINE);
         out.extend_from_slice(self.real_ip());
-        out.extend_from_slice(b"\r\nx-forwarded-proto: ");
+        out.extend_from_slice(PROTO_LINE);
         out.extend_from_slice(self.proto.as_bytes());
         if let Some(h) = &self.host {
-            out.extend_from_slice(b"\r\nx-forwarded-host: ");
+            out.extend_from_slice(HOST_LINE);
             out.extend_from_slice(h.as_bytes());
         }
-        out.extend_from_slice(b"\r\nx-forwarded-port: ");
+        out.extend_from_slice(PORT_LINE);
         out.extend_from_slice(decimal(u64::from(self.port), &mut [0; 20]));
         out.extend_from_slice(b"\r\n");
     }
 }
+
+// What `ForwardedHeaders::write` puts before each value (and `encoded_len` counts).
+const FOR_LINE: &[u8] = b"x-forwarded-for: ";
+const REAL_IP_LINE: &[u8] = b"\r\nx-real-ip: ";
+const PROTO_LINE: &[u8] = b"\r\nx-forwarded-proto: ";
+const HOST_LINE: &[u8] = b"\r\nx-forwarded-host: ";
+const PORT_LINE: &[u8] = b"\r\nx-forwarded-port: ";
 
 /// Whether `name` (any case) is one of the forwarding headers the gateway sets:
 /// `X-Forwarded-For`, `-Proto`, `-Host`, `-Port` and `X-Real-IP`.

@@ -812,7 +812,7 @@ fn prepare_forward<'a>(
     let mirror = ran.mirror().map(|plan| {
         let mut head = crate::plugins::proxy_mirror::copy_head(plan, &parts);
         forwarded.apply(&mut head.headers);
-        (plan.clone(), head, timeout.connect() + timeout.read())
+        (plan.clone(), head, timeout.connect + timeout.read)
     });
     // A request without a body can be replayed if a pooled connection turns out to have
     // been closed by the node mid-exchange; keep what is needed to rebuild it.
@@ -822,7 +822,7 @@ fn prepare_forward<'a>(
         let empty = http_body_util::Empty::new().map_err(|e| match e {});
         (empty.boxed_unsync(), None, replayable)
     } else {
-        let (b, p) = RequestBody::new(body, timeout.send(), body_limit);
+        let (b, p) = RequestBody::new(body, timeout.send, body_limit);
         (b.boxed_unsync(), Some(p), false)
     };
     let body = match mirror {
@@ -910,7 +910,7 @@ impl Replay {
 
 /// What stays the same across the attempts of one request.
 struct Exchange<'a> {
-    timeout: model::timeout::Timeout,
+    timeout: crate::snapshot::Timeouts,
     /// Tracks the request body; `None` when there is none.
     progress: Option<Arc<Progress>>,
     /// The most body bytes the client may send (`u64::MAX`: no limit).
@@ -1125,7 +1125,7 @@ fn send_to_node<'a>(
                     &node.pool_key,
                     &upstream.transport,
                     node.tls_name.as_ref(),
-                    timeout.connect(),
+                    timeout.connect,
                     true,
                 ))
                 .await
@@ -1161,7 +1161,7 @@ fn send_to_node<'a>(
                                 Inner::Inline(decoder),
                                 conn,
                                 upstream,
-                                timeout.read(),
+                                timeout.read,
                                 in_flight,
                             ));
                         }
@@ -1185,9 +1185,9 @@ fn send_to_node<'a>(
                 };
             }
             let ready_wait = if conn.reused {
-                POOLED_READY_WAIT.min(timeout.send())
+                POOLED_READY_WAIT.min(timeout.send)
             } else {
-                timeout.send()
+                timeout.send
             };
             match tokio::time::timeout(ready_wait, conn.tx.ready()).await {
                 Ok(Ok(())) => {}
@@ -1221,7 +1221,7 @@ fn send_to_node<'a>(
                 if let Some(p) = &ex.progress {
                     // Until the node takes the body up at all (an HTTP/2 node with every
                     // stream in use queues it), the send timeout bounds the wait.
-                    if tokio::time::timeout(timeout.send(), p.started())
+                    if tokio::time::timeout(timeout.send, p.started())
                         .await
                         .is_err()
                     {
@@ -1229,7 +1229,7 @@ fn send_to_node<'a>(
                     }
                     p.finished().await;
                 }
-                tokio::time::sleep(timeout.read()).await;
+                tokio::time::sleep(timeout.read).await;
             };
             let result = tokio::select! {
                 r = sent => r,
@@ -1246,14 +1246,7 @@ fn send_to_node<'a>(
                         ))));
                     };
                     upstream.observe_response(node, 101, started);
-                    return Ok(tunnel(
-                        shared,
-                        resp,
-                        client,
-                        in_flight,
-                        addr,
-                        timeout.read(),
-                    ));
+                    return Ok(tunnel(shared, resp, client, in_flight, addr, timeout.read));
                 }
                 Ok(resp) => {
                     upstream.observe_response(node, resp.status().as_u16(), started);
@@ -1264,7 +1257,7 @@ fn send_to_node<'a>(
                         Inner::Hyper(body),
                         conn,
                         upstream,
-                        timeout.read(),
+                        timeout.read,
                         in_flight,
                     ));
                 }
@@ -1338,7 +1331,7 @@ async fn send_inline(
             "upstream {addr}: not an inline connection"
         )));
     };
-    match tokio::time::timeout(timeout.send(), h1_client::send(c, head)).await {
+    match tokio::time::timeout(timeout.send, h1_client::send(c, head)).await {
         Err(_) => return Inline::Failed(timeout_err(shared, addr, "sending the request")),
         Ok(Ok(())) => {}
         // Nothing of the body was taken yet: it can still go on another connection.
@@ -1354,7 +1347,7 @@ async fn send_inline(
         let mut early = false;
         let mut answered = None;
         if let Some(body) = body {
-            let upload = h1_client::write_body(&mut wr, body, chunked, timeout.send());
+            let upload = h1_client::write_body(&mut wr, body, chunked, timeout.send);
             tokio::select! {
                 biased;
                 sent = upload => match sent {
@@ -1379,7 +1372,7 @@ async fn send_inline(
         // The read timeout starts once the body has gone, as on hyper's path.
         let result = match answered {
             Some(got) => Ok(got),
-            None => tokio::time::timeout(timeout.read(), answer).await,
+            None => tokio::time::timeout(timeout.read, answer).await,
         };
         (early, Ok(result))
     };

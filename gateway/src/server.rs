@@ -477,10 +477,9 @@ impl Connections {
                 return;
             }
         };
-        let limit = match parked.phase {
-            IdlePhase::Header => self.limits.header_timeout,
-            IdlePhase::Keepalive => self.limits.keepalive_timeout,
-        };
+        let limit = parked
+            .phase
+            .limit(self.limits.header_timeout, self.limits.keepalive_timeout);
         let park_after = park::next_park_after(parked.park_after, parked.parked_at.elapsed());
         let activity = Arc::new(Activity::resumed(
             parked.phase,
@@ -754,6 +753,16 @@ enum IdlePhase {
     Keepalive,
 }
 
+impl IdlePhase {
+    /// How long a connection may be idle in this phase.
+    fn limit(self, header: Duration, keepalive: Duration) -> Duration {
+        match self {
+            IdlePhase::Header => header,
+            IdlePhase::Keepalive => keepalive,
+        }
+    }
+}
+
 /// `stopped`, polled only once the drain has begun (and once before, to be woken by it).
 /// A connection's task is woken several times for each request, and `select!` polls every
 /// branch on each wake: the drain's watch cost ~400 instructions a request, for nothing.
@@ -797,11 +806,12 @@ fn idle_timer(
     async move {
         let mut recheck = 1u32;
         loop {
-            let (limit, phase) = if a.any_request.load(Ordering::Relaxed) {
-                (keepalive, IdlePhase::Keepalive)
+            let phase = if a.any_request.load(Ordering::Relaxed) {
+                IdlePhase::Keepalive
             } else {
-                (header, IdlePhase::Header)
+                IdlePhase::Header
             };
+            let limit = phase.limit(header, keepalive);
             if a.in_flight.load(Ordering::Relaxed) > 0 {
                 // A request in flight is never cut by this timer. On the own loop (the only
                 // one that parks) a request ends inside the loop's poll, which the biased

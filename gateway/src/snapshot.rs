@@ -67,7 +67,7 @@ pub struct RouteTarget {
     /// The key of the upstream in [`Snapshot::upstreams`], or why the route has none.
     pub upstream: Result<String, String>,
     /// The route's own `timeout`, which overrides the upstream's.
-    pub timeout: Option<Timeout>,
+    pub timeout: Option<Timeouts>,
     /// The route's `traffic-split`, which may send a request elsewhere than `upstream`.
     pub split: Option<Arc<Split>>,
     /// `enable_websocket` of the route, else of its service.
@@ -96,7 +96,7 @@ pub struct UpstreamRt {
     pub upstream_host: Option<HeaderValue>,
     pub retries: u32,
     pub retry_timeout: Option<Duration>,
-    pub timeout: Timeout,
+    pub timeout: Timeouts,
     pub pool: PoolSettings,
     /// HTTP/1.1 or HTTP/2, in the clear or over TLS.
     pub transport: Transport,
@@ -552,7 +552,7 @@ fn route_spec(
         route_id: id.clone(),
         service_id: route.service_id.clone(),
         upstream: target_upstream(id, route, service),
-        timeout: route.timeout,
+        timeout: route.timeout.map(Timeouts::from),
         split: splits.get(id).cloned(),
         websocket: route
             .enable_websocket
@@ -643,6 +643,25 @@ pub(crate) fn log_transition(upstream: &str, node: &str, change: Transition, by:
 /// values become the day rather than a panic.
 fn secs(v: f64) -> Duration {
     Duration::try_from_secs_f64(v).unwrap_or(Duration::from_secs(86_400))
+}
+
+/// An upstream's (or a route's) `timeout` as the proxy reads it, several times a request:
+/// converted from seconds once, when the snapshot is built.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub send: Duration,
+    pub read: Duration,
+}
+
+impl From<Timeout> for Timeouts {
+    fn from(t: Timeout) -> Timeouts {
+        Timeouts {
+            connect: t.connect(),
+            send: t.send(),
+            read: t.read(),
+        }
+    }
 }
 
 impl UpstreamRt {
@@ -784,7 +803,7 @@ impl UpstreamRt {
                 .and_then(|h| HeaderValue::from_str(h).ok()),
             retries: def.effective_retries(),
             retry_timeout: def.retry_timeout.filter(|t| *t > 0.0).map(secs),
-            timeout: def.timeout(),
+            timeout: def.timeout().into(),
             pool,
             transport,
         }

@@ -50,10 +50,9 @@ impl Timeout {
     }
 }
 
-/// A validated number of seconds as a `Duration`, to the nanosecond. Read three times a
-/// proxied request: `Duration::from_secs_f64` costs ~50 instructions a call (it handles
-/// any `f64` exactly) and panics on a value `validate` refuses; this costs a few, and a
-/// value out of range saturates (NaN is zero).
+/// A validated number of seconds as a `Duration`, to the nanosecond. Unlike
+/// `Duration::from_secs_f64`, a value `validate` refuses does not panic: it saturates
+/// (NaN is zero).
 fn seconds(v: f64) -> Duration {
     // `+ 0.5` rounds without `f64::round`, a libm call as dear as the rest.
     Duration::from_nanos((v * 1e9 + 0.5) as u64)
